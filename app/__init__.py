@@ -1,0 +1,1 @@
+"""custintel: customer intelligence over HTTP."""

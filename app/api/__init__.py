@@ -1,0 +1,1 @@
+"""Thin routers: validate, call one domain function, commit, return."""

@@ -1,0 +1,146 @@
+"""Accounts and contacts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import TypeAdapter
+
+from app import profiles
+from app.api.common import (
+    StrictJSONRoute,
+    batch_items,
+    manual_body,
+    problem_responses,
+    validate_items,
+)
+from app.auth import Ingest, Read
+from app.db import SessionDep
+from app.schemas.common import Id, Timestamp
+from app.schemas.profiles import (
+    MAX_PROFILE_BATCH,
+    Account,
+    AccountBatch,
+    AccountBatchItem,
+    AccountPage,
+    AccountUpsert,
+    Contact,
+    ContactBatch,
+    ContactBatchItem,
+    ContactUpsert,
+    ProfileBatchError,
+    ProfileBatchResult,
+)
+
+router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
+
+
+@router.put("/accounts/{account_id}", operation_id="upsert_account", tags=["accounts"])
+async def upsert_account(
+    account_id: Id, body: AccountUpsert, session: SessionDep, _: Ingest
+) -> Account:
+    """Create or update an account. Fields left out keep their value; traits merge key by key."""
+    account = await profiles.upsert_account(
+        session, account_id, upsert=body, now=datetime.now(UTC)
+    )
+    await session.commit()
+    return Account.model_validate(account, from_attributes=True)
+
+
+@router.post(
+    "/accounts/batch",
+    operation_id="upsert_accounts_batch",
+    tags=["accounts"],
+    openapi_extra=manual_body(AccountBatch),
+)
+async def upsert_accounts_batch(
+    request: Request, session: SessionDep, _: Ingest
+) -> ProfileBatchResult:
+    """Up to 1000 account upserts; each invalid item is reported by index, the rest are stored."""
+    items = await batch_items(request, "accounts", MAX_PROFILE_BATCH)
+    valid, invalid = validate_items(TypeAdapter(AccountBatchItem), items)
+    now = datetime.now(UTC)
+    for _, item in sorted(valid, key=lambda pair: pair[1].account_id):
+        upsert = AccountUpsert.model_validate(
+            item.model_dump(exclude={"account_id"}, exclude_unset=True)
+        )
+        await profiles.upsert_account(session, item.account_id, upsert=upsert, now=now)
+    await session.commit()
+    return ProfileBatchResult(
+        upserted=len(valid),
+        errors=[ProfileBatchError(index=e["index"], detail=e["detail"]) for e in invalid],
+    )
+
+
+@router.get("/accounts/{account_id}", operation_id="get_account", tags=["accounts"])
+async def get_account(
+    account_id: Id,
+    session: SessionDep,
+    _: Read,
+    as_of: Annotated[
+        Timestamp | None, Query(description="Read the profile as it was at this moment.")
+    ] = None,
+) -> Account:
+    return Account.model_validate(await profiles.get_account(session, account_id, as_of=as_of))
+
+
+@router.get("/accounts", operation_id="list_accounts", tags=["accounts"])
+async def list_accounts(
+    session: SessionDep,
+    _: Read,
+    segment: Annotated[str | None, Query(max_length=255)] = None,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AccountPage:
+    rows, next_cursor = await profiles.list_accounts(
+        session, segment=segment, cursor=cursor, limit=limit
+    )
+    return AccountPage(
+        items=[Account.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.put("/contacts/{contact_id}", operation_id="upsert_contact", tags=["contacts"])
+async def upsert_contact(
+    contact_id: Id, body: ContactUpsert, session: SessionDep, _: Ingest
+) -> Contact:
+    """Create or update a contact of an account (created if unknown)."""
+    contact = await profiles.upsert_contact(
+        session, contact_id, upsert=body, now=datetime.now(UTC)
+    )
+    await session.commit()
+    return Contact.model_validate(contact, from_attributes=True)
+
+
+@router.post(
+    "/contacts/batch",
+    operation_id="upsert_contacts_batch",
+    tags=["contacts"],
+    openapi_extra=manual_body(ContactBatch),
+)
+async def upsert_contacts_batch(
+    request: Request, session: SessionDep, _: Ingest
+) -> ProfileBatchResult:
+    items = await batch_items(request, "contacts", MAX_PROFILE_BATCH)
+    valid, invalid = validate_items(TypeAdapter(ContactBatchItem), items)
+    now = datetime.now(UTC)
+    for _, item in sorted(valid, key=lambda pair: pair[1].contact_id):
+        upsert = ContactUpsert.model_validate(
+            item.model_dump(exclude={"contact_id"}, exclude_unset=True)
+        )
+        await profiles.upsert_contact(session, item.contact_id, upsert=upsert, now=now)
+    await session.commit()
+    return ProfileBatchResult(
+        upserted=len(valid),
+        errors=[ProfileBatchError(index=e["index"], detail=e["detail"]) for e in invalid],
+    )
+
+
+@router.get("/contacts/{contact_id}", operation_id="get_contact", tags=["contacts"])
+async def get_contact(contact_id: Id, session: SessionDep, _: Read) -> Contact:
+    return Contact.model_validate(
+        await profiles.get_contact(session, contact_id), from_attributes=True
+    )

@@ -1,0 +1,127 @@
+"""API keys: creation, hashing, and the scope check every /v1 route runs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import errors
+from app.tables import ApiKey
+
+Scope = Literal["ingest", "read", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
+KEY_PREFIX = "ci_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def hash_key(secret: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough; a slow one would only cost latency.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_key(
+    session: AsyncSession, *, name: str, scopes: list[Scope]
+) -> tuple[ApiKey, str]:
+    secret = generate_key()
+    key = ApiKey(
+        key_id=uuid.uuid4(),
+        name=name,
+        prefix=secret[:10],
+        key_hash=hash_key(secret),
+        scopes=sorted(set(scopes)),
+    )
+    session.add(key)
+    await session.flush()
+    return key, secret
+
+
+class KeyCache:
+    """Verified keys, trusted for a few seconds so that hot paths skip a lookup."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+
+    def forget(self) -> None:
+        self._entries.clear()
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ci_...`")
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise errors.Unauthorized("Missing API key: send `Authorization: Bearer <key>`.")
+    digest = hash_key(credentials.credentials)
+    state = request.app.state
+    bootstrap = state.settings.bootstrap_admin_key
+    if bootstrap is not None and hmac.compare_digest(
+        digest, hash_key(bootstrap.get_secret_value())
+    ):
+        return Principal("bootstrap", "bootstrap admin", frozenset({"admin"}))
+    cache: KeyCache = state.key_cache
+    principal = cache.get(digest)
+    if principal is not None:
+        return principal
+    async with state.sessionmaker() as session:
+        key = await session.scalar(
+            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        )
+    if key is None:
+        raise errors.Unauthorized("Unknown or revoked API key.")
+    principal = Principal(str(key.key_id), key.name, frozenset(key.scopes))
+    cache.put(digest, principal)
+    return principal
+
+
+def require(scope: Scope) -> object:
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.allows(scope):
+            raise errors.Forbidden(
+                f"This key lacks the `{scope}` scope.", missing_scope=scope
+            )
+        return principal
+
+    return Depends(check)
+
+
+Ingest = Annotated[Principal, require("ingest")]
+Read = Annotated[Principal, require("read")]
+Admin = Annotated[Principal, require("admin")]

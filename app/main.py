@@ -1,0 +1,176 @@
+"""The application: create_app() wires settings, database, routers, errors and the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+import orjson
+from fastapi.responses import Response
+from pydantic.json_schema import models_json_schema
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import auth, db, errors, ingest, logs, migrate, partitions
+from app.api import admin, health, profiles, signals
+from app.api.common import MANUAL_BODIES, describe, validation_errors
+from app.middleware import BodyLimit, RequestContext
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "0.1.0"
+DESCRIPTION = (
+    "custintel turns customer signals (events, profiles, outcomes) into scores with reasons. "
+    "Every /v1 route needs `Authorization: Bearer <key>`. Errors are RFC 9457 problem+json. "
+    "Unknown fields are rejected with 422; free-form data goes in `traits` or `properties`."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.database_url or await asyncio.to_thread(db.database_url, settings)
+        engine = db.create_engine(url, settings)
+        app.state.engine = engine
+        app.state.sessionmaker = db.create_sessionmaker(engine)
+        app.state.partitions = partitions.PartitionManager(engine)
+        app.state.migration_head = migrate.head_revision()
+        keeper = asyncio.create_task(_keep_partitions(app.state.partitions, settings))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="custintel",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
+    app.state.settings = settings
+    app.state.key_cache = auth.KeyCache(settings.api_key_cache_seconds)
+    app.state.known_ids = ingest.KnownIds()
+    app.include_router(health.router)
+    for router in (profiles.router, signals.router, admin.router):
+        app.include_router(router, prefix="/v1")
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, log_requests=settings.access_log)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _keep_partitions(manager: partitions.PartitionManager, settings: Settings) -> None:
+    """Keep next months' event partitions created; retried while the database is away."""
+    while True:
+        try:
+            await manager.ensure_ahead(settings.partitions_ahead_months)
+            delay = 6 * 3600.0
+        except Exception as exc:  # noqa: BLE001  (a background keeper must not die)
+            if not db.is_unreachable(exc):
+                log.exception("creating event partitions failed")
+            delay = 30.0
+        await asyncio.sleep(delay)
+
+
+def _problem(error: errors.CustintelError) -> Response:
+    return Response(
+        orjson.dumps(error.problem()),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=errors.PROBLEM_JSON,
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_custintel_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, errors.CustintelError)
+        return _problem(error)
+
+    async def on_validation_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        errs = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in error.errors()
+        ]
+        return _problem(errors.InvalidPayload(describe(errs), errors=errs))
+
+    async def on_http_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        problem = errors.CustintelError(str(error.detail), headers=dict(error.headers or {}))
+        problem.status, problem.title = error.status_code, _reason(error.status_code)
+        problem.slug = "http"
+        return _problem(problem)
+
+    async def on_database_error(_: Request, error: Exception) -> Response:
+        if db.is_unreachable(error):
+            log.warning("database unreachable", extra={"error": type(error).__name__})
+            return _problem(errors.ServiceUnavailable("The database is unreachable; retry shortly."))
+        if isinstance(error, sa_exc.DBAPIError) and _is_data_error(error):
+            return _problem(errors.InvalidPayload("A value could not be stored as sent."))
+        log.exception("database error", exc_info=error)
+        return _problem(errors.CustintelError("Internal error; it has been logged."))
+
+    async def on_unexpected(_: Request, error: Exception) -> Response:
+        if db.is_unreachable(error):
+            return _problem(errors.ServiceUnavailable("The database is unreachable; retry shortly."))
+        log.exception("unhandled error", exc_info=error)
+        return _problem(errors.CustintelError("Internal error; it has been logged."))
+
+    app.add_exception_handler(errors.CustintelError, on_custintel_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, on_database_error)
+    app.add_exception_handler(OSError, on_unexpected)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _is_data_error(error: sa_exc.DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
+        getattr(error.orig, "__cause__", None), "sqlstate", None
+    )
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")  # class 22: data exception
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes,
+        separate_input_output_schemas=False,
+    )
+    _, defs = models_json_schema(
+        [(m, "validation") for m in MANUAL_BODIES],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in defs.get("$defs", {}).items():
+        components.setdefault(name, definition)
+    # FastAPI's default 422 body is replaced by problem+json; drop its now-unused schemas.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
+
+
+app = create_app

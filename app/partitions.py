@@ -1,0 +1,72 @@
+"""Monthly partitions of the events table: created ahead of time, and on demand for backfills."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+# Serializes partition DDL across processes; the value is arbitrary but fixed.
+_LOCK_KEY = 7310002
+
+
+def month_of(moment: datetime) -> date:
+    moment = moment.astimezone(UTC)
+    return date(moment.year, moment.month, 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def partition_name(month: date) -> str:
+    return f"events_{month.year:04d}_{month.month:02d}"
+
+
+class PartitionManager:
+    """Remembers which months exist so the ingest path asks Postgres only for new ones."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._known: set[date] = set()
+
+    async def ensure(self, months: Iterable[date]) -> None:
+        missing = sorted(set(months) - self._known)
+        if not missing:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            rows = await conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'events'::regclass"
+                )
+            )
+            existing = {r[0] for r in rows}
+            for month in missing:
+                name = partition_name(month)
+                if name in existing:
+                    continue
+                # Bounds are dates in UTC; both are computed here, never taken from a client.
+                await conn.execute(
+                    text(
+                        f"CREATE TABLE {name} PARTITION OF events FOR VALUES "
+                        f"FROM ('{month.isoformat()} 00:00:00+00') "
+                        f"TO ('{next_month(month).isoformat()} 00:00:00+00')"
+                    )
+                )
+                log.info("created partition", extra={"partition": name})
+        self._known.update(missing)
+
+    async def ensure_ahead(self, months_ahead: int, now: datetime | None = None) -> None:
+        month = month_of(now or datetime.now(UTC))
+        months = []
+        for _ in range(months_ahead + 1):
+            months.append(month)
+            month = next_month(month)
+        await self.ensure(months)

@@ -1,0 +1,242 @@
+"""Accounts and contacts: upserts kept as history, current values folded from it, reads as of t.
+
+Semantics: each field takes the value of the newest observation that set it (by observed_at, then
+arrival). An upsert older than the newest one is stored in history and folded in only where no
+newer observation set the same field, so it never overwrites newer values.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import errors
+from app.schemas.profiles import AccountUpsert, ContactUpsert
+from app.tables import Account, AccountHistory, Contact, ContactHistory, ContactIdentity, Event
+
+ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
+CONTACT_FIELDS = ("account_id", "email", "name", "role")
+
+
+def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if key == "traits":
+            traits = dict(state.get("traits") or {})
+            for trait, trait_value in value.items():
+                if trait_value is None:
+                    traits.pop(trait, None)
+                else:
+                    traits[trait] = trait_value
+            state["traits"] = traits
+        else:
+            state[key] = value
+
+
+def fold(history: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    state: dict[str, Any] = {"traits": {}}
+    for changes in history:
+        apply_changes(state, changes)
+    return state
+
+
+def _changes(upsert: AccountUpsert | ContactUpsert) -> dict[str, Any]:
+    changes = upsert.model_dump(mode="json", exclude_unset=True, exclude={"observed_at"})
+    if isinstance(upsert, ContactUpsert):
+        changes.pop("identities", None)  # kept in the identities table, not a profile field
+    return changes
+
+
+async def upsert_account(
+    session: AsyncSession, account_id: str, *, upsert: AccountUpsert, now: datetime
+) -> Account:
+    observed_at = upsert.observed_at or now
+    changes = _changes(upsert)
+    await session.execute(
+        insert(Account).values(account_id=account_id, created_at=now, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+    account = await session.get(Account, account_id, with_for_update=True, populate_existing=True)
+    assert account is not None
+    replay = await session.scalar(
+        select(AccountHistory.id).where(
+            AccountHistory.account_id == account_id,
+            AccountHistory.observed_at == observed_at,
+            AccountHistory.changes == changes,
+        ).limit(1)
+    )
+    if replay is not None:
+        return account  # the same upsert again: nothing new to record
+    session.add(AccountHistory(account_id=account_id, observed_at=observed_at, changes=changes))
+    if account.observed_at is None or observed_at >= account.observed_at:
+        state = _account_state(account)
+        apply_changes(state, changes)
+        account.observed_at = observed_at
+    else:
+        await session.flush()
+        state = fold(await _account_history(session, account_id, until=None))
+    for field in ACCOUNT_FIELDS:
+        setattr(account, field, state.get(field))
+    account.traits = state.get("traits") or {}
+    account.updated_at = now
+    await session.flush()
+    return account
+
+
+def _account_state(account: Account) -> dict[str, Any]:
+    state: dict[str, Any] = {f: getattr(account, f) for f in ACCOUNT_FIELDS}
+    state["traits"] = dict(account.traits or {})
+    return state
+
+
+async def _account_history(
+    session: AsyncSession, account_id: str, *, until: datetime | None
+) -> list[dict[str, Any]]:
+    query = select(AccountHistory.changes).where(AccountHistory.account_id == account_id)
+    if until is not None:
+        query = query.where(AccountHistory.observed_at <= until)
+    rows = await session.scalars(query.order_by(AccountHistory.observed_at, AccountHistory.id))
+    return list(rows)
+
+
+async def get_account(
+    session: AsyncSession, account_id: str, *, as_of: datetime | None = None
+) -> dict[str, Any]:
+    account = await session.get(Account, account_id)
+    if account is None:
+        raise errors.NotFound(f"No account {account_id!r}.")
+    view: dict[str, Any] = {
+        "account_id": account.account_id,
+        "created_at": account.created_at,
+        "updated_at": account.updated_at,
+    }
+    if as_of is None:
+        view.update(_account_state(account))
+        return view
+    history = await _account_history(session, account_id, until=as_of)
+    if not history:
+        first_event = await session.scalar(
+            select(func.min(Event.occurred_at)).where(Event.account_id == account_id)
+        )
+        if first_event is None or first_event > as_of:
+            raise errors.NotFound(f"Account {account_id!r} did not exist at {as_of.isoformat()}.")
+    state = fold(history)
+    view.update({f: state.get(f) for f in ACCOUNT_FIELDS}, traits=state.get("traits") or {})
+    return view
+
+
+async def list_accounts(
+    session: AsyncSession, *, segment: str | None, cursor: str | None, limit: int
+) -> tuple[list[Account], str | None]:
+    query = select(Account).order_by(Account.account_id).limit(limit + 1)
+    if segment is not None:
+        query = query.where(Account.segment == segment)
+    if cursor is not None:
+        query = query.where(Account.account_id > decode_cursor(cursor))
+    rows = list(await session.scalars(query))
+    next_cursor = encode_cursor(rows[limit - 1].account_id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def encode_cursor(account_id: str) -> str:
+    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = raw.decode()
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("cursor is not one this service issued") from None
+    if "\x00" in value:
+        raise errors.BadRequest("cursor is not one this service issued")
+    return value
+
+
+async def upsert_contact(
+    session: AsyncSession, contact_id: str, *, upsert: ContactUpsert, now: datetime
+) -> Contact:
+    observed_at = upsert.observed_at or now
+    changes = _changes(upsert)
+    if "email" in changes and changes["email"] is not None:
+        changes["email"] = changes["email"].lower()
+    await session.execute(
+        insert(Account).values(account_id=upsert.account_id, created_at=now, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+    await session.execute(
+        insert(Contact)
+        .values(contact_id=contact_id, account_id=upsert.account_id, created_at=now, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+    contact = await session.get(Contact, contact_id, with_for_update=True, populate_existing=True)
+    assert contact is not None
+    replay = await session.scalar(
+        select(ContactHistory.id).where(
+            ContactHistory.contact_id == contact_id,
+            ContactHistory.observed_at == observed_at,
+            ContactHistory.changes == changes,
+        ).limit(1)
+    )
+    if replay is None:
+        session.add(
+            ContactHistory(
+                contact_id=contact_id,
+                account_id=upsert.account_id,
+                observed_at=observed_at,
+                changes=changes,
+            )
+        )
+        if contact.observed_at is None or observed_at >= contact.observed_at:
+            state: dict[str, Any] = {f: getattr(contact, f) for f in CONTACT_FIELDS}
+            state["traits"] = dict(contact.traits or {})
+            apply_changes(state, changes)
+            contact.observed_at = observed_at
+        else:
+            await session.flush()
+            rows = await session.scalars(
+                select(ContactHistory.changes)
+                .where(ContactHistory.contact_id == contact_id)
+                .order_by(ContactHistory.observed_at, ContactHistory.id)
+            )
+            state = fold(rows)
+        for field in CONTACT_FIELDS:
+            setattr(contact, field, state.get(field))
+        contact.traits = state.get("traits") or {}
+        contact.updated_at = now
+    identities = dict(upsert.identities or {})
+    if contact.email:
+        identities["email"] = contact.email
+    await _link_identities(session, contact, identities, now=now)
+    await session.flush()
+    return contact
+
+
+async def _link_identities(
+    session: AsyncSession, contact: Contact, identities: dict[str, str], *, now: datetime
+) -> None:
+    """An identifier points at the contact that most recently claimed it."""
+    for kind, value in sorted(identities.items()):
+        stmt = insert(ContactIdentity).values(
+            kind=kind, value=value, contact_id=contact.contact_id,
+            account_id=contact.account_id, updated_at=now,
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["kind", "value"],
+                set_={"contact_id": stmt.excluded.contact_id,
+                      "account_id": stmt.excluded.account_id, "updated_at": now},
+            )
+        )
+
+
+async def get_contact(session: AsyncSession, contact_id: str) -> Contact:
+    contact = await session.get(Contact, contact_id)
+    if contact is None:
+        raise errors.NotFound(f"No contact {contact_id!r}.")
+    return contact

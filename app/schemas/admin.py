@@ -1,0 +1,69 @@
+"""Problems, API keys, the audit trail and health."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import STRICT, Name
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Path to the offending field, e.g. [\"body\", \"mrr\"].")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = STRICT
+
+    name: Name = Field(min_length=1)
+    scopes: list[Literal["ingest", "read", "admin"]] = Field(min_length=1)
+
+
+class ApiKeyInfo(BaseModel):
+    key_id: str
+    name: str
+    prefix: str = Field(description="The first characters of the key, to recognise it.")
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyInfo):
+    key: str = Field(description="The secret. Shown once; store it now.")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    database: Literal["reachable", "unreachable"]
+    migrations: Literal["current", "pending", "unknown"]
+    revision: str | None
+    head: str | None

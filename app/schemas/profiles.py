@@ -1,0 +1,100 @@
+"""Accounts and contacts: upserts in, current (or as-of) profiles out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import STRICT, Email, Id, Kind, Name, Timestamp, Traits
+
+MAX_PROFILE_BATCH = 1000
+
+
+class AccountUpsert(BaseModel):
+    """Fields left out keep their value; null clears a field. Traits merge key by key."""
+
+    model_config = STRICT
+
+    name: Name | None = None
+    segment: Name | None = None
+    plan: Name | None = None
+    mrr: float | None = Field(None, ge=0, le=1e15)
+    owner_email: Email | None = None
+    traits: Traits | None = Field(None, description="Merged key by key; a null value removes the key.")
+    observed_at: Timestamp | None = Field(
+        None, description="When these values became true (RFC 3339 with offset). Default: now."
+    )
+
+
+class AccountBatchItem(AccountUpsert):
+    account_id: Id
+
+
+class AccountBatch(BaseModel):
+    model_config = STRICT
+
+    accounts: list[AccountBatchItem] = Field(max_length=MAX_PROFILE_BATCH)
+
+
+class Account(BaseModel):
+    account_id: str
+    name: str | None
+    segment: str | None
+    plan: str | None
+    mrr: float | None
+    owner_email: str | None
+    traits: dict[str, str | bool | int | float]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountPage(BaseModel):
+    items: list[Account]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class ProfileBatchError(BaseModel):
+    index: int
+    detail: str
+
+
+class ProfileBatchResult(BaseModel):
+    upserted: int
+    errors: list[ProfileBatchError]
+
+
+class ContactUpsert(BaseModel):
+    model_config = STRICT
+
+    account_id: Id
+    email: Email | None = None
+    name: Name | None = None
+    role: Kind | None = Field(None, description="e.g. admin, end_user, executive_sponsor")
+    traits: Traits | None = None
+    identities: dict[Kind, Id] | None = Field(
+        None,
+        description="External identifiers of this contact by system, e.g. {\"crm\": \"003A1\"}.",
+    )
+    observed_at: Timestamp | None = None
+
+
+class ContactBatchItem(ContactUpsert):
+    contact_id: Id
+
+
+class ContactBatch(BaseModel):
+    model_config = STRICT
+
+    contacts: list[ContactBatchItem] = Field(max_length=MAX_PROFILE_BATCH)
+
+
+class Contact(BaseModel):
+    contact_id: str
+    account_id: str
+    email: str | None
+    name: str | None
+    role: str | None
+    traits: dict[str, str | bool | int | float]
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,61 @@
+"""Every knob custintel has, read from the environment with the CUSTINTEL_ prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CUSTINTEL_", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="`production` refuses weak bootstrap keys."
+    )
+    database_url: str | None = Field(
+        None,
+        description="postgresql:// URL. Unset: an embedded Postgres is started under data_dir.",
+    )
+    data_dir: Path = Field(Path(".custintel"), description="Embedded Postgres data lives here.")
+    models_dir: Path = Field(Path("models_store"), description="Trained model artefacts.")
+    host: str = Field("127.0.0.1", description="Address `custintel serve` binds.")
+    port: int = Field(8000, description="Port `custintel serve` binds.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes for `custintel serve`.")
+    bootstrap_admin_key: SecretStr | None = Field(
+        None, description="Accepted as an admin key in addition to stored keys."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    future_tolerance_hours: float = Field(
+        24, ge=0, description="How far in the future an occurred_at may lie."
+    )
+    partitions_ahead_months: int = Field(
+        3, ge=1, description="Monthly event partitions kept created ahead of now."
+    )
+    db_pool_size: int = Field(10, ge=1, description="Connections per process.")
+    db_timeout_seconds: float = Field(
+        5, gt=0, description="Connect and statement wait before answering 503."
+    )
+    api_key_cache_seconds: float = Field(
+        10, ge=0, description="How long a verified API key is trusted without a lookup."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    access_log: bool = Field(True, description="One JSON line per request.")
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets(self) -> Settings:
+        key = self.bootstrap_admin_key
+        if self.environment == "production" and key is not None:
+            if len(key.get_secret_value()) < 32:
+                raise ValueError("CUSTINTEL_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

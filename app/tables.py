@@ -1,0 +1,185 @@
+"""Every table custintel stores. Large tables keep account_id so they can be distributed by account."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.db import metadata
+
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    segment: Mapped[str | None] = mapped_column(String(255), index=True)
+    plan: Mapped[str | None] = mapped_column(String(255))
+    mrr: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    owner_email: Mapped[str | None] = mapped_column(String(320))
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # observed_at of the newest upsert folded into the current values; NULL when only events
+    # have mentioned the account so far.
+    observed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class AccountHistory(Base):
+    """Every accepted upsert as sent: the fields it set, at the moment they became true."""
+
+    __tablename__ = "account_history"
+    __table_args__ = (Index(None, "account_id", "observed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("accounts.account_id", ondelete="CASCADE")
+    )
+    observed_at: Mapped[datetime] = mapped_column(Timestamp)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    recorded_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (Index(None, "account_id"),)
+
+    contact_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("accounts.account_id", ondelete="CASCADE")
+    )
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(String(64))
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    observed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class ContactHistory(Base):
+    __tablename__ = "contact_history"
+    __table_args__ = (Index(None, "contact_id", "observed_at"), Index(None, "account_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("contacts.contact_id", ondelete="CASCADE")
+    )
+    account_id: Mapped[str] = mapped_column(String(255))
+    observed_at: Mapped[datetime] = mapped_column(Timestamp)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    recorded_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class ContactIdentity(Base):
+    """An external identifier (email, CRM id, support-tool id) pointing at one contact."""
+
+    __tablename__ = "identities"
+    __table_args__ = (PrimaryKeyConstraint("kind", "value"), Index(None, "contact_id"))
+
+    kind: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(320))
+    contact_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("contacts.contact_id", ondelete="CASCADE")
+    )
+    account_id: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class EventKey(Base):
+    """One row per event_id ever accepted: idempotency across partitions, forever."""
+
+    __tablename__ = "event_keys"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Event(Base):
+    """Signals. Range-partitioned by month of occurred_at (see app.partitions)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        PrimaryKeyConstraint("event_id", "occurred_at"),
+        Index(None, "account_id", "occurred_at"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
+    )
+
+    event_id: Mapped[str] = mapped_column(String(255))
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    account_id: Mapped[str] = mapped_column(String(255))
+    contact_id: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    type: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(String(255))
+    value: Mapped[float | None] = mapped_column(Double)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    text: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class Outcome(Base):
+    __tablename__ = "outcomes"
+    __table_args__ = (Index(None, "account_id", "occurred_at"), Index(None, "kind", "occurred_at"))
+
+    outcome_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class ApiKey(Base):
+    """Keys are stored as SHA-256 of the secret; the secret itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

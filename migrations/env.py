@@ -1,0 +1,44 @@
+"""Alembic environment: runs migrations over asyncpg against CUSTINTEL_DATABASE_URL or the URL set
+by app.migrate."""
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app import db, tables  # noqa: F401  (tables registers every table on the metadata)
+from app.settings import get_settings
+
+config = context.config
+target_metadata = db.metadata
+
+
+def _url() -> str:
+    url = config.attributes.get("database_url") or get_settings().database_url
+    if not url:
+        raise RuntimeError("no database URL: set CUSTINTEL_DATABASE_URL")
+    return db.asyncpg_url(url)
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        # One migrator at a time, even with several processes starting together.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7310001)")
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    engine = create_async_engine(_url())
+    async with engine.connect() as connection:
+        await connection.run_sync(_run)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_async())
