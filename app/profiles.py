@@ -143,19 +143,23 @@ async def list_accounts(
     return rows[:limit], next_cursor
 
 
+_CURSOR_MARK = "after:"
+
+
 def encode_cursor(account_id: str) -> str:
-    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
+    raw = (_CURSOR_MARK + account_id).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> str:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = raw.decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise errors.BadRequest("cursor is not one this service issued") from None
-    if "\x00" in value:
+        value = ""
+    if not value.startswith(_CURSOR_MARK) or "\x00" in value:
         raise errors.BadRequest("cursor is not one this service issued")
-    return value
+    return value[len(_CURSOR_MARK):]
 
 
 async def upsert_contact(

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import httpx
+
+
+async def test_upsert_creates_then_merges_traits_key_by_key(client: httpx.AsyncClient) -> None:
+    created = await client.put(
+        "/v1/accounts/acme",
+        json={"name": "Acme", "segment": "enterprise", "plan": "pro", "mrr": 1200.5,
+              "owner_email": "csm@vendor.io", "traits": {"seats": 40, "region": "eu", "beta": True}},
+    )
+    assert created.status_code == 200, created.text
+    updated = await client.put("/v1/accounts/acme", json={"traits": {"seats": 45, "region": None}})
+    body = updated.json()
+    assert body["traits"] == {"seats": 45, "beta": True}
+    assert (body["name"], body["segment"], body["plan"], body["mrr"]) == ("Acme", "enterprise", "pro", 1200.5)
+    assert body["owner_email"] == "csm@vendor.io"
+    assert set(body) == {"account_id", "name", "segment", "plan", "mrr", "owner_email", "traits", "created_at", "updated_at"}
+
+
+async def test_null_clears_a_field_and_absence_keeps_it(client: httpx.AsyncClient) -> None:
+    await client.put("/v1/accounts/a1", json={"name": "A", "plan": "pro"})
+    body = (await client.put("/v1/accounts/a1", json={"plan": None})).json()
+    assert body["plan"] is None and body["name"] == "A"
+
+
+async def test_older_upsert_goes_to_history_without_overwriting_newer_values(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.put("/v1/accounts/a2", json={"plan": "enterprise", "traits": {"tier": "gold"},
+                                             "observed_at": "2025-06-01T00:00:00Z"})
+    late = await client.put("/v1/accounts/a2", json={"plan": "starter", "name": "Old Name",
+                                                    "traits": {"tier": "bronze", "legacy": 1},
+                                                    "observed_at": "2025-01-01T00:00:00Z"})
+    body = late.json()
+    assert body["plan"] == "enterprise"
+    assert body["traits"]["tier"] == "gold"
+    # Fields no newer observation set are still learnt from the older one.
+    assert body["name"] == "Old Name" and body["traits"]["legacy"] == 1
+    then = await client.get("/v1/accounts/a2", params={"as_of": "2025-03-01T00:00:00Z"})
+    assert then.json()["plan"] == "starter"
+    assert then.json()["traits"] == {"tier": "bronze", "legacy": 1}
+
+
+async def test_traits_are_read_as_of_a_past_moment(client: httpx.AsyncClient) -> None:
+    for day, seats in (("2025-01-01", 10), ("2025-02-01", 20), ("2025-03-01", 30)):
+        await client.put("/v1/accounts/a3", json={"traits": {"seats": seats}, "mrr": seats * 10,
+                                                 "observed_at": f"{day}T00:00:00+00:00"})
+    feb = (await client.get("/v1/accounts/a3", params={"as_of": "2025-02-15T00:00:00Z"})).json()
+    now = (await client.get("/v1/accounts/a3")).json()
+    assert feb["traits"] == {"seats": 20} and feb["mrr"] == 200
+    assert now["traits"] == {"seats": 30}
+    before = await client.get("/v1/accounts/a3", params={"as_of": "2024-12-31T00:00:00Z"})
+    assert before.status_code == 404
+
+
+async def test_the_same_upsert_replayed_adds_no_history(
+    client: httpx.AsyncClient, conn: object
+) -> None:
+    body = {"plan": "pro", "observed_at": "2025-01-01T00:00:00Z"}
+    await client.put("/v1/accounts/a4", json=body)
+    await client.put("/v1/accounts/a4", json=body)
+    count = await conn.fetchval("SELECT count(*) FROM account_history WHERE account_id = 'a4'")  # type: ignore[attr-defined]
+    assert count == 1
+
+
+async def test_unknown_account_is_404_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/accounts/nobody")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+async def test_list_filters_by_segment_and_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
+    for i in range(5):
+        await client.put(f"/v1/accounts/e{i}", json={"segment": "enterprise"})
+    await client.put("/v1/accounts/s0", json={"segment": "smb"})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"segment": "enterprise", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/accounts", params=params)).json()
+        seen += [a["account_id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"e{i}" for i in range(5)]
+
+
+async def test_bad_cursor_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/accounts", params={"cursor": "%%%"})
+    assert response.status_code == 400
+
+
+async def test_account_batch_upserts_valid_items_and_reports_bad_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/v1/accounts/batch",
+        json={"accounts": [{"account_id": "b1", "name": "B1"}, {"account_id": "b2", "mrr": "lots"},
+                           {"name": "no id"}, {"account_id": "b3", "segment": "smb"}]},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["upserted"] == 2
+    assert [e["index"] for e in body["errors"]] == [1, 2]
+    assert "mrr" in body["errors"][0]["detail"]
+    assert (await client.get("/v1/accounts/b3")).json()["segment"] == "smb"
+
+
+async def test_account_batch_over_1000_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/accounts/batch", json={"accounts": [{"account_id": "x"}] * 1001})
+    assert response.status_code == 422
+
+
+async def test_contact_upsert_history_and_role(client: httpx.AsyncClient) -> None:
+    await client.put("/v1/contacts/c1", json={"account_id": "acme", "role": "admin",
+                                             "email": "bo@acme.io", "identities": {"crm": "003X"},
+                                             "observed_at": "2025-05-01T00:00:00Z"})
+    late = await client.put("/v1/contacts/c1", json={"account_id": "acme", "role": "end_user",
+                                                    "observed_at": "2025-01-01T00:00:00Z"})
+    assert late.json()["role"] == "admin"
+    assert late.json()["email"] == "bo@acme.io"
+    batch = await client.post("/v1/contacts/batch", json={"contacts": [
+        {"contact_id": "c2", "account_id": "acme", "role": "executive_sponsor"},
+        {"contact_id": "c3", "role": "admin"},
+    ]})
+    assert batch.json()["upserted"] == 1
+    assert batch.json()["errors"][0]["index"] == 1

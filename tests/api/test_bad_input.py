@@ -1,0 +1,213 @@
+"""Every error a client can cause is a 4xx problem+json naming what is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ADMIN_KEY
+
+NOW = datetime.now(UTC).isoformat()
+GOOD = f'"type": "login", "occurred_at": "{NOW}", "account_id": "acme"'
+
+
+async def post_raw(client: httpx.AsyncClient, path: str, raw: bytes | str) -> httpx.Response:
+    data = raw.encode() if isinstance(raw, str) else raw
+    return await client.post(path, content=data, headers={"Content-Type": "application/json"})
+
+
+def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    for word in words:
+        assert word in response.text, f"{word!r} not in {response.text}"
+    return body
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["{", '{"type": }', "", "[1, 2", '{"a": 1} trailing', "\xff\xfe"],
+    ids=["open", "no-value", "empty-string-body", "open-list", "trailing", "not-utf8"],
+)
+async def test_malformed_json_is_400(client: httpx.AsyncClient, raw: str) -> None:
+    response = await post_raw(client, "/v1/events", raw.encode("latin-1"))
+    if raw == "":
+        # An empty body is a missing body: the required fields are named.
+        assert_problem(response, 422, "body")
+    else:
+        assert_problem(response, 400, "Malformed JSON")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_nan_and_infinity_are_refused(client: httpx.AsyncClient, literal: str) -> None:
+    response = await post_raw(client, "/v1/events", f'{{{GOOD}, "value": {literal}}}')
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        '"text": "a\\u0000b"',
+        '"properties": {"k\\u0000": 1}',
+        '"properties": {"deep": [{"x": "\\u0000"}]}',
+    ],
+)
+async def test_nul_characters_are_refused_anywhere(client: httpx.AsyncClient, fragment: str) -> None:
+    response = await post_raw(client, "/v1/events", f"{{{GOOD}, {fragment}}}")
+    assert_problem(response, 400, "NUL")
+
+
+async def test_nul_in_trait_key_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.put(
+        "/v1/accounts/acme", content=b'{"traits": {"a\\u0000": 1}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(response, 400, "NUL")
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    ['"text": "\\ud800"', '"properties": {"\\udfff": 1}', '"source": "x\\ud83d"'],
+)
+async def test_lone_surrogates_are_refused(client: httpx.AsyncClient, fragment: str) -> None:
+    response = await post_raw(client, "/v1/events", f"{{{GOOD}, {fragment}}}")
+    assert_problem(response, 400, "surrogate")
+
+
+async def test_paired_surrogates_are_fine(client: httpx.AsyncClient) -> None:
+    response = await post_raw(client, "/v1/events", f'{{{GOOD}, "text": "\\ud83d\\ude00"}}')
+    assert response.status_code == 202
+
+
+async def test_wrong_types_name_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events",
+        json={"type": 5, "occurred_at": NOW, "account_id": "acme", "value": "high"},
+    )
+    body = assert_problem(response, 422)
+    locs = {tuple(e["loc"]) for e in body["errors"]}  # type: ignore[union-attr]
+    assert ("body", "type") in locs and ("body", "value") in locs
+
+
+async def test_missing_required_fields_are_named(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/events", json={"account_id": "acme"})
+    body = assert_problem(response, 422)
+    locs = {tuple(e["loc"]) for e in body["errors"]}  # type: ignore[union-attr]
+    assert {("body", "type"), ("body", "occurred_at")} <= locs
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2025-01-01T10:00:00", "2025-01-01", "1735725600", "01/02/2025 10:00"]
+)
+async def test_timestamps_without_offset_are_refused(client: httpx.AsyncClient, stamp: str) -> None:
+    response = await client.post(
+        "/v1/events", json={"type": "login", "occurred_at": stamp, "account_id": "acme"}
+    )
+    assert_problem(response, 422, "occurred_at", "offset")
+
+
+async def test_numeric_timestamp_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events", json={"type": "login", "occurred_at": 1735725600, "account_id": "acme"}
+    )
+    assert_problem(response, 422, "occurred_at")
+
+
+async def test_occurred_at_far_in_the_future_is_refused(client: httpx.AsyncClient) -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=23)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=25)).isoformat()
+    ok = await client.post("/v1/events", json={"type": "x", "occurred_at": soon, "account_id": "a"})
+    bad = await client.post("/v1/events", json={"type": "x", "occurred_at": later, "account_id": "a"})
+    assert ok.status_code == 202
+    assert_problem(bad, 422, "future")
+
+
+async def test_deeply_nested_properties_are_refused(client: httpx.AsyncClient) -> None:
+    nested: object = 1
+    for _ in range(9):
+        nested = {"n": nested}
+    response = await client.post(
+        "/v1/events", json={"type": "x", "occurred_at": NOW, "account_id": "a", "properties": nested}
+    )
+    assert_problem(response, 422, "properties", "nested")
+
+
+async def test_absurdly_deep_json_is_refused_before_validation(client: httpx.AsyncClient) -> None:
+    raw = '{"type": "x", "properties": {"p": ' + "[" * 5000 + "]" * 5000 + "}}"
+    assert_problem(await post_raw(client, "/v1/events", raw), 400, "depth")
+
+
+async def test_unknown_fields_are_refused_by_name(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events", json={"type": "x", "occurred_at": NOW, "account_id": "a", "colour": "red"}
+    )
+    assert_problem(response, 422, "colour")
+    account = await client.put("/v1/accounts/a", json={"seats": 4})
+    assert_problem(account, 422, "seats")
+
+
+async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events", content=b"type=login", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert_problem(response, 415)
+
+
+async def test_control_characters_in_path_ids_are_refused(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/v1/accounts/a%00b"), 422, "account_id")
+    assert_problem(await client.put("/v1/accounts/a%01b", json={}), 422)
+
+
+async def test_too_long_event_id_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events", json={"event_id": "e" * 256, "type": "x", "occurred_at": NOW, "account_id": "a"}
+    )
+    assert_problem(response, 422, "event_id")
+
+
+async def test_batch_that_is_not_an_object_with_a_list_is_422(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post("/v1/events/batch", json=[1, 2]), 422, "events")
+    assert_problem(await client.post("/v1/events/batch", json={"events": {}}), 422, "list")
+    assert_problem(await client.post("/v1/events/batch", json={"events": [], "x": 1}), 422, "x")
+
+
+async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/v1/nothing"), 404)
+    assert_problem(await client.delete("/v1/events"), 405)
+
+
+@pytest.fixture
+async def small_limit_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"max_body_bytes": 2048}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as c:
+            yield c
+
+
+async def test_body_over_the_limit_is_413(small_limit_client: httpx.AsyncClient) -> None:
+    big = {"type": "x", "occurred_at": NOW, "account_id": "a", "text": "y" * 4000}
+    assert_problem(await small_limit_client.post("/v1/events", json=big), 413, "2048")
+
+
+async def test_streamed_body_over_the_limit_is_413(small_limit_client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"type": "x", "text": "'
+        for _ in range(10):
+            yield b"y" * 500
+        yield b'"}'
+
+    response = await small_limit_client.post(
+        "/v1/events", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 413)
