@@ -114,9 +114,7 @@ async def authenticate(
 def require(scope: Scope) -> object:
     async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.allows(scope):
-            raise errors.Forbidden(
-                f"This key lacks the `{scope}` scope.", missing_scope=scope
-            )
+            raise errors.Forbidden(f"This key lacks the `{scope}` scope.", missing_scope=scope)
         return principal
 
     return Depends(check)

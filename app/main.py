@@ -8,18 +8,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-import orjson
 from fastapi.responses import Response
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import auth, db, errors, ingest, logs, migrate, partitions
+from app import auth, db, errors, ingest, migrate, partitions
 from app.api import admin, health, profiles, signals
-from app.api.common import MANUAL_BODIES, describe, validation_errors
+from app.api.common import MANUAL_BODIES, describe
 from app.middleware import BodyLimit, RequestContext
 from app.settings import Settings, get_settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.database_url or await asyncio.to_thread(db.database_url, settings)
+        url = await asyncio.to_thread(db.database_url, settings)
         engine = db.create_engine(url, settings)
         app.state.engine = engine
         app.state.sessionmaker = db.create_sessionmaker(engine)
@@ -77,7 +77,7 @@ async def _keep_partitions(manager: partitions.PartitionManager, settings: Setti
         try:
             await manager.ensure_ahead(settings.partitions_ahead_months)
             delay = 6 * 3600.0
-        except Exception as exc:  # noqa: BLE001  (a background keeper must not die)
+        except Exception as exc:
             if not db.is_unreachable(exc):
                 log.exception("creating event partitions failed")
             delay = 30.0
@@ -101,7 +101,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
         errs = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
             for e in error.errors()
         ]
         return _problem(errors.InvalidPayload(describe(errs), errors=errs))
@@ -116,7 +120,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_database_error(_: Request, error: Exception) -> Response:
         if db.is_unreachable(error):
             log.warning("database unreachable", extra={"error": type(error).__name__})
-            return _problem(errors.ServiceUnavailable("The database is unreachable; retry shortly."))
+            return _problem(
+                errors.ServiceUnavailable("The database is unreachable; retry shortly.")
+            )
         if isinstance(error, sa_exc.DBAPIError) and _is_data_error(error):
             return _problem(errors.InvalidPayload("A value could not be stored as sent."))
         log.exception("database error", exc_info=error)
@@ -124,7 +130,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_: Request, error: Exception) -> Response:
         if db.is_unreachable(error):
-            return _problem(errors.ServiceUnavailable("The database is unreachable; retry shortly."))
+            return _problem(
+                errors.ServiceUnavailable("The database is unreachable; retry shortly.")
+            )
         log.exception("unhandled error", exc_info=error)
         return _problem(errors.CustintelError("Internal error; it has been logged."))
 
@@ -156,7 +164,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes,
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
         separate_input_output_schemas=False,
     )
     _, defs = models_json_schema(

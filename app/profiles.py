@@ -58,17 +58,20 @@ async def upsert_account(
     observed_at = upsert.observed_at or now
     changes = _changes(upsert)
     await session.execute(
-        insert(Account).values(account_id=account_id, created_at=now, updated_at=now)
+        insert(Account)
+        .values(account_id=account_id, created_at=now, updated_at=now)
         .on_conflict_do_nothing()
     )
     account = await session.get(Account, account_id, with_for_update=True, populate_existing=True)
     assert account is not None
     replay = await session.scalar(
-        select(AccountHistory.id).where(
+        select(AccountHistory.id)
+        .where(
             AccountHistory.account_id == account_id,
             AccountHistory.observed_at == observed_at,
             AccountHistory.changes == changes,
-        ).limit(1)
+        )
+        .limit(1)
     )
     if replay is not None:
         return account  # the same upsert again: nothing new to record
@@ -159,7 +162,7 @@ def decode_cursor(cursor: str) -> str:
         value = ""
     if not value.startswith(_CURSOR_MARK) or "\x00" in value:
         raise errors.BadRequest("cursor is not one this service issued")
-    return value[len(_CURSOR_MARK):]
+    return value[len(_CURSOR_MARK) :]
 
 
 async def upsert_contact(
@@ -170,7 +173,8 @@ async def upsert_contact(
     if "email" in changes and changes["email"] is not None:
         changes["email"] = changes["email"].lower()
     await session.execute(
-        insert(Account).values(account_id=upsert.account_id, created_at=now, updated_at=now)
+        insert(Account)
+        .values(account_id=upsert.account_id, created_at=now, updated_at=now)
         .on_conflict_do_nothing()
     )
     await session.execute(
@@ -181,11 +185,13 @@ async def upsert_contact(
     contact = await session.get(Contact, contact_id, with_for_update=True, populate_existing=True)
     assert contact is not None
     replay = await session.scalar(
-        select(ContactHistory.id).where(
+        select(ContactHistory.id)
+        .where(
             ContactHistory.contact_id == contact_id,
             ContactHistory.observed_at == observed_at,
             ContactHistory.changes == changes,
-        ).limit(1)
+        )
+        .limit(1)
     )
     if replay is None:
         session.add(
@@ -227,14 +233,20 @@ async def _link_identities(
     """An identifier points at the contact that most recently claimed it."""
     for kind, value in sorted(identities.items()):
         stmt = insert(ContactIdentity).values(
-            kind=kind, value=value, contact_id=contact.contact_id,
-            account_id=contact.account_id, updated_at=now,
+            kind=kind,
+            value=value,
+            contact_id=contact.contact_id,
+            account_id=contact.account_id,
+            updated_at=now,
         )
         await session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["kind", "value"],
-                set_={"contact_id": stmt.excluded.contact_id,
-                      "account_id": stmt.excluded.account_id, "updated_at": now},
+                set_={
+                    "contact_id": stmt.excluded.contact_id,
+                    "account_id": stmt.excluded.account_id,
+                    "updated_at": now,
+                },
             )
         )
 

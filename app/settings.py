@@ -50,9 +50,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:
         key = self.bootstrap_admin_key
-        if self.environment == "production" and key is not None:
-            if len(key.get_secret_value()) < 32:
-                raise ValueError("CUSTINTEL_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        if self.environment == "production" and key and len(key.get_secret_value()) < 32:
+            raise ValueError("CUSTINTEL_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
         return self
 
 

@@ -1,4 +1,4 @@
-"""Every table custintel stores. Large tables keep account_id so they can be distributed by account."""
+"""Every table custintel stores. Large tables keep account_id, to distribute them by account."""
 
 from __future__ import annotations
 

@@ -21,7 +21,9 @@ def _url() -> str:
     return db.asyncpg_url(url)
 
 
-def _include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def _include(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     # Monthly event partitions are created at run time (app.partitions), not by migrations.
     return not (type_ == "table" and reflected and name is not None and name.startswith("events_"))
 

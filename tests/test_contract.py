@@ -19,10 +19,20 @@ def test_operation_ids_are_stable_snake_case_names() -> None:
     spec = create_app(Settings()).openapi()
     ids = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {
-        "upsert_account", "upsert_accounts_batch", "get_account", "list_accounts",
-        "upsert_contact", "upsert_contacts_batch", "get_contact", "ingest_event",
-        "ingest_events_batch", "record_outcome", "record_outcomes_batch", "create_api_key",
-        "healthz", "readyz",
+        "upsert_account",
+        "upsert_accounts_batch",
+        "get_account",
+        "list_accounts",
+        "upsert_contact",
+        "upsert_contacts_batch",
+        "get_contact",
+        "ingest_event",
+        "ingest_events_batch",
+        "record_outcome",
+        "record_outcomes_batch",
+        "create_api_key",
+        "healthz",
+        "readyz",
     } <= ids
     assert all(i.replace("_", "").isalnum() and i.islower() for i in ids)
 
@@ -30,7 +40,9 @@ def test_operation_ids_are_stable_snake_case_names() -> None:
 def test_batch_bodies_are_typed_in_the_contract() -> None:
     spec = create_app(Settings()).openapi()
     body = spec["paths"]["/v1/events/batch"]["post"]["requestBody"]
-    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EventBatch"}
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EventBatch"
+    }
     items = spec["components"]["schemas"]["EventBatch"]["properties"]["events"]
     assert items["items"] == {"$ref": "#/components/schemas/EventIn"}
     assert items["maxItems"] == 5000

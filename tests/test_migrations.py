@@ -15,9 +15,7 @@ from app import db, migrate, tables
 async def _tables(url: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        )
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {r[0] for r in rows}
     finally:
         await conn.close()
@@ -28,7 +26,14 @@ async def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     await asyncio.to_thread(migrate.downgrade, database_url, "base")
     assert await _tables(database_url) <= {"alembic_version"}
     await asyncio.to_thread(migrate.upgrade, database_url)
-    assert {"accounts", "events", "event_keys", "outcomes", "api_keys", "audit_log"} <= await _tables(database_url)
+    assert {
+        "accounts",
+        "events",
+        "event_keys",
+        "outcomes",
+        "api_keys",
+        "audit_log",
+    } <= await _tables(database_url)
 
 
 async def test_migrations_match_the_tables_module(database_url: str) -> None:

@@ -22,18 +22,29 @@ router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), t
 
 def _info(key: ApiKey) -> ApiKeyInfo:
     return ApiKeyInfo(
-        key_id=str(key.key_id), name=key.name, prefix=key.prefix, scopes=list(key.scopes),
-        created_at=key.created_at, revoked_at=key.revoked_at,
+        key_id=str(key.key_id),
+        name=key.name,
+        prefix=key.prefix,
+        scopes=list(key.scopes),
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
     )
 
 
 @router.post("/keys", status_code=201, operation_id="create_api_key")
-async def create_api_key(body: ApiKeyCreate, session: SessionDep, principal: Admin) -> ApiKeyCreated:
+async def create_api_key(
+    body: ApiKeyCreate, session: SessionDep, principal: Admin
+) -> ApiKeyCreated:
     """Create a key. The secret is in the response once and stored only as a hash."""
     key, secret = await auth.create_key(session, name=body.name, scopes=list(body.scopes))
     await session.refresh(key)
-    audit.record(session, actor=principal.name, action="api_key.created", target=str(key.key_id),
-                 details={"name": key.name, "scopes": list(key.scopes)})
+    audit.record(
+        session,
+        actor=principal.name,
+        action="api_key.created",
+        target=str(key.key_id),
+        details={"name": key.name, "scopes": list(key.scopes)},
+    )
     await session.commit()
     return ApiKeyCreated(**_info(key).model_dump(), key=secret)
 
@@ -70,4 +81,6 @@ async def list_audit_log(
     query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
     if before_id is not None:
         query = query.where(AuditRow.id < before_id)
-    return [AuditEntry.model_validate(r, from_attributes=True) for r in await session.scalars(query)]
+    return [
+        AuditEntry.model_validate(r, from_attributes=True) for r in await session.scalars(query)
+    ]

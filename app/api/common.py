@@ -1,4 +1,4 @@
-"""What every router shares: strict JSON bodies, problem responses in the contract, batch parsing."""
+"""What every router shares: strict JSON bodies, problem responses in the contract, batches."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ class StrictJSONRoute(APIRoute):
                 body = await request.body()
                 if body:
                     if not _is_json(request.headers.get("content-type")):
-                        raise errors.UnsupportedMediaType("Send JSON: Content-Type: application/json.")
+                        raise errors.UnsupportedMediaType(
+                            "Send JSON: Content-Type: application/json."
+                        )
                     request._json = jsonbody.parse(body)  # Starlette's own cache of request.json()
             return await handler(request)
 
@@ -81,7 +83,9 @@ def manual_body(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
         }
     }
 
@@ -114,14 +118,22 @@ async def batch_items(request: Request, key: str, limit: int) -> list[Any]:
     if extra:
         raise errors.InvalidPayload(
             f"Unknown field(s): {', '.join(extra)}.",
-            errors=[{"loc": ["body", k], "msg": "Extra inputs are not permitted",
-                     "type": "extra_forbidden"} for k in extra],
+            errors=[
+                {
+                    "loc": ["body", k],
+                    "msg": "Extra inputs are not permitted",
+                    "type": "extra_forbidden",
+                }
+                for k in extra
+            ],
         )
     items = data[key]
     if not isinstance(items, list):
         raise errors.InvalidPayload(
             f"`{key}` must be a list.",
-            errors=[{"loc": ["body", key], "msg": "Input should be a valid list", "type": "list_type"}],
+            errors=[
+                {"loc": ["body", key], "msg": "Input should be a valid list", "type": "list_type"}
+            ],
         )
     if len(items) > limit:
         raise errors.InvalidPayload(

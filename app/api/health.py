@@ -31,14 +31,20 @@ async def readyz(request: Request) -> Readiness:
     except Exception as exc:  # noqa: BLE001  (any failure here means "not ready")
         reachable = not db.is_unreachable(exc)
         body = Readiness(
-            status="not_ready", database="reachable" if reachable else "unreachable",
-            migrations="unknown", revision=None, head=head,
+            status="not_ready",
+            database="reachable" if reachable else "unreachable",
+            migrations="unknown",
+            revision=None,
+            head=head,
         )
         return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
     current = revision == head
     body = Readiness(
-        status="ready" if current else "not_ready", database="reachable",
-        migrations="current" if current else "pending", revision=revision, head=head,
+        status="ready" if current else "not_ready",
+        database="reachable",
+        migrations="current" if current else "pending",
+        revision=revision,
+        head=head,
     )
     if not current:
         return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]

@@ -42,9 +42,7 @@ async def upsert_account(
     account_id: Id, body: AccountUpsert, session: SessionDep, _: Ingest
 ) -> Account:
     """Create or update an account. Fields left out keep their value; traits merge key by key."""
-    account = await profiles.upsert_account(
-        session, account_id, upsert=body, now=datetime.now(UTC)
-    )
+    account = await profiles.upsert_account(session, account_id, upsert=body, now=datetime.now(UTC))
     await session.commit()
     return Account.model_validate(account, from_attributes=True)
 
@@ -62,7 +60,7 @@ async def upsert_accounts_batch(
     items = await batch_items(request, "accounts", MAX_PROFILE_BATCH)
     valid, invalid = validate_items(TypeAdapter(AccountBatchItem), items)
     now = datetime.now(UTC)
-    for _, item in sorted(valid, key=lambda pair: pair[1].account_id):
+    for _index, item in sorted(valid, key=lambda pair: pair[1].account_id):
         upsert = AccountUpsert.model_validate(
             item.model_dump(exclude={"account_id"}, exclude_unset=True)
         )
@@ -108,9 +106,7 @@ async def upsert_contact(
     contact_id: Id, body: ContactUpsert, session: SessionDep, _: Ingest
 ) -> Contact:
     """Create or update a contact of an account (created if unknown)."""
-    contact = await profiles.upsert_contact(
-        session, contact_id, upsert=body, now=datetime.now(UTC)
-    )
+    contact = await profiles.upsert_contact(session, contact_id, upsert=body, now=datetime.now(UTC))
     await session.commit()
     return Contact.model_validate(contact, from_attributes=True)
 
@@ -127,7 +123,7 @@ async def upsert_contacts_batch(
     items = await batch_items(request, "contacts", MAX_PROFILE_BATCH)
     valid, invalid = validate_items(TypeAdapter(ContactBatchItem), items)
     now = datetime.now(UTC)
-    for _, item in sorted(valid, key=lambda pair: pair[1].contact_id):
+    for _index, item in sorted(valid, key=lambda pair: pair[1].contact_id):
         upsert = ContactUpsert.model_validate(
             item.model_dump(exclude={"contact_id"}, exclude_unset=True)
         )

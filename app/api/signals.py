@@ -9,7 +9,13 @@ from fastapi import APIRouter, Request
 from pydantic import TypeAdapter
 
 from app import errors, ingest
-from app.api.common import StrictJSONRoute, batch_items, manual_body, problem_responses, validate_items
+from app.api.common import (
+    StrictJSONRoute,
+    batch_items,
+    manual_body,
+    problem_responses,
+    validate_items,
+)
 from app.auth import Ingest
 from app.db import SessionDep
 from app.schemas.common import BatchResult, ItemError
@@ -58,17 +64,19 @@ def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) ->
     )
 
 
-@router.post(
-    "/events", status_code=202, operation_id="ingest_event", tags=["events"]
-)
+@router.post("/events", status_code=202, operation_id="ingest_event", tags=["events"])
 async def ingest_event(
     body: EventIn, request: Request, session: SessionDep, _: Ingest
 ) -> EventAccepted:
     """Store one signal. Answered once committed; the same event_id again is a duplicate."""
     state = request.app.state
     [result] = await ingest.ingest_events(
-        session, [(0, body)], now=datetime.now(UTC), tolerance=_tolerance(request),
-        known=state.known_ids, partition_manager=state.partitions,
+        session,
+        [(0, body)],
+        now=datetime.now(UTC),
+        tolerance=_tolerance(request),
+        known=state.known_ids,
+        partition_manager=state.partitions,
     )
     _single(result)
     await session.commit()
@@ -87,8 +95,12 @@ async def ingest_events_batch(request: Request, session: SessionDep, _: Ingest) 
     valid, invalid = validate_items(_events, items)
     state = request.app.state
     results = await ingest.ingest_events(
-        session, valid, now=datetime.now(UTC), tolerance=_tolerance(request),
-        known=state.known_ids, partition_manager=state.partitions,
+        session,
+        valid,
+        now=datetime.now(UTC),
+        tolerance=_tolerance(request),
+        known=state.known_ids,
+        partition_manager=state.partitions,
     )
     await session.commit()
     return _summary(results, invalid)
@@ -100,7 +112,10 @@ async def record_outcome(
 ) -> OutcomeAccepted:
     """Record what really happened to an account (churned, renewed, expanded, ...)."""
     [result] = await ingest.ingest_outcomes(
-        session, [(0, body)], now=datetime.now(UTC), tolerance=_tolerance(request),
+        session,
+        [(0, body)],
+        now=datetime.now(UTC),
+        tolerance=_tolerance(request),
         known=request.app.state.known_ids,
     )
     _single(result)
@@ -118,7 +133,10 @@ async def record_outcomes_batch(request: Request, session: SessionDep, _: Ingest
     items = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH)
     valid, invalid = validate_items(_outcomes, items)
     results = await ingest.ingest_outcomes(
-        session, valid, now=datetime.now(UTC), tolerance=_tolerance(request),
+        session,
+        valid,
+        now=datetime.now(UTC),
+        tolerance=_tolerance(request),
         known=request.app.state.known_ids,
     )
     await session.commit()

@@ -11,7 +11,7 @@ from app.schemas.common import STRICT, Name
 
 
 class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="Path to the offending field, e.g. [\"body\", \"mrr\"].")
+    loc: list[str | int] = Field(description='Path to the offending field, e.g. ["body", "mrr"].')
     msg: str
     type: str
 

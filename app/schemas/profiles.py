@@ -21,7 +21,9 @@ class AccountUpsert(BaseModel):
     plan: Name | None = None
     mrr: float | None = Field(None, ge=0, le=1e15)
     owner_email: Email | None = None
-    traits: Traits | None = Field(None, description="Merged key by key; a null value removes the key.")
+    traits: Traits = Field(
+        default_factory=dict, description="Merged key by key; a null value removes the key."
+    )
     observed_at: Timestamp | None = Field(
         None, description="When these values became true (RFC 3339 with offset). Default: now."
     )
@@ -71,10 +73,12 @@ class ContactUpsert(BaseModel):
     email: Email | None = None
     name: Name | None = None
     role: Kind | None = Field(None, description="e.g. admin, end_user, executive_sponsor")
-    traits: Traits | None = None
-    identities: dict[Kind, Id] | None = Field(
-        None,
-        description="External identifiers of this contact by system, e.g. {\"crm\": \"003A1\"}.",
+    traits: Traits = Field(
+        default_factory=dict, description="Merged key by key; null removes a key."
+    )
+    identities: dict[Kind, Id] = Field(
+        default_factory=dict,
+        description='External identifiers of this contact by system, e.g. {"crm": "003A1"}.',
     )
     observed_at: Timestamp | None = None
 

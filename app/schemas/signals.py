@@ -34,7 +34,7 @@ class EventIn(BaseModel):
     contact_id: Id | None = None
     email: Email | None = None
     value: float | None = None
-    properties: Properties | None = None
+    properties: Properties = Field(default_factory=dict)
     text: str | None = None
 
     @model_validator(mode="after")
@@ -65,7 +65,7 @@ class OutcomeIn(BaseModel):
     kind: Kind = Field(description="A lowercase word: churned, renewed, expanded, contracted, ...")
     occurred_at: Timestamp
     amount: float | None = Field(None, ge=-1e15, le=1e15)
-    properties: Properties | None = None
+    properties: Properties = Field(default_factory=dict)
 
 
 class OutcomeBatch(BaseModel):
@@ -79,4 +79,12 @@ class OutcomeAccepted(BaseModel):
     duplicate: bool
 
 
-__all__ = ["BatchResult", "EventAccepted", "EventBatch", "EventIn", "OutcomeAccepted", "OutcomeBatch", "OutcomeIn"]
+__all__ = [
+    "BatchResult",
+    "EventAccepted",
+    "EventBatch",
+    "EventIn",
+    "OutcomeAccepted",
+    "OutcomeBatch",
+    "OutcomeIn",
+]

@@ -6,16 +6,37 @@ import httpx
 async def test_upsert_creates_then_merges_traits_key_by_key(client: httpx.AsyncClient) -> None:
     created = await client.put(
         "/v1/accounts/acme",
-        json={"name": "Acme", "segment": "enterprise", "plan": "pro", "mrr": 1200.5,
-              "owner_email": "csm@vendor.io", "traits": {"seats": 40, "region": "eu", "beta": True}},
+        json={
+            "name": "Acme",
+            "segment": "enterprise",
+            "plan": "pro",
+            "mrr": 1200.5,
+            "owner_email": "csm@vendor.io",
+            "traits": {"seats": 40, "region": "eu", "beta": True},
+        },
     )
     assert created.status_code == 200, created.text
     updated = await client.put("/v1/accounts/acme", json={"traits": {"seats": 45, "region": None}})
     body = updated.json()
     assert body["traits"] == {"seats": 45, "beta": True}
-    assert (body["name"], body["segment"], body["plan"], body["mrr"]) == ("Acme", "enterprise", "pro", 1200.5)
+    assert (body["name"], body["segment"], body["plan"], body["mrr"]) == (
+        "Acme",
+        "enterprise",
+        "pro",
+        1200.5,
+    )
     assert body["owner_email"] == "csm@vendor.io"
-    assert set(body) == {"account_id", "name", "segment", "plan", "mrr", "owner_email", "traits", "created_at", "updated_at"}
+    assert set(body) == {
+        "account_id",
+        "name",
+        "segment",
+        "plan",
+        "mrr",
+        "owner_email",
+        "traits",
+        "created_at",
+        "updated_at",
+    }
 
 
 async def test_null_clears_a_field_and_absence_keeps_it(client: httpx.AsyncClient) -> None:
@@ -27,11 +48,23 @@ async def test_null_clears_a_field_and_absence_keeps_it(client: httpx.AsyncClien
 async def test_older_upsert_goes_to_history_without_overwriting_newer_values(
     client: httpx.AsyncClient,
 ) -> None:
-    await client.put("/v1/accounts/a2", json={"plan": "enterprise", "traits": {"tier": "gold"},
-                                             "observed_at": "2025-06-01T00:00:00Z"})
-    late = await client.put("/v1/accounts/a2", json={"plan": "starter", "name": "Old Name",
-                                                    "traits": {"tier": "bronze", "legacy": 1},
-                                                    "observed_at": "2025-01-01T00:00:00Z"})
+    await client.put(
+        "/v1/accounts/a2",
+        json={
+            "plan": "enterprise",
+            "traits": {"tier": "gold"},
+            "observed_at": "2025-06-01T00:00:00Z",
+        },
+    )
+    late = await client.put(
+        "/v1/accounts/a2",
+        json={
+            "plan": "starter",
+            "name": "Old Name",
+            "traits": {"tier": "bronze", "legacy": 1},
+            "observed_at": "2025-01-01T00:00:00Z",
+        },
+    )
     body = late.json()
     assert body["plan"] == "enterprise"
     assert body["traits"]["tier"] == "gold"
@@ -44,8 +77,14 @@ async def test_older_upsert_goes_to_history_without_overwriting_newer_values(
 
 async def test_traits_are_read_as_of_a_past_moment(client: httpx.AsyncClient) -> None:
     for day, seats in (("2025-01-01", 10), ("2025-02-01", 20), ("2025-03-01", 30)):
-        await client.put("/v1/accounts/a3", json={"traits": {"seats": seats}, "mrr": seats * 10,
-                                                 "observed_at": f"{day}T00:00:00+00:00"})
+        await client.put(
+            "/v1/accounts/a3",
+            json={
+                "traits": {"seats": seats},
+                "mrr": seats * 10,
+                "observed_at": f"{day}T00:00:00+00:00",
+            },
+        )
     feb = (await client.get("/v1/accounts/a3", params={"as_of": "2025-02-15T00:00:00Z"})).json()
     now = (await client.get("/v1/accounts/a3")).json()
     assert feb["traits"] == {"seats": 20} and feb["mrr"] == 200
@@ -99,8 +138,14 @@ async def test_account_batch_upserts_valid_items_and_reports_bad_ones(
 ) -> None:
     response = await client.post(
         "/v1/accounts/batch",
-        json={"accounts": [{"account_id": "b1", "name": "B1"}, {"account_id": "b2", "mrr": "lots"},
-                           {"name": "no id"}, {"account_id": "b3", "segment": "smb"}]},
+        json={
+            "accounts": [
+                {"account_id": "b1", "name": "B1"},
+                {"account_id": "b2", "mrr": "lots"},
+                {"name": "no id"},
+                {"account_id": "b3", "segment": "smb"},
+            ]
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -111,21 +156,37 @@ async def test_account_batch_upserts_valid_items_and_reports_bad_ones(
 
 
 async def test_account_batch_over_1000_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/accounts/batch", json={"accounts": [{"account_id": "x"}] * 1001})
+    response = await client.post(
+        "/v1/accounts/batch", json={"accounts": [{"account_id": "x"}] * 1001}
+    )
     assert response.status_code == 422
 
 
 async def test_contact_upsert_history_and_role(client: httpx.AsyncClient) -> None:
-    await client.put("/v1/contacts/c1", json={"account_id": "acme", "role": "admin",
-                                             "email": "bo@acme.io", "identities": {"crm": "003X"},
-                                             "observed_at": "2025-05-01T00:00:00Z"})
-    late = await client.put("/v1/contacts/c1", json={"account_id": "acme", "role": "end_user",
-                                                    "observed_at": "2025-01-01T00:00:00Z"})
+    await client.put(
+        "/v1/contacts/c1",
+        json={
+            "account_id": "acme",
+            "role": "admin",
+            "email": "bo@acme.io",
+            "identities": {"crm": "003X"},
+            "observed_at": "2025-05-01T00:00:00Z",
+        },
+    )
+    late = await client.put(
+        "/v1/contacts/c1",
+        json={"account_id": "acme", "role": "end_user", "observed_at": "2025-01-01T00:00:00Z"},
+    )
     assert late.json()["role"] == "admin"
     assert late.json()["email"] == "bo@acme.io"
-    batch = await client.post("/v1/contacts/batch", json={"contacts": [
-        {"contact_id": "c2", "account_id": "acme", "role": "executive_sponsor"},
-        {"contact_id": "c3", "role": "admin"},
-    ]})
+    batch = await client.post(
+        "/v1/contacts/batch",
+        json={
+            "contacts": [
+                {"contact_id": "c2", "account_id": "acme", "role": "executive_sponsor"},
+                {"contact_id": "c3", "role": "admin"},
+            ]
+        },
+    )
     assert batch.json()["upserted"] == 1
     assert batch.json()["errors"][0]["index"] == 1

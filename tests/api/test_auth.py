@@ -30,11 +30,18 @@ async def test_unknown_key_is_401(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_missing_scope_is_403_naming_it(
-    client: httpx.AsyncClient, make_key: MakeKey, scopes: tuple[str, ...], method: str,
-    path: str, body: object, missing: str,
+    client: httpx.AsyncClient,
+    make_key: MakeKey,
+    scopes: tuple[str, ...],
+    method: str,
+    path: str,
+    body: object,
+    missing: str,
 ) -> None:
     key = await make_key(*scopes)
-    response = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+    response = await client.request(
+        method, path, json=body, headers={"Authorization": f"Bearer {key}"}
+    )
     assert response.status_code == 403
     assert response.json()["missing_scope"] == missing
     assert missing in response.json()["detail"]
@@ -49,7 +56,9 @@ async def test_scoped_keys_can_do_what_their_scopes_allow(
     assert (await client.get("/v1/accounts/a", headers=read)).status_code == 200
 
 
-async def test_keys_are_stored_hashed_only(client: httpx.AsyncClient, make_key: MakeKey, conn: object) -> None:
+async def test_keys_are_stored_hashed_only(
+    client: httpx.AsyncClient, make_key: MakeKey, conn: object
+) -> None:
     key = await make_key("read")
     rows = await conn.fetch("SELECT * FROM api_keys")  # type: ignore[attr-defined]
     assert rows and all(key not in str(dict(r)) for r in rows)

@@ -60,14 +60,17 @@ async def test_nan_and_infinity_are_refused(client: httpx.AsyncClient, literal: 
         '"properties": {"deep": [{"x": "\\u0000"}]}',
     ],
 )
-async def test_nul_characters_are_refused_anywhere(client: httpx.AsyncClient, fragment: str) -> None:
+async def test_nul_characters_are_refused_anywhere(
+    client: httpx.AsyncClient, fragment: str
+) -> None:
     response = await post_raw(client, "/v1/events", f"{{{GOOD}, {fragment}}}")
     assert_problem(response, 400, "NUL")
 
 
 async def test_nul_in_trait_key_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.put(
-        "/v1/accounts/acme", content=b'{"traits": {"a\\u0000": 1}}',
+        "/v1/accounts/acme",
+        content=b'{"traits": {"a\\u0000": 1}}',
         headers={"Content-Type": "application/json"},
     )
     assert_problem(response, 400, "NUL")
@@ -125,7 +128,9 @@ async def test_occurred_at_far_in_the_future_is_refused(client: httpx.AsyncClien
     soon = (datetime.now(UTC) + timedelta(hours=23)).isoformat()
     later = (datetime.now(UTC) + timedelta(hours=25)).isoformat()
     ok = await client.post("/v1/events", json={"type": "x", "occurred_at": soon, "account_id": "a"})
-    bad = await client.post("/v1/events", json={"type": "x", "occurred_at": later, "account_id": "a"})
+    bad = await client.post(
+        "/v1/events", json={"type": "x", "occurred_at": later, "account_id": "a"}
+    )
     assert ok.status_code == 202
     assert_problem(bad, 422, "future")
 
@@ -135,7 +140,8 @@ async def test_deeply_nested_properties_are_refused(client: httpx.AsyncClient) -
     for _ in range(9):
         nested = {"n": nested}
     response = await client.post(
-        "/v1/events", json={"type": "x", "occurred_at": NOW, "account_id": "a", "properties": nested}
+        "/v1/events",
+        json={"type": "x", "occurred_at": NOW, "account_id": "a", "properties": nested},
     )
     assert_problem(response, 422, "properties", "nested")
 
@@ -156,7 +162,9 @@ async def test_unknown_fields_are_refused_by_name(client: httpx.AsyncClient) -> 
 
 async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/v1/events", content=b"type=login", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        "/v1/events",
+        content=b"type=login",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert_problem(response, 415)
 
@@ -168,7 +176,8 @@ async def test_control_characters_in_path_ids_are_refused(client: httpx.AsyncCli
 
 async def test_too_long_event_id_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/v1/events", json={"event_id": "e" * 256, "type": "x", "occurred_at": NOW, "account_id": "a"}
+        "/v1/events",
+        json={"event_id": "e" * 256, "type": "x", "occurred_at": NOW, "account_id": "a"},
     )
     assert_problem(response, 422, "event_id")
 
@@ -190,7 +199,9 @@ async def small_limit_client(settings: Settings) -> AsyncIterator[httpx.AsyncCli
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            transport=transport,
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         ) as c:
             yield c
 

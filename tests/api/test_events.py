@@ -18,11 +18,17 @@ def event(**fields: object) -> dict[str, object]:
     return body
 
 
-async def test_event_is_stored_and_answered_202(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
-    response = await client.post("/v1/events", json=event(event_id="e1", value=3.5, properties={"a": [1, {"b": None}]}))
+async def test_event_is_stored_and_answered_202(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    response = await client.post(
+        "/v1/events", json=event(event_id="e1", value=3.5, properties={"a": [1, {"b": None}]})
+    )
     assert response.status_code == 202, response.text
     assert response.json() == {"event_id": "e1", "duplicate": False}
-    row = await conn.fetchrow("SELECT account_id, type, value, properties FROM events WHERE event_id = 'e1'")
+    row = await conn.fetchrow(
+        "SELECT account_id, type, value, properties FROM events WHERE event_id = 'e1'"
+    )
     assert row is not None
     assert (row["account_id"], row["type"], row["value"]) == ("acme", "login", 3.5)
 
@@ -49,7 +55,9 @@ async def test_unknown_contact_with_account_is_created_under_it(
     assert contact.status_code == 200
     assert contact.json()["account_id"] == "acme"
     # Now known, the contact alone resolves the account.
-    response = await client.post("/v1/events", json={"type": "login", "occurred_at": NOW.isoformat(), "contact_id": "u1"})
+    response = await client.post(
+        "/v1/events", json={"type": "login", "occurred_at": NOW.isoformat(), "contact_id": "u1"}
+    )
     assert response.status_code == 202, response.text
 
 
@@ -58,7 +66,13 @@ async def test_event_resolves_account_through_a_known_email(
 ) -> None:
     await client.put("/v1/contacts/c9", json={"account_id": "globex", "email": "Ann@Globex.com"})
     response = await client.post(
-        "/v1/events", json={"type": "ticket_opened", "occurred_at": NOW.isoformat(), "email": "ann@globex.com", "event_id": "t1"}
+        "/v1/events",
+        json={
+            "type": "ticket_opened",
+            "occurred_at": NOW.isoformat(),
+            "email": "ann@globex.com",
+            "event_id": "t1",
+        },
     )
     assert response.status_code == 202, response.text
     row = await conn.fetchrow("SELECT account_id, contact_id FROM events WHERE event_id = 't1'")
@@ -66,8 +80,13 @@ async def test_event_resolves_account_through_a_known_email(
 
 
 async def test_event_that_resolves_to_no_account_is_422(client: httpx.AsyncClient) -> None:
-    unknown_contact = await client.post("/v1/events", json={"type": "x", "occurred_at": NOW.isoformat(), "contact_id": "ghost"})
-    unknown_email = await client.post("/v1/events", json={"type": "x", "occurred_at": NOW.isoformat(), "email": "ghost@nowhere.io"})
+    unknown_contact = await client.post(
+        "/v1/events", json={"type": "x", "occurred_at": NOW.isoformat(), "contact_id": "ghost"}
+    )
+    unknown_email = await client.post(
+        "/v1/events",
+        json={"type": "x", "occurred_at": NOW.isoformat(), "email": "ghost@nowhere.io"},
+    )
     nothing = await client.post("/v1/events", json={"type": "x", "occurred_at": NOW.isoformat()})
     for response, field in ((unknown_contact, "contact_id"), (unknown_email, "email")):
         assert response.status_code == 422
@@ -108,15 +127,21 @@ async def test_idempotency_holds_across_months(
     assert moved.status_code == 409
     assert same.json()["duplicate"] is True
     assert await conn.fetchval("SELECT count(*) FROM events WHERE event_id = 'm-1'") == 1
-    batch = await client.post("/v1/events/batch", json={"events": [event(event_id="m-1", occurred_at=june)]})
+    batch = await client.post(
+        "/v1/events/batch", json={"events": [event(event_id="m-1", occurred_at=june)]}
+    )
     assert batch.json()["accepted"] == 0 and batch.json()["errors"][0]["index"] == 0
 
 
 async def test_events_land_in_monthly_partitions(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
-    await client.post("/v1/events", json=event(event_id="p-1", occurred_at="2024-03-10T12:00:00+02:00"))
-    table = await conn.fetchval("SELECT tableoid::regclass::text FROM events WHERE event_id = 'p-1'")
+    await client.post(
+        "/v1/events", json=event(event_id="p-1", occurred_at="2024-03-10T12:00:00+02:00")
+    )
+    table = await conn.fetchval(
+        "SELECT tableoid::regclass::text FROM events WHERE event_id = 'p-1'"
+    )
     assert table == "events_2024_03"
 
 
@@ -153,7 +178,12 @@ async def test_batch_over_the_item_limit_is_422(client: httpx.AsyncClient) -> No
 async def test_outcome_idempotency_duplicate_and_conflict(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
-    body = {"outcome_id": "o-1", "account_id": "acme", "kind": "churned", "occurred_at": NOW.isoformat()}
+    body = {
+        "outcome_id": "o-1",
+        "account_id": "acme",
+        "kind": "churned",
+        "occurred_at": NOW.isoformat(),
+    }
     first = await client.post("/v1/outcomes", json=body)
     again = await client.post("/v1/outcomes", json=body)
     changed = await client.post("/v1/outcomes", json={**body, "kind": "renewed"})
@@ -164,8 +194,15 @@ async def test_outcome_idempotency_duplicate_and_conflict(
 
 
 async def test_outcome_batch_reports_bad_kind_by_index(client: httpx.AsyncClient) -> None:
-    good = {"account_id": "acme", "kind": "expanded", "occurred_at": NOW.isoformat(), "amount": 120.5}
-    response = await client.post("/v1/outcomes/batch", json={"outcomes": [good, {**good, "kind": "Churned!"}]})
+    good = {
+        "account_id": "acme",
+        "kind": "expanded",
+        "occurred_at": NOW.isoformat(),
+        "amount": 120.5,
+    }
+    response = await client.post(
+        "/v1/outcomes/batch", json={"outcomes": [good, {**good, "kind": "Churned!"}]}
+    )
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
     assert response.json()["errors"][0]["index"] == 1
