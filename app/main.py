@@ -16,11 +16,13 @@ from fastapi.responses import Response
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, partitions
 from app.api import admin, health, profiles, signals
 from app.api.common import MANUAL_BODIES, describe
 from app.middleware import BodyLimit, RequestContext
+from app.schemas.common import JSON_VALUE_SCHEMA
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -110,9 +112,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         ]
         return _problem(errors.InvalidPayload(describe(errs), errors=errs))
 
-    async def on_http_error(_: Request, error: Exception) -> Response:
+    async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
-        problem = errors.CustintelError(str(error.detail), headers=dict(error.headers or {}))
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Starlette names only the first route's methods; a path served by several routes
+            # (GET and PUT of one resource) must list them all.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        problem = errors.CustintelError(str(error.detail), headers=headers)
         problem.status, problem.title = error.status_code, _reason(error.status_code)
         problem.slug = "http"
         return _problem(problem)
@@ -142,6 +149,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.SQLAlchemyError, on_database_error)
     app.add_exception_handler(OSError, on_unexpected)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _is_data_error(error: sa_exc.DBAPIError) -> bool:
@@ -177,6 +193,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, definition in defs.get("$defs", {}).items():
         components.setdefault(name, definition)
+    components["JsonValue"] = JSON_VALUE_SCHEMA
     # FastAPI's default 422 body is replaced by problem+json; drop its now-unused schemas.
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

@@ -18,7 +18,7 @@ from tests.live import serve
 def _generate(target: Path) -> None:
     config = target / "config.yaml"
     config.write_text("post_hooks: []\n")
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -35,7 +35,10 @@ def _generate(target: Path) -> None:
         ],
         check=True,
         capture_output=True,
+        text=True,
     )
+    # Every operation and schema must make it into the client, not be skipped with a warning.
+    assert "Warning" not in done.stdout + done.stderr, done.stdout
 
 
 async def test_generated_client_upserts_an_account_and_sends_an_event(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import email.message
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -28,14 +30,61 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+def _query_params(dependant: Dependant) -> dict[str, bool]:
+    """Query parameter names, each with whether it may repeat (a list)."""
+    params = {p.alias: _is_list(p.field_info.annotation) for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        params |= _query_params(sub)
+    return params
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return any(_is_list(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+
+
 class StrictJSONRoute(APIRoute):
     """Parses JSON bodies with app.jsonbody before FastAPI sees them, so bad bytes become a
     problem response that says what is wrong rather than a generic parse error."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        known_query = _query_params(self.dependant)
 
         async def strict_handler(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - set(known_query))
+            repeated = sorted(
+                name
+                for name, repeats in known_query.items()
+                if not repeats and len(request.query_params.getlist(name)) > 1
+            )
+            if repeated:
+                raise errors.InvalidPayload(
+                    f"Query parameter(s) given more than once: {', '.join(repeated)}.",
+                    errors=[
+                        {
+                            "loc": ["query", name],
+                            "msg": "Give this parameter once",
+                            "type": "repeated",
+                        }
+                        for name in repeated
+                    ],
+                )
+            if unknown:
+                # A misspelt filter must not silently widen a query.
+                raise errors.InvalidPayload(
+                    f"Unknown query parameter(s): {', '.join(map(repr, unknown))}.",
+                    errors=[
+                        {
+                            "loc": ["query", name],
+                            "msg": "Unknown query parameter",
+                            "type": "extra_forbidden",
+                        }
+                        for name in unknown
+                    ],
+                )
             if request.method in {"POST", "PUT", "PATCH"}:
                 body = await request.body()
                 if body:
@@ -108,7 +157,13 @@ def describe(errs: list[dict[str, Any]]) -> str:
 
 async def batch_items(request: Request, key: str, limit: int) -> list[Any]:
     """The list under `key` of a batch body, checked for shape and size but not item by item."""
-    data = await request.json()
+    body = await request.body()
+    if not body:
+        raise errors.InvalidPayload(
+            f"Body required: an object with a `{key}` list.",
+            errors=[{"loc": ["body"], "msg": "Field required", "type": "missing"}],
+        )
+    data = await request.json()  # already parsed strictly by StrictJSONRoute
     if not isinstance(data, dict) or key not in data:
         raise errors.InvalidPayload(
             f"Body must be an object with a `{key}` list.",

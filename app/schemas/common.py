@@ -12,7 +12,6 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     JsonValue,
     StringConstraints,
@@ -22,7 +21,8 @@ from app import jsonbody
 
 # Unknown fields are rejected with a 422 naming them, never dropped: free-form data belongs in
 # traits (profiles) or properties (events, outcomes), which keep every key.
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=65536)
+# Strict: JSON types are not coerced (false is not 0, "12" is not 12), as the contract says.
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_max_length=65536)
 
 MAX_NESTING = 8
 MAX_KEYS = 500
@@ -37,7 +37,10 @@ def _rfc3339(value: Any) -> Any:
         return value
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:30:00Z")
-    return value
+    try:
+        return datetime.fromisoformat(value.upper().replace(" ", "T"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real moment") from None
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
@@ -45,28 +48,60 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 # Caller-chosen ids: printable, at most 255 characters.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Name = Annotated[str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$")]
-Kind = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-Email = Annotated[EmailStr, StringConstraints(max_length=320)]
-
-
-def _limit_keys(value: dict[str, Any]) -> dict[str, Any]:
-    if len(value) > MAX_KEYS:
-        raise ValueError(f"at most {MAX_KEYS} keys")
-    for key in value:
-        if not key or len(key) > 255:
-            raise ValueError("keys must be 1 to 255 characters")
-    return value
+KIND_PATTERN = r"^[a-z][a-z0-9_]*$"
+Kind = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=KIND_PATTERN)]
+# Deliberately lenient: CRMs hold addresses that strict validators refuse (reserved domains,
+# quoted local parts); custintel only needs a stable key, lowercased when matched.
+Email = Annotated[
+    str,
+    StringConstraints(
+        min_length=3, max_length=320, pattern=r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$"
+    ),
+]
 
 
 def _limit_nesting(value: dict[str, Any]) -> dict[str, Any]:
     if jsonbody.depth(value) > MAX_NESTING:
         raise ValueError(f"nested deeper than {MAX_NESTING} levels")
-    return _limit_keys(value)
+    return value
 
 
-TraitValue = str | bool | int | float | None
-Traits = Annotated[dict[str, TraitValue], AfterValidator(_limit_keys)]
-Properties = Annotated[dict[str, JsonValue], AfterValidator(_limit_nesting)]
+# Postgres cannot store NUL; app.jsonbody refuses it in any string, and the contract says so.
+NO_NUL = r"^[^\x00]*$"
+Key = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# Said here rather than as a pattern on Key: pydantic turns a key pattern into patternProperties,
+# which leaves other keys unconstrained in the contract.
+_KEYS = {"propertyNames": {"minLength": 1, "maxLength": 255, "pattern": NO_NUL}}
+Text = Annotated[str, StringConstraints(max_length=65536, pattern=NO_NUL)]
+TraitValue = Text | bool | int | float | None
+
+# What pydantic's JsonValue means. Said in words only: generated clients handle a recursive
+# schema badly, and the NUL rule is enforced for every string by app.jsonbody.
+JSON_VALUE_SCHEMA = {"description": "Any JSON value. No string anywhere may contain NUL (U+0000)."}
+Traits = Annotated[dict[Key, TraitValue], Field(max_length=MAX_KEYS, json_schema_extra=_KEYS)]
+
+
+def _check_kinds(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if len(key) > 64 or not re.match(KIND_PATTERN, key):
+            raise ValueError(f"{key!r} is not a lowercase word naming a system, e.g. crm")
+    return value
+
+
+Identities = Annotated[
+    dict[str, Id],
+    Field(json_schema_extra={"propertyNames": {"maxLength": 64, "pattern": KIND_PATTERN}}),
+    AfterValidator(_check_kinds),
+]
+Properties = Annotated[
+    dict[Key, JsonValue],
+    Field(
+        max_length=MAX_KEYS,
+        description=f"Any JSON, nested at most {MAX_NESTING} levels.",
+        json_schema_extra=_KEYS,
+    ),
+    AfterValidator(_limit_nesting),
+]
 
 
 class ItemError(BaseModel):

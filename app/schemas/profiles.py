@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import STRICT, Email, Id, Kind, Name, Timestamp, Traits
+from app.schemas.common import STRICT, Email, Id, Identities, Kind, Name, Timestamp, Traits
 
 MAX_PROFILE_BATCH = 1000
 
@@ -76,7 +76,7 @@ class ContactUpsert(BaseModel):
     traits: Traits = Field(
         default_factory=dict, description="Merged key by key; null removes a key."
     )
-    identities: dict[Kind, Id] = Field(
+    identities: Identities = Field(
         default_factory=dict,
         description='External identifiers of this contact by system, e.g. {"crm": "003A1"}.',
     )

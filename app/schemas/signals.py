@@ -12,6 +12,7 @@ from app.schemas.common import (
     Kind,
     Name,
     Properties,
+    Text,
     Timestamp,
 )
 
@@ -35,7 +36,7 @@ class EventIn(BaseModel):
     email: Email | None = None
     value: float | None = None
     properties: Properties = Field(default_factory=dict)
-    text: str | None = None
+    text: Text | None = Field(None, description="Free text: a ticket body, an NPS comment.")
 
     @model_validator(mode="after")
     def _needs_a_subject(self) -> EventIn:
