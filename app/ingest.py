@@ -20,7 +20,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, DOUBLE_PRECISION, TEXT,
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app import partitions
+from app import jsonbody, partitions
+from app.schemas.common import MAX_NESTING
 from app.schemas.signals import EventIn, OutcomeIn
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -28,7 +29,7 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 Status = Literal["accepted", "duplicate", "error"]
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
     index: int
     item_id: str
@@ -69,12 +70,33 @@ class KnownIds:
         event.listen(session.sync_session, "after_commit", _remember, once=True)
 
 
-def _digest(payload: dict[str, Any]) -> bytes:
+def _digest(payload: Any) -> bytes:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """An RFC 3339 string (already matched by the schema's pattern) as an aware datetime."""
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    try:  # lowercase t and z are RFC 3339 too, but not ISO to Python
+        return datetime.fromisoformat(value.upper())
+    except ValueError:
+        return None
+
+
+_CONTAINERS = (dict, list)
+
+
+def too_deep(properties: dict[str, Any]) -> bool:
+    # Flat properties are the common case; only nested ones pay for the walk.
+    nested = any(type(v) in _CONTAINERS for v in properties.values())
+    return nested and jsonbody.depth(properties) > MAX_NESTING
 
 
 def check_occurred_at(occurred_at: datetime, *, now: datetime, tolerance: timedelta) -> str | None:
@@ -118,12 +140,14 @@ async def _resolve_accounts(
     session: AsyncSession, events: Sequence[tuple[int, EventIn]]
 ) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
     """Accounts of contact ids and emails, for events that did not name their account."""
-    contact_ids = sorted({e.contact_id for _, e in events if e.account_id is None and e.contact_id})
+    contact_ids = sorted(
+        {c for _, e in events if not e.get("account_id") and (c := e.get("contact_id"))}
+    )
     emails = sorted(
         {
-            e.email.lower()
+            m.lower()
             for _, e in events
-            if e.account_id is None and not e.contact_id and e.email
+            if not e.get("account_id") and not e.get("contact_id") and (m := e.get("email"))
         }
     )
     by_contact: dict[str, str] = {}
@@ -148,45 +172,44 @@ async def _resolve_accounts(
     return by_contact, by_email
 
 
-_INSERT_EVENTS = text(
+_CLAIM_EVENT_KEYS = text(
     """
-    WITH input AS (
-        SELECT * FROM unnest(
-            :event_id, :account_id, :contact_id, :email, :type, :source, :occurred_at,
-            :value, :properties, :text, :digest
-        ) AS t(event_id, account_id, contact_id, email, type, source, occurred_at,
-               value, properties, text, digest)
-    ), fresh AS (
-        INSERT INTO event_keys (event_id, account_id, occurred_at, digest)
-        SELECT event_id, account_id, occurred_at, digest FROM input ORDER BY event_id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    )
-    INSERT INTO events (event_id, occurred_at, account_id, contact_id, email, type, source,
-                        value, properties, text)
-    SELECT i.event_id, i.occurred_at, i.account_id, i.contact_id, i.email, i.type, i.source,
-           i.value, i.properties::jsonb, i.text
-    FROM input i JOIN fresh USING (event_id)
+    INSERT INTO event_keys (event_id, account_id, occurred_at, digest)
+    SELECT * FROM unnest(:event_id, :account_id, :occurred_at, :digest) ORDER BY 1
+    ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
     """
 ).bindparams(
-    *(
-        bindparam(n, type_=_ARR_TEXT)
-        for n in (
-            "event_id",
-            "account_id",
-            "contact_id",
-            "email",
-            "type",
-            "source",
-            "properties",
-            "text",
-        )
-    ),
+    bindparam("event_id", type_=_ARR_TEXT),
+    bindparam("account_id", type_=_ARR_TEXT),
     bindparam("occurred_at", type_=ARRAY(TIMESTAMP(timezone=True))),
-    bindparam("value", type_=ARRAY(DOUBLE_PRECISION)),
     bindparam("digest", type_=ARRAY(BYTEA)),
 )
+
+_EVENT_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "account_id",
+    "contact_id",
+    "email",
+    "type",
+    "source",
+    "value",
+    "properties",
+    "text",
+)
+
+
+async def _copy_events(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
+    """COPY the rows whose keys this transaction claimed: the cheapest way into Postgres, and
+    safe because event_keys already decided which rows are new."""
+    if not records:
+        return
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
 
 
 async def ingest_events(
@@ -202,19 +225,26 @@ async def ingest_events(
     results: list[ItemResult] = []
     by_contact, by_email = await _resolve_accounts(session, events)
 
-    rows: dict[str, tuple[ItemResult, dict[str, Any], bytes]] = {}
+    rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
     accounts: set[str] = set()
     contacts: dict[str, str] = {}
     for index, ev in events:
-        event_id = ev.event_id or uuid.uuid4().hex
+        event_id = ev.get("event_id") or uuid.uuid4().hex
         result = ItemResult(index, event_id, "accepted")
         results.append(result)
-        problem = check_occurred_at(ev.occurred_at, now=now, tolerance=tolerance)
+        occurred_at = parse_timestamp(ev["occurred_at"])
+        problem = (
+            "occurred_at is not a real moment"
+            if occurred_at is None
+            else check_occurred_at(occurred_at, now=now, tolerance=tolerance)
+        )
         if problem is not None:
             result.reject("occurred_at", problem)
             continue
-        email = ev.email.lower() if ev.email else None
-        account_id, contact_id = ev.account_id, ev.contact_id
+        assert occurred_at is not None
+        email = ev.get("email")
+        email = email.lower() if email else None
+        account_id, contact_id = ev.get("account_id"), ev.get("contact_id")
         if account_id is None and contact_id is not None:
             account_id = by_contact.get(contact_id)
             if account_id is None:
@@ -230,19 +260,30 @@ async def ingest_events(
                 )
                 continue
             contact_id, account_id = found
-        assert account_id is not None
-        content = {
-            "type": ev.type,
-            "source": ev.source,
-            "occurred_at": _utc(ev.occurred_at),
-            "account_id": ev.account_id,
-            "contact_id": ev.contact_id,
-            "email": email,
-            "value": ev.value,
-            "properties": ev.properties,
-            "text": ev.text,
-        }
-        digest = _digest(content)
+        elif account_id is None:
+            result.reject("account_id", "an event needs account_id, contact_id or email")
+            continue
+        properties = ev.get("properties") or {}
+        if too_deep(properties):
+            result.reject("properties", f"properties are nested deeper than {MAX_NESTING} levels")
+            continue
+        try:
+            properties_json = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            result.reject("properties", "numbers in properties must fit in 64 bits")
+            continue
+        # The digest is of what the caller sent; the instant, not its spelling, is compared.
+        head = (
+            ev["type"],
+            ev.get("source"),
+            occurred_at.timestamp(),
+            ev.get("account_id"),
+            ev.get("contact_id"),
+            email,
+            ev.get("value"),
+            ev.get("text"),
+        )
+        digest = hashlib.sha256(orjson.dumps(head) + properties_json).digest()
         earlier = rows.get(event_id)
         if earlier is not None:  # the same id twice in one request
             if earlier[2] == digest:
@@ -254,18 +295,18 @@ async def ingest_events(
                     conflict=True,
                 )
             continue
-        row = {
-            "event_id": event_id,
-            "account_id": account_id,
-            "contact_id": contact_id,
-            "email": email,
-            "type": ev.type,
-            "source": ev.source,
-            "occurred_at": ev.occurred_at,
-            "value": ev.value,
-            "properties": orjson.dumps(ev.properties or {}).decode(),
-            "text": ev.text,
-        }
+        row = (
+            event_id,
+            occurred_at,
+            account_id,
+            contact_id,
+            email,
+            ev["type"],
+            ev.get("source"),
+            ev.get("value"),
+            properties_json.decode(),
+            ev.get("text"),
+        )  # in _EVENT_COLUMNS order, ready for COPY
         rows[event_id] = (result, row, digest)
         accounts.add(account_id)
         if contact_id is not None and contact_id not in contacts:
@@ -273,34 +314,25 @@ async def ingest_events(
 
     if not rows:
         return results
-    await partition_manager.ensure(
-        {partitions.month_of(r[1]["occurred_at"]) for r in rows.values()}
-    )
+    await partition_manager.ensure({partitions.month_of(r[1][1]) for r in rows.values()})
     await _ensure_profiles(session, known, accounts=accounts, contacts=contacts)
-    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-    for _, row, digest in rows.values():
-        for name in _COLUMNS[:-1]:
-            columns[name].append(row[name])
-        columns["digest"].append(digest)
-    inserted = set((await session.execute(_INSERT_EVENTS, columns)).scalars())
+    claimed = await session.execute(
+        _CLAIM_EVENT_KEYS,
+        {
+            "event_id": list(rows),
+            "account_id": [row[2] for _, row, _ in rows.values()],
+            "occurred_at": [row[1] for _, row, _ in rows.values()],
+            "digest": [digest for _, _, digest in rows.values()],
+        },
+    )
+    inserted = set(claimed.scalars())
+    await _copy_events(
+        session,
+        [row for event_id, (_, row, _) in rows.items() if event_id in inserted],
+    )
     await _classify_existing(session, "event_keys", "event_id", rows, inserted)
     known.remember_on_commit(session, accounts=accounts, contacts=set(contacts))
     return results
-
-
-_COLUMNS = (
-    "event_id",
-    "account_id",
-    "contact_id",
-    "email",
-    "type",
-    "source",
-    "occurred_at",
-    "value",
-    "properties",
-    "text",
-    "digest",
-)
 
 
 async def _classify_existing(

@@ -10,15 +10,17 @@ import orjson
 from app import errors
 
 
-def parse(body: bytes) -> Any:
+def parse(body: bytes, *, refuse_nul: bool = True) -> Any:
+    """Parsed JSON, or BadRequest. Batches pass refuse_nul=False and check item by item, so that
+    one bad item does not sink its neighbours."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         # orjson's message names the position and what it expected, and never echoes the body.
         raise errors.BadRequest(f"Malformed JSON: {exc}") from None
     # A NUL can only arrive escaped; the raw check keeps the walk off the common path.
-    if b"\\u0000" in body:
-        where = _find_nul(data, "body")
+    if refuse_nul and b"\\u0000" in body:
+        where = find_nul(data, "body")
         if where is not None:
             raise errors.BadRequest(
                 f"NUL character (\\u0000) in {where}: strings may not contain it"
@@ -26,19 +28,19 @@ def parse(body: bytes) -> Any:
     return data
 
 
-def _find_nul(node: Any, path: str) -> str | None:
+def find_nul(node: Any, path: str) -> str | None:
     if isinstance(node, str):
         return path if "\x00" in node else None
     if isinstance(node, dict):
         for key, value in node.items():
             if "\x00" in key:
                 return f"a key of {path}"
-            found = _find_nul(value, f"{path}.{key}")
+            found = find_nul(value, f"{path}.{key}")
             if found is not None:
                 return found
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            found = _find_nul(value, f"{path}[{i}]")
+            found = find_nul(value, f"{path}[{i}]")
             if found is not None:
                 return found
     return None

@@ -13,14 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from pydantic.json_schema import models_json_schema
+from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, partitions
 from app.api import admin, health, profiles, signals
-from app.api.common import MANUAL_BODIES, describe
+from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, RequestContext
 from app.schemas.common import JSON_VALUE_SCHEMA
 from app.settings import Settings, get_settings
@@ -102,14 +102,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
-        errs = [
-            {
-                "loc": list(e.get("loc", ())),
-                "msg": str(e.get("msg", "")),
-                "type": str(e.get("type", "")),
-            }
-            for e in error.errors()
-        ]
+        errs = field_errors(list(error.errors()))
         return _problem(errors.InvalidPayload(describe(errs), errors=errs))
 
     async def on_http_error(request: Request, error: Exception) -> Response:
@@ -186,8 +179,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         separate_input_output_schemas=False,
     )
-    _, defs = models_json_schema(
-        [(m, "validation") for m in MANUAL_BODIES],
+    _, defs = TypeAdapter.json_schemas(
+        [(m.__name__, "validation", TypeAdapter(m)) for m in MANUAL_BODIES],
         ref_template="#/components/schemas/{model}",
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.message
+import re
 import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -10,13 +11,14 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app import errors, jsonbody
 from app.errors import PROBLEM_JSON
 from app.schemas.admin import Problem
+from app.schemas.common import NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
 
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -52,6 +54,8 @@ class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         known_query = _query_params(self.dependant)
+        # Routes with a hand-parsed body (batches) read it themselves, in one pass.
+        parses_body = self.body_field is not None
 
         async def strict_handler(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - set(known_query))
@@ -85,7 +89,7 @@ class StrictJSONRoute(APIRoute):
                         for name in unknown
                     ],
                 )
-            if request.method in {"POST", "PUT", "PATCH"}:
+            if parses_body:
                 body = await request.body()
                 if body:
                     if not _is_json(request.headers.get("content-type")):
@@ -124,10 +128,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # Bodies parsed by hand (batches, to report each bad item by index) are declared to the contract
 # here; app.main adds their schemas to the components.
-MANUAL_BODIES: list[type[BaseModel]] = [Problem]
+MANUAL_BODIES: list[type[Any]] = [Problem]
 
 
-def manual_body(model: type[BaseModel]) -> dict[str, Any]:
+def manual_body(model: type[Any]) -> dict[str, Any]:
     MANUAL_BODIES.append(model)
     return {
         "requestBody": {
@@ -139,11 +143,27 @@ def manual_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+# Patterns whose mismatch deserves words rather than the regular expression itself.
+_PATTERN_WORDS = {
+    TIMESTAMP_PATTERN: TIMESTAMP_RULE,
+    NO_NUL: "may not contain NUL (U+0000)",
+}
+
+
+def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as the problem body's `errors`: location, words, type; never the input."""
+    out = []
+    for e in raw:
+        msg = str(e.get("msg", ""))
+        pattern = (e.get("ctx") or {}).get("pattern")
+        if e.get("type") == "string_pattern_mismatch" and pattern in _PATTERN_WORDS:
+            msg = _PATTERN_WORDS[pattern]
+        out.append({"loc": list(e.get("loc", ())), "msg": msg, "type": str(e.get("type", ""))})
+    return out
+
+
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+    return field_errors(exc.errors(include_url=False, include_input=False))
 
 
 def describe(errs: list[dict[str, Any]]) -> str:
@@ -155,20 +175,46 @@ def describe(errs: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
-async def batch_items(request: Request, key: str, limit: int) -> list[Any]:
-    """The list under `key` of a batch body, checked for shape and size but not item by item."""
+# Bytes that send a batch down the careful path: NaN and Infinity (pydantic's JSON parser would
+# take them inside free-form JSON), any surrogate escape, any NUL escape.
+_SUSPECT = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]|\\u0000")
+
+
+async def batch_items(
+    request: Request,
+    key: str,
+    limit: int,
+    item: TypeAdapter[T],
+    batch: TypeAdapter[Any] | None = None,
+) -> tuple[list[tuple[int, T]], list[dict[str, Any]]]:
+    """The items of a batch body `{key: [...]}` with their indexes, and an error per bad item.
+
+    With an adapter for the whole `batch`, a clean body is validated in one pass; a body with any
+    problem takes the careful path, which parses strictly and validates item by item so that
+    each bad item is named by its index and the rest are kept.
+    """
     body = await request.body()
     if not body:
         raise errors.InvalidPayload(
             f"Body required: an object with a `{key}` list.",
             errors=[{"loc": ["body"], "msg": "Field required", "type": "missing"}],
         )
-    data = await request.json()  # already parsed strictly by StrictJSONRoute
+    if batch is not None and not _SUSPECT.search(body):
+        try:
+            items = batch.validate_json(body)[key]
+        except ValidationError:
+            pass
+        else:
+            return list(enumerate(items)), []
+    data = jsonbody.parse(body, refuse_nul=False)
     if not isinstance(data, dict) or key not in data:
         raise errors.InvalidPayload(
             f"Body must be an object with a `{key}` list.",
             errors=[{"loc": ["body", key], "msg": "Field required", "type": "missing"}],
         )
+    problem = _nul_problem({k: v for k, v in data.items() if k != key}, "body")
+    if problem is not None or any("\x00" in k for k in data):
+        raise errors.BadRequest(problem or "NUL character (\\u0000) in a key of body")
     extra = sorted(set(data) - {key})
     if extra:
         raise errors.InvalidPayload(
@@ -195,16 +241,27 @@ async def batch_items(request: Request, key: str, limit: int) -> list[Any]:
             f"`{key}` holds {len(items)} items; at most {limit} per request.",
             errors=[{"loc": ["body", key], "msg": f"at most {limit} items", "type": "too_long"}],
         )
-    return items
+    return validate_items(item, items)
+
+
+def _nul_problem(node: Any, path: str) -> str | None:
+    where = jsonbody.find_nul(node, path)
+    return (
+        None if where is None else f"NUL character (\\u0000) in {where}: strings may not contain it"
+    )
 
 
 def validate_items(
-    adapter: TypeAdapter[M], items: list[Any]
-) -> tuple[list[tuple[int, M]], list[dict[str, Any]]]:
+    adapter: TypeAdapter[T], items: list[Any]
+) -> tuple[list[tuple[int, T]], list[dict[str, Any]]]:
     """Valid items with their index, and an error entry for each invalid one."""
-    valid: list[tuple[int, M]] = []
+    valid: list[tuple[int, T]] = []
     invalid: list[dict[str, Any]] = []
     for index, item in enumerate(items):
+        nul = _nul_problem(item, f"item {index}")
+        if nul is not None:
+            invalid.append({"index": index, "detail": nul, "errors": None})
+            continue
         try:
             valid.append((index, adapter.validate_python(item)))
         except ValidationError as exc:

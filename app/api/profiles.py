@@ -14,7 +14,6 @@ from app.api.common import (
     batch_items,
     manual_body,
     problem_responses,
-    validate_items,
 )
 from app.auth import Ingest, Read
 from app.db import SessionDep
@@ -57,8 +56,9 @@ async def upsert_accounts_batch(
     request: Request, session: SessionDep, _: Ingest
 ) -> ProfileBatchResult:
     """Up to 1000 account upserts; each invalid item is reported by index, the rest are stored."""
-    items = await batch_items(request, "accounts", MAX_PROFILE_BATCH)
-    valid, invalid = validate_items(TypeAdapter(AccountBatchItem), items)
+    valid, invalid = await batch_items(
+        request, "accounts", MAX_PROFILE_BATCH, TypeAdapter(AccountBatchItem)
+    )
     now = datetime.now(UTC)
     for _index, item in sorted(valid, key=lambda pair: pair[1].account_id):
         upsert = AccountUpsert.model_validate(
@@ -120,8 +120,9 @@ async def upsert_contact(
 async def upsert_contacts_batch(
     request: Request, session: SessionDep, _: Ingest
 ) -> ProfileBatchResult:
-    items = await batch_items(request, "contacts", MAX_PROFILE_BATCH)
-    valid, invalid = validate_items(TypeAdapter(ContactBatchItem), items)
+    valid, invalid = await batch_items(
+        request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
+    )
     now = datetime.now(UTC)
     for _index, item in sorted(valid, key=lambda pair: pair[1].contact_id):
         upsert = ContactUpsert.model_validate(

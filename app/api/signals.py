@@ -14,7 +14,6 @@ from app.api.common import (
     batch_items,
     manual_body,
     problem_responses,
-    validate_items,
 )
 from app.auth import Ingest
 from app.db import SessionDep
@@ -33,6 +32,7 @@ from app.schemas.signals import (
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
 _events = TypeAdapter(EventIn)
+_event_batch = TypeAdapter(EventBatch)
 _outcomes = TypeAdapter(OutcomeIn)
 
 
@@ -91,8 +91,7 @@ async def ingest_event(
 )
 async def ingest_events_batch(request: Request, session: SessionDep, _: Ingest) -> BatchResult:
     """Up to 5000 events. Valid ones are stored; each invalid one is reported by its index."""
-    items = await batch_items(request, "events", MAX_EVENT_BATCH)
-    valid, invalid = validate_items(_events, items)
+    valid, invalid = await batch_items(request, "events", MAX_EVENT_BATCH, _events, _event_batch)
     state = request.app.state
     results = await ingest.ingest_events(
         session,
@@ -130,8 +129,7 @@ async def record_outcome(
     openapi_extra=manual_body(OutcomeBatch),
 )
 async def record_outcomes_batch(request: Request, session: SessionDep, _: Ingest) -> BatchResult:
-    items = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH)
-    valid, invalid = validate_items(_outcomes, items)
+    valid, invalid = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH, _outcomes)
     results = await ingest.ingest_outcomes(
         session,
         valid,

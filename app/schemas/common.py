@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from app import jsonbody
@@ -27,16 +28,14 @@ STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_max_le
 MAX_NESTING = 8
 MAX_KEYS = 500
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 
 
 def _rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
-    if not isinstance(value, str) or not _RFC3339.match(value):
-        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:30:00Z")
+    if not isinstance(value, str) or not re.match(TIMESTAMP_PATTERN, value):
+        raise ValueError(TIMESTAMP_RULE)
     try:
         return datetime.fromisoformat(value.upper().replace(" ", "T"))
     except ValueError:
@@ -44,6 +43,20 @@ def _rfc3339(value: Any) -> Any:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+TIMESTAMP_RULE = "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:30:00Z"
+# The same rule checked by pydantic-core alone (no Python call per value), for the event hot path;
+# app.ingest.parse_timestamp turns it into a datetime.
+TimestampText = Annotated[
+    str,
+    StringConstraints(pattern=TIMESTAMP_PATTERN),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset, e.g. 2026-01-31T09:30:00Z",
+        }
+    ),
+]
 
 # Caller-chosen ids: printable, at most 255 characters.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -61,7 +74,9 @@ Email = Annotated[
 
 
 def _limit_nesting(value: dict[str, Any]) -> dict[str, Any]:
-    if jsonbody.depth(value) > MAX_NESTING:
+    # Flat properties are the common case; only nested ones pay for the walk.
+    nested = any(isinstance(v, (dict, list)) for v in value.values())
+    if nested and jsonbody.depth(value) > MAX_NESTING:
         raise ValueError(f"nested deeper than {MAX_NESTING} levels")
     return value
 
@@ -92,6 +107,16 @@ Identities = Annotated[
     dict[str, Id],
     Field(json_schema_extra={"propertyNames": {"maxLength": 64, "pattern": KIND_PATTERN}}),
     AfterValidator(_check_kinds),
+]
+# Events check nesting in app.ingest (one pass with the rest of their work), so their properties
+# carry only what pydantic-core checks by itself.
+EventProperties = Annotated[
+    dict[Key, JsonValue],
+    Field(
+        max_length=MAX_KEYS,
+        description=f"Any JSON, nested at most {MAX_NESTING} levels.",
+        json_schema_extra=_KEYS,
+    ),
 ]
 Properties = Annotated[
     dict[Key, JsonValue],

@@ -222,3 +222,13 @@ async def test_streamed_body_over_the_limit_is_413(small_limit_client: httpx.Asy
         "/v1/events", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert_problem(response, 413)
+
+
+async def test_nul_in_one_batch_item_spares_its_neighbours(client: httpx.AsyncClient) -> None:
+    good = f'{{"event_id": "ok-1", {GOOD}}}'
+    bad = f'{{"event_id": "bad-1", {GOOD}, "properties": {{"k": "a\\u0000"}}}}'
+    response = await post_raw(client, "/v1/events/batch", f'{{"events": [{good}, {bad}]}}')
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    assert body["errors"][0]["index"] == 1 and "NUL" in body["errors"][0]["detail"]

@@ -1,0 +1,284 @@
+"""Ingest benchmark: events/s through POST /v1/events/batch over real HTTP against the COPY
+ceiling, and single POST /v1/events at concurrency 16.
+
+    .venv/bin/python bench/ingest.py [--events 1000000] [--accounts 10000] [--workers 2]
+
+Starts its own embedded Postgres (or uses CUSTINTEL_DATABASE_URL, creating scratch databases
+there) and custintel under uvicorn on loopback. The load generator speaks HTTP/1.1 over raw
+asyncio streams so that the client costs little of the machine's two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app import db, migrate  # noqa: E402
+
+ADMIN_KEY = "bench-admin-key-" + "k" * 24
+TYPES = ["login", "page_view", "feature_used", "ticket_opened", "invoice_paid", "nps_answered"]
+
+TARGET_BATCH_EPS = 60_000
+TARGET_BATCH_RATIO = 0.5
+TARGET_SINGLE_RPS = 2_500
+TARGET_SINGLE_P99_MS = 20.0
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
+        return cls(reader, writer)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        await self.writer.drain()
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        length = 0
+        for line in header.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def make_events(count: int, accounts: int, seed: int = 7) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    span = int((datetime(2026, 6, 1, tzinfo=UTC) - start).total_seconds())
+    events = []
+    for i in range(count):
+        account = rng.randrange(accounts)
+        events.append({
+            "event_id": f"e{i}",
+            "type": rng.choice(TYPES),
+            "source": "bench",
+            "occurred_at": (start + timedelta(seconds=rng.randrange(span))).isoformat(),
+            "account_id": f"acct-{account}",
+            "contact_id": f"acct-{account}-u{rng.randrange(8)}",
+            "value": round(rng.random() * 100, 2),
+            "properties": {"plan": rng.choice(["free", "pro", "enterprise"]), "n": i % 97},
+        })
+    return events
+
+
+async def create_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(server_url)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    await asyncio.to_thread(migrate.upgrade, url)
+    return url
+
+
+def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CUSTINTEL_DATABASE_URL": database_url,
+        "CUSTINTEL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "CUSTINTEL_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port),
+         "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+         "--no-access-log", "--log-level", "warning"],
+        env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: b\r\n\r\n")
+            await writer.drain()
+            line = await reader.readline()
+            writer.close()
+            if b" 200 " in line:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("custintel did not become ready")
+
+
+async def bench_batches(port: int, bodies: list[bytes], clients: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+
+    async def worker() -> None:
+        conn = await Connection.open(port)
+        try:
+            while not queue.empty():
+                body = queue.get_nowait()
+                status, reply = await conn.post("/v1/events/batch", body)
+                result = orjson.loads(reply)
+                if status != 200 or result["errors"]:
+                    raise RuntimeError(f"batch failed: {status} {reply[:300]!r}")
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return time.perf_counter() - started
+
+
+async def bench_copy(url: str, events: list[dict[str, object]]) -> float:
+    rows = [
+        (e["event_id"], datetime.fromisoformat(str(e["occurred_at"])), e["account_id"],
+         e["contact_id"], None, e["type"], e["source"], e["value"],
+         orjson.dumps(e["properties"]).decode(), None)
+        for e in events
+    ]
+    conn = await asyncpg.connect(url)
+    try:
+        months = {(r[1].year, r[1].month) for r in rows}
+        for year, month in sorted(months):
+            nxt = (year + month // 12, month % 12 + 1)
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS events_{year:04d}_{month:02d} PARTITION OF events "
+                f"FOR VALUES FROM ('{year:04d}-{month:02d}-01') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01')"
+            )
+        columns = ["event_id", "occurred_at", "account_id", "contact_id", "email", "type",
+                   "source", "value", "properties", "text"]
+        started = time.perf_counter()
+        for i in range(0, len(rows), 50_000):
+            await conn.copy_records_to_table("events", records=rows[i:i + 50_000], columns=columns)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def bench_single(port: int, seconds: float, concurrency: int) -> tuple[float, list[float]]:
+    now = datetime.now(UTC)
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        conn = await Connection.open(port)
+        rng = random.Random(n)
+        try:
+            while time.perf_counter() < stop_at:
+                account = rng.randrange(10_000)
+                body = orjson.dumps({
+                    "event_id": uuid.uuid4().hex, "type": "login", "account_id": f"acct-{account}",
+                    "occurred_at": (now - timedelta(minutes=rng.randrange(60))).isoformat(),
+                    "properties": {"n": n},
+                })
+                t0 = time.perf_counter()
+                status, reply = await conn.post("/v1/events", body)
+                latencies.append(time.perf_counter() - t0)
+                if status != 202:
+                    raise RuntimeError(f"single failed: {status} {reply[:300]!r}")
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
+def verdict(ok: bool) -> str:
+    return "meets target" if ok else "BELOW TARGET"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--single-seconds", type=float, default=15)
+    args = parser.parse_args()
+
+    external = os.environ.get("CUSTINTEL_DATABASE_URL")
+    scratch = tempfile.mkdtemp(prefix="custintel-bench-")
+    server_url = (
+        db.plain_url(external) if external
+        else await asyncio.to_thread(db.start_embedded, Path(scratch))
+    )
+    print(f"generating {args.events:,} events for {args.accounts:,} accounts ...", flush=True)
+    events = make_events(args.events, args.accounts)
+    bodies = [
+        orjson.dumps({"events": events[i:i + args.batch]})
+        for i in range(0, len(events), args.batch)
+    ]
+
+    api_url = await create_database(server_url, "bench_api")
+    port = 18000 + os.getpid() % 1000
+    server = start_server(api_url, port, args.workers)
+    try:
+        await wait_ready(port)
+        api_seconds = await bench_batches(port, bodies, args.clients)
+        single_seconds, latencies = await bench_single(port, args.single_seconds, 16)
+    finally:
+        server.terminate()
+        server.wait(30)
+    conn = await asyncpg.connect(api_url)
+    stored = await conn.fetchval("SELECT count(*) FROM events WHERE source = 'bench'")
+    await conn.close()
+    assert stored == len(events), f"{stored} of {len(events)} events stored"
+
+    copy_url = await create_database(server_url, "bench_copy")
+    copy_seconds = await bench_copy(copy_url, events)
+
+    api_eps = len(events) / api_seconds
+    copy_eps = len(events) / copy_seconds
+    ratio = api_eps / copy_eps
+    latencies.sort()
+    rps = len(latencies) / single_seconds
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+
+    print()
+    print(f"machine: {os.cpu_count()} cores; custintel with {args.workers} uvicorn workers, "
+          f"{args.clients} batch clients of {args.batch} events")
+    print(f"batch ingest via HTTP : {api_eps:>10,.0f} events/s  ({len(events):,} in {api_seconds:.1f} s)"
+          f"  target >= {TARGET_BATCH_EPS:,}: {verdict(api_eps >= TARGET_BATCH_EPS)}")
+    print(f"COPY ceiling          : {copy_eps:>10,.0f} events/s  ({copy_seconds:.1f} s)")
+    print(f"ratio API / ceiling   : {ratio:>10.2f}  target >= {TARGET_BATCH_RATIO}: "
+          f"{verdict(ratio >= TARGET_BATCH_RATIO)}")
+    print(f"single POST /v1/events: {rps:>10,.0f} requests/s at concurrency 16"
+          f"  target >= {TARGET_SINGLE_RPS:,}: {verdict(rps >= TARGET_SINGLE_RPS)}")
+    print(f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms  target p99 < {TARGET_SINGLE_P99_MS} ms: "
+          f"{verdict(p99 < TARGET_SINGLE_P99_MS)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
