@@ -95,7 +95,9 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         asyncpg_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per request. A connection broken by a database
+        # restart fails its request with 503, and SQLAlchemy then discards the whole pool.
+        pool_pre_ping=False,
         pool_timeout=settings.db_timeout_seconds,
         connect_args={
             "timeout": settings.db_timeout_seconds,

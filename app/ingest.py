@@ -90,13 +90,14 @@ def parse_timestamp(value: str) -> datetime | None:
         return None
 
 
-_CONTAINERS = (dict, list)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def too_deep(properties: dict[str, Any]) -> bool:
-    # Flat properties are the common case; only nested ones pay for the walk.
-    nested = any(type(v) in _CONTAINERS for v in properties.values())
-    return nested and jsonbody.depth(properties) > MAX_NESTING
+    # Flat properties are the common case: one C-level pass over the value types, no walk.
+    if set(map(type, properties.values())) <= _SCALARS:
+        return False
+    return jsonbody.depth(properties) > MAX_NESTING
 
 
 def check_occurred_at(occurred_at: datetime, *, now: datetime, tolerance: timedelta) -> str | None:
@@ -200,10 +201,31 @@ _EVENT_COLUMNS = (
 )
 
 
+_INSERT_FEW_EVENTS = text(
+    """
+    INSERT INTO events (event_id, occurred_at, account_id, contact_id, email, type, source,
+                        value, properties, text)
+    SELECT e, o, a, c, m, t, s, v, p::jsonb, x
+    FROM unnest(:e, :o, :a, :c, :m, :t, :s, :v, :p, :x) AS u(e, o, a, c, m, t, s, v, p, x)
+    """
+).bindparams(
+    *(bindparam(n, type_=_ARR_TEXT) for n in "eacmtspx"),
+    bindparam("o", type_=ARRAY(TIMESTAMP(timezone=True))),
+    bindparam("v", type_=ARRAY(DOUBLE_PRECISION)),
+)
+
+# Below this many rows an INSERT beats COPY, whose protocol costs several round trips.
+_COPY_FROM = 64
+
+
 async def _copy_events(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
-    """COPY the rows whose keys this transaction claimed: the cheapest way into Postgres, and
-    safe because event_keys already decided which rows are new."""
+    """Store the rows whose keys this transaction claimed: COPY for many (the cheapest way into
+    Postgres, and safe because event_keys already decided which rows are new), INSERT for few."""
     if not records:
+        return
+    if len(records) < _COPY_FROM:
+        columns = list(zip(*records, strict=True))
+        await session.execute(_INSERT_FEW_EVENTS, dict(zip("eoacmtsvpx", columns, strict=True)))
         return
     connection = await session.connection()
     raw = await connection.get_raw_connection()
