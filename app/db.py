@@ -110,6 +110,27 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+    """Plain asyncpg connections for the ingest hot path. No connection is opened until needed,
+    so the service starts (and answers 503) while the database is away."""
+    return await asyncpg.create_pool(
+        plain_url(url),
+        min_size=0,
+        max_size=settings.db_pool_size,
+        timeout=settings.db_timeout_seconds,
+        server_settings={"application_name": "custintel", "timezone": "UTC"},
+    )
+
+
+async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as connection:
+        yield connection
+
+
+ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:

@@ -3,6 +3,10 @@
 Idempotency holds forever and across partitions: event_keys has one row per event_id ever
 accepted with a digest of its content. The same id and digest again is a duplicate (stored once);
 the same id with another digest is a conflict, and the first version stays.
+
+This is the hot path, so it talks to asyncpg directly rather than through an ORM session: one
+statement (and so one round trip and one implicit transaction) for a single event, and for a batch
+one transaction that claims the keys and COPYs the new rows. Its callers commit nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import asyncpg
 import orjson
-from sqlalchemy import bindparam, event, text
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, DOUBLE_PRECISION, TEXT, TIMESTAMP
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from app import jsonbody, partitions
 from app.schemas.common import MAX_NESTING
@@ -53,29 +54,18 @@ class KnownIds:
     contacts: set[str] = field(default_factory=set)
     limit: int = 500_000
 
-    def remember_on_commit(
-        self, session: AsyncSession, *, accounts: set[str], contacts: set[str]
-    ) -> None:
-        if not accounts and not contacts:
-            return
-
-        def _remember(_: Session) -> None:
-            if len(self.accounts) + len(accounts) > self.limit:
-                self.accounts.clear()
-            if len(self.contacts) + len(contacts) > self.limit:
-                self.contacts.clear()
-            self.accounts |= accounts
-            self.contacts |= contacts
-
-        event.listen(session.sync_session, "after_commit", _remember, once=True)
+    def remember(self, *, accounts: set[str], contacts: set[str]) -> None:
+        """Call only after the rows are committed."""
+        if len(self.accounts) + len(accounts) > self.limit:
+            self.accounts.clear()
+        if len(self.contacts) + len(contacts) > self.limit:
+            self.contacts.clear()
+        self.accounts |= accounts
+        self.contacts |= contacts
 
 
 def _digest(payload: Any) -> bytes:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).digest()
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
 
 
 def parse_timestamp(value: str) -> datetime | None:
@@ -109,36 +99,78 @@ def check_occurred_at(occurred_at: datetime, *, now: datetime, tolerance: timede
     return None
 
 
-_ARR_TEXT = ARRAY(TEXT)
+_EVENT_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "account_id",
+    "contact_id",
+    "email",
+    "type",
+    "source",
+    "value",
+    "properties",
+    "text",
+)
+
+# One statement for one event: create its account and contact if new, claim its key, store it
+# if the key was free, and report the digest stored before (NULL when the key is new). CTEs see
+# the snapshot from before the statement, hence `stored` is the earlier version's digest.
+_STORE_ONE_EVENT = """
+WITH new_account AS (
+    INSERT INTO accounts (account_id) SELECT $3 WHERE $11 ON CONFLICT DO NOTHING
+), new_contact AS (
+    INSERT INTO contacts (contact_id, account_id) SELECT $4, $3 WHERE $12
+    ON CONFLICT DO NOTHING
+), claimed AS (
+    INSERT INTO event_keys (event_id, account_id, occurred_at, digest) VALUES ($1, $3, $2, $13)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), stored_event AS (
+    INSERT INTO events (event_id, occurred_at, account_id, contact_id, email, type, source,
+                        value, properties, text)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10 FROM claimed
+)
+SELECT EXISTS (SELECT 1 FROM claimed) AS fresh,
+       (SELECT digest FROM event_keys WHERE event_id = $1) AS stored
+"""
+
+_NEW_ACCOUNTS = """
+INSERT INTO accounts (account_id) SELECT a FROM unnest($1::text[]) AS a ORDER BY a
+ON CONFLICT DO NOTHING
+"""
+_NEW_CONTACTS = """
+INSERT INTO contacts (contact_id, account_id)
+SELECT c, a FROM unnest($1::text[], $2::text[]) AS t(c, a) ORDER BY c
+ON CONFLICT DO NOTHING
+"""
+_CLAIM_EVENT_KEYS = """
+INSERT INTO event_keys (event_id, account_id, occurred_at, digest)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[]) ORDER BY 1
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+_INSERT_FEW_EVENTS = """
+INSERT INTO events (event_id, occurred_at, account_id, contact_id, email, type, source,
+                    value, properties, text)
+SELECT e, o, a, c, m, t, s, v, p::jsonb, x
+FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::float8[], $9::text[], $10::text[]) AS u(e, o, a, c, m, t, s, v, p, x)
+"""
+# Below this many rows an INSERT beats COPY, whose protocol costs several round trips.
+_COPY_FROM = 64
 
 
-async def _ensure_profiles(
-    session: AsyncSession, known: KnownIds, *, accounts: set[str], contacts: dict[str, str]
-) -> None:
-    """Create the accounts and contacts events mention before any profile upsert arrives."""
-    new_accounts = sorted(accounts - known.accounts)
-    if new_accounts:
-        await session.execute(
-            text(
-                "INSERT INTO accounts (account_id) SELECT a FROM unnest(:ids) AS a ORDER BY a "
-                "ON CONFLICT DO NOTHING"
-            ).bindparams(bindparam("ids", type_=_ARR_TEXT)),
-            {"ids": new_accounts},
-        )
-    new_contacts = sorted(c for c in contacts if c not in known.contacts)
-    if new_contacts:
-        await session.execute(
-            text(
-                "INSERT INTO contacts (contact_id, account_id) "
-                "SELECT c, a FROM unnest(:cids, :aids) AS t(c, a) ORDER BY c "
-                "ON CONFLICT DO NOTHING"
-            ).bindparams(bindparam("cids", type_=_ARR_TEXT), bindparam("aids", type_=_ARR_TEXT)),
-            {"cids": new_contacts, "aids": [contacts[c] for c in new_contacts]},
-        )
+@dataclass
+class Stored:
+    """What an ingest call did: a result per item, and the profiles it made sure exist."""
+
+    results: list[ItemResult]
+    accounts: set[str] = field(default_factory=set)
+    contacts: set[str] = field(default_factory=set)
 
 
 async def _resolve_accounts(
-    session: AsyncSession, events: Sequence[tuple[int, EventIn]]
+    conn: asyncpg.Connection, events: Sequence[tuple[int, EventIn]]
 ) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
     """Accounts of contact ids and emails, for events that did not name their account."""
     contact_ids = sorted(
@@ -154,98 +186,33 @@ async def _resolve_accounts(
     by_contact: dict[str, str] = {}
     by_email: dict[str, tuple[str, str]] = {}
     if contact_ids:
-        rows = await session.execute(
-            text(
-                "SELECT contact_id, account_id FROM contacts WHERE contact_id = ANY(:ids)"
-            ).bindparams(bindparam("ids", type_=_ARR_TEXT)),
-            {"ids": contact_ids},
+        rows = await conn.fetch(
+            "SELECT contact_id, account_id FROM contacts WHERE contact_id = ANY($1::text[])",
+            contact_ids,
         )
         by_contact = {r[0]: r[1] for r in rows}
     if emails:
-        rows = await session.execute(
-            text(
-                "SELECT value, contact_id, account_id FROM identities "
-                "WHERE kind = 'email' AND value = ANY(:ids)"
-            ).bindparams(bindparam("ids", type_=_ARR_TEXT)),
-            {"ids": emails},
+        rows = await conn.fetch(
+            "SELECT value, contact_id, account_id FROM identities "
+            "WHERE kind = 'email' AND value = ANY($1::text[])",
+            emails,
         )
         by_email = {r[0]: (r[1], r[2]) for r in rows}
     return by_contact, by_email
 
 
-_CLAIM_EVENT_KEYS = text(
-    """
-    INSERT INTO event_keys (event_id, account_id, occurred_at, digest)
-    SELECT * FROM unnest(:event_id, :account_id, :occurred_at, :digest) ORDER BY 1
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
-    """
-).bindparams(
-    bindparam("event_id", type_=_ARR_TEXT),
-    bindparam("account_id", type_=_ARR_TEXT),
-    bindparam("occurred_at", type_=ARRAY(TIMESTAMP(timezone=True))),
-    bindparam("digest", type_=ARRAY(BYTEA)),
-)
-
-_EVENT_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "account_id",
-    "contact_id",
-    "email",
-    "type",
-    "source",
-    "value",
-    "properties",
-    "text",
-)
-
-
-_INSERT_FEW_EVENTS = text(
-    """
-    INSERT INTO events (event_id, occurred_at, account_id, contact_id, email, type, source,
-                        value, properties, text)
-    SELECT e, o, a, c, m, t, s, v, p::jsonb, x
-    FROM unnest(:e, :o, :a, :c, :m, :t, :s, :v, :p, :x) AS u(e, o, a, c, m, t, s, v, p, x)
-    """
-).bindparams(
-    *(bindparam(n, type_=_ARR_TEXT) for n in "eacmtspx"),
-    bindparam("o", type_=ARRAY(TIMESTAMP(timezone=True))),
-    bindparam("v", type_=ARRAY(DOUBLE_PRECISION)),
-)
-
-# Below this many rows an INSERT beats COPY, whose protocol costs several round trips.
-_COPY_FROM = 64
-
-
-async def _copy_events(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
-    """Store the rows whose keys this transaction claimed: COPY for many (the cheapest way into
-    Postgres, and safe because event_keys already decided which rows are new), INSERT for few."""
-    if not records:
-        return
-    if len(records) < _COPY_FROM:
-        columns = list(zip(*records, strict=True))
-        await session.execute(_INSERT_FEW_EVENTS, dict(zip("eoacmtsvpx", columns, strict=True)))
-        return
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    await driver.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
-
-
 async def ingest_events(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     events: Sequence[tuple[int, EventIn]],
     *,
     now: datetime,
     tolerance: timedelta,
     known: KnownIds,
     partition_manager: partitions.PartitionManager,
-) -> list[ItemResult]:
+) -> Stored:
     """Store valid events; return one result per input, by its index in the request."""
     results: list[ItemResult] = []
-    by_contact, by_email = await _resolve_accounts(session, events)
+    by_contact, by_email = await _resolve_accounts(conn, events)
 
     rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
     accounts: set[str] = set()
@@ -334,31 +301,82 @@ async def ingest_events(
         if contact_id is not None and contact_id not in contacts:
             contacts[contact_id] = account_id
 
+    stored = Stored(results, accounts, set(contacts))
     if not rows:
-        return results
+        return stored
     await partition_manager.ensure({partitions.month_of(r[1][1]) for r in rows.values()})
-    await _ensure_profiles(session, known, accounts=accounts, contacts=contacts)
-    claimed = await session.execute(
-        _CLAIM_EVENT_KEYS,
-        {
-            "event_id": list(rows),
-            "account_id": [row[2] for _, row, _ in rows.values()],
-            "occurred_at": [row[1] for _, row, _ in rows.values()],
-            "digest": [digest for _, _, digest in rows.values()],
-        },
-    )
-    inserted = set(claimed.scalars())
-    await _copy_events(
-        session,
-        [row for event_id, (_, row, _) in rows.items() if event_id in inserted],
-    )
-    await _classify_existing(session, "event_keys", "event_id", rows, inserted)
-    known.remember_on_commit(session, accounts=accounts, contacts=set(contacts))
-    return results
+    if len(rows) == 1:
+        [(result, row, digest)] = rows.values()
+        await _store_one_event(conn, result, row, digest, known)
+        return stored
+    async with conn.transaction():
+        await _ensure_profiles(conn, known, accounts=accounts, contacts=contacts)
+        inserted = set(
+            r[0]
+            for r in await conn.fetch(
+                _CLAIM_EVENT_KEYS,
+                list(rows),
+                [row[2] for _, row, _ in rows.values()],
+                [row[1] for _, row, _ in rows.values()],
+                [digest for _, _, digest in rows.values()],
+            )
+        )
+        fresh = [row for event_id, (_, row, _) in rows.items() if event_id in inserted]
+        if len(fresh) >= _COPY_FROM:
+            await conn.copy_records_to_table("events", records=fresh, columns=_EVENT_COLUMNS)
+        elif fresh:
+            await conn.execute(_INSERT_FEW_EVENTS, *map(list, zip(*fresh, strict=True)))
+        await _classify_existing(conn, "event_keys", "event_id", rows, inserted)
+    return stored
+
+
+async def _store_one_event(
+    conn: asyncpg.Connection,
+    result: ItemResult,
+    row: tuple[Any, ...],
+    digest: bytes,
+    known: KnownIds,
+) -> None:
+    account_id, contact_id = row[2], row[3]
+    new_account = account_id not in known.accounts
+    new_contact = contact_id is not None and contact_id not in known.contacts
+    answer = await conn.fetchrow(_STORE_ONE_EVENT, *row, new_account, new_contact, digest)
+    assert answer is not None
+    if answer["fresh"]:
+        return
+    earlier = answer["stored"]
+    if earlier is None:  # claimed by a transaction that committed after this one began
+        earlier = await conn.fetchval("SELECT digest FROM event_keys WHERE event_id = $1", row[0])
+    _classify(result, "event_id", bytes(earlier) if earlier is not None else None, digest)
+
+
+def _classify(result: ItemResult, key: str, earlier: bytes | None, digest: bytes) -> None:
+    """An item whose key was taken: a duplicate when the content matches, else a conflict."""
+    if earlier == digest:
+        result.status = "duplicate"
+    else:
+        result.reject(
+            key,
+            f"{key} {result.item_id!r} was already stored with different content; "
+            "the first version is kept",
+            conflict=True,
+        )
+
+
+async def _ensure_profiles(
+    conn: asyncpg.Connection, known: KnownIds, *, accounts: set[str], contacts: dict[str, str]
+) -> None:
+    """Create the accounts and contacts events mention before any profile upsert arrives."""
+    new_accounts = sorted(accounts - known.accounts)
+    if new_accounts:
+        await conn.execute(_NEW_ACCOUNTS, new_accounts)
+    new_contacts = sorted(c for c in contacts if c not in known.contacts)
+    if new_contacts:
+        await conn.execute(_NEW_CONTACTS, new_contacts, [contacts[c] for c in new_contacts])
 
 
 async def _classify_existing(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     table: str,
     key: str,
     rows: dict[str, tuple[ItemResult, Any, bytes]],
@@ -368,54 +386,36 @@ async def _classify_existing(
     existing = [item_id for item_id in rows if item_id not in inserted]
     if not existing:
         return
-    found = await session.execute(
-        text(f"SELECT {key}, digest FROM {table} WHERE {key} = ANY(:ids)").bindparams(
-            bindparam("ids", type_=_ARR_TEXT)
-        ),
-        {"ids": existing},
+    found = await conn.fetch(
+        f"SELECT {key}, digest FROM {table} WHERE {key} = ANY($1::text[])", existing
     )
     digests = {r[0]: bytes(r[1]) for r in found}
     for item_id in existing:
         result, _, digest = rows[item_id]
-        if digests.get(item_id) == digest:
-            result.status = "duplicate"
-        else:
-            result.reject(
-                key,
-                f"{key} {item_id!r} was already stored with different content; "
-                "the first version is kept",
-                conflict=True,
-            )
+        _classify(result, key, digests.get(item_id), digest)
 
 
-_INSERT_OUTCOMES = text(
-    """
-    INSERT INTO outcomes (outcome_id, account_id, kind, occurred_at, amount, properties, digest)
-    SELECT outcome_id, account_id, kind, occurred_at, amount, properties::jsonb, digest
-    FROM unnest(:outcome_id, :account_id, :kind, :occurred_at, :amount, :properties, :digest)
-         AS t(outcome_id, account_id, kind, occurred_at, amount, properties, digest)
-    ORDER BY outcome_id
-    ON CONFLICT (outcome_id) DO NOTHING
-    RETURNING outcome_id
-    """
-).bindparams(
-    *(bindparam(n, type_=_ARR_TEXT) for n in ("outcome_id", "account_id", "kind", "properties")),
-    bindparam("occurred_at", type_=ARRAY(TIMESTAMP(timezone=True))),
-    bindparam("amount", type_=ARRAY(DOUBLE_PRECISION)),
-    bindparam("digest", type_=ARRAY(BYTEA)),
-)
+_INSERT_OUTCOMES = """
+INSERT INTO outcomes (outcome_id, account_id, kind, occurred_at, amount, properties, digest)
+SELECT o, a, k, t, m, p::jsonb, d
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[],
+            $7::bytea[]) AS u(o, a, k, t, m, p, d)
+ORDER BY o
+ON CONFLICT (outcome_id) DO NOTHING
+RETURNING outcome_id
+"""
 
 
 async def ingest_outcomes(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     outcomes: Sequence[tuple[int, OutcomeIn]],
     *,
     now: datetime,
     tolerance: timedelta,
     known: KnownIds,
-) -> list[ItemResult]:
+) -> Stored:
     results: list[ItemResult] = []
-    rows: dict[str, tuple[ItemResult, dict[str, Any], bytes]] = {}
+    rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
     for index, oc in outcomes:
         outcome_id = oc.outcome_id or uuid.uuid4().hex
         result = ItemResult(index, outcome_id, "accepted")
@@ -424,13 +424,7 @@ async def ingest_outcomes(
         if problem is not None:
             result.reject("occurred_at", problem)
             continue
-        content = {
-            "account_id": oc.account_id,
-            "kind": oc.kind,
-            "occurred_at": _utc(oc.occurred_at),
-            "amount": oc.amount,
-            "properties": oc.properties,
-        }
+        content = (oc.account_id, oc.kind, oc.occurred_at.timestamp(), oc.amount, oc.properties)
         digest = _digest(content)
         earlier = rows.get(outcome_id)
         if earlier is not None:
@@ -443,22 +437,23 @@ async def ingest_outcomes(
                     conflict=True,
                 )
             continue
-        row = {
-            "outcome_id": outcome_id,
-            "account_id": oc.account_id,
-            "kind": oc.kind,
-            "occurred_at": oc.occurred_at,
-            "amount": oc.amount,
-            "properties": orjson.dumps(oc.properties or {}).decode(),
-            "digest": digest,
-        }
+        row = (
+            outcome_id,
+            oc.account_id,
+            oc.kind,
+            oc.occurred_at,
+            oc.amount,
+            orjson.dumps(oc.properties).decode(),
+            digest,
+        )
         rows[outcome_id] = (result, row, digest)
+    accounts = {r[1][1] for r in rows.values()}
+    stored = Stored(results, accounts)
     if not rows:
-        return results
-    accounts = {r[1]["account_id"] for r in rows.values()}
-    await _ensure_profiles(session, known, accounts=accounts, contacts={})
-    columns = {name: [r[1][name] for r in rows.values()] for name in next(iter(rows.values()))[1]}
-    inserted = set((await session.execute(_INSERT_OUTCOMES, columns)).scalars())
-    await _classify_existing(session, "outcomes", "outcome_id", rows, inserted)
-    known.remember_on_commit(session, accounts=accounts, contacts=set())
-    return results
+        return stored
+    async with conn.transaction():
+        await _ensure_profiles(conn, known, accounts=accounts, contacts={})
+        columns = list(map(list, zip(*(r[1] for r in rows.values()), strict=True)))
+        inserted = {r[0] for r in await conn.fetch(_INSERT_OUTCOMES, *columns)}
+        await _classify_existing(conn, "outcomes", "outcome_id", rows, inserted)
+    return stored

@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = db.create_engine(url, settings)
         app.state.engine = engine
         app.state.sessionmaker = db.create_sessionmaker(engine)
+        app.state.pool = await db.create_pool(url, settings)
         app.state.partitions = partitions.PartitionManager(engine)
         app.state.migration_head = migrate.head_revision()
         keeper = asyncio.create_task(_keep_partitions(app.state.partitions, settings))
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             keeper.cancel()
+            await app.state.pool.close()
             await engine.dispose()
 
     app = FastAPI(

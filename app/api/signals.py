@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import TypeAdapter
 
@@ -16,7 +17,7 @@ from app.api.common import (
     problem_responses,
 )
 from app.auth import Ingest
-from app.db import SessionDep
+from app.db import ConnectionDep
 from app.schemas.common import BatchResult, ItemError
 from app.schemas.signals import (
     MAX_EVENT_BATCH,
@@ -31,9 +32,9 @@ from app.schemas.signals import (
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
-_events = TypeAdapter(EventIn)
-_event_batch = TypeAdapter(EventBatch)
-_outcomes = TypeAdapter(OutcomeIn)
+_events_in = TypeAdapter(EventIn)
+_batch_in = TypeAdapter(EventBatch)
+_outcomes_in = TypeAdapter(OutcomeIn)
 
 
 def _tolerance(request: Request) -> timedelta:
@@ -64,22 +65,40 @@ def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) ->
     )
 
 
-@router.post("/events", status_code=202, operation_id="ingest_event", tags=["events"])
-async def ingest_event(
-    body: EventIn, request: Request, session: SessionDep, _: Ingest
-) -> EventAccepted:
-    """Store one signal. Answered once committed; the same event_id again is a duplicate."""
+async def _events(
+    request: Request, conn: asyncpg.Connection, items: list[tuple[int, EventIn]]
+) -> list[ingest.ItemResult]:
     state = request.app.state
-    [result] = await ingest.ingest_events(
-        session,
-        [(0, body)],
+    stored = await ingest.ingest_events(
+        conn,
+        items,
         now=datetime.now(UTC),
         tolerance=_tolerance(request),
         known=state.known_ids,
         partition_manager=state.partitions,
     )
+    state.known_ids.remember(accounts=stored.accounts, contacts=stored.contacts)
+    return stored.results
+
+
+async def _outcomes(
+    request: Request, conn: asyncpg.Connection, items: list[tuple[int, OutcomeIn]]
+) -> list[ingest.ItemResult]:
+    known = request.app.state.known_ids
+    stored = await ingest.ingest_outcomes(
+        conn, items, now=datetime.now(UTC), tolerance=_tolerance(request), known=known
+    )
+    known.remember(accounts=stored.accounts, contacts=stored.contacts)
+    return stored.results
+
+
+@router.post("/events", status_code=202, operation_id="ingest_event", tags=["events"])
+async def ingest_event(
+    body: EventIn, request: Request, conn: ConnectionDep, _: Ingest
+) -> EventAccepted:
+    """Store one signal. Answered once committed; the same event_id again is a duplicate."""
+    [result] = await _events(request, conn, [(0, body)])
     _single(result)
-    await session.commit()
     return EventAccepted(event_id=result.item_id, duplicate=result.status == "duplicate")
 
 
@@ -89,36 +108,19 @@ async def ingest_event(
     tags=["events"],
     openapi_extra=manual_body(EventBatch),
 )
-async def ingest_events_batch(request: Request, session: SessionDep, _: Ingest) -> BatchResult:
+async def ingest_events_batch(request: Request, conn: ConnectionDep, _: Ingest) -> BatchResult:
     """Up to 5000 events. Valid ones are stored; each invalid one is reported by its index."""
-    valid, invalid = await batch_items(request, "events", MAX_EVENT_BATCH, _events, _event_batch)
-    state = request.app.state
-    results = await ingest.ingest_events(
-        session,
-        valid,
-        now=datetime.now(UTC),
-        tolerance=_tolerance(request),
-        known=state.known_ids,
-        partition_manager=state.partitions,
-    )
-    await session.commit()
-    return _summary(results, invalid)
+    valid, invalid = await batch_items(request, "events", MAX_EVENT_BATCH, _events_in, _batch_in)
+    return _summary(await _events(request, conn, valid), invalid)
 
 
 @router.post("/outcomes", status_code=202, operation_id="record_outcome", tags=["outcomes"])
 async def record_outcome(
-    body: OutcomeIn, request: Request, session: SessionDep, _: Ingest
+    body: OutcomeIn, request: Request, conn: ConnectionDep, _: Ingest
 ) -> OutcomeAccepted:
     """Record what really happened to an account (churned, renewed, expanded, ...)."""
-    [result] = await ingest.ingest_outcomes(
-        session,
-        [(0, body)],
-        now=datetime.now(UTC),
-        tolerance=_tolerance(request),
-        known=request.app.state.known_ids,
-    )
+    [result] = await _outcomes(request, conn, [(0, body)])
     _single(result)
-    await session.commit()
     return OutcomeAccepted(outcome_id=result.item_id, duplicate=result.status == "duplicate")
 
 
@@ -128,14 +130,6 @@ async def record_outcome(
     tags=["outcomes"],
     openapi_extra=manual_body(OutcomeBatch),
 )
-async def record_outcomes_batch(request: Request, session: SessionDep, _: Ingest) -> BatchResult:
-    valid, invalid = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH, _outcomes)
-    results = await ingest.ingest_outcomes(
-        session,
-        valid,
-        now=datetime.now(UTC),
-        tolerance=_tolerance(request),
-        known=request.app.state.known_ids,
-    )
-    await session.commit()
-    return _summary(results, invalid)
+async def record_outcomes_batch(request: Request, conn: ConnectionDep, _: Ingest) -> BatchResult:
+    valid, invalid = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH, _outcomes_in)
+    return _summary(await _outcomes(request, conn, valid), invalid)
