@@ -112,7 +112,11 @@ async def authenticate(
 
 
 def require(scope: Scope) -> object:
-    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        principal = await authenticate(request, credentials)
         if not principal.allows(scope):
             raise errors.Forbidden(f"This key lacks the `{scope}` scope.", missing_scope=scope)
         return principal

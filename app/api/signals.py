@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import TypeAdapter
 
@@ -17,7 +16,6 @@ from app.api.common import (
     problem_responses,
 )
 from app.auth import Ingest
-from app.db import ConnectionDep
 from app.schemas.common import BatchResult, ItemError
 from app.schemas.signals import (
     MAX_EVENT_BATCH,
@@ -65,39 +63,37 @@ def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) ->
     )
 
 
-async def _events(
-    request: Request, conn: asyncpg.Connection, items: list[tuple[int, EventIn]]
-) -> list[ingest.ItemResult]:
+async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[ingest.ItemResult]:
     state = request.app.state
-    stored = await ingest.ingest_events(
-        conn,
-        items,
-        now=datetime.now(UTC),
-        tolerance=_tolerance(request),
-        known=state.known_ids,
-        partition_manager=state.partitions,
-    )
+    async with state.pool.acquire() as conn:
+        stored = await ingest.ingest_events(
+            conn,
+            items,
+            now=datetime.now(UTC),
+            tolerance=_tolerance(request),
+            known=state.known_ids,
+            partition_manager=state.partitions,
+        )
     state.known_ids.remember(accounts=stored.accounts, contacts=stored.contacts)
     return stored.results
 
 
 async def _outcomes(
-    request: Request, conn: asyncpg.Connection, items: list[tuple[int, OutcomeIn]]
+    request: Request, items: list[tuple[int, OutcomeIn]]
 ) -> list[ingest.ItemResult]:
     known = request.app.state.known_ids
-    stored = await ingest.ingest_outcomes(
-        conn, items, now=datetime.now(UTC), tolerance=_tolerance(request), known=known
-    )
+    async with request.app.state.pool.acquire() as conn:
+        stored = await ingest.ingest_outcomes(
+            conn, items, now=datetime.now(UTC), tolerance=_tolerance(request), known=known
+        )
     known.remember(accounts=stored.accounts, contacts=stored.contacts)
     return stored.results
 
 
 @router.post("/events", status_code=202, operation_id="ingest_event", tags=["events"])
-async def ingest_event(
-    body: EventIn, request: Request, conn: ConnectionDep, _: Ingest
-) -> EventAccepted:
+async def ingest_event(body: EventIn, request: Request, _: Ingest) -> EventAccepted:
     """Store one signal. Answered once committed; the same event_id again is a duplicate."""
-    [result] = await _events(request, conn, [(0, body)])
+    [result] = await _events(request, [(0, body)])
     _single(result)
     return EventAccepted(event_id=result.item_id, duplicate=result.status == "duplicate")
 
@@ -108,18 +104,16 @@ async def ingest_event(
     tags=["events"],
     openapi_extra=manual_body(EventBatch),
 )
-async def ingest_events_batch(request: Request, conn: ConnectionDep, _: Ingest) -> BatchResult:
+async def ingest_events_batch(request: Request, _: Ingest) -> BatchResult:
     """Up to 5000 events. Valid ones are stored; each invalid one is reported by its index."""
     valid, invalid = await batch_items(request, "events", MAX_EVENT_BATCH, _events_in, _batch_in)
-    return _summary(await _events(request, conn, valid), invalid)
+    return _summary(await _events(request, valid), invalid)
 
 
 @router.post("/outcomes", status_code=202, operation_id="record_outcome", tags=["outcomes"])
-async def record_outcome(
-    body: OutcomeIn, request: Request, conn: ConnectionDep, _: Ingest
-) -> OutcomeAccepted:
+async def record_outcome(body: OutcomeIn, request: Request, _: Ingest) -> OutcomeAccepted:
     """Record what really happened to an account (churned, renewed, expanded, ...)."""
-    [result] = await _outcomes(request, conn, [(0, body)])
+    [result] = await _outcomes(request, [(0, body)])
     _single(result)
     return OutcomeAccepted(outcome_id=result.item_id, duplicate=result.status == "duplicate")
 
@@ -130,6 +124,6 @@ async def record_outcome(
     tags=["outcomes"],
     openapi_extra=manual_body(OutcomeBatch),
 )
-async def record_outcomes_batch(request: Request, conn: ConnectionDep, _: Ingest) -> BatchResult:
+async def record_outcomes_batch(request: Request, _: Ingest) -> BatchResult:
     valid, invalid = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH, _outcomes_in)
-    return _summary(await _outcomes(request, conn, valid), invalid)
+    return _summary(await _outcomes(request, valid), invalid)
