@@ -47,7 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = await db.create_pool(url, settings)
         app.state.partitions = partitions.PartitionManager(engine)
         app.state.migration_head = migrate.head_revision()
-        keeper = asyncio.create_task(_keep_partitions(app.state.partitions, settings))
+        ready = asyncio.Event()
+        keeper = asyncio.create_task(_keep_partitions(app.state.partitions, settings, ready))
+        # Serve once the first pass is done, or after a short wait when the database is away.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=settings.db_timeout_seconds)
         try:
             yield
         finally:
@@ -75,11 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _keep_partitions(manager: partitions.PartitionManager, settings: Settings) -> None:
+async def _keep_partitions(
+    manager: partitions.PartitionManager, settings: Settings, ready: asyncio.Event
+) -> None:
     """Keep next months' event partitions created; retried while the database is away."""
     while True:
         try:
             await manager.ensure_ahead(settings.partitions_ahead_months)
+            ready.set()
             delay = 6 * 3600.0
         except Exception as exc:
             if not db.is_unreachable(exc):

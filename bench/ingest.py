@@ -78,16 +78,18 @@ def make_events(count: int, accounts: int, seed: int = 7) -> list[dict[str, obje
     events = []
     for i in range(count):
         account = rng.randrange(accounts)
-        events.append({
-            "event_id": f"e{i}",
-            "type": rng.choice(TYPES),
-            "source": "bench",
-            "occurred_at": (start + timedelta(seconds=rng.randrange(span))).isoformat(),
-            "account_id": f"acct-{account}",
-            "contact_id": f"acct-{account}-u{rng.randrange(8)}",
-            "value": round(rng.random() * 100, 2),
-            "properties": {"plan": rng.choice(["free", "pro", "enterprise"]), "n": i % 97},
-        })
+        events.append(
+            {
+                "event_id": f"e{i}",
+                "type": rng.choice(TYPES),
+                "source": "bench",
+                "occurred_at": (start + timedelta(seconds=rng.randrange(span))).isoformat(),
+                "account_id": f"acct-{account}",
+                "contact_id": f"acct-{account}-u{rng.randrange(8)}",
+                "value": round(rng.random() * 100, 2),
+                "properties": {"plan": rng.choice(["free", "pro", "enterprise"]), "n": i % 97},
+            }
+        )
     return events
 
 
@@ -112,10 +114,27 @@ def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen
         "CUSTINTEL_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port),
-         "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-         "--no-access-log", "--log-level", "warning"],
-        env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -160,9 +179,18 @@ async def bench_batches(port: int, bodies: list[bytes], clients: int) -> float:
 
 async def bench_copy(url: str, events: list[dict[str, object]]) -> float:
     rows = [
-        (e["event_id"], datetime.fromisoformat(str(e["occurred_at"])), e["account_id"],
-         e["contact_id"], None, e["type"], e["source"], e["value"],
-         orjson.dumps(e["properties"]).decode(), None)
+        (
+            e["event_id"],
+            datetime.fromisoformat(str(e["occurred_at"])),
+            e["account_id"],
+            e["contact_id"],
+            None,
+            e["type"],
+            e["source"],
+            e["value"],
+            orjson.dumps(e["properties"]).decode(),
+            None,
+        )
         for e in events
     ]
     conn = await asyncpg.connect(url)
@@ -174,11 +202,23 @@ async def bench_copy(url: str, events: list[dict[str, object]]) -> float:
                 f"CREATE TABLE IF NOT EXISTS events_{year:04d}_{month:02d} PARTITION OF events "
                 f"FOR VALUES FROM ('{year:04d}-{month:02d}-01') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01')"
             )
-        columns = ["event_id", "occurred_at", "account_id", "contact_id", "email", "type",
-                   "source", "value", "properties", "text"]
+        columns = [
+            "event_id",
+            "occurred_at",
+            "account_id",
+            "contact_id",
+            "email",
+            "type",
+            "source",
+            "value",
+            "properties",
+            "text",
+        ]
         started = time.perf_counter()
         for i in range(0, len(rows), 50_000):
-            await conn.copy_records_to_table("events", records=rows[i:i + 50_000], columns=columns)
+            await conn.copy_records_to_table(
+                "events", records=rows[i : i + 50_000], columns=columns
+            )
         return time.perf_counter() - started
     finally:
         await conn.close()
@@ -195,11 +235,15 @@ async def bench_single(port: int, seconds: float, concurrency: int) -> tuple[flo
         try:
             while time.perf_counter() < stop_at:
                 account = rng.randrange(10_000)
-                body = orjson.dumps({
-                    "event_id": uuid.uuid4().hex, "type": "login", "account_id": f"acct-{account}",
-                    "occurred_at": (now - timedelta(minutes=rng.randrange(60))).isoformat(),
-                    "properties": {"n": n},
-                })
+                body = orjson.dumps(
+                    {
+                        "event_id": uuid.uuid4().hex,
+                        "type": "login",
+                        "account_id": f"acct-{account}",
+                        "occurred_at": (now - timedelta(minutes=rng.randrange(60))).isoformat(),
+                        "properties": {"n": n},
+                    }
+                )
                 t0 = time.perf_counter()
                 status, reply = await conn.post("/v1/events", body)
                 latencies.append(time.perf_counter() - t0)
@@ -230,13 +274,14 @@ async def main() -> None:
     external = os.environ.get("CUSTINTEL_DATABASE_URL")
     scratch = tempfile.mkdtemp(prefix="custintel-bench-")
     server_url = (
-        db.plain_url(external) if external
+        db.plain_url(external)
+        if external
         else await asyncio.to_thread(db.start_embedded, Path(scratch))
     )
     print(f"generating {args.events:,} events for {args.accounts:,} accounts ...", flush=True)
     events = make_events(args.events, args.accounts)
     bodies = [
-        orjson.dumps({"events": events[i:i + args.batch]})
+        orjson.dumps({"events": events[i : i + args.batch]})
         for i in range(0, len(events), args.batch)
     ]
 
@@ -267,17 +312,28 @@ async def main() -> None:
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
 
     print()
-    print(f"machine: {os.cpu_count()} cores; custintel with {args.workers} uvicorn workers, "
-          f"{args.clients} batch clients of {args.batch} events")
-    print(f"batch ingest via HTTP : {api_eps:>10,.0f} events/s  ({len(events):,} in {api_seconds:.1f} s)"
-          f"  target >= {TARGET_BATCH_EPS:,}: {verdict(api_eps >= TARGET_BATCH_EPS)}")
+    print(
+        f"machine: {os.cpu_count()} cores; custintel with {args.workers} uvicorn workers, "
+        f"{args.clients} batch clients of {args.batch} events"
+    )
+    print(
+        f"batch ingest via HTTP : {api_eps:>10,.0f} events/s  "
+        f"({len(events):,} in {api_seconds:.1f} s)  "
+        f"target >= {TARGET_BATCH_EPS:,}: {verdict(api_eps >= TARGET_BATCH_EPS)}"
+    )
     print(f"COPY ceiling          : {copy_eps:>10,.0f} events/s  ({copy_seconds:.1f} s)")
-    print(f"ratio API / ceiling   : {ratio:>10.2f}  target >= {TARGET_BATCH_RATIO}: "
-          f"{verdict(ratio >= TARGET_BATCH_RATIO)}")
-    print(f"single POST /v1/events: {rps:>10,.0f} requests/s at concurrency 16"
-          f"  target >= {TARGET_SINGLE_RPS:,}: {verdict(rps >= TARGET_SINGLE_RPS)}")
-    print(f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms  target p99 < {TARGET_SINGLE_P99_MS} ms: "
-          f"{verdict(p99 < TARGET_SINGLE_P99_MS)}")
+    print(
+        f"ratio API / ceiling   : {ratio:>10.2f}  target >= {TARGET_BATCH_RATIO}: "
+        f"{verdict(ratio >= TARGET_BATCH_RATIO)}"
+    )
+    print(
+        f"single POST /v1/events: {rps:>10,.0f} requests/s at concurrency 16"
+        f"  target >= {TARGET_SINGLE_RPS:,}: {verdict(rps >= TARGET_SINGLE_RPS)}"
+    )
+    print(
+        f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms  target p99 < {TARGET_SINGLE_P99_MS} ms: "
+        f"{verdict(p99 < TARGET_SINGLE_P99_MS)}"
+    )
 
 
 if __name__ == "__main__":

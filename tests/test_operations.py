@@ -1,0 +1,127 @@
+"""Operations: the CLI, JSON logs with request ids, partitions ahead, settings that refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from app import logs, partitions
+from app.settings import Settings
+
+
+def test_keys_create_prints_a_working_key_as_the_last_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "CUSTINTEL_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "keys",
+            "create",
+            "--name",
+            "crm",
+            "--scopes",
+            "ingest,read",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    key = done.stdout.strip().splitlines()[-1]
+    assert key.startswith("ci_") and len(key) > 40
+    assert key not in done.stderr
+
+
+async def test_a_cli_key_authenticates_with_its_scopes(
+    database_url: str, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    env = {**os.environ, "CUSTINTEL_DATABASE_URL": database_url}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "keys", "create", "--name", "reader", "--scopes", "read"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    headers = {"Authorization": f"Bearer {done.stdout.strip().splitlines()[-1]}"}
+    assert (await client.get("/v1/accounts", headers=headers)).status_code == 200
+    denied = await client.post("/v1/events", headers=headers, json={})
+    assert denied.status_code == 403
+
+
+def test_keys_create_refuses_unknown_scopes(database_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "CUSTINTEL_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--name", "x", "--scopes", "root"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0 and "scopes" in done.stderr
+
+
+async def test_access_log_is_json_with_the_request_id(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.main import create_app
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logs.configure("INFO")
+    try:
+        app = create_app(settings.model_copy(update={"access_log": True}))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await client.get("/healthz", headers={"X-Request-ID": "req-42"})
+    finally:
+        root.handlers[:], root.level = saved
+    assert response.headers["x-request-id"] == "req-42"
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    [line] = [x for x in lines if x["logger"] == "custintel.access"]
+    assert line["request_id"] == "req-42"
+    assert line["path"] == "/healthz" and line["status"] == 200 and "duration_ms" in line
+
+
+async def test_a_request_id_is_made_when_none_is_sent(client: httpx.AsyncClient) -> None:
+    first = await client.get("/healthz")
+    second = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert len(first.headers["x-request-id"]) == 32
+    assert second.headers["x-request-id"] != "bad id with spaces"
+
+
+async def test_partitions_are_kept_ahead_of_now(app: object, conn: asyncpg.Connection) -> None:
+    month = partitions.month_of(datetime.now(UTC))
+    expected = []
+    for _ in range(4):
+        expected.append(partitions.partition_name(month))
+        month = partitions.next_month(month)
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'events'::regclass"
+    )
+    assert set(expected) <= {r[0] for r in rows}
+
+
+def test_production_refuses_a_weak_bootstrap_key() -> None:
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings(environment="production", bootstrap_admin_key="short")
+    assert Settings(environment="production", bootstrap_admin_key="k" * 32).bootstrap_admin_key
