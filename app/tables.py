@@ -123,17 +123,21 @@ class EventKey(Base):
 
 
 class Event(Base):
-    """Signals. Range-partitioned by month of occurred_at (see app.partitions)."""
+    """Signals. Range-partitioned by month of occurred_at (see app.partitions).
+
+    No primary key in the database: event_keys already makes event_id unique, forever and across
+    partitions, and a second unique index would only slow every insert.
+    """
 
     __tablename__ = "events"
     __table_args__ = (
-        PrimaryKeyConstraint("event_id", "occurred_at"),
         Index(None, "account_id", "occurred_at"),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
+    __mapper_args__ = {"primary_key": ["event_id", "occurred_at"]}
 
-    event_id: Mapped[str] = mapped_column(String(255))
-    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    event_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
     account_id: Mapped[str] = mapped_column(String(255))
     contact_id: Mapped[str | None] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(320))
