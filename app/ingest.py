@@ -99,7 +99,7 @@ def check_occurred_at(occurred_at: datetime, *, now: datetime, tolerance: timede
     return None
 
 
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     "event_id",
     "occurred_at",
     "account_id",
@@ -295,7 +295,7 @@ async def ingest_events(
             ev.get("value"),
             properties_json.decode(),
             ev.get("text"),
-        )  # in _EVENT_COLUMNS order, ready for COPY
+        )  # in EVENT_COLUMNS order, ready for COPY
         rows[event_id] = (result, row, digest)
         accounts.add(account_id)
         if contact_id is not None and contact_id not in contacts:
@@ -323,7 +323,7 @@ async def ingest_events(
         )
         fresh = [row for event_id, (_, row, _) in rows.items() if event_id in inserted]
         if len(fresh) >= _COPY_FROM:
-            await conn.copy_records_to_table("events", records=fresh, columns=_EVENT_COLUMNS)
+            await conn.copy_records_to_table("events", records=fresh, columns=EVENT_COLUMNS)
         elif fresh:
             await conn.execute(_INSERT_FEW_EVENTS, *map(list, zip(*fresh, strict=True)))
         await _classify_existing(conn, "event_keys", "event_id", rows, inserted)

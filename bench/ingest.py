@@ -30,7 +30,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db, migrate  # noqa: E402
+from app import db, ingest, migrate, partitions  # noqa: E402
 
 ADMIN_KEY = "bench-admin-key-" + "k" * 24
 TYPES = ["login", "page_view", "feature_used", "ticket_opened", "invoice_paid", "nps_answered"]
@@ -111,7 +111,6 @@ def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen
         **os.environ,
         "CUSTINTEL_DATABASE_URL": database_url,
         "CUSTINTEL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-        "CUSTINTEL_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
         [
@@ -195,29 +194,15 @@ async def bench_copy(url: str, events: list[dict[str, object]]) -> float:
     ]
     conn = await asyncpg.connect(url)
     try:
-        months = {(r[1].year, r[1].month) for r in rows}
-        for year, month in sorted(months):
-            nxt = (year + month // 12, month % 12 + 1)
+        for month in sorted({partitions.month_of(r[1]) for r in rows}):
             await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS events_{year:04d}_{month:02d} PARTITION OF events "
-                f"FOR VALUES FROM ('{year:04d}-{month:02d}-01') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01')"
+                f"CREATE TABLE IF NOT EXISTS {partitions.partition_name(month)} PARTITION OF "
+                f"events FOR VALUES FROM ('{month}') TO ('{partitions.next_month(month)}')"
             )
-        columns = [
-            "event_id",
-            "occurred_at",
-            "account_id",
-            "contact_id",
-            "email",
-            "type",
-            "source",
-            "value",
-            "properties",
-            "text",
-        ]
         started = time.perf_counter()
         for i in range(0, len(rows), 50_000):
             await conn.copy_records_to_table(
-                "events", records=rows[i : i + 50_000], columns=columns
+                "events", records=rows[i : i + 50_000], columns=ingest.EVENT_COLUMNS
             )
         return time.perf_counter() - started
     finally:

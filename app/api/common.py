@@ -40,6 +40,13 @@ def _query_params(dependant: Dependant) -> dict[str, bool]:
     return params
 
 
+def _query_problem(what: str, names: list[str], msg: str, kind: str) -> errors.InvalidPayload:
+    return errors.InvalidPayload(
+        f"Query parameter(s) {what}: {', '.join(map(repr, names))}.",
+        errors=[{"loc": ["query", name], "msg": msg, "type": kind} for name in names],
+    )
+
+
 def _is_list(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (list, tuple, set, frozenset):
@@ -65,29 +72,12 @@ class StrictJSONRoute(APIRoute):
                 if not repeats and len(request.query_params.getlist(name)) > 1
             )
             if repeated:
-                raise errors.InvalidPayload(
-                    f"Query parameter(s) given more than once: {', '.join(repeated)}.",
-                    errors=[
-                        {
-                            "loc": ["query", name],
-                            "msg": "Give this parameter once",
-                            "type": "repeated",
-                        }
-                        for name in repeated
-                    ],
+                raise _query_problem(
+                    "given more than once", repeated, "Give this parameter once", "repeated"
                 )
-            if unknown:
-                # A misspelt filter must not silently widen a query.
-                raise errors.InvalidPayload(
-                    f"Unknown query parameter(s): {', '.join(map(repr, unknown))}.",
-                    errors=[
-                        {
-                            "loc": ["query", name],
-                            "msg": "Unknown query parameter",
-                            "type": "extra_forbidden",
-                        }
-                        for name in unknown
-                    ],
+            if unknown:  # a misspelt filter must not silently widen a query
+                raise _query_problem(
+                    "unknown", unknown, "Unknown query parameter", "extra_forbidden"
                 )
             if parses_body:
                 body = await request.body()

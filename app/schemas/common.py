@@ -118,15 +118,7 @@ EventProperties = Annotated[
         json_schema_extra=_KEYS,
     ),
 ]
-Properties = Annotated[
-    dict[Key, JsonValue],
-    Field(
-        max_length=MAX_KEYS,
-        description=f"Any JSON, nested at most {MAX_NESTING} levels.",
-        json_schema_extra=_KEYS,
-    ),
-    AfterValidator(_limit_nesting),
-]
+Properties = Annotated[EventProperties, AfterValidator(_limit_nesting)]
 
 
 class ItemError(BaseModel):
