@@ -1,0 +1,413 @@
+"""The feature catalog: what custintel knows about an account at a moment t.
+
+Point-in-time by construction: events are read only where occurred_at <= t, profiles and contacts
+only where observed_at <= t, so nothing stamped after t can change a feature as of t. Aggregation
+happens in Postgres; Python folds the (small) profile histories and assembles the matrix.
+
+Conventions the catalog relies on, so that tools map onto them:
+- support tickets: events `ticket_opened` and `ticket_closed`, linked by `properties.ticket_id`;
+- surveys: `nps_answered` (or any type ending in `_answered`) with the score in `value`;
+- billing: `payment_failed`; revenue: the sum of `value` of `invoice_paid` events.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+import orjson
+
+from app import profiles
+
+WINDOWS = (7, 30, 90)
+RECENCY_CAP_DAYS = 365
+LOOKBACK = timedelta(days=RECENCY_CAP_DAYS)
+
+TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
+PAYMENT_FAILED = "payment_failed"
+REVENUE_TYPES = ("invoice_paid",)
+EXECUTIVE_SPONSOR = "executive_sponsor"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Which features exist: fixed at training, stored in the manifest, reused to score."""
+
+    event_types: tuple[str, ...]
+    numeric_traits: tuple[str, ...]
+    string_traits: dict[str, tuple[str, ...]]
+    plans: tuple[str, ...]
+    segments: tuple[str, ...]
+    roles: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(n for n in self._all_names() if self._wanted(n)))
+
+    def _all_names(self) -> list[str]:
+        names: list[str] = []
+        for kind in self.event_types:
+            names += [f"events_{kind}_{w}d" for w in WINDOWS]
+            names += [f"events_{kind}_trend", f"days_since_{kind}"]
+        names += [
+            "events_30d",
+            "events_trend",
+            "active_days_30d",
+            "active_contacts_30d",
+            "tickets_opened_90d",
+            "tickets_open",
+            "nps_latest",
+            "nps_average",
+            "payments_failed_90d",
+            "revenue_90d",
+            "value_sum_90d",
+            "plan",
+            "segment",
+            "mrr",
+            "tenure_days",
+            "contacts",
+        ]
+        names += [f"contacts_{role}" for role in self.roles]
+        names += ["executive_sponsor_active_30d"]
+        names += [f"trait_{t}" for t in self.numeric_traits]
+        names += [f"trait_{t}" for t in self.string_traits]
+        return names
+
+    def _wanted(self, name: str) -> bool:
+        if self.include and not any(fnmatch.fnmatch(name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatch(name, p) for p in self.exclude)
+
+    def levels(self) -> dict[str, tuple[str, ...]]:
+        """Categorical features and their levels; a value's code is its index."""
+        levels = {"plan": self.plans, "segment": self.segments}
+        levels |= {f"trait_{t}": v for t, v in self.string_traits.items()}
+        return {name: v for name, v in levels.items() if name in self.names}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("names")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
+        return cls(
+            event_types=tuple(data["event_types"]),
+            numeric_traits=tuple(data["numeric_traits"]),
+            string_traits={k: tuple(v) for k, v in data["string_traits"].items()},
+            plans=tuple(data["plans"]),
+            segments=tuple(data["segments"]),
+            roles=tuple(data["roles"]),
+            include=tuple(data.get("include", ())),
+            exclude=tuple(data.get("exclude", ())),
+        )
+
+
+@dataclass
+class Frame:
+    """Features of (account, moment) pairs: one row each, NaN where unknown."""
+
+    catalog: Catalog
+    keys: list[tuple[str, datetime]]
+    matrix: np.ndarray
+    segments: list[str | None]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.catalog.names
+
+    def column(self, name: str) -> np.ndarray:
+        return self.matrix[:, self.catalog.names.index(name)]
+
+
+async def build_catalog(
+    conn: asyncpg.Connection,
+    *,
+    as_of: datetime,
+    max_event_types: int,
+    max_levels: int,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> Catalog:
+    """The features the data up to as_of supports: the most frequent event types, the traits
+    seen (numbers as numbers, strings as categories with at most max_levels levels)."""
+    types = await conn.fetch(
+        "SELECT type FROM events WHERE occurred_at <= $1 "
+        "GROUP BY type ORDER BY count(*) DESC, type LIMIT $2",
+        as_of,
+        max_event_types,
+    )
+    traits = await conn.fetch(
+        """
+        SELECT t.key, jsonb_typeof(t.value) AS kind, t.value #>> '{}' AS text, count(*) AS n
+        FROM account_history h, jsonb_each(h.changes -> 'traits') t
+        WHERE h.observed_at <= $1 AND jsonb_typeof(h.changes -> 'traits') = 'object'
+        GROUP BY 1, 2, 3
+        """,
+        as_of,
+    )
+    kinds: dict[str, set[str]] = defaultdict(set)
+    values: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in traits:
+        if row["kind"] == "null":
+            continue
+        kinds[row["key"]].add(row["kind"])
+        values[row["key"]][row["text"]] += row["n"]
+    numeric = tuple(sorted(k for k, v in kinds.items() if v == {"number"}))
+    strings = {
+        k: tuple(level for level, _ in values[k].most_common(max_levels))
+        for k in sorted(kinds)
+        if k not in numeric
+    }
+    fields = await conn.fetch(
+        """
+        SELECT key, value #>> '{}' AS text, count(*) AS n
+        FROM account_history h, jsonb_each(h.changes) f
+        WHERE h.observed_at <= $1 AND f.key IN ('plan', 'segment')
+          AND jsonb_typeof(f.value) = 'string'
+        GROUP BY 1, 2 ORDER BY n DESC, text
+        """,
+        as_of,
+    )
+    plans = tuple(r["text"] for r in fields if r["key"] == "plan")[:max_levels]
+    segments = tuple(r["text"] for r in fields if r["key"] == "segment")[:max_levels]
+    roles = await conn.fetch(
+        "SELECT DISTINCT changes ->> 'role' AS role FROM contact_history "
+        "WHERE observed_at <= $1 AND changes ->> 'role' IS NOT NULL ORDER BY 1",
+        as_of,
+    )
+    return Catalog(
+        event_types=tuple(r["type"] for r in types),
+        numeric_traits=numeric,
+        string_traits=strings,
+        plans=plans,
+        segments=segments,
+        roles=tuple(r["role"] for r in roles)[:max_levels],
+        include=tuple(include),
+        exclude=tuple(exclude),
+    )
+
+
+def _event_sql(n_types: int) -> str:
+    """Aggregates over each (account, t)'s events in (t - 365 d, t]; type k is parameter $k+3."""
+    per_type = []
+    for k in range(n_types):
+        p = f"${k + 3}"
+        per_type += [
+            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at > s.t - interval '{w} days')"
+            for w in WINDOWS
+        ]
+        per_type.append(
+            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at <= s.t - interval '30 days' "
+            f"AND e.occurred_at > s.t - interval '60 days')"
+        )
+        per_type.append(f"max(e.occurred_at) FILTER (WHERE e.type = {p})")
+    columns = ",\n".join([*per_type, ""])
+    survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
+    return f"""
+    SELECT s.i,
+      {columns}
+      count(*) FILTER (WHERE e.occurred_at > s.t - interval '30 days') AS events_30d,
+      count(*) FILTER (WHERE e.occurred_at <= s.t - interval '30 days'
+                       AND e.occurred_at > s.t - interval '60 days') AS events_prev_30d,
+      count(DISTINCT date_trunc('day', e.occurred_at))
+            FILTER (WHERE e.occurred_at > s.t - interval '30 days') AS active_days_30d,
+      array_agg(DISTINCT e.contact_id)
+            FILTER (WHERE e.occurred_at > s.t - interval '30 days' AND e.contact_id IS NOT NULL)
+            AS contacts_30d,
+      count(*) FILTER (WHERE e.type = '{TICKET_OPENED}'
+                       AND e.occurred_at > s.t - interval '90 days') AS tickets_opened_90d,
+      (array_agg(e.value ORDER BY e.occurred_at DESC)
+            FILTER (WHERE ({survey}) AND e.value IS NOT NULL))[1] AS nps_latest,
+      avg(e.value) FILTER (WHERE ({survey}) AND e.value IS NOT NULL) AS nps_average,
+      count(*) FILTER (WHERE e.type = '{PAYMENT_FAILED}'
+                       AND e.occurred_at > s.t - interval '90 days') AS payments_failed_90d,
+      coalesce(sum(e.value) FILTER (WHERE e.type = ANY('{{{",".join(REVENUE_TYPES)}}}')
+                       AND e.occurred_at > s.t - interval '90 days'), 0) AS revenue_90d,
+      coalesce(sum(e.value) FILTER (WHERE e.occurred_at > s.t - interval '90 days'), 0)
+            AS value_sum_90d
+    FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
+    LEFT JOIN events e
+      ON e.account_id = s.account_id
+     AND e.occurred_at <= s.t AND e.occurred_at > s.t - interval '{RECENCY_CAP_DAYS} days'
+    GROUP BY s.i
+    """
+
+
+_OPEN_TICKETS = f"""
+SELECT s.i, count(*) AS open
+FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
+JOIN LATERAL (
+    SELECT DISTINCT ON (e.properties ->> 'ticket_id') e.type
+    FROM events e
+    WHERE e.account_id = s.account_id AND e.occurred_at <= s.t
+      AND e.occurred_at > s.t - interval '{RECENCY_CAP_DAYS} days'
+      AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'
+    ORDER BY e.properties ->> 'ticket_id', e.occurred_at DESC
+) last_event ON last_event.type = '{TICKET_OPENED}'
+GROUP BY s.i
+"""
+
+
+async def compute(
+    conn: asyncpg.Connection, catalog: Catalog, keys: Sequence[tuple[str, datetime]]
+) -> Frame:
+    """Features of each (account_id, t), reading nothing stamped after its t."""
+    accounts = [a for a, _ in keys]
+    moments = [t for _, t in keys]
+    events = {
+        r["i"]: r
+        for r in await conn.fetch(
+            _event_sql(len(catalog.event_types)), accounts, moments, *catalog.event_types
+        )
+    }
+    open_tickets = {r["i"]: r["open"] for r in await conn.fetch(_OPEN_TICKETS, accounts, moments)}
+    first_events = {
+        r["account_id"]: r["first"]
+        for r in await conn.fetch(
+            "SELECT account_id, min(occurred_at) AS first FROM events "
+            "WHERE account_id = ANY($1::text[]) GROUP BY account_id",
+            sorted(set(accounts)),
+        )
+    }
+    account_history = await _histories(
+        conn, "account_history", "account_id", sorted(set(accounts)), max(moments, default=None)
+    )
+    contact_history = await _histories(
+        conn, "contact_history", "account_id", sorted(set(accounts)), max(moments, default=None)
+    )
+
+    names = catalog.names
+    position = {name: j for j, name in enumerate(names)}
+    levels = {name: {v: code for code, v in enumerate(lv)} for name, lv in catalog.levels().items()}
+    matrix = np.full((len(keys), len(names)), np.nan)
+    segments: list[str | None] = []
+    for row, (account_id, t) in enumerate(keys):
+        values: dict[str, Any] = {}
+        agg = events[row + 1]
+        offset = 1
+        for kind in catalog.event_types:
+            c7, c30, c90, prev30, last = (agg[offset + q] for q in range(5))
+            offset += 5
+            values[f"events_{kind}_7d"], values[f"events_{kind}_30d"] = c7, c30
+            values[f"events_{kind}_90d"] = c90
+            values[f"events_{kind}_trend"] = _trend(c30, prev30)
+            values[f"days_since_{kind}"] = (
+                min((t - last).total_seconds() / 86400, RECENCY_CAP_DAYS)
+                if last is not None
+                else RECENCY_CAP_DAYS
+            )
+        active = set(agg["contacts_30d"] or ())
+        values |= {
+            "events_30d": agg["events_30d"],
+            "events_trend": _trend(agg["events_30d"], agg["events_prev_30d"]),
+            "active_days_30d": agg["active_days_30d"],
+            "active_contacts_30d": len(active),
+            "tickets_opened_90d": agg["tickets_opened_90d"],
+            "tickets_open": open_tickets.get(row + 1, 0),
+            "nps_latest": agg["nps_latest"],
+            "nps_average": agg["nps_average"],
+            "payments_failed_90d": agg["payments_failed_90d"],
+            "revenue_90d": agg["revenue_90d"],
+            "value_sum_90d": agg["value_sum_90d"],
+        }
+        history = [c for at, c in account_history.get(account_id, ()) if at <= t]
+        profile = profiles.fold(history)
+        segments.append(profile.get("segment"))
+        first_seen = [
+            at
+            for at in (_first(account_history.get(account_id)), first_events.get(account_id))
+            if at is not None and at <= t
+        ]
+        values |= {
+            "plan": profile.get("plan"),
+            "segment": profile.get("segment"),
+            "mrr": profile.get("mrr"),
+            "tenure_days": (t - min(first_seen)).total_seconds() / 86400 if first_seen else None,
+        }
+        for trait, value in (profile.get("traits") or {}).items():
+            values[f"trait_{trait}"] = value
+        roles = _roles_as_of(contact_history.get(account_id, ()), t)
+        values["contacts"] = len(roles)
+        for role in catalog.roles:
+            values[f"contacts_{role}"] = sum(1 for r in roles.values() if r == role)
+        sponsors = {c for c, r in roles.items() if r == EXECUTIVE_SPONSOR}
+        values["executive_sponsor_active_30d"] = (
+            float(bool(sponsors & active)) if sponsors else None
+        )
+        for name, value in values.items():
+            j = position.get(name)
+            if j is None or value is None:
+                continue
+            if name in levels:
+                code = levels[name].get(str(value))
+                if code is not None:
+                    matrix[row, j] = code
+            elif isinstance(value, bool | int | float):
+                matrix[row, j] = float(value)
+    return Frame(catalog=catalog, keys=list(keys), matrix=matrix, segments=segments)
+
+
+def _trend(recent: int, before: int) -> float:
+    """Log ratio of the last 30 days to the 30 before, smoothed: 0 is flat, -1 about a drop by
+    e (2.7) times, and an account going from nothing to nothing is flat rather than undefined."""
+    return math.log((recent + 1) / (before + 1))
+
+
+def _first(history: Iterable[tuple[datetime, Any]] | None) -> datetime | None:
+    return min((at for at, _ in history), default=None) if history else None
+
+
+async def _histories(
+    conn: asyncpg.Connection,
+    table: str,
+    key: str,
+    ids: list[str],
+    until: datetime | None,
+) -> dict[str, list[tuple[datetime, dict[str, Any]]]]:
+    """History rows up to `until`, per account, in fold order. Callers cut each at its own t."""
+    if until is None or not ids:
+        return {}
+    extra = ", contact_id" if table == "contact_history" else ""
+    rows = await conn.fetch(
+        f"SELECT {key}, observed_at, changes{extra} FROM {table} "
+        f"WHERE {key} = ANY($1::text[]) AND observed_at <= $2 ORDER BY observed_at, id",
+        ids,
+        until,
+    )
+    out: dict[str, list[tuple[datetime, dict[str, Any]]]] = defaultdict(list)
+    for r in rows:
+        changes = dict(_json(r["changes"]))
+        if extra:
+            changes["__contact_id"] = r["contact_id"]
+        out[r[key]].append((r["observed_at"], changes))
+    return out
+
+
+def _roles_as_of(
+    history: Iterable[tuple[datetime, dict[str, Any]]], t: datetime
+) -> dict[str, str | None]:
+    """Each contact's role as of t, for contacts that belonged to the account at t."""
+    state: dict[str, dict[str, Any]] = defaultdict(dict)
+    for at, changes in history:
+        if at > t:
+            break
+        contact = changes["__contact_id"]
+        state[contact].update({k: v for k, v in changes.items() if k in ("role", "account_id")})
+    return {c: s.get("role") for c, s in state.items()}
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        loaded: dict[str, Any] = orjson.loads(value)
+        return loaded
+    return dict(value)

@@ -1,0 +1,131 @@
+"""Features as of t: exact values on a small account, and nothing after t changes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import numpy as np
+
+from app import features
+
+T = datetime(2025, 6, 30, 12, tzinfo=UTC)
+
+
+def at(days_before: float) -> str:
+    return (T - timedelta(days=days_before)).isoformat()
+
+
+async def seed(client: httpx.AsyncClient) -> None:
+    await client.put(
+        "/v1/accounts/acme",
+        json={
+            "segment": "enterprise",
+            "plan": "pro",
+            "mrr": 1000,
+            "observed_at": at(200),
+            "traits": {"seats": 40, "region": "eu"},
+        },
+    )
+    await client.put("/v1/accounts/acme", json={"mrr": 1500, "observed_at": at(20)})
+    await client.put(
+        "/v1/contacts/boss",
+        json={
+            "account_id": "acme",
+            "role": "executive_sponsor",
+            "observed_at": at(150),
+        },
+    )
+    await client.put(
+        "/v1/contacts/u1", json={"account_id": "acme", "role": "end_user", "observed_at": at(150)}
+    )
+    events = [
+        # logins: 2 in the last 7 days, 3 more within 30, 1 within 90, 2 in the 30 before
+        *(
+            {"type": "login", "contact_id": "u1", "occurred_at": at(d)}
+            for d in (1, 3, 10, 12, 25, 45, 50, 80)
+        ),
+        {"type": "ticket_opened", "occurred_at": at(40), "properties": {"ticket_id": "T1"}},
+        {"type": "ticket_closed", "occurred_at": at(35), "properties": {"ticket_id": "T1"}},
+        {"type": "ticket_opened", "occurred_at": at(5), "properties": {"ticket_id": "T2"}},
+        {"type": "nps_answered", "occurred_at": at(100), "value": 9},
+        {"type": "nps_answered", "occurred_at": at(15), "value": 3},
+        {"type": "payment_failed", "occurred_at": at(60)},
+        {"type": "invoice_paid", "occurred_at": at(70), "value": 1500},
+        {"type": "meeting", "contact_id": "boss", "occurred_at": at(100)},
+    ]
+    body = {
+        "events": [{**e, "account_id": "acme", "event_id": f"e{i}"} for i, e in enumerate(events)]
+    }
+    response = await client.post("/v1/events/batch", json=body)
+    assert response.json()["errors"] == []
+
+
+async def frame_at(conn: asyncpg.Connection, t: datetime) -> features.Frame:
+    """The catalog and the features both as of t, as a model trained at t would see them."""
+    catalog = await features.build_catalog(conn, as_of=t, max_event_types=10, max_levels=10)
+    return await features.compute(conn, catalog, [("acme", t)])
+
+
+async def test_features_of_an_account_as_of_t(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)
+    frame = await frame_at(conn, T)
+    value = {name: frame.column(name)[0] for name in frame.names}
+    assert (value["events_login_7d"], value["events_login_30d"], value["events_login_90d"]) == (
+        2,
+        5,
+        8,
+    )
+    assert value["events_login_trend"] == np.log((5 + 1) / (2 + 1))
+    assert value["days_since_login"] == 1
+    assert value["active_contacts_30d"] == 1  # u1 logged in; the sponsor did not
+    assert value["executive_sponsor_active_30d"] == 0
+    assert value["contacts"] == 2 and value["contacts_executive_sponsor"] == 1
+    assert value["tickets_opened_90d"] == 2 and value["tickets_open"] == 1
+    assert value["nps_latest"] == 3 and value["nps_average"] == 6
+    assert value["payments_failed_90d"] == 1 and value["revenue_90d"] == 1500
+    assert value["mrr"] == 1500 and value["trait_seats"] == 40
+    assert value["tenure_days"] == 200
+    levels = frame.catalog.levels()
+    assert levels["plan"][int(value["plan"])] == "pro"
+    assert levels["trait_region"][int(value["trait_region"])] == "eu"
+    assert frame.segments == ["enterprise"]
+
+
+async def test_nothing_after_t_changes_a_feature_as_of_t(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)
+    t = T - timedelta(days=30)
+    before = await frame_at(conn, t)
+    # Later events, a later trait change, a later contact role change and a later outcome.
+    later = [
+        {"type": "login", "account_id": "acme", "contact_id": "boss", "occurred_at": at(29)},
+        {"type": "nps_answered", "account_id": "acme", "value": 0, "occurred_at": at(28)},
+        {
+            "type": "ticket_closed",
+            "account_id": "acme",
+            "occurred_at": at(27),
+            "properties": {"ticket_id": "T9"},
+        },
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": later})).json()["accepted"] == 3
+    await client.put(
+        "/v1/accounts/acme", json={"plan": "starter", "traits": {"seats": 2}, "observed_at": at(10)}
+    )
+    await client.put(
+        "/v1/contacts/u1",
+        json={"account_id": "acme", "role": "executive_sponsor", "observed_at": at(5)},
+    )
+    await client.post(
+        "/v1/outcomes", json={"account_id": "acme", "kind": "churned", "occurred_at": at(1)}
+    )
+    after = await frame_at(conn, t)
+    assert after.names == before.names
+    np.testing.assert_array_equal(after.matrix, before.matrix)
+    # ...while the same changes do show as of now.
+    now = await frame_at(conn, T)
+    assert now.column("trait_seats")[0] == 2
