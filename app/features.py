@@ -386,7 +386,7 @@ async def _histories(
     )
     out: dict[str, list[tuple[datetime, dict[str, Any]]]] = defaultdict(list)
     for r in rows:
-        changes = dict(_json(r["changes"]))
+        changes = dict(json_object(r["changes"]))
         if extra:
             changes["__contact_id"] = r["contact_id"]
         out[r[key]].append((r["observed_at"], changes))
@@ -406,7 +406,7 @@ def _roles_as_of(
     return {c: s.get("role") for c, s in state.items()}
 
 
-def _json(value: Any) -> dict[str, Any]:
+def json_object(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         loaded: dict[str, Any] = orjson.loads(value)
         return loaded

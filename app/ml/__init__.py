@@ -1,0 +1,1 @@
+"""Machine learning: training sets, training, scoring with reasons, the model registry."""

@@ -1,0 +1,213 @@
+"""Training sets: snapshots of the accounts that existed, their features as of each snapshot, and
+whether the label's condition happened in the horizon after it.
+
+Nothing dated after as_of is read: snapshots end at as_of - horizon, so every label window
+(s, s + horizon] closes at or before as_of, and every query is bounded by as_of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import numpy as np
+from pydantic import BaseModel, Field
+
+from app import errors, features, profiles
+
+
+class OutcomeLabel(BaseModel):
+    type: Literal["outcome"] = "outcome"
+    kinds: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]] = Field(
+        min_length=1, max_length=20
+    )
+
+
+class InactivityLabel(BaseModel):
+    """For businesses without contracts: 1 when none of these events happens in the horizon."""
+
+    type: Literal["inactivity"] = "inactivity"
+    event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        min_length=1, max_length=50
+    )
+
+
+class MrrIncreaseLabel(BaseModel):
+    """1 when the account's mrr at the end of the horizon is at least min_pct above its mrr at
+    the snapshot."""
+
+    type: Literal["mrr_increase"] = "mrr_increase"
+    min_pct: float = Field(10, gt=0, le=10_000)
+
+
+Label = Annotated[OutcomeLabel | InactivityLabel | MrrIncreaseLabel, Field(discriminator="type")]
+
+
+def default_label(target: str) -> OutcomeLabel:
+    kinds = {"churn": ["churned"], "expansion": ["expanded"]}.get(target, [target])
+    return OutcomeLabel(kinds=kinds)
+
+
+@dataclass
+class TrainingSet:
+    frame: features.Frame
+    labels: np.ndarray
+    snapshot_of_row: np.ndarray  # index into snapshots, per row
+    snapshots: list[datetime]
+
+
+def snapshot_dates(
+    *, as_of: datetime, horizon: timedelta, every: timedelta, first_data: datetime
+) -> list[datetime]:
+    """Every `every` going back from as_of - horizon to the first stored data, oldest first."""
+    dates = []
+    moment = as_of - horizon
+    while moment >= first_data:
+        dates.append(moment)
+        moment -= every
+    return dates[::-1]
+
+
+async def first_data(conn: asyncpg.Connection, *, as_of: datetime) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        """
+        SELECT least(
+            (SELECT min(occurred_at) FROM events WHERE occurred_at <= $1),
+            (SELECT min(observed_at) FROM account_history WHERE observed_at <= $1))
+        """,
+        as_of,
+    )
+    return value
+
+
+async def population(
+    conn: asyncpg.Connection, *, at: datetime, exclude_kinds: list[str]
+) -> list[str]:
+    """Accounts that existed at `at` (a profile observation or an event at or before it), less
+    those with an outcome of exclude_kinds at or before it (a churned account cannot churn)."""
+    rows = await conn.fetch(
+        """
+        SELECT account_id FROM (
+            SELECT DISTINCT account_id FROM account_history WHERE observed_at <= $1
+            UNION
+            SELECT a.account_id FROM accounts a
+            WHERE EXISTS (SELECT 1 FROM events e
+                          WHERE e.account_id = a.account_id AND e.occurred_at <= $1)
+        ) existing
+        WHERE NOT EXISTS (SELECT 1 FROM outcomes o
+                          WHERE o.account_id = existing.account_id AND o.kind = ANY($2::text[])
+                            AND o.occurred_at <= $1)
+        ORDER BY account_id
+        """,
+        at,
+        exclude_kinds,
+    )
+    return [r[0] for r in rows]
+
+
+async def labels(
+    conn: asyncpg.Connection,
+    label: OutcomeLabel | InactivityLabel | MrrIncreaseLabel,
+    *,
+    keys: list[tuple[str, datetime]],
+    horizon: timedelta,
+) -> np.ndarray:
+    """1.0 where the label's condition happens in (t, t + horizon], per (account_id, t)."""
+    accounts = [a for a, _ in keys]
+    starts = [t for _, t in keys]
+    ends = [t + horizon for _, t in keys]
+    if isinstance(label, OutcomeLabel):
+        sql = """
+        SELECT s.i FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+            WITH ORDINALITY AS s(account_id, t, u, i)
+        WHERE EXISTS (SELECT 1 FROM outcomes o WHERE o.account_id = s.account_id
+                      AND o.kind = ANY($4::text[]) AND o.occurred_at > s.t AND o.occurred_at <= s.u)
+        """
+        hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.kinds)}
+    elif isinstance(label, InactivityLabel):
+        sql = """
+        SELECT s.i FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+            WITH ORDINALITY AS s(account_id, t, u, i)
+        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.account_id = s.account_id
+                          AND e.type = ANY($4::text[]) AND e.occurred_at > s.t
+                          AND e.occurred_at <= s.u)
+        """
+        hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.event_types)}
+    else:
+        hits = await _mrr_increases(conn, keys, ends, min_pct=label.min_pct)
+    return np.array([1.0 if i + 1 in hits else 0.0 for i in range(len(keys))])
+
+
+async def _mrr_increases(
+    conn: asyncpg.Connection,
+    keys: list[tuple[str, datetime]],
+    ends: list[datetime],
+    *,
+    min_pct: float,
+) -> set[int]:
+    rows = await conn.fetch(
+        "SELECT account_id, observed_at, changes FROM account_history "
+        "WHERE account_id = ANY($1::text[]) AND observed_at <= $2 ORDER BY observed_at, id",
+        sorted({a for a, _ in keys}),
+        max(ends),
+    )
+    history: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
+    for r in rows:
+        history.setdefault(r["account_id"], []).append(
+            (r["observed_at"], features.json_object(r["changes"]))
+        )
+
+    def mrr(account_id: str, at: datetime) -> float | None:
+        state = profiles.fold(c for when, c in history.get(account_id, ()) if when <= at)
+        value = state.get("mrr")
+        return float(value) if value is not None else None
+
+    hits = set()
+    for i, ((account_id, t), end) in enumerate(zip(keys, ends, strict=True)):
+        before, after = mrr(account_id, t), mrr(account_id, end)
+        if before is not None and after is not None and before > 0:
+            if after >= before * (1 + min_pct / 100):
+                hits.add(i + 1)
+    return hits
+
+
+async def build(
+    conn: asyncpg.Connection,
+    *,
+    target: str,
+    label: OutcomeLabel | InactivityLabel | MrrIncreaseLabel,
+    as_of: datetime,
+    horizon: timedelta,
+    every: timedelta,
+    dates: list[datetime] | None,
+    catalog: features.Catalog,
+) -> TrainingSet:
+    if dates is None:
+        first = await first_data(conn, as_of=as_of)
+        if first is None:
+            raise errors.InvalidPayload(f"No data stored at or before {as_of.isoformat()}.")
+        dates = snapshot_dates(as_of=as_of, horizon=horizon, every=every, first_data=first)
+    late = [d for d in dates if d + horizon > as_of]
+    if late:
+        raise errors.InvalidPayload(
+            f"Snapshot {late[0].isoformat()} plus the horizon ends after as_of; its label "
+            "would read the future."
+        )
+    if not dates:
+        raise errors.InvalidPayload(
+            "No snapshot fits: the data does not reach back one horizon before as_of."
+        )
+    exclude = ["churned"] if target == "churn" else []
+    keys: list[tuple[str, datetime]] = []
+    snapshot_of_row: list[int] = []
+    for n, date in enumerate(dates):
+        for account_id in await population(conn, at=date, exclude_kinds=exclude):
+            keys.append((account_id, date))
+            snapshot_of_row.append(n)
+    if not keys:
+        raise errors.InvalidPayload("No account existed at any snapshot.")
+    frame = await features.compute(conn, catalog, keys)
+    y = await labels(conn, label, keys=keys, horizon=horizon)
+    return TrainingSet(frame, y, np.array(snapshot_of_row), list(dates))

@@ -1,0 +1,117 @@
+"""Training sets: snapshots, population, labels, and nothing read after as_of."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import numpy as np
+import pytest
+
+from app import errors, features
+from app.ml import datasets
+
+AS_OF = datetime(2025, 12, 31, tzinfo=UTC)
+H = timedelta(days=90)
+
+
+def day(n: int) -> str:
+    return (datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=n)).isoformat()
+
+
+async def seed(client: httpx.AsyncClient) -> None:
+    for account, first in (("a", 0), ("b", 100), ("c", 0)):
+        await client.put(f"/v1/accounts/{account}", json={"mrr": 100, "observed_at": day(first)})
+    await client.put("/v1/accounts/c", json={"mrr": 150, "observed_at": day(200)})
+    await client.post(
+        "/v1/events/batch",
+        json={
+            "events": [
+                {"type": "login", "account_id": "a", "occurred_at": day(d)}
+                for d in range(0, 360, 7)
+            ]
+            + [{"type": "login", "account_id": "b", "occurred_at": day(110)}]
+        },
+    )
+    await client.post(
+        "/v1/outcomes", json={"account_id": "b", "kind": "churned", "occurred_at": day(150)}
+    )
+
+
+def test_snapshots_go_back_from_as_of_minus_horizon() -> None:
+    dates = datasets.snapshot_dates(
+        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=AS_OF - timedelta(days=200)
+    )
+    assert dates[-1] == AS_OF - H
+    assert all(b - a == timedelta(days=30) for a, b in zip(dates, dates[1:], strict=False))
+    assert dates[0] >= AS_OF - timedelta(days=200)
+
+
+async def test_population_and_labels(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
+    await seed(client)
+    at_120 = datetime.fromisoformat(day(120))
+    assert await datasets.population(
+        conn, at=datetime.fromisoformat(day(50)), exclude_kinds=["churned"]
+    ) == ["a", "c"]
+    assert await datasets.population(conn, at=at_120, exclude_kinds=["churned"]) == ["a", "b", "c"]
+    assert "b" not in await datasets.population(
+        conn, at=datetime.fromisoformat(day(160)), exclude_kinds=["churned"]
+    )
+    keys = [("a", at_120), ("b", at_120), ("c", at_120)]
+    churn = await datasets.labels(conn, datasets.default_label("churn"), keys=keys, horizon=H)
+    inactive = await datasets.labels(
+        conn, datasets.InactivityLabel(event_types=["login"]), keys=keys, horizon=H
+    )
+    grew = await datasets.labels(conn, datasets.MrrIncreaseLabel(min_pct=40), keys=keys, horizon=H)
+    assert churn.tolist() == [0, 1, 0]
+    assert inactive.tolist() == [0, 1, 1]
+    assert grew.tolist() == [0, 0, 1]
+
+
+async def test_nothing_after_as_of_is_read(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)
+    as_of = datetime.fromisoformat(day(300))
+
+    async def build() -> datasets.TrainingSet:
+        catalog = await features.build_catalog(conn, as_of=as_of, max_event_types=5, max_levels=5)
+        return await datasets.build(
+            conn,
+            target="churn",
+            label=datasets.default_label("churn"),
+            as_of=as_of,
+            horizon=H,
+            every=timedelta(days=30),
+            dates=None,
+            catalog=catalog,
+        )
+
+    before = await build()
+    await client.post(
+        "/v1/outcomes", json={"account_id": "a", "kind": "churned", "occurred_at": day(301)}
+    )
+    await client.post(
+        "/v1/events", json={"type": "page_view", "account_id": "c", "occurred_at": day(305)}
+    )
+    await client.put("/v1/accounts/d", json={"mrr": 1, "observed_at": day(302)})
+    after = await build()
+    assert after.frame.keys == before.frame.keys
+    np.testing.assert_array_equal(after.frame.matrix, before.frame.matrix)
+    np.testing.assert_array_equal(after.labels, before.labels)
+
+
+async def test_a_snapshot_whose_label_reads_the_future_is_refused(conn: asyncpg.Connection) -> None:
+    catalog = await features.build_catalog(conn, as_of=AS_OF, max_event_types=5, max_levels=5)
+    with pytest.raises(errors.InvalidPayload, match="future"):
+        await datasets.build(
+            conn,
+            target="churn",
+            label=datasets.default_label("churn"),
+            as_of=AS_OF,
+            horizon=H,
+            every=timedelta(days=30),
+            dates=[AS_OF - timedelta(days=10)],
+            catalog=catalog,
+        )
