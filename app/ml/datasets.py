@@ -167,9 +167,8 @@ async def _mrr_increases(
     hits = set()
     for i, ((account_id, t), end) in enumerate(zip(keys, ends, strict=True)):
         before, after = mrr(account_id, t), mrr(account_id, end)
-        if before is not None and after is not None and before > 0:
-            if after >= before * (1 + min_pct / 100):
-                hits.add(i + 1)
+        if before and after is not None and after >= before * (1 + min_pct / 100):
+            hits.add(i + 1)
     return hits
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -44,7 +45,7 @@ def test_snapshots_go_back_from_as_of_minus_horizon() -> None:
         as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=AS_OF - timedelta(days=200)
     )
     assert dates[-1] == AS_OF - H
-    assert all(b - a == timedelta(days=30) for a, b in zip(dates, dates[1:], strict=False))
+    assert all(b - a == timedelta(days=30) for a, b in itertools.pairwise(dates))
     assert dates[0] >= AS_OF - timedelta(days=200)
 
 
