@@ -9,17 +9,20 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     DateTime,
     Double,
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     Numeric,
     PrimaryKeyConstraint,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -187,3 +190,76 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+
+
+class Model(Base):
+    """The registry's record of a trained model; its files live under models_store/."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'candidate', 'retired')", name="status"),
+        Index(None, "target", "status"),
+        Index(
+            "uq_models_one_active",
+            "target",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    activated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    as_of: Mapped[datetime] = mapped_column(Timestamp)
+    horizon_days: Mapped[int] = mapped_column(Integer)
+    label: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    path: Mapped[str] = mapped_column(Text)
+
+
+class Job(Base):
+    """Work done off the request path, claimed with FOR UPDATE SKIP LOCKED."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
+        Index(None, "status", "created_at"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    progress: Mapped[float] = mapped_column(Double, server_default="0")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Score(Base):
+    """Every score given, with its reasons and model: what the closed loop measures."""
+
+    __tablename__ = "scores"
+    __table_args__ = (
+        Index(None, "account_id", "target", "as_of"),
+        Index(None, "model_id", "as_of"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(String(64))
+    segment: Mapped[str | None] = mapped_column(String(255))
+    as_of: Mapped[datetime] = mapped_column(Timestamp)
+    scored_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    probability: Mapped[float] = mapped_column(Double)
+    band: Mapped[str] = mapped_column(String(16))
+    percentile: Mapped[float] = mapped_column(Double)
+    margin: Mapped[float] = mapped_column(Double)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
