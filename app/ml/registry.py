@@ -1,0 +1,199 @@
+"""The model registry: artefacts under models_store/<target>/<model_id>/, records in `models`.
+
+A model folder holds model.txt (the global booster, LightGBM's text format), one file per segment
+model under segments/, and manifest.json (features, categorical levels, parameters, metrics,
+training window, row counts, data hash, the sha256 of every model file, library versions,
+calibrations, per-segment bands and typical values). Folders are written under a temporary name
+and renamed into place, so a reader sees a whole model or none. Every model file's sha256 is
+checked before LightGBM reads it: LightGBM can take the process down on a truncated file rather
+than raise, so a damaged file must never reach it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import shap
+import sklearn
+
+from app import errors, features
+from app.ml import training
+
+# Percentiles keep this many points of each segment's training distribution.
+REFERENCE_POINTS = 1001
+
+
+class DamagedModel(errors.CustintelError):
+    status = 409
+    slug = "damaged-model"
+    title = "Damaged model"
+
+
+@dataclass
+class Loaded:
+    """A model ready to score: boosters, calibrations, the catalog and per-segment statistics."""
+
+    model_id: str
+    target: str
+    manifest: dict[str, Any]
+    catalog: features.Catalog
+    features: list[str]
+    models: dict[str, training.SegmentModel]
+    stats: dict[str, training.SegmentStats]
+
+    def serving(self, segment: str | None) -> tuple[str, training.SegmentModel]:
+        name = segment if segment in self.models else training.GLOBAL
+        return name, self.models[name]
+
+    def stats_for(self, segment: str | None) -> training.SegmentStats:
+        return self.stats.get(segment or "", self.stats[training.GLOBAL])
+
+
+def new_model_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _segment_file(segment: str) -> str:
+    return "segments/" + hashlib.sha256(segment.encode()).hexdigest()[:16] + ".txt"
+
+
+def write(
+    root: Path,
+    *,
+    target: str,
+    model_id: str,
+    trained: training.Trained,
+    catalog: features.Catalog,
+    window: dict[str, Any],
+) -> Path:
+    """Write the model's folder atomically and return its path."""
+    final = root / target / model_id
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=final.parent))
+    try:
+        files: dict[str, str] = {}
+        for name, model in trained.models.items():
+            relative = "model.txt" if name == training.GLOBAL else _segment_file(name)
+            path = staging / relative
+            path.parent.mkdir(exist_ok=True)
+            model.booster.save_model(str(path))
+            files[name] = relative
+        manifest = {
+            "model_id": model_id,
+            "target": target,
+            "features": trained.features,
+            "categorical": trained.categorical,
+            "catalog": catalog.to_json(),
+            "params": trained.params,
+            "metrics": trained.metrics,
+            "reliability": trained.reliability,
+            "segments": trained.segments,
+            "importance": [{"name": n, "importance": v} for n, v in trained.importance],
+            "window": window,
+            "rows": trained.rows,
+            "data_hash": trained.data_hash,
+            "models": {
+                name: {
+                    "file": files[name],
+                    "sha256": _sha256(staging / files[name]),
+                    "calibration": list(model.calibration),
+                }
+                for name, model in trained.models.items()
+            },
+            "stats": {
+                name: {
+                    "thresholds": list(s.thresholds),
+                    "reference": _thin(s.reference),
+                    "typical": s.typical,
+                }
+                for name, s in trained.stats.items()
+            },
+            "libraries": {
+                "lightgbm": lgb.__version__,
+                "shap": shap.__version__,
+                "numpy": np.__version__,
+                "scikit-learn": sklearn.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        for path in staging.rglob("*"):
+            if path.is_file():
+                with path.open("rb") as handle:
+                    os.fsync(handle.fileno())
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _thin(values: list[float]) -> list[float]:
+    if len(values) <= REFERENCE_POINTS:
+        return values
+    q = np.quantile(np.array(values), np.linspace(0, 1, REFERENCE_POINTS))
+    return [float(v) for v in q]
+
+
+def load(path: Path) -> Loaded:
+    """Read and verify a model folder. Raises DamagedModel, never crashes the process."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DamagedModel(f"Model at {path.name} has no readable manifest.") from exc
+    models: dict[str, training.SegmentModel] = {}
+    for name, entry in manifest["models"].items():
+        file = path / entry["file"]
+        try:
+            text = file.read_bytes()
+        except OSError as exc:
+            raise DamagedModel(f"Model file {entry['file']} of {path.name} is missing.") from exc
+        if hashlib.sha256(text).hexdigest() != entry["sha256"]:
+            raise DamagedModel(
+                f"Model file {entry['file']} of {path.name} does not match its sha256; "
+                "it was not loaded."
+            )
+        booster = lgb.Booster(model_str=text.decode())
+        a, b = entry["calibration"]
+        models[name] = training.SegmentModel(booster, (float(a), float(b)))
+    stats = {
+        name: training.SegmentStats(
+            (float(s["thresholds"][0]), float(s["thresholds"][1])),
+            [float(v) for v in s["reference"]],
+            {k: float(v) for k, v in s["typical"].items()},
+        )
+        for name, s in manifest["stats"].items()
+    }
+    return Loaded(
+        model_id=manifest["model_id"],
+        target=manifest["target"],
+        manifest=manifest,
+        catalog=features.Catalog.from_json(manifest["catalog"]),
+        features=list(manifest["features"]),
+        models=models,
+        stats=stats,
+    )
+
+
+def summary(trained: training.Trained) -> dict[str, Any]:
+    """What the models table keeps for listing without opening the folder."""
+    return {
+        "metrics": trained.metrics,
+        "segments": trained.segments,
+        "features": [{"name": n, "importance": v} for n, v in trained.importance],
+    }

@@ -1,0 +1,192 @@
+"""Scores with reasons: the model's own TreeSHAP contributions, in log-odds, in plain words.
+
+For each account: margin = base_value + the sum of every feature's contribution (LightGBM's
+TreeSHAP, pred_contrib); reasons are the largest contributions by magnitude and
+other_contribution sums the rest, so base_value + sum(reasons) + other_contribution = margin.
+probability = sigmoid(a * margin + b), where a and b are the model's Platt calibration (1 and 0
+when calibration did not help). Text is derived from the numbers; it never invents a cause.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from app import features
+from app.ml import registry, training
+
+
+@dataclass
+class Reason:
+    feature: str
+    value: float | str | None
+    contribution: float
+    text: str
+
+
+@dataclass
+class Score:
+    account_id: str
+    target: str
+    model_id: str
+    segment: str | None
+    as_of: datetime
+    probability: float
+    band: str
+    percentile: float
+    margin: float
+    base_value: float
+    other_contribution: float
+    reasons: list[Reason]
+
+
+def contributions(model: training.SegmentModel, x: np.ndarray) -> np.ndarray:
+    """TreeSHAP contributions per feature, last column the base value; rows sum to the margin."""
+    return np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)
+
+
+def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Score]:
+    """Scores of every row of a frame computed with loaded.catalog."""
+    columns = [frame.names.index(f) for f in loaded.features]
+    x = frame.matrix[:, columns]
+    segments = frame.segments
+    out: list[Score | None] = [None] * len(frame.keys)
+    serving: dict[str, list[int]] = {}
+    for i, segment in enumerate(segments):
+        serving.setdefault(loaded.serving(segment)[0], []).append(i)
+    levels = loaded.catalog.levels()
+    for name, rows in serving.items():
+        model = loaded.models[name]
+        contrib = contributions(model, x[rows])
+        for k, i in enumerate(rows):
+            out[i] = _score(loaded, model, frame, i, x[i], contrib[k], levels, top)
+    return [s for s in out if s is not None]
+
+
+def _score(
+    loaded: registry.Loaded,
+    model: training.SegmentModel,
+    frame: features.Frame,
+    i: int,
+    row: np.ndarray,
+    contrib: np.ndarray,
+    levels: dict[str, tuple[str, ...]],
+    top: int,
+) -> Score:
+    account_id, as_of = frame.keys[i]
+    segment = frame.segments[i]
+    base = float(contrib[-1])
+    parts = contrib[:-1]
+    margin = base + float(parts.sum())
+    probability = float(model.probability(np.array([margin]))[0])
+    stats = loaded.stats_for(segment)
+    high, medium = stats.thresholds
+    band = "high" if probability >= high else "medium" if probability >= medium else "low"
+    reference = stats.reference
+    percentile = (
+        100.0 * float(np.searchsorted(reference, probability, side="right")) / len(reference)
+        if reference
+        else 50.0
+    )
+    order = np.argsort(-np.abs(parts), kind="stable")[:top]
+    reasons = []
+    for j in order:
+        name = loaded.features[j]
+        value = _value(name, row[j], levels)
+        typical = _value(name, stats.typical.get(name, math.nan), levels)
+        reasons.append(
+            Reason(name, value, float(parts[j]), describe(name, value, typical, segment))
+        )
+    other = float(parts.sum() - sum(r.contribution for r in reasons))
+    return Score(
+        account_id=account_id,
+        target=loaded.target,
+        model_id=loaded.model_id,
+        segment=segment,
+        as_of=as_of,
+        probability=probability,
+        band=band,
+        percentile=round(percentile, 1),
+        margin=margin,
+        base_value=base,
+        other_contribution=other,
+        reasons=reasons,
+    )
+
+
+def _value(name: str, raw: float, levels: dict[str, tuple[str, ...]]) -> float | str | None:
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return None
+    if name in levels:
+        code = int(raw)
+        return levels[name][code] if 0 <= code < len(levels[name]) else None
+    return float(raw)
+
+
+_PLAIN = {
+    "events_30d": "Events in the last 30 days",
+    "events_trend": "Activity in the last 30 days against the 30 before",
+    "active_days_30d": "Active days in the last 30 days",
+    "active_contacts_30d": "People active in the last 30 days",
+    "tickets_opened_90d": "Support tickets opened in the last 90 days",
+    "tickets_open": "Support tickets still open",
+    "nps_latest": "Latest NPS answer",
+    "nps_average": "Average NPS answer over the last year",
+    "payments_failed_90d": "Failed payments in the last 90 days",
+    "revenue_90d": "Revenue in the last 90 days",
+    "value_sum_90d": "Sum of event values in the last 90 days",
+    "plan": "Plan",
+    "segment": "Segment",
+    "mrr": "MRR",
+    "tenure_days": "Days as a customer",
+    "contacts": "Contacts",
+    "executive_sponsor_active_30d": "Executive sponsor active in the last 30 days",
+}
+
+
+def plain(name: str) -> str:
+    """The feature in words a customer-success manager reads."""
+    if name in _PLAIN:
+        return _PLAIN[name]
+    if name.startswith("days_since_"):
+        return f"Days since the last {_words(name[len('days_since_') :])}"
+    if name.startswith("contacts_"):
+        return f"Contacts who are {_words(name[len('contacts_') :])}"
+    if name.startswith("trait_"):
+        return _words(name[len("trait_") :]).capitalize()
+    if name.startswith("events_") and name.endswith("_trend"):
+        kind = _words(name[len("events_") : -len("_trend")])
+        return f"{kind.capitalize()} in the last 30 days against the 30 before"
+    if name.startswith("events_") and name.endswith("d"):
+        kind, _, window = name[len("events_") :].rpartition("_")
+        return f"{_words(kind).capitalize()} in the last {window[:-1]} days"
+    return _words(name).capitalize()
+
+
+def _words(slug: str) -> str:
+    return slug.replace("_", " ")
+
+
+def describe(name: str, value: Any, typical: Any, segment: str | None) -> str:
+    """E.g. "Login in the last 30 days: 4 (typical for enterprise: 37)"."""
+    where = f"typical for {segment}" if segment else "typical"
+    return f"{plain(name)}: {_show(name, value)} ({where}: {_show(name, typical)})"
+
+
+def _show(name: str, value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, str):
+        return value
+    if name == "executive_sponsor_active_30d":
+        return "yes" if value >= 0.5 else "no"
+    if name.endswith("_trend"):
+        change = math.exp(value) - 1
+        return f"{change:+.0%}"
+    if abs(value - round(value)) < 1e-9:
+        return f"{round(value):,}"
+    return f"{value:,.1f}"
