@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from app import db, logs, migrate
 from app.settings import Settings, get_settings
@@ -35,6 +39,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     _migrate(settings)
+    worker = _spawn_worker() if settings.run_worker else None
+    try:
+        _serve(args, settings, uvicorn)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+
+
+def _spawn_worker() -> subprocess.Popen[bytes]:
+    """One job worker beside the API: a fresh interpreter (spawned, never forked, since the API
+    process loads LightGBM), sharing the database through CUSTINTEL_DATABASE_URL."""
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
+
+
+def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -46,6 +66,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_config=None,
         access_log=False,
     )
+
+
+def cmd_worker(_: argparse.Namespace) -> None:
+    from app import jobs
+    from app.ml import pipeline
+
+    settings = get_settings()
+    url = db.database_url(settings)
+
+    async def run() -> None:
+        pool = await db.create_pool(url, settings)
+        try:
+            await jobs.work(pool, {"train": pipeline.handler(settings)})
+        finally:
+            await pool.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

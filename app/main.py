@@ -19,9 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, partitions
-from app.api import admin, health, profiles, signals
+from app.api import admin, health, models, profiles, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, RequestContext
+from app.ml import serving
 from app.schemas.common import JSON_VALUE_SCHEMA
 from app.settings import Settings, get_settings
 
@@ -69,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.key_cache = auth.KeyCache(settings.api_key_cache_seconds)
     app.state.known_ids = ingest.KnownIds()
+    app.state.models = serving.Models()
     app.include_router(health.router)
-    for router in (profiles.router, signals.router, admin.router):
+    for router in (profiles.router, signals.router, models.router, admin.router):
         app.include_router(router, prefix="/v1")
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

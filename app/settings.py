@@ -44,6 +44,32 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         10, ge=0, description="How long a verified API key is trusted without a lookup."
     )
+    feature_max_event_types: int = Field(
+        20, ge=1, le=200, description="Most frequent event types that become features."
+    )
+    feature_max_levels: int = Field(
+        30, ge=2, le=500, description="Most levels a string trait keeps as a category."
+    )
+    feature_include: list[str] = Field(
+        default_factory=list, description="Only features matching these glob patterns."
+    )
+    feature_exclude: list[str] = Field(
+        default_factory=list, description="No features matching these glob patterns."
+    )
+    segment_min_rows: int = Field(
+        300, ge=1, description="Training rows a segment needs for a model of its own."
+    )
+    segment_min_positives: int = Field(
+        30, ge=1, description="Positive examples a segment needs for a model of its own."
+    )
+    band_high_share: float = Field(0.10, gt=0, lt=1, description="Top share of a segment: high.")
+    band_medium_share: float = Field(
+        0.20, gt=0, lt=1, description="Next share of a segment: medium."
+    )
+    run_worker: bool = Field(
+        True, description="`custintel serve` also starts one `custintel worker` process."
+    )
+    job_wait_seconds: float = Field(600, gt=0, description="Longest a `?wait=true` job read waits.")
     log_level: str = Field("INFO", description="Python logging level.")
     access_log: bool = Field(True, description="One JSON line per request.")
 

@@ -92,6 +92,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         models_dir=tmp_path / "models",
         data_dir=tmp_path / "data",
         access_log=False,
+        run_worker=False,
     )
 
 

@@ -1,0 +1,181 @@
+"""Training, jobs, models and scores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Query, Request
+
+from app import audit, errors, jobs
+from app.api.common import StrictJSONRoute, problem_responses
+from app.auth import Admin, Read
+from app.db import SessionDep
+from app.ml import pipeline, serving
+from app.schemas.common import Id, Kind, Timestamp
+from app.schemas.models import (
+    AccountScores,
+    Job,
+    ModelInfo,
+    ScoreBatchRequest,
+    ScoreBatchResult,
+    ScoreError,
+)
+
+router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
+
+_MODEL_COLUMNS = (
+    "model_id, target, status, created_at, activated_at, as_of, horizon_days, label, summary"
+)
+
+
+def _model(row: asyncpg.Record) -> ModelInfo:
+    data = dict(row)
+    for key in ("label", "summary"):
+        if isinstance(data[key], str):
+            data[key] = orjson.loads(data[key])
+    summary = data.pop("summary")
+    return ModelInfo(
+        **data,
+        metrics=summary["metrics"],
+        segments=summary["segments"],
+        features=summary["features"],
+    )
+
+
+@router.post("/models/train", status_code=202, operation_id="train_model", tags=["models"])
+async def train_model(body: pipeline.TrainRequest, request: Request, _: Admin) -> Job:
+    """Queue a training job; a worker process runs it. Poll GET /v1/jobs/{job_id}."""
+    async with request.app.state.pool.acquire() as conn:
+        job = await jobs.enqueue(conn, kind="train", params=body.model_dump(mode="json"))
+    return Job.model_validate(job)
+
+
+@router.get("/jobs/{job_id}", operation_id="get_job", tags=["jobs"])
+async def get_job(
+    job_id: Id,
+    request: Request,
+    _: Read,
+    wait: Annotated[bool, Query(description="Wait for the job to finish.")] = False,
+) -> Job:
+    state = request.app.state
+    if wait:
+        job = await jobs.wait(state.pool, job_id, within=state.settings.job_wait_seconds)
+    else:
+        async with state.pool.acquire() as conn:
+            job = await jobs.get(conn, job_id)
+    return Job.model_validate(job)
+
+
+@router.get("/models", operation_id="list_models", tags=["models"])
+async def list_models(
+    request: Request, _: Read, target: Annotated[Kind | None, Query()] = None
+) -> list[ModelInfo]:
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {_MODEL_COLUMNS} FROM models WHERE $1::text IS NULL OR target = $1 "
+            "ORDER BY created_at DESC",
+            target,
+        )
+    return [_model(r) for r in rows]
+
+
+@router.get("/models/{model_id}", operation_id="get_model", tags=["models"])
+async def get_model(model_id: Id, request: Request, _: Read) -> ModelInfo:
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id
+        )
+    if row is None:
+        raise errors.NotFound(f"No model {model_id!r}.")
+    return _model(row)
+
+
+@router.post("/models/{model_id}/activate", operation_id="activate_model", tags=["models"])
+async def activate_model(
+    model_id: Id, request: Request, session: SessionDep, principal: Admin
+) -> ModelInfo:
+    """Make this model the one that scores its target; the previous one is retired. A model
+    whose files fail their checksum is refused and the active one keeps serving."""
+    state = request.app.state
+    async with state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT target, path, status FROM models WHERE model_id = $1", model_id
+        )
+        if row is None:
+            raise errors.NotFound(f"No model {model_id!r}.")
+        await state.models.load(model_id, Path(row["path"]))  # DamagedModel → 409, nothing moved
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", row["target"])
+            await conn.execute(
+                "UPDATE models SET status = 'retired' WHERE target = $1 AND status = 'active' "
+                "AND model_id <> $2",
+                row["target"],
+                model_id,
+            )
+            await conn.execute(
+                "UPDATE models SET status = 'active', activated_at = now() WHERE model_id = $1",
+                model_id,
+            )
+        audit.record(
+            session,
+            actor=principal.name,
+            action="model.activated",
+            target=model_id,
+            details={"target": row["target"], "was": row["status"]},
+        )
+        await session.commit()
+        updated = await conn.fetchrow(
+            f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id
+        )
+    return _model(updated)
+
+
+@router.get("/accounts/{account_id}/scores", operation_id="get_account_scores", tags=["scores"])
+async def get_account_scores(
+    account_id: Id,
+    request: Request,
+    _: Read,
+    target: Annotated[list[Kind], Query(min_length=1, max_length=10)],
+    as_of: Annotated[Timestamp | None, Query(description="Score as the account was then.")] = None,
+    top: Annotated[int, Query(ge=0, le=50)] = 3,
+) -> AccountScores:
+    """Scores with reasons for one account; 409 for a target without an active model."""
+    results, problems = await _score(request, [account_id], target, as_of, top)
+    if account_id in problems:
+        raise errors.NotFound(problems[account_id])
+    return AccountScores(account_id=account_id, scores=results[account_id])
+
+
+@router.post("/scores/batch", operation_id="score_accounts_batch", tags=["scores"])
+async def score_accounts_batch(
+    body: ScoreBatchRequest, request: Request, _: Read
+) -> ScoreBatchResult:
+    results, problems = await _score(request, body.account_ids, body.targets, body.as_of, body.top)
+    return ScoreBatchResult(
+        results=[AccountScores(account_id=a, scores=s) for a, s in results.items()],
+        errors=[ScoreError(account_id=a, detail=d) for a, d in problems.items()],
+    )
+
+
+async def _score(
+    request: Request,
+    account_ids: list[str],
+    targets: list[str],
+    as_of: datetime | None,
+    top: int,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    state = request.app.state
+    results, problems = await serving.score(
+        state.pool,
+        state.models,
+        account_ids=account_ids,
+        targets=targets,
+        as_of=as_of or datetime.now(UTC),
+        as_of_given=as_of is not None,
+        top=top,
+    )
+    return {a: [serving.as_dict(s) for s in per] for a, per in results.items()}, problems

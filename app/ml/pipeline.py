@@ -1,0 +1,117 @@
+"""Training as a job: a training set from Postgres, a model into the registry, a record in
+`models`. Runs in a worker process; the CPU-bound part runs in a thread so heartbeats go on."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from app import features, jobs
+from app.ml import datasets, registry, training
+from app.schemas.common import Kind, Timestamp
+from app.settings import Settings
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    target: Kind = Field(description="What to predict, e.g. churn or expansion.")
+    label: datasets.Label | None = Field(
+        None,
+        description="Default: churn → churned outcomes, expansion → expanded, else the "
+        "outcome named like the target.",
+    )
+    horizon_days: int = Field(90, ge=1, le=730)
+    as_of: Timestamp | None = Field(None, description="Train on data up to here. Default: now.")
+    snapshot_every_days: int = Field(30, ge=1, le=365)
+    snapshot_dates: Annotated[list[Timestamp], Field(max_length=200)] | None = None
+    max_features: int | None = Field(None, ge=1, le=500)
+
+
+def options(settings: Settings, request: TrainRequest) -> training.Options:
+    return training.Options(
+        min_segment_rows=settings.segment_min_rows,
+        min_segment_positives=settings.segment_min_positives,
+        max_features=request.max_features,
+        high_share=settings.band_high_share,
+        medium_share=settings.band_medium_share,
+    )
+
+
+def handler(settings: Settings) -> jobs.Handler:
+    async def train_job(
+        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
+    ) -> dict[str, Any]:
+        request = TrainRequest.model_validate_json(orjson.dumps(params))
+        as_of = request.as_of or datetime.now(UTC)
+        label = request.label or datasets.default_label(request.target)
+        catalog = await features.build_catalog(
+            conn,
+            as_of=as_of,
+            max_event_types=settings.feature_max_event_types,
+            max_levels=settings.feature_max_levels,
+            include=settings.feature_include,
+            exclude=settings.feature_exclude,
+        )
+        await progress(0.1)
+        horizon = timedelta(days=request.horizon_days)
+        ts = await datasets.build(
+            conn,
+            target=request.target,
+            label=label,
+            as_of=as_of,
+            horizon=horizon,
+            every=timedelta(days=request.snapshot_every_days),
+            dates=request.snapshot_dates,
+            catalog=catalog,
+        )
+        await progress(0.4)
+        trained = await asyncio.to_thread(training.train, ts, options(settings, request))
+        await progress(0.9)
+        model_id = registry.new_model_id()
+        window = {
+            "as_of": as_of.isoformat(),
+            "horizon_days": request.horizon_days,
+            "snapshots": [d.isoformat() for d in ts.snapshots],
+            "first_snapshot": ts.snapshots[0].isoformat(),
+            "last_snapshot": ts.snapshots[-1].isoformat(),
+        }
+        path = await asyncio.to_thread(
+            registry.write,
+            settings.models_dir,
+            target=request.target,
+            model_id=model_id,
+            trained=trained,
+            catalog=catalog,
+            window=window,
+        )
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
+            has_active = await conn.fetchval(
+                "SELECT 1 FROM models WHERE target = $1 AND status = 'active'", request.target
+            )
+            status = "candidate" if has_active else "active"
+            await conn.execute(
+                """
+                INSERT INTO models (model_id, target, status, activated_at, as_of, horizon_days,
+                                    label, summary, path)
+                VALUES ($1, $2, $3, CASE WHEN $3 = 'active' THEN now() END, $4, $5,
+                        $6::jsonb, $7::jsonb, $8)
+                """,
+                model_id,
+                request.target,
+                status,
+                as_of,
+                request.horizon_days,
+                label.model_dump_json(),
+                orjson.dumps(registry.summary(trained)).decode(),
+                str(path),
+            )
+        return {"model_id": model_id, "status": status}
+
+    return train_job

@@ -1,0 +1,180 @@
+"""Scores on request: the active model per target, loaded once and verified, applied to features
+computed as of the moment asked for, and every score kept in the score history."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app import errors, features
+from app.ml import registry, scoring
+
+log = logging.getLogger(__name__)
+
+
+class NoActiveModel(errors.CustintelError):
+    status = 409
+    slug = "no-active-model"
+    title = "No active model"
+
+
+class Models:
+    """Loaded models by id, and for each target the last one that loaded cleanly, which keeps
+    serving when a newer file turns out to be damaged."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, registry.Loaded] = {}
+        self._last_good: dict[str, registry.Loaded] = {}
+        self._lock = asyncio.Lock()
+        # CPU work on request runs in threads, a bounded few at a time.
+        self.limiter = asyncio.Semaphore(2)
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def active(self, conn: asyncpg.Connection, target: str) -> registry.Loaded:
+        row = await conn.fetchrow(
+            "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'", target
+        )
+        if row is None:
+            raise NoActiveModel(
+                f"No active model for target {target!r}. Train one: POST /v1/models/train "
+                f'{{"target": "{target}"}} (or `custintel train --target {target}`).',
+                target=target,
+            )
+        loaded = self._loaded.get(row["model_id"])
+        if loaded is not None:
+            return loaded
+        async with self._lock:
+            try:
+                loaded = await self.load(row["model_id"], Path(row["path"]))
+            except registry.DamagedModel:
+                fallback = self._last_good.get(target)
+                if fallback is None:
+                    raise
+                log.error(
+                    "active model damaged; serving the last good one",
+                    extra={"model_id": row["model_id"], "serving": fallback.model_id},
+                )
+                return fallback
+        self._last_good[target] = loaded
+        return loaded
+
+    async def load(self, model_id: str, path: Path) -> registry.Loaded:
+        loaded = self._loaded.get(model_id)
+        if loaded is None:
+            loaded = await asyncio.to_thread(registry.load, path)
+            self._loaded[model_id] = loaded
+        return loaded
+
+
+async def existing_accounts(
+    conn: asyncpg.Connection, account_ids: list[str], as_of: datetime | None
+) -> set[str]:
+    """Accounts that are known, and when as_of is given, existed at as_of."""
+    if as_of is None:
+        rows = await conn.fetch(
+            "SELECT account_id FROM accounts WHERE account_id = ANY($1::text[])", account_ids
+        )
+    else:
+        rows = await conn.fetch(
+            """
+            SELECT a.account_id FROM accounts a WHERE a.account_id = ANY($1::text[]) AND (
+                EXISTS (SELECT 1 FROM account_history h
+                        WHERE h.account_id = a.account_id AND h.observed_at <= $2)
+                OR EXISTS (SELECT 1 FROM events e
+                           WHERE e.account_id = a.account_id AND e.occurred_at <= $2))
+            """,
+            account_ids,
+            as_of,
+        )
+    return {r[0] for r in rows}
+
+
+async def score(
+    pool: asyncpg.Pool,
+    models: Models,
+    *,
+    account_ids: list[str],
+    targets: list[str],
+    as_of: datetime,
+    as_of_given: bool,
+    top: int,
+) -> tuple[dict[str, list[scoring.Score]], dict[str, str]]:
+    """Scores per account for each target, and an error per account that cannot be scored."""
+    async with pool.acquire() as conn:
+        loaded = [await models.active(conn, t) for t in dict.fromkeys(targets)]
+        known = await existing_accounts(conn, account_ids, as_of if as_of_given else None)
+        problems = {
+            a: (
+                f"Account {a!r} did not exist at {as_of.isoformat()}."
+                if as_of_given
+                else f"No account {a!r}."
+            )
+            for a in account_ids
+            if a not in known
+        }
+        keys = [(a, as_of) for a in dict.fromkeys(account_ids) if a in known]
+        results: dict[str, list[scoring.Score]] = {a: [] for a, _ in keys}
+        if not keys:
+            return results, problems
+        frames = {}
+        for model in loaded:
+            catalog_key = id(model.catalog)
+            if catalog_key not in frames:
+                frames[catalog_key] = await features.compute(conn, model.catalog, keys)
+    for model in loaded:
+        frame = frames[id(model.catalog)]
+        async with models.limiter:
+            scores = await asyncio.to_thread(scoring.score_frame, model, frame, top=top)
+        for s in scores:
+            results[s.account_id].append(s)
+    keep(pool, models, [s for per in results.values() for s in per])
+    return results, problems
+
+
+def keep(pool: asyncpg.Pool, models: Models, scores: list[scoring.Score]) -> None:
+    """Store scores in the history after the response, so the request does not wait on it."""
+    if not scores:
+        return
+
+    async def store() -> None:
+        try:
+            async with pool.acquire() as conn:
+                await conn.executemany(
+                    "INSERT INTO scores (account_id, target, model_id, segment, as_of, "
+                    "probability, band, percentile, margin, reasons) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
+                    [
+                        (
+                            s.account_id,
+                            s.target,
+                            s.model_id,
+                            s.segment,
+                            s.as_of,
+                            s.probability,
+                            s.band,
+                            s.percentile,
+                            s.margin,
+                            orjson.dumps([dataclasses.asdict(r) for r in s.reasons]).decode(),
+                        )
+                        for s in scores
+                    ],
+                )
+        except Exception:
+            log.exception("storing scores failed")
+
+    task = asyncio.get_running_loop().create_task(store())
+    models.pending.add(task)
+    task.add_done_callback(models.pending.discard)
+
+
+def as_dict(score: scoring.Score) -> dict[str, Any]:
+    data = dataclasses.asdict(score)
+    data.pop("account_id")
+    return data

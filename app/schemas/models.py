@@ -1,0 +1,105 @@
+"""Models, jobs and scores."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import Id, Kind, Timestamp
+
+
+class JobResult(BaseModel):
+    model_id: str | None = None
+    status: str | None = None
+
+
+class Job(BaseModel):
+    job_id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    result: JobResult | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ModelMetrics(BaseModel):
+    auc: float | None
+    pr_auc: float | None
+    brier: float | None
+    log_loss: float | None
+    lift_at_10: float | None
+    n_train: int
+    n_valid: int
+    positive_rate: float | None
+
+
+class FeatureImportance(BaseModel):
+    name: str
+    importance: float
+
+
+class ModelInfo(BaseModel):
+    model_id: str
+    target: str
+    status: Literal["active", "candidate", "retired"]
+    created_at: datetime
+    activated_at: datetime | None
+    as_of: datetime
+    horizon_days: int
+    label: dict[str, Any]
+    segments: dict[str, Any] = Field(
+        description="Per segment: which model serves it (its own or the global one), and how "
+        "each did on the held-out rows."
+    )
+    metrics: ModelMetrics
+    features: list[FeatureImportance]
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | str | None
+    contribution: float = Field(description="TreeSHAP contribution, in log-odds.")
+    text: str
+
+
+class Score(BaseModel):
+    target: str
+    model_id: str
+    segment: str | None
+    as_of: datetime
+    probability: float = Field(description="sigmoid(a * margin + b), the model's calibration.")
+    band: Literal["high", "medium", "low"]
+    percentile: float = Field(description="Rank among the segment's scores at training, 0-100.")
+    margin: float = Field(description="base_value + sum of all contributions, in log-odds.")
+    base_value: float
+    other_contribution: float = Field(description="Sum of the contributions not listed.")
+    reasons: list[Reason]
+
+
+class AccountScores(BaseModel):
+    account_id: str
+    scores: list[Score]
+
+
+class ScoreError(BaseModel):
+    account_id: str
+    detail: str
+
+
+class ScoreBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    account_ids: list[Id] = Field(min_length=1, max_length=1000)
+    targets: list[Kind] = Field(min_length=1, max_length=10)
+    as_of: Timestamp | None = None
+    top: int = Field(3, ge=0, le=50)
+
+
+class ScoreBatchResult(BaseModel):
+    results: list[AccountScores]
+    errors: list[ScoreError]
