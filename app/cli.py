@@ -150,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending migrations and exit").set_defaults(
         func=cmd_migrate
     )
+    sub.add_parser("worker", help="run queued jobs (training) until stopped").set_defaults(
+        func=cmd_worker
+    )
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key; prints it as the last line")

@@ -110,8 +110,8 @@ async def finish(
     error: str | None = None,
 ) -> None:
     await conn.execute(
-        "UPDATE jobs SET status = $2, result = $3::jsonb, error = $4, finished_at = now(), "
-        "progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END WHERE job_id = $1",
+        "UPDATE jobs SET status = $2::text, result = $3::jsonb, error = $4, finished_at = now(), "
+        "progress = CASE WHEN $2::text = 'succeeded' THEN 1 ELSE progress END WHERE job_id = $1",
         job_id,
         "failed" if error else "succeeded",
         orjson.dumps(result).decode() if result is not None else None,
@@ -172,6 +172,9 @@ async def work(pool: asyncpg.Pool, handlers: dict[str, Handler], *, idle: float 
             ran = await run_one(pool, handlers)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             log.warning("database unreachable; worker waiting")
+            ran = False
+        except Exception:  # a job that cannot even be closed stays running and is retried later
+            log.exception("worker loop error")
             ran = False
         if not ran:
             await asyncio.sleep(idle)

@@ -93,6 +93,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         access_log=False,
         run_worker=False,
+        job_wait_seconds=240,
     )
 
 

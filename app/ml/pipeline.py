@@ -100,7 +100,7 @@ def handler(settings: Settings) -> jobs.Handler:
                 """
                 INSERT INTO models (model_id, target, status, activated_at, as_of, horizon_days,
                                     label, summary, path)
-                VALUES ($1, $2, $3, CASE WHEN $3 = 'active' THEN now() END, $4, $5,
+                VALUES ($1, $2, $3::text, CASE WHEN $3::text = 'active' THEN now() END, $4, $5,
                         $6::jsonb, $7::jsonb, $8)
                 """,
                 model_id,

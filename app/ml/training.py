@@ -245,7 +245,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     models[GLOBAL] = _finish(booster, xs, y, stop_mask)
     global_margin = margin(booster, xs)
     report: dict[str, Any] = {}
-    for segment in sorted(set(segments) - {""}):
+    for segment in sorted(str(s) for s in set(segments) - {""}):
         in_seg = segments == segment
         rows, positives = int((in_seg & train_mask).sum()), int(y[in_seg & train_mask].sum())
         entry: dict[str, Any] = {
@@ -283,7 +283,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         if rows.any():
             p[rows] = model.probability(margin(model.booster, xs[rows]))
     stats = {GLOBAL: _stats(p[train_mask], xs[train_mask], cols, options)}
-    for segment in sorted(set(segments) - {""}):
+    for segment in sorted(str(s) for s in set(segments) - {""}):
         rows = train_mask & (segments == segment)
         if rows.any():
             stats[segment] = _stats(p[rows], xs[rows], cols, options)

@@ -1,0 +1,289 @@
+"""A believable B2B SaaS, generated: accounts in enterprise, mid-market and SMB, contacts with
+roles, a year of product usage, support tickets with text, NPS answers with comments, invoices
+and failed payments, CRM meetings, and churned, renewed and expanded outcomes.
+
+The outcomes follow planted drivers that differ by segment, so a model can be checked against
+the truth: enterprise churns when its executive sponsor goes quiet; SMB churns on usage drops
+and failed payments; mid-market churns when support tickets pile up and NPS falls. Accounts whose
+usage grows and who answer NPS warmly expand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
+DRIVERS = {
+    "enterprise": ("executive_sponsor_active_30d", "days_since_meeting"),
+    "smb": ("login", "payment_failed", "events_trend", "active", "report_exported"),
+    "mid-market": ("tickets", "nps"),
+}
+COMPLAINTS = [
+    "Export to CSV times out on large reports",
+    "SSO login loops back to the start page",
+    "Dashboard numbers do not match the invoice",
+    "Cannot add more than 50 seats",
+    "API rate limit hit during nightly sync",
+]
+PRAISE = ["Great support team", "Saves us hours every week", "Reporting is excellent"]
+GRIPES = ["Too slow lately", "Pricing went up without warning", "Missing features we need"]
+
+
+@dataclass
+class World:
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _segment(rng: random.Random) -> str:
+    roll, total = rng.random(), 0.0
+    for name, share in SEGMENTS:
+        total += share
+        if roll < total:
+            return name
+    return SEGMENTS[-1][0]
+
+
+def generate(*, accounts: int, end: datetime, days: int = 365, seed: int = 1) -> World:
+    """A world of `accounts` accounts over the `days` before `end`."""
+    rng = random.Random(seed)
+    world = World()
+    start = end - timedelta(days=days)
+    for n in range(accounts):
+        _account(world, rng, f"acct-{n:05d}", start=start, end=end)
+    return world
+
+
+def _account(
+    world: World, rng: random.Random, account_id: str, *, start: datetime, end: datetime
+) -> None:
+    segment = _segment(rng)
+    size = {"enterprise": 12, "mid-market": 6, "smb": 3}[segment]
+    mrr = round(
+        {"enterprise": 8000, "mid-market": 1500, "smb": 150}[segment] * rng.lognormvariate(0, 0.35),
+        2,
+    )
+    plan = {
+        "enterprise": "enterprise",
+        "mid-market": rng.choice(["pro", "business"]),
+        "smb": rng.choice(["starter", "pro"]),
+    }[segment]
+    joined = start - timedelta(days=rng.randint(10, 700))
+    world.accounts.append(
+        {
+            "account_id": account_id,
+            "name": f"Company {account_id[-5:]}",
+            "segment": segment,
+            "plan": plan,
+            "mrr": mrr,
+            "owner_email": f"csm{rng.randint(1, 8)}@vendor.example",
+            "traits": {
+                "seats": size * rng.randint(2, 6),
+                "region": rng.choice(["eu", "na", "apac"]),
+                "industry": rng.choice(["retail", "finance", "health", "software"]),
+            },
+            "observed_at": joined.isoformat(),
+        }
+    )
+    people = []
+    if segment != "smb":
+        people.append((f"{account_id}-sponsor", "executive_sponsor"))
+    people += [(f"{account_id}-admin{i}", "admin") for i in range(1 + size // 10)]
+    people += [(f"{account_id}-user{i}", "end_user") for i in range(size)]
+    for contact_id, role in people:
+        world.contacts.append(
+            {
+                "contact_id": contact_id,
+                "account_id": account_id,
+                "role": role,
+                "email": f"{contact_id}@{account_id}.example",
+                "observed_at": joined.isoformat(),
+            }
+        )
+    users = [c for c, r in people if r != "executive_sponsor"]
+
+    # Latent course of the year: when (if ever) trouble starts, and what kind.
+    # Trouble starts at any time, before the window too, so that its share does not grow with
+    # the calendar (which would make tenure or the date look like causes).
+    trouble_at = start + timedelta(days=rng.uniform(-150, 330)) if rng.random() < 0.45 else None
+    grows = trouble_at is None and rng.random() < 0.3
+    login_rate = {"enterprise": 1.5, "mid-market": 2.0, "smb": 2.5}[segment]
+    sponsor_quiet = segment == "enterprise" and trouble_at is not None
+    tickets_pile = segment == "mid-market" and trouble_at is not None
+    usage_drop = segment == "smb" and trouble_at is not None
+    ticket_n = 0
+    churned_at: datetime | None = None
+    day = start
+    while day < end:
+        week_end = min(day + timedelta(days=7), end)
+        troubled = trouble_at is not None and day >= trouble_at
+        weeks_in = (day - trouble_at).days / 7 if troubled and trouble_at else 0.0
+        rate = login_rate * (1.03 ** ((day - start).days / 7) if grows else 1.0)
+        if usage_drop and troubled:
+            rate *= max(0.05, 0.75**weeks_in)
+        for user in rng.sample(users, k=min(len(users), max(1, len(users) // 3))):
+            for _ in range(_poisson(rng, rate)):
+                world.events.append(_event(rng, account_id, user, "login", day, week_end))
+            if rng.random() < 0.3 * (rate / login_rate):
+                world.events.append(_event(rng, account_id, user, "report_exported", day, week_end))
+        if segment != "smb" and not (sponsor_quiet and troubled) and rng.random() < 0.35:
+            world.events.append(
+                _event(
+                    rng, account_id, f"{account_id}-sponsor", "meeting", day, week_end, source="crm"
+                )
+            )
+            world.events.append(
+                _event(rng, account_id, f"{account_id}-sponsor", "login", day, week_end)
+            )
+        ticket_rate = 0.15 + (0.9 if tickets_pile and troubled else 0.0)
+        for _ in range(_poisson(rng, ticket_rate)):
+            ticket_n += 1
+            ticket_id = f"{account_id}-T{ticket_n}"
+            opened = _event(
+                rng,
+                account_id,
+                rng.choice(users),
+                "ticket_opened",
+                day,
+                week_end,
+                source="zendesk",
+                text=rng.choice(COMPLAINTS),
+                properties={
+                    "ticket_id": ticket_id,
+                    "priority": rng.choice(["low", "normal", "high"]),
+                },
+            )
+            world.events.append(opened)
+            if not (tickets_pile and troubled) or rng.random() < 0.2:
+                closed_at = datetime.fromisoformat(opened["occurred_at"]) + timedelta(
+                    days=rng.uniform(0.2, 6)
+                )
+                if closed_at < end:
+                    world.events.append(
+                        {
+                            **opened,
+                            "type": "ticket_closed",
+                            "text": None,
+                            "occurred_at": closed_at.isoformat(),
+                        }
+                    )
+        if rng.random() < 1 / 13:  # about quarterly
+            warm = not troubled and (grows or rng.random() < 0.6)
+            score = rng.randint(9, 10) if warm else rng.randint(0, 6) if troubled else 7
+            if tickets_pile and troubled:
+                score = rng.randint(0, 4)
+            world.events.append(
+                _event(
+                    rng,
+                    account_id,
+                    rng.choice(users),
+                    "nps_answered",
+                    day,
+                    week_end,
+                    source="survey",
+                    value=score,
+                    text=rng.choice(PRAISE if score >= 9 else GRIPES),
+                )
+            )
+        if (day - start).days % 28 < 7:
+            failed = usage_drop and troubled and rng.random() < 0.6
+            kind = "payment_failed" if failed else "invoice_paid"
+            world.events.append(
+                _event(rng, account_id, None, kind, day, week_end, source="stripe", value=mrr)
+            )
+        # Churn hazard from the segment's own driver, felt after the trouble has lasted.
+        if troubled and weeks_in > 3 and rng.random() < 0.12:
+            churned_at = week_end - timedelta(hours=rng.uniform(1, 100))
+            break
+        day = week_end
+    if churned_at is not None:
+        world.outcomes.append(
+            {
+                "account_id": account_id,
+                "kind": "churned",
+                "occurred_at": churned_at.isoformat(),
+                "outcome_id": f"{account_id}-churned",
+            }
+        )
+        return
+    if grows:
+        when = start + timedelta(days=rng.uniform(120, 360))
+        if when < end:
+            world.outcomes.append(
+                {
+                    "account_id": account_id,
+                    "kind": "expanded",
+                    "occurred_at": when.isoformat(),
+                    "amount": round(mrr * 0.3, 2),
+                    "outcome_id": f"{account_id}-expanded",
+                }
+            )
+            world.accounts.append(
+                {
+                    "account_id": account_id,
+                    "mrr": round(mrr * 1.3, 2),
+                    "observed_at": when.isoformat(),
+                }
+            )
+    renewal = joined + timedelta(days=365 * math.ceil((start - joined).days / 365 + 0.01))
+    if start < renewal < end:
+        world.outcomes.append(
+            {
+                "account_id": account_id,
+                "kind": "renewed",
+                "occurred_at": renewal.isoformat(),
+                "outcome_id": f"{account_id}-renewed-{renewal.year}",
+            }
+        )
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    threshold, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+def _event(
+    rng: random.Random,
+    account_id: str,
+    contact_id: str | None,
+    kind: str,
+    start: datetime,
+    end: datetime,
+    *,
+    source: str = "product",
+    value: float | None = None,
+    text: str | None = None,
+    properties: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    moment = start + timedelta(seconds=rng.uniform(0, max(1.0, (end - start).total_seconds())))
+    event: dict[str, Any] = {
+        "type": kind,
+        "source": source,
+        "account_id": account_id,
+        "occurred_at": moment.isoformat(),
+    }
+    if contact_id is not None:
+        event["contact_id"] = contact_id
+    if value is not None:
+        event["value"] = value
+    if text is not None:
+        event["text"] = text
+    if properties:
+        event["properties"] = properties
+    return event
+
+
+def batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

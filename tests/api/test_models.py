@@ -1,0 +1,106 @@
+"""Train through the API with a real worker process, then score with reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from app import simulator
+from app.settings import Settings
+
+END = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[None]:
+    env = {
+        **os.environ,
+        "CUSTINTEL_DATABASE_URL": str(settings.database_url),
+        "CUSTINTEL_MODELS_DIR": str(settings.models_dir),
+    }
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+    yield
+    process.terminate()
+    process.wait(30)
+
+
+async def load(client: httpx.AsyncClient, world: simulator.World) -> None:
+    for chunk in simulator.batches(world.accounts, 1000):
+        assert (await client.post("/v1/accounts/batch", json={"accounts": chunk})).json()[
+            "errors"
+        ] == []
+    for chunk in simulator.batches(world.contacts, 1000):
+        assert (await client.post("/v1/contacts/batch", json={"contacts": chunk})).json()[
+            "errors"
+        ] == []
+    for chunk in simulator.batches(world.events, 5000):
+        assert (await client.post("/v1/events/batch", json={"events": chunk})).json()[
+            "errors"
+        ] == []
+    for chunk in simulator.batches(world.outcomes, 5000):
+        assert (await client.post("/v1/outcomes/batch", json={"outcomes": chunk})).json()[
+            "errors"
+        ] == []
+
+
+async def test_no_active_model_is_409_with_how_to_train(client: httpx.AsyncClient) -> None:
+    await client.put("/v1/accounts/a", json={"segment": "smb"})
+    response = await client.get("/v1/accounts/a/scores", params={"target": "churn"})
+    assert response.status_code == 409
+    assert "POST /v1/models/train" in response.json()["detail"]
+
+
+async def test_train_then_score_with_reasons_that_name_the_planted_drivers(
+    client: httpx.AsyncClient, worker: None
+) -> None:
+    world = await asyncio.to_thread(simulator.generate, accounts=400, end=END, seed=4)
+    await load(client, world)
+    queued = await client.post(
+        "/v1/models/train", json={"target": "churn", "as_of": END.isoformat()}
+    )
+    assert queued.status_code == 202, queued.text
+    job = (await client.get(f"/v1/jobs/{queued.json()['job_id']}", params={"wait": "true"})).json()
+    assert job["status"] == "succeeded", job
+    model = (await client.get(f"/v1/models/{job['result']['model_id']}")).json()
+    assert model["status"] == "active"
+    assert model["metrics"]["auc"] >= 0.75, model["metrics"]
+
+    ids = [a["account_id"] for a in world.accounts]
+    ids = list(dict.fromkeys(ids))
+    batch = await client.post(
+        "/v1/scores/batch",
+        json={"account_ids": ids[:400], "targets": ["churn"], "as_of": "2026-03-01T00:00:00Z"},
+    )
+    assert batch.status_code == 200, batch.text
+    body = batch.json()
+    scored = 0
+    for result in body["results"]:
+        for score in result["scores"]:
+            total = (
+                score["base_value"]
+                + sum(r["contribution"] for r in score["reasons"])
+                + score["other_contribution"]
+            )
+            assert total == pytest.approx(score["margin"], abs=1e-9)
+            assert score["segment"] in simulator.DRIVERS
+            scored += 1
+    assert scored == len(ids[:400]) and body["errors"] == []
+
+    single = await client.get(f"/v1/accounts/{ids[0]}/scores", params={"target": "churn", "top": 2})
+    assert single.status_code == 200
+    [score] = single.json()["scores"]
+    assert len(score["reasons"]) == 2 and score["reasons"][0]["text"]
+    assert (
+        await client.get("/v1/accounts/nobody/scores", params={"target": "churn"})
+    ).status_code == 404
+    early = await client.get(
+        f"/v1/accounts/{ids[0]}/scores", params={"target": "churn", "as_of": "2020-01-01T00:00:00Z"}
+    )
+    assert early.status_code == 404
