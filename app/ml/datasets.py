@@ -19,7 +19,7 @@ from app import errors, features, profiles
 
 
 class OutcomeLabel(BaseModel):
-    type: Literal["outcome"] = "outcome"
+    type: Literal["outcome"]
     kinds: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]] = Field(
         min_length=1, max_length=20
     )
@@ -28,7 +28,7 @@ class OutcomeLabel(BaseModel):
 class InactivityLabel(BaseModel):
     """For businesses without contracts: 1 when none of these events happens in the horizon."""
 
-    type: Literal["inactivity"] = "inactivity"
+    type: Literal["inactivity"]
     event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
         min_length=1, max_length=50
     )
@@ -38,7 +38,7 @@ class MrrIncreaseLabel(BaseModel):
     """1 when the account's mrr at the end of the horizon is at least min_pct above its mrr at
     the snapshot."""
 
-    type: Literal["mrr_increase"] = "mrr_increase"
+    type: Literal["mrr_increase"]
     min_pct: float = Field(10, gt=0, le=10_000)
 
 
@@ -47,7 +47,7 @@ Label = Annotated[OutcomeLabel | InactivityLabel | MrrIncreaseLabel, Field(discr
 
 def default_label(target: str) -> OutcomeLabel:
     kinds = {"churn": ["churned"], "expansion": ["expanded"]}.get(target, [target])
-    return OutcomeLabel(kinds=kinds)
+    return OutcomeLabel(type="outcome", kinds=kinds)
 
 
 @dataclass

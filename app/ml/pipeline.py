@@ -9,11 +9,11 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app import features, jobs
 from app.ml import datasets, registry, training
-from app.schemas.common import Kind, Timestamp
+from app.schemas.common import Int, Kind, Timestamp, integral
 from app.settings import Settings
 
 
@@ -26,11 +26,11 @@ class TrainRequest(BaseModel):
         description="Default: churn → churned outcomes, expansion → expanded, else the "
         "outcome named like the target.",
     )
-    horizon_days: int = Field(90, ge=1, le=730)
+    horizon_days: Int = Field(90, ge=1, le=730)
     as_of: Timestamp | None = Field(None, description="Train on data up to here. Default: now.")
-    snapshot_every_days: int = Field(30, ge=1, le=365)
+    snapshot_every_days: Int = Field(30, ge=1, le=365)
     snapshot_dates: Annotated[list[Timestamp], Field(max_length=200)] | None = None
-    max_features: int | None = Field(None, ge=1, le=500)
+    max_features: Annotated[int, Field(ge=1, le=500), BeforeValidator(integral)] | None = None
 
 
 def options(settings: Settings, request: TrainRequest) -> training.Options:

@@ -43,6 +43,16 @@ def _rfc3339(value: Any) -> Any:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def integral(value: Any) -> Any:
+    # JSON Schema's integer includes 3.0; strict pydantic would refuse it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(integral)]
 TIMESTAMP_RULE = "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:30:00Z"
 # The same rule checked by pydantic-core alone (no Python call per value), for the event hot path;
 # app.ingest.parse_timestamp turns it into a datetime.

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.common import Id, Kind, Timestamp
+from app.schemas.common import Id, Int, Kind, Timestamp
 
 
 class JobResult(BaseModel):
@@ -97,7 +97,7 @@ class ScoreBatchRequest(BaseModel):
     account_ids: list[Id] = Field(min_length=1, max_length=1000)
     targets: list[Kind] = Field(min_length=1, max_length=10)
     as_of: Timestamp | None = None
-    top: int = Field(3, ge=0, le=50)
+    top: Int = Field(3, ge=0, le=50)
 
 
 class ScoreBatchResult(BaseModel):

@@ -62,9 +62,14 @@ async def test_population_and_labels(client: httpx.AsyncClient, conn: asyncpg.Co
     keys = [("a", at_120), ("b", at_120), ("c", at_120)]
     churn = await datasets.labels(conn, datasets.default_label("churn"), keys=keys, horizon=H)
     inactive = await datasets.labels(
-        conn, datasets.InactivityLabel(event_types=["login"]), keys=keys, horizon=H
+        conn,
+        datasets.InactivityLabel(type="inactivity", event_types=["login"]),
+        keys=keys,
+        horizon=H,
     )
-    grew = await datasets.labels(conn, datasets.MrrIncreaseLabel(min_pct=40), keys=keys, horizon=H)
+    grew = await datasets.labels(
+        conn, datasets.MrrIncreaseLabel(type="mrr_increase", min_pct=40), keys=keys, horizon=H
+    )
     assert churn.tolist() == [0, 1, 0]
     assert inactive.tolist() == [0, 1, 1]
     assert grew.tolist() == [0, 0, 1]
