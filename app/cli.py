@@ -51,7 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def _spawn_worker() -> subprocess.Popen[bytes]:
     """One job worker beside the API: a fresh interpreter (spawned, never forked, since the API
     process loads LightGBM), sharing the database through CUSTINTEL_DATABASE_URL."""
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
+    env = {**os.environ, "CUSTINTEL_WORKER_PARENT": str(os.getpid())}
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
 
 
 def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
@@ -75,11 +76,27 @@ def cmd_worker(_: argparse.Namespace) -> None:
     settings = get_settings()
     url = db.database_url(settings)
 
+    parent = int(os.environ.get("CUSTINTEL_WORKER_PARENT", "0"))
+
+    async def orphaned() -> None:
+        # A worker started by `custintel serve` ends with it, however the server was stopped
+        # (uvicorn re-raises SIGTERM after its shutdown, so the server's own cleanup may not run).
+        while os.getppid() == parent:  # noqa: ASYNC110  (no event exists for a parent dying)
+            await asyncio.sleep(1)
+
     async def run() -> None:
         pool = await db.create_pool(url, settings)
+        work = asyncio.create_task(jobs.work(pool, {"train": pipeline.handler(settings)}))
+        watch = asyncio.create_task(orphaned()) if parent else None
         try:
-            await jobs.work(pool, {"train": pipeline.handler(settings)})
+            if watch is None:
+                await work
+            else:
+                await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (work, watch):
+                if task is not None:
+                    task.cancel()
             await pool.close()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -44,7 +44,7 @@ class Models:
         if row is None:
             raise NoActiveModel(
                 f"No active model for target {target!r}. Train one: POST /v1/models/train "
-                f'{{"target": "{target}"}} (or `custintel train --target {target}`).',
+                f'{{"target": "{target}"}}.',
                 target=target,
             )
         loaded = self._loaded.get(row["model_id"])
