@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app import db, logs, migrate
+from app import db, errors, logs, migrate
 from app.settings import Settings, get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
@@ -103,6 +103,62 @@ def cmd_worker(_: argparse.Namespace) -> None:
         asyncio.run(run())
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train in this process (off any request path) and show progress on stderr."""
+    from app import jobs
+    from app.ml import pipeline
+
+    settings = get_settings()
+    url = _migrate(settings)
+    params: dict[str, Any] = {
+        "target": args.target,
+        "horizon_days": args.horizon_days,
+        "snapshot_every_days": args.snapshot_every_days,
+    }
+    if args.as_of:
+        params["as_of"] = args.as_of
+    if args.max_features:
+        params["max_features"] = args.max_features
+    try:
+        pipeline.TrainRequest.model_validate_json(json.dumps(params))
+    except ValueError as exc:
+        sys.exit(f"custintel train: {exc}")
+
+    async def progress(value: float) -> None:
+        filled = round(value * 30)
+        print(
+            f"\rtraining {args.target} [{'#' * filled}{' ' * (30 - filled)}] {value:4.0%}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def run() -> dict[str, Any]:
+        pool = await db.create_pool(url, settings)
+        try:
+            async with pool.acquire() as conn:
+                job = await jobs.enqueue(conn, kind="train", params=params)
+                await conn.execute(
+                    "UPDATE jobs SET status = 'running', started_at = now(), "
+                    "heartbeat_at = now(), attempts = 1 WHERE job_id = $1",
+                    job["job_id"],
+                )
+                try:
+                    result = await pipeline.handler(settings)(conn, params, progress)
+                except errors.CustintelError as exc:
+                    await jobs.finish(conn, job["job_id"], error=exc.detail)
+                    sys.exit(f"\ncustintel train: {exc.detail}")
+                await jobs.finish(conn, job["job_id"], result=result)
+                await progress(1.0)
+                return result
+        finally:
+            await pool.close()
+
+    result = asyncio.run(run())
+    print(file=sys.stderr)
+    print(f"model {result['model_id']} ({result['status']})")
+
+
 def cmd_migrate(_: argparse.Namespace) -> None:
     _migrate(get_settings())
     print(f"database at revision {migrate.head_revision()}")
@@ -170,6 +226,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run queued jobs (training) until stopped").set_defaults(
         func=cmd_worker
     )
+    train = sub.add_parser("train", help="train a model now, with a progress bar")
+    train.add_argument("--target", required=True, help="churn, expansion, or an outcome kind")
+    train.add_argument("--horizon-days", type=int, default=90)
+    train.add_argument("--snapshot-every-days", type=int, default=30)
+    train.add_argument("--as-of", help="RFC 3339; default now")
+    train.add_argument("--max-features", type=int)
+    train.set_defaults(func=cmd_train)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key; prints it as the last line")

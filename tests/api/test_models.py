@@ -104,3 +104,32 @@ async def test_train_then_score_with_reasons_that_name_the_planted_drivers(
         f"/v1/accounts/{ids[0]}/scores", params={"target": "churn", "as_of": "2020-01-01T00:00:00Z"}
     )
     assert early.status_code == 404
+
+
+async def test_cli_train_shows_progress_and_registers_the_model(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    world = await asyncio.to_thread(simulator.generate, accounts=250, end=END, seed=9)
+    await load(client, world)
+    env = {
+        **os.environ,
+        "CUSTINTEL_DATABASE_URL": str(settings.database_url),
+        "CUSTINTEL_MODELS_DIR": str(settings.models_dir),
+    }
+    command = [sys.executable, "-m", "app.cli", "train", "--as-of", END.isoformat()]
+    done = await asyncio.to_thread(
+        subprocess.run, [*command, "--target", "churn"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "100%" in done.stderr
+    model_id = done.stdout.split()[1]
+    listed = (await client.get("/v1/models", params={"target": "churn"})).json()
+    assert [m["model_id"] for m in listed] == [model_id]
+    nothing = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--target", "downgraded"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert nothing.returncode != 0 and "no positive" in nothing.stderr
