@@ -80,16 +80,6 @@ def parse_timestamp(value: str) -> datetime | None:
         return None
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def too_deep(properties: dict[str, Any]) -> bool:
-    # Flat properties are the common case: one C-level pass over the value types, no walk.
-    if set(map(type, properties.values())) <= _SCALARS:
-        return False
-    return jsonbody.depth(properties) > MAX_NESTING
-
-
 def check_occurred_at(occurred_at: datetime, *, now: datetime, tolerance: timedelta) -> str | None:
     if occurred_at > now + tolerance:
         hours = tolerance.total_seconds() / 3600
@@ -253,7 +243,7 @@ async def ingest_events(
             result.reject("account_id", "an event needs account_id, contact_id or email")
             continue
         properties = ev.get("properties") or {}
-        if too_deep(properties):
+        if jsonbody.nested_deeper(properties, MAX_NESTING):
             result.reject("properties", f"properties are nested deeper than {MAX_NESTING} levels")
             continue
         try:

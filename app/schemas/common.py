@@ -84,9 +84,7 @@ Email = Annotated[
 
 
 def _limit_nesting(value: dict[str, Any]) -> dict[str, Any]:
-    # Flat properties are the common case; only nested ones pay for the walk.
-    nested = any(isinstance(v, (dict, list)) for v in value.values())
-    if nested and jsonbody.depth(value) > MAX_NESTING:
+    if jsonbody.nested_deeper(value, MAX_NESTING):
         raise ValueError(f"nested deeper than {MAX_NESTING} levels")
     return value
 

@@ -57,7 +57,7 @@ async def test_no_active_model_is_409_with_how_to_train(client: httpx.AsyncClien
     assert "POST /v1/models/train" in response.json()["detail"]
 
 
-async def test_train_then_score_with_reasons_that_name_the_planted_drivers(
+async def test_train_through_a_worker_then_score_with_additive_reasons(
     client: httpx.AsyncClient, worker: None
 ) -> None:
     world = await asyncio.to_thread(simulator.generate, accounts=400, end=END, seed=4)
