@@ -5,7 +5,7 @@ and failed payments, CRM meetings, and churned, renewed and expanded outcomes.
 The outcomes follow planted drivers that differ by segment, so a model can be checked against
 the truth: enterprise churns when its executive sponsor goes quiet; SMB churns on usage drops
 and failed payments; mid-market churns when support tickets pile up and NPS falls. Accounts whose
-usage grows and who answer NPS warmly expand.
+usage grows for weeks (and who answer NPS warmly) expand.
 """
 
 from __future__ import annotations
@@ -17,11 +17,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+# Weekly hazards, felt once a course has lasted its weeks: churn after 3 weeks of trouble,
+# expansion after 5 weeks of growth (growth shows in more logins, reports and active users).
+CHURN_HAZARD, CHURN_AFTER_WEEKS = 0.12, 3
+EXPAND_HAZARD, EXPAND_AFTER_WEEKS = 0.15, 5
+GROWTH_PER_WEEK, GROWTH_CAP = 1.07, 2.5
+LEAD_DAYS = 150
 SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
+# The planted drivers, as parts of the feature names that measure them (app/features.py).
 DRIVERS = {
-    "enterprise": ("executive_sponsor_active_30d", "days_since_meeting"),
-    "smb": ("login", "payment_failed", "events_trend", "active", "report_exported"),
-    "mid-market": ("tickets", "nps"),
+    "churn": {
+        # A quiet sponsor is also one active contact fewer.
+        "enterprise": ("executive_sponsor", "meeting", "active_contacts"),
+        "smb": ("login", "payment_failed", "invoice_paid", "events_30d", "events_trend", "active"),
+        "mid-market": ("ticket", "nps"),
+    },
+    "expansion": dict.fromkeys(
+        ("enterprise", "smb", "mid-market"),
+        ("login", "report_exported", "events_30d", "events_trend", "active", "nps"),
+    ),
 }
 COMPLAINTS = [
     "Export to CSV times out on large reports",
@@ -109,15 +123,24 @@ def _account(
         )
     users = [c for c, r in people if r != "executive_sponsor"]
 
-    # Latent course of the year: when (if ever) trouble starts, and what kind.
-    # Trouble starts at any time, before the window too, so that its share does not grow with
-    # the calendar (which would make tenure or the date look like causes).
-    trouble_at = start + timedelta(days=rng.uniform(-150, 330)) if rng.random() < 0.45 else None
-    grows = trouble_at is None and rng.random() < 0.3
+    # The latent course of the year: whether and when trouble starts (of the segment's own kind)
+    # and whether and when usage starts to grow. Both arrive at a constant rate, before the
+    # window too, and an account whose trouble or growth began before the window may already
+    # have run its course; so the share of accounts in trouble does not drift with the calendar,
+    # and nothing but the planted drivers tells a model who will churn or expand.
+    trouble_at, churned_before = _course(
+        rng, start, end, rate=0.45, hazard=CHURN_HAZARD, after_weeks=CHURN_AFTER_WEEKS
+    )
+    if churned_before:  # it would be gone; this account is one whose trouble passed
+        trouble_at = None
+    grow_at, expanded_before = _course(
+        rng, start, end, rate=0.3, hazard=EXPAND_HAZARD, after_weeks=EXPAND_AFTER_WEEKS
+    )
     login_rate = {"enterprise": 1.5, "mid-market": 2.0, "smb": 2.5}[segment]
     sponsor_quiet = segment == "enterprise" and trouble_at is not None
     tickets_pile = segment == "mid-market" and trouble_at is not None
     usage_drop = segment == "smb" and trouble_at is not None
+    expanded_at: datetime | None = None
     ticket_n = 0
     churned_at: datetime | None = None
     day = start
@@ -125,10 +148,16 @@ def _account(
         week_end = min(day + timedelta(days=7), end)
         troubled = trouble_at is not None and day >= trouble_at
         weeks_in = (day - trouble_at).days / 7 if troubled and trouble_at else 0.0
-        rate = login_rate * (1.03 ** ((day - start).days / 7) if grows else 1.0)
+        # Trouble stops growth where it stands.
+        growing = grow_at is not None and day >= grow_at and not troubled
+        weeks_grown = (min(day, trouble_at or day) - grow_at).days / 7 if grow_at else 0.0
+        weeks_grown = max(0.0, weeks_grown)
+        growth = min(GROWTH_CAP, GROWTH_PER_WEEK**weeks_grown)
+        rate = login_rate * growth
         if usage_drop and troubled:
             rate *= max(0.05, 0.75**weeks_in)
-        for user in rng.sample(users, k=min(len(users), max(1, len(users) // 3))):
+        active = min(len(users), max(1, round(len(users) / 3 * growth)))
+        for user in rng.sample(users, k=active):
             for _ in range(_poisson(rng, rate)):
                 world.events.append(_event(rng, account_id, user, "login", day, week_end))
             if rng.random() < 0.3 * (rate / login_rate):
@@ -175,9 +204,9 @@ def _account(
                         }
                     )
         if rng.random() < 1 / 13:  # about quarterly
-            warm = not troubled and (grows or rng.random() < 0.6)
-            score = rng.randint(9, 10) if warm else rng.randint(0, 6) if troubled else 7
-            if tickets_pile and troubled:
+            warm = growing or rng.random() < 0.6
+            score = rng.randint(9, 10) if warm else rng.randint(5, 8)
+            if tickets_pile and troubled:  # NPS falls where the trouble is felt: support
                 score = rng.randint(0, 4)
             world.events.append(
                 _event(
@@ -193,15 +222,31 @@ def _account(
                 )
             )
         if (day - start).days % 28 < 7:
-            failed = usage_drop and troubled and rng.random() < 0.6
-            kind = "payment_failed" if failed else "invoice_paid"
-            world.events.append(
-                _event(rng, account_id, None, kind, day, week_end, source="stripe", value=mrr)
-            )
-        # Churn hazard from the segment's own driver, felt after the trouble has lasted.
-        if troubled and weeks_in > 3 and rng.random() < 0.12:
+            # Cards expire everywhere; a retry a few days later usually pays. In a troubled
+            # SMB account payments fail often and the retry often fails too.
+            failing = usage_drop and troubled
+            invoice = _event(rng, account_id, None, "invoice_paid", day, week_end, source="stripe")
+            invoice["value"] = mrr
+            if rng.random() < (0.6 if failing else 0.03):
+                world.events.append({**invoice, "type": "payment_failed"})
+                retried = datetime.fromisoformat(invoice["occurred_at"]) + timedelta(days=3)
+                if rng.random() < (0.4 if failing else 0.95) and retried < end:
+                    world.events.append({**invoice, "occurred_at": retried.isoformat()})
+            else:
+                world.events.append(invoice)
+        # Churn follows the segment's own driver once the trouble has lasted a few weeks;
+        # expansion follows growth that has lasted, and happens once.
+        if troubled and weeks_in > CHURN_AFTER_WEEKS and rng.random() < CHURN_HAZARD:
             churned_at = week_end - timedelta(hours=rng.uniform(1, 100))
             break
+        if (
+            growing
+            and not expanded_before
+            and expanded_at is None
+            and weeks_grown > EXPAND_AFTER_WEEKS
+            and rng.random() < EXPAND_HAZARD
+        ):
+            expanded_at = week_end - timedelta(hours=rng.uniform(1, 100))
         day = week_end
     if churned_at is not None:
         world.outcomes.append(
@@ -213,25 +258,23 @@ def _account(
             }
         )
         return
-    if grows:
-        when = start + timedelta(days=rng.uniform(120, 360))
-        if when < end:
-            world.outcomes.append(
-                {
-                    "account_id": account_id,
-                    "kind": "expanded",
-                    "occurred_at": when.isoformat(),
-                    "amount": round(mrr * 0.3, 2),
-                    "outcome_id": f"{account_id}-expanded",
-                }
-            )
-            world.accounts.append(
-                {
-                    "account_id": account_id,
-                    "mrr": round(mrr * 1.3, 2),
-                    "observed_at": when.isoformat(),
-                }
-            )
+    if expanded_at is not None:
+        world.outcomes.append(
+            {
+                "account_id": account_id,
+                "kind": "expanded",
+                "occurred_at": expanded_at.isoformat(),
+                "amount": round(mrr * 0.3, 2),
+                "outcome_id": f"{account_id}-expanded",
+            }
+        )
+        world.accounts.append(
+            {
+                "account_id": account_id,
+                "mrr": round(mrr * 1.3, 2),
+                "observed_at": expanded_at.isoformat(),
+            }
+        )
     renewal = joined + timedelta(days=365 * math.ceil((start - joined).days / 365 + 0.01))
     if start < renewal < end:
         world.outcomes.append(
@@ -242,6 +285,28 @@ def _account(
                 "outcome_id": f"{account_id}-renewed-{renewal.year}",
             }
         )
+
+
+def _course(
+    rng: random.Random,
+    start: datetime,
+    end: datetime,
+    *,
+    rate: float,
+    hazard: float,
+    after_weeks: int,
+) -> tuple[datetime | None, bool]:
+    """When a latent course (trouble, growth) starts, or None; and whether it already ran its
+    course before the window. Onsets are spread evenly from LEAD_DAYS before the window to its
+    end; one that began before the window had weeks in which to end (the account churned or
+    expanded before we look), so what the window's start shows is what a steady state shows."""
+    if rng.random() >= rate:
+        return None, False
+    lead = timedelta(days=LEAD_DAYS)
+    onset = start - lead + timedelta(days=rng.uniform(0, (end - start + lead).days))
+    weeks_before = (start - onset).days / 7 - after_weeks
+    done = weeks_before > 0 and rng.random() >= (1 - hazard) ** weeks_before
+    return onset, done
 
 
 def _poisson(rng: random.Random, lam: float) -> int:

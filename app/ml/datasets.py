@@ -71,9 +71,13 @@ def snapshot_dates(
 
 
 async def first_data(conn: asyncpg.Connection, *, as_of: datetime) -> datetime | None:
+    """Where snapshots may begin: the first signal, or the first profile when there are no
+    signals. Profiles often reach back years before signals were sent (a CRM import keeps the
+    customer's start date); a snapshot before the first signal would show every account silent,
+    and a model would learn that silence is safe when it only means nobody was listening yet."""
     value: datetime | None = await conn.fetchval(
         """
-        SELECT least(
+        SELECT coalesce(
             (SELECT min(occurred_at) FROM events WHERE occurred_at <= $1),
             (SELECT min(observed_at) FROM account_history WHERE observed_at <= $1))
         """,

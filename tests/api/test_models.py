@@ -89,7 +89,7 @@ async def test_train_through_a_worker_then_score_with_additive_reasons(
                 + score["other_contribution"]
             )
             assert total == pytest.approx(score["margin"], abs=1e-9)
-            assert score["segment"] in simulator.DRIVERS
+            assert score["segment"] in simulator.DRIVERS["churn"]
             scored += 1
     assert scored == len(ids[:400]) and body["errors"] == []
 
