@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
 
 def cmd_worker(_: argparse.Namespace) -> None:
     from app import jobs
-    from app.ml import pipeline
+    from app.ml import batch, pipeline
 
     settings = get_settings()
     url = db.database_url(settings)
@@ -86,7 +86,8 @@ def cmd_worker(_: argparse.Namespace) -> None:
 
     async def run() -> None:
         pool = await db.create_pool(url, settings)
-        work = asyncio.create_task(jobs.work(pool, {"train": pipeline.handler(settings)}))
+        handlers = {"train": pipeline.handler(settings), "score": batch.handler()}
+        work = asyncio.create_task(jobs.work(pool, handlers))
         watch = asyncio.create_task(orphaned()) if parent else None
         try:
             if watch is None:
@@ -105,7 +106,6 @@ def cmd_worker(_: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train in this process (off any request path) and show progress on stderr."""
-    from app import jobs
     from app.ml import pipeline
 
     settings = get_settings()
@@ -124,10 +124,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     except ValueError as exc:
         sys.exit(f"custintel train: {exc}")
 
+    result = _run_here(
+        "train", params, pipeline.handler(settings), settings, url, f"training {args.target}"
+    )
+    print(f"model {result['model_id']} ({result['status']})")
+
+
+def _run_here(
+    kind: str,
+    params: dict[str, Any],
+    handler: Any,
+    settings: Settings,
+    url: str,
+    label: str,
+) -> dict[str, Any]:
+    """Run a job in the foreground with a progress bar on stderr; exit with its error."""
+    from app import jobs
+
     async def progress(value: float) -> None:
         filled = round(value * 30)
         print(
-            f"\rtraining {args.target} [{'#' * filled}{' ' * (30 - filled)}] {value:4.0%}",
+            f"\r{label} [{'#' * filled}{' ' * (30 - filled)}] {value:4.0%}",
             end="",
             file=sys.stderr,
             flush=True,
@@ -136,27 +153,40 @@ def cmd_train(args: argparse.Namespace) -> None:
     async def run() -> dict[str, Any]:
         pool = await db.create_pool(url, settings)
         try:
-            async with pool.acquire() as conn:
-                job = await jobs.enqueue(conn, kind="train", params=params)
-                await conn.execute(
-                    "UPDATE jobs SET status = 'running', started_at = now(), "
-                    "heartbeat_at = now(), attempts = 1 WHERE job_id = $1",
-                    job["job_id"],
-                )
-                try:
-                    result = await pipeline.handler(settings)(conn, params, progress)
-                except errors.CustintelError as exc:
-                    await jobs.finish(conn, job["job_id"], error=exc.detail)
-                    sys.exit(f"\ncustintel train: {exc.detail}")
-                await jobs.finish(conn, job["job_id"], result=result)
-                await progress(1.0)
-                return result
+            result = await jobs.run_here(
+                pool, kind=kind, params=params, handler=handler, progress=progress
+            )
+            await progress(1.0)
+            return result
         finally:
             await pool.close()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    except errors.CustintelError as exc:
+        sys.exit(f"\ncustintel {kind}: {exc.detail}")
     print(file=sys.stderr)
-    print(f"model {result['model_id']} ({result['status']})")
+    return result
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    """Score every account now with each active model and store the scores."""
+    from app.ml import batch
+
+    if not args.all:
+        sys.exit("custintel score: say --all (scores of one account: GET /v1/accounts/{id}/scores)")
+    settings = get_settings()
+    url = _migrate(settings)
+    params: dict[str, Any] = {"targets": args.target or None, "top": args.top}
+    if args.as_of:
+        params["as_of"] = args.as_of
+    try:
+        batch.RescoreRequest.model_validate_json(json.dumps(params))
+    except ValueError as exc:
+        sys.exit(f"custintel score: {exc}")
+    result = _run_here("score", params, batch.handler(), settings, url, "scoring")
+    for target, n in result["scores"].items():
+        print(f"{target}: {n} accounts scored with model {result['models'][target]}")
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -233,6 +263,12 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--as-of", help="RFC 3339; default now")
     train.add_argument("--max-features", type=int)
     train.set_defaults(func=cmd_train)
+    score = sub.add_parser("score", help="score every account with the active models, stored")
+    score.add_argument("--all", action="store_true", help="every account (required)")
+    score.add_argument("--target", action="append", help="only this target; repeatable")
+    score.add_argument("--as-of", help="RFC 3339; default now")
+    score.add_argument("--top", type=int, default=3, help="reasons kept per score")
+    score.set_defaults(func=cmd_score)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key; prints it as the last line")

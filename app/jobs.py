@@ -125,6 +125,55 @@ async def run_one(pool: asyncpg.Pool, handlers: dict[str, Handler]) -> bool:
         job = await claim(conn)
     if job is None:
         return False
+    handler = handlers.get(job["kind"])
+    try:
+        if handler is None:
+            raise errors.InvalidPayload(f"No handler for jobs of kind {job['kind']!r}.")
+        await _run(pool, job, handler)
+    except errors.CustintelError as exc:
+        async with pool.acquire() as conn:
+            await finish(conn, job["job_id"], error=exc.detail)
+    except Exception:  # noqa: BLE001  (whatever happens, the job must end as failed)
+        log.error("job failed", extra={"job_id": job["job_id"], "trace": traceback.format_exc()})
+        async with pool.acquire() as conn:
+            await finish(
+                conn, job["job_id"], error="internal error while running the job; see the logs"
+            )
+    return True
+
+
+async def run_here(
+    pool: asyncpg.Pool,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    handler: Handler,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run a job in this process now (the CLI's foreground commands), recorded in the jobs table
+    like any other and kept alive by heartbeats, so no worker takes it over. A CustintelError
+    fails the job and is raised."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "INSERT INTO jobs (job_id, kind, status, params, started_at, heartbeat_at, attempts) "
+            f"VALUES ($1, $2, 'running', $3::jsonb, now(), now(), 1) RETURNING {_COLUMNS}",
+            uuid.uuid4().hex,
+            kind,
+            orjson.dumps(params).decode(),
+        )
+    assert row is not None
+    job = record(row)
+    try:
+        return await _run(pool, job, handler, also=progress)
+    except errors.CustintelError as exc:
+        async with pool.acquire() as conn:
+            await finish(conn, job["job_id"], error=exc.detail)
+        raise
+
+
+async def _run(
+    pool: asyncpg.Pool, job: dict[str, Any], handler: Handler, *, also: Progress | None = None
+) -> dict[str, Any]:
     job_id = job["job_id"]
 
     async def progress(value: float) -> None:
@@ -134,6 +183,8 @@ async def run_one(pool: asyncpg.Pool, handlers: dict[str, Handler]) -> bool:
                 job_id,
                 max(0.0, min(1.0, value)),
             )
+        if also is not None:
+            await also(value)
 
     async def beat() -> None:
         while True:
@@ -143,26 +194,16 @@ async def run_one(pool: asyncpg.Pool, handlers: dict[str, Handler]) -> bool:
 
     heart = asyncio.create_task(beat())
     try:
-        handler = handlers.get(job["kind"])
-        if handler is None:
-            raise errors.InvalidPayload(f"No handler for jobs of kind {job['kind']!r}.")
         async with pool.acquire() as conn:
             result = await handler(conn, job["params"], progress)
         async with pool.acquire() as conn:
             await finish(conn, job_id, result=result)
         log.info("job succeeded", extra={"job_id": job_id, "kind": job["kind"]})
-    except errors.CustintelError as exc:
-        async with pool.acquire() as conn:
-            await finish(conn, job_id, error=exc.detail)
-    except Exception:  # noqa: BLE001  (whatever happens, the job must end as failed)
-        log.error("job failed", extra={"job_id": job_id, "trace": traceback.format_exc()})
-        async with pool.acquire() as conn:
-            await finish(conn, job_id, error="internal error while running the job; see the logs")
+        return result
     finally:
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heart
-    return True
 
 
 async def work(pool: asyncpg.Pool, handlers: dict[str, Handler], *, idle: float = 0.5) -> None:

@@ -14,7 +14,7 @@ from app import audit, errors, jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
 from app.db import SessionDep
-from app.ml import pipeline, serving
+from app.ml import batch, pipeline, serving
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
@@ -51,6 +51,15 @@ async def train_model(body: pipeline.TrainRequest, request: Request, _: Admin) -
     """Queue a training job; a worker process runs it. Poll GET /v1/jobs/{job_id}."""
     async with request.app.state.pool.acquire() as conn:
         job = await jobs.enqueue(conn, kind="train", params=body.model_dump(mode="json"))
+    return Job.model_validate(job)
+
+
+@router.post("/scores/rescore", status_code=202, operation_id="rescore", tags=["scores"])
+async def rescore(body: batch.RescoreRequest, request: Request, _: Admin) -> Job:
+    """Queue batch scoring of every live account with the active models; the scores go to the
+    score history. Poll GET /v1/jobs/{job_id}."""
+    async with request.app.state.pool.acquire() as conn:
+        job = await jobs.enqueue(conn, kind="score", params=body.model_dump(mode="json"))
     return Job.model_validate(job)
 
 

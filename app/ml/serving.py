@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 from app import errors, features
-from app.ml import registry, scoring
+from app.ml import batch, registry, scoring
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +145,7 @@ def keep(pool: asyncpg.Pool, models: Models, scores: list[scoring.Score]) -> Non
     async def store() -> None:
         try:
             async with pool.acquire() as conn:
-                await conn.executemany(
-                    "INSERT INTO scores (account_id, target, model_id, segment, as_of, "
-                    "probability, band, percentile, margin, reasons) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
-                    [
-                        (
-                            s.account_id,
-                            s.target,
-                            s.model_id,
-                            s.segment,
-                            s.as_of,
-                            s.probability,
-                            s.band,
-                            s.percentile,
-                            s.margin,
-                            orjson.dumps([dataclasses.asdict(r) for r in s.reasons]).decode(),
-                        )
-                        for s in scores
-                    ],
-                )
+                await batch.store(conn, scores)
         except Exception:
             log.exception("storing scores failed")
 

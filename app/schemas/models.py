@@ -11,8 +11,14 @@ from app.schemas.common import Id, Int, Kind, Timestamp
 
 
 class JobResult(BaseModel):
-    model_id: str | None = None
-    status: str | None = None
+    """What a finished job made: a model (train), or scores (score)."""
+
+    model_id: str | None = Field(None, description="train: the new model.")
+    status: str | None = Field(None, description="train: the new model's status.")
+    as_of: datetime | None = Field(None, description="score: the moment scored.")
+    accounts: int | None = Field(None, description="score: live accounts at as_of.")
+    scores: dict[str, int] | None = Field(None, description="score: scores stored per target.")
+    models: dict[str, str] | None = Field(None, description="score: the model used per target.")
 
 
 class Job(BaseModel):

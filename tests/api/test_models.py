@@ -9,10 +9,13 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import asyncpg
 import httpx
+import orjson
 import pytest
 
-from app import simulator
+from app import db, jobs, simulator
+from app.ml import batch, pipeline
 from app.settings import Settings
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -106,7 +109,7 @@ async def test_train_through_a_worker_then_score_with_additive_reasons(
     assert early.status_code == 404
 
 
-async def test_cli_train_shows_progress_and_registers_the_model(
+async def test_cli_trains_with_progress_and_scores_every_live_account(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     world = await asyncio.to_thread(simulator.generate, accounts=250, end=END, seed=9)
@@ -133,3 +136,69 @@ async def test_cli_train_shows_progress_and_registers_the_model(
         text=True,
     )
     assert nothing.returncode != 0 and "no positive" in nothing.stderr
+
+    scored = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "score", "--all", "--as-of", END.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    stored = (await client.get("/v1/models", params={"target": "churn"})).json()
+    assert f"with model {stored[0]['model_id']}" in scored.stdout
+    count = int(scored.stdout.split()[1])
+    churned = {o["account_id"] for o in world.outcomes if o["kind"] == "churned"}
+    assert count == len({a["account_id"] for a in world.accounts} - churned)
+
+
+async def test_rescore_job_scores_every_live_account_once_as_on_request(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    world = await asyncio.to_thread(simulator.generate, accounts=300, end=END, seed=11)
+    await load(client, world)
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        handlers = {"train": pipeline.handler(settings), "score": batch.handler()}
+        trained = await client.post(
+            "/v1/models/train", json={"target": "churn", "as_of": END.isoformat()}
+        )
+        assert await jobs.run_one(pool, handlers)
+        assert (await client.get(f"/v1/jobs/{trained.json()['job_id']}")).json()[
+            "status"
+        ] == "succeeded"
+
+        queued = await client.post("/v1/scores/rescore", json={"as_of": END.isoformat(), "top": 2})
+        assert queued.status_code == 202, queued.text
+        assert await jobs.run_one(pool, handlers)
+    finally:
+        await pool.close()
+    job = (await client.get(f"/v1/jobs/{queued.json()['job_id']}")).json()
+    assert job["status"] == "succeeded", job
+
+    churned = {o["account_id"] for o in world.outcomes if o["kind"] == "churned"}
+    live = set(a["account_id"] for a in world.accounts) - churned
+    rows = await conn.fetch("SELECT account_id, probability, reasons FROM scores")
+    assert sorted(r["account_id"] for r in rows) == sorted(live)
+    assert job["result"]["scores"] == {"churn": len(live)}
+    assert all(len(orjson.loads(r["reasons"])) == 2 for r in rows)
+
+    one = rows[0]
+    asked = await client.get(
+        f"/v1/accounts/{one['account_id']}/scores",
+        params={"target": "churn", "as_of": END.isoformat()},
+    )
+    assert asked.json()["scores"][0]["probability"] == one["probability"]
+
+
+async def test_rescore_without_an_active_model_fails_the_job_saying_so(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    queued = await client.post("/v1/scores/rescore", json={"targets": ["churn"]})
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        assert await jobs.run_one(pool, {"score": batch.handler()})
+    finally:
+        await pool.close()
+    job = (await client.get(f"/v1/jobs/{queued.json()['job_id']}")).json()
+    assert job["status"] == "failed" and "No active model for churn" in job["error"]

@@ -1,0 +1,148 @@
+"""Batch scoring: every account that exists (and has not churned) at a moment, scored by each
+active model with its reasons, and stored in the score history. Runs as a job (kind "score") in
+a worker, or in the foreground with `custintel score --all`.
+
+Chunks flow through a small pipeline: while one chunk is scored in a thread (LightGBM releases
+the GIL), the features of the next are computed in Postgres, and scores are written with COPY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from app import errors, features, jobs
+from app.ml import datasets, registry, scoring
+from app.schemas.common import Int, Kind, Timestamp
+
+CHUNK = 2000
+SCORE_COLUMNS = (
+    "account_id",
+    "target",
+    "model_id",
+    "segment",
+    "as_of",
+    "probability",
+    "band",
+    "percentile",
+    "margin",
+    "reasons",
+)
+
+
+class RescoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    targets: Annotated[list[Kind], Field(min_length=1, max_length=20)] | None = Field(
+        None, description="Targets to score. Default: every target with an active model."
+    )
+    as_of: Timestamp | None = Field(None, description="Score as of this moment. Default: now.")
+    top: Int = Field(3, ge=0, le=20, description="Reasons kept per score.")
+
+
+async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
+    """Append scores to the history."""
+    await conn.copy_records_to_table(
+        "scores",
+        columns=SCORE_COLUMNS,
+        records=[
+            (
+                s.account_id,
+                s.target,
+                s.model_id,
+                s.segment,
+                s.as_of,
+                s.probability,
+                s.band,
+                s.percentile,
+                s.margin,
+                orjson.dumps([dataclasses.asdict(r) for r in s.reasons]).decode(),
+            )
+            for s in scores
+        ],
+    )
+
+
+async def active_models(
+    conn: asyncpg.Connection, targets: list[str] | None
+) -> list[registry.Loaded]:
+    rows = await conn.fetch(
+        "SELECT target, model_id, path FROM models WHERE status = 'active' "
+        "AND ($1::text[] IS NULL OR target = ANY($1::text[])) ORDER BY target",
+        targets,
+    )
+    missing = sorted(set(targets or ()) - {r["target"] for r in rows})
+    if missing or not rows:
+        raise errors.InvalidPayload(
+            f"No active model for {', '.join(missing) or 'any target'}; train one first "
+            "(POST /v1/models/train or custintel train)."
+        )
+    return [await asyncio.to_thread(registry.load, Path(r["path"])) for r in rows]
+
+
+async def rescore(
+    conn: asyncpg.Connection,
+    *,
+    targets: list[str] | None,
+    as_of: datetime,
+    top: int,
+    progress: jobs.Progress,
+    chunk: int = CHUNK,
+) -> dict[str, Any]:
+    """Score every live account with every active model (or those of `targets`)."""
+    models = await active_models(conn, targets)
+    accounts = await datasets.population(conn, at=as_of, exclude_kinds=["churned"])
+    catalogs = {id(m.catalog): m.catalog for m in models}
+    chunks = [accounts[i : i + chunk] for i in range(0, len(accounts), chunk)]
+
+    async def frames(ids: list[str]) -> dict[int, features.Frame]:
+        keys = [(a, as_of) for a in ids]
+        return {k: await features.compute(conn, c, keys) for k, c in catalogs.items()}
+
+    def score(frame_by_catalog: dict[int, features.Frame]) -> list[scoring.Score]:
+        return [
+            s
+            for m in models
+            for s in scoring.score_frame(m, frame_by_catalog[id(m.catalog)], top=top)
+        ]
+
+    counts = dict.fromkeys((m.target for m in models), 0)
+    ready = await frames(chunks[0]) if chunks else {}
+    for n in range(len(chunks)):
+        scoring_task = asyncio.create_task(asyncio.to_thread(score, ready))
+        if n + 1 < len(chunks):
+            ready = await frames(chunks[n + 1])
+        scores = await scoring_task
+        await store(conn, scores)
+        for s in scores:
+            counts[s.target] += 1
+        await progress((n + 1) / len(chunks))
+    return {
+        "as_of": as_of.isoformat(),
+        "accounts": len(accounts),
+        "scores": counts,
+        "models": {m.target: m.model_id for m in models},
+    }
+
+
+def handler() -> jobs.Handler:
+    async def score_job(
+        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
+    ) -> dict[str, Any]:
+        request = RescoreRequest.model_validate_json(orjson.dumps(params))
+        return await rescore(
+            conn,
+            targets=request.targets,
+            as_of=request.as_of or datetime.now(UTC),
+            top=request.top,
+            progress=progress,
+        )
+
+    return score_job
