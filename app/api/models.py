@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
@@ -20,6 +20,7 @@ from app.schemas.models import (
     AccountScores,
     Job,
     ModelInfo,
+    RankedScores,
     ScoreBatchRequest,
     ScoreBatchResult,
     ScoreError,
@@ -157,6 +158,24 @@ async def get_account_scores(
     if account_id in problems:
         raise errors.NotFound(problems[account_id])
     return AccountScores(account_id=account_id, scores=results[account_id])
+
+
+@router.get("/scores", operation_id="list_scores", tags=["scores"])
+async def list_scores(
+    request: Request,
+    _: Read,
+    target: Annotated[Kind, Query()],
+    segment: Annotated[Id | None, Query()] = None,
+    band: Annotated[Literal["high", "medium", "low"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> RankedScores:
+    """The latest stored score of each account by the target's active model (batch scoring
+    and on-request scores both store theirs), highest probability first."""
+    async with request.app.state.pool.acquire() as conn:
+        model_id, results = await serving.ranked(
+            conn, target=target, segment=segment, band=band, limit=limit
+        )
+    return RankedScores.model_validate({"target": target, "model_id": model_id, "results": results})
 
 
 @router.post("/scores/batch", operation_id="score_accounts_batch", tags=["scores"])

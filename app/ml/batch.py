@@ -34,6 +34,8 @@ SCORE_COLUMNS = (
     "percentile",
     "margin",
     "reasons",
+    "base_value",
+    "other_contribution",
 )
 
 
@@ -64,6 +66,8 @@ async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
                 s.percentile,
                 s.margin,
                 orjson.dumps([dataclasses.asdict(r) for r in s.reasons]).decode(),
+                s.base_value,
+                s.other_contribution,
             )
             for s in scores
         ],

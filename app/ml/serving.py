@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app import errors, features
 from app.ml import batch, registry, scoring
@@ -158,3 +159,47 @@ def as_dict(score: scoring.Score) -> dict[str, Any]:
     data = dataclasses.asdict(score)
     data.pop("account_id")
     return data
+
+
+async def ranked(
+    conn: asyncpg.Connection,
+    *,
+    target: str,
+    segment: str | None,
+    band: str | None,
+    limit: int,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The latest stored score of each account by the target's active model, highest
+    probability first: the list a customer-success team works down."""
+    model_id = await conn.fetchval(
+        "SELECT model_id FROM models WHERE target = $1 AND status = 'active'", target
+    )
+    if model_id is None:
+        raise NoActiveModel(
+            f"No active model for target {target!r}. Train one: POST /v1/models/train "
+            f'{{"target": "{target}"}}.',
+            target=target,
+        )
+    rows = await conn.fetch(
+        """
+        SELECT * FROM (
+            SELECT DISTINCT ON (account_id) account_id, target, model_id, segment, as_of,
+                   probability, band, percentile, margin, base_value, other_contribution, reasons
+            FROM scores WHERE model_id = $1 AND base_value IS NOT NULL  -- (before 0004)
+            ORDER BY account_id, as_of DESC, scored_at DESC
+        ) latest
+        WHERE ($2::text IS NULL OR segment = $2) AND ($3::text IS NULL OR band = $3)
+        ORDER BY probability DESC, account_id
+        LIMIT $4
+        """,
+        model_id,
+        segment,
+        band,
+        limit,
+    )
+    results = []
+    for row in rows:
+        score = dict(row)
+        score["reasons"] = orjson.loads(score["reasons"])
+        results.append({"account_id": score.pop("account_id"), "score": score})
+    return model_id, results

@@ -92,6 +92,17 @@ class AccountScores(BaseModel):
     scores: list[Score]
 
 
+class RankedScore(BaseModel):
+    account_id: str
+    score: Score
+
+
+class RankedScores(BaseModel):
+    target: str
+    model_id: str = Field(description="The active model whose stored scores are listed.")
+    results: list[RankedScore]
+
+
 class ScoreError(BaseModel):
     account_id: str
     detail: str

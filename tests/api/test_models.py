@@ -190,6 +190,19 @@ async def test_rescore_job_scores_every_live_account_once_as_on_request(
     )
     assert asked.json()["scores"][0]["probability"] == one["probability"]
 
+    # The work list: latest stored score per account, riskiest first, read back whole.
+    listed = (await client.get("/v1/scores", params={"target": "churn", "limit": 5})).json()
+    top5 = sorted((r["probability"] for r in rows), reverse=True)[:5]
+    assert [r["score"]["probability"] for r in listed["results"]] == top5
+    for r in listed["results"]:
+        s = r["score"]
+        total = s["base_value"] + sum(x["contribution"] for x in s["reasons"])
+        assert total + s["other_contribution"] == pytest.approx(s["margin"], abs=1e-9)
+    smb = (
+        await client.get("/v1/scores", params={"target": "churn", "segment": "smb", "band": "low"})
+    ).json()["results"]
+    assert smb and all(r["score"]["segment"] == "smb" and r["score"]["band"] == "low" for r in smb)
+
 
 async def test_rescore_without_an_active_model_fails_the_job_saying_so(
     client: httpx.AsyncClient, settings: Settings
