@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app import db, errors, logs, migrate
+from app import auth, db, errors, logs, migrate
 from app.settings import Settings, get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
@@ -195,37 +195,96 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
-    from app import audit, auth
-
-    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-    unknown = sorted(set(scopes) - set(auth.SCOPES))
-    if unknown or not scopes:
+    given = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    scopes = [s for s in auth.SCOPES if s in given]
+    if set(given) - set(scopes) or not scopes:
         sys.exit(f"--scopes takes a comma-separated list of {', '.join(auth.SCOPES)}")
     settings = get_settings()
-    url = _migrate(settings)
+    secret = _create_key(settings, _migrate(settings), name=args.name, scopes=scopes)
+    print(
+        f"created key {args.name!r} with scopes {','.join(sorted(set(scopes)))}; it is shown once:"
+    )
+    print(secret)
+
+
+def _create_key(settings: Settings, url: str, *, name: str, scopes: list[auth.Scope]) -> str:
+    from app import audit
 
     async def create() -> str:
         engine = db.create_engine(url, settings)
         try:
             async with db.create_sessionmaker(engine)() as session:
-                key, secret = await auth.create_key(session, name=args.name, scopes=scopes)
+                key, secret = await auth.create_key(session, name=name, scopes=scopes)
                 audit.record(
                     session,
                     actor="cli",
                     action="api_key.created",
                     target=str(key.key_id),
-                    details={"name": args.name, "scopes": scopes},
+                    details={"name": name, "scopes": scopes},
                 )
                 await session.commit()
                 return secret
         finally:
             await engine.dispose()
 
-    secret = asyncio.run(create())
-    print(
-        f"created key {args.name!r} with scopes {','.join(sorted(set(scopes)))}; it is shown once:"
+    return asyncio.run(create())
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Serve, and meanwhile send a simulated company's data through the API, train, score and
+    print what was found; then go on serving."""
+    import uvicorn
+
+    from app import demo
+
+    # The demo's own output is the story; the service's logs would drown it. They stay
+    # available with CUSTINTEL_LOG_LEVEL / CUSTINTEL_ACCESS_LOG set explicitly.
+    os.environ.setdefault("CUSTINTEL_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("CUSTINTEL_ACCESS_LOG", "false")
+    get_settings.cache_clear()
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    url = _migrate(settings)
+    os.environ["CUSTINTEL_DATABASE_URL"] = url  # the worker and the app share this database
+    get_settings.cache_clear()
+    key = _create_key(settings, url, name="demo", scopes=["admin"])
+    host, port = args.host or settings.host, args.port or settings.port
+    wildcard = host in ("0.0.0.0", "::")  # noqa: S104  (not binding: where to call it)
+    base_url = f"http://{'127.0.0.1' if wildcard else host}:{port}"
+    worker = _spawn_worker()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+        )
     )
-    print(secret)
+
+    async def main() -> None:
+        serving = asyncio.create_task(server.serve())
+        story = asyncio.create_task(
+            demo.run(base_url, key, accounts=args.accounts, seed=args.seed, out=sys.stdout)
+        )
+        done, _ = await asyncio.wait({serving, story}, return_when=asyncio.FIRST_COMPLETED)
+        if story in done and story.exception() is not None:
+            server.should_exit = True
+            await serving
+            raise story.exception()  # type: ignore[misc]
+        await serving
+        story.cancel()
+
+    try:
+        asyncio.run(main())
+    except demo.DemoFailed as exc:
+        sys.exit(f"custintel demo: {exc}")
+    finally:
+        worker.terminate()
+        worker.wait(30)
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:
@@ -249,6 +308,15 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser(
+        "demo", help="serve, load a simulated SaaS through the API, train, score, show"
+    )
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--accounts", type=int, default=2000, help="simulated accounts")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("migrate", help="apply pending migrations and exit").set_defaults(
         func=cmd_migrate
