@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             keeper.cancel()
+            await asyncio.gather(*app.state.models.pending, return_exceptions=True)
+            await serving.flush(app.state.pool, app.state.models)
             await app.state.pool.close()
             await engine.dispose()
 

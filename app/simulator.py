@@ -65,18 +65,33 @@ def _segment(rng: random.Random) -> str:
     return SEGMENTS[-1][0]
 
 
-def generate(*, accounts: int, end: datetime, days: int = 365, seed: int = 1) -> World:
-    """A world of `accounts` accounts over the `days` before `end`."""
+def generate(
+    *,
+    accounts: int,
+    end: datetime,
+    days: int = 365,
+    seed: int = 1,
+    first: int = 0,
+    usage: float = 1.0,
+) -> World:
+    """A world of `accounts` accounts over the `days` before `end`, numbered from `first`
+    (so that large worlds can be made in pieces); `usage` scales product usage (logins)."""
     rng = random.Random(seed)
     world = World()
     start = end - timedelta(days=days)
-    for n in range(accounts):
-        _account(world, rng, f"acct-{n:05d}", start=start, end=end)
+    for n in range(first, first + accounts):
+        _account(world, rng, f"acct-{n:05d}", start=start, end=end, usage=usage)
     return world
 
 
 def _account(
-    world: World, rng: random.Random, account_id: str, *, start: datetime, end: datetime
+    world: World,
+    rng: random.Random,
+    account_id: str,
+    *,
+    start: datetime,
+    end: datetime,
+    usage: float,
 ) -> None:
     segment = _segment(rng)
     size = {"enterprise": 12, "mid-market": 6, "smb": 3}[segment]
@@ -136,7 +151,7 @@ def _account(
     grow_at, expanded_before = _course(
         rng, start, end, rate=0.3, hazard=EXPAND_HAZARD, after_weeks=EXPAND_AFTER_WEEKS
     )
-    login_rate = {"enterprise": 1.5, "mid-market": 2.0, "smb": 2.5}[segment]
+    login_rate = usage * {"enterprise": 1.5, "mid-market": 2.0, "smb": 2.5}[segment]
     sponsor_quiet = segment == "enterprise" and trouble_at is not None
     tickets_pile = segment == "mid-market" and trouble_at is not None
     usage_drop = segment == "smb" and trouble_at is not None

@@ -44,9 +44,17 @@ class Score:
     reasons: list[Reason]
 
 
+# Below this many rows one thread is faster: waking OpenMP threads for a handful of rows costs
+# more than the work, and their spinning takes CPU from Postgres and the event loop.
+SMALL = 256
+
+
 def contributions(model: training.SegmentModel, x: np.ndarray) -> np.ndarray:
     """TreeSHAP contributions per feature, last column the base value; rows sum to the margin."""
-    return np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)
+    threads = 1 if len(x) < SMALL else 0  # 0: LightGBM's default, every core
+    return np.asarray(
+        model.booster.predict(x, pred_contrib=True, num_threads=threads), dtype=np.float64
+    )
 
 
 def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Score]:

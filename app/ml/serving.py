@@ -35,6 +35,8 @@ class Models:
         self._lock = asyncio.Lock()
         # CPU work on request runs in threads, a bounded few at a time.
         self.limiter = asyncio.Semaphore(2)
+        # On-request scores waiting to be written to the history, and the writes under way.
+        self.unsaved: list[scoring.Score] = []
         self.pending: set[asyncio.Task[None]] = set()
 
     async def active(self, conn: asyncpg.Connection, target: str) -> registry.Loaded:
@@ -138,21 +140,37 @@ async def score(
     return results, problems
 
 
+FLUSH_SECONDS = 0.5
+FLUSH_ROWS = 2000
+
+
 def keep(pool: asyncpg.Pool, models: Models, scores: list[scoring.Score]) -> None:
-    """Store scores in the history after the response, so the request does not wait on it."""
+    """Store scores in the history after the response, so the request does not wait on it:
+    buffered and written in one COPY every FLUSH_SECONDS (or FLUSH_ROWS), and at shutdown."""
     if not scores:
         return
+    models.unsaved.extend(scores)
+    if len(models.unsaved) >= FLUSH_ROWS or not models.pending:
+        delay = 0.0 if len(models.unsaved) >= FLUSH_ROWS else FLUSH_SECONDS
+        task = asyncio.get_running_loop().create_task(_flush_later(pool, models, delay))
+        models.pending.add(task)
+        task.add_done_callback(models.pending.discard)
 
-    async def store() -> None:
-        try:
-            async with pool.acquire() as conn:
-                await batch.store(conn, scores)
-        except Exception:
-            log.exception("storing scores failed")
 
-    task = asyncio.get_running_loop().create_task(store())
-    models.pending.add(task)
-    task.add_done_callback(models.pending.discard)
+async def _flush_later(pool: asyncpg.Pool, models: Models, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await flush(pool, models)
+
+
+async def flush(pool: asyncpg.Pool, models: Models) -> None:
+    scores, models.unsaved = models.unsaved, []
+    if not scores:
+        return
+    try:
+        async with pool.acquire() as conn:
+            await batch.store(conn, scores)
+    except Exception:
+        log.exception("storing scores failed", extra={"scores": len(scores)})
 
 
 def as_dict(score: scoring.Score) -> dict[str, Any]:
