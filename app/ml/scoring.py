@@ -9,7 +9,9 @@ when calibration did not help). Text is derived from the numbers; it never inven
 
 from __future__ import annotations
 
+import io
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,6 +57,42 @@ def contributions(model: training.SegmentModel, x: np.ndarray) -> np.ndarray:
     return np.asarray(
         model.booster.predict(x, pred_contrib=True, num_threads=threads), dtype=np.float64
     )
+
+
+_PYPLOT = threading.Lock()  # pyplot keeps global state: one figure at a time
+
+
+def summary_png(
+    loaded: registry.Loaded, frame: features.Frame, *, segment: str | None = None
+) -> bytes:
+    """The global picture as a PNG: shap's beeswarm of the contributions of the model that
+    serves `segment` (the global model when None), over the frame's rows it serves. The values
+    are the same TreeSHAP contributions the reasons come from."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    name, model = loaded.serving(segment)
+    rows = [i for i, s in enumerate(frame.segments) if loaded.serving(s)[0] == name]
+    columns = [frame.names.index(f) for f in loaded.features]
+    x = frame.matrix[rows][:, columns]
+    contrib = contributions(model, x)
+    explanation = shap.Explanation(
+        values=contrib[:, :-1],
+        base_values=contrib[:, -1],
+        data=x,
+        feature_names=[plain(f) for f in loaded.features],
+    )
+    with _PYPLOT:
+        shap.plots.beeswarm(explanation, max_display=15, show=False)
+        figure = plt.gcf()
+        figure.suptitle(f"{loaded.target}: {segment or 'all segments'} ({len(rows):,} rows)")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(figure)
+    return buffer.getvalue()
 
 
 def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Score]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -112,3 +113,16 @@ def test_reason_text_names_the_feature_value_and_what_is_typical() -> None:
         ": no (typical for enterprise: yes)"
     )
     assert "-50%" in scoring.describe("events_login_trend", np.log(0.5), 0.0, "smb")
+
+
+def test_shap_draws_the_global_summary_from_the_served_contributions(
+    saved: tuple[Path, training.Trained],
+) -> None:
+    path, _ = saved
+    loaded = registry.load(path)
+    frame = world(n_accounts=200, snapshots=1, seed=12).frame
+    png = scoring.summary_png(loaded, frame)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 300 and height > 200
+    assert scoring.summary_png(loaded, frame, segment="smb") != png
