@@ -62,6 +62,19 @@ async def get(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     return record(row)
 
 
+async def listed(
+    conn: asyncpg.Connection, *, kind: str | None, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR kind = $1) "
+        "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, job_id LIMIT $3",
+        kind,
+        status,
+        limit,
+    )
+    return [record(r) for r in rows]
+
+
 async def wait(pool: asyncpg.Pool, job_id: str, *, within: float) -> dict[str, Any]:
     """The job once it has finished, or as it is when the timeout runs out."""
     loop = asyncio.get_running_loop()

@@ -14,12 +14,13 @@ from app import audit, errors, jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
 from app.db import SessionDep
-from app.ml import batch, pipeline, serving
+from app.ml import batch, performance, pipeline, serving
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
     Job,
     ModelInfo,
+    ModelPerformance,
     RankedScores,
     ScoreBatchRequest,
     ScoreBatchResult,
@@ -62,6 +63,20 @@ async def rescore(body: batch.RescoreRequest, request: Request, _: Admin) -> Job
     async with request.app.state.pool.acquire() as conn:
         job = await jobs.enqueue(conn, kind="score", params=body.model_dump(mode="json"))
     return Job.model_validate(job)
+
+
+@router.get("/jobs", operation_id="list_jobs", tags=["jobs"])
+async def list_jobs(
+    request: Request,
+    _: Read,
+    kind: Annotated[Kind | None, Query()] = None,
+    status: Annotated[Literal["queued", "running", "succeeded", "failed"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Job]:
+    """Jobs, newest first."""
+    async with request.app.state.pool.acquire() as conn:
+        found = await jobs.listed(conn, kind=kind, status=status, limit=limit)
+    return [Job.model_validate(j) for j in found]
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job", tags=["jobs"])
@@ -142,6 +157,23 @@ async def activate_model(
             f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id
         )
     return _model(updated)
+
+
+@router.get("/models/{model_id}/performance", operation_id="get_model_performance", tags=["models"])
+async def get_model_performance(
+    model_id: Id,
+    request: Request,
+    _: Read,
+    since: Annotated[Timestamp | None, Query(description="Scores with as_of from here.")] = None,
+    until: Annotated[Timestamp | None, Query(description="Scores with as_of up to here.")] = None,
+) -> ModelPerformance:
+    """The model's stored scores against what happened once their horizon passed: AUC, Brier,
+    calibration by decile and lift, overall and per segment, and the reasons that preceded."""
+    async with request.app.state.pool.acquire() as conn:
+        result = await performance.realized(
+            conn, model_id=model_id, now=datetime.now(UTC), since=since, until=until
+        )
+    return ModelPerformance.model_validate(result)
 
 
 @router.get("/accounts/{account_id}/scores", operation_id="get_account_scores", tags=["scores"])

@@ -44,6 +44,46 @@ class ModelMetrics(BaseModel):
     positive_rate: float | None
 
 
+class CalibrationBin(BaseModel):
+    predicted: float = Field(description="Mean predicted probability in this decile.")
+    observed: float = Field(description="Share of the decile where the label came true.")
+    n: int
+
+
+class Realized(BaseModel):
+    n: int = Field(description="Matured scores (one per account and day).")
+    positives: int
+    auc: float | None
+    brier: float | None
+    lift_at_10: float | None
+    positive_rate: float | None
+    calibration: list[CalibrationBin]
+
+
+class PrecedingReason(BaseModel):
+    feature: str
+    text: str
+    happened: int = Field(description="Accounts where the label came true and this reason led.")
+    happened_share: float | None
+    did_not_happen: int = Field(description="Accounts where it did not, and this reason led.")
+    did_not_happen_share: float | None
+
+
+class ModelPerformance(BaseModel):
+    model_id: str
+    target: str
+    matured_before: datetime = Field(
+        description="Scores with as_of up to here have matured (their horizon has passed)."
+    )
+    overall: Realized
+    validation: ModelMetrics = Field(description="Held-out metrics at training, to compare.")
+    segments: dict[str, Realized]
+    preceding_reasons: list[PrecedingReason] = Field(
+        description="Which reason led each account's last matured score, by feature: where the "
+        "label came true against where it did not."
+    )
+
+
 class FeatureImportance(BaseModel):
     name: str
     importance: float

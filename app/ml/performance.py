@@ -1,0 +1,133 @@
+"""Realized performance: a model's stored scores measured against what happened since.
+
+A score is matured once its horizon has passed (as_of + horizon_days <= now); its label is then
+known, computed exactly as at training (the model's own label over (as_of, as_of + horizon]).
+Many scores of one account on one day count once (the last one), so an account scored on every
+page view does not outweigh the rest. For churn, scores given after the account had churned are
+left out, as they are from training.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+import orjson
+from pydantic import TypeAdapter
+
+from app import errors
+from app.ml import datasets, scoring, training
+
+_LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
+
+
+async def realized(
+    conn: asyncpg.Connection,
+    *,
+    model_id: str,
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    model = await conn.fetchrow(
+        "SELECT target, horizon_days, label, summary FROM models WHERE model_id = $1", model_id
+    )
+    if model is None:
+        raise errors.NotFound(f"No model {model_id!r}.")
+    horizon = timedelta(days=model["horizon_days"])
+    label = _LABEL.validate_json(model["label"])
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT ON (account_id, date_trunc('day', as_of))
+               account_id, as_of, segment, probability, reasons
+        FROM scores
+        WHERE model_id = $1 AND as_of <= $2
+          AND ($3::timestamptz IS NULL OR as_of >= $3)
+          AND ($4::timestamptz IS NULL OR as_of <= $4)
+        ORDER BY account_id, date_trunc('day', as_of), as_of DESC, scored_at DESC
+        """,
+        model_id,
+        now - horizon,
+        since,
+        until,
+    )
+    if model["target"] == "churn":
+        rows = await _not_yet_churned(conn, rows)
+    keys = [(r["account_id"], r["as_of"]) for r in rows]
+    y = await datasets.labels(conn, label, keys=keys, horizon=horizon) if keys else np.array([])
+    p = np.array([r["probability"] for r in rows], dtype=float)
+    segments = np.array([r["segment"] or "" for r in rows])
+    summary = orjson.loads(model["summary"])
+    result: dict[str, Any] = {
+        "model_id": model_id,
+        "target": model["target"],
+        "matured_before": (now - horizon).isoformat(),
+        "overall": _measure(y, p),
+        "validation": summary["metrics"],
+        "segments": {
+            s: _measure(y[segments == s], p[segments == s]) for s in sorted(set(segments) - {""})
+        },
+        "preceding_reasons": _preceding_reasons(rows, y),
+    }
+    return result
+
+
+async def _not_yet_churned(
+    conn: asyncpg.Connection, rows: list[asyncpg.Record]
+) -> list[asyncpg.Record]:
+    churned = {
+        r["account_id"]: r["first"]
+        for r in await conn.fetch(
+            "SELECT account_id, min(occurred_at) AS first FROM outcomes "
+            "WHERE kind = 'churned' AND account_id = ANY($1::text[]) GROUP BY account_id",
+            sorted({r["account_id"] for r in rows}),
+        )
+    }
+    return [
+        r for r in rows if r["account_id"] not in churned or churned[r["account_id"]] > r["as_of"]
+    ]
+
+
+def _measure(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    measured = training.metrics(y, p)
+    return {
+        "n": measured["n"],
+        "positives": int(y.sum()),
+        "auc": measured["auc"],
+        "brier": measured["brier"],
+        "lift_at_10": measured["lift_at_10"],
+        "positive_rate": measured["positive_rate"],
+        "calibration": training.reliability(y, p),
+    }
+
+
+def _preceding_reasons(rows: list[asyncpg.Record], y: np.ndarray) -> list[dict[str, Any]]:
+    """For accounts where the label came true, which reason led their last matured score, by
+    feature, against how often the same reason led for accounts where it did not."""
+    last: dict[str, tuple[datetime, int]] = {}
+    for i, r in enumerate(rows):
+        if r["account_id"] not in last or r["as_of"] > last[r["account_id"]][0]:
+            last[r["account_id"]] = (r["as_of"], i)
+    led: dict[bool, Counter[str]] = defaultdict(Counter)
+    for _, i in last.values():
+        reasons = orjson.loads(rows[i]["reasons"])
+        if reasons:
+            led[bool(y[i])][reasons[0]["feature"]] += 1
+    happened, not_happened = sum(led[True].values()), sum(led[False].values())
+    features = sorted(
+        set(led[True]) | set(led[False]), key=lambda f: (-led[True][f], -led[False][f], f)
+    )
+    return [
+        {
+            "feature": feature,
+            "text": scoring.plain(feature),
+            "happened": led[True][feature],
+            "happened_share": led[True][feature] / happened if happened else None,
+            "did_not_happen": led[False][feature],
+            "did_not_happen_share": led[False][feature] / not_happened if not_happened else None,
+        }
+        for feature in features
+    ]
