@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -217,6 +218,27 @@ class Model(Base):
     label: Mapped[dict[str, Any]] = mapped_column(JSONB)
     summary: Mapped[dict[str, Any]] = mapped_column(JSONB)
     path: Mapped[str] = mapped_column(Text)
+    # Lineage: the model this one replaced when it became active, and why its status is what
+    # it is (promoted by the gate, kept as a candidate, activated by hand, rolled back).
+    replaced_model_id: Mapped[str | None] = mapped_column(String(64))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelComparison(Base):
+    """A candidate against the active model on the same recent window: kept either way."""
+
+    __tablename__ = "model_comparisons"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    candidate_id: Mapped[str] = mapped_column(String(64), index=True)
+    active_id: Mapped[str] = mapped_column(String(64), index=True)
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    window: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    candidate_metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    active_metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class Job(Base):
@@ -240,6 +262,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # A scheduled job's slot (e.g. "rescore:2026-11-22T06"): unique, so that however many
+    # workers enqueue it, it is enqueued once.
+    slot: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
 class Score(Base):

@@ -274,9 +274,13 @@ async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, 
         await conn.close()
     columns = [frame.names.index(f) for f in loaded.features]
     x = frame.matrix[:, columns]
-    model = loaded.models[training.GLOBAL]
+    # The same models on the same rows: each segment's rows through the model that serves it.
+    served: dict[str, list[int]] = {}
+    for i, segment in enumerate(frame.segments):
+        served.setdefault(loaded.serving(segment)[0], []).append(i)
     t0 = time.perf_counter()
-    model.booster.predict(x, pred_contrib=True)
+    for name, rows in served.items():
+        loaded.models[name].booster.predict(x[rows], pred_contrib=True)
     raw = time.perf_counter() - t0
     t0 = time.perf_counter()
     scoring.score_frame(loaded, frame, top=3)
