@@ -70,6 +70,15 @@ class Settings(BaseSettings):
         True, description="`custintel serve` also starts one `custintel worker` process."
     )
     job_wait_seconds: float = Field(600, gt=0, description="Longest a `?wait=true` job read waits.")
+    promotion_auc_tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="How much lower a candidate's AUC may be and still replace the active model.",
+    )
+    promotion_calibration_tolerance: float = Field(
+        0.01, ge=0, le=1, description="How much higher its calibration error may be."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     access_log: bool = Field(True, description="One JSON line per request.")
 

@@ -10,11 +10,10 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request
 
-from app import audit, errors, jobs
+from app import errors, jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
-from app.db import SessionDep
-from app.ml import batch, performance, pipeline, serving
+from app.ml import batch, performance, pipeline, promotion, serving
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
@@ -22,6 +21,7 @@ from app.schemas.models import (
     ModelInfo,
     ModelPerformance,
     RankedScores,
+    RollbackRequest,
     ScoreBatchRequest,
     ScoreBatchResult,
     ScoreError,
@@ -30,11 +30,15 @@ from app.schemas.models import (
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
 _MODEL_COLUMNS = (
-    "model_id, target, status, created_at, activated_at, as_of, horizon_days, label, summary"
+    "model_id, target, status, created_at, activated_at, as_of, horizon_days, label, summary, "
+    "replaced_model_id, status_reason"
 )
 
 
-def _model(row: asyncpg.Record) -> ModelInfo:
+_COMPARISON_JSON = ("window", "candidate_metrics", "active_metrics")
+
+
+def _model(row: asyncpg.Record, comparisons: list[asyncpg.Record] | None = None) -> ModelInfo:
     data = dict(row)
     for key in ("label", "summary"):
         if isinstance(data[key], str):
@@ -45,7 +49,29 @@ def _model(row: asyncpg.Record) -> ModelInfo:
         metrics=summary["metrics"],
         segments=summary["segments"],
         features=summary["features"],
+        comparisons=[
+            {
+                **dict(c),
+                **{
+                    k: orjson.loads(c[k]) for k in ("window", "candidate_metrics", "active_metrics")
+                },
+            }
+            for c in comparisons or ()
+        ],
     )
+
+
+async def _model_info(conn: asyncpg.Connection, model_id: str) -> ModelInfo:
+    row = await conn.fetchrow(f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id)
+    if row is None:
+        raise errors.NotFound(f"No model {model_id!r}.")
+    comparisons = await conn.fetch(
+        'SELECT candidate_id, active_id, promoted, reason, "window", candidate_metrics, '
+        "active_metrics, created_at FROM model_comparisons "
+        "WHERE candidate_id = $1 OR active_id = $1 ORDER BY created_at DESC, id DESC",
+        model_id,
+    )
+    return _model(row, comparisons)
 
 
 @router.post("/models/train", status_code=202, operation_id="train_model", tags=["models"])
@@ -110,21 +136,17 @@ async def list_models(
 
 @router.get("/models/{model_id}", operation_id="get_model", tags=["models"])
 async def get_model(model_id: Id, request: Request, _: Read) -> ModelInfo:
+    """The model's record: metrics, segments, features, lineage, and every comparison it was
+    part of (as the candidate or as the active model)."""
     async with request.app.state.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id
-        )
-    if row is None:
-        raise errors.NotFound(f"No model {model_id!r}.")
-    return _model(row)
+        return await _model_info(conn, model_id)
 
 
 @router.post("/models/{model_id}/activate", operation_id="activate_model", tags=["models"])
-async def activate_model(
-    model_id: Id, request: Request, session: SessionDep, principal: Admin
-) -> ModelInfo:
-    """Make this model the one that scores its target; the previous one is retired. A model
-    whose files fail their checksum is refused and the active one keeps serving."""
+async def activate_model(model_id: Id, request: Request, principal: Admin) -> ModelInfo:
+    """Make this model the one that scores its target, whatever the gate said; the previous one
+    is retired and recorded as replaced (audited). A model whose files fail their checksum is
+    refused and the active one keeps serving."""
     state = request.app.state
     async with state.pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -134,29 +156,31 @@ async def activate_model(
             raise errors.NotFound(f"No model {model_id!r}.")
         await state.models.load(model_id, Path(row["path"]))  # DamagedModel → 409, nothing moved
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", row["target"])
-            await conn.execute(
-                "UPDATE models SET status = 'retired' WHERE target = $1 AND status = 'active' "
-                "AND model_id <> $2",
-                row["target"],
-                model_id,
+            await promotion.activate(
+                conn,
+                model_id=model_id,
+                target=row["target"],
+                reason=f"activated by {principal.name}",
+                actor=principal.name,
             )
-            await conn.execute(
-                "UPDATE models SET status = 'active', activated_at = now() WHERE model_id = $1",
-                model_id,
-            )
-        audit.record(
-            session,
-            actor=principal.name,
-            action="model.activated",
-            target=model_id,
-            details={"target": row["target"], "was": row["status"]},
+        return await _model_info(conn, model_id)
+
+
+@router.post("/models/rollback", operation_id="rollback_model", tags=["models"])
+async def rollback_model(body: RollbackRequest, request: Request, principal: Admin) -> ModelInfo:
+    """Put back the model that the target's active model replaced (audited)."""
+    state = request.app.state
+    async with state.pool.acquire() as conn:
+        previous = await conn.fetchrow(
+            "SELECT p.model_id, p.path FROM models a JOIN models p "
+            "ON p.model_id = a.replaced_model_id WHERE a.target = $1 AND a.status = 'active'",
+            body.target,
         )
-        await session.commit()
-        updated = await conn.fetchrow(
-            f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id
-        )
-    return _model(updated)
+        if previous is not None:  # verify its files before anything moves
+            await state.models.load(previous["model_id"], Path(previous["path"]))
+        async with conn.transaction():
+            restored = await promotion.rollback(conn, target=body.target, actor=principal.name)
+        return await _model_info(conn, restored)
 
 
 @router.get("/models/{model_id}/performance", operation_id="get_model_performance", tags=["models"])

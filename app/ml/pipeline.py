@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app import features, jobs
-from app.ml import datasets, registry, training
+from app.ml import datasets, promotion, registry, training
 from app.schemas.common import Int, Kind, Timestamp, integral
 from app.settings import Settings
 
@@ -90,28 +90,56 @@ def handler(settings: Settings) -> jobs.Handler:
             catalog=catalog,
             window=window,
         )
+        loaded = await asyncio.to_thread(registry.load, path)
+        status, reason, replaced, comparison = await promotion.gate(
+            conn,
+            candidate=loaded,
+            target=request.target,
+            label=label,
+            as_of=as_of,
+            horizon=horizon,
+            auc_tolerance=settings.promotion_auc_tolerance,
+            calibration_tolerance=settings.promotion_calibration_tolerance,
+        )
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
-            has_active = await conn.fetchval(
-                "SELECT 1 FROM models WHERE target = $1 AND status = 'active'", request.target
-            )
-            status = "candidate" if has_active else "active"
             await conn.execute(
                 """
-                INSERT INTO models (model_id, target, status, activated_at, as_of, horizon_days,
-                                    label, summary, path)
-                VALUES ($1, $2, $3::text, CASE WHEN $3::text = 'active' THEN now() END, $4, $5,
-                        $6::jsonb, $7::jsonb, $8)
+                INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary,
+                                    path, status_reason)
+                VALUES ($1, $2, 'candidate', $3, $4, $5::jsonb, $6::jsonb, $7, $8)
                 """,
                 model_id,
                 request.target,
-                status,
                 as_of,
                 request.horizon_days,
                 label.model_dump_json(),
                 orjson.dumps(registry.summary(trained)).decode(),
                 str(path),
+                reason,
             )
+            if comparison is not None:
+                await promotion.record_comparison(
+                    conn, target=request.target, candidate_id=model_id, comparison=comparison
+                )
+            if status == "active":
+                # Under the target's lock: if another model became active while this one was
+                # being compared, the comparison no longer holds and this one stays a candidate.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
+                now_active = await conn.fetchval(
+                    "SELECT model_id FROM models WHERE target = $1 AND status = 'active'",
+                    request.target,
+                )
+                if now_active == replaced:
+                    await promotion.activate(
+                        conn, model_id=model_id, target=request.target, reason=reason, actor=None
+                    )
+                else:
+                    status = "candidate"
+                    await conn.execute(
+                        "UPDATE models SET status_reason = $2 WHERE model_id = $1",
+                        model_id,
+                        f"kept as a candidate: {now_active} became active during the comparison",
+                    )
         return {"model_id": model_id, "status": status}
 
     return train_job

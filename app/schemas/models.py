@@ -89,6 +89,34 @@ class FeatureImportance(BaseModel):
     importance: float
 
 
+class WindowInfo(BaseModel):
+    at: datetime = Field(description="Snapshot: accounts alive then, features as of then.")
+    horizon_days: int
+    accounts: int
+    positives: int
+
+
+class WindowMetrics(BaseModel):
+    auc: float | None
+    brier: float | None
+    calibration_error: float | None = Field(
+        description="Mean |predicted - observed| over deciles, weighted by their size."
+    )
+    lift_at_10: float | None
+    n: int
+
+
+class Comparison(BaseModel):
+    candidate_id: str
+    active_id: str
+    promoted: bool
+    reason: str
+    window: WindowInfo
+    candidate_metrics: WindowMetrics
+    active_metrics: WindowMetrics
+    created_at: datetime
+
+
 class ModelInfo(BaseModel):
     model_id: str
     target: str
@@ -104,6 +132,20 @@ class ModelInfo(BaseModel):
     )
     metrics: ModelMetrics
     features: list[FeatureImportance]
+    replaced_model_id: str | None = Field(
+        None, description="The model this one replaced when it became active."
+    )
+    status_reason: str | None = Field(None, description="Why its status is what it is.")
+    comparisons: list[Comparison] = Field(
+        default_factory=list,
+        description="Candidate against active on the same recent window, newest first.",
+    )
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    target: Kind
 
 
 class Reason(BaseModel):

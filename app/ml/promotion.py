@@ -1,0 +1,238 @@
+"""The promotion gate, activation and rollback: which model scores a target, and why.
+
+A new model is compared with the active one of its target on the same most recent out-of-time
+window: the accounts alive at as_of - horizon, labelled by what happened in the horizon after.
+It replaces the active model only when its AUC is not worse by more than a tolerance and its
+calibration error is not worse by more than another; the comparison is stored either way, and
+every status change says why (`status_reason`) and what it replaced (`replaced_model_id`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import orjson
+
+from app import audit, errors, features
+from app.ml import datasets, registry, training
+
+
+@dataclass
+class Window:
+    at: datetime
+    horizon: timedelta
+    keys: list[tuple[str, datetime]]
+    labels: np.ndarray
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "horizon_days": self.horizon.days,
+            "accounts": len(self.keys),
+            "positives": int(self.labels.sum()),
+        }
+
+
+async def recent_window(
+    conn: asyncpg.Connection,
+    *,
+    target: str,
+    label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel,
+    as_of: datetime,
+    horizon: timedelta,
+) -> Window:
+    at = as_of - horizon
+    exclude = ["churned"] if target == "churn" else []
+    keys = [(a, at) for a in await datasets.population(conn, at=at, exclude_kinds=exclude)]
+    labels = await datasets.labels(conn, label, keys=keys, horizon=horizon) if keys else np.zeros(0)
+    return Window(at, horizon, keys, labels)
+
+
+def probabilities(loaded: registry.Loaded, frame: features.Frame) -> np.ndarray:
+    """Calibrated probabilities of every row, each through the model that serves its segment."""
+    columns = [frame.names.index(f) for f in loaded.features]
+    x = frame.matrix[:, columns]
+    out = np.zeros(len(frame.keys))
+    served: dict[str, list[int]] = {}
+    for i, segment in enumerate(frame.segments):
+        served.setdefault(loaded.serving(segment)[0], []).append(i)
+    for name, rows in served.items():
+        model = loaded.models[name]
+        out[rows] = model.probability(training.margin(model.booster, x[rows]))
+    return out
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Expected calibration error over deciles: mean |predicted - observed|, weighted by n."""
+    table = training.reliability(y, p)
+    n = sum(b["n"] for b in table)
+    return sum(abs(b["predicted"] - b["observed"]) * b["n"] for b in table) / n if n else None
+
+
+async def evaluate(
+    conn: asyncpg.Connection, loaded: registry.Loaded, window: Window
+) -> dict[str, Any]:
+    frame = await features.compute(conn, loaded.catalog, window.keys)
+    p = await asyncio.to_thread(probabilities, loaded, frame)
+    measured = training.metrics(window.labels, p)
+    return {
+        "auc": measured["auc"],
+        "brier": measured["brier"],
+        "calibration_error": calibration_error(window.labels, p),
+        "lift_at_10": measured["lift_at_10"],
+        "n": measured["n"],
+    }
+
+
+def decide(
+    candidate: dict[str, Any],
+    active: dict[str, Any],
+    *,
+    auc_tolerance: float,
+    calibration_tolerance: float,
+) -> tuple[bool, str]:
+    c_auc, a_auc = candidate["auc"], active["auc"]
+    if c_auc is None or a_auc is None:
+        return False, "no comparison possible: the recent window has no positive or no negative"
+    c_cal, a_cal = candidate["calibration_error"], active["calibration_error"]
+    auc_ok = c_auc >= a_auc - auc_tolerance
+    cal_ok = c_cal <= a_cal + calibration_tolerance
+    verdict = "promoted" if auc_ok and cal_ok else "kept as a candidate"
+    return auc_ok and cal_ok, (
+        f"{verdict}: AUC {c_auc:.3f} against {a_auc:.3f} (may be lower by {auc_tolerance}), "
+        f"calibration error {c_cal:.3f} against {a_cal:.3f} (may be higher by "
+        f"{calibration_tolerance})"
+    )
+
+
+async def gate(
+    conn: asyncpg.Connection,
+    *,
+    candidate: registry.Loaded,
+    target: str,
+    label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel,
+    as_of: datetime,
+    horizon: timedelta,
+    auc_tolerance: float,
+    calibration_tolerance: float,
+) -> tuple[str, str, str | None, dict[str, Any] | None]:
+    """(status, reason, replaced model id, comparison) for a new model of `target`."""
+    active = await conn.fetchrow(
+        "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'", target
+    )
+    if active is None:
+        return "active", "the first model of its target", None, None
+    try:
+        current = await asyncio.to_thread(registry.load, Path(active["path"]))
+    except registry.DamagedModel:
+        reason = f"promoted: the active model {active['model_id']}'s files are damaged"
+        return "active", reason, active["model_id"], None
+    window = await recent_window(conn, target=target, label=label, as_of=as_of, horizon=horizon)
+    ours, theirs = await evaluate(conn, candidate, window), await evaluate(conn, current, window)
+    promoted, reason = decide(
+        ours, theirs, auc_tolerance=auc_tolerance, calibration_tolerance=calibration_tolerance
+    )
+    comparison = {
+        "active_id": current.model_id,
+        "promoted": promoted,
+        "reason": reason,
+        "window": window.describe(),
+        "candidate_metrics": ours,
+        "active_metrics": theirs,
+    }
+    return ("active" if promoted else "candidate"), reason, current.model_id, comparison
+
+
+async def record_comparison(
+    conn: asyncpg.Connection, *, target: str, candidate_id: str, comparison: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "INSERT INTO model_comparisons (target, candidate_id, active_id, promoted, reason, "
+        '"window", candidate_metrics, active_metrics) '
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)",
+        target,
+        candidate_id,
+        comparison["active_id"],
+        comparison["promoted"],
+        comparison["reason"],
+        orjson.dumps(comparison["window"]).decode(),
+        orjson.dumps(comparison["candidate_metrics"]).decode(),
+        orjson.dumps(comparison["active_metrics"]).decode(),
+    )
+
+
+async def activate(
+    conn: asyncpg.Connection, *, model_id: str, target: str, reason: str, actor: str | None
+) -> str | None:
+    """Make model_id the active model of target (in the caller's transaction); the previous
+    active model is retired and recorded as replaced. Returns the replaced model's id."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", target)
+    previous = await conn.fetchval(
+        "SELECT model_id FROM models WHERE target = $1 AND status = 'active' AND model_id <> $2",
+        target,
+        model_id,
+    )
+    if previous is not None:
+        await conn.execute(
+            "UPDATE models SET status = 'retired', status_reason = $2 WHERE model_id = $1",
+            previous,
+            f"replaced by {model_id}",
+        )
+    await conn.execute(
+        "UPDATE models SET status = 'active', activated_at = now(), status_reason = $2, "
+        "replaced_model_id = coalesce($3, replaced_model_id) WHERE model_id = $1",
+        model_id,
+        reason,
+        previous,
+    )
+    if actor is not None:
+        await audit.record_in(
+            conn,
+            actor=actor,
+            action="model.activated",
+            target=model_id,
+            details={"target": target, "replaced": previous, "reason": reason},
+        )
+    return str(previous) if previous is not None else None
+
+
+async def rollback(conn: asyncpg.Connection, *, target: str, actor: str) -> str:
+    """Put back the model the active one replaced (in the caller's transaction); returns its
+    id."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", target)
+    row = await conn.fetchrow(
+        "SELECT model_id, replaced_model_id FROM models WHERE target = $1 AND status = 'active'",
+        target,
+    )
+    if row is None:
+        raise errors.NotFound(f"No active model for target {target!r}.")
+    if row["replaced_model_id"] is None:
+        raise errors.Conflict(
+            f"The active model {row['model_id']} replaced none: there is nothing to roll back to."
+        )
+    restored = str(row["replaced_model_id"])
+    await conn.execute(
+        "UPDATE models SET status = 'retired', status_reason = $2 WHERE model_id = $1",
+        row["model_id"],
+        f"rolled back by {actor}",
+    )
+    await conn.execute(
+        "UPDATE models SET status = 'active', activated_at = now(), status_reason = $2 "
+        "WHERE model_id = $1",
+        restored,
+        f"restored by {actor}, rolling back {row['model_id']}",
+    )
+    await audit.record_in(
+        conn,
+        actor=actor,
+        action="model.rolled_back",
+        target=restored,
+        details={"target": target, "retired": row["model_id"]},
+    )
+    return restored
