@@ -24,6 +24,9 @@ EXPAND_HAZARD, EXPAND_AFTER_WEEKS = 0.15, 5
 GROWTH_PER_WEEK, GROWTH_CAP = 1.07, 2.5
 LEAD_DAYS = 150
 SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
+# Concept drift: after a switch, enterprise churns on support trouble, mid-market when its
+# sponsor goes quiet, SMB on support trouble.
+SWITCHED = {"enterprise": "mid-market", "mid-market": "enterprise", "smb": "mid-market"}
 # The planted drivers, as parts of the feature names that measure them (app/features.py).
 DRIVERS = {
     "churn": {
@@ -73,14 +76,18 @@ def generate(
     seed: int = 1,
     first: int = 0,
     usage: float = 1.0,
+    switch_at: datetime | None = None,
 ) -> World:
     """A world of `accounts` accounts over the `days` before `end`, numbered from `first`
-    (so that large worlds can be made in pieces); `usage` scales product usage (logins)."""
+    (so that large worlds can be made in pieces); `usage` scales product usage (logins). From
+    `switch_at` on, each segment churns for another segment's reasons (SWITCHED)."""
     rng = random.Random(seed)
     world = World()
     start = end - timedelta(days=days)
     for n in range(first, first + accounts):
-        _account(world, rng, f"acct-{n:05d}", start=start, end=end, usage=usage)
+        _account(
+            world, rng, f"acct-{n:05d}", start=start, end=end, usage=usage, switch_at=switch_at
+        )
     return world
 
 
@@ -92,6 +99,7 @@ def _account(
     start: datetime,
     end: datetime,
     usage: float,
+    switch_at: datetime | None,
 ) -> None:
     segment = _segment(rng)
     size = {"enterprise": 12, "mid-market": 6, "smb": 3}[segment]
@@ -152,9 +160,6 @@ def _account(
         rng, start, end, rate=0.3, hazard=EXPAND_HAZARD, after_weeks=EXPAND_AFTER_WEEKS
     )
     login_rate = usage * {"enterprise": 1.5, "mid-market": 2.0, "smb": 2.5}[segment]
-    sponsor_quiet = segment == "enterprise" and trouble_at is not None
-    tickets_pile = segment == "mid-market" and trouble_at is not None
-    usage_drop = segment == "smb" and trouble_at is not None
     expanded_at: datetime | None = None
     ticket_n = 0
     churned_at: datetime | None = None
@@ -162,6 +167,11 @@ def _account(
     while day < end:
         week_end = min(day + timedelta(days=7), end)
         troubled = trouble_at is not None and day >= trouble_at
+        # Which kind of trouble this segment has; after switch_at (concept drift) another.
+        kind = segment if switch_at is None or day < switch_at else SWITCHED[segment]
+        sponsor_quiet = kind == "enterprise" and trouble_at is not None
+        tickets_pile = kind == "mid-market" and trouble_at is not None
+        usage_drop = kind == "smb" and trouble_at is not None
         weeks_in = (day - trouble_at).days / 7 if troubled and trouble_at else 0.0
         # Trouble stops growth where it stands.
         growing = grow_at is not None and day >= grow_at and not troubled

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -43,103 +44,134 @@ def options(settings: Settings, request: TrainRequest) -> training.Options:
     )
 
 
+@dataclass
+class Prepared:
+    request: TrainRequest
+    as_of: datetime
+    label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel
+    catalog: features.Catalog
+    training_set: datasets.TrainingSet
+
+
+async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRequest) -> Prepared:
+    """The feature catalog and the training set, from Postgres, reading nothing after as_of."""
+    as_of = request.as_of or datetime.now(UTC)
+    label = request.label or datasets.default_label(request.target)
+    catalog = await features.build_catalog(
+        conn,
+        as_of=as_of,
+        max_event_types=settings.feature_max_event_types,
+        max_levels=settings.feature_max_levels,
+        include=settings.feature_include,
+        exclude=settings.feature_exclude,
+    )
+    ts = await datasets.build(
+        conn,
+        target=request.target,
+        label=label,
+        as_of=as_of,
+        horizon=timedelta(days=request.horizon_days),
+        every=timedelta(days=request.snapshot_every_days),
+        dates=request.snapshot_dates,
+        catalog=catalog,
+    )
+    return Prepared(request, as_of, label, catalog, ts)
+
+
 def handler(settings: Settings) -> jobs.Handler:
     async def train_job(
         conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
     ) -> dict[str, Any]:
         request = TrainRequest.model_validate_json(orjson.dumps(params))
-        as_of = request.as_of or datetime.now(UTC)
-        label = request.label or datasets.default_label(request.target)
-        catalog = await features.build_catalog(
-            conn,
-            as_of=as_of,
-            max_event_types=settings.feature_max_event_types,
-            max_levels=settings.feature_max_levels,
-            include=settings.feature_include,
-            exclude=settings.feature_exclude,
-        )
-        await progress(0.1)
-        horizon = timedelta(days=request.horizon_days)
-        ts = await datasets.build(
-            conn,
-            target=request.target,
-            label=label,
-            as_of=as_of,
-            horizon=horizon,
-            every=timedelta(days=request.snapshot_every_days),
-            dates=request.snapshot_dates,
-            catalog=catalog,
-        )
+        await progress(0.05)
+        prepared = await prepare(conn, settings, request)
         await progress(0.4)
-        trained = await asyncio.to_thread(training.train, ts, options(settings, request))
+        trained = await asyncio.to_thread(
+            training.train, prepared.training_set, options(settings, request)
+        )
         await progress(0.9)
-        model_id = registry.new_model_id()
-        window = {
-            "as_of": as_of.isoformat(),
-            "horizon_days": request.horizon_days,
-            "snapshots": [d.isoformat() for d in ts.snapshots],
-            "first_snapshot": ts.snapshots[0].isoformat(),
-            "last_snapshot": ts.snapshots[-1].isoformat(),
-        }
-        path = await asyncio.to_thread(
-            registry.write,
-            settings.models_dir,
-            target=request.target,
-            model_id=model_id,
-            trained=trained,
-            catalog=catalog,
-            window=window,
-        )
-        loaded = await asyncio.to_thread(registry.load, path)
-        status, reason, replaced, comparison = await promotion.gate(
-            conn,
-            candidate=loaded,
-            target=request.target,
-            label=label,
-            as_of=as_of,
-            horizon=horizon,
-            auc_tolerance=settings.promotion_auc_tolerance,
-            calibration_tolerance=settings.promotion_calibration_tolerance,
-        )
-        async with conn.transaction():
-            await conn.execute(
-                """
-                INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary,
-                                    path, status_reason)
-                VALUES ($1, $2, 'candidate', $3, $4, $5::jsonb, $6::jsonb, $7, $8)
-                """,
-                model_id,
-                request.target,
-                as_of,
-                request.horizon_days,
-                label.model_dump_json(),
-                orjson.dumps(registry.summary(trained)).decode(),
-                str(path),
-                reason,
-            )
-            if comparison is not None:
-                await promotion.record_comparison(
-                    conn, target=request.target, candidate_id=model_id, comparison=comparison
-                )
-            if status == "active":
-                # Under the target's lock: if another model became active while this one was
-                # being compared, the comparison no longer holds and this one stays a candidate.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
-                now_active = await conn.fetchval(
-                    "SELECT model_id FROM models WHERE target = $1 AND status = 'active'",
-                    request.target,
-                )
-                if now_active == replaced:
-                    await promotion.activate(
-                        conn, model_id=model_id, target=request.target, reason=reason, actor=None
-                    )
-                else:
-                    status = "candidate"
-                    await conn.execute(
-                        "UPDATE models SET status_reason = $2 WHERE model_id = $1",
-                        model_id,
-                        f"kept as a candidate: {now_active} became active during the comparison",
-                    )
-        return {"model_id": model_id, "status": status}
+        return await register(conn, settings, prepared, trained)
 
     return train_job
+
+
+async def register(
+    conn: asyncpg.Connection, settings: Settings, prepared: Prepared, trained: training.Trained
+) -> dict[str, Any]:
+    """Write the model to the registry, pass it through the promotion gate, record it."""
+    request, as_of, label, catalog = (
+        prepared.request,
+        prepared.as_of,
+        prepared.label,
+        prepared.catalog,
+    )
+    ts = prepared.training_set
+    horizon = timedelta(days=request.horizon_days)
+    model_id = registry.new_model_id()
+    window = {
+        "as_of": as_of.isoformat(),
+        "horizon_days": request.horizon_days,
+        "snapshots": [d.isoformat() for d in ts.snapshots],
+        "first_snapshot": ts.snapshots[0].isoformat(),
+        "last_snapshot": ts.snapshots[-1].isoformat(),
+    }
+    path = await asyncio.to_thread(
+        registry.write,
+        settings.models_dir,
+        target=request.target,
+        model_id=model_id,
+        trained=trained,
+        catalog=catalog,
+        window=window,
+    )
+    loaded = await asyncio.to_thread(registry.load, path)
+    status, reason, replaced, comparison = await promotion.gate(
+        conn,
+        candidate=loaded,
+        target=request.target,
+        label=label,
+        as_of=as_of,
+        horizon=horizon,
+        auc_tolerance=settings.promotion_auc_tolerance,
+        calibration_tolerance=settings.promotion_calibration_tolerance,
+    )
+    async with conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary,
+                                path, status_reason)
+            VALUES ($1, $2, 'candidate', $3, $4, $5::jsonb, $6::jsonb, $7, $8)
+            """,
+            model_id,
+            request.target,
+            as_of,
+            request.horizon_days,
+            label.model_dump_json(),
+            orjson.dumps(registry.summary(trained)).decode(),
+            str(path),
+            reason,
+        )
+        if comparison is not None:
+            await promotion.record_comparison(
+                conn, target=request.target, candidate_id=model_id, comparison=comparison
+            )
+        if status == "active":
+            # Under the target's lock: if another model became active while this one was
+            # being compared, the comparison no longer holds and this one stays a candidate.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
+            now_active = await conn.fetchval(
+                "SELECT model_id FROM models WHERE target = $1 AND status = 'active'",
+                request.target,
+            )
+            if now_active == replaced:
+                await promotion.activate(
+                    conn, model_id=model_id, target=request.target, reason=reason, actor=None
+                )
+            else:
+                status = "candidate"
+                await conn.execute(
+                    "UPDATE models SET status_reason = $2 WHERE model_id = $1",
+                    model_id,
+                    f"kept as a candidate: {now_active} became active during the comparison",
+                )
+    return {"model_id": model_id, "status": status}

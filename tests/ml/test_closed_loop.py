@@ -1,0 +1,101 @@
+"""The closed loop on simulated worlds: realized performance falls when the world changes, the
+promotion gate lets a better model in and keeps a worse one out, and rollback undoes it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import numpy as np
+
+from app import simulator
+from app.ml import batch, pipeline, training
+from app.settings import Settings
+from tests.api.test_models import load
+
+END = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+async def train(conn: asyncpg.Connection, settings: Settings, *, as_of: datetime) -> dict[str, str]:
+    async def progress(_: float) -> None:
+        return None
+
+    params = {"target": "churn", "as_of": as_of.isoformat()}
+    return await pipeline.handler(settings)(conn, params, progress)
+
+
+async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    world = await asyncio.to_thread(simulator.generate, accounts=400, end=END, seed=5)
+    await load(client, world)
+    active = (await train(conn, settings, as_of=END))["model_id"]
+
+    request = pipeline.TrainRequest(target="churn", as_of=END)
+    prepared = await pipeline.prepare(conn, settings, request)
+    np.random.default_rng(0).shuffle(prepared.training_set.labels)
+    options = pipeline.options(settings, request)
+    worse = await asyncio.to_thread(training.train, prepared.training_set, options)
+    result = await pipeline.register(conn, settings, prepared, worse)
+
+    assert result["status"] == "candidate"
+    candidate = (await client.get(f"/v1/models/{result['model_id']}")).json()
+    assert candidate["status_reason"].startswith("kept as a candidate")
+    [comparison] = candidate["comparisons"]
+    assert comparison["promoted"] is False and comparison["active_id"] == active
+    assert comparison["candidate_metrics"]["auc"] < comparison["active_metrics"]["auc"] - 0.1
+    kept = (await client.get(f"/v1/models/{active}")).json()
+    assert kept["status"] == "active" and kept["comparisons"] == candidate["comparisons"]
+
+
+async def test_when_the_world_changes_realized_auc_falls_and_the_retrained_model_wins(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    switch = END - timedelta(days=200)
+    world = await asyncio.to_thread(
+        simulator.generate, accounts=800, end=END, seed=6, switch_at=switch
+    )
+    await load(client, world)
+    old = (await train(conn, settings, as_of=switch))["model_id"]
+
+    # The old model's scores over time: before the switch, and after it.
+    async def progress(_: float) -> None:
+        return None
+
+    before, after = switch - timedelta(days=100), END - timedelta(days=100)
+    for moment in (before, after):
+        await batch.rescore(conn, targets=["churn"], as_of=moment, top=3, progress=progress)
+    early = (
+        await client.get(
+            f"/v1/models/{old}/performance",
+            params={"until": (switch - timedelta(days=90)).isoformat()},
+        )
+    ).json()["overall"]
+    late = (
+        await client.get(f"/v1/models/{old}/performance", params={"since": switch.isoformat()})
+    ).json()["overall"]
+    assert early["n"] > 300 and late["n"] > 300
+    assert early["auc"] > late["auc"] + 0.1, (early["auc"], late["auc"])
+
+    new = await train(conn, settings, as_of=END)
+    assert new["status"] == "active"
+    record = (await client.get(f"/v1/models/{new['model_id']}")).json()
+    assert record["replaced_model_id"] == old and record["status_reason"].startswith("promoted")
+    [comparison] = record["comparisons"]
+    assert comparison["candidate_metrics"]["auc"] > comparison["active_metrics"]["auc"]
+    retired = (await client.get(f"/v1/models/{old}")).json()
+    assert retired["status"] == "retired"
+    assert retired["status_reason"] == f"replaced by {new['model_id']}"
+
+    # Rolling back is one call, audited, and lineage says what happened.
+    rolled = await client.post("/v1/models/rollback", json={"target": "churn"})
+    assert rolled.status_code == 200, rolled.text
+    assert rolled.json()["model_id"] == old and rolled.json()["status"] == "active"
+    undone = (await client.get(f"/v1/models/{new['model_id']}")).json()
+    assert undone["status"] == "retired" and undone["status_reason"].startswith("rolled back")
+    actions = [e["action"] for e in (await client.get("/v1/audit-log")).json()]
+    assert "model.rolled_back" in actions
+    again = await client.post("/v1/models/rollback", json={"target": "churn"})
+    assert again.status_code == 409
