@@ -70,8 +70,7 @@ def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
 
 
 def cmd_worker(_: argparse.Namespace) -> None:
-    from app import jobs
-    from app.ml import batch, pipeline
+    from app import jobs, schedules
 
     settings = get_settings()
     url = db.database_url(settings)
@@ -86,18 +85,19 @@ def cmd_worker(_: argparse.Namespace) -> None:
 
     async def run() -> None:
         pool = await db.create_pool(url, settings)
-        handlers = {"train": pipeline.handler(settings), "score": batch.handler()}
-        work = asyncio.create_task(jobs.work(pool, handlers))
-        watch = asyncio.create_task(orphaned()) if parent else None
+        tasks = {
+            asyncio.create_task(
+                jobs.work(pool, schedules.handlers(settings), stale=settings.job_stale_seconds)
+            ),
+            asyncio.create_task(schedules.run(pool, settings)),
+        }
+        if parent:
+            tasks.add(asyncio.create_task(orphaned()))
         try:
-            if watch is None:
-                await work
-            else:
-                await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (work, watch):
-                if task is not None:
-                    task.cancel()
+            for task in tasks:
+                task.cancel()
             await pool.close()
 
     with contextlib.suppress(KeyboardInterrupt):

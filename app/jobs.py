@@ -23,8 +23,7 @@ from app import errors
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-HEARTBEAT_SECONDS = 5.0
-STALE_SECONDS = 30.0
+STALE_SECONDS = 30.0  # default; CUSTINTEL_JOB_STALE_SECONDS
 
 Progress = Callable[[float], Awaitable[None]]
 Handler = Callable[[asyncpg.Connection, dict[str, Any], Progress], Awaitable[dict[str, Any]]]
@@ -60,6 +59,21 @@ async def get(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     if row is None:
         raise errors.NotFound(f"No job {job_id!r}.")
     return record(row)
+
+
+async def enqueue_once(
+    conn: asyncpg.Connection, *, kind: str, params: dict[str, Any], slot: str
+) -> bool:
+    """Enqueue a scheduled job unless its slot already has one; True when this call did."""
+    created = await conn.fetchval(
+        "INSERT INTO jobs (job_id, kind, status, params, slot) "
+        "VALUES ($1, $2, 'queued', $3::jsonb, $4) ON CONFLICT (slot) DO NOTHING RETURNING 1",
+        uuid.uuid4().hex,
+        kind,
+        orjson.dumps(params).decode(),
+        slot,
+    )
+    return created is not None
 
 
 async def listed(
@@ -102,11 +116,11 @@ RETURNING {_COLUMNS}
 """
 
 
-async def claim(conn: asyncpg.Connection) -> dict[str, Any] | None:
+async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> dict[str, Any] | None:
     """Take the oldest queued job, or one whose worker stopped beating; fail it for good when it
     has been tried MAX_ATTEMPTS times."""
     while True:
-        row = await conn.fetchrow(_CLAIM, STALE_SECONDS)
+        row = await conn.fetchrow(_CLAIM, stale)
         if row is None:
             return None
         job = record(row)
@@ -132,17 +146,19 @@ async def finish(
     )
 
 
-async def run_one(pool: asyncpg.Pool, handlers: dict[str, Handler]) -> bool:
+async def run_one(
+    pool: asyncpg.Pool, handlers: dict[str, Handler], *, stale: float = STALE_SECONDS
+) -> bool:
     """Claim and run one job; False when there was none."""
     async with pool.acquire() as conn:
-        job = await claim(conn)
+        job = await claim(conn, stale=stale)
     if job is None:
         return False
     handler = handlers.get(job["kind"])
     try:
         if handler is None:
             raise errors.InvalidPayload(f"No handler for jobs of kind {job['kind']!r}.")
-        await _run(pool, job, handler)
+        await _run(pool, job, handler, stale=stale)
     except errors.CustintelError as exc:
         async with pool.acquire() as conn:
             await finish(conn, job["job_id"], error=exc.detail)
@@ -185,7 +201,12 @@ async def run_here(
 
 
 async def _run(
-    pool: asyncpg.Pool, job: dict[str, Any], handler: Handler, *, also: Progress | None = None
+    pool: asyncpg.Pool,
+    job: dict[str, Any],
+    handler: Handler,
+    *,
+    also: Progress | None = None,
+    stale: float = STALE_SECONDS,
 ) -> dict[str, Any]:
     job_id = job["job_id"]
 
@@ -201,7 +222,7 @@ async def _run(
 
     async def beat() -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(stale / 6)
             async with pool.acquire() as conn:
                 await conn.execute("UPDATE jobs SET heartbeat_at = now() WHERE job_id = $1", job_id)
 
@@ -219,11 +240,17 @@ async def _run(
             await heart
 
 
-async def work(pool: asyncpg.Pool, handlers: dict[str, Handler], *, idle: float = 0.5) -> None:
+async def work(
+    pool: asyncpg.Pool,
+    handlers: dict[str, Handler],
+    *,
+    idle: float = 0.5,
+    stale: float = STALE_SECONDS,
+) -> None:
     """Run jobs until cancelled."""
     while True:
         try:
-            ran = await run_one(pool, handlers)
+            ran = await run_one(pool, handlers, stale=stale)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             log.warning("database unreachable; worker waiting")
             ran = False

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
         True, description="`custintel serve` also starts one `custintel worker` process."
     )
     job_wait_seconds: float = Field(600, gt=0, description="Longest a `?wait=true` job read waits.")
+    job_stale_seconds: float = Field(
+        30, gt=0, description="A running job whose heartbeat is older is retried by a worker."
+    )
+    rescore_every_hours: float = Field(
+        24, ge=0, description="Batch rescoring of every live account (0: never)."
+    )
+    retrain_every_days: float = Field(
+        7, ge=0, description="Retraining of every target with an active model (0: never)."
+    )
+    evaluate_every_hours: float = Field(
+        24, ge=0, description="Realized performance and drift of the active models (0: never)."
+    )
+    drift_threshold: float = Field(
+        0.2, gt=0, description="Population stability index above which drift is recorded."
+    )
     promotion_auc_tolerance: float = Field(
         0.01,
         ge=0,

@@ -291,3 +291,20 @@ class Score(Base):
     # Null on scores stored before migration 0004.
     base_value: Mapped[float | None] = mapped_column(Double)
     other_contribution: Mapped[float | None] = mapped_column(Double)
+
+
+class Finding(Base):
+    """Something the closed loop noticed (drift of a model's population, for now), kept for
+    routing to deliver to the people who act on it."""
+
+    __tablename__ = "findings"
+    __table_args__ = (Index(None, "kind", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(64))
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    account_id: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)

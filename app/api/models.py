@@ -13,10 +13,11 @@ from fastapi import APIRouter, Query, Request
 from app import errors, jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
-from app.ml import batch, performance, pipeline, promotion, serving
+from app.ml import batch, drift, performance, pipeline, promotion, serving
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
+    DriftReport,
     Job,
     ModelInfo,
     ModelPerformance,
@@ -198,6 +199,18 @@ async def get_model_performance(
             conn, model_id=model_id, now=datetime.now(UTC), since=since, until=until
         )
     return ModelPerformance.model_validate(result)
+
+
+@router.get("/models/{model_id}/drift", operation_id="get_model_drift", tags=["models"])
+async def get_model_drift(model_id: Id, request: Request, _: Read) -> DriftReport:
+    """Population stability index of every feature and of the score between the model's
+    training rows and its latest batch scoring; 409 when it has no batch scoring yet."""
+    state = request.app.state
+    async with state.pool.acquire() as conn:
+        result = await drift.measure(
+            conn, model_id=model_id, threshold=state.settings.drift_threshold
+        )
+    return DriftReport.model_validate(result)
 
 
 @router.get("/accounts/{account_id}/scores", operation_id="get_account_scores", tags=["scores"])

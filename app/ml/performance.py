@@ -18,8 +18,8 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from app import errors
-from app.ml import datasets, scoring, training
+from app import errors, jobs
+from app.ml import datasets, drift, scoring, training
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 
@@ -131,3 +131,51 @@ def _preceding_reasons(rows: list[asyncpg.Record], y: np.ndarray) -> list[dict[s
         }
         for feature in features
     ]
+
+
+async def evaluate_active(
+    conn: asyncpg.Connection, *, now: datetime, drift_threshold: float
+) -> dict[str, Any]:
+    """Realized performance and drift of every active model; drift above the threshold is
+    recorded as a finding."""
+    evaluations: dict[str, Any] = {}
+    for row in await conn.fetch(
+        "SELECT model_id, target FROM models WHERE status = 'active' ORDER BY target"
+    ):
+        result = await realized(conn, model_id=row["model_id"], now=now)
+        entry: dict[str, Any] = {
+            "model_id": row["model_id"],
+            "realized": {k: v for k, v in result["overall"].items() if k != "calibration"},
+        }
+        try:
+            measured = await drift.measure(
+                conn, model_id=row["model_id"], threshold=drift_threshold
+            )
+        except errors.Conflict as exc:
+            entry["drift"] = {"skipped": exc.detail}
+        else:
+            entry["drift"] = {
+                "score_psi": measured["score_psi"],
+                "drifted": measured["drifted"],
+                "batch_as_of": measured["batch_as_of"],
+            }
+            if measured["drift"]:
+                await conn.execute(
+                    "INSERT INTO findings (kind, target, model_id, details) "
+                    "VALUES ('drift', $1, $2, $3::jsonb)",
+                    row["target"],
+                    row["model_id"],
+                    orjson.dumps(entry["drift"] | {"threshold": drift_threshold}).decode(),
+                )
+        evaluations[row["target"]] = entry
+    return {"evaluations": evaluations}
+
+
+def handler(drift_threshold: float) -> jobs.Handler:
+    async def evaluate_job(
+        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
+    ) -> dict[str, Any]:
+        now = await conn.fetchval("SELECT now()")
+        return await evaluate_active(conn, now=now, drift_threshold=drift_threshold)
+
+    return evaluate_job

@@ -102,6 +102,7 @@ def write(
             "params": trained.params,
             "metrics": trained.metrics,
             "reliability": trained.reliability,
+            "reference": trained.reference,
             "segments": trained.segments,
             "importance": [{"name": n, "importance": v} for n, v in trained.importance],
             "window": window,

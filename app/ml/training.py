@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from app import errors
+from app.ml import psi
 from app.ml.datasets import TrainingSet
 
 SEED = 7
@@ -80,6 +81,7 @@ class Trained:
     params: dict[str, Any]
     data_hash: str
     rows: dict[str, int] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)  # training distributions (drift)
 
 
 GLOBAL = "__global__"
@@ -315,6 +317,9 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             "holdout": int(hold_mask.sum()),
             "total": len(y),
         },
+        reference=psi.reference(
+            xs[train_mask], cols, [c for c in categorical if c in cols], p[train_mask]
+        ),
     )
 
 

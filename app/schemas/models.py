@@ -19,6 +19,9 @@ class JobResult(BaseModel):
     accounts: int | None = Field(None, description="score: live accounts at as_of.")
     scores: dict[str, int] | None = Field(None, description="score: scores stored per target.")
     models: dict[str, str] | None = Field(None, description="score: the model used per target.")
+    evaluations: dict[str, Any] | None = Field(
+        None, description="evaluate: per target, realized performance and drift."
+    )
 
 
 class Job(BaseModel):
@@ -82,6 +85,23 @@ class ModelPerformance(BaseModel):
         description="Which reason led each account's last matured score, by feature: where the "
         "label came true against where it did not."
     )
+
+
+class FeatureDrift(BaseModel):
+    feature: str
+    psi: float = Field(description="Population stability index against training.")
+
+
+class DriftReport(BaseModel):
+    model_id: str
+    target: str
+    batch_as_of: datetime = Field(description="The latest batch scoring, compared with training.")
+    accounts: int
+    threshold: float
+    score_psi: float
+    features: list[FeatureDrift] = Field(description="Largest index first.")
+    drifted: list[str] = Field(description="Features whose index is above the threshold.")
+    drift: bool = Field(description="The score or any feature is above the threshold.")
 
 
 class FeatureImportance(BaseModel):

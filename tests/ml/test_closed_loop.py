@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 
 from app import simulator
-from app.ml import batch, pipeline, training
+from app.ml import batch, performance, pipeline, training
 from app.settings import Settings
 from tests.api.test_models import load
 
@@ -78,6 +78,17 @@ async def test_when_the_world_changes_realized_auc_falls_and_the_retrained_model
     ).json()["overall"]
     assert early["n"] > 300 and late["n"] > 300
     assert early["auc"] > late["auc"] + 0.1, (early["auc"], late["auc"])
+
+    # Its latest batch scoring (after the switch) has drifted from the training population,
+    # and the scheduled evaluation records that as a finding.
+    report = (await client.get(f"/v1/models/{old}/drift")).json()
+    assert datetime.fromisoformat(report["batch_as_of"]) == after
+    assert report["drift"] is True, report
+    await performance.evaluate_active(
+        conn, now=datetime.now(UTC), drift_threshold=settings.drift_threshold
+    )
+    findings = await conn.fetch("SELECT kind, model_id, details FROM findings")
+    assert [(f["kind"], f["model_id"]) for f in findings] == [("drift", old)]
 
     new = await train(conn, settings, as_of=END)
     assert new["status"] == "active"

@@ -1,0 +1,91 @@
+"""Recurring jobs: batch rescoring, retraining of every target with an active model, and the
+evaluation of the active models (realized performance and drift).
+
+Every worker runs the scheduler. A due job is enqueued once however many workers there are,
+because its slot (kind, target, and the number of the period since the epoch) is unique in the
+jobs table. Retraining is due once the active model is older than the period, not merely when a
+new period begins, so a fresh model is not retrained at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+import asyncpg
+import orjson
+
+from app import jobs
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 10.0
+
+
+def handlers(settings: Settings) -> dict[str, jobs.Handler]:
+    """What a worker can run, by job kind."""
+    from app.ml import batch, performance, pipeline
+
+    return {
+        "train": pipeline.handler(settings),
+        "score": batch.handler(),
+        "evaluate": performance.handler(settings.drift_threshold),
+    }
+
+
+def _slot(name: str, now: datetime, every: timedelta) -> str:
+    return f"{name}:{int(now.timestamp() // every.total_seconds())}"
+
+
+async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: datetime) -> list[str]:
+    """Enqueue whatever is due at `now`; the slots this call created."""
+    created = []
+    active = await conn.fetch(
+        "SELECT model_id, target, horizon_days, label, activated_at FROM models "
+        "WHERE status = 'active' ORDER BY target"
+    )
+    if settings.rescore_every_hours > 0 and active:
+        slot = _slot("score", now, timedelta(hours=settings.rescore_every_hours))
+        if await jobs.enqueue_once(conn, kind="score", params={}, slot=slot):
+            created.append(slot)
+    if settings.evaluate_every_hours > 0 and active:
+        slot = _slot("evaluate", now, timedelta(hours=settings.evaluate_every_hours))
+        if await jobs.enqueue_once(conn, kind="evaluate", params={}, slot=slot):
+            created.append(slot)
+    if settings.retrain_every_days > 0:
+        every = timedelta(days=settings.retrain_every_days)
+        for model in active:
+            if model["activated_at"] is not None and now - model["activated_at"] < every:
+                continue
+            params = {
+                "target": model["target"],
+                "horizon_days": model["horizon_days"],
+                "label": orjson.loads(model["label"]),
+            }
+            slot = _slot(f"train:{model['target']}", now, every)
+            if await jobs.enqueue_once(conn, kind="train", params=params, slot=slot):
+                created.append(slot)
+    return created
+
+
+async def run(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Enqueue due jobs every TICK_SECONDS (or twice per shortest period) until cancelled."""
+    periods = [
+        settings.rescore_every_hours * 3600,
+        settings.evaluate_every_hours * 3600,
+        settings.retrain_every_days * 86400,
+    ]
+    tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                now = await conn.fetchval("SELECT now()")  # one clock for every worker
+                for slot in await enqueue_due(conn, settings, now=now):
+                    log.info("scheduled job enqueued", extra={"slot": slot})
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            log.warning("database unreachable; scheduler waiting")
+        except Exception:
+            log.exception("scheduler error")
+        await asyncio.sleep(tick)

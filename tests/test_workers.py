@@ -1,0 +1,114 @@
+"""Worker processes on one database: scheduled jobs run exactly once, and a job whose worker
+dies is taken over and finished."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import orjson
+
+from app import simulator
+from app.settings import Settings
+from tests.api.test_models import load
+
+SUMMARY = {
+    "metrics": {
+        "auc": 0.8,
+        "pr_auc": 0.5,
+        "brier": 0.1,
+        "log_loss": 0.3,
+        "lift_at_10": 3.0,
+        "n_train": 100,
+        "n_valid": 50,
+        "positive_rate": 0.1,
+    },
+    "segments": {},
+    "features": [],
+}
+
+
+def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CUSTINTEL_DATABASE_URL": str(settings.database_url),
+        "CUSTINTEL_MODELS_DIR": str(settings.models_dir),
+        "CUSTINTEL_RESCORE_EVERY_HOURS": "0",
+        "CUSTINTEL_RETRAIN_EVERY_DAYS": "0",
+        "CUSTINTEL_EVALUATE_EVERY_HOURS": "0",
+        **{f"CUSTINTEL_{k.upper()}": v for k, v in extra.items()},
+    }
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+
+
+def stop(*workers: subprocess.Popen[bytes]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(30)
+
+
+async def test_two_workers_run_every_scheduled_job_exactly_once(
+    settings: Settings, conn: asyncpg.Connection
+) -> None:
+    await conn.execute(
+        "INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary, path, "
+        "activated_at) VALUES ('m1', 'churn', 'active', now(), 30, $1::jsonb, $2::jsonb, "
+        "'/nowhere', now())",
+        '{"type": "outcome", "kinds": ["churned"]}',
+        orjson.dumps(SUMMARY).decode(),
+    )
+    # A period of 4.5 s: both workers' schedulers tick every 2.25 s for about 16 s.
+    workers = [start_worker(settings, evaluate_every_hours="0.00125") for _ in range(2)]
+    try:
+        await asyncio.sleep(16)
+    finally:
+        stop(*workers)
+    rows = await conn.fetch("SELECT slot, status, attempts, error FROM jobs ORDER BY created_at")
+    assert len(rows) >= 3, rows
+    assert len({r["slot"] for r in rows}) == len(rows)
+    numbers = sorted(int(r["slot"].split(":")[1]) for r in rows)
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # none skipped
+    finished = [r for r in rows if r["status"] != "queued"]
+    assert len(finished) >= len(rows) - 1  # the last may have been enqueued just before the end
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in finished), finished
+
+
+async def test_a_job_whose_worker_dies_is_retried_and_finishes(
+    client: httpx.AsyncClient, settings: Settings, conn: asyncpg.Connection
+) -> None:
+    end = datetime(2026, 6, 1, tzinfo=UTC)
+    world = await asyncio.to_thread(simulator.generate, accounts=300, end=end, seed=8)
+    await load(client, world)
+    first = start_worker(settings, job_stale_seconds="3")
+    queued = await client.post(
+        "/v1/models/train", json={"target": "churn", "as_of": end.isoformat()}
+    )
+    job_id = queued.json()["job_id"]
+    try:
+        deadline = time.monotonic() + 60
+        while await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id) != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id) == "running"
+
+    second = start_worker(settings, job_stale_seconds="3")
+    try:
+        job = (await client.get(f"/v1/jobs/{job_id}", params={"wait": "true"})).json()
+    finally:
+        stop(second)
+    assert job["status"] == "succeeded", job
+    assert await conn.fetchval("SELECT attempts FROM jobs WHERE job_id = $1", job_id) == 2
+    assert (await client.get(f"/v1/models/{job['result']['model_id']}")).status_code == 200
