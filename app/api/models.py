@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
 
 from app import errors, jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
-from app.ml import batch, drift, performance, pipeline, promotion, serving
+from app.ml import batch, drift, performance, pipeline, promotion, report, serving
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
@@ -211,6 +212,21 @@ async def get_model_drift(model_id: Id, request: Request, _: Read) -> DriftRepor
             conn, model_id=model_id, threshold=state.settings.drift_threshold
         )
     return DriftReport.model_validate(result)
+
+
+@router.get(
+    "/models/{model_id}/report",
+    operation_id="get_model_report",
+    tags=["models"],
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "The report page."}},
+)
+async def get_model_report(model_id: Id, request: Request, _: Read) -> HTMLResponse:
+    """A self-contained HTML page: ROC, calibration (held out and realized), lift by decile,
+    SHAP summaries overall and per segment, segments, features and the training window."""
+    async with request.app.state.pool.acquire() as conn:
+        page = await report.render(conn, model_id=model_id, now=datetime.now(UTC))
+    return HTMLResponse(page)
 
 
 @router.get("/accounts/{account_id}/scores", operation_id="get_account_scores", tags=["scores"])

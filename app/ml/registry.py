@@ -103,6 +103,7 @@ def write(
             "metrics": trained.metrics,
             "reliability": trained.reliability,
             "reference": trained.reference,
+            "curves": trained.curves,
             "segments": trained.segments,
             "importance": [{"name": n, "importance": v} for n, v in trained.importance],
             "window": window,

@@ -65,20 +65,24 @@ _PYPLOT = threading.Lock()  # pyplot keeps global state: one figure at a time
 def summary_png(
     loaded: registry.Loaded, frame: features.Frame, *, segment: str | None = None
 ) -> bytes:
-    """The global picture as a PNG: shap's beeswarm of the contributions of the model that
-    serves `segment` (the global model when None), over the frame's rows it serves. The values
-    are the same TreeSHAP contributions the reasons come from."""
+    """The global picture as a PNG: shap's beeswarm of the TreeSHAP contributions each row gets
+    from the model that serves it (the same values the reasons come from), over the frame's rows
+    of `segment`, or over every row when segment is None."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import shap
 
-    name, model = loaded.serving(segment)
-    rows = [i for i, s in enumerate(frame.segments) if loaded.serving(s)[0] == name]
     columns = [frame.names.index(f) for f in loaded.features]
+    rows = [i for i, s in enumerate(frame.segments) if segment is None or s == segment]
     x = frame.matrix[rows][:, columns]
-    contrib = contributions(model, x)
+    contrib = np.zeros((len(rows), len(columns) + 1))
+    served: dict[str, list[int]] = {}
+    for k, i in enumerate(rows):
+        served.setdefault(loaded.serving(frame.segments[i])[0], []).append(k)
+    for name, ks in served.items():
+        contrib[ks] = contributions(loaded.models[name], x[ks])
     explanation = shap.Explanation(
         values=contrib[:, :-1],
         base_values=contrib[:, -1],
@@ -88,7 +92,7 @@ def summary_png(
     with _PYPLOT:
         shap.plots.beeswarm(explanation, max_display=15, show=False)
         figure = plt.gcf()
-        figure.suptitle(f"{loaded.target}: {segment or 'all segments'} ({len(rows):,} rows)")
+        figure.suptitle(f"{loaded.target}: {segment or 'all segments'} ({len(rows):,} accounts)")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
         plt.close(figure)

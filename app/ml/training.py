@@ -24,7 +24,13 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+    roc_curve,
+)
 
 from app import errors
 from app.ml import psi
@@ -82,6 +88,7 @@ class Trained:
     data_hash: str
     rows: dict[str, int] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # training distributions (drift)
+    curves: dict[str, Any] = field(default_factory=dict)  # held-out ROC and lift (report)
 
 
 GLOBAL = "__global__"
@@ -182,6 +189,19 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | int | None]:
         "positive_rate": rate,
         "n": n,
     }
+
+
+def curves(y: np.ndarray, p: np.ndarray, points: int = 101) -> dict[str, Any]:
+    """The ROC curve (thinned to about `points` points) and the lift of each decile, highest
+    scores first: what the model report draws."""
+    if len(y) == 0 or not 0 < y.sum() < len(y):
+        return {}
+    fpr, tpr, _ = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    rate = float(y.mean())
+    order = np.argsort(-p, kind="stable")
+    lift = [float(y[chunk].mean()) / rate for chunk in np.array_split(order, 10) if len(chunk)]
+    return {"roc": [[float(fpr[i]), float(tpr[i])] for i in keep], "lift": lift}
 
 
 def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -317,6 +337,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             "holdout": int(hold_mask.sum()),
             "total": len(y),
         },
+        curves=curves(held_y, held_p),
         reference=psi.reference(
             xs[train_mask], cols, [c for c in categorical if c in cols], p[train_mask]
         ),

@@ -1,0 +1,254 @@
+"""The model report: one self-contained HTML page (plots embedded as PNG) that shows what a model
+is, how it was measured at training, and, once outcomes have matured, how it really did.
+
+Plots: ROC curve and lift by decile on the held-out rows, calibration (held out, and realized
+when there is any), and shap's beeswarm of the model's own TreeSHAP contributions overall and
+for each segment with a model of its own, over live accounts as of the model's last snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import html
+import io
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app import errors, features
+from app.ml import datasets, performance, registry, scoring, training
+
+SAMPLE = 1000  # accounts in the SHAP summaries
+_PYPLOT = threading.Lock()
+
+
+async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> str:
+    row = await conn.fetchrow(
+        "SELECT target, status, status_reason, replaced_model_id, created_at, as_of, "
+        "horizon_days, label, summary, path FROM models WHERE model_id = $1",
+        model_id,
+    )
+    if row is None:
+        raise errors.NotFound(f"No model {model_id!r}.")
+    loaded = await asyncio.to_thread(registry.load, Path(row["path"]))
+    window = loaded.manifest.get("window", {})
+    at = datetime.fromisoformat(window.get("last_snapshot") or row["as_of"].isoformat())
+    exclude = ["churned"] if row["target"] == "churn" else []
+    accounts = (await datasets.population(conn, at=at, exclude_kinds=exclude))[:SAMPLE]
+    frame = await features.compute(conn, loaded.catalog, [(a, at) for a in accounts])
+    realized = await performance.realized(conn, model_id=model_id, now=now)
+    images = await asyncio.to_thread(_plots, loaded, frame, realized)
+    return _page(model_id, dict(row), loaded, realized, images)
+
+
+def _plots(
+    loaded: registry.Loaded, frame: features.Frame, realized: dict[str, Any]
+) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    manifest = loaded.manifest
+    curves = manifest.get("curves") or {}
+    images: dict[str, str] = {}
+    with _PYPLOT:
+        if curves.get("roc"):
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            fpr, tpr = zip(*curves["roc"], strict=True)
+            ax.plot(fpr, tpr, label=f"held out (AUC {manifest['metrics']['auc']:.3f})")
+            ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+            ax.legend(loc="lower right")
+            images["roc"] = _png(fig, plt)
+        if curves.get("lift"):
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            ax.bar(range(1, len(curves["lift"]) + 1), curves["lift"])
+            ax.axhline(1, linestyle=":", color="grey")
+            ax.set(xlabel="decile (highest scores first)", ylabel="lift", title="Lift by decile")
+            images["lift"] = _png(fig, plt)
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        held = manifest.get("reliability") or []
+        ax.plot(
+            [b["predicted"] for b in held], [b["observed"] for b in held], "o-", label="held out"
+        )
+        matured = realized["overall"]["calibration"]
+        if matured:
+            ax.plot(
+                [b["predicted"] for b in matured],
+                [b["observed"] for b in matured],
+                "s-",
+                label=f"realized ({realized['overall']['n']:,} scores)",
+            )
+        top = max(
+            [b["predicted"] for b in held + matured]
+            + [b["observed"] for b in held + matured]
+            + [0.05]
+        )
+        ax.plot([0, top], [0, top], linestyle=":", color="grey")
+        ax.set(xlabel="mean predicted", ylabel="observed", title="Calibration by decile")
+        ax.legend(loc="upper left")
+        images["calibration"] = _png(fig, plt)
+    if frame.keys:
+        images["shap"] = _b64(scoring.summary_png(loaded, frame))
+        for segment in sorted({s for s in frame.segments if s}):
+            if loaded.serving(segment)[0] != training.GLOBAL:
+                images[f"shap {segment}"] = _b64(
+                    scoring.summary_png(loaded, frame, segment=segment)
+                )
+    return images
+
+
+def _png(fig: Any, plt: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return _b64(buffer.getvalue())
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(images: dict[str, str], key: str, alt: str) -> str:
+    if key not in images:
+        return f"<p class=note>{html.escape(alt)}: not available for this model.</p>"
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{images[key]}">'
+
+
+def _page(
+    model_id: str,
+    row: dict[str, Any],
+    loaded: registry.Loaded,
+    realized: dict[str, Any],
+    images: dict[str, str],
+) -> str:
+    manifest = loaded.manifest
+    metrics = manifest["metrics"]
+    overall = realized["overall"]
+    window = manifest.get("window", {})
+    label = row["label"] if isinstance(row["label"], dict) else orjson.loads(row["label"])
+    compared = _table(
+        ["", "AUC", "Brier", "lift in top 10%", "positive rate", "rows"],
+        [
+            [
+                "held out at training",
+                metrics.get("auc"),
+                metrics.get("brier"),
+                metrics.get("lift_at_10"),
+                metrics.get("positive_rate"),
+                metrics.get("n_valid"),
+            ],
+            [
+                "realized (matured scores)",
+                overall["auc"],
+                overall["brier"],
+                overall["lift_at_10"],
+                overall["positive_rate"],
+                overall["n"],
+            ],
+        ],
+    )
+    segments = _table(
+        ["segment", "served by", "held-out AUC, own model", "held-out AUC, global", "realized AUC"],
+        [
+            [
+                name,
+                entry.get("model"),
+                (entry.get("segment_holdout") or {}).get("auc"),
+                (entry.get("global_holdout") or {}).get("auc"),
+                (realized["segments"].get(name) or {}).get("auc"),
+            ]
+            for name, entry in sorted(manifest.get("segments", {}).items())
+        ],
+    )
+    importance = _table(
+        ["feature", "in words", "share of gain"],
+        [[f["name"], scoring.plain(f["name"]), f["importance"]] for f in manifest["importance"]],
+    )
+    reasons = _table(
+        ["reason that led", "label came true", "share", "did not", "share"],
+        [
+            [
+                r["text"],
+                r["happened"],
+                r["happened_share"],
+                r["did_not_happen"],
+                r["did_not_happen_share"],
+            ]
+            for r in realized["preceding_reasons"][:15]
+        ],
+    )
+    shap_segments = "".join(
+        f"<figure>{_img(images, key, key)}</figure>" for key in images if key.startswith("shap ")
+    )
+    matured = (
+        f"{overall['n']:,} matured scores (as_of before {realized['matured_before'][:10]})"
+        if overall["n"]
+        else "no matured scores yet: realized performance appears once scores are older than "
+        f"the horizon ({row['horizon_days']} days)"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>custintel model {html.escape(model_id)}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }}
+table {{ border-collapse: collapse; margin: .5rem 0 1.5rem; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }}
+figure {{ display: inline-block; margin: .5rem; }} img {{ max-width: 100%; }}
+.note {{ color: #666; }}
+</style></head><body>
+<h1>{html.escape(row["target"])} model {html.escape(model_id)}</h1>
+<p>Status <b>{html.escape(row["status"])}</b>{
+        f"; {html.escape(row['status_reason'])}" if row.get("status_reason") else ""
+    }{
+        f"; replaced {html.escape(row['replaced_model_id'])}"
+        if row.get("replaced_model_id")
+        else ""
+    }.
+Label {html.escape(orjson.dumps(label).decode())}, horizon {row["horizon_days"]} days. Trained
+on data up to {_fmt(window.get("as_of"))}, snapshots {_fmt(window.get("first_snapshot"))} to
+{_fmt(window.get("last_snapshot"))} ({len(window.get("snapshots", []))} snapshots,
+{_fmt(manifest.get("rows", {}).get("total"))} rows). Libraries:
+{html.escape(", ".join(f"{k} {v}" for k, v in manifest.get("libraries", {}).items()))}.</p>
+<h2>Validation and realized performance</h2>
+<p class=note>{html.escape(matured)}.</p>
+{compared}
+<figure>{_img(images, "roc", "ROC curve")}</figure>
+<figure>{_img(images, "calibration", "Calibration")}</figure>
+<figure>{_img(images, "lift", "Lift by decile")}</figure>
+<h2>Segments</h2>
+{segments}
+<h2>What drives the scores</h2>
+<p class=note>shap's beeswarm of the TreeSHAP contributions (log-odds) each account gets from
+the model that serves its segment, over up to {SAMPLE:,} live accounts as of the last snapshot;
+then each segment with a model of its own.</p>
+<figure>{_img(images, "shap", "SHAP summary, all segments")}</figure>
+{shap_segments}
+<h2>Reasons that preceded the outcome</h2>
+{reasons if realized["preceding_reasons"] else "<p class=note>None matured yet.</p>"}
+<h2>Features</h2>
+{importance}
+</body></html>
+"""
