@@ -184,7 +184,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         batch.RescoreRequest.model_validate_json(json.dumps(params))
     except ValueError as exc:
         sys.exit(f"custintel score: {exc}")
-    result = _run_here("score", params, batch.handler(), settings, url, "scoring")
+    result = _run_here("score", params, batch.handler(settings), settings, url, "scoring")
     for target, n in result["scores"].items():
         print(f"{target}: {n} accounts scored with model {result['models'][target]}")
 

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, partitions
-from app.api import admin, health, models, profiles, signals
+from app.api import admin, health, insights, models, profiles, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, RequestContext
 from app.ml import serving
@@ -74,7 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.known_ids = ingest.KnownIds()
     app.state.models = serving.Models()
     app.include_router(health.router)
-    for router in (profiles.router, signals.router, models.router, admin.router):
+    for router in (
+        profiles.router,
+        signals.router,
+        models.router,
+        insights.router,
+        admin.router,
+    ):
         app.include_router(router, prefix="/v1")
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

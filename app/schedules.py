@@ -30,7 +30,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
 
     return {
         "train": pipeline.handler(settings),
-        "score": batch.handler(),
+        "score": batch.handler(settings),
         "evaluate": performance.handler(settings.drift_threshold),
     }
 

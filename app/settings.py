@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(
         0.2, gt=0, description="Population stability index above which drift is recorded."
     )
+    insight_bands: list[Literal["high", "medium", "low"]] = Field(
+        ["high"], description="Bands whose entry raises an insight (JSON list)."
+    )
+    insight_min_rise: float = Field(
+        0.2, gt=0, le=1, description="A probability rise since the last score that raises one."
+    )
+    insight_cooldown_hours: float = Field(
+        168, ge=0, description="The same insight for the same account is not raised again sooner."
+    )
     promotion_auc_tolerance: float = Field(
         0.01,
         ge=0,

@@ -308,3 +308,53 @@ class Finding(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Insight(Base):
+    """Something worth acting on for one account (or a model, for drift): raised by a rule of
+    app/insights.py, routed by routing_rules, with the routing decision kept beside it."""
+
+    __tablename__ = "insights"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="status"),
+        Index(None, "account_id", "target", "kind", "created_at"),
+        Index(None, "owner_email", "created_at"),
+        Index(None, "created_at"),
+    )
+
+    insight_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(64))
+    account_id: Mapped[str | None] = mapped_column(String(255))
+    owner_email: Mapped[str | None] = mapped_column(String(320))
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    segment: Mapped[str | None] = mapped_column(String(255))
+    probability: Mapped[float | None] = mapped_column(Double)
+    band: Mapped[str | None] = mapped_column(String(16))
+    previous_probability: Mapped[float | None] = mapped_column(Double)
+    previous_band: Mapped[str | None] = mapped_column(String(16))
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    next_step: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class RoutingRule(Base):
+    """Which insights go where: a match on target, band, segment, plan or traits; destinations;
+    an owner (the account's owner_email when unset); a holdout share kept undelivered."""
+
+    __tablename__ = "routing_rules"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    match: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    destination_ids: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    owner: Mapped[str | None] = mapped_column(String(320))
+    holdout_share: Mapped[float] = mapped_column(Double)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())

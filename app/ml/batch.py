@@ -18,9 +18,10 @@ import asyncpg
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import errors, features, jobs
+from app import errors, features, insights, jobs
 from app.ml import datasets, registry, scoring
 from app.schemas.common import Int, Kind, Timestamp
+from app.settings import Settings
 
 CHUNK = 2000
 SCORE_COLUMNS = (
@@ -99,8 +100,10 @@ async def rescore(
     top: int,
     progress: jobs.Progress,
     chunk: int = CHUNK,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Score every live account with every active model (or those of `targets`)."""
+    """Score every live account with every active model (or those of `targets`); with
+    settings, raise the insights the new scores call for (app/insights.py)."""
     models = await active_models(conn, targets)
     accounts = await datasets.population(conn, at=as_of, exclude_kinds=["churned"])
     catalogs = {id(m.catalog): m.catalog for m in models}
@@ -118,13 +121,17 @@ async def rescore(
         ]
 
     counts = dict.fromkeys((m.target for m in models), 0)
+    raised = 0
     ready = await frames(chunks[0]) if chunks else {}
     for n in range(len(chunks)):
         scoring_task = asyncio.create_task(asyncio.to_thread(score, ready))
         if n + 1 < len(chunks):
             ready = await frames(chunks[n + 1])
         scores = await scoring_task
-        await store(conn, scores)
+        async with conn.transaction():
+            await store(conn, scores)
+            if settings is not None:
+                raised += await insights.from_scores(conn, settings, scores)
         for s in scores:
             counts[s.target] += 1
         await progress((n + 1) / len(chunks))
@@ -133,10 +140,11 @@ async def rescore(
         "accounts": len(accounts),
         "scores": counts,
         "models": {m.target: m.model_id for m in models},
+        "insights": raised,
     }
 
 
-def handler() -> jobs.Handler:
+def handler(settings: Settings) -> jobs.Handler:
     async def score_job(
         conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
     ) -> dict[str, Any]:
@@ -147,6 +155,7 @@ def handler() -> jobs.Handler:
             as_of=request.as_of or datetime.now(UTC),
             top=request.top,
             progress=progress,
+            settings=settings,
         )
 
     return score_job

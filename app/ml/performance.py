@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from app import errors, jobs
+from app import errors, insights, jobs
 from app.ml import datasets, drift, scoring, training
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
@@ -166,6 +166,16 @@ async def evaluate_active(
                     row["target"],
                     row["model_id"],
                     orjson.dumps(entry["drift"] | {"threshold": drift_threshold}).decode(),
+                )
+                await insights.record(
+                    conn,
+                    {
+                        "kind": "drift",
+                        "target": row["target"],
+                        "model_id": row["model_id"],
+                        "details": entry["drift"] | {"threshold": drift_threshold},
+                    },
+                    {},
                 )
         evaluations[row["target"]] = entry
     return {"evaluations": evaluations}

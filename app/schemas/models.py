@@ -19,6 +19,7 @@ class JobResult(BaseModel):
     accounts: int | None = Field(None, description="score: live accounts at as_of.")
     scores: dict[str, int] | None = Field(None, description="score: scores stored per target.")
     models: dict[str, str] | None = Field(None, description="score: the model used per target.")
+    insights: int | None = Field(None, description="score: insights the new scores raised.")
     evaluations: dict[str, Any] | None = Field(
         None, description="evaluate: per target, realized performance and drift."
     )

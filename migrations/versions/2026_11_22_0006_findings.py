@@ -36,10 +36,10 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_findings")),
     )
-    op.create_index(op.f("ix_findings_kind_created_at"), "findings", ["kind", "created_at"])
+    op.create_index(op.f("ix_findings_kind"), "findings", ["kind", "created_at"])
 
 
 def downgrade() -> None:
     op.execute("SET lock_timeout = '5s'")
-    op.drop_index(op.f("ix_findings_kind_created_at"), table_name="findings")
+    op.drop_index(op.f("ix_findings_kind"), table_name="findings")
     op.drop_table("findings")

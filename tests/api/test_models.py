@@ -159,7 +159,7 @@ async def test_rescore_job_scores_every_live_account_once_as_on_request(
     await load(client, world)
     pool = await db.create_pool(str(settings.database_url), settings)
     try:
-        handlers = {"train": pipeline.handler(settings), "score": batch.handler()}
+        handlers = {"train": pipeline.handler(settings), "score": batch.handler(settings)}
         trained = await client.post(
             "/v1/models/train", json={"target": "churn", "as_of": END.isoformat()}
         )
@@ -210,7 +210,7 @@ async def test_rescore_without_an_active_model_fails_the_job_saying_so(
     queued = await client.post("/v1/scores/rescore", json={"targets": ["churn"]})
     pool = await db.create_pool(str(settings.database_url), settings)
     try:
-        assert await jobs.run_one(pool, {"score": batch.handler()})
+        assert await jobs.run_one(pool, {"score": batch.handler(settings)})
     finally:
         await pool.close()
     job = (await client.get(f"/v1/jobs/{queued.json()['job_id']}")).json()

@@ -1,0 +1,184 @@
+"""Insights (an inbox for CRM and support tools) and the routing rules that direct them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from app import errors
+from app.api.common import StrictJSONRoute, problem_responses
+from app.auth import Admin, Ingest, Read
+from app.schemas.common import Email, Id, Kind, Timestamp
+from app.schemas.insights import (
+    Band,
+    Insight,
+    InsightKind,
+    InsightUpdate,
+    RoutingRule,
+    RoutingRuleIn,
+    RoutingRulePatch,
+)
+
+router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
+
+_INSIGHT_JSON = ("reasons", "details", "decision")
+_RULE_COLUMNS = (
+    "rule_id, name, match, destination_ids, owner, holdout_share, enabled, created_at, updated_at"
+)
+
+
+def _insight(row: asyncpg.Record) -> Insight:
+    data = dict(row)
+    for key in _INSIGHT_JSON:
+        data[key] = orjson.loads(data[key])
+    return Insight.model_validate(data)
+
+
+def _rule(row: asyncpg.Record) -> RoutingRule:
+    data = dict(row)
+    data["match"] = orjson.loads(data["match"])
+    return RoutingRule.model_validate(data)
+
+
+@router.get("/insights", operation_id="list_insights", tags=["insights"])
+async def list_insights(
+    request: Request,
+    _: Read,
+    owner: Annotated[Email | None, Query(description="The owner's email.")] = None,
+    target: Annotated[Kind | None, Query()] = None,
+    band: Annotated[Band | None, Query()] = None,
+    kind: Annotated[InsightKind | None, Query()] = None,
+    status: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved)$")] = None,
+    since: Annotated[Timestamp | None, Query()] = None,
+    until: Annotated[Timestamp | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Insight]:
+    """Newest first."""
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT * FROM insights
+            WHERE ($1::text IS NULL OR owner_email = $1) AND ($2::text IS NULL OR target = $2)
+              AND ($3::text IS NULL OR band = $3) AND ($4::text IS NULL OR kind = $4)
+              AND ($5::text IS NULL OR status = $5)
+              AND ($6::timestamptz IS NULL OR created_at >= $6)
+              AND ($7::timestamptz IS NULL OR created_at <= $7)
+            ORDER BY created_at DESC, insight_id LIMIT $8
+            """,
+            owner,
+            target,
+            band,
+            kind,
+            status,
+            since,
+            until,
+            limit,
+        )
+    return [_insight(r) for r in rows]
+
+
+@router.patch("/insights/{insight_id}", operation_id="update_insight", tags=["insights"])
+async def update_insight(
+    insight_id: Id, body: InsightUpdate, request: Request, _: Ingest
+) -> Insight:
+    """Acknowledge or resolve an insight, with a note."""
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "UPDATE insights SET status = coalesce($2, status), note = coalesce($3, note), "
+            "updated_at = now() WHERE insight_id = $1 RETURNING *",
+            insight_id,
+            body.status,
+            body.note,
+        )
+    if row is None:
+        raise errors.NotFound(f"No insight {insight_id!r}.")
+    return _insight(row)
+
+
+@router.post(
+    "/routing-rules", status_code=201, operation_id="create_routing_rule", tags=["routing"]
+)
+async def create_routing_rule(body: RoutingRuleIn, request: Request, _: Admin) -> RoutingRule:
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"INSERT INTO routing_rules ({_RULE_COLUMNS.rsplit(', created_at', 1)[0]}) "
+            f"VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) RETURNING {_RULE_COLUMNS}",
+            uuid.uuid4().hex,
+            body.name,
+            body.match.model_dump_json(exclude_none=True),
+            body.destination_ids,
+            body.owner,
+            body.holdout_share,
+            body.enabled,
+        )
+    return _rule(row)
+
+
+@router.get("/routing-rules", operation_id="list_routing_rules", tags=["routing"])
+async def list_routing_rules(request: Request, _: Read) -> list[RoutingRule]:
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {_RULE_COLUMNS} FROM routing_rules ORDER BY created_at, rule_id"
+        )
+    return [_rule(r) for r in rows]
+
+
+@router.get("/routing-rules/{rule_id}", operation_id="get_routing_rule", tags=["routing"])
+async def get_routing_rule(rule_id: Id, request: Request, _: Read) -> RoutingRule:
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_RULE_COLUMNS} FROM routing_rules WHERE rule_id = $1", rule_id
+        )
+    if row is None:
+        raise errors.NotFound(f"No routing rule {rule_id!r}.")
+    return _rule(row)
+
+
+@router.patch("/routing-rules/{rule_id}", operation_id="update_routing_rule", tags=["routing"])
+async def update_routing_rule(
+    rule_id: Id, body: RoutingRulePatch, request: Request, _: Admin
+) -> RoutingRule:
+    """Change the fields given; the others keep their value."""
+    given = body.model_dump(exclude_unset=True)
+    changes: dict[str, Any] = {}
+    for key, value in given.items():
+        if key == "match":
+            changes[key] = orjson.dumps(
+                body.match.model_dump(exclude_none=True) if body.match else {}
+            ).decode()
+        elif value is not None or key == "owner":
+            changes[key] = value
+    async with request.app.state.pool.acquire() as conn:
+        sets = ", ".join(
+            f"{k} = ${n}{'::jsonb' if k == 'match' else ''}" for n, k in enumerate(changes, 2)
+        )
+        row = await conn.fetchrow(
+            f"UPDATE routing_rules SET {sets + ', ' if sets else ''}updated_at = now() "
+            f"WHERE rule_id = $1 RETURNING {_RULE_COLUMNS}",
+            rule_id,
+            *changes.values(),
+        )
+    if row is None:
+        raise errors.NotFound(f"No routing rule {rule_id!r}.")
+    return _rule(row)
+
+
+@router.delete(
+    "/routing-rules/{rule_id}",
+    status_code=204,
+    operation_id="delete_routing_rule",
+    tags=["routing"],
+    response_class=Response,
+)
+async def delete_routing_rule(rule_id: Id, request: Request, _: Admin) -> Response:
+    async with request.app.state.pool.acquire() as conn:
+        deleted = await conn.fetchval(
+            "DELETE FROM routing_rules WHERE rule_id = $1 RETURNING 1", rule_id
+        )
+    if deleted is None:
+        raise errors.NotFound(f"No routing rule {rule_id!r}.")
+    return Response(status_code=204)

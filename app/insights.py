@@ -1,0 +1,201 @@
+"""Insights: what is worth acting on, raised from scores and findings, then routed.
+
+Raised (each at most once per account, target and kind within CUSTINTEL_INSIGHT_COOLDOWN_HOURS):
+- band_entered: a score lands in one of CUSTINTEL_INSIGHT_BANDS (default high) that the
+  account's previous score of that target was not in (or it had none): churn risk became high,
+  expansion propensity became high;
+- score_rise: the probability rose by at least CUSTINTEL_INSIGHT_MIN_RISE since the previous
+  score;
+- drift: a drift finding of the evaluation job (no account).
+Every insight is routed when it is recorded, in the same transaction: the rules that matched,
+whether the account is in a rule's holdout, and the destinations chosen are stored with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.ml import scoring
+from app.settings import Settings
+
+NEXT_STEPS = {
+    ("churn", "band_entered"): "Reach out to the account within a week about its leading reason.",
+    ("churn", "score_rise"): "Check what changed: churn risk rose sharply since the last score.",
+    ("expansion", "band_entered"): "Open an expansion conversation: usage points to more need.",
+    ("expansion", "score_rise"): "Watch for an expansion opportunity: propensity rose sharply.",
+}
+DRIFT_STEP = "Review the model: its population has shifted; retrain or check the data feeds."
+
+
+def next_step(target: str | None, kind: str) -> str:
+    if kind == "drift":
+        return DRIFT_STEP
+    return NEXT_STEPS.get((target or "", kind), "Review the account's score and its reasons.")
+
+
+def in_holdout(rule_id: str, account_id: str | None, share: float) -> bool:
+    """Stable: the same account and rule always land on the same side."""
+    if share <= 0 or account_id is None:
+        return False
+    digest = hashlib.sha256(f"{rule_id}\x00{account_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def matches(match: dict[str, Any], insight: dict[str, Any], profile: dict[str, Any]) -> bool:
+    """A rule's match: every given key must hold (lists mean any of)."""
+
+    def one(wanted: Any, value: Any) -> bool:
+        return value in wanted if isinstance(wanted, list) else value == wanted
+
+    for key in ("target", "band", "kind"):
+        if key in match and not one(match[key], insight.get(key)):
+            return False
+    for key in ("segment", "plan"):
+        if key in match and not one(match[key], profile.get(key)):
+            return False
+    traits = profile.get("traits") or {}
+    return all(one(v, traits.get(k)) for k, v in (match.get("traits") or {}).items())
+
+
+async def route(
+    conn: asyncpg.Connection, insight: dict[str, Any], profile: dict[str, Any]
+) -> dict[str, Any]:
+    """The routing decision for an insight: every rule that matched and what it chose."""
+    chosen = []
+    for rule in await conn.fetch(
+        "SELECT rule_id, name, match, destination_ids, owner, holdout_share FROM routing_rules "
+        "WHERE enabled ORDER BY created_at, rule_id"
+    ):
+        if not matches(orjson.loads(rule["match"]), insight, profile):
+            continue
+        holdout = in_holdout(rule["rule_id"], insight.get("account_id"), rule["holdout_share"])
+        chosen.append(
+            {
+                "rule_id": rule["rule_id"],
+                "name": rule["name"],
+                "holdout": holdout,
+                "owner": rule["owner"] or profile.get("owner_email"),
+                "destination_ids": [] if holdout else list(rule["destination_ids"]),
+            }
+        )
+    return {"rules": chosen}
+
+
+async def record(conn: asyncpg.Connection, insight: dict[str, Any], profile: dict[str, Any]) -> str:
+    insight_id = uuid.uuid4().hex
+    decision = await route(conn, insight, profile)
+    await conn.execute(
+        """
+        INSERT INTO insights (insight_id, kind, target, account_id, owner_email, model_id,
+                              segment, probability, band, previous_probability, previous_band,
+                              reasons, next_step, details, status, decision)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14::jsonb,
+                'open', $15::jsonb)
+        """,
+        insight_id,
+        insight["kind"],
+        insight.get("target"),
+        insight.get("account_id"),
+        profile.get("owner_email"),
+        insight.get("model_id"),
+        insight.get("segment"),
+        insight.get("probability"),
+        insight.get("band"),
+        insight.get("previous_probability"),
+        insight.get("previous_band"),
+        orjson.dumps(insight.get("reasons", [])).decode(),
+        next_step(insight.get("target"), insight["kind"]),
+        orjson.dumps(insight.get("details", {})).decode(),
+        orjson.dumps(decision).decode(),
+    )
+    return insight_id
+
+
+async def from_scores(
+    conn: asyncpg.Connection, settings: Settings, scores: Sequence[scoring.Score]
+) -> int:
+    """Raise the insights a batch of new scores calls for (in the caller's transaction)."""
+    if not scores:
+        return 0
+    by_target: dict[str, list[scoring.Score]] = {}
+    for s in scores:
+        by_target.setdefault(s.target, []).append(s)
+    raised = 0
+    cooldown = timedelta(hours=settings.insight_cooldown_hours)
+    for target, batch in by_target.items():
+        ids = [s.account_id for s in batch]
+        as_of = min(s.as_of for s in batch)
+        previous = {
+            r["account_id"]: r
+            for r in await conn.fetch(
+                "SELECT DISTINCT ON (account_id) account_id, probability, band FROM scores "
+                "WHERE target = $1 AND account_id = ANY($2::text[]) AND as_of < $3 "
+                "ORDER BY account_id, as_of DESC, scored_at DESC",
+                target,
+                ids,
+                as_of,
+            )
+        }
+        recent = {
+            (r["account_id"], r["kind"])
+            for r in await conn.fetch(
+                "SELECT account_id, kind FROM insights WHERE target = $1 "
+                "AND account_id = ANY($2::text[]) AND created_at > now() - $3::interval",
+                target,
+                ids,
+                cooldown,
+            )
+        }
+        profiles = {
+            r["account_id"]: dict(r)
+            for r in await conn.fetch(
+                "SELECT account_id, owner_email, segment, plan, traits FROM accounts "
+                "WHERE account_id = ANY($1::text[])",
+                ids,
+            )
+        }
+        for s in batch:
+            before = previous.get(s.account_id)
+            kinds = []
+            if s.band in settings.insight_bands and (before is None or before["band"] != s.band):
+                kinds.append("band_entered")
+            if before is not None and s.probability - before["probability"] >= (
+                settings.insight_min_rise
+            ):
+                kinds.append("score_rise")
+            for kind in kinds:
+                if (s.account_id, kind) in recent:
+                    continue
+                profile = profiles.get(s.account_id, {})
+                if isinstance(profile.get("traits"), str):
+                    profile["traits"] = orjson.loads(profile["traits"])
+                await record(
+                    conn,
+                    {
+                        "kind": kind,
+                        "target": target,
+                        "account_id": s.account_id,
+                        "model_id": s.model_id,
+                        "segment": s.segment,
+                        "probability": s.probability,
+                        "band": s.band,
+                        "previous_probability": before["probability"] if before else None,
+                        "previous_band": before["band"] if before else None,
+                        "reasons": [
+                            {"feature": r.feature, "contribution": r.contribution, "text": r.text}
+                            for r in s.reasons
+                        ],
+                        "details": {"as_of": s.as_of.isoformat(), "percentile": s.percentile},
+                    },
+                    profile,
+                )
+                recent.add((s.account_id, kind))
+                raised += 1
+    return raised

@@ -1,0 +1,111 @@
+"""Bodies of insights and routing rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.schemas.common import STRICT, Email, Id, Kind
+
+Band = Literal["high", "medium", "low"]
+InsightKind = Literal["band_entered", "score_rise", "drift"]
+Text = Annotated[str, StringConstraints(max_length=10_000, pattern=r"^[^\x00]*$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class InsightReason(BaseModel):
+    feature: str
+    contribution: float
+    text: str
+
+
+class RuleDecision(BaseModel):
+    rule_id: str
+    name: str
+    holdout: bool = Field(description="The account is in this rule's holdout: not delivered.")
+    owner: str | None
+    destination_ids: list[str]
+
+
+class Decision(BaseModel):
+    rules: list[RuleDecision] = Field(description="Every rule that matched, in rule order.")
+
+
+class Insight(BaseModel):
+    insight_id: str
+    kind: InsightKind
+    target: str | None
+    account_id: str | None
+    owner_email: str | None
+    model_id: str | None
+    segment: str | None
+    probability: float | None
+    band: Band | None
+    previous_probability: float | None
+    previous_band: Band | None
+    reasons: list[InsightReason]
+    next_step: str
+    details: dict[str, Any]
+    status: Literal["open", "acknowledged", "resolved"]
+    note: str | None
+    decision: Decision
+    created_at: datetime
+    updated_at: datetime
+
+
+class InsightUpdate(BaseModel):
+    model_config = STRICT
+
+    status: Literal["open", "acknowledged", "resolved"] | None = None
+    note: Text | None = None
+
+
+class RuleMatch(BaseModel):
+    model_config = STRICT
+
+    target: Kind | list[Kind] | None = None
+    kind: InsightKind | list[InsightKind] | None = None
+    band: Band | list[Band] | None = None
+    segment: Id | list[Id] | None = None
+    plan: Id | list[Id] | None = None
+    traits: dict[str, str | float | bool | list[str | float | bool]] | None = Field(
+        None, description="Trait values that must hold; a list means any of them."
+    )
+
+
+class RoutingRuleIn(BaseModel):
+    model_config = STRICT
+
+    name: Name
+    match: RuleMatch = Field(default_factory=RuleMatch)
+    destination_ids: Annotated[list[Id], Field(max_length=20)] = []
+    owner: Email | None = Field(
+        None, description="Who the insight is for; default: the account's owner_email."
+    )
+    holdout_share: float = Field(0.0, ge=0, le=0.5)
+    enabled: bool = True
+
+
+class RoutingRulePatch(BaseModel):
+    model_config = STRICT
+
+    name: Name | None = None
+    match: RuleMatch | None = None
+    destination_ids: Annotated[list[Id], Field(max_length=20)] | None = None
+    owner: Email | None = None
+    holdout_share: float | None = Field(None, ge=0, le=0.5)
+    enabled: bool | None = None
+
+
+class RoutingRule(BaseModel):
+    rule_id: str
+    name: str
+    match: RuleMatch
+    destination_ids: list[str]
+    owner: str | None
+    holdout_share: float
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime

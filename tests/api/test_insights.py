@@ -1,0 +1,140 @@
+"""Insights raised from new scores, routed by rules with stable holdouts, read and updated as an
+inbox; routing rules managed over the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from app import insights
+from app.ml import batch, scoring
+from app.settings import Settings
+
+T0 = datetime(2026, 9, 1, tzinfo=UTC)
+
+
+def score(account: str, when: datetime, p: float, band: str) -> scoring.Score:
+    reason = scoring.Reason("tickets_open", 3.0, 0.8, "Support tickets still open: 3")
+    return scoring.Score(
+        account_id=account,
+        target="churn",
+        model_id="m1",
+        segment="enterprise",
+        as_of=when,
+        probability=p,
+        band=band,
+        percentile=50.0,
+        margin=0.0,
+        base_value=-0.8,
+        other_contribution=0.0,
+        reasons=[reason],
+    )
+
+
+async def new_scores(
+    conn: asyncpg.Connection, settings: Settings, scores: list[scoring.Score]
+) -> int:
+    async with conn.transaction():  # as batch scoring does
+        await batch.store(conn, scores)
+        return await insights.from_scores(conn, settings, scores)
+
+
+async def test_entering_high_and_sharp_rises_raise_routed_insights_once(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    for account in ("a1", "a2", "a3"):
+        body = {"segment": "enterprise", "owner_email": f"owner-{account}@vendor.example"}
+        assert (await client.put(f"/v1/accounts/{account}", json=body)).status_code == 200
+    enterprise = await client.post(
+        "/v1/routing-rules",
+        json={
+            "name": "enterprise churn to CSM",
+            "match": {"target": "churn", "band": "high", "segment": "enterprise"},
+            "destination_ids": ["crm"],
+        },
+    )
+    assert enterprise.status_code == 201, enterprise.text
+    rises = await client.post(
+        "/v1/routing-rules",
+        json={"name": "rises", "match": {"kind": "score_rise"}, "owner": "team@vendor.example"},
+    )
+    await client.post("/v1/routing-rules", json={"name": "smb only", "match": {"segment": ["smb"]}})
+
+    first = await new_scores(
+        conn, settings, [score("a1", T0, 0.1, "low"), score("a2", T0, 0.6, "high")]
+    )
+    assert first == 1  # a2's first score is high
+    raised = await new_scores(
+        conn,
+        settings,
+        [
+            score("a1", T0 + timedelta(days=1), 0.5, "high"),  # entered high, rose by 0.4
+            score("a2", T0 + timedelta(days=1), 0.65, "high"),  # was high already
+            score("a3", T0 + timedelta(days=1), 0.7, "high"),  # first score, high
+        ],
+    )
+    assert raised == 3
+    listed = (await client.get("/v1/insights", params={"owner": "owner-a1@vendor.example"})).json()
+    assert sorted(i["kind"] for i in listed) == ["band_entered", "score_rise"]
+    entered = next(i for i in listed if i["kind"] == "band_entered")
+    assert entered["previous_band"] == "low" and entered["band"] == "high"
+    assert entered["reasons"][0]["text"] == "Support tickets still open: 3"
+    assert entered["next_step"]
+    [rule] = entered["decision"]["rules"]
+    assert rule["rule_id"] == enterprise.json()["rule_id"]
+    assert rule["owner"] == "owner-a1@vendor.example" and rule["destination_ids"] == ["crm"]
+    rise = next(i for i in listed if i["kind"] == "score_rise")
+    assert [r["rule_id"] for r in rise["decision"]["rules"]] == [
+        enterprise.json()["rule_id"],
+        rises.json()["rule_id"],
+    ]
+    assert rise["decision"]["rules"][1]["owner"] == "team@vendor.example"
+
+    # Out of high and back in within the cooldown: nothing new.
+    await new_scores(conn, settings, [score("a1", T0 + timedelta(days=2), 0.2, "medium")])
+    again = await new_scores(conn, settings, [score("a1", T0 + timedelta(days=3), 0.5, "high")])
+    assert again == 0
+
+    # The inbox: acknowledge with a note.
+    patched = await client.patch(
+        f"/v1/insights/{entered['insight_id']}", json={"status": "acknowledged", "note": "called"}
+    )
+    assert patched.status_code == 200
+    assert patched.json()["status"] == "acknowledged" and patched.json()["note"] == "called"
+    acknowledged = (await client.get("/v1/insights", params={"status": "acknowledged"})).json()
+    assert [i["insight_id"] for i in acknowledged] == [entered["insight_id"]]
+    assert (await client.patch("/v1/insights/nope", json={"status": "resolved"})).status_code == 404
+    bad = await client.patch(f"/v1/insights/{entered['insight_id']}", json={"status": "done"})
+    assert bad.status_code == 422
+
+
+def test_holdout_assignment_is_stable_and_near_its_share() -> None:
+    accounts = [f"acct-{n}" for n in range(20_000)]
+    held = [insights.in_holdout("rule-1", a, 0.1) for a in accounts]
+    assert held == [insights.in_holdout("rule-1", a, 0.1) for a in accounts]
+    assert 0.09 <= sum(held) / len(held) <= 0.11
+    other = [insights.in_holdout("rule-2", a, 0.1) for a in accounts]
+    assert held != other  # each rule draws its own holdout
+
+
+async def test_routing_rules_are_managed_over_the_api(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/v1/routing-rules",
+        json={
+            "name": "expansion",
+            "match": {"target": "expansion", "traits": {"region": ["eu", "na"]}},
+            "holdout_share": 0.1,
+        },
+    )
+    assert created.status_code == 201
+    rule_id = created.json()["rule_id"]
+    patched = await client.patch(f"/v1/routing-rules/{rule_id}", json={"enabled": False})
+    assert patched.json()["enabled"] is False and patched.json()["name"] == "expansion"
+    assert patched.json()["match"]["traits"] == {"region": ["eu", "na"]}
+    assert [r["rule_id"] for r in (await client.get("/v1/routing-rules")).json()] == [rule_id]
+    assert (await client.delete(f"/v1/routing-rules/{rule_id}")).status_code == 204
+    assert (await client.get(f"/v1/routing-rules/{rule_id}")).status_code == 404
+    too_much = await client.post("/v1/routing-rules", json={"name": "x", "holdout_share": 0.9})
+    assert too_much.status_code == 422
