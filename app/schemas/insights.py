@@ -12,6 +12,9 @@ from app.schemas.common import STRICT, Email, Id, Kind
 Band = Literal["high", "medium", "low"]
 InsightKind = Literal["band_entered", "score_rise", "drift"]
 Text = Annotated[str, StringConstraints(max_length=10_000, pattern=r"^[^\x00]*$")]
+DestinationId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 
 
@@ -80,7 +83,7 @@ class RoutingRuleIn(BaseModel):
 
     name: Name
     match: RuleMatch = Field(default_factory=RuleMatch)
-    destination_ids: Annotated[list[Id], Field(max_length=20)] = []
+    destination_ids: Annotated[list[DestinationId], Field(max_length=20)] = []
     owner: Email | None = Field(
         None, description="Who the insight is for; default: the account's owner_email."
     )
@@ -93,7 +96,7 @@ class RoutingRulePatch(BaseModel):
 
     name: Name | None = None
     match: RuleMatch | None = None
-    destination_ids: Annotated[list[Id], Field(max_length=20)] | None = None
+    destination_ids: Annotated[list[DestinationId], Field(max_length=20)] | None = None
     owner: Email | None = None
     holdout_share: float | None = Field(None, ge=0, le=0.5)
     enabled: bool | None = None
