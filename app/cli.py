@@ -70,7 +70,7 @@ def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
 
 
 def cmd_worker(_: argparse.Namespace) -> None:
-    from app import jobs, schedules
+    from app import jobs, schedules, webhooks
 
     settings = get_settings()
     url = db.database_url(settings)
@@ -90,6 +90,7 @@ def cmd_worker(_: argparse.Namespace) -> None:
                 jobs.work(pool, schedules.handlers(settings), stale=settings.job_stale_seconds)
             ),
             asyncio.create_task(schedules.run(pool, settings)),
+            asyncio.create_task(webhooks.run(pool, settings)),
         }
         if parent:
             tasks.add(asyncio.create_task(orphaned()))

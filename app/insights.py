@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app import webhooks
 from app.ml import scoring
 from app.settings import Settings
 
@@ -115,6 +116,16 @@ async def record(conn: asyncpg.Connection, insight: dict[str, Any], profile: dic
         orjson.dumps(insight.get("details", {})).decode(),
         orjson.dumps(decision).decode(),
     )
+    payload = webhooks.event(
+        {
+            "insight_id": insight_id,
+            "owner_email": profile.get("owner_email"),
+            "next_step": next_step(insight.get("target"), insight["kind"]),
+            **insight,
+            "decision": decision,
+        }
+    )
+    await webhooks.enqueue(conn, insight_id=insight_id, payload=payload, decision=decision)
     return insight_id
 
 

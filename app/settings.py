@@ -94,6 +94,21 @@ class Settings(BaseSettings):
     insight_cooldown_hours: float = Field(
         168, ge=0, description="The same insight for the same account is not raised again sooner."
     )
+    delivery_backoff_seconds: list[float] = Field(
+        [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        description="Wait before each delivery try (JSON list); after the last, dead.",
+    )
+    delivery_timeout_seconds: float = Field(10, gt=0, description="One delivery try's timeout.")
+    delivery_poll_seconds: float = Field(
+        1, gt=0, description="How often workers look for due deliveries."
+    )
+    allow_private_destinations: bool = Field(
+        False, description="Allow destination URLs on loopback, private or link-local addresses."
+    )
+    secret_rotation_grace_hours: float = Field(
+        24, ge=0, description="How long a rotated-out signing secret still signs."
+    )
     promotion_auc_tolerance: float = Field(
         0.01,
         ge=0,

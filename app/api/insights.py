@@ -9,12 +9,16 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from app import errors
+from app import errors, webhooks
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Ingest, Read
 from app.schemas.common import Email, Id, Kind, Timestamp
 from app.schemas.insights import (
     Band,
+    Delivery,
+    Destination,
+    DestinationIn,
+    DestinationWithSecret,
     Insight,
     InsightKind,
     InsightUpdate,
@@ -182,3 +186,111 @@ async def delete_routing_rule(rule_id: Id, request: Request, _: Admin) -> Respon
     if deleted is None:
         raise errors.NotFound(f"No routing rule {rule_id!r}.")
     return Response(status_code=204)
+
+
+_DESTINATION_COLUMNS = "destination_id, name, kind, url, enabled, disabled_reason, created_at"
+
+
+@router.post("/destinations", status_code=201, operation_id="create_destination", tags=["routing"])
+async def create_destination(
+    body: DestinationIn, request: Request, _: Admin
+) -> DestinationWithSecret:
+    """A place to deliver insights to; its signing secret is shown once, here."""
+    settings = request.app.state.settings
+    await webhooks.check_url(body.url, allow_private=settings.allow_private_destinations)
+    secret = webhooks.new_secret()
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "INSERT INTO destinations (destination_id, name, kind, url, secret, enabled) "
+            f"VALUES ($1, $2, $3, $4, $5, true) RETURNING {_DESTINATION_COLUMNS}",
+            "dst_" + uuid.uuid4().hex,
+            body.name,
+            body.kind,
+            body.url,
+            secret,
+        )
+    return DestinationWithSecret(**dict(row), secret=secret)
+
+
+@router.get("/destinations", operation_id="list_destinations", tags=["routing"])
+async def list_destinations(request: Request, _: Read) -> list[Destination]:
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {_DESTINATION_COLUMNS} FROM destinations ORDER BY created_at"
+        )
+    return [Destination(**dict(r)) for r in rows]
+
+
+@router.post(
+    "/destinations/{destination_id}/rotate",
+    operation_id="rotate_destination_secret",
+    tags=["routing"],
+)
+async def rotate_destination_secret(
+    destination_id: Id, request: Request, _: Admin
+) -> DestinationWithSecret:
+    """A new signing secret, shown once; deliveries are signed with both for
+    CUSTINTEL_SECRET_ROTATION_GRACE_HOURS, so receivers can switch without a gap."""
+    settings = request.app.state.settings
+    secret = webhooks.new_secret()
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "UPDATE destinations SET previous_secret = secret, secret = $2, "
+            "previous_secret_until = now() + make_interval(secs => $3) "
+            f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
+            destination_id,
+            secret,
+            settings.secret_rotation_grace_hours * 3600,
+        )
+    if row is None:
+        raise errors.NotFound(f"No destination {destination_id!r}.")
+    return DestinationWithSecret(**dict(row), secret=secret)
+
+
+@router.get("/deliveries", operation_id="list_deliveries", tags=["routing"])
+async def list_deliveries(
+    request: Request,
+    _: Read,
+    insight_id: Annotated[Id | None, Query()] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Delivery]:
+    """Newest first, each with its tries."""
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT delivery_id, insight_id, destination_id, status, attempts, next_attempt_at, "
+            "created_at, delivered_at FROM deliveries WHERE ($1::text IS NULL OR insight_id = $1) "
+            "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, delivery_id LIMIT $3",
+            insight_id,
+            status,
+            limit,
+        )
+        tries = await conn.fetch(
+            "SELECT delivery_id, attempt, at, status_code, response, error, duration_ms "
+            "FROM delivery_attempts WHERE delivery_id = ANY($1::text[]) ORDER BY attempt",
+            [r["delivery_id"] for r in rows],
+        )
+    by_delivery: dict[str, list[dict[str, Any]]] = {}
+    for t in tries:
+        by_delivery.setdefault(t["delivery_id"], []).append(dict(t))
+    return [Delivery(**dict(r), tries=by_delivery.get(r["delivery_id"], [])) for r in rows]
+
+
+@router.post("/deliveries/{delivery_id}/replay", operation_id="replay_delivery", tags=["routing"])
+async def replay_delivery(delivery_id: Id, request: Request, _: Admin) -> Delivery:
+    """Send a dead delivery again, from the first try of the schedule (same webhook-id)."""
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now() "
+            "WHERE delivery_id = $1 AND status = 'dead' RETURNING delivery_id, insight_id, "
+            "destination_id, status, attempts, next_attempt_at, created_at, delivered_at",
+            delivery_id,
+        )
+        if row is None:
+            exists = await conn.fetchval(
+                "SELECT status FROM deliveries WHERE delivery_id = $1", delivery_id
+            )
+            if exists is None:
+                raise errors.NotFound(f"No delivery {delivery_id!r}.")
+            raise errors.Conflict(f"Delivery {delivery_id} is {exists}; only dead ones replay.")
+    return Delivery(**dict(row), tries=[])

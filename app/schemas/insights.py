@@ -112,3 +112,53 @@ class RoutingRule(BaseModel):
     enabled: bool
     created_at: datetime
     updated_at: datetime
+
+
+class DestinationIn(BaseModel):
+    model_config = STRICT
+
+    name: Name
+    kind: Literal["webhook", "slack"] = Field(
+        "webhook",
+        description="webhook: the insight as JSON, signed per Standard Webhooks; slack: a "
+        "message for a Slack incoming webhook.",
+    )
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://\S+$")]
+
+
+class Destination(BaseModel):
+    destination_id: str
+    name: str
+    kind: Literal["webhook", "slack"]
+    url: str
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+
+
+class DestinationWithSecret(Destination):
+    secret: str = Field(
+        description="The signing secret (whsec_...), shown this once; verify deliveries with "
+        "any Standard Webhooks library."
+    )
+
+
+class DeliveryAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    response: str | None = Field(description="The receiver's answer, truncated.")
+    error: str | None
+    duration_ms: float
+
+
+class Delivery(BaseModel):
+    delivery_id: str = Field(description="Also the webhook-id header: the same on every retry.")
+    insight_id: str
+    destination_id: str
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    tries: list[DeliveryAttempt]
