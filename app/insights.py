@@ -210,3 +210,59 @@ async def from_scores(
                 recent.add((s.account_id, kind))
                 raised += 1
     return raised
+
+
+OUTCOME_OF = {"churn": "churned", "expansion": "expanded"}
+
+
+async def uplift(
+    conn: asyncpg.Connection, *, rule_id: str, horizon_days: int, now: Any
+) -> dict[str, Any]:
+    """Outcome rates of the accounts a rule delivered to against those it held out: each
+    account counted once, from its first insight by the rule, the outcome being the target's
+    (churned for churn, expanded for expansion, else the target's name) within horizon_days
+    after it. The difference comes with a 95% interval (normal approximation)."""
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT ON (i.account_id) i.account_id, i.target, i.created_at,
+               (r.value ->> 'holdout')::boolean AS holdout
+        FROM insights i, jsonb_array_elements(i.decision -> 'rules') r
+        WHERE r.value ->> 'rule_id' = $1 AND i.account_id IS NOT NULL
+        ORDER BY i.account_id, i.created_at
+        """,
+        rule_id,
+    )
+    groups: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}
+    horizon = timedelta(days=horizon_days)
+    for row in rows:
+        kind = OUTCOME_OF.get(row["target"], row["target"])
+        happened = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM outcomes WHERE account_id = $1 AND kind = $2 "
+            "AND occurred_at > $3 AND occurred_at <= $4)",
+            row["account_id"],
+            kind,
+            row["created_at"],
+            row["created_at"] + horizon,
+        )
+        groups[row["holdout"]][0] += 1
+        groups[row["holdout"]][1] += int(happened)
+
+    def rate(n: int, k: int) -> float | None:
+        return k / n if n else None
+
+    delivered, held = groups[False], groups[True]
+    p1, p0 = rate(*delivered), rate(*held)
+    difference = interval = None
+    if p1 is not None and p0 is not None:
+        difference = p1 - p0
+        se = (p1 * (1 - p1) / delivered[0] + p0 * (1 - p0) / held[0]) ** 0.5
+        interval = [difference - 1.96 * se, difference + 1.96 * se]
+    return {
+        "rule_id": rule_id,
+        "horizon_days": horizon_days,
+        "delivered": {"accounts": delivered[0], "outcomes": delivered[1], "rate": p1},
+        "held_out": {"accounts": held[0], "outcomes": held[1], "rate": p0},
+        "difference": difference,
+        "interval_95": interval,
+        "window_closed": all(r["created_at"] + horizon <= now for r in rows),
+    }

@@ -24,6 +24,7 @@ from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, RequestContext
 from app.ml import serving
 from app.schemas.common import JSON_VALUE_SCHEMA
+from app.schemas.insights import InsightEvent
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router, prefix="/v1")
+
+    @app.webhooks.post("insight")
+    def insight_webhook(body: InsightEvent) -> None:
+        """Sent to webhook destinations for every insight a routing rule delivers. Headers:
+        webhook-id (the same on every retry: deduplicate by it), webhook-timestamp and
+        webhook-signature (Standard Webhooks, HMAC-SHA256 with the destination's secret)."""
+
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, log_requests=settings.access_log)
@@ -196,6 +204,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         version=app.version,
         description=app.description,
         routes=app.routes,
+        webhooks=app.webhooks.routes,
         separate_input_output_schemas=False,
     )
     _, defs = TypeAdapter.json_schemas(

@@ -45,17 +45,21 @@ def new_secret() -> str:
 async def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse URLs that are not http(s) or resolve to loopback, private, link-local or other
     non-public addresses (unless allowed): a destination must not reach inside the network."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise errors.InvalidPayload("url: not a valid URL.") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.InvalidPayload("url: an http or https URL with a host is required.")
     if allow_private:
         return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+            parts.hostname, port or (443 if parts.scheme == "https" else 80)
         )
-    except socket.gaierror as exc:
-        raise errors.InvalidPayload(f"url: host {parts.hostname!r} does not resolve.") from exc
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise errors.InvalidPayload("url: the host does not resolve.") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global:

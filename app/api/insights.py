@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from app import errors, webhooks
+from app import errors, insights, webhooks
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Ingest, Read
 from app.schemas.common import Email, Id, Kind, Timestamp
@@ -25,6 +25,7 @@ from app.schemas.insights import (
     RoutingRule,
     RoutingRuleIn,
     RoutingRulePatch,
+    Uplift,
 )
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
@@ -294,3 +295,22 @@ async def replay_delivery(delivery_id: Id, request: Request, _: Admin) -> Delive
                 raise errors.NotFound(f"No delivery {delivery_id!r}.")
             raise errors.Conflict(f"Delivery {delivery_id} is {exists}; only dead ones replay.")
     return Delivery(**dict(row), tries=[])
+
+
+@router.get(
+    "/routing-rules/{rule_id}/uplift", operation_id="get_routing_rule_uplift", tags=["routing"]
+)
+async def get_routing_rule_uplift(
+    rule_id: Id,
+    request: Request,
+    _: Read,
+    horizon_days: Annotated[int, Query(ge=1, le=730)] = 90,
+) -> Uplift:
+    """Did acting help? The target's outcome rate among accounts this rule delivered to,
+    against those it held out."""
+    async with request.app.state.pool.acquire() as conn:
+        if await conn.fetchval("SELECT 1 FROM routing_rules WHERE rule_id = $1", rule_id) is None:
+            raise errors.NotFound(f"No routing rule {rule_id!r}.")
+        now = await conn.fetchval("SELECT now()")
+        result = await insights.uplift(conn, rule_id=rule_id, horizon_days=horizon_days, now=now)
+    return Uplift.model_validate(result)

@@ -162,3 +162,33 @@ class Delivery(BaseModel):
     created_at: datetime
     delivered_at: datetime | None
     tries: list[DeliveryAttempt]
+
+
+class UpliftGroup(BaseModel):
+    accounts: int
+    outcomes: int = Field(description="Accounts where the target's outcome happened.")
+    rate: float | None
+
+
+class Uplift(BaseModel):
+    rule_id: str
+    horizon_days: int
+    delivered: UpliftGroup
+    held_out: UpliftGroup
+    difference: float | None = Field(description="Delivered rate minus held-out rate.")
+    interval_95: list[float] | None = Field(description="95% interval of the difference.")
+    window_closed: bool = Field(
+        description="Every counted insight is older than the horizon: the rates are final."
+    )
+
+
+class InsightEvent(BaseModel):
+    """What a webhook destination receives (signed per Standard Webhooks)."""
+
+    type: str = Field(description="insight.band_entered, insight.score_rise or insight.drift.")
+    timestamp: datetime
+    data: dict[str, Any] = Field(
+        description="The insight: insight_id, kind, target, account_id, owner_email, model_id, "
+        "segment, probability, band, previous_probability, previous_band, reasons, next_step, "
+        "details and the routing decision."
+    )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from app import insights
 from app.ml import batch, scoring
@@ -138,3 +139,46 @@ async def test_routing_rules_are_managed_over_the_api(client: httpx.AsyncClient)
     assert (await client.get(f"/v1/routing-rules/{rule_id}")).status_code == 404
     too_much = await client.post("/v1/routing-rules", json={"name": "x", "holdout_share": 0.9})
     assert too_much.status_code == 422
+
+
+async def test_uplift_compares_delivered_with_held_out_accounts(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    rule = (
+        await client.post(
+            "/v1/routing-rules", json={"name": "playbook", "match": {}, "holdout_share": 0.5}
+        )
+    ).json()
+    accounts = [f"u{n}" for n in range(40)]
+    for account in accounts:
+        await client.put(f"/v1/accounts/{account}", json={"segment": "smb"})
+    await new_scores(conn, settings, [score(a, T0, 0.8, "high") for a in accounts])
+    held = {a for a in accounts if insights.in_holdout(rule["rule_id"], a, 0.5)}
+    assert 8 <= len(held) <= 32
+
+    # Delivered accounts churn less: every third of them, against every other held-out one.
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    delivered = [a for a in accounts if a not in held]
+    churners = delivered[::3] + sorted(held)[::2]
+    for account in churners:
+        body = {"account_id": account, "kind": "churned", "occurred_at": soon}
+        assert (await client.post("/v1/outcomes", json=body)).status_code == 202
+    # A churn before the insight does not count.
+    before = {"account_id": delivered[1], "kind": "churned", "occurred_at": "2020-01-01T00:00:00Z"}
+    await client.post("/v1/outcomes", json=before)
+
+    body = (await client.get(f"/v1/routing-rules/{rule['rule_id']}/uplift")).json()
+    n1, k1 = len(delivered), len(delivered[::3])
+    n0, k0 = len(held), len(sorted(held)[::2])
+    assert body["delivered"] == {"accounts": n1, "outcomes": k1, "rate": k1 / n1}
+    assert body["held_out"] == {"accounts": n0, "outcomes": k0, "rate": k0 / n0}
+    p1, p0 = k1 / n1, k0 / n0
+    assert body["difference"] == pytest.approx(p1 - p0)
+    se = (p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0) ** 0.5
+    assert body["interval_95"] == pytest.approx([p1 - p0 - 1.96 * se, p1 - p0 + 1.96 * se])
+    assert body["difference"] < 0 and body["window_closed"] is False
+    # Held-out accounts' insights are recorded but not delivered anywhere.
+    inbox = (await client.get("/v1/insights", params={"limit": 100})).json()
+    for insight in inbox:
+        [decision] = insight["decision"]["rules"]
+        assert decision["holdout"] == (insight["account_id"] in held)
