@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -138,11 +138,11 @@ async def test_a_410_disables_the_destination_and_a_dead_delivery_can_be_replaye
     [dead] = (await client.get("/v1/deliveries", params={"status": "dead"})).json()
     assert dead["attempts"] == 1
 
-    # Up again and re-enabled by hand (here: in the table), the dead delivery is replayed.
-    await conn.execute(
-        "UPDATE destinations SET enabled = true WHERE destination_id = $1",
-        destination["destination_id"],
+    # Up again and re-enabled, the dead delivery is replayed.
+    enabled = await client.patch(
+        f"/v1/destinations/{destination['destination_id']}", json={"enabled": True}
     )
+    assert enabled.json()["enabled"] is True and enabled.json()["disabled_reason"] is None
     receiver.answer = 200
     replayed = await client.post(f"/v1/deliveries/{dead['delivery_id']}/replay")
     assert replayed.status_code == 200
@@ -157,3 +157,27 @@ async def test_a_destination_on_a_private_address_is_refused(client: httpx.Async
         response = await client.post("/v1/destinations", json={"name": "x", "url": url})
         assert response.status_code == 422, url
         assert "private" in response.json()["detail"]
+
+
+def test_slack_destinations_get_a_message_with_the_reasons() -> None:
+    payload = webhooks.event(
+        {
+            "kind": "band_entered",
+            "target": "churn",
+            "account_id": "acme",
+            "probability": 0.42,
+            "band": "high",
+            "reasons": [{"text": "Support tickets still open: 8 (typical for smb: 0)"}],
+            "next_step": "Call them.",
+        }
+    )
+    text = webhooks.slack_message(payload)["text"]
+    assert text.startswith("*churn band entered*: acme (42%, high)")
+    assert "Support tickets still open: 8" in text and "Next step: Call them." in text
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert webhooks._retry_after("120") == 120.0
+    later = (datetime.now(UTC) + timedelta(seconds=90)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 80 <= (webhooks._retry_after(later) or 0) <= 91
+    assert webhooks._retry_after("soon") is None and webhooks._retry_after(None) is None

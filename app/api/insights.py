@@ -18,6 +18,7 @@ from app.schemas.insights import (
     Delivery,
     Destination,
     DestinationIn,
+    DestinationPatch,
     DestinationWithSecret,
     Insight,
     InsightKind,
@@ -220,6 +221,29 @@ async def list_destinations(request: Request, _: Read) -> list[Destination]:
             f"SELECT {_DESTINATION_COLUMNS} FROM destinations ORDER BY created_at"
         )
     return [Destination(**dict(r)) for r in rows]
+
+
+@router.patch("/destinations/{destination_id}", operation_id="update_destination", tags=["routing"])
+async def update_destination(
+    destination_id: Id, body: DestinationPatch, request: Request, _: Admin
+) -> Destination:
+    """Rename, move or (re-)enable a destination; the fields left out keep their value."""
+    if body.url is not None:
+        settings = request.app.state.settings
+        await webhooks.check_url(body.url, allow_private=settings.allow_private_destinations)
+    async with request.app.state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "UPDATE destinations SET name = coalesce($2, name), url = coalesce($3, url), "
+            "enabled = coalesce($4, enabled), disabled_reason = CASE WHEN $4 THEN NULL "
+            f"ELSE disabled_reason END WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
+            destination_id,
+            body.name,
+            body.url,
+            body.enabled,
+        )
+    if row is None:
+        raise errors.NotFound(f"No destination {destination_id!r}.")
+    return Destination(**dict(row))
 
 
 @router.post(

@@ -126,6 +126,17 @@ class DestinationIn(BaseModel):
     url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://\S+$")]
 
 
+class DestinationPatch(BaseModel):
+    model_config = STRICT
+
+    name: Name | None = None
+    url: (
+        Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://\S+$")]
+        | None
+    ) = None
+    enabled: bool | None = Field(None, description="true re-enables one a 410 disabled.")
+
+
 class Destination(BaseModel):
     destination_id: str
     name: str
