@@ -9,6 +9,7 @@ when calibration did not help). Text is derived from the numbers; it never inven
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 import threading
@@ -100,49 +101,61 @@ def summary_png(
 
 
 def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Score]:
-    """Scores of every row of a frame computed with loaded.catalog."""
+    """Scores of every row of a frame computed with loaded.catalog. Margins, probabilities,
+    bands, percentiles and the order of reasons are computed for all rows at once; only the
+    reasons' words are made row by row."""
     columns = [frame.names.index(f) for f in loaded.features]
     x = frame.matrix[:, columns]
-    segments = frame.segments
     out: list[Score | None] = [None] * len(frame.keys)
     serving: dict[str, list[int]] = {}
-    for i, segment in enumerate(segments):
+    for i, segment in enumerate(frame.segments):
         serving.setdefault(loaded.serving(segment)[0], []).append(i)
     levels = loaded.catalog.levels()
     for name, rows in serving.items():
         model = loaded.models[name]
         contrib = contributions(model, x[rows])
-        for k, i in enumerate(rows):
-            out[i] = _score(loaded, model, frame, i, x[i], contrib[k], levels, top)
+        base, parts = contrib[:, -1], contrib[:, :-1]
+        margins = base + parts.sum(axis=1)
+        probabilities = model.probability(margins)
+        k = min(top, parts.shape[1])
+        order = np.argsort(-np.abs(parts), axis=1, kind="stable")[:, :k]
+        for n, i in enumerate(rows):
+            out[i] = _score(
+                loaded,
+                frame,
+                i,
+                x[i],
+                parts[n],
+                order[n],
+                float(base[n]),
+                float(margins[n]),
+                float(probabilities[n]),
+                levels,
+            )
     return [s for s in out if s is not None]
 
 
 def _score(
     loaded: registry.Loaded,
-    model: training.SegmentModel,
     frame: features.Frame,
     i: int,
     row: np.ndarray,
-    contrib: np.ndarray,
+    parts: np.ndarray,
+    order: np.ndarray,
+    base: float,
+    margin: float,
+    probability: float,
     levels: dict[str, tuple[str, ...]],
-    top: int,
 ) -> Score:
     account_id, as_of = frame.keys[i]
     segment = frame.segments[i]
-    base = float(contrib[-1])
-    parts = contrib[:-1]
-    margin = base + float(parts.sum())
-    probability = float(model.probability(np.array([margin]))[0])
     stats = loaded.stats_for(segment)
     high, medium = stats.thresholds
     band = "high" if probability >= high else "medium" if probability >= medium else "low"
     reference = stats.reference
     percentile = (
-        100.0 * float(np.searchsorted(reference, probability, side="right")) / len(reference)
-        if reference
-        else 50.0
+        100.0 * bisect.bisect_right(reference, probability) / len(reference) if reference else 50.0
     )
-    order = np.argsort(-np.abs(parts), kind="stable")[:top]
     reasons = []
     for j in order:
         name = loaded.features[j]
