@@ -222,30 +222,36 @@ async def uplift(
     account counted once, from its first insight by the rule, the outcome being the target's
     (churned for churn, expanded for expansion, else the target's name) within horizon_days
     after it. The difference comes with a 95% interval (normal approximation)."""
+    kinds = sorted({*OUTCOME_OF.items()})
     rows = await conn.fetch(
         """
-        SELECT DISTINCT ON (i.account_id) i.account_id, i.target, i.created_at,
-               (r.value ->> 'holdout')::boolean AS holdout
-        FROM insights i, jsonb_array_elements(i.decision -> 'rules') r
-        WHERE r.value ->> 'rule_id' = $1 AND i.account_id IS NOT NULL
-        ORDER BY i.account_id, i.created_at
+        WITH firsts AS (
+            SELECT DISTINCT ON (i.account_id) i.account_id, i.target, i.created_at,
+                   (r.value ->> 'holdout')::boolean AS holdout
+            FROM insights i, jsonb_array_elements(i.decision -> 'rules') r
+            WHERE r.value ->> 'rule_id' = $1 AND i.account_id IS NOT NULL
+            ORDER BY i.account_id, i.created_at
+        )
+        SELECT f.holdout, f.created_at, EXISTS (
+            SELECT 1 FROM outcomes o
+            WHERE o.account_id = f.account_id
+              AND o.kind = coalesce(
+                  (SELECT k.kind FROM unnest($2::text[], $3::text[]) AS k(target, kind)
+                   WHERE k.target = f.target),
+                  f.target)
+              AND o.occurred_at > f.created_at AND o.occurred_at <= f.created_at + $4
+        ) AS happened
+        FROM firsts f
         """,
         rule_id,
+        [t for t, _ in kinds],
+        [k for _, k in kinds],
+        timedelta(days=horizon_days),
     )
     groups: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}
-    horizon = timedelta(days=horizon_days)
     for row in rows:
-        kind = OUTCOME_OF.get(row["target"], row["target"])
-        happened = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM outcomes WHERE account_id = $1 AND kind = $2 "
-            "AND occurred_at > $3 AND occurred_at <= $4)",
-            row["account_id"],
-            kind,
-            row["created_at"],
-            row["created_at"] + horizon,
-        )
         groups[row["holdout"]][0] += 1
-        groups[row["holdout"]][1] += int(happened)
+        groups[row["holdout"]][1] += int(row["happened"])
 
     def rate(n: int, k: int) -> float | None:
         return k / n if n else None
@@ -264,5 +270,5 @@ async def uplift(
         "held_out": {"accounts": held[0], "outcomes": held[1], "rate": p0},
         "difference": difference,
         "interval_95": interval,
-        "window_closed": all(r["created_at"] + horizon <= now for r in rows),
+        "window_closed": all(r["created_at"] + timedelta(days=horizon_days) <= now for r in rows),
     }

@@ -275,9 +275,7 @@ async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, 
     columns = [frame.names.index(f) for f in loaded.features]
     x = frame.matrix[:, columns]
     # The same models on the same rows: each segment's rows through the model that serves it.
-    served: dict[str, list[int]] = {}
-    for i, segment in enumerate(frame.segments):
-        served.setdefault(loaded.serving(segment)[0], []).append(i)
+    served = loaded.served(frame.segments)
     t0 = time.perf_counter()
     for name, rows in served.items():
         loaded.models[name].booster.predict(x[rows], pred_contrib=True)

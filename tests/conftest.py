@@ -11,11 +11,13 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from app import db, migrate
@@ -131,3 +133,40 @@ def make_key(client: httpx.AsyncClient) -> Callable[..., Awaitable[str]]:
         return str(response.json()["key"])
 
     return make
+
+
+@pytest.fixture
+def insert_model(conn: asyncpg.Connection) -> Callable[..., Awaitable[None]]:
+    """A models row without files, for tests of what is built on the score history (no
+    LightGBM involved): active churn model with an outcome label and neutral metrics."""
+
+    async def insert(
+        model_id: str = "m1", *, as_of: datetime, horizon_days: int = 30, activated: bool = False
+    ) -> None:
+        summary = {
+            "metrics": {
+                "auc": 0.8,
+                "pr_auc": 0.5,
+                "brier": 0.1,
+                "log_loss": 0.3,
+                "lift_at_10": 3.0,
+                "n_train": 100,
+                "n_valid": 50,
+                "positive_rate": 0.1,
+            },
+            "segments": {},
+            "features": [],
+        }
+        await conn.execute(
+            "INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary, "
+            "path, activated_at) VALUES ($1, 'churn', 'active', $2, $3, $4::jsonb, $5::jsonb, "
+            "'/nowhere', CASE WHEN $6 THEN now() END)",
+            model_id,
+            as_of,
+            horizon_days,
+            '{"type": "outcome", "kinds": ["churned"]}',
+            orjson.dumps(summary).decode(),
+            activated,
+        )
+
+    return insert

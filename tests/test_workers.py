@@ -9,30 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 import httpx
-import orjson
 
 from app import simulator
 from app.settings import Settings
 from tests.api.test_models import load
-
-SUMMARY = {
-    "metrics": {
-        "auc": 0.8,
-        "pr_auc": 0.5,
-        "brier": 0.1,
-        "log_loss": 0.3,
-        "lift_at_10": 3.0,
-        "n_train": 100,
-        "n_valid": 50,
-        "positive_rate": 0.1,
-    },
-    "segments": {},
-    "features": [],
-}
 
 
 def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
@@ -56,19 +41,21 @@ def stop(*workers: subprocess.Popen[bytes]) -> None:
 
 
 async def test_two_workers_run_every_scheduled_job_exactly_once(
-    settings: Settings, conn: asyncpg.Connection
+    settings: Settings,
+    conn: asyncpg.Connection,
+    insert_model: Callable[..., Awaitable[None]],
 ) -> None:
-    await conn.execute(
-        "INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary, path, "
-        "activated_at) VALUES ('m1', 'churn', 'active', now(), 30, $1::jsonb, $2::jsonb, "
-        "'/nowhere', now())",
-        '{"type": "outcome", "kinds": ["churned"]}',
-        orjson.dumps(SUMMARY).decode(),
-    )
-    # A period of 4.5 s: both workers' schedulers tick every 2.25 s for about 16 s.
+    await insert_model(as_of=datetime.now(UTC), activated=True)
+    # A period of 4.5 s: both workers' schedulers tick every 2.25 s, until three periods have
+    # been run (starting a worker takes seconds on a busy machine, so wait for work, not time).
     workers = [start_worker(settings, evaluate_every_hours="0.00125") for _ in range(2)]
     try:
-        await asyncio.sleep(16)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            done = await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'")
+            if done >= 3:
+                break
+            await asyncio.sleep(0.5)
     finally:
         stop(*workers)
     rows = await conn.fetch("SELECT slot, status, attempts, error FROM jobs ORDER BY created_at")

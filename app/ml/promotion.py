@@ -59,10 +59,7 @@ def probabilities(loaded: registry.Loaded, frame: features.Frame) -> np.ndarray:
     columns = [frame.names.index(f) for f in loaded.features]
     x = frame.matrix[:, columns]
     out = np.zeros(len(frame.keys))
-    served: dict[str, list[int]] = {}
-    for i, segment in enumerate(frame.segments):
-        served.setdefault(loaded.serving(segment)[0], []).append(i)
-    for name, rows in served.items():
+    for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]
         out[rows] = model.probability(training.margin(model.booster, x[rows]))
     return out

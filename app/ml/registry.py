@@ -18,6 +18,7 @@ import platform
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ class Loaded:
     def serving(self, segment: str | None) -> tuple[str, training.SegmentModel]:
         name = segment if segment in self.models else training.GLOBAL
         return name, self.models[name]
+
+    def served(self, segments: Sequence[str | None]) -> dict[str, list[int]]:
+        """Row positions grouped by the model that serves them (their segment's or the global)."""
+        out: dict[str, list[int]] = {}
+        for i, segment in enumerate(segments):
+            out.setdefault(self.serving(segment)[0], []).append(i)
+        return out
 
     def stats_for(self, segment: str | None) -> training.SegmentStats:
         return self.stats.get(segment or "", self.stats[training.GLOBAL])

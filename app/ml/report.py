@@ -12,7 +12,6 @@ import asyncio
 import base64
 import html
 import io
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from app import errors, features
 from app.ml import datasets, performance, registry, scoring, training
 
 SAMPLE = 1000  # accounts in the SHAP summaries
-_PYPLOT = threading.Lock()
 
 
 async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> str:
@@ -57,7 +55,7 @@ def _plots(
     manifest = loaded.manifest
     curves = manifest.get("curves") or {}
     images: dict[str, str] = {}
-    with _PYPLOT:
+    with scoring.PYPLOT:
         if curves.get("roc"):
             fig, ax = plt.subplots(figsize=(4.5, 4))
             fpr, tpr = zip(*curves["roc"], strict=True)

@@ -60,7 +60,9 @@ def contributions(model: training.SegmentModel, x: np.ndarray) -> np.ndarray:
     )
 
 
-_PYPLOT = threading.Lock()  # pyplot keeps global state: one figure at a time
+# pyplot keeps global state: one figure at a time, process-wide (reentrant: the model report
+# draws its own figures and calls summary_png while holding it).
+PYPLOT = threading.RLock()
 
 
 def summary_png(
@@ -79,10 +81,7 @@ def summary_png(
     rows = [i for i, s in enumerate(frame.segments) if segment is None or s == segment]
     x = frame.matrix[rows][:, columns]
     contrib = np.zeros((len(rows), len(columns) + 1))
-    served: dict[str, list[int]] = {}
-    for k, i in enumerate(rows):
-        served.setdefault(loaded.serving(frame.segments[i])[0], []).append(k)
-    for name, ks in served.items():
+    for name, ks in loaded.served([frame.segments[i] for i in rows]).items():
         contrib[ks] = contributions(loaded.models[name], x[ks])
     explanation = shap.Explanation(
         values=contrib[:, :-1],
@@ -90,7 +89,7 @@ def summary_png(
         data=x,
         feature_names=[plain(f) for f in loaded.features],
     )
-    with _PYPLOT:
+    with PYPLOT:
         shap.plots.beeswarm(explanation, max_display=15, show=False)
         figure = plt.gcf()
         figure.suptitle(f"{loaded.target}: {segment or 'all segments'} ({len(rows):,} accounts)")
@@ -107,11 +106,8 @@ def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> 
     columns = [frame.names.index(f) for f in loaded.features]
     x = frame.matrix[:, columns]
     out: list[Score | None] = [None] * len(frame.keys)
-    serving: dict[str, list[int]] = {}
-    for i, segment in enumerate(frame.segments):
-        serving.setdefault(loaded.serving(segment)[0], []).append(i)
     levels = loaded.catalog.levels()
-    for name, rows in serving.items():
+    for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]
         contrib = contributions(model, x[rows])
         base, parts = contrib[:, -1], contrib[:, :-1]

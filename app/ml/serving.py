@@ -24,6 +24,14 @@ class NoActiveModel(errors.CustintelError):
     slug = "no-active-model"
     title = "No active model"
 
+    @classmethod
+    def of(cls, target: str) -> NoActiveModel:
+        return cls(
+            f"No active model for target {target!r}. Train one: POST /v1/models/train "
+            f'{{"target": "{target}"}}.',
+            target=target,
+        )
+
 
 class Models:
     """Loaded models by id, and for each target the last one that loaded cleanly, which keeps
@@ -44,11 +52,7 @@ class Models:
             "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'", target
         )
         if row is None:
-            raise NoActiveModel(
-                f"No active model for target {target!r}. Train one: POST /v1/models/train "
-                f'{{"target": "{target}"}}.',
-                target=target,
-            )
+            raise NoActiveModel.of(target)
         loaded = self._loaded.get(row["model_id"])
         if loaded is not None:
             return loaded
@@ -193,11 +197,7 @@ async def ranked(
         "SELECT model_id FROM models WHERE target = $1 AND status = 'active'", target
     )
     if model_id is None:
-        raise NoActiveModel(
-            f"No active model for target {target!r}. Train one: POST /v1/models/train "
-            f'{{"target": "{target}"}}.',
-            target=target,
-        )
+        raise NoActiveModel.of(target)
     rows = await conn.fetch(
         """
         SELECT * FROM (

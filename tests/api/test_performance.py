@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -12,20 +13,6 @@ import pytest
 NOW = datetime.now(UTC)
 # Six in the morning, so that scores an hour apart fall on the same day.
 AS_OF = (NOW - timedelta(days=60)).replace(hour=6, minute=0, second=0, microsecond=0)
-SUMMARY = {
-    "metrics": {
-        "auc": 0.8,
-        "pr_auc": 0.5,
-        "brier": 0.1,
-        "log_loss": 0.3,
-        "lift_at_10": 3.0,
-        "n_train": 100,
-        "n_valid": 50,
-        "positive_rate": 0.1,
-    },
-    "segments": {},
-    "features": [],
-}
 
 
 async def score(
@@ -45,15 +32,11 @@ async def score(
 
 
 async def test_realized_metrics_match_a_hand_computation(
-    client: httpx.AsyncClient, conn: asyncpg.Connection
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    insert_model: Callable[..., Awaitable[None]],
 ) -> None:
-    await conn.execute(
-        "INSERT INTO models (model_id, target, status, as_of, horizon_days, label, summary, path) "
-        "VALUES ('m1', 'churn', 'active', $1, 30, $2::jsonb, $3::jsonb, '/nowhere')",
-        AS_OF - timedelta(days=100),
-        '{"type": "outcome", "kinds": ["churned"]}',
-        orjson.dumps(SUMMARY).decode(),
-    )
+    await insert_model(as_of=AS_OF - timedelta(days=100))
     for account in ("a1", "a2", "a3", "a4"):
         await client.put(f"/v1/accounts/{account}", json={"segment": "smb"})
 
