@@ -128,6 +128,14 @@ class Frame:
     def column(self, name: str) -> np.ndarray:
         return self.matrix[:, self.catalog.names.index(name)]
 
+    def subset(self, rows: Sequence[int]) -> Frame:
+        return Frame(
+            catalog=self.catalog,
+            keys=[self.keys[i] for i in rows],
+            matrix=self.matrix[list(rows)],
+            segments=[self.segments[i] for i in rows],
+        )
+
 
 async def build_catalog(
     conn: asyncpg.Connection,
@@ -197,103 +205,112 @@ async def build_catalog(
     )
 
 
-def _event_sql(n_types: int) -> str:
-    """Aggregates over each (account, t)'s events in (t - 365 d, t]; type k is parameter $k+3."""
+def _sql(n_types: int) -> str:
+    """Everything Postgres knows about each (account, t) in one statement, one row per pair (so
+    one round trip per call, however many pairs): aggregates over the events in (t - 365 d, t],
+    open tickets, the first event ever, and the account's and its contacts' history up to t.
+    Event type k is parameter $k+3. Window bounds are computed once per pair, not per event."""
     per_type = []
     for k in range(n_types):
         p = f"${k + 3}"
         per_type += [
-            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at > s.t - interval '{w} days')"
-            for w in WINDOWS
+            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at > s.t{w})" for w in WINDOWS
         ]
         per_type.append(
-            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at <= s.t - interval '30 days' "
-            f"AND e.occurred_at > s.t - interval '60 days')"
+            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at <= s.t30 "
+            f"AND e.occurred_at > s.t60)"
         )
         per_type.append(f"max(e.occurred_at) FILTER (WHERE e.type = {p})")
     columns = ",\n".join([*per_type, ""])
     survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
+    bounds = ", ".join(
+        f"s.t - interval '{d} days' AS t{d}" for d in sorted({*WINDOWS, 60, RECENCY_CAP_DAYS})
+    )
     return f"""
-    SELECT s.i,
+    WITH s AS (
+        SELECT s.i, s.account_id, s.t, {bounds}
+        FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
+    )
+    SELECT s.i, agg.*,
+      EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
+      (SELECT e.occurred_at FROM events e WHERE e.account_id = s.account_id
+       ORDER BY e.occurred_at LIMIT 1) AS first_event,
+      (SELECT count(*) FROM (
+          SELECT DISTINCT ON (e.properties ->> 'ticket_id') e.type
+          FROM events e
+          WHERE e.account_id = s.account_id AND e.occurred_at <= s.t
+            AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+            AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'
+          ORDER BY e.properties ->> 'ticket_id', e.occurred_at DESC
+       ) last_event WHERE last_event.type = '{TICKET_OPENED}') AS tickets_open,
+      (SELECT min(h.observed_at) FROM account_history h
+       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS first_observed,
+      (SELECT json_agg(h.changes ORDER BY h.observed_at, h.id) FROM account_history h
+       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS account_history,
+      (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
+       FROM contact_history h
+       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS contact_history
+    FROM s CROSS JOIN LATERAL (
+      SELECT
       {columns}
-      count(*) FILTER (WHERE e.occurred_at > s.t - interval '30 days') AS events_30d,
-      count(*) FILTER (WHERE e.occurred_at <= s.t - interval '30 days'
-                       AND e.occurred_at > s.t - interval '60 days') AS events_prev_30d,
-      count(DISTINCT date_trunc('day', e.occurred_at))
-            FILTER (WHERE e.occurred_at > s.t - interval '30 days') AS active_days_30d,
+      count(*) FILTER (WHERE e.occurred_at > s.t30) AS events_30d,
+      count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60)
+            AS events_prev_30d,
+      count(DISTINCT date_trunc('day', e.occurred_at)) FILTER (WHERE e.occurred_at > s.t30)
+            AS active_days_30d,
       array_agg(DISTINCT e.contact_id)
-            FILTER (WHERE e.occurred_at > s.t - interval '30 days' AND e.contact_id IS NOT NULL)
-            AS contacts_30d,
-      count(*) FILTER (WHERE e.type = '{TICKET_OPENED}'
-                       AND e.occurred_at > s.t - interval '90 days') AS tickets_opened_90d,
+            FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts_30d,
+      count(*) FILTER (WHERE e.type = '{TICKET_OPENED}' AND e.occurred_at > s.t90)
+            AS tickets_opened_90d,
       (array_agg(e.value ORDER BY e.occurred_at DESC)
             FILTER (WHERE ({survey}) AND e.value IS NOT NULL))[1] AS nps_latest,
       avg(e.value) FILTER (WHERE ({survey}) AND e.value IS NOT NULL) AS nps_average,
-      count(*) FILTER (WHERE e.type = '{PAYMENT_FAILED}'
-                       AND e.occurred_at > s.t - interval '90 days') AS payments_failed_90d,
+      count(*) FILTER (WHERE e.type = '{PAYMENT_FAILED}' AND e.occurred_at > s.t90)
+            AS payments_failed_90d,
       coalesce(sum(e.value) FILTER (WHERE e.type = ANY('{{{",".join(REVENUE_TYPES)}}}')
-                       AND e.occurred_at > s.t - interval '90 days'), 0) AS revenue_90d,
-      coalesce(sum(e.value) FILTER (WHERE e.occurred_at > s.t - interval '90 days'), 0)
-            AS value_sum_90d
-    FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
-    LEFT JOIN events e
-      ON e.account_id = s.account_id
-     AND e.occurred_at <= s.t AND e.occurred_at > s.t - interval '{RECENCY_CAP_DAYS} days'
-    GROUP BY s.i
+                       AND e.occurred_at > s.t90), 0) AS revenue_90d,
+      coalesce(sum(e.value) FILTER (WHERE e.occurred_at > s.t90), 0) AS value_sum_90d
+      FROM events e
+      WHERE e.account_id = s.account_id
+        AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+    ) agg
+    ORDER BY s.i
     """
 
 
-_OPEN_TICKETS = f"""
-SELECT s.i, count(*) AS open
-FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
-JOIN LATERAL (
-    SELECT DISTINCT ON (e.properties ->> 'ticket_id') e.type
-    FROM events e
-    WHERE e.account_id = s.account_id AND e.occurred_at <= s.t
-      AND e.occurred_at > s.t - interval '{RECENCY_CAP_DAYS} days'
-      AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'
-    ORDER BY e.properties ->> 'ticket_id', e.occurred_at DESC
-) last_event ON last_event.type = '{TICKET_OPENED}'
-GROUP BY s.i
-"""
+@dataclass
+class Rows:
+    """What Postgres returned for each (account, t), before it becomes a matrix."""
+
+    known: list[bool]  # the account is stored (at any time)
+    existed: list[bool]  # it had been observed, or had an event, at or before its t
 
 
 async def compute(
     conn: asyncpg.Connection, catalog: Catalog, keys: Sequence[tuple[str, datetime]]
 ) -> Frame:
     """Features of each (account_id, t), reading nothing stamped after its t."""
-    accounts = [a for a, _ in keys]
-    moments = [t for _, t in keys]
-    events = {
-        r["i"]: r
-        for r in await conn.fetch(
-            _event_sql(len(catalog.event_types)), accounts, moments, *catalog.event_types
-        )
-    }
-    open_tickets = {r["i"]: r["open"] for r in await conn.fetch(_OPEN_TICKETS, accounts, moments)}
-    first_events = {
-        r["account_id"]: r["first"]
-        for r in await conn.fetch(
-            "SELECT account_id, min(occurred_at) AS first FROM events "
-            "WHERE account_id = ANY($1::text[]) GROUP BY account_id",
-            sorted(set(accounts)),
-        )
-    }
-    account_history = await _histories(
-        conn, "account_history", "account_id", sorted(set(accounts)), max(moments, default=None)
-    )
-    contact_history = await _histories(
-        conn, "contact_history", "account_id", sorted(set(accounts)), max(moments, default=None)
-    )
+    return (await compute_with_rows(conn, catalog, keys))[0]
 
+
+async def compute_with_rows(
+    conn: asyncpg.Connection, catalog: Catalog, keys: Sequence[tuple[str, datetime]]
+) -> tuple[Frame, Rows]:
+    """compute(), and whether each account is known and existed at its t (for scoring)."""
+    records = await conn.fetch(
+        _sql(len(catalog.event_types)),
+        [a for a, _ in keys],
+        [t for _, t in keys],
+        *catalog.event_types,
+    )
     names = catalog.names
     position = {name: j for j, name in enumerate(names)}
     levels = {name: {v: code for code, v in enumerate(lv)} for name, lv in catalog.levels().items()}
     matrix = np.full((len(keys), len(names)), np.nan)
     segments: list[str | None] = []
-    for row, (account_id, t) in enumerate(keys):
+    rows = Rows(known=[], existed=[])
+    for row, ((_, t), agg) in enumerate(zip(keys, records, strict=True)):
         values: dict[str, Any] = {}
-        agg = events[row + 1]
         offset = 1
         for kind in catalog.event_types:
             c7, c30, c90, prev30, last = (agg[offset + q] for q in range(5))
@@ -313,21 +330,22 @@ async def compute(
             "active_days_30d": agg["active_days_30d"],
             "active_contacts_30d": len(active),
             "tickets_opened_90d": agg["tickets_opened_90d"],
-            "tickets_open": open_tickets.get(row + 1, 0),
+            "tickets_open": agg["tickets_open"],
             "nps_latest": agg["nps_latest"],
             "nps_average": agg["nps_average"],
             "payments_failed_90d": agg["payments_failed_90d"],
             "revenue_90d": agg["revenue_90d"],
             "value_sum_90d": agg["value_sum_90d"],
         }
-        history = [c for at, c in account_history.get(account_id, ()) if at <= t]
+        history = orjson.loads(agg["account_history"] or "[]")
         profile = profiles.fold(history)
         segments.append(profile.get("segment"))
+        first_event = agg["first_event"]
         first_seen = [
-            at
-            for at in (_first(account_history.get(account_id)), first_events.get(account_id))
-            if at is not None and at <= t
+            at for at in (agg["first_observed"], first_event) if at is not None and at <= t
         ]
+        rows.known.append(agg["known"])
+        rows.existed.append(bool(first_seen))
         values |= {
             "plan": profile.get("plan"),
             "segment": profile.get("segment"),
@@ -336,7 +354,7 @@ async def compute(
         }
         for trait, value in (profile.get("traits") or {}).items():
             values[f"trait_{trait}"] = value
-        roles = _roles_as_of(contact_history.get(account_id, ()), t)
+        roles = _roles(orjson.loads(agg["contact_history"] or "[]"))
         values["contacts"] = len(roles)
         for role in catalog.roles:
             values[f"contacts_{role}"] = sum(1 for r in roles.values() if r == role)
@@ -354,7 +372,8 @@ async def compute(
                     matrix[row, j] = code
             elif isinstance(value, bool | int | float):
                 matrix[row, j] = float(value)
-    return Frame(catalog=catalog, keys=list(keys), matrix=matrix, segments=segments)
+    frame = Frame(catalog=catalog, keys=list(keys), matrix=matrix, segments=segments)
+    return frame, rows
 
 
 def _trend(recent: int, before: int) -> float:
@@ -363,47 +382,13 @@ def _trend(recent: int, before: int) -> float:
     return math.log((recent + 1) / (before + 1))
 
 
-def _first(history: Iterable[tuple[datetime, Any]] | None) -> datetime | None:
-    return min((at for at, _ in history), default=None) if history else None
-
-
-async def _histories(
-    conn: asyncpg.Connection,
-    table: str,
-    key: str,
-    ids: list[str],
-    until: datetime | None,
-) -> dict[str, list[tuple[datetime, dict[str, Any]]]]:
-    """History rows up to `until`, per account, in fold order. Callers cut each at its own t."""
-    if until is None or not ids:
-        return {}
-    extra = ", contact_id" if table == "contact_history" else ""
-    rows = await conn.fetch(
-        f"SELECT {key}, observed_at, changes{extra} FROM {table} "
-        f"WHERE {key} = ANY($1::text[]) AND observed_at <= $2 ORDER BY observed_at, id",
-        ids,
-        until,
-    )
-    out: dict[str, list[tuple[datetime, dict[str, Any]]]] = defaultdict(list)
-    for r in rows:
-        changes = dict(json_object(r["changes"]))
-        if extra:
-            changes["__contact_id"] = r["contact_id"]
-        out[r[key]].append((r["observed_at"], changes))
-    return out
-
-
-def _roles_as_of(
-    history: Iterable[tuple[datetime, dict[str, Any]]], t: datetime
-) -> dict[str, str | None]:
-    """Each contact's role as of t, for contacts that belonged to the account at t."""
-    state: dict[str, dict[str, Any]] = defaultdict(dict)
-    for at, changes in history:
-        if at > t:
-            break
-        contact = changes["__contact_id"]
-        state[contact].update({k: v for k, v in changes.items() if k in ("role", "account_id")})
-    return {c: s.get("role") for c, s in state.items()}
+def _roles(history: Iterable[list[Any]]) -> dict[str, str | None]:
+    """Each contact's role after the (already cut, ordered) [contact_id, changes] history."""
+    state: dict[str, str | None] = {}
+    for contact, changes in history:
+        if "role" in changes or contact not in state:
+            state[contact] = changes.get("role", state.get(contact))
+    return state
 
 
 def json_object(value: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ computed as of the moment asked for, and every score kept in the score history."
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -79,29 +78,6 @@ class Models:
         return loaded
 
 
-async def existing_accounts(
-    conn: asyncpg.Connection, account_ids: list[str], as_of: datetime | None
-) -> set[str]:
-    """Accounts that are known, and when as_of is given, existed at as_of."""
-    if as_of is None:
-        rows = await conn.fetch(
-            "SELECT account_id FROM accounts WHERE account_id = ANY($1::text[])", account_ids
-        )
-    else:
-        rows = await conn.fetch(
-            """
-            SELECT a.account_id FROM accounts a WHERE a.account_id = ANY($1::text[]) AND (
-                EXISTS (SELECT 1 FROM account_history h
-                        WHERE h.account_id = a.account_id AND h.observed_at <= $2)
-                OR EXISTS (SELECT 1 FROM events e
-                           WHERE e.account_id = a.account_id AND e.occurred_at <= $2))
-            """,
-            account_ids,
-            as_of,
-        )
-    return {r[0] for r in rows}
-
-
 async def score(
     pool: asyncpg.Pool,
     models: Models,
@@ -113,29 +89,29 @@ async def score(
     top: int,
 ) -> tuple[dict[str, list[scoring.Score]], dict[str, str]]:
     """Scores per account for each target, and an error per account that cannot be scored."""
+    keys = [(a, as_of) for a in dict.fromkeys(account_ids)]
+    problems: dict[str, str] = {}
+    frames: dict[int, tuple[features.Frame, features.Rows]] = {}
     async with pool.acquire() as conn:
         loaded = [await models.active(conn, t) for t in dict.fromkeys(targets)]
-        known = await existing_accounts(conn, account_ids, as_of if as_of_given else None)
-        problems = {
-            a: (
-                f"Account {a!r} did not exist at {as_of.isoformat()}."
-                if as_of_given
-                else f"No account {a!r}."
-            )
-            for a in account_ids
-            if a not in known
-        }
-        keys = [(a, as_of) for a in dict.fromkeys(account_ids) if a in known]
-        results: dict[str, list[scoring.Score]] = {a: [] for a, _ in keys}
-        if not keys:
-            return results, problems
-        frames = {}
         for model in loaded:
-            catalog_key = id(model.catalog)
-            if catalog_key not in frames:
-                frames[catalog_key] = await features.compute(conn, model.catalog, keys)
+            if id(model.catalog) not in frames:
+                frames[id(model.catalog)] = await features.compute_with_rows(
+                    conn, model.catalog, keys
+                )
+    frame, rows = frames[id(loaded[0].catalog)]
+    for (account_id, _), known, existed in zip(keys, rows.known, rows.existed, strict=True):
+        if not known:
+            problems[account_id] = f"No account {account_id!r}."
+        elif as_of_given and not existed:
+            problems[account_id] = f"Account {account_id!r} did not exist at {as_of.isoformat()}."
+    results: dict[str, list[scoring.Score]] = {a: [] for a, _ in keys if a not in problems}
     for model in loaded:
-        frame = frames[id(model.catalog)]
+        frame = frames[id(model.catalog)][0]
+        if problems:
+            frame = frame.subset([i for i, (a, _) in enumerate(keys) if a not in problems])
+        if not frame.keys:
+            continue
         async with models.limiter:
             scores = await asyncio.to_thread(scoring.score_frame, model, frame, top=top)
         for s in scores:
@@ -178,9 +154,21 @@ async def flush(pool: asyncpg.Pool, models: Models) -> None:
 
 
 def as_dict(score: scoring.Score) -> dict[str, Any]:
-    data = dataclasses.asdict(score)
-    data.pop("account_id")
-    return data
+    """The Score of the API (without account_id), shallow: reasons stay dataclasses, which
+    orjson writes as objects."""
+    return {
+        "target": score.target,
+        "model_id": score.model_id,
+        "segment": score.segment,
+        "as_of": score.as_of,
+        "probability": score.probability,
+        "band": score.band,
+        "percentile": score.percentile,
+        "margin": score.margin,
+        "base_value": score.base_value,
+        "other_contribution": score.other_contribution,
+        "reasons": score.reasons,
+    }
 
 
 async def ranked(
