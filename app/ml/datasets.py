@@ -58,15 +58,25 @@ class TrainingSet:
     snapshots: list[datetime]
 
 
+WARM_UP = timedelta(days=max(features.WINDOWS))
+
+
 def snapshot_dates(
     *, as_of: datetime, horizon: timedelta, every: timedelta, first_data: datetime
 ) -> list[datetime]:
-    """Every `every` going back from as_of - horizon to the first stored data, oldest first."""
-    dates = []
-    moment = as_of - horizon
-    while moment >= first_data:
-        dates.append(moment)
-        moment -= every
+    """Every `every` going back from as_of - horizon to the first stored data plus the longest
+    feature window, oldest first. Before that warm-up every account's 90-day counts are cut
+    short by the start of the data, not by its behaviour: a model trained on such snapshots
+    learns a world that never recurs, and the drift measured against it is an artefact. When
+    the data is too short for any warmed-up snapshot, snapshots reach back to the first data."""
+    for start in (first_data + WARM_UP, first_data):
+        dates = []
+        moment = as_of - horizon
+        while moment >= start:
+            dates.append(moment)
+            moment -= every
+        if dates:
+            break
     return dates[::-1]
 
 

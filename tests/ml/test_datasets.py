@@ -46,7 +46,24 @@ def test_snapshots_go_back_from_as_of_minus_horizon() -> None:
     )
     assert dates[-1] == AS_OF - H
     assert all(b - a == timedelta(days=30) for a, b in itertools.pairwise(dates))
-    assert dates[0] >= AS_OF - timedelta(days=200)
+    assert dates[0] >= AS_OF - timedelta(days=200) + datasets.WARM_UP
+
+
+def test_snapshots_start_after_the_longest_window_has_filled() -> None:
+    first = AS_OF - timedelta(days=400)
+    dates = datasets.snapshot_dates(
+        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=first
+    )
+    assert min(dates) >= first + timedelta(days=90)
+    assert min(dates) - timedelta(days=30) < first + timedelta(days=90)  # none warmed-up left out
+
+
+def test_data_too_short_for_a_warm_up_still_gets_snapshots() -> None:
+    first = AS_OF - H - timedelta(days=40)
+    dates = datasets.snapshot_dates(
+        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=first
+    )
+    assert dates == [AS_OF - H - timedelta(days=30), AS_OF - H]
 
 
 async def test_population_and_labels(client: httpx.AsyncClient, conn: asyncpg.Connection) -> None:
