@@ -13,7 +13,9 @@ Conventions the catalog relies on, so that tools map onto them:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
+import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -205,33 +207,23 @@ async def build_catalog(
     )
 
 
-def _sql(n_types: int) -> str:
+def _sql() -> str:
     """Everything Postgres knows about each (account, t) in one statement, one row per pair (so
-    one round trip per call, however many pairs): aggregates over the events in (t - 365 d, t],
-    open tickets, the first event ever, and the account's and its contacts' history up to t.
-    Event type k is parameter $k+3. Window bounds are computed once per pair, not per event."""
-    per_type = []
-    for k in range(n_types):
-        p = f"${k + 3}"
-        per_type += [
-            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at > s.t{w})" for w in WINDOWS
-        ]
-        per_type.append(
-            f"count(*) FILTER (WHERE e.type = {p} AND e.occurred_at <= s.t30 "
-            f"AND e.occurred_at > s.t60)"
-        )
-        per_type.append(f"max(e.occurred_at) FILTER (WHERE e.type = {p})")
-    columns = ",\n".join([*per_type, ""])
-    survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
+    one round trip per call, however many pairs): the events in (t - 365 d, t] aggregated per
+    event type (a handful of aggregates per event, pivoted in Python: filtering every event once
+    per feature cost most of the time), open tickets, the first event ever, and the account's and
+    its contacts' history up to t. Window bounds are computed once per pair, not per event;
+    instants come as epoch seconds and days are UTC days, whatever the session's zone."""
     bounds = ", ".join(
         f"s.t - interval '{d} days' AS t{d}" for d in sorted({*WINDOWS, 60, RECENCY_CAP_DAYS})
     )
+    survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
     return f"""
     WITH s AS (
         SELECT s.i, s.account_id, s.t, {bounds}
         FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
     )
-    SELECT s.i, agg.*,
+    SELECT s.i,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
       (SELECT e.occurred_at FROM events e WHERE e.account_id = s.account_id
        ORDER BY e.occurred_at LIMIT 1) AS first_event,
@@ -249,31 +241,30 @@ def _sql(n_types: int) -> str:
        WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS account_history,
       (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
        FROM contact_history h
-       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS contact_history
-    FROM s CROSS JOIN LATERAL (
-      SELECT
-      {columns}
-      count(*) FILTER (WHERE e.occurred_at > s.t30) AS events_30d,
-      count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60)
-            AS events_prev_30d,
-      count(DISTINCT date_trunc('day', e.occurred_at)) FILTER (WHERE e.occurred_at > s.t30)
-            AS active_days_30d,
-      array_agg(DISTINCT e.contact_id)
-            FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts_30d,
-      count(*) FILTER (WHERE e.type = '{TICKET_OPENED}' AND e.occurred_at > s.t90)
-            AS tickets_opened_90d,
-      (array_agg(e.value ORDER BY e.occurred_at DESC)
-            FILTER (WHERE ({survey}) AND e.value IS NOT NULL))[1] AS nps_latest,
-      avg(e.value) FILTER (WHERE ({survey}) AND e.value IS NOT NULL) AS nps_average,
-      count(*) FILTER (WHERE e.type = '{PAYMENT_FAILED}' AND e.occurred_at > s.t90)
-            AS payments_failed_90d,
-      coalesce(sum(e.value) FILTER (WHERE e.type = ANY('{{{",".join(REVENUE_TYPES)}}}')
-                       AND e.occurred_at > s.t90), 0) AS revenue_90d,
-      coalesce(sum(e.value) FILTER (WHERE e.occurred_at > s.t90), 0) AS value_sum_90d
-      FROM events e
-      WHERE e.account_id = s.account_id
-        AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
-    ) agg
+       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS contact_history,
+      (SELECT json_agg(per_type) FROM (
+          SELECT e.type,
+            count(*) FILTER (WHERE e.occurred_at > s.t7) AS c7,
+            count(*) FILTER (WHERE e.occurred_at > s.t30) AS c30,
+            count(*) FILTER (WHERE e.occurred_at > s.t90) AS c90,
+            count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60) AS p30,
+            extract(epoch FROM max(e.occurred_at)) AS last,
+            bit_or(1::bigint << (floor(extract(epoch FROM s.t) / 86400)
+                                 - floor(extract(epoch FROM e.occurred_at) / 86400))::int)
+                FILTER (WHERE e.occurred_at > s.t30) AS days30,
+            array_agg(DISTINCT e.contact_id)
+                FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
+            sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
+            sum(e.value) FILTER (WHERE {survey}) AS survey_sum,
+            count(e.value) FILTER (WHERE {survey}) AS survey_count,
+            max(array[extract(epoch FROM e.occurred_at)::float8, e.value])
+                FILTER (WHERE {survey} AND e.value IS NOT NULL) AS survey_latest
+          FROM events e
+          WHERE e.account_id = s.account_id
+            AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+          GROUP BY e.type
+       ) per_type) AS per_type
+    FROM s
     ORDER BY s.i
     """
 
@@ -297,12 +288,7 @@ async def compute_with_rows(
     conn: asyncpg.Connection, catalog: Catalog, keys: Sequence[tuple[str, datetime]]
 ) -> tuple[Frame, Rows]:
     """compute(), and whether each account is known and existed at its t (for scoring)."""
-    records = await conn.fetch(
-        _sql(len(catalog.event_types)),
-        [a for a, _ in keys],
-        [t for _, t in keys],
-        *catalog.event_types,
-    )
+    records = await conn.fetch(_SQL, [a for a, _ in keys], [t for _, t in keys])
     names = catalog.names
     position = {name: j for j, name in enumerate(names)}
     levels = {name: {v: code for code, v in enumerate(lv)} for name, lv in catalog.levels().items()}
@@ -310,33 +296,10 @@ async def compute_with_rows(
     segments: list[str | None] = []
     rows = Rows(known=[], existed=[])
     for row, ((_, t), agg) in enumerate(zip(keys, records, strict=True)):
-        values: dict[str, Any] = {}
-        offset = 1
-        for kind in catalog.event_types:
-            c7, c30, c90, prev30, last = (agg[offset + q] for q in range(5))
-            offset += 5
-            values[f"events_{kind}_7d"], values[f"events_{kind}_30d"] = c7, c30
-            values[f"events_{kind}_90d"] = c90
-            values[f"events_{kind}_trend"] = _trend(c30, prev30)
-            values[f"days_since_{kind}"] = (
-                min((t - last).total_seconds() / 86400, RECENCY_CAP_DAYS)
-                if last is not None
-                else RECENCY_CAP_DAYS
-            )
-        active = set(agg["contacts_30d"] or ())
-        values |= {
-            "events_30d": agg["events_30d"],
-            "events_trend": _trend(agg["events_30d"], agg["events_prev_30d"]),
-            "active_days_30d": agg["active_days_30d"],
-            "active_contacts_30d": len(active),
-            "tickets_opened_90d": agg["tickets_opened_90d"],
-            "tickets_open": agg["tickets_open"],
-            "nps_latest": agg["nps_latest"],
-            "nps_average": agg["nps_average"],
-            "payments_failed_90d": agg["payments_failed_90d"],
-            "revenue_90d": agg["revenue_90d"],
-            "value_sum_90d": agg["value_sum_90d"],
-        }
+        per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
+        values = _event_values(catalog, per_type, t.timestamp())
+        values["tickets_open"] = agg["tickets_open"]
+        active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         history = orjson.loads(agg["account_history"] or "[]")
         profile = profiles.fold(history)
         segments.append(profile.get("segment"))
@@ -374,6 +337,46 @@ async def compute_with_rows(
                 matrix[row, j] = float(value)
     frame = Frame(catalog=catalog, keys=list(keys), matrix=matrix, segments=segments)
     return frame, rows
+
+
+_SQL = _sql()
+
+
+def _event_values(
+    catalog: Catalog, per_type: dict[str, dict[str, Any]], t: float
+) -> dict[str, Any]:
+    """The event features from the per-type aggregates of one (account, t); t in epoch seconds."""
+    values: dict[str, Any] = {}
+    for kind in catalog.event_types:
+        p = per_type.get(kind)
+        c7, c30, c90, prev30 = (p["c7"], p["c30"], p["c90"], p["p30"]) if p else (0, 0, 0, 0)
+        values[f"events_{kind}_7d"], values[f"events_{kind}_30d"] = c7, c30
+        values[f"events_{kind}_90d"] = c90
+        values[f"events_{kind}_trend"] = _trend(c30, prev30)
+        values[f"days_since_{kind}"] = (
+            min((t - p["last"]) / 86400, RECENCY_CAP_DAYS) if p else RECENCY_CAP_DAYS
+        )
+    types = per_type.values()
+    events_30d = sum(p["c30"] for p in types)
+    surveys = [p for p in types if p["survey_count"]]
+    latest = max((p["survey_latest"] for p in surveys if p["survey_latest"]), default=None)
+    counted = sum(p["survey_count"] for p in surveys)
+    values |= {
+        "events_30d": events_30d,
+        "events_trend": _trend(events_30d, sum(p["p30"] for p in types)),
+        # days30: bit k set when there was an event k UTC days before t's day (k <= 30)
+        "active_days_30d": functools.reduce(
+            operator.or_, (p["days30"] or 0 for p in types), 0
+        ).bit_count(),
+        "active_contacts_30d": len(set().union(*(p["contacts30"] or () for p in types))),
+        "tickets_opened_90d": per_type[TICKET_OPENED]["c90"] if TICKET_OPENED in per_type else 0,
+        "nps_latest": latest[1] if latest is not None else None,
+        "nps_average": sum(p["survey_sum"] for p in surveys) / counted if counted else None,
+        "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
+        "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
+        "value_sum_90d": sum(p["value90"] or 0 for p in types),
+    }
+    return values
 
 
 def _trend(recent: int, before: int) -> float:
