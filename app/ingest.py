@@ -299,8 +299,13 @@ async def ingest_events(
         [(result, row, digest)] = rows.values()
         await _store_one_event(conn, result, row, digest, known)
         return stored
+    # Profile stubs are committed on their own, before the events: inside the events'
+    # transaction, every concurrent batch naming the same new account or contact waited for
+    # that whole transaction to end (ON CONFLICT must know whether the other row commits), which
+    # serialised parallel loads. A stub left behind by a failed request is an account with no
+    # profile yet, which the next attempt would have created anyway.
+    await _ensure_profiles(conn, known, accounts=accounts, contacts=contacts)
     async with conn.transaction():
-        await _ensure_profiles(conn, known, accounts=accounts, contacts=contacts)
         inserted = set(
             r[0]
             for r in await conn.fetch(
