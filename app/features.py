@@ -130,14 +130,6 @@ class Frame:
     def column(self, name: str) -> np.ndarray:
         return self.matrix[:, self.catalog.names.index(name)]
 
-    def subset(self, rows: Sequence[int]) -> Frame:
-        return Frame(
-            catalog=self.catalog,
-            keys=[self.keys[i] for i in rows],
-            matrix=self.matrix[list(rows)],
-            segments=[self.segments[i] for i in rows],
-        )
-
 
 async def build_catalog(
     conn: asyncpg.Connection,
@@ -269,51 +261,63 @@ def _sql() -> str:
     """
 
 
-@dataclass
-class Rows:
-    """What Postgres returned for each (account, t), before it becomes a matrix."""
+async def fetch(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, datetime]]
+) -> list[asyncpg.Record]:
+    """What Postgres knows about each (account_id, t), one record per pair in order. It does not
+    depend on a catalog, so one fetch serves every model that scores the same pairs."""
+    records: list[asyncpg.Record] = await conn.fetch(
+        _SQL, [a for a, _ in keys], [t for _, t in keys]
+    )
+    return records
 
-    known: list[bool]  # the account is stored (at any time)
-    existed: list[bool]  # it had been observed, or had an event, at or before its t
+
+def known(record: asyncpg.Record) -> bool:
+    """Whether the account is stored at all."""
+    return bool(record["known"])
+
+
+def existed(record: asyncpg.Record, t: datetime) -> bool:
+    """Whether the account had been observed, or had an event, at or before t."""
+    return _first_seen(record, t) is not None
+
+
+def _first_seen(record: asyncpg.Record, t: datetime) -> datetime | None:
+    seen = [at for at in (record["first_observed"], record["first_event"]) if at is not None]
+    return min((at for at in seen if at <= t), default=None)
 
 
 async def compute(
     conn: asyncpg.Connection, catalog: Catalog, keys: Sequence[tuple[str, datetime]]
 ) -> Frame:
     """Features of each (account_id, t), reading nothing stamped after its t."""
-    return (await compute_with_rows(conn, catalog, keys))[0]
+    return assemble(catalog, keys, await fetch(conn, keys))
 
 
-async def compute_with_rows(
-    conn: asyncpg.Connection, catalog: Catalog, keys: Sequence[tuple[str, datetime]]
-) -> tuple[Frame, Rows]:
-    """compute(), and whether each account is known and existed at its t (for scoring)."""
-    records = await conn.fetch(_SQL, [a for a, _ in keys], [t for _, t in keys])
+def assemble(
+    catalog: Catalog, keys: Sequence[tuple[str, datetime]], records: Sequence[asyncpg.Record]
+) -> Frame:
+    """The feature matrix of `catalog` from fetch()'s records of the same keys."""
     names = catalog.names
     position = {name: j for j, name in enumerate(names)}
     levels = {name: {v: code for code, v in enumerate(lv)} for name, lv in catalog.levels().items()}
     matrix = np.full((len(keys), len(names)), np.nan)
     segments: list[str | None] = []
-    rows = Rows(known=[], existed=[])
     for row, ((_, t), agg) in enumerate(zip(keys, records, strict=True)):
         per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
         values = _event_values(catalog, per_type, t.timestamp())
         values["tickets_open"] = agg["tickets_open"]
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
+        values["active_contacts_30d"] = len(active)
         history = orjson.loads(agg["account_history"] or "[]")
         profile = profiles.fold(history)
         segments.append(profile.get("segment"))
-        first_event = agg["first_event"]
-        first_seen = [
-            at for at in (agg["first_observed"], first_event) if at is not None and at <= t
-        ]
-        rows.known.append(agg["known"])
-        rows.existed.append(bool(first_seen))
+        first_seen = _first_seen(agg, t)
         values |= {
             "plan": profile.get("plan"),
             "segment": profile.get("segment"),
             "mrr": profile.get("mrr"),
-            "tenure_days": (t - min(first_seen)).total_seconds() / 86400 if first_seen else None,
+            "tenure_days": (t - first_seen).total_seconds() / 86400 if first_seen else None,
         }
         for trait, value in (profile.get("traits") or {}).items():
             values[f"trait_{trait}"] = value
@@ -335,8 +339,7 @@ async def compute_with_rows(
                     matrix[row, j] = code
             elif isinstance(value, bool | int | float):
                 matrix[row, j] = float(value)
-    frame = Frame(catalog=catalog, keys=list(keys), matrix=matrix, segments=segments)
-    return frame, rows
+    return Frame(catalog=catalog, keys=list(keys), matrix=matrix, segments=segments)
 
 
 _SQL = _sql()
@@ -368,7 +371,6 @@ def _event_values(
         "active_days_30d": functools.reduce(
             operator.or_, (p["days30"] or 0 for p in types), 0
         ).bit_count(),
-        "active_contacts_30d": len(set().union(*(p["contacts30"] or () for p in types))),
         "tickets_opened_90d": per_type[TICKET_OPENED]["c90"] if TICKET_OPENED in per_type else 0,
         "nps_latest": latest[1] if latest is not None else None,
         "nps_average": sum(p["survey_sum"] for p in surveys) / counted if counted else None,

@@ -222,7 +222,6 @@ async def uplift(
     account counted once, from its first insight by the rule, the outcome being the target's
     (churned for churn, expanded for expansion, else the target's name) within horizon_days
     after it. The difference comes with a 95% interval (normal approximation)."""
-    kinds = sorted({*OUTCOME_OF.items()})
     rows = await conn.fetch(
         """
         WITH firsts AS (
@@ -235,17 +234,13 @@ async def uplift(
         SELECT f.holdout, f.created_at, EXISTS (
             SELECT 1 FROM outcomes o
             WHERE o.account_id = f.account_id
-              AND o.kind = coalesce(
-                  (SELECT k.kind FROM unnest($2::text[], $3::text[]) AS k(target, kind)
-                   WHERE k.target = f.target),
-                  f.target)
-              AND o.occurred_at > f.created_at AND o.occurred_at <= f.created_at + $4
+              AND o.kind = coalesce($2::jsonb ->> f.target, f.target)
+              AND o.occurred_at > f.created_at AND o.occurred_at <= f.created_at + $3
         ) AS happened
         FROM firsts f
         """,
         rule_id,
-        [t for t, _ in kinds],
-        [k for _, k in kinds],
+        orjson.dumps(OUTCOME_OF).decode(),
         timedelta(days=horizon_days),
     )
     groups: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}

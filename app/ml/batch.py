@@ -111,7 +111,8 @@ async def rescore(
 
     async def frames(ids: list[str]) -> dict[int, features.Frame]:
         keys = [(a, as_of) for a in ids]
-        return {k: await features.compute(conn, c, keys) for k, c in catalogs.items()}
+        records = await features.fetch(conn, keys)  # once, whatever the number of models
+        return {k: features.assemble(c, keys, records) for k, c in catalogs.items()}
 
     def score(frame_by_catalog: dict[int, features.Frame]) -> list[scoring.Score]:
         return [

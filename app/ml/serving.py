@@ -90,30 +90,36 @@ async def score(
 ) -> tuple[dict[str, list[scoring.Score]], dict[str, str]]:
     """Scores per account for each target, and an error per account that cannot be scored."""
     keys = [(a, as_of) for a in dict.fromkeys(account_ids)]
-    problems: dict[str, str] = {}
-    frames: dict[int, tuple[features.Frame, features.Rows]] = {}
     async with pool.acquire() as conn:
         loaded = [await models.active(conn, t) for t in dict.fromkeys(targets)]
-        for model in loaded:
-            if id(model.catalog) not in frames:
-                frames[id(model.catalog)] = await features.compute_with_rows(
-                    conn, model.catalog, keys
-                )
-    frame, rows = frames[id(loaded[0].catalog)]
-    for (account_id, _), known, existed in zip(keys, rows.known, rows.existed, strict=True):
-        if not known:
+        records = await features.fetch(conn, keys)
+    problems: dict[str, str] = {}
+    scorable = []
+    for key, record in zip(keys, records, strict=True):
+        account_id = key[0]
+        if not features.known(record):
             problems[account_id] = f"No account {account_id!r}."
-        elif as_of_given and not existed:
+        elif as_of_given and not features.existed(record, as_of):
             problems[account_id] = f"Account {account_id!r} did not exist at {as_of.isoformat()}."
-    results: dict[str, list[scoring.Score]] = {a: [] for a, _ in keys if a not in problems}
+        else:
+            scorable.append((key, record))
+    results: dict[str, list[scoring.Score]] = {key[0]: [] for key, _ in scorable}
+    if not scorable:
+        return results, problems
+    frames: dict[int, features.Frame] = {}
+
+    def assemble_and_score(model: registry.Loaded) -> list[scoring.Score]:
+        # Both are CPU work (a batch of 1000 accounts takes a while): off the event loop.
+        frame = frames.get(id(model.catalog))
+        if frame is None:
+            frame = frames[id(model.catalog)] = features.assemble(
+                model.catalog, [k for k, _ in scorable], [r for _, r in scorable]
+            )
+        return scoring.score_frame(model, frame, top=top)
+
     for model in loaded:
-        frame = frames[id(model.catalog)][0]
-        if problems:
-            frame = frame.subset([i for i, (a, _) in enumerate(keys) if a not in problems])
-        if not frame.keys:
-            continue
         async with models.limiter:
-            scores = await asyncio.to_thread(scoring.score_frame, model, frame, top=top)
+            scores = await asyncio.to_thread(assemble_and_score, model)
         for s in scores:
             results[s.account_id].append(s)
     keep(pool, models, [s for per in results.values() for s in per])
