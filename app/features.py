@@ -210,6 +210,10 @@ def _sql() -> str:
         f"s.t - interval '{d} days' AS t{d}" for d in sorted({*WINDOWS, 60, RECENCY_CAP_DAYS})
     )
     survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
+    # The same bounds again as parameters, over every pair at once: Postgres prunes month
+    # partitions by parameters when the statement starts, but by per-row values only when it runs,
+    # after it has opened every partition for every subquery (most of a single score's time).
+    in_range = "e.occurred_at > $3 AND e.occurred_at <= $4"
     return f"""
     WITH s AS (
         SELECT s.i, s.account_id, s.t, {bounds}
@@ -218,12 +222,13 @@ def _sql() -> str:
     SELECT s.i,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
       (SELECT e.occurred_at FROM events e WHERE e.account_id = s.account_id
+         AND e.occurred_at <= $4
        ORDER BY e.occurred_at LIMIT 1) AS first_event,
       (SELECT count(*) FROM (
           SELECT DISTINCT ON (e.properties ->> 'ticket_id') e.type
           FROM events e
           WHERE e.account_id = s.account_id AND e.occurred_at <= s.t
-            AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+            AND e.occurred_at > s.t{RECENCY_CAP_DAYS} AND {in_range}
             AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'
           ORDER BY e.properties ->> 'ticket_id', e.occurred_at DESC
        ) last_event WHERE last_event.type = '{TICKET_OPENED}') AS tickets_open,
@@ -253,7 +258,7 @@ def _sql() -> str:
                 FILTER (WHERE {survey} AND e.value IS NOT NULL) AS survey_latest
           FROM events e
           WHERE e.account_id = s.account_id
-            AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+            AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS} AND {in_range}
           GROUP BY e.type
        ) per_type) AS per_type
     FROM s
@@ -266,8 +271,13 @@ async def fetch(
 ) -> list[asyncpg.Record]:
     """What Postgres knows about each (account_id, t), one record per pair in order. It does not
     depend on a catalog, so one fetch serves every model that scores the same pairs."""
+    moments = [t for _, t in keys]
     records: list[asyncpg.Record] = await conn.fetch(
-        _SQL, [a for a, _ in keys], [t for _, t in keys]
+        _SQL,
+        [a for a, _ in keys],
+        moments,
+        min(moments, default=None) and min(moments) - LOOKBACK,
+        max(moments, default=None),
     )
     return records
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,10 +55,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Serve once the first pass is done, or after a short wait when the database is away.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=settings.db_timeout_seconds)
+        watcher = asyncio.create_task(
+            app.state.models.watch(
+                lambda: asyncpg.connect(
+                    db.plain_url(url),
+                    timeout=settings.db_timeout_seconds,
+                    server_settings={"application_name": "custintel-models-listener"},
+                )
+            )
+        )
         try:
             yield
         finally:
             keeper.cancel()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await asyncio.gather(*app.state.models.pending, return_exceptions=True)
             await serving.flush(app.state.pool, app.state.models)
             await app.state.pool.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +17,26 @@ from app import errors, logs
 access = logging.getLogger("custintel.access")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class _Ids:
+    """Request ids unique across processes and restarts: a random prefix per process and a
+    counter. uuid4 read the OS's random source on every request; that syscall releases the GIL,
+    and taking it back behind a busy scoring thread stalled the event loop for milliseconds."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"  # 32 hex digits, like a uuid
+
+
+_ids = _Ids()
 
 
 class RequestContext:
@@ -27,7 +49,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if _SAFE_ID.match(incoming) else _ids.next()
         token = logs.request_id.set(rid)
         started = time.perf_counter()
         status = 500

@@ -9,7 +9,6 @@ the GIL), the features of the next are computed in Postgres, and scores are writ
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -66,7 +65,7 @@ async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
                 s.band,
                 s.percentile,
                 s.margin,
-                orjson.dumps([dataclasses.asdict(r) for r in s.reasons]).decode(),
+                orjson.dumps(s.reasons).decode(),  # orjson writes dataclasses as objects
                 s.base_value,
                 s.other_contribution,
             )

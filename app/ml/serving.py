@@ -4,7 +4,9 @@ computed as of the moment asked for, and every score kept in the score history."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import errors, features
+from app import db, errors, features
 from app.ml import batch, registry, scoring
 
 log = logging.getLogger(__name__)
@@ -32,39 +34,98 @@ class NoActiveModel(errors.CustintelError):
         )
 
 
+MODELS_CHANNEL = "custintel_models"  # notified by a trigger on every change to `models`
+WATCH_CHECK_SECONDS = 30.0
+
+
 class Models:
     """Loaded models by id, and for each target the last one that loaded cleanly, which keeps
-    serving when a newer file turns out to be damaged."""
+    serving when a newer file turns out to be damaged.
+
+    Which model is active is cached per target while a connection LISTENs to MODELS_CHANNEL
+    (`watch`): any change to the models table, from any process, empties the cache. Without
+    that connection every request reads the models table."""
 
     def __init__(self) -> None:
         self._loaded: dict[str, registry.Loaded] = {}
         self._last_good: dict[str, registry.Loaded] = {}
         self._lock = asyncio.Lock()
+        self._active: dict[str, tuple[str, str]] = {}  # target -> model_id, path
+        self._listening = False
+        self._generation = 0  # bumped on every change, so a read racing one is not cached
         # CPU work on request runs in threads, a bounded few at a time.
         self.limiter = asyncio.Semaphore(2)
         # On-request scores waiting to be written to the history, and the writes under way.
         self.unsaved: list[scoring.Score] = []
         self.pending: set[asyncio.Task[None]] = set()
 
+    def forget_active(self, *_: object) -> None:
+        self._generation += 1
+        self._active.clear()
+
+    async def watch(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+        """Keep a connection listening for changes to the models table (runs until cancelled);
+        the cache is used only while it is up."""
+        while True:
+            try:
+                conn = await connect()
+            except db.UNREACHABLE_ERRORS:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self._listen(conn)
+            except (*db.UNREACHABLE_ERRORS, asyncpg.PostgresError):
+                log.warning("lost the models listener; reading the models table until it is back")
+            finally:
+                self._listening = False
+                self.forget_active()
+                conn.terminate()
+
+    async def _listen(self, conn: asyncpg.Connection) -> None:
+        gone = asyncio.Event()
+
+        def lost(_: object) -> None:
+            self._listening = False
+            self.forget_active()
+            gone.set()
+
+        conn.add_termination_listener(lost)
+        await conn.add_listener(MODELS_CHANNEL, self.forget_active)
+        self.forget_active()
+        self._listening = True
+        while not gone.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), WATCH_CHECK_SECONDS)
+            if not gone.is_set():  # a silent network can drop it without a close
+                await conn.execute("SELECT 1", timeout=WATCH_CHECK_SECONDS)
+
     async def active(self, conn: asyncpg.Connection, target: str) -> registry.Loaded:
-        row = await conn.fetchrow(
-            "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'", target
-        )
-        if row is None:
-            raise NoActiveModel.of(target)
-        loaded = self._loaded.get(row["model_id"])
+        cached = self._active.get(target)
+        if cached is None:
+            generation = self._generation
+            row = await conn.fetchrow(
+                "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'",
+                target,
+            )
+            if row is None:
+                raise NoActiveModel.of(target)
+            cached = (row["model_id"], row["path"])
+            if self._listening and generation == self._generation:
+                self._active[target] = cached
+        model_id, path = cached
+        loaded = self._loaded.get(model_id)
         if loaded is not None:
             return loaded
         async with self._lock:
             try:
-                loaded = await self.load(row["model_id"], Path(row["path"]))
+                loaded = await self.load(model_id, Path(path))
             except registry.DamagedModel:
                 fallback = self._last_good.get(target)
                 if fallback is None:
                     raise
                 log.error(
                     "active model damaged; serving the last good one",
-                    extra={"model_id": row["model_id"], "serving": fallback.model_id},
+                    extra={"model_id": model_id, "serving": fallback.model_id},
                 )
                 return fallback
         self._last_good[target] = loaded
@@ -76,6 +137,12 @@ class Models:
             loaded = await asyncio.to_thread(registry.load, path)
             self._loaded[model_id] = loaded
         return loaded
+
+
+# Up to this many accounts, scoring runs on the event loop: it takes a few hundred microseconds
+# (LightGBM releases the GIL while it explains), less than handing it to a thread costs, and a
+# thread holding the GIL makes the loop wait for it after every socket call.
+INLINE_ACCOUNTS = 4
 
 
 async def score(
@@ -118,8 +185,11 @@ async def score(
         return scoring.score_frame(model, frame, top=top)
 
     for model in loaded:
-        async with models.limiter:
-            scores = await asyncio.to_thread(assemble_and_score, model)
+        if len(scorable) <= INLINE_ACCOUNTS:
+            scores = assemble_and_score(model)
+        else:
+            async with models.limiter:
+                scores = await asyncio.to_thread(assemble_and_score, model)
         for s in scores:
             results[s.account_id].append(s)
     keep(pool, models, [s for per in results.values() for s in per])
