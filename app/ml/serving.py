@@ -80,6 +80,7 @@ class Models:
                 self._listening = False
                 self.forget_active()
                 conn.terminate()
+            await asyncio.sleep(1.0)
 
     async def _listen(self, conn: asyncpg.Connection) -> None:
         gone = asyncio.Event()
