@@ -272,12 +272,9 @@ async def fetch(
     """What Postgres knows about each (account_id, t), one record per pair in order. It does not
     depend on a catalog, so one fetch serves every model that scores the same pairs."""
     moments = [t for _, t in keys]
+    lower, upper = (min(moments) - LOOKBACK, max(moments)) if moments else (None, None)
     records: list[asyncpg.Record] = await conn.fetch(
-        _SQL,
-        [a for a, _ in keys],
-        moments,
-        min(moments, default=None) and min(moments) - LOOKBACK,
-        max(moments, default=None),
+        _SQL, [a for a, _ in keys], moments, lower, upper
     )
     return records
 

@@ -177,7 +177,7 @@ async def score(
     frames: dict[int, features.Frame] = {}
 
     def assemble_and_score(model: registry.Loaded) -> list[scoring.Score]:
-        # Both are CPU work (a batch of 1000 accounts takes a while): off the event loop.
+        # Both are CPU work: in a thread for more than INLINE_ACCOUNTS accounts.
         frame = frames.get(id(model.catalog))
         if frame is None:
             frame = frames[id(model.catalog)] = features.assemble(

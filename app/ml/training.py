@@ -121,13 +121,9 @@ def _account_bucket(account_id: str) -> int:
 def split(ts: TrainingSet, options: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks: train, stop (early stopping and calibration), holdout (metrics)."""
     n_snap = len(ts.snapshots)
-    by_account: dict[str, int] = {}  # an account is in every snapshot: hash it once
-    buckets = np.array(
-        [
-            by_account[a] if a in by_account else by_account.setdefault(a, _account_bucket(a))
-            for a, _ in ts.frame.keys
-        ]
-    )
+    # An account is in every snapshot: hash it once.
+    bucket_of = {a: _account_bucket(a) for a in dict.fromkeys(a for a, _ in ts.frame.keys)}
+    buckets = np.array([bucket_of[a] for a, _ in ts.frame.keys])
     if n_snap > 1:
         held = max(1, round(n_snap * options.holdout_share))
         holdout = ts.snapshot_of_row >= n_snap - held
@@ -270,7 +266,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
 
     segments = np.array([s or "" for s in ts.frame.segments])
     models: dict[str, SegmentModel] = {}
-    models[GLOBAL] = _finish(booster, xs, y, stop_mask)
+    models[GLOBAL] = _finish(booster, margin(booster, xs[stop_mask]), y[stop_mask])
     # Predicting is a fifth of the time here: each model predicts each row it needs once.
     global_hold = np.full(len(y), np.nan)
     global_hold[hold_mask] = margin(booster, xs[hold_mask])
@@ -293,9 +289,9 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             and y[in_seg & stop_mask].sum() > 0
         ):
             own = fit(in_seg & train_mask, in_seg & stop_mask, cols)
-            candidate = _finish(own, xs, y, in_seg & stop_mask)
             own_margin = np.full(len(y), np.nan)
             own_margin[in_seg] = margin(own, xs[in_seg])
+            candidate = _finish(own, own_margin[in_seg & stop_mask], y[in_seg & stop_mask])
             s = candidate.probability(own_margin[hold])
             entry["segment_holdout"] = metrics(y[hold], s)
             own_auc, global_auc = entry["segment_holdout"]["auc"], entry["global_holdout"]["auc"]
@@ -358,15 +354,13 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     )
 
 
-def _finish(
-    booster: lgb.Booster, xs: np.ndarray, y: np.ndarray, stop_mask: np.ndarray
-) -> SegmentModel:
-    """Calibration fitted on the early-stopping rows, kept only where it lowers the Brier score."""
-    stop_margin = margin(booster, xs[stop_mask])
-    a, b = _calibrate(stop_margin, y[stop_mask])
+def _finish(booster: lgb.Booster, stop_margin: np.ndarray, y_stop: np.ndarray) -> SegmentModel:
+    """Calibration fitted on the booster's margins on the early-stopping rows, kept only where it
+    lowers the Brier score."""
+    a, b = _calibrate(stop_margin, y_stop)
     raw = _sigmoid(stop_margin)
     calibrated = _sigmoid(a * stop_margin + b)
-    if brier_score_loss(y[stop_mask], calibrated) >= brier_score_loss(y[stop_mask], raw):
+    if brier_score_loss(y_stop, calibrated) >= brier_score_loss(y_stop, raw):
         a, b = 1.0, 0.0
     return SegmentModel(booster, (a, b))
 
