@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, partitions
-from app.api import admin, health, insights, models, profiles, signals
+from app.api import admin, health, insights, models, profiles, scores, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, RequestContext
 from app.ml import serving
@@ -101,12 +101,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.key_cache = auth.KeyCache(settings.api_key_cache_seconds)
+    bootstrap = settings.bootstrap_admin_key
+    app.state.bootstrap_key_hash = (
+        None if bootstrap is None else auth.hash_key(bootstrap.get_secret_value())
+    )
     app.state.known_ids = ingest.KnownIds()
     app.state.models = serving.Models()
     app.include_router(health.router)
+    # Routes are matched one by one in this order: the hottest first (events, then scores).
     for router in (
-        profiles.router,
         signals.router,
+        scores.router,
+        profiles.router,
         models.router,
         insights.router,
         admin.router,

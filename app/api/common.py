@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
 import re
 import typing
 from collections.abc import Callable, Coroutine
@@ -24,12 +23,10 @@ T = TypeVar("T")
 def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return True  # curl --data without -H: treat as JSON rather than refuse
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
+    # type/subtype before any parameters, case-insensitive (RFC 9110 8.3.1)
+    media_type = content_type.partition(";")[0].strip().lower()
+    main, _, subtype = media_type.partition("/")
+    return main == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def _query_params(dependant: Dependant) -> dict[str, bool]:
@@ -38,6 +35,21 @@ def _query_params(dependant: Dependant) -> dict[str, bool]:
     for sub in dependant.dependencies:
         params |= _query_params(sub)
     return params
+
+
+def _check_query(request: Request, known: dict[str, bool]) -> None:
+    unknown = sorted(set(request.query_params) - set(known))
+    repeated = sorted(
+        name
+        for name, repeats in known.items()
+        if not repeats and len(request.query_params.getlist(name)) > 1
+    )
+    if repeated:
+        raise _query_problem(
+            "given more than once", repeated, "Give this parameter once", "repeated"
+        )
+    if unknown:  # a misspelt filter must not silently widen a query
+        raise _query_problem("unknown", unknown, "Unknown query parameter", "extra_forbidden")
 
 
 def _query_problem(what: str, names: list[str], msg: str, kind: str) -> errors.InvalidPayload:
@@ -59,26 +71,17 @@ class StrictJSONRoute(APIRoute):
     problem response that says what is wrong rather than a generic parse error."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        # The content type is checked below, where a missing one means JSON; FastAPI's own
+        # strict check would leave such a body unparsed and answer "not a valid dictionary".
+        self.strict_content_type = False
         handler = super().get_route_handler()
         known_query = _query_params(self.dependant)
         # Routes with a hand-parsed body (batches) read it themselves, in one pass.
         parses_body = self.body_field is not None
 
         async def strict_handler(request: Request) -> Response:
-            unknown = sorted(set(request.query_params) - set(known_query))
-            repeated = sorted(
-                name
-                for name, repeats in known_query.items()
-                if not repeats and len(request.query_params.getlist(name)) > 1
-            )
-            if repeated:
-                raise _query_problem(
-                    "given more than once", repeated, "Give this parameter once", "repeated"
-                )
-            if unknown:  # a misspelt filter must not silently widen a query
-                raise _query_problem(
-                    "unknown", unknown, "Unknown query parameter", "extra_forbidden"
-                )
+            if request.scope["query_string"]:
+                _check_query(request, known_query)
             if parses_body:
                 body = await request.body()
                 if body:

@@ -160,13 +160,30 @@ async def test_unknown_fields_are_refused_by_name(client: httpx.AsyncClient) -> 
     assert_problem(account, 422, "seats")
 
 
-async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/json", "application/jsonl", "application/json/x"],
+)
+async def test_non_json_content_type_is_415(client: httpx.AsyncClient, content_type: str) -> None:
     response = await client.post(
         "/v1/events",
-        content=b"type=login",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        content=f"{{{GOOD}}}".encode(),
+        headers={"Content-Type": content_type},
     )
     assert_problem(response, 415)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "Application/JSON", " application/json ;x=y", "", None],
+)
+async def test_json_content_types_are_accepted(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    """A missing content type is taken as JSON (curl and hand-written clients forget it)."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = await client.post("/v1/events", content=f"{{{GOOD}}}".encode(), headers=headers)
+    assert response.status_code == 202, response.text
 
 
 async def test_control_characters_in_path_ids_are_refused(client: httpx.AsyncClient) -> None:
