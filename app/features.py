@@ -203,13 +203,16 @@ def _sql() -> str:
     """Everything Postgres knows about each (account, t) in one statement, one row per pair (so
     one round trip per call, however many pairs): the events in (t - 365 d, t] aggregated per
     event type (a handful of aggregates per event, pivoted in Python: filtering every event once
-    per feature cost most of the time), open tickets, the first event ever, and the account's and
-    its contacts' history up to t. Window bounds are computed once per pair, not per event;
-    instants come as epoch seconds and days are UTC days, whatever the session's zone."""
+    per feature cost most of the time; the ticket events' ids and instants come along in the
+    same scan), the first event ever, and the account's and its contacts' history up to t.
+    Window bounds are computed once per pair, not per event; instants come as epoch seconds
+    (ticket instants as whole microseconds, compared exactly) and days are UTC days, whatever the
+    session's zone."""
     bounds = ", ".join(
         f"s.t - interval '{d} days' AS t{d}" for d in sorted({*WINDOWS, 60, RECENCY_CAP_DAYS})
     )
     survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
+    tickets = f"e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'"
     # The same bounds again as parameters, over every pair at once: Postgres prunes month
     # partitions by parameters when the statement starts, but by per-row values only when it runs,
     # after it has opened every partition for every subquery (most of a single score's time).
@@ -224,14 +227,6 @@ def _sql() -> str:
       (SELECT e.occurred_at FROM events e WHERE e.account_id = s.account_id
          AND e.occurred_at <= $4
        ORDER BY e.occurred_at LIMIT 1) AS first_event,
-      (SELECT count(*) FROM (
-          SELECT DISTINCT ON (e.properties ->> 'ticket_id') e.type
-          FROM events e
-          WHERE e.account_id = s.account_id AND e.occurred_at <= s.t
-            AND e.occurred_at > s.t{RECENCY_CAP_DAYS} AND {in_range}
-            AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'
-          ORDER BY e.properties ->> 'ticket_id', e.occurred_at DESC
-       ) last_event WHERE last_event.type = '{TICKET_OPENED}') AS tickets_open,
       (SELECT min(h.observed_at) FROM account_history h
        WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS first_observed,
       (SELECT json_agg(h.changes ORDER BY h.observed_at, h.id) FROM account_history h
@@ -255,7 +250,10 @@ def _sql() -> str:
             sum(e.value) FILTER (WHERE {survey}) AS survey_sum,
             count(e.value) FILTER (WHERE {survey}) AS survey_count,
             max(array[extract(epoch FROM e.occurred_at)::float8, e.value])
-                FILTER (WHERE {survey} AND e.value IS NOT NULL) AS survey_latest
+                FILTER (WHERE {survey} AND e.value IS NOT NULL) AS survey_latest,
+            json_agg(json_build_array(e.properties ->> 'ticket_id',
+                                      (extract(epoch FROM e.occurred_at) * 1e6)::bigint))
+                FILTER (WHERE {tickets}) AS tickets
           FROM events e
           WHERE e.account_id = s.account_id
             AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS} AND {in_range}
@@ -313,7 +311,7 @@ def assemble(
     for row, ((_, t), agg) in enumerate(zip(keys, records, strict=True)):
         per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
         values = _event_values(catalog, per_type, t.timestamp())
-        values["tickets_open"] = agg["tickets_open"]
+        values["tickets_open"] = _open_tickets(per_type)
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
         history = orjson.loads(agg["account_history"] or "[]")
@@ -386,6 +384,16 @@ def _event_values(
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
     }
     return values
+
+
+def _open_tickets(per_type: dict[str, dict[str, Any]]) -> int:
+    """Tickets whose latest event in the window is an opening (a close at the same instant wins)."""
+    latest: dict[str, dict[str | None, int]] = {TICKET_OPENED: {}, TICKET_CLOSED: {}}
+    for kind, last in latest.items():
+        for ticket, at in (per_type.get(kind) or {}).get("tickets") or ():
+            last[ticket] = max(at, last.get(ticket, at))
+    closed = latest[TICKET_CLOSED]
+    return sum(1 for ticket, at in latest[TICKET_OPENED].items() if at > closed.get(ticket, at - 1))
 
 
 def _trend(recent: int, before: int) -> float:

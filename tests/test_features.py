@@ -129,3 +129,44 @@ async def test_nothing_after_t_changes_a_feature_as_of_t(
     # ...while the same changes do show as of now.
     now = await frame_at(conn, T)
     assert now.column("trait_seats")[0] == 2
+
+
+async def test_a_ticket_is_open_when_its_latest_event_in_the_window_opens_it(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    def ticket(kind: str, ticket_id: object, days_before: float) -> dict[str, object]:
+        return {"type": f"ticket_{kind}", "occurred_at": at(days_before), "ticket": ticket_id}
+
+    tickets = [
+        ticket("opened", "reopened", 50),
+        ticket("closed", "reopened", 40),
+        ticket("opened", "reopened", 30),  # open again
+        ticket("opened", "closed", 20),
+        ticket("closed", "closed", 10),
+        ticket("opened", "same-instant", 5),
+        ticket("closed", "same-instant", 5),  # a close at the same instant wins
+        ticket("opened", 7, 3),  # a numeric id is an id too
+        ticket("closed", "closed-long-ago", 400),  # outside the 365-day window...
+        ticket("opened", "closed-long-ago", 2),  # ...so this one is open
+        ticket("opened", "closed-later", 2),
+        ticket("closed", "closed-later", 0.5),
+    ]
+    events = [
+        {
+            "event_id": f"t{i}",
+            "account_id": "acme",
+            "type": e["type"],
+            "occurred_at": e["occurred_at"],
+            "properties": {"ticket_id": e["ticket"]},
+        }
+        for i, e in enumerate(tickets)
+    ]
+    events.append(  # no ticket_id: not a ticket anyone can close
+        {"account_id": "acme", "type": "ticket_opened", "occurred_at": at(1), "event_id": "t-none"}
+    )
+    response = await client.post("/v1/events/batch", json={"events": events})
+    assert response.json()["errors"] == []
+    tickets_open = await frame_at(conn, T)
+    assert tickets_open.column("tickets_open")[0] == 3  # reopened, 7, closed-long-ago
+    one_day_earlier = await frame_at(conn, T - timedelta(days=1))
+    assert one_day_earlier.column("tickets_open")[0] == 4  # closed-later was still open
