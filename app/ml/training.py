@@ -310,10 +310,13 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     served_by = np.array([s if s in models else GLOBAL for s in segments])
     for name, model in models.items():
         rows = served_by == name
-        if rows.any():
-            known = own_margins.get(name)
-            raw = known[rows] if known is not None else margin(model.booster, xs[rows])
-            p[rows] = model.probability(raw)
+        if not rows.any():
+            continue
+        known = own_margins.get(name)
+        if known is None:  # the global model: only its held-out rows are predicted already
+            known, unknown = global_hold.copy(), rows & ~hold_mask
+            known[unknown] = margin(model.booster, xs[unknown])
+        p[rows] = model.probability(known[rows])
     stats = {GLOBAL: _stats(p[train_mask], xs[train_mask], cols, options)}
     for segment in sorted(str(s) for s in set(segments) - {""}):
         rows = train_mask & (segments == segment)
