@@ -26,12 +26,12 @@ TICK_SECONDS = 10.0
 
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
     """What a worker can run, by job kind."""
-    from app.ml import batch, performance, pipeline
+    from app.ml import batch, drift, performance, pipeline
 
     return {
         "train": pipeline.handler(settings),
         "score": batch.handler(settings),
-        "evaluate": performance.handler(settings.drift_threshold),
+        "evaluate": performance.handler(drift.Rule.of(settings)),
     }
 
 

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(
         0.2, gt=0, description="Population stability index above which drift is recorded."
     )
+    drift_min_importance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of a model's importance a feature needs for its drift to count.",
+    )
     insight_bands: list[Literal["high", "medium", "low"]] = Field(
         ["high"], description="Bands whose entry raises an insight (JSON list)."
     )

@@ -194,9 +194,7 @@ async def get_model_drift(model_id: Id, request: Request, _: Read) -> DriftRepor
     training rows and its latest batch scoring; 409 when it has no batch scoring yet."""
     state = request.app.state
     async with state.pool.acquire() as conn:
-        result = await drift.measure(
-            conn, model_id=model_id, threshold=state.settings.drift_threshold
-        )
+        result = await drift.measure(conn, model_id=model_id, rule=drift.Rule.of(state.settings))
     return DriftReport.model_validate(result)
 
 

@@ -5,12 +5,15 @@ reference: ten quantile bins for numbers (plus the share missing), the share of 
 categories, and the same for the score. Drift compares the latest batch scoring of the model
 (its accounts, features as of that moment, and the scores it stored) with that reference by the
 population stability index, PSI = sum((a - e) * ln(a / e)) over bins: under 0.1 little change,
-0.1 to 0.2 some, above 0.2 (the default threshold) a shift worth a look.
+0.1 to 0.2 some, above 0.2 (the default threshold) a shift worth a look. A feature the model
+hardly uses (under `min_importance` of its gain) is reported but does not count as drift: a
+shift there changes no score, and flags nobody can act on teach people to ignore the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,20 @@ import numpy as np
 from app import errors, features
 from app.ml import registry
 from app.ml.psi import psi
+from app.settings import Settings
 
 
-async def measure(conn: asyncpg.Connection, *, model_id: str, threshold: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Rule:
+    threshold: float  # population stability index above which a distribution has shifted
+    min_importance: float  # share of the model's gain a feature needs for its shift to count
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rule:
+        return cls(settings.drift_threshold, settings.drift_min_importance)
+
+
+async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> dict[str, Any]:
     row = await conn.fetchrow("SELECT target, path FROM models WHERE model_id = $1", model_id)
     if row is None:
         raise errors.NotFound(f"No model {model_id!r}.")
@@ -54,20 +68,26 @@ async def measure(conn: asyncpg.Connection, *, model_id: str, threshold: float) 
     indices = {
         name: psi(expected["features"][name], x[:, j]) for j, name in enumerate(loaded.features)
     }
+    importance = {f["name"]: f["importance"] for f in loaded.manifest.get("importance", ())}
     by_feature = [
-        {"feature": name, "psi": value}
+        {"feature": name, "psi": value, "importance": importance.get(name, 0.0)}
         for name, value in sorted(indices.items(), key=lambda item: -item[1])
     ]
     score_psi = psi(expected["score"], np.array([r["probability"] for r in scored], dtype=float))
-    drifted = [name for name, value in indices.items() if value > threshold]
+    drifted = [
+        f["feature"]
+        for f in by_feature
+        if f["psi"] > rule.threshold and f["importance"] >= rule.min_importance
+    ]
     return {
         "model_id": model_id,
         "target": row["target"],
         "batch_as_of": latest["as_of"].isoformat(),
         "accounts": len(scored),
-        "threshold": threshold,
+        "threshold": rule.threshold,
+        "min_importance": rule.min_importance,
         "score_psi": score_psi,
         "features": by_feature,
         "drifted": drifted,
-        "drift": score_psi > threshold or bool(drifted),
+        "drift": score_psi > rule.threshold or bool(drifted),
     }

@@ -134,10 +134,10 @@ def _preceding_reasons(rows: list[asyncpg.Record], y: np.ndarray) -> list[dict[s
 
 
 async def evaluate_active(
-    conn: asyncpg.Connection, *, now: datetime, drift_threshold: float
+    conn: asyncpg.Connection, *, now: datetime, rule: drift.Rule
 ) -> dict[str, Any]:
-    """Realized performance and drift of every active model; drift above the threshold is
-    recorded as a finding."""
+    """Realized performance and drift of every active model; drift by the rule is recorded as a
+    finding."""
     evaluations: dict[str, Any] = {}
     for row in await conn.fetch(
         "SELECT model_id, target FROM models WHERE status = 'active' ORDER BY target"
@@ -148,9 +148,7 @@ async def evaluate_active(
             "realized": {k: v for k, v in result["overall"].items() if k != "calibration"},
         }
         try:
-            measured = await drift.measure(
-                conn, model_id=row["model_id"], threshold=drift_threshold
-            )
+            measured = await drift.measure(conn, model_id=row["model_id"], rule=rule)
         except errors.Conflict as exc:
             entry["drift"] = {"skipped": exc.detail}
         else:
@@ -160,12 +158,13 @@ async def evaluate_active(
                 "batch_as_of": measured["batch_as_of"],
             }
             if measured["drift"]:
+                thresholds = {"threshold": rule.threshold, "min_importance": rule.min_importance}
                 await conn.execute(
                     "INSERT INTO findings (kind, target, model_id, details) "
                     "VALUES ('drift', $1, $2, $3::jsonb)",
                     row["target"],
                     row["model_id"],
-                    orjson.dumps(entry["drift"] | {"threshold": drift_threshold}).decode(),
+                    orjson.dumps(entry["drift"] | thresholds).decode(),
                 )
                 await insights.record(
                     conn,
@@ -173,7 +172,7 @@ async def evaluate_active(
                         "kind": "drift",
                         "target": row["target"],
                         "model_id": row["model_id"],
-                        "details": entry["drift"] | {"threshold": drift_threshold},
+                        "details": entry["drift"] | thresholds,
                     },
                     {},
                 )
@@ -181,11 +180,11 @@ async def evaluate_active(
     return {"evaluations": evaluations}
 
 
-def handler(drift_threshold: float) -> jobs.Handler:
+def handler(rule: drift.Rule) -> jobs.Handler:
     async def evaluate_job(
         conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
     ) -> dict[str, Any]:
         now = await conn.fetchval("SELECT now()")
-        return await evaluate_active(conn, now=now, drift_threshold=drift_threshold)
+        return await evaluate_active(conn, now=now, rule=rule)
 
     return evaluate_job

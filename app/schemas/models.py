@@ -91,6 +91,7 @@ class ModelPerformance(BaseModel):
 class FeatureDrift(BaseModel):
     feature: str
     psi: float = Field(description="Population stability index against training.")
+    importance: float = Field(description="The feature's share of the model's gain importance.")
 
 
 class DriftReport(BaseModel):
@@ -99,10 +100,13 @@ class DriftReport(BaseModel):
     batch_as_of: datetime = Field(description="The latest batch scoring, compared with training.")
     accounts: int
     threshold: float
+    min_importance: float = Field(description="Importance a feature needs for its drift to count.")
     score_psi: float
     features: list[FeatureDrift] = Field(description="Largest index first.")
-    drifted: list[str] = Field(description="Features whose index is above the threshold.")
-    drift: bool = Field(description="The score or any feature is above the threshold.")
+    drifted: list[str] = Field(
+        description="Features above the threshold with at least min_importance, largest first."
+    )
+    drift: bool = Field(description="The score, or any feature in drifted, is above the threshold.")
 
 
 class FeatureImportance(BaseModel):

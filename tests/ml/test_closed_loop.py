@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 
 from app import simulator
-from app.ml import batch, performance, pipeline, training
+from app.ml import batch, drift, performance, pipeline, training
 from app.settings import Settings
 from tests.api.test_models import load
 
@@ -84,9 +84,19 @@ async def test_when_the_world_changes_realized_auc_falls_and_the_retrained_model
     report = (await client.get(f"/v1/models/{old}/drift")).json()
     assert datetime.fromisoformat(report["batch_as_of"]) == after
     assert report["drift"] is True, report
-    await performance.evaluate_active(
-        conn, now=datetime.now(UTC), drift_threshold=settings.drift_threshold
-    )
+    # A shift counts for the features that carry at least min_importance of the model.
+    assert report["drifted"] == [
+        f["feature"]
+        for f in report["features"]
+        if f["psi"] > report["threshold"] and f["importance"] >= report["min_importance"]
+    ]
+    threshold = settings.drift_threshold
+    every = await drift.measure(conn, model_id=old, rule=drift.Rule(threshold, 0.0))
+    shifted = [f["feature"] for f in every["features"] if f["psi"] > threshold]
+    assert shifted and every["drifted"] == shifted
+    none = await drift.measure(conn, model_id=old, rule=drift.Rule(threshold, 1.0))
+    assert none["drifted"] == [] and none["drift"] == (none["score_psi"] > threshold)
+    await performance.evaluate_active(conn, now=datetime.now(UTC), rule=drift.Rule.of(settings))
     findings = await conn.fetch("SELECT kind, model_id, details FROM findings")
     assert [(f["kind"], f["model_id"]) for f in findings] == [("drift", old)]
 
