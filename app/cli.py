@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -351,9 +352,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logs.configure(get_settings().log_level)
+    # SIGTERM (docker stop, systemd, kill) ends the process like Ctrl-C does: through Python's
+    # exit, so cleanup runs and an embedded Postgres is stopped rather than left orphaned.
+    # uvicorn restores this handler after its graceful shutdown and raises the signal again.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args.func(args)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from pydantic import ValidationError
 
 from app import logs, partitions
 from app.settings import Settings
+from tests.live import free_port
 
 
 def test_keys_create_prints_a_working_key_as_the_last_line(
@@ -126,3 +130,38 @@ def test_production_refuses_a_weak_bootstrap_key() -> None:
     with pytest.raises(ValidationError, match="at least 32"):
         Settings(environment="production", bootstrap_admin_key="short")
     assert Settings(environment="production", bootstrap_admin_key="k" * 32).bootstrap_admin_key
+
+
+def test_sigterm_stops_serve_and_the_embedded_postgres_it_started(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
+    env |= {"CUSTINTEL_DATA_DIR": str(tmp_path / "data"), "CUSTINTEL_PORT": str(port)}
+    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    with subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as serve:
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success:
+                        break
+                assert serve.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.2)
+            assert pid_file.exists()  # the embedded Postgres is running
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(30) == 128 + signal.SIGTERM
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+    deadline = time.monotonic() + 10
+    try:
+        while pid_file.exists():  # Postgres removes it when it has shut down
+            assert time.monotonic() < deadline, "the embedded Postgres was left running"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # do not leak it
