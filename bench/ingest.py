@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -245,6 +247,15 @@ async def bench_single(port: int, seconds: float, concurrency: int) -> tuple[flo
     return time.perf_counter() - started, latencies
 
 
+def scratch_dir() -> Path:
+    """A temporary directory for the run (an embedded Postgres, models), removed at exit: after
+    the embedded Postgres has stopped, since exit hooks run last registered first and the
+    server's are registered when it starts, later."""
+    scratch = Path(tempfile.mkdtemp(prefix="custintel-bench-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return scratch
+
+
 def verdict(ok: bool) -> str:
     return "meets target" if ok else "BELOW TARGET"
 
@@ -260,11 +271,9 @@ async def main() -> None:
     args = parser.parse_args()
 
     external = os.environ.get("CUSTINTEL_DATABASE_URL")
-    scratch = tempfile.mkdtemp(prefix="custintel-bench-")
+    scratch = scratch_dir()
     server_url = (
-        db.plain_url(external)
-        if external
-        else await asyncio.to_thread(db.start_embedded, Path(scratch))
+        db.plain_url(external) if external else await asyncio.to_thread(db.start_embedded, scratch)
     )
     print(f"generating {args.events:,} events for {args.accounts:,} accounts ...", flush=True)
     events = make_events(args.events, args.accounts)

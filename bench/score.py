@@ -16,7 +16,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from app.settings import Settings  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Connection,
     create_database,
+    scratch_dir,
     start_server,
     verdict,
     wait_ready,
@@ -302,7 +302,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     external = os.environ.get("CUSTINTEL_DATABASE_URL")
-    scratch = Path(tempfile.mkdtemp(prefix="custintel-bench-"))
+    scratch = scratch_dir()
     server_url = (
         db.plain_url(external)
         if external
