@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 def _is_json(content_type: str | None) -> bool:
     if not content_type:
-        return True  # curl --data without -H: treat as JSON rather than refuse
+        return True  # no Content-Type (hand-written clients forget it): JSON, not a refusal
     # type/subtype before any parameters, case-insensitive (RFC 9110 8.3.1)
     media_type = content_type.partition(";")[0].strip().lower()
     main, _, subtype = media_type.partition("/")
