@@ -35,6 +35,7 @@ from app.ml import batch, pipeline, scoring, training  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Connection,
+    CpuMeter,
     create_database,
     scratch_dir,
     start_server,
@@ -256,16 +257,18 @@ async def on_request(
     return time.perf_counter() - started, latencies
 
 
-async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, float]:
+async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
 
         async def progress(_: float) -> None:
             return None
 
+        meter = await CpuMeter.of(url)
         t0 = time.perf_counter()
         result = await batch.rescore(conn, targets=["churn"], as_of=END, top=3, progress=progress)
         end_to_end = time.perf_counter() - t0
+        cpu = meter.report(result["accounts"], "account")
         [loaded] = await batch.active_models(conn, ["churn"])
         accounts = await conn.fetch("SELECT account_id FROM accounts ORDER BY account_id")
         keys = [(r[0], END) for r in accounts[:20_000]]
@@ -288,6 +291,7 @@ async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, 
         "end_to_end_aps": result["accounts"] / end_to_end,
         "raw_aps": len(keys) / raw,
         "ours_aps": len(keys) / ours,
+        "cpu": cpu,
     }
 
 
@@ -325,7 +329,9 @@ async def main() -> None:
     try:
         await wait_ready(port)
         await on_request(port, args.accounts, 3, args.concurrency)  # warm: models load once
+        meter = await CpuMeter.of(url, server=server.pid)
         seconds, latencies = await on_request(port, args.accounts, args.seconds, args.concurrency)
+        request_cpu = meter.report(len(latencies), "request")
     finally:
         server.terminate()
         server.wait(30)
@@ -345,12 +351,14 @@ async def main() -> None:
     print(f"  {rps:>8,.0f} requests/s   target >= {TARGET_RPS:,}: {verdict(rps >= TARGET_RPS)}")
     print(f"  p50 {p50:6.1f} ms       target <= {TARGET_P50_MS}: {verdict(p50 <= TARGET_P50_MS)}")
     print(f"  p99 {p99:6.1f} ms       target <= {TARGET_P99_MS}: {verdict(p99 <= TARGET_P99_MS)}")
+    print(f"  {request_cpu}")
     aps = batch_figures["end_to_end_aps"]
     print(
         f"batch scoring (features in Postgres, scores with 3 reasons, stored): "
         f"{aps:,.0f} accounts/s over {batch_figures['accounts']:,}   target >= "
         f"{TARGET_BATCH_APS:,}: {verdict(aps >= TARGET_BATCH_APS)}"
     )
+    print(f"  {batch_figures['cpu']}")
     print(
         f"  on one matrix: reasons {batch_figures['ours_aps']:,.0f} accounts/s, bare "
         f"pred_contrib {batch_figures['raw_aps']:,.0f}; ratio {ratio:.2f}   target >= "
