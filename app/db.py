@@ -75,9 +75,23 @@ async def _ensure_database(url: str, name: str) -> None:
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await create_database(conn, name)
     finally:
         await conn.close()
+
+
+async def create_database(conn: asyncpg.Connection, name: str) -> None:
+    """CREATE DATABASE with Postgres's builtin C.UTF-8 locale where the server has it (17 and
+    later). Text then compares byte by byte instead of through the C library's strcoll, which
+    every index on an id and every sort pays for: about a tenth of the database's work per
+    ingested event. The order is the code point order of the libc C.UTF-8 locale the embedded
+    server is initialised with, so nothing sorts differently."""
+    options = ""
+    if conn.get_server_version().major >= 17:
+        options = (
+            " TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8'"
+        )
+    await conn.execute(f'CREATE DATABASE "{name}"{options}')
 
 
 def database_url(settings: Settings) -> str:

@@ -50,7 +50,7 @@ def template_url(server_url: str) -> Iterator[str]:
         conn = await asyncpg.connect(server_url)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await db.create_database(conn, name)
         finally:
             await conn.close()
 
