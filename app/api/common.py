@@ -168,9 +168,32 @@ def describe(errs: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
-# Bytes that send a batch down the careful path: NaN and Infinity (pydantic's JSON parser would
-# take them inside free-form JSON), any surrogate escape, any NUL escape.
-_SUSPECT = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]|\\u0000")
+# What sends a batch down the careful path: NaN and Infinity (pydantic's JSON parser would take
+# them inside free-form JSON), any surrogate escape, any NUL escape.
+_ESCAPES = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
+
+
+def _suspect(body: bytes) -> bool:
+    """Whether a body may hold NaN, Infinity, a surrogate or a NUL. Scans for each token's rare
+    first byte (memchr, a few microseconds per megabyte) instead of running a regex over the
+    whole body, which cost about 1 us per event of a batch."""
+    return (
+        _contains(body, b"NaN")
+        or _contains(body, b"Infinity")
+        or (b"\\" in body and _ESCAPES.search(body) is not None)
+    )
+
+
+def _contains(body: bytes, token: bytes) -> bool:
+    first = token[:1]
+    at = body.find(first)
+    for _ in range(64):
+        if at == -1:
+            return False
+        if body.startswith(token, at):
+            return True
+        at = body.find(first, at + 1)
+    return body.find(token, at) != -1  # the first byte is common here: one scan of the rest
 
 
 async def batch_items(
@@ -192,7 +215,7 @@ async def batch_items(
             f"Body required: an object with a `{key}` list.",
             errors=[{"loc": ["body"], "msg": "Field required", "type": "missing"}],
         )
-    if batch is not None and not _SUSPECT.search(body):
+    if batch is not None and not _suspect(body):
         try:
             items = batch.validate_json(body)[key]
         except ValidationError:

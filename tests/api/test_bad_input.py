@@ -55,6 +55,28 @@ async def test_nan_and_infinity_are_refused(client: httpx.AsyncClient, literal: 
 @pytest.mark.parametrize(
     "fragment",
     [
+        '"properties": {"x": NaN}',
+        '"value": -Infinity',
+        '"properties": {"x": Infinity}',
+        '"text": "\\ud800"',
+    ],
+)
+@pytest.mark.parametrize("padding", [0, 100], ids=["alone", "after-many-lookalikes"])
+async def test_nan_infinity_and_surrogates_in_a_batch_are_refused(
+    client: httpx.AsyncClient, fragment: str, padding: int
+) -> None:
+    # A clean batch is validated in one pass by pydantic, whose JSON parser would take these:
+    # the body is searched for them first, also past many bytes that start one (N, I, \).
+    lookalikes = "Nan Inf \\n " * padding
+    neighbour = f'{{"event_id": "pad", {GOOD}, "text": "{lookalikes}"}}'
+    odd = f'{{"event_id": "odd", {GOOD}, {fragment}}}'
+    response = await post_raw(client, "/v1/events/batch", f'{{"events": [{neighbour}, {odd}]}}')
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
         '"text": "a\\u0000b"',
         '"properties": {"k\\u0000": 1}',
         '"properties": {"deep": [{"x": "\\u0000"}]}',
