@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -57,17 +58,101 @@ def _spawn_worker() -> subprocess.Popen[bytes]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "workers": args.workers or settings.workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+    }
+    if options["workers"] > 1 and sys.platform == "linux":
+        _serve_workers(uvicorn.Config("app.main:create_app", **options), settings.log_level)
+    else:
+        uvicorn.run("app.main:create_app", **options)
+
+
+# How soon a worker may end after it started before it counts as unable to start, rather than as
+# one to replace: a worker that cannot bind or import would otherwise be restarted forever.
+STARTUP_SECONDS = 10.0
+
+
+def _serve_workers(config: Any, log_level: str) -> None:
+    """Several API processes, each with its own listening socket in the port's SO_REUSEPORT
+    group, so that the kernel spreads new connections over them.
+
+    uvicorn's own workers share one socket, and the worker that wakes first accepts every
+    connection waiting: the few long-lived keep-alive connections of an integration often all
+    landed on one worker, which then had one core while the others idled. A worker that ends on
+    its own is replaced; one that ends during startup stops the service (its log says why).
+    """
+    import multiprocessing.connection
+
+    if config.port == 0:
+        raise SystemExit("Several workers need a fixed port: each binds it on its own.")
+    spawn = multiprocessing.get_context("spawn")
+    log = logging.getLogger("custintel.serve")
+
+    def start() -> tuple[Any, float]:
+        process = spawn.Process(target=_serve_worker, args=(config, log_level))
+        process.start()
+        return process, time.monotonic()
+
+    workers = [start() for _ in range(config.workers)]
+    log.info(
+        "serving on http://%s:%d with %d worker processes", config.host, config.port, len(workers)
     )
+    try:
+        while True:
+            multiprocessing.connection.wait([process.sentinel for process, _ in workers])
+            for n, (process, started) in enumerate(workers):
+                if process.is_alive():
+                    continue
+                if time.monotonic() - started < STARTUP_SECONDS:
+                    raise SystemExit(
+                        f"An API worker could not start (exit code {process.exitcode})."
+                    )
+                log.error(
+                    "API worker %s ended (exit code %s); starting another",
+                    process.pid,
+                    process.exitcode,
+                )
+                workers[n] = start()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reached the workers too: they are shutting down
+    finally:
+        for process, _ in workers:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests under way
+        for process, _ in workers:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _serve_worker(config: Any, log_level: str) -> None:
+    """One API process of `_serve_workers` (a fresh interpreter)."""
+    import socket
+
+    import uvicorn
+
+    logs.configure(log_level)
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        listener.bind((config.host, config.port))
+    except OSError as exc:
+        logging.getLogger("custintel.serve").error(
+            "cannot listen on %s:%d: %s", config.host, config.port, exc.strerror
+        )
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 def cmd_worker(_: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models_store"), description="Trained model artefacts.")
     host: str = Field("127.0.0.1", description="Address `custintel serve` binds.")
     port: int = Field(8000, description="Port `custintel serve` binds.")
-    workers: int = Field(1, ge=1, description="uvicorn worker processes for `custintel serve`.")
+    workers: int = Field(1, ge=1, description="API processes for `custintel serve`.")
     bootstrap_admin_key: SecretStr | None = Field(
         None, description="Accepted as an admin key in addition to stored keys."
     )

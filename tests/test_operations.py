@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,10 +18,11 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from pydantic import ValidationError
 
-from app import logs, partitions
+from app import cli, logs, partitions
 from app.settings import Settings
 from tests.live import free_port
 
@@ -165,3 +168,100 @@ def test_sigterm_stops_serve_and_the_embedded_postgres_it_started(tmp_path: Path
     finally:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # do not leak it
+
+
+def listening_sockets(port: int) -> int:
+    """TCP sockets listening on a port, from the kernel's table (Linux)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for row in rows
+        if (fields := row.split())[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+    )
+
+
+def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path: Path) -> None:
+    # uvicorn's workers shared one socket and the first to wake accepted every connection
+    # waiting, so an integration's few keep-alive connections often all reached one worker.
+    # Each worker now listens on its own socket and the kernel spreads connections over them.
+    # A request id starts with its process's prefix: it tells which worker answered. A worker
+    # that dies is replaced; one that cannot start (the port taken) stops the service.
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
+    env |= {
+        "CUSTINTEL_DATABASE_URL": database_url,
+        "CUSTINTEL_PORT": str(port),
+        "CUSTINTEL_RUN_WORKER": "false",
+        "CUSTINTEL_MODELS_DIR": str(tmp_path / "models"),
+    }
+
+    async def answering(connections: int) -> collections.Counter[str]:
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            # Every request opens its own connection: none is free for reuse until they answer.
+            responses = await asyncio.gather(
+                *(client.get(f"http://127.0.0.1:{port}/readyz") for _ in range(connections))
+            )
+        return collections.Counter(r.headers["x-request-id"][:16] for r in responses)
+
+    started = time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as serve:
+        try:
+            deadline = time.monotonic() + 120
+            seen: set[str] = set()
+            while len(seen) < 2:  # both workers up
+                with contextlib.suppress(httpx.TransportError):
+                    seen |= set(asyncio.run(answering(1)))
+                assert serve.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.1)
+            # One listening socket per worker (the shared one counted once), and a burst of
+            # connections reaches both (all 16 on one worker: once in 30,000 bursts).
+            assert listening_sockets(port) == 2
+            assert len(asyncio.run(answering(16))) == 2
+
+            # A worker that dies once started is replaced (a new process, a new prefix).
+            workers = [
+                child
+                for child in psutil.Process(serve.pid).children()
+                if any(c.status == psutil.CONN_LISTEN for c in child.net_connections())
+            ]
+            assert len(workers) == 2
+            time.sleep(max(0.0, started + cli.STARTUP_SECONDS + 1 - time.monotonic()))
+            workers[0].kill()
+            while not (set(answers := asyncio.run(answering(16))) - seen and len(answers) == 2):
+                assert time.monotonic() < deadline, "the worker was not replaced"
+                time.sleep(0.2)
+            assert serve.poll() is None
+
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(30) == 128 + signal.SIGTERM
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+    with pytest.raises(httpx.ConnectError):  # the workers are gone with it
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_serve_stops_when_its_workers_cannot_listen(database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
+    env |= {
+        "CUSTINTEL_DATABASE_URL": database_url,
+        "CUSTINTEL_PORT": str(port),
+        "CUSTINTEL_RUN_WORKER": "false",
+    }
+    with socket.create_server(("127.0.0.1", port)):  # the port is taken
+        serve = subprocess.run(
+            [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert serve.returncode == 1  # not restarting workers forever
+    assert "could not start" in serve.stderr and "Address already in use" in serve.stderr
