@@ -81,11 +81,15 @@ class CpuMeter:
     """CPU time spent by the processes behind a figure: the custintel server's process tree,
     the Postgres server's (when it runs on this machine) and this load generator. Divided by
     the work done, it gives each part's CPU cost per unit and the most the machine's cores could
-    do at that cost: what a target asks of the machine, printed next to what it did."""
+    do at that cost: what a target asks of the machine, printed next to what it did. How much
+    of the cores the run used, and how busy each server worker was, tell a run held back by
+    something else (one worker holding most of the connections, say) from one out of CPU."""
 
     def __init__(self, *, server: int | None = None, postgres: int | None = None) -> None:
         self.roots = {"server": server, "Postgres": postgres}
         self.started = self.read()
+        self.workers = self.read_workers()
+        self.wall = time.perf_counter()
 
     @classmethod
     async def of(cls, database_url: str, *, server: int | None = None) -> CpuMeter:
@@ -97,18 +101,29 @@ class CpuMeter:
         seconds["client"] = me.user + me.system
         return seconds
 
+    def read_workers(self) -> dict[int, float]:
+        server = self.roots["server"]
+        return {} if server is None else children_seconds(server)
+
     def report(self, units: int, unit: str, *, micro: bool = False) -> str:
         """E.g. "CPU per request: server 1.47 + Postgres 0.74 + client 0.11 = 2.32 ms; 2 cores
-        allow at most 862 requests/s"."""
-        now = self.read()
+        allow at most 862 requests/s; used 96% of them (server workers at 99% and 48% of a
+        core)"."""
+        now, workers = self.read(), self.read_workers()
+        wall = time.perf_counter() - self.wall
         scale, per, digits = (1e6, "us", 1) if micro else (1e3, "ms", 2)
         parts = {k: (now[k] - self.started[k]) / units for k in now}
         total = sum(parts.values())
         cores = os.cpu_count() or 1
         shown = " + ".join(f"{k} {v * scale:.{digits}f}" for k, v in parts.items())
+        busy = sorted(
+            (seconds - self.workers.get(pid, 0.0)) / wall for pid, seconds in workers.items()
+        )
+        split = " and ".join(f"{b:.0%}" for b in reversed(busy) if b >= 0.01)
         return (
             f"CPU per {unit}: {shown} = {total * scale:.{digits}f} {per}; {cores} cores allow "
-            f"at most {cores / total:,.0f} {unit}s/s"
+            f"at most {cores / total:,.0f} {unit}s/s; used {total * units / wall / cores:.0%} "
+            f"of them" + (f" (server workers at {split} of a core)" if split else "")
         )
 
 
@@ -128,6 +143,22 @@ def tree_seconds(pid: int) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def children_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each live child of a process (uvicorn's workers)."""
+    seconds = {}
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return {}
+    for child in children:
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[child.pid] = times.user + times.system
+    return seconds
 
 
 async def postmaster(database_url: str) -> int | None:
@@ -180,30 +211,16 @@ async def create_database(server_url: str, name: str) -> str:
 
 
 def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """`custintel serve`, as deployed, without its job worker and access log."""
     env = {
         **os.environ,
         "CUSTINTEL_DATABASE_URL": database_url,
         "CUSTINTEL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "CUSTINTEL_RUN_WORKER": "false",
+        "CUSTINTEL_ACCESS_LOG": "false",
     }
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         cwd=ROOT,
         stderr=subprocess.DEVNULL,

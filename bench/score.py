@@ -324,7 +324,6 @@ async def main() -> None:
 
     port = 18000 + os.getpid() % 1000
     os.environ["CUSTINTEL_MODELS_DIR"] = str(scratch / "models")
-    os.environ["CUSTINTEL_ACCESS_LOG"] = "false"
     server = start_server(url, port, args.workers)
     try:
         await wait_ready(port)
