@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,31 +136,41 @@ def test_production_refuses_a_weak_bootstrap_key() -> None:
     assert Settings(environment="production", bootstrap_admin_key="k" * 32).bootstrap_admin_key
 
 
-def test_sigterm_stops_serve_and_the_embedded_postgres_it_started(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
-    env |= {"CUSTINTEL_DATA_DIR": str(tmp_path / "data"), "CUSTINTEL_PORT": str(port)}
-    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+@contextlib.contextmanager
+def serving(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`custintel serve` in a subprocess, killed at the end if it is still running."""
+    command = [sys.executable, "-m", "app.cli", "serve", *args]
     with subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ) as serve:
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success:
-                        break
-                assert serve.poll() is None and time.monotonic() < deadline, "did not start"
-                time.sleep(0.2)
-            assert pid_file.exists()  # the embedded Postgres is running
-            serve.send_signal(signal.SIGTERM)
-            assert serve.wait(30) == 128 + signal.SIGTERM
+            yield serve
         finally:
             if serve.poll() is None:
                 serve.kill()
+
+
+def serve_env(port: int, **settings: str) -> dict[str, str]:
+    """The environment of a `custintel serve` under test: only the settings given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
+    return env | {f"CUSTINTEL_{k.upper()}": v for k, v in {"port": str(port), **settings}.items()}
+
+
+def test_sigterm_stops_serve_and_the_embedded_postgres_it_started(tmp_path: Path) -> None:
+    port = free_port()
+    env = serve_env(port, data_dir=str(tmp_path / "data"))
+    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    with serving(env) as serve:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success:
+                    break
+            assert serve.poll() is None and time.monotonic() < deadline, "did not start"
+            time.sleep(0.2)
+        assert pid_file.exists()  # the embedded Postgres is running
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 128 + signal.SIGTERM
     deadline = time.monotonic() + 10
     try:
         while pid_file.exists():  # Postgres removes it when it has shut down
@@ -187,13 +198,9 @@ def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path:
     # A request id starts with its process's prefix: it tells which worker answered. A worker
     # that dies is replaced; one that cannot start (the port taken) stops the service.
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
-    env |= {
-        "CUSTINTEL_DATABASE_URL": database_url,
-        "CUSTINTEL_PORT": str(port),
-        "CUSTINTEL_RUN_WORKER": "false",
-        "CUSTINTEL_MODELS_DIR": str(tmp_path / "models"),
-    }
+    env = serve_env(
+        port, database_url=database_url, run_worker="false", models_dir=str(tmp_path / "models")
+    )
 
     async def answering(connections: int) -> collections.Counter[str]:
         limits = httpx.Limits(max_connections=connections)
@@ -205,56 +212,46 @@ def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path:
         return collections.Counter(r.headers["x-request-id"][:16] for r in responses)
 
     started = time.monotonic()
-    with subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as serve:
-        try:
-            deadline = time.monotonic() + 120
-            seen: set[str] = set()
-            while len(seen) < 2:  # both workers up
-                with contextlib.suppress(httpx.TransportError):
-                    seen |= set(asyncio.run(answering(1)))
-                assert serve.poll() is None and time.monotonic() < deadline, "did not start"
-                time.sleep(0.1)
-            # One listening socket per worker (the shared one counted once), and a burst of
-            # connections reaches both (all 16 on one worker: once in 30,000 bursts).
-            assert listening_sockets(port) == 2
-            assert len(asyncio.run(answering(16))) == 2
+    with serving(env, "--workers", "2") as serve:
+        deadline = time.monotonic() + 120
+        seen: set[str] = set()
+        while len(seen) < 2:  # both workers up
+            with contextlib.suppress(httpx.TransportError):
+                seen |= set(asyncio.run(answering(1)))
+            assert serve.poll() is None and time.monotonic() < deadline, "did not start"
+            time.sleep(0.1)
+        # One listening socket per worker (the shared one counted once), and a burst of
+        # connections reaches both (all 16 on one worker: once in 30,000 bursts).
+        assert listening_sockets(port) == 2
+        assert len(asyncio.run(answering(16))) == 2
 
-            # A worker that dies once started is replaced (a new process, a new prefix).
-            workers = [
-                child
-                for child in psutil.Process(serve.pid).children()
-                if any(c.status == psutil.CONN_LISTEN for c in child.net_connections())
-            ]
-            assert len(workers) == 2
-            time.sleep(max(0.0, started + cli.STARTUP_SECONDS + 1 - time.monotonic()))
-            workers[0].kill()
-            while not (set(answers := asyncio.run(answering(16))) - seen and len(answers) == 2):
-                assert time.monotonic() < deadline, "the worker was not replaced"
-                time.sleep(0.2)
-            assert serve.poll() is None
+        # A worker that dies once started is replaced (a new process, a new prefix).
+        workers = [
+            child
+            for child in psutil.Process(serve.pid).children()
+            if any(c.status == psutil.CONN_LISTEN for c in child.net_connections())
+        ]
+        assert len(workers) == 2
+        time.sleep(max(0.0, started + cli.STARTUP_SECONDS + 1 - time.monotonic()))
+        workers[0].kill()
+        while True:
+            with contextlib.suppress(httpx.TransportError):  # one queued on the dead worker
+                answers = asyncio.run(answering(16))
+                if set(answers) - seen and len(answers) == 2:
+                    break
+            assert time.monotonic() < deadline, "the worker was not replaced"
+            time.sleep(0.2)
+        assert serve.poll() is None
 
-            serve.send_signal(signal.SIGTERM)
-            assert serve.wait(30) == 128 + signal.SIGTERM
-        finally:
-            if serve.poll() is None:
-                serve.kill()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 128 + signal.SIGTERM
     with pytest.raises(httpx.ConnectError):  # the workers are gone with it
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def test_serve_stops_when_its_workers_cannot_listen(database_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
-    env |= {
-        "CUSTINTEL_DATABASE_URL": database_url,
-        "CUSTINTEL_PORT": str(port),
-        "CUSTINTEL_RUN_WORKER": "false",
-    }
+    env = serve_env(port, database_url=database_url, run_worker="false")
     with socket.create_server(("127.0.0.1", port)):  # the port is taken
         serve = subprocess.run(
             [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
