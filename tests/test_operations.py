@@ -211,7 +211,6 @@ def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path:
             )
         return collections.Counter(r.headers["x-request-id"][:16] for r in responses)
 
-    started = time.monotonic()
     with serving(env, "--workers", "2") as serve:
         deadline = time.monotonic() + 120
         seen: set[str] = set()
@@ -220,6 +219,7 @@ def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path:
                 seen |= set(asyncio.run(answering(1)))
             assert serve.poll() is None and time.monotonic() < deadline, "did not start"
             time.sleep(0.1)
+        answered = time.monotonic()
         # One listening socket per worker (the shared one counted once), and a burst of
         # connections reaches both (all 16 on one worker: once in 30,000 bursts).
         assert listening_sockets(port) == 2
@@ -232,13 +232,16 @@ def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path:
             if any(c.status == psutil.CONN_LISTEN for c in child.net_connections())
         ]
         assert len(workers) == 2
-        time.sleep(max(0.0, started + cli.STARTUP_SECONDS + 1 - time.monotonic()))
+        # Past the startup window of both (they were started before they answered).
+        time.sleep(max(0.0, answered + cli.STARTUP_SECONDS + 1 - time.monotonic()))
         workers[0].kill()
+        deadline = time.monotonic() + 120
         while True:
             with contextlib.suppress(httpx.TransportError):  # one queued on the dead worker
                 answers = asyncio.run(answering(16))
                 if set(answers) - seen and len(answers) == 2:
                     break
+            assert serve.poll() is None, "serve stopped instead of replacing the worker"
             assert time.monotonic() < deadline, "the worker was not replaced"
             time.sleep(0.2)
         assert serve.poll() is None
