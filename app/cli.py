@@ -138,6 +138,7 @@ def _serve_worker(config: Any, log_level: str) -> None:
     import socket
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     logs.configure(log_level)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
@@ -151,7 +152,7 @@ def _serve_worker(config: Any, log_level: str) -> None:
         logging.getLogger("custintel.serve").error(
             "cannot listen on %s:%d: %s", config.host, config.port, exc.strerror
         )
-        sys.exit(3)  # uvicorn's STARTUP_FAILURE
+        sys.exit(STARTUP_FAILURE)
     uvicorn.Server(config).run(sockets=[listener])
 
 

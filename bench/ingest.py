@@ -132,32 +132,30 @@ def tree_seconds(pid: int) -> float:
     try:
         root = psutil.Process(pid)
         times = root.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
         descendants = root.children(recursive=True)
     except psutil.NoSuchProcess:
         return 0.0
-    for child in descendants:
-        try:
-            times = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+    reaped = times.children_user + times.children_system
+    return times.user + times.system + reaped + sum(seconds_of(descendants).values())
 
 
 def children_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds of each live child of a process (uvicorn's workers)."""
-    seconds = {}
+    """CPU seconds of each live child of a process (the API workers)."""
     try:
-        children = psutil.Process(pid).children()
+        return seconds_of(psutil.Process(pid).children())
     except psutil.NoSuchProcess:
         return {}
-    for child in children:
+
+
+def seconds_of(processes: list[psutil.Process]) -> dict[int, float]:
+    """User and system CPU seconds of each process still there, by pid."""
+    seconds = {}
+    for process in processes:
         try:
-            times = child.cpu_times()
+            times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        seconds[child.pid] = times.user + times.system
+        seconds[process.pid] = times.user + times.system
     return seconds
 
 
