@@ -87,16 +87,23 @@ def summary_png(
         values=contrib[:, :-1],
         base_values=contrib[:, -1],
         data=x,
-        feature_names=[plain(f) for f in loaded.features],
+        feature_names=[_literal(plain(f)) for f in loaded.features],
     )
     with PYPLOT:
         shap.plots.beeswarm(explanation, max_display=15, show=False)
         figure = plt.gcf()
-        figure.suptitle(f"{loaded.target}: {segment or 'all segments'} ({len(rows):,} accounts)")
+        title = f"{loaded.target}: {segment or 'all segments'} ({len(rows):,} accounts)"
+        figure.suptitle(_literal(title))
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
         plt.close(figure)
     return buffer.getvalue()
+
+
+def _literal(text: str) -> str:
+    """Text matplotlib draws as written: a pair of dollar signs in a client's trait key or
+    segment name would otherwise be parsed as mathtext (and fail to parse, or render as maths)."""
+    return text.replace("$", r"\$")
 
 
 def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Score]:

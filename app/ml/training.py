@@ -144,8 +144,15 @@ def _fit(
     categorical: list[str],
     options: Options,
 ) -> lgb.Booster:
+    # Feature names derive from names clients send (trait keys, event types); LightGBM refuses
+    # some characters in them (JSON's special ones) and writes them into model.txt. It gets
+    # positions only: our names live in the manifest, in the same order as the columns.
     train = lgb.Dataset(
-        x, y, feature_name=names, categorical_feature=categorical, free_raw_data=False
+        x,
+        y,
+        feature_name=[f"f{j}" for j in range(len(names))],
+        categorical_feature=[names.index(c) for c in categorical],
+        free_raw_data=False,
     )
     valid = lgb.Dataset(x_stop, y_stop, reference=train)
     return lgb.train(
