@@ -15,17 +15,15 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
 import orjson
 
 from app import jsonbody, partitions
-from app.schemas.common import MAX_NESTING
+from app.schemas.common import EARLIEST, MAX_NESTING
 from app.schemas.signals import EventIn, OutcomeIn
-
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 Status = Literal["accepted", "duplicate", "error"]
 
@@ -80,12 +78,16 @@ def parse_timestamp(value: str) -> datetime | None:
         return None
 
 
-def check_occurred_at(occurred_at: datetime, *, now: datetime, tolerance: timedelta) -> str | None:
-    if occurred_at > now + tolerance:
+def check_moment(
+    at: datetime, *, now: datetime, tolerance: timedelta, name: str = "occurred_at"
+) -> str | None:
+    """Why a moment a client says something happened cannot be taken, or None: the same bounds
+    for every such field (occurred_at, observed_at)."""
+    if at > now + tolerance:
         hours = tolerance.total_seconds() / 3600
-        return f"occurred_at lies more than {hours:g} h in the future"
-    if occurred_at < EARLIEST:
-        return "occurred_at before 1970-01-01 is not accepted"
+        return f"{name} lies more than {hours:g} h in the future"
+    if at < EARLIEST:
+        return f"{name} before 1970-01-01 is not accepted"
     return None
 
 
@@ -219,7 +221,7 @@ async def ingest_events(
         problem = (
             "occurred_at is not a real moment"
             if occurred_at is None
-            else check_occurred_at(occurred_at, now=now, tolerance=tolerance)
+            else check_moment(occurred_at, now=now, tolerance=tolerance)
         )
         if problem is not None:
             result.reject("occurred_at", problem)
@@ -418,7 +420,7 @@ async def ingest_outcomes(
         outcome_id = oc.outcome_id or uuid.uuid4().hex
         result = ItemResult(index, outcome_id, "accepted")
         results.append(result)
-        problem = check_occurred_at(oc.occurred_at, now=now, tolerance=tolerance)
+        problem = check_moment(oc.occurred_at, now=now, tolerance=tolerance)
         if problem is not None:
             result.reject("occurred_at", problem)
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
@@ -18,6 +19,11 @@ from app.schemas.admin import Problem
 from app.schemas.common import NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
 
 T = TypeVar("T")
+
+
+def future_tolerance(request: Request) -> timedelta:
+    """How far ahead a moment a client reports (occurred_at, observed_at) may lie."""
+    return timedelta(hours=request.app.state.settings.future_tolerance_hours)
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
-from app import profiles
+from app import errors, ingest, profiles
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
+    future_tolerance,
     manual_body,
     problem_responses,
 )
@@ -36,12 +37,33 @@ from app.schemas.profiles import (
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
 
+def _observed_problem(
+    request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime
+) -> str | None:
+    if upsert.observed_at is None:
+        return None
+    return ingest.check_moment(
+        upsert.observed_at, now=now, tolerance=future_tolerance(request), name="observed_at"
+    )
+
+
+def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
+    problem = _observed_problem(request, upsert, now)
+    if problem is not None:
+        raise errors.InvalidPayload(
+            problem,
+            errors=[{"loc": ["body", "observed_at"], "msg": problem, "type": "value_error"}],
+        )
+
+
 @router.put("/accounts/{account_id}", operation_id="upsert_account", tags=["accounts"])
 async def upsert_account(
-    account_id: Id, body: AccountUpsert, session: SessionDep, _: Ingest
+    request: Request, account_id: Id, body: AccountUpsert, session: SessionDep, _: Ingest
 ) -> Account:
     """Create or update an account. Fields left out keep their value; traits merge key by key."""
-    account = await profiles.upsert_account(session, account_id, upsert=body, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    _check_observed(request, body, now)
+    account = await profiles.upsert_account(session, account_id, upsert=body, now=now)
     await session.commit()
     return Account.model_validate(account, from_attributes=True)
 
@@ -60,15 +82,24 @@ async def upsert_accounts_batch(
         request, "accounts", MAX_PROFILE_BATCH, TypeAdapter(AccountBatchItem)
     )
     now = datetime.now(UTC)
-    for _index, item in sorted(valid, key=lambda pair: pair[1].account_id):
+    upserted = 0
+    for index, item in sorted(valid, key=lambda pair: pair[1].account_id):
+        problem = _observed_problem(request, item, now)
+        if problem is not None:
+            invalid.append({"index": index, "detail": problem})
+            continue
         upsert = AccountUpsert.model_validate(
             item.model_dump(exclude={"account_id"}, exclude_unset=True)
         )
         await profiles.upsert_account(session, item.account_id, upsert=upsert, now=now)
+        upserted += 1
     await session.commit()
     return ProfileBatchResult(
-        upserted=len(valid),
-        errors=[ProfileBatchError(index=e["index"], detail=e["detail"]) for e in invalid],
+        upserted=upserted,
+        errors=[
+            ProfileBatchError(index=e["index"], detail=e["detail"])
+            for e in sorted(invalid, key=lambda e: e["index"])
+        ],
     )
 
 
@@ -103,10 +134,12 @@ async def list_accounts(
 
 @router.put("/contacts/{contact_id}", operation_id="upsert_contact", tags=["contacts"])
 async def upsert_contact(
-    contact_id: Id, body: ContactUpsert, session: SessionDep, _: Ingest
+    request: Request, contact_id: Id, body: ContactUpsert, session: SessionDep, _: Ingest
 ) -> Contact:
     """Create or update a contact of an account (created if unknown)."""
-    contact = await profiles.upsert_contact(session, contact_id, upsert=body, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    _check_observed(request, body, now)
+    contact = await profiles.upsert_contact(session, contact_id, upsert=body, now=now)
     await session.commit()
     return Contact.model_validate(contact, from_attributes=True)
 
@@ -124,15 +157,24 @@ async def upsert_contacts_batch(
         request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
     )
     now = datetime.now(UTC)
-    for _index, item in sorted(valid, key=lambda pair: pair[1].contact_id):
+    upserted = 0
+    for index, item in sorted(valid, key=lambda pair: pair[1].contact_id):
+        problem = _observed_problem(request, item, now)
+        if problem is not None:
+            invalid.append({"index": index, "detail": problem})
+            continue
         upsert = ContactUpsert.model_validate(
             item.model_dump(exclude={"contact_id"}, exclude_unset=True)
         )
         await profiles.upsert_contact(session, item.contact_id, upsert=upsert, now=now)
+        upserted += 1
     await session.commit()
     return ProfileBatchResult(
-        upserted=len(valid),
-        errors=[ProfileBatchError(index=e["index"], detail=e["detail"]) for e in invalid],
+        upserted=upserted,
+        errors=[
+            ProfileBatchError(index=e["index"], detail=e["detail"])
+            for e in sorted(invalid, key=lambda e: e["index"])
+        ],
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from app import errors, ingest
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
+    future_tolerance,
     manual_body,
     problem_responses,
 )
@@ -34,10 +35,6 @@ router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 _events_in = TypeAdapter(EventIn)
 _batch_in = TypeAdapter(EventBatch)
 _outcomes_in = TypeAdapter(OutcomeIn)
-
-
-def _tolerance(request: Request) -> timedelta:
-    return timedelta(hours=request.app.state.settings.future_tolerance_hours)
 
 
 def _single(result: ingest.ItemResult) -> None:
@@ -71,7 +68,7 @@ async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[in
             conn,
             items,
             now=datetime.now(UTC),
-            tolerance=_tolerance(request),
+            tolerance=future_tolerance(request),
             known=state.known_ids,
             partition_manager=state.partitions,
         )
@@ -85,7 +82,7 @@ async def _outcomes(
     known = request.app.state.known_ids
     async with request.app.state.pool.acquire() as conn:
         stored = await ingest.ingest_outcomes(
-            conn, items, now=datetime.now(UTC), tolerance=_tolerance(request), known=known
+            conn, items, now=datetime.now(UTC), tolerance=future_tolerance(request), known=known
         )
     known.remember(accounts=stored.accounts, contacts=stored.contacts)
     return stored.results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -31,15 +31,24 @@ MAX_KEYS = 500
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 
 
+# The earliest moment custintel takes. Python's datetime.min and max, and the moments that
+# overflow them once converted to UTC, reach Postgres as -infinity / infinity.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
     if not isinstance(value, str) or not re.match(TIMESTAMP_PATTERN, value):
         raise ValueError(TIMESTAMP_RULE)
     try:
-        return datetime.fromisoformat(value.upper().replace(" ", "T"))
-    except ValueError:
+        moment = datetime.fromisoformat(value.upper().replace(" ", "T"))
+        in_utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError(f"{value!r} is not a real moment") from None
+    if in_utc < EARLIEST:
+        raise ValueError("moments before 1970-01-01T00:00:00Z are not accepted")
+    return moment
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]

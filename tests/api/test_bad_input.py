@@ -271,3 +271,44 @@ async def test_nul_in_one_batch_item_spares_its_neighbours(client: httpx.AsyncCl
     body = response.json()
     assert body["accepted"] == 1
     assert body["errors"][0]["index"] == 1 and "NUL" in body["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.999999Z"],
+)
+@pytest.mark.parametrize("resource", ["accounts", "contacts"])
+async def test_observed_at_out_of_range_is_422_and_the_profile_stays_usable(
+    client: httpx.AsyncClient, resource: str, moment: str
+) -> None:
+    body: dict[str, object] = {"name": "x", "observed_at": moment}
+    if resource == "contacts":
+        body["account_id"] = "acme"
+    response = await client.put(f"/v1/{resource}/p1", json=body)
+    assert_problem(response, 422, "observed_at")
+    body["observed_at"] = NOW
+    assert (await client.put(f"/v1/{resource}/p1", json=body)).status_code == 200
+
+
+@pytest.mark.parametrize("resource", ["accounts", "contacts"])
+async def test_a_profile_batch_reports_each_out_of_range_observed_at_and_keeps_the_rest(
+    client: httpx.AsyncClient, resource: str
+) -> None:
+    id_field = resource[:-1] + "_id"
+    moments = [NOW, "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.999999Z", NOW]
+    items: list[dict[str, object]] = [
+        {id_field: f"p{i}", "name": f"n{i}", "observed_at": m} for i, m in enumerate(moments)
+    ]
+    if resource == "contacts":
+        for item in items:
+            item["account_id"] = "acme"
+    response = await client.post(f"/v1/{resource}/batch", json={resource: items})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["upserted"] == 2
+    assert [e["index"] for e in result["errors"]] == [1, 2]
+    assert all("observed_at" in e["detail"] for e in result["errors"])
+    for i in (0, 3):
+        stored = await client.get(f"/v1/{resource}/p{i}")
+        assert stored.status_code == 200 and stored.json()["name"] == f"n{i}"
+    assert (await client.get(f"/v1/{resource}/p1")).status_code == 404
