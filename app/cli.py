@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,20 +42,65 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     _migrate(settings)
-    worker = _spawn_worker() if settings.run_worker else None
+    worker = JobWorker() if settings.run_worker else None
     try:
         _serve(args, settings, uvicorn)
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(30)
+            worker.stop()
 
 
-def _spawn_worker() -> subprocess.Popen[bytes]:
-    """One job worker beside the API: a fresh interpreter (spawned, never forked, since the API
-    process loads LightGBM), sharing the database through CUSTINTEL_DATABASE_URL."""
-    env = {**os.environ, "CUSTINTEL_WORKER_PARENT": str(os.getpid())}
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+class JobWorker:
+    """The one job worker beside `serve`, supervised: started again whenever it ends (after a
+    pause that grows while it keeps ending soon after its start, so a worker that cannot start
+    does not spin), stopped with the service. A fresh interpreter each time (spawned, never
+    forked, since the API process loads LightGBM), sharing the database through the
+    environment."""
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._supervise, name="job-worker", daemon=True)
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        log = logging.getLogger("custintel.serve")
+        env = {**os.environ, "CUSTINTEL_WORKER_PARENT": str(os.getpid())}
+        pause = 1.0
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                started = time.monotonic()
+                process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+                self._process = process
+            code = process.wait()  # also reaps it: no zombie
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                pause = 1.0
+            log.error(
+                "job worker %s ended (exit code %s); starting another in %g s",
+                process.pid,
+                code,
+                pause,
+            )
+            self._stopping.wait(pause)
+            pause = min(pause * 2, 60.0)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._thread.join(5)
 
 
 def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
@@ -174,8 +220,14 @@ def cmd_worker(_: argparse.Namespace) -> None:
         pool = await db.create_pool(url, settings)
         tasks = {
             asyncio.create_task(
-                jobs.work(pool, schedules.handlers(settings), stale=settings.job_stale_seconds)
+                jobs.work(
+                    pool,
+                    schedules.handlers(settings),
+                    stale=settings.job_stale_seconds,
+                    limit=settings.job_timeout_seconds,
+                )
             ),
+            asyncio.create_task(jobs.beat_worker(pool, every=settings.job_stale_seconds / 6)),
             asyncio.create_task(schedules.run(pool, settings)),
             asyncio.create_task(webhooks.run(pool, settings)),
         }
@@ -242,7 +294,12 @@ def _run_here(
         pool = await db.create_pool(url, settings)
         try:
             result = await jobs.run_here(
-                pool, kind=kind, params=params, handler=handler, progress=progress
+                pool,
+                kind=kind,
+                params=params,
+                handler=handler,
+                progress=progress,
+                limit=settings.job_timeout_seconds,
             )
             await progress(1.0)
             return result
@@ -253,6 +310,8 @@ def _run_here(
         result = asyncio.run(run())
     except errors.CustintelError as exc:
         sys.exit(f"\ncustintel {kind}: {exc.detail}")
+    except errors.Stopped as exc:
+        sys.exit(f"\ncustintel {kind}: {exc}")
     print(file=sys.stderr)
     return result
 
@@ -339,7 +398,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     host, port = args.host or settings.host, args.port or settings.port
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104  (not binding: where to call it)
     base_url = f"http://{'127.0.0.1' if wildcard else host}:{port}"
-    worker = _spawn_worker()
+    worker = JobWorker()
     server = uvicorn.Server(
         uvicorn.Config(
             "app.main:create_app",
@@ -371,8 +430,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     except demo.DemoFailed as exc:
         sys.exit(f"custintel demo: {exc}")
     finally:
-        worker.terminate()
-        worker.wait(30)
+        worker.stop()
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:

@@ -9,6 +9,9 @@ CustintelError
   PayloadTooLarge (413)
   InvalidPayload (422)        well-formed but wrong: validation errors with their fields
   ServiceUnavailable (503)    database unreachable; carries Retry-After
+
+Stopped                       not a client's error: work whose job was cancelled or ran out of
+                              time stopped itself (app.jobs records which)
 """
 
 from __future__ import annotations
@@ -112,3 +115,7 @@ class ServiceUnavailable(CustintelError):
 
     def __init__(self, detail: str, *, retry_after: int = 5) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class Stopped(Exception):
+    """Work stopped because its job was cancelled or ran longer than its time limit."""

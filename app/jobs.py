@@ -3,6 +3,14 @@
 Jobs live in Postgres and are claimed with FOR UPDATE SKIP LOCKED, so any number of workers can
 run side by side and each job runs once. A running job's worker beats a heartbeat; a job whose
 heartbeat stops (its worker died) is claimed again, up to MAX_ATTEMPTS times.
+
+A job runs at most its time limit and can be cancelled. Async work is cancelled as a task; work in
+threads (training) checks `stop_requested()` and stops itself, since nothing can stop a thread
+from outside. Work that has not stopped GRACE_SECONDS later takes its worker process down with it
+(`custintel serve` starts another; elsewhere the process manager does): a job that cannot be
+stopped would otherwise hold its memory and a core for good.
+
+Each worker process also beats in the `workers` table, so readiness can say whether any runs.
 """
 
 from __future__ import annotations
@@ -10,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import threading
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -24,14 +36,32 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 STALE_SECONDS = 30.0  # default; CUSTINTEL_JOB_STALE_SECONDS
+TIMEOUT_SECONDS = 7200.0  # default; CUSTINTEL_JOB_TIMEOUT_SECONDS
+GRACE_SECONDS = 10.0  # how long stopped work may take to end before its process is ended
+EXIT_ABANDONED = 70  # the exit status of a worker that ended because a job would not stop
+FINISHED = ("succeeded", "failed", "cancelled")
+MAX_BACKOFF_SECONDS = 30.0
 
 Progress = Callable[[float], Awaitable[None]]
 Handler = Callable[[asyncpg.Connection, dict[str, Any], Progress], Awaitable[dict[str, Any]]]
 
 _COLUMNS = (
     "job_id, kind, status, params, progress, result, error, attempts, created_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, cancel_requested_at"
 )
+_STOP: ContextVar[threading.Event | None] = ContextVar("custintel_job_stop", default=None)
+
+
+def stop_requested() -> Callable[[], bool]:
+    """A check that becomes true once the running job is cancelled or out of time, for work in
+    threads to call between steps (a thread started by asyncio.to_thread sees the job's context).
+    Outside a job it is always false."""
+    event = _STOP.get()
+    return event.is_set if event is not None else _never
+
+
+def _never() -> bool:
+    return False
 
 
 async def enqueue(conn: asyncpg.Connection, *, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +126,7 @@ async def wait(pool: asyncpg.Pool, job_id: str, *, within: float) -> dict[str, A
     while True:
         async with pool.acquire() as conn:
             job = await get(conn, job_id)
-        if job["status"] in ("succeeded", "failed") or loop.time() >= deadline:
+        if job["status"] in FINISHED or loop.time() >= deadline:
             return job
         await asyncio.sleep(0.25)
 
@@ -107,7 +137,8 @@ UPDATE jobs SET status = 'running', started_at = now(), heartbeat_at = now(),
 WHERE job_id = (
     SELECT job_id FROM jobs
     WHERE status = 'queued'
-       OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1))
+       OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+           AND cancel_requested_at IS NULL)
     ORDER BY created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1
@@ -118,7 +149,12 @@ RETURNING {_COLUMNS}
 
 async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> dict[str, Any] | None:
     """Take the oldest queued job, or one whose worker stopped beating; fail it for good when it
-    has been tried MAX_ATTEMPTS times."""
+    has been tried MAX_ATTEMPTS times. A cancelled job whose worker died ends as cancelled."""
+    await conn.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE status = 'running' "
+        "AND cancel_requested_at IS NOT NULL AND heartbeat_at < now() - make_interval(secs => $1)",
+        stale,
+    )
     while True:
         row = await conn.fetchrow(_CLAIM, stale)
         if row is None:
@@ -135,19 +171,44 @@ async def finish(
     *,
     result: dict[str, Any] | None = None,
     error: str | None = None,
+    cancelled: bool = False,
 ) -> None:
+    status = "cancelled" if cancelled else "failed" if error else "succeeded"
     await conn.execute(
         "UPDATE jobs SET status = $2::text, result = $3::jsonb, error = $4, finished_at = now(), "
         "progress = CASE WHEN $2::text = 'succeeded' THEN 1 ELSE progress END WHERE job_id = $1",
         job_id,
-        "failed" if error else "succeeded",
+        status,
         orjson.dumps(result).decode() if result is not None else None,
         error,
     )
 
 
+async def cancel(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
+    """Cancel a job: a queued one at once, a running one by its worker within a few seconds.
+    409 for a job that has finished."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+            status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+            finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+        WHERE job_id = $1 AND status IN ('queued', 'running')
+        RETURNING {_COLUMNS}
+        """,
+        job_id,
+    )
+    if row is None:
+        job = await get(conn, job_id)
+        raise errors.Conflict(f"Job {job_id!r} has already finished ({job['status']}).")
+    return record(row)
+
+
 async def run_one(
-    pool: asyncpg.Pool, handlers: dict[str, Handler], *, stale: float = STALE_SECONDS
+    pool: asyncpg.Pool,
+    handlers: dict[str, Handler],
+    *,
+    stale: float = STALE_SECONDS,
+    limit: float = TIMEOUT_SECONDS,
 ) -> bool:
     """Claim and run one job; False when there was none."""
     async with pool.acquire() as conn:
@@ -158,7 +219,9 @@ async def run_one(
     try:
         if handler is None:
             raise errors.InvalidPayload(f"No handler for jobs of kind {job['kind']!r}.")
-        await _run(pool, job, handler, stale=stale)
+        await _run(pool, job, handler, stale=stale, limit=limit)
+    except errors.Stopped:
+        pass  # recorded by _run
     except errors.CustintelError as exc:
         async with pool.acquire() as conn:
             await finish(conn, job["job_id"], error=exc.detail)
@@ -178,10 +241,11 @@ async def run_here(
     params: dict[str, Any],
     handler: Handler,
     progress: Progress | None = None,
+    limit: float = TIMEOUT_SECONDS,
 ) -> dict[str, Any]:
     """Run a job in this process now (the CLI's foreground commands), recorded in the jobs table
     like any other and kept alive by heartbeats, so no worker takes it over. A CustintelError
-    fails the job and is raised."""
+    fails the job and is raised; so is errors.Stopped, when it is cancelled or out of time."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "INSERT INTO jobs (job_id, kind, status, params, started_at, heartbeat_at, attempts) "
@@ -193,7 +257,7 @@ async def run_here(
     assert row is not None
     job = record(row)
     try:
-        return await _run(pool, job, handler, also=progress)
+        return await _run(pool, job, handler, also=progress, limit=limit)
     except errors.CustintelError as exc:
         async with pool.acquire() as conn:
             await finish(conn, job["job_id"], error=exc.detail)
@@ -207,7 +271,10 @@ async def _run(
     *,
     also: Progress | None = None,
     stale: float = STALE_SECONDS,
+    limit: float = TIMEOUT_SECONDS,
 ) -> dict[str, Any]:
+    """Run the handler while watching for a cancel and the time limit; raises errors.Stopped
+    (after recording it) when either stops the job."""
     job_id = job["job_id"]
 
     async def progress(value: float) -> None:
@@ -220,24 +287,110 @@ async def _run(
         if also is not None:
             await also(value)
 
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(stale / 6)
-            async with pool.acquire() as conn:
-                await conn.execute("UPDATE jobs SET heartbeat_at = now() WHERE job_id = $1", job_id)
-
-    heart = asyncio.create_task(beat())
-    try:
+    async def call() -> dict[str, Any]:
         async with pool.acquire() as conn:
-            result = await handler(conn, job["params"], progress)
+            return await handler(conn, job["params"], progress)
+
+    stop = threading.Event()
+    token = _STOP.set(stop)
+    try:
+        work = asyncio.create_task(call())  # the task keeps the context with `stop` in it
+    finally:
+        _STOP.reset(token)
+    watch = asyncio.create_task(_watch(pool, job_id, stale=stale, limit=limit))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            reason = watch.result()
+            stop.set()
+            work.cancel()
+            await asyncio.wait({work}, timeout=GRACE_SECONDS)
+            detail = (
+                "cancelled"
+                if reason == "cancelled"
+                else f"stopped after its time limit of {limit:g} s (CUSTINTEL_JOB_TIMEOUT_SECONDS)"
+            )
+            async with pool.acquire() as conn:
+                await finish(conn, job_id, error=detail, cancelled=reason == "cancelled")
+            log.warning("job stopped", extra={"job_id": job_id, "reason": reason})
+            if not work.done():
+                _abandon(job_id)
+            raise errors.Stopped(detail)
+        result = work.result()
         async with pool.acquire() as conn:
             await finish(conn, job_id, result=result)
         log.info("job succeeded", extra={"job_id": job_id, "kind": job["kind"]})
         return result
     finally:
-        heart.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heart
+        for task in (work, watch):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watch
+
+
+async def _watch(
+    pool: asyncpg.Pool, job_id: str, *, stale: float, limit: float
+) -> Literal["cancelled", "timed_out"]:
+    """Beat the job's heartbeat until it is cancelled or out of time, and say which."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        await asyncio.sleep(max(0.0, min(stale / 6, 1.0, deadline - loop.time())))
+        async with pool.acquire() as conn:
+            cancelled = await conn.fetchval(
+                "UPDATE jobs SET heartbeat_at = now() WHERE job_id = $1 "
+                "RETURNING cancel_requested_at IS NOT NULL",
+                job_id,
+            )
+        if cancelled:
+            return "cancelled"
+        if loop.time() >= deadline:
+            return "timed_out"
+
+
+def _abandon(job_id: str) -> None:
+    """Work that would not stop: end the process, since its thread cannot be ended otherwise."""
+    log.critical(
+        "stopped job did not end; the worker process exits so that a fresh one takes its place",
+        extra={"job_id": job_id},
+    )
+    logging.shutdown()
+    os._exit(EXIT_ABANDONED)
+
+
+async def beat_worker(pool: asyncpg.Pool, *, every: float) -> None:
+    """This worker process's heartbeat in `workers` until cancelled; rows of workers silent for
+    a day are removed. The row goes when the worker stops."""
+    worker_id = uuid.uuid4().hex
+    try:
+        while True:
+            with contextlib.suppress(
+                OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError
+            ):
+                async with pool.acquire() as conn:
+                    await conn.execute(
+                        "INSERT INTO workers (worker_id, hostname, pid) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (worker_id) DO UPDATE SET beat_at = now()",
+                        worker_id,
+                        socket.gethostname()[:255],
+                        os.getpid(),
+                    )
+                    await conn.execute(
+                        "DELETE FROM workers WHERE beat_at < now() - interval '1 day'"
+                    )
+            await asyncio.sleep(every)
+    finally:
+        with contextlib.suppress(Exception):
+            async with pool.acquire() as conn:
+                await conn.execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
+
+
+async def live_workers(conn: asyncpg.Connection, *, within: float) -> int:
+    """Worker processes that beat within the last `within` seconds."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM workers WHERE beat_at >= now() - make_interval(secs => $1)", within
+    )
+    return count
 
 
 async def work(
@@ -246,16 +399,25 @@ async def work(
     *,
     idle: float = 0.5,
     stale: float = STALE_SECONDS,
+    limit: float = TIMEOUT_SECONDS,
 ) -> None:
-    """Run jobs until cancelled."""
+    """Run jobs until cancelled. While the database is unreachable, wait longer each time (up to
+    MAX_BACKOFF_SECONDS) and say so once, not on every try."""
+    backoff = idle
     while True:
         try:
-            ran = await run_one(pool, handlers, stale=stale)
+            ran = await run_one(pool, handlers, stale=stale, limit=limit)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-            log.warning("database unreachable; worker waiting")
-            ran = False
+            if backoff == idle:
+                log.warning("database unreachable; worker waiting")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            continue
         except Exception:  # a job that cannot even be closed stays running and is retried later
             log.exception("worker loop error")
             ran = False
+        if backoff != idle:
+            log.warning("database reachable again; worker resumes")
+            backoff = idle
         if not ran:
             await asyncio.sleep(idle)

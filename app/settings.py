@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     job_stale_seconds: float = Field(
         30, gt=0, description="A running job whose heartbeat is older is retried by a worker."
     )
+    job_timeout_seconds: float = Field(
+        7200, gt=0, description="A job running longer is stopped and failed."
+    )
+    train_max_snapshots: int = Field(
+        200, ge=1, description="Most snapshots a training request may ask for."
+    )
+    train_max_rows: int = Field(
+        5_000_000, ge=1, description="Most rows (snapshots times accounts) a training set may have."
+    )
     rescore_every_hours: float = Field(
         24, ge=0, description="Batch rescoring of every live account (0: never)."
     )

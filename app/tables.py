@@ -246,7 +246,9 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
         Index(None, "status", "created_at"),
     )
 
@@ -262,9 +264,22 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # A scheduled job's slot (e.g. "rescore:2026-11-22T06"): unique, so that however many
     # workers enqueue it, it is enqueued once.
     slot: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+class Worker(Base):
+    """A running `custintel worker`, beating while it lives: readiness counts the live ones."""
+
+    __tablename__ = "workers"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    beat_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class Score(Base):

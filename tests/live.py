@@ -29,6 +29,7 @@ def serve(database_url: str, **settings: str) -> Iterator[str]:
         "CUSTINTEL_DATABASE_URL": database_url,
         "CUSTINTEL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
         "CUSTINTEL_ACCESS_LOG": "false",
+        "CUSTINTEL_RUN_WORKER": "false",  # a bare uvicorn: no job worker beside it
         **{f"CUSTINTEL_{k.upper()}": v for k, v in settings.items()},
     }
     process = subprocess.Popen(

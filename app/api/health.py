@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app import db, migrate
+from app import db, jobs, migrate
 from app.api.common import StrictJSONRoute
 from app.schemas.admin import Health, Readiness
 
@@ -24,11 +24,16 @@ async def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "Not ready"}},
 )
 async def readyz(request: Request) -> Readiness:
-    """The database is reachable and its schema is at the newest migration."""
+    """The database is reachable, its schema is at the newest migration and, when this service
+    runs its own job worker, a worker is alive."""
     state = request.app.state
     head = state.migration_head
     try:
         revision = await migrate.current_revision(state.engine)
+        workers = None
+        if revision == head:  # an older schema may not have the workers table
+            async with state.pool.acquire() as conn:
+                workers = await jobs.live_workers(conn, within=state.settings.job_stale_seconds)
     except Exception as exc:  # noqa: BLE001  (any failure here means "not ready")
         reachable = not db.is_unreachable(exc)
         body = Readiness(
@@ -40,13 +45,15 @@ async def readyz(request: Request) -> Readiness:
         )
         return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
     current = revision == head
+    ready = current and (bool(workers) or not state.settings.run_worker)
     body = Readiness(
-        status="ready" if current else "not_ready",
+        status="ready" if ready else "not_ready",
         database="reachable",
         migrations="current" if current else "pending",
         revision=revision,
         head=head,
+        workers=workers,
     )
-    if not current:
+    if not ready:
         return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
     return body

@@ -73,8 +73,11 @@ async def _model_info(conn: asyncpg.Connection, model_id: str) -> ModelInfo:
 
 @router.post("/models/train", status_code=202, operation_id="train_model", tags=["models"])
 async def train_model(body: pipeline.TrainRequest, request: Request, _: Admin) -> Job:
-    """Queue a training job; a worker process runs it. Poll GET /v1/jobs/{job_id}."""
-    async with request.app.state.pool.acquire() as conn:
+    """Queue a training job; a worker process runs it. Poll GET /v1/jobs/{job_id}. A request
+    whose training set would pass CUSTINTEL_TRAIN_MAX_SNAPSHOTS or _MAX_ROWS is refused (422)."""
+    state = request.app.state
+    async with state.pool.acquire() as conn:
+        await pipeline.check_size(conn, state.settings, body, now=datetime.now(UTC))
         job = await jobs.enqueue(conn, kind="train", params=body.model_dump(mode="json"))
     return Job.model_validate(job)
 
@@ -84,13 +87,24 @@ async def list_jobs(
     request: Request,
     _: Read,
     kind: Annotated[Kind | None, Query()] = None,
-    status: Annotated[Literal["queued", "running", "succeeded", "failed"] | None, Query()] = None,
+    status: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Job]:
     """Jobs, newest first."""
     async with request.app.state.pool.acquire() as conn:
         found = await jobs.listed(conn, kind=kind, status=status, limit=limit)
     return [Job.model_validate(j) for j in found]
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, operation_id="cancel_job", tags=["jobs"])
+async def cancel_job(job_id: Id, request: Request, _: Admin) -> Job:
+    """Cancel a job: a queued one at once, a running one within seconds (its worker stops it).
+    409 for a job that has finished."""
+    async with request.app.state.pool.acquire() as conn:
+        job = await jobs.cancel(conn, job_id)
+    return Job.model_validate(job)
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job", tags=["jobs"])

@@ -80,6 +80,17 @@ def snapshot_dates(
     return dates[::-1]
 
 
+def snapshot_count(
+    *, as_of: datetime, horizon: timedelta, every: timedelta, first_data: datetime
+) -> int:
+    """len(snapshot_dates(...)), computed without making them (a request may ask for millions)."""
+    last = as_of - horizon
+    for start in (first_data + WARM_UP, first_data):
+        if last >= start:
+            return (last - start) // every + 1
+    return 0
+
+
 async def first_data(conn: asyncpg.Connection, *, as_of: datetime) -> datetime | None:
     """Where snapshots may begin: the first signal, or the first profile when there are no
     signals. Profiles often reach back years before signals were sent (a CRM import keeps the

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class Options:
     holdout_share: float = 0.25  # share of the latest snapshots held out
     high_share: float = 0.10
     medium_share: float = 0.20
+    # Checked after every boosting round: true once the job is cancelled or out of time.
+    stop_requested: Callable[[], bool] = field(default=lambda: False, compare=False)
 
 
 @dataclass
@@ -160,8 +163,19 @@ def _fit(
         train,
         num_boost_round=options.max_rounds,
         valid_sets=[valid],
-        callbacks=[lgb.early_stopping(options.early_stopping_rounds, verbose=False)],
+        callbacks=[
+            lgb.early_stopping(options.early_stopping_rounds, verbose=False),
+            _stopper(options.stop_requested),
+        ],
     )
+
+
+def _stopper(stop_requested: Callable[[], bool]) -> Callable[[Any], None]:
+    def check(_: Any) -> None:
+        if stop_requested():
+            raise errors.Stopped("training stopped: its job was cancelled or ran out of time")
+
+    return check
 
 
 def _calibrate(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -67,3 +67,9 @@ class Readiness(BaseModel):
     migrations: Literal["current", "pending", "unknown"]
     revision: str | None
     head: str | None
+    workers: int | None = Field(
+        None,
+        description="Job workers that beat within CUSTINTEL_JOB_STALE_SECONDS (null when the "
+        "database cannot say). With CUSTINTEL_RUN_WORKER (serve starts a worker), none is "
+        "not ready: no job, schedule or delivery would run.",
+    )

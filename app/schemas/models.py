@@ -28,13 +28,14 @@ class JobResult(BaseModel):
 class Job(BaseModel):
     job_id: str
     kind: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float
     result: JobResult | None
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_requested_at: datetime | None
 
 
 class ModelMetrics(BaseModel):
