@@ -21,6 +21,7 @@ from app.tables import ApiKey
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
 KEY_PREFIX = "ci_"
+PRINCIPAL = "custintel.principal"  # the request scope's key for the authenticated principal
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,12 @@ class ScopeCheck(HTTPBearer):
         self.scope: Scope = scope
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        credentials = await super().__call__(request)
-        principal = await authenticate(request, credentials)
+        # app.api.common checks the key before reading a body; the route's dependency reuses it.
+        principal: Principal | None = request.scope.get(PRINCIPAL)
+        if principal is None:
+            credentials = await super().__call__(request)
+            principal = await authenticate(request, credentials)
+            request.scope[PRINCIPAL] = principal
         if not principal.allows(self.scope):
             raise errors.Forbidden(
                 f"This key lacks the `{self.scope}` scope.", missing_scope=self.scope

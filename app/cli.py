@@ -104,15 +104,14 @@ class JobWorker:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
+    from app import server
+
     options: dict[str, Any] = {
         "factory": True,
         "host": args.host or settings.host,
         "port": args.port or settings.port,
         "workers": args.workers or settings.workers,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_config": None,
-        "access_log": False,
+        **server.uvicorn_options(settings),
     }
     if options["workers"] > 1 and sys.platform == "linux":
         _serve_workers(uvicorn.Config("app.main:create_app", **options), settings.log_level)
@@ -382,7 +381,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print what was found; then go on serving."""
     import uvicorn
 
-    from app import demo
+    from app import demo, server
 
     # The demo's own output is the story; the service's logs would drown it. They stay
     # available with CUSTINTEL_LOG_LEVEL / CUSTINTEL_ACCESS_LOG set explicitly.
@@ -399,27 +398,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104  (not binding: where to call it)
     base_url = f"http://{'127.0.0.1' if wildcard else host}:{port}"
     worker = JobWorker()
-    server = uvicorn.Server(
+    service = uvicorn.Server(
         uvicorn.Config(
             "app.main:create_app",
             factory=True,
             host=host,
             port=port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
+            **server.uvicorn_options(settings),
         )
     )
 
     async def main() -> None:
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(service.serve())
         story = asyncio.create_task(
             demo.run(base_url, key, accounts=args.accounts, seed=args.seed, out=sys.stdout)
         )
         done, _ = await asyncio.wait({serving, story}, return_when=asyncio.FIRST_COMPLETED)
         if story in done and story.exception() is not None:
-            server.should_exit = True
+            service.should_exit = True
             await serving
             raise story.exception()  # type: ignore[misc]
         await serving

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, partitions
@@ -198,6 +199,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error", exc_info=error)
         return _problem(errors.CustintelError("Internal error; it has been logged."))
 
+    async def on_disconnect(_: Request, __: Exception) -> Response:
+        # The client went away mid-body (or was cut off by a body deadline): nobody reads this
+        # answer, and it is not the service's error to log.
+        return Response(status_code=400)
+
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(errors.CustintelError, on_custintel_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections per API process; more get 503."
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="Largest request head (request line and headers): 431."
+    )
+    max_headers: int = Field(100, ge=8, description="Most header fields in a request: 431.")
+    header_timeout_seconds: float = Field(
+        10, gt=0, description="A request head not received within this gets 408 and is closed."
+    )
+    body_timeout_seconds: float = Field(
+        60, gt=0, description="A request body not received within this gets 408 and is closed."
+    )
     future_tolerance_hours: float = Field(
         24, ge=0, description="How far in the future an occurred_at may lie."
     )

@@ -13,7 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from app import errors, jsonbody
+from app import auth, errors, jsonbody
 from app.errors import PROBLEM_JSON
 from app.schemas.admin import Problem
 from app.schemas.common import NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
@@ -82,10 +82,18 @@ class StrictJSONRoute(APIRoute):
         self.strict_content_type = False
         handler = super().get_route_handler()
         known_query = _query_params(self.dependant)
-        # Routes with a hand-parsed body (batches) read it themselves, in one pass.
+        # Routes with a hand-parsed body (batches) read it themselves, in one pass, after their
+        # dependencies (the key check) have run.
         parses_body = self.body_field is not None
+        # FastAPI reads a declared body before it runs any dependency: the key is checked here
+        # first, so that nobody without one gets a body read, buffered or parsed.
+        key_checks = [
+            d.call for d in self.dependant.dependencies if isinstance(d.call, auth.ScopeCheck)
+        ]
 
         async def strict_handler(request: Request) -> Response:
+            for check in key_checks:
+                await check(request)
             if request.scope["query_string"]:
                 _check_query(request, known_query)
             if parses_body:
