@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import uuid
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
+from app.settings import Settings
 from app.tables import ApiKey
 
 Scope = Literal["ingest", "read", "admin"]
@@ -59,26 +61,102 @@ async def create_key(
     return key, secret
 
 
+KEYS_CHANNEL = "custintel_keys"  # notified by a trigger on every change to `api_keys`
+
+
 class KeyCache:
-    """Verified keys, trusted for a few seconds so that hot paths skip a lookup."""
+    """Verified keys, and keys found unknown, so that hot paths and floods of bad keys skip a
+    lookup. Every change to api_keys, from any process, empties it (app.notifications): a revoked
+    key stops working everywhere at once, a new key works at once. While that listener is down,
+    verified keys are trusted for `ttl` seconds only, and unknown keys are not remembered."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._listening = False
 
-    def get(self, digest: str) -> Principal | None:
+    def get(self, digest: str) -> Principal | Literal[False] | None:
+        """The principal, None for a key known to be unknown, False when not cached."""
         entry = self._entries.get(digest)
         if entry is None or entry[0] < time.monotonic():
-            return None
+            return False
         return entry[1]
 
-    def put(self, digest: str, principal: Principal) -> None:
+    def put(self, digest: str, principal: Principal | None) -> None:
+        if principal is None and not self._listening:
+            return
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+        # While listening, a notification ends an entry; the lifetime only bounds the memory of
+        # keys seen once.
+        ttl = max(self.ttl, 300.0) if self._listening else self.ttl
+        self._entries[digest] = (time.monotonic() + ttl, principal)
 
     def forget(self) -> None:
         self._entries.clear()
+
+    def listening(self, up: bool) -> None:
+        self._listening = up
+        self.forget()
+
+
+class Limiter:
+    """Token buckets by name (a key, an address): `rate` per second, bursts up to `burst`. Per
+    process: with N API processes a client gets up to N times the rate."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, name: str) -> float:
+        """0 when a request may go ahead (and it is counted), else the seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, last = self._buckets.get(name, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[name] = (tokens, now)
+            return (1 - tokens) / self.rate
+        if len(self._buckets) > 100_000:
+            self._buckets.clear()
+        self._buckets[name] = (tokens - 1, now)
+        return 0.0
+
+    def peek(self, name: str) -> float:
+        """The seconds to wait before a request would go ahead, without counting one."""
+        if self.rate <= 0 or name not in self._buckets:
+            return 0.0
+        tokens, last = self._buckets[name]
+        tokens = min(self.burst, tokens + (time.monotonic() - last) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+
+@dataclass
+class Limits:
+    per_key: Limiter
+    per_address: Limiter
+    auth_failures: Limiter  # per address: bad keys, before any lookup
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        per_key=Limiter(settings.rate_limit_key_per_second, settings.rate_limit_key_per_second),
+        per_address=Limiter(
+            settings.rate_limit_address_per_second, settings.rate_limit_address_per_second
+        ),
+        auth_failures=Limiter(
+            settings.auth_failures_per_minute / 60, settings.auth_failures_per_minute
+        ),
+    )
+
+
+def _too_many(wait: float, what: str) -> errors.TooManyRequests:
+    seconds = max(1, math.ceil(wait))
+    return errors.TooManyRequests(
+        f"Too many requests {what}; retry after {seconds} s.", retry_after=seconds
+    )
 
 
 class ScopeCheck(HTTPBearer):
@@ -113,25 +191,43 @@ class ScopeCheck(HTTPBearer):
 async def authenticate(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
+    state = request.app.state
+    rate: Limits = state.limits
+    address = request.client.host if request.client else ""
+    wait = rate.per_address.take(address)
+    if wait:
+        raise _too_many(wait, "from this address")
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthorized("Missing API key: send `Authorization: Bearer <key>`.")
     digest = hash_key(credentials.credentials)
-    state = request.app.state
     bootstrap: str | None = state.bootstrap_key_hash
     if bootstrap is not None and hmac.compare_digest(digest, bootstrap):
-        return Principal("bootstrap", "bootstrap admin", frozenset({"admin"}))
-    cache: KeyCache = state.key_cache
-    principal = cache.get(digest)
-    if principal is not None:
-        return principal
-    async with state.sessionmaker() as session:
-        key = await session.scalar(
-            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        principal: Principal | None = Principal(
+            "bootstrap", "bootstrap admin", frozenset({"admin"})
         )
-    if key is None:
+    else:
+        cache: KeyCache = state.key_cache
+        cached = cache.get(digest)
+        if cached is False:
+            # An address that keeps sending bad keys is refused before any lookup.
+            wait = rate.auth_failures.peek(address)
+            if wait:
+                raise _too_many(wait, "with unknown keys from this address")
+            async with state.sessionmaker() as session:
+                key = await session.scalar(
+                    select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+                )
+            cached = (
+                None if key is None else Principal(str(key.key_id), key.name, frozenset(key.scopes))
+            )
+            cache.put(digest, cached)
+        principal = cached
+    if principal is None:
+        rate.auth_failures.take(address)
         raise errors.Unauthorized("Unknown or revoked API key.")
-    principal = Principal(str(key.key_id), key.name, frozenset(key.scopes))
-    cache.put(digest, principal)
+    wait = rate.per_key.take(principal.key_id)
+    if wait:
+        raise _too_many(wait, "with this key")
     return principal
 
 

@@ -8,6 +8,7 @@ CustintelError
   Conflict (409)              same idempotency key, different content
   PayloadTooLarge (413)
   InvalidPayload (422)        well-formed but wrong: validation errors with their fields
+  TooManyRequests (429)       a rate limit; carries Retry-After
   ServiceUnavailable (503)    database unreachable; carries Retry-After
 
 Stopped                       not a client's error: work whose job was cancelled or ran out of
@@ -106,6 +107,15 @@ class InvalidPayload(CustintelError):
     status = 422
     slug = "validation"
     title = "Invalid payload"
+
+
+class TooManyRequests(CustintelError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class ServiceUnavailable(CustintelError):

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from app import auth, db, errors, ingest, migrate, partitions
+from app import auth, db, errors, ingest, migrate, notifications, partitions
 from app.api import admin, health, insights, models, profiles, scores, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, RequestContext
@@ -72,11 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=settings.db_timeout_seconds)
         watcher = asyncio.create_task(
-            app.state.models.watch(
+            app.state.listener.watch(
                 lambda: asyncpg.connect(
                     db.plain_url(url),
                     timeout=settings.db_timeout_seconds,
-                    server_settings={"application_name": "custintel-models-listener"},
+                    server_settings={"application_name": "custintel-listener"},
                 )
             )
         )
@@ -102,12 +102,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.key_cache = auth.KeyCache(settings.api_key_cache_seconds)
+    app.state.limits = auth.limits(settings)
     bootstrap = settings.bootstrap_admin_key
     app.state.bootstrap_key_hash = (
         None if bootstrap is None else auth.hash_key(bootstrap.get_secret_value())
     )
     app.state.known_ids = ingest.KnownIds()
     app.state.models = serving.Models()
+    app.state.listener = notifications.Listener()
+    app.state.listener.subscribe(
+        serving.MODELS_CHANNEL, app.state.models.forget_active, app.state.models.listening
+    )
+    app.state.listener.subscribe(
+        auth.KEYS_CHANNEL, app.state.key_cache.forget, app.state.key_cache.listening
+    )
     app.include_router(health.router)
     # Routes are matched one by one in this order: the hottest first (events, then scores).
     for router in (

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         10, ge=0, description="How long a verified API key is trusted without a lookup."
     )
+    rate_limit_key_per_second: float = Field(
+        5000, ge=0, description="Requests per second one key may make, per API process (0: off)."
+    )
+    rate_limit_address_per_second: float = Field(
+        10000,
+        ge=0,
+        description="Requests per second to /v1 from one address, per API process (0: off).",
+    )
+    auth_failures_per_minute: float = Field(
+        600,
+        ge=0,
+        description="Unknown keys one address may send per minute before it gets 429 (0: off).",
+    )
     feature_max_event_types: int = Field(
         20, ge=1, le=200, description="Most frequent event types that become features."
     )

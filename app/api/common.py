@@ -44,6 +44,12 @@ def _query_params(dependant: Dependant) -> dict[str, bool]:
 
 
 def _check_query(request: Request, known: dict[str, bool]) -> None:
+    if b"%00" in request.scope["query_string"]:
+        for name, value in request.query_params.multi_items():
+            if "\x00" in name or "\x00" in value:
+                raise errors.BadRequest(
+                    f"NUL character (%00) in query parameter {name!r}: it may not contain it"
+                )
     unknown = sorted(set(request.query_params) - set(known))
     repeated = sorted(
         name
@@ -118,6 +124,7 @@ _PROBLEM_STATUSES = {
     413: "Body larger than the configured limit",
     415: "Body is not JSON",
     422: "Invalid payload; `errors` names each offending field",
+    429: "Rate limit reached; retry after Retry-After seconds",
     503: "Database unreachable; retry after Retry-After seconds",
 }
 

@@ -4,9 +4,7 @@ computed as of the moment asked for, and every score kept in the score history."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import db, errors, features
+from app import errors, features
 from app.ml import batch, registry, scoring
 
 log = logging.getLogger(__name__)
@@ -35,16 +33,15 @@ class NoActiveModel(errors.CustintelError):
 
 
 MODELS_CHANNEL = "custintel_models"  # notified by a trigger on every change to `models`
-WATCH_CHECK_SECONDS = 30.0
 
 
 class Models:
     """Loaded models by id, and for each target the last one that loaded cleanly, which keeps
     serving when a newer file turns out to be damaged.
 
-    Which model is active is cached per target while a connection LISTENs to MODELS_CHANNEL
-    (`watch`): any change to the models table, from any process, empties the cache. Without
-    that connection every request reads the models table."""
+    Which model is active is cached per target while the process's change listener is up
+    (app.notifications, subscribed to MODELS_CHANNEL): any change to the models table, from any
+    process, empties the cache. Without that connection every request reads the models table."""
 
     def __init__(self) -> None:
         self._loaded: dict[str, registry.Loaded] = {}
@@ -63,42 +60,11 @@ class Models:
         self._generation += 1
         self._active.clear()
 
-    async def watch(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
-        """Keep a connection listening for changes to the models table (runs until cancelled);
-        the cache is used only while it is up."""
-        while True:
-            try:
-                conn = await connect()
-            except db.UNREACHABLE_ERRORS:
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self._listen(conn)
-            except (*db.UNREACHABLE_ERRORS, asyncpg.PostgresError):
-                log.warning("lost the models listener; reading the models table until it is back")
-            finally:
-                self._listening = False
-                self.forget_active()
-                conn.terminate()
-            await asyncio.sleep(1.0)
-
-    async def _listen(self, conn: asyncpg.Connection) -> None:
-        gone = asyncio.Event()
-
-        def lost(_: object) -> None:
-            self._listening = False
-            self.forget_active()
-            gone.set()
-
-        conn.add_termination_listener(lost)
-        await conn.add_listener(MODELS_CHANNEL, self.forget_active)
+    def listening(self, up: bool) -> None:
+        """The change listener (app.notifications) came up or went down: the cache of active
+        models is used only while it is up."""
+        self._listening = up
         self.forget_active()
-        self._listening = True
-        while not gone.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gone.wait(), WATCH_CHECK_SECONDS)
-            if not gone.is_set():  # a silent network can drop it without a close
-                await conn.execute("SELECT 1", timeout=WATCH_CHECK_SECONDS)
 
     async def active(self, conn: asyncpg.Connection, target: str) -> registry.Loaded:
         cached = self._active.get(target)

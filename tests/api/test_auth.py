@@ -1,9 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import httpx
 import pytest
+
+from app import auth
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ADMIN_KEY
 
 MakeKey = Callable[..., Awaitable[str]]
 EVENT = {"type": "login", "occurred_at": "2025-01-01T00:00:00Z", "account_id": "a"}
@@ -82,3 +91,109 @@ async def test_health_and_readiness_need_no_key(client: httpx.AsyncClient) -> No
     ready = await client.get("/readyz", headers={"Authorization": ""})
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready" and ready.json()["migrations"] == "current"
+
+
+@contextlib.asynccontextmanager
+async def process(settings: Settings, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
+    """Another API process on the same database: its own app, caches and listener."""
+    application = create_app(settings.model_copy(update=changes))
+    async with application.router.lifespan_context(application):
+        deadline = time.monotonic() + 10
+        while not application.state.listener.listening:  # its listener is up
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://other.test"
+        ) as other:
+            yield other
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
+    """Seconds until check() held; fails after `within`."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < within
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_a_revoked_key_stops_working_in_every_process_at_once(
+    client: httpx.AsyncClient, make_key: MakeKey, settings: Settings
+) -> None:
+    # Both processes trust a verified key for ten minutes without a notification.
+    async with process(settings, api_key_cache_seconds=600) as other:
+        key = await make_key("admin", name="temp")
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await other.get("/v1/keys", headers=headers)).status_code == 200  # cached there
+        [info] = [k for k in (await client.get("/v1/keys")).json() if k["name"] == "temp"]
+        assert (await client.delete(f"/v1/keys/{info['key_id']}")).status_code == 200
+
+        async def refused() -> bool:
+            return (await other.get("/v1/keys", headers=headers)).status_code == 401
+
+        assert await eventually(refused) < 1.0
+        # Nor can it create keys there meanwhile.
+        created = await other.post(
+            "/v1/keys", json={"name": "x", "scopes": ["admin"]}, headers=headers
+        )
+        assert created.status_code == 401
+
+
+async def test_unknown_keys_are_remembered_until_keys_change(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    secret = "ci_" + "k" * 43
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert (await client.get("/v1/accounts", headers=headers)).status_code == 401
+    # The key appears without a notification: the remembered answer stands, no lookup is made.
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
+        await conn.execute(
+            "INSERT INTO api_keys (key_id, name, prefix, key_hash, scopes) "
+            "VALUES (gen_random_uuid(), 'quiet', $1, $2, ARRAY['read'])",
+            secret[:10],
+            auth.hash_key(secret),
+        )
+    assert (await client.get("/v1/accounts", headers=headers)).status_code == 401
+    await conn.execute("SELECT pg_notify('custintel_keys', '')")  # any change to api_keys
+
+    async def accepted() -> bool:
+        return (await client.get("/v1/accounts", headers=headers)).status_code == 200
+
+    await eventually(accepted)
+
+
+async def test_an_address_sending_unknown_keys_gets_429_before_any_lookup(
+    settings: Settings, make_key: MakeKey
+) -> None:
+    async with process(settings, auth_failures_per_minute=3) as other:
+        for n in range(3):
+            bad = {"Authorization": f"Bearer ci_bad{n}"}
+            assert (await other.get("/v1/accounts", headers=bad)).status_code == 401
+        limited = await other.get("/v1/accounts", headers={"Authorization": "Bearer ci_bad9"})
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.headers["content-type"] == "application/problem+json"
+        # A key it already verified still works.
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        assert (await other.get("/v1/accounts", headers=admin)).status_code == 200
+
+
+async def test_a_key_over_its_rate_gets_429_and_others_do_not(
+    settings: Settings, make_key: MakeKey
+) -> None:
+    first, second = await make_key("read"), await make_key("read")
+    async with process(settings, rate_limit_key_per_second=2) as other:
+        one = {"Authorization": f"Bearer {first}"}
+        statuses = [(await other.get("/v1/accounts", headers=one)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        two = {"Authorization": f"Bearer {second}"}
+        assert (await other.get("/v1/accounts", headers=two)).status_code == 200
+
+
+async def test_an_address_over_its_rate_gets_429(settings: Settings) -> None:
+    async with process(settings, rate_limit_address_per_second=2) as other:
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        statuses = [(await other.get("/v1/accounts", headers=admin)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        assert (await other.get("/healthz")).status_code == 200  # outside /v1

@@ -312,3 +312,8 @@ async def test_a_profile_batch_reports_each_out_of_range_observed_at_and_keeps_t
         stored = await client.get(f"/v1/{resource}/p{i}")
         assert stored.status_code == 200 and stored.json()["name"] == f"n{i}"
     assert (await client.get(f"/v1/{resource}/p1")).status_code == 404
+
+
+async def test_nul_in_a_query_parameter_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/accounts", params={"segment": "a\x00b"})
+    assert_problem(response, 400, "NUL", "segment")

@@ -64,11 +64,11 @@ async def listener_pid(conn: asyncpg.Connection) -> int:
     while True:
         pid = await conn.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'custintel-models-listener'"
+            "AND application_name = 'custintel-listener'"
         )
         if pid is not None:
             return int(pid)
-        assert time.monotonic() < deadline, "no models listener connected"
+        assert time.monotonic() < deadline, "no change listener connected"
         await asyncio.sleep(0.05)
 
 
