@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
 
@@ -317,3 +318,87 @@ async def test_a_profile_batch_reports_each_out_of_range_observed_at_and_keeps_t
 async def test_nul_in_a_query_parameter_is_400(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/accounts", params={"segment": "a\x00b"})
     assert_problem(response, 400, "NUL", "segment")
+
+
+EVENT_PATHS = ["/v1/events", "/v1/events/batch"]
+
+
+def _on(path: str, fragment: str) -> str:
+    item = f'{{"event_id": "e1", {GOOD}, {fragment}}}'
+    return f'{{"events": [{item}]}}' if path.endswith("/batch") else item
+
+
+@pytest.mark.parametrize("path", EVENT_PATHS)
+@pytest.mark.parametrize(
+    ("fragment", "words"),
+    [
+        ('"properties": {"x": 1e309}', "infinity"),
+        ('"properties": {"x": [1, 2, 1e400]}', "infinity"),
+        ('"properties": {"x": -1e309}', "infinity"),
+        ('"properties": {"x": 123456789012345678901234567890}', "exceeds 64 bits"),
+        ('"properties": {"x": 1e-400}', "too small"),
+    ],
+)
+async def test_a_number_that_cannot_be_stored_as_sent_is_400_on_every_route(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, path: str, fragment: str, words: str
+) -> None:
+    response = await post_raw(client, path, _on(path, fragment))
+    assert_problem(response, 400, words)
+    assert await conn.fetchval("SELECT count(*) FROM events") == 0
+
+
+@pytest.mark.parametrize("path", EVENT_PATHS)
+async def test_a_large_integer_within_64_bits_is_stored_exactly(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, path: str
+) -> None:
+    response = await post_raw(client, path, _on(path, '"properties": {"x": 9223372036854775807}'))
+    assert response.status_code in (200, 202), response.text
+    stored = await conn.fetchval("SELECT properties ->> 'x' FROM events")
+    assert stored == "9223372036854775807"
+
+
+@pytest.mark.parametrize("path", EVENT_PATHS)
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        '"event_id": "e2"',
+        '"properties": {"a": 1, "a": 2}',
+        '"properties": {"a": 1, "a" : "\\u003a"}',
+    ],
+)
+async def test_a_repeated_key_is_400_naming_it(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, path: str, fragment: str
+) -> None:
+    response = await post_raw(client, path, _on(path, fragment))
+    name = "event_id" if "event_id" in fragment else "a"
+    assert_problem(response, 400, f"'{name}' appears more than once")
+    assert await conn.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_a_repeated_key_in_a_profile_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.put(
+        "/v1/accounts/a",
+        content=b'{"name": "x", "name": "y"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(response, 400, "'name' appears more than once")
+
+
+@pytest.mark.parametrize("levels", [100, 300, 1000, 1023])
+@pytest.mark.parametrize("path", [*EVENT_PATHS, "/v1/outcomes/batch"])
+async def test_an_item_nested_very_deep_is_refused_without_a_500(
+    client: httpx.AsyncClient, path: str, levels: int
+) -> None:
+    deep = "[" * levels + "]" * levels
+    if path == "/v1/outcomes/batch":
+        item = (
+            f'{{"outcome_id": "o", "account_id": "a", "kind": "churned", '
+            f'"occurred_at": "{NOW}", "properties": {{"x": {deep}}}}}'
+        )
+        body = f'{{"outcomes": [{item}]}}'
+    else:
+        body = _on(path, f'"properties": {{"x": {deep}}}')
+    response = await post_raw(client, path, body)
+    assert response.status_code in (200, 400, 422), response.text
+    if response.status_code == 200:  # a batch: the item is an error entry with its index
+        assert [e["index"] for e in response.json()["errors"]] == [0]
