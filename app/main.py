@@ -24,7 +24,7 @@ from starlette.routing import Match
 from app import auth, db, errors, ingest, migrate, notifications, partitions
 from app.api import admin, health, insights, models, profiles, scores, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
-from app.middleware import BodyLimit, RequestContext
+from app.middleware import BodyLimit, Decompress, RequestContext
 from app.ml import serving
 from app.schemas.common import JSON_VALUE_SCHEMA
 from app.schemas.insights import InsightEvent
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Decompress, max_bytes=settings.max_body_bytes)  # outside: limit inflated
     app.add_middleware(RequestContext, log_requests=settings.access_log)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids with an access log line, and the body size limit."""
+"""Pure ASGI middleware: request ids with an access log line, gzip request bodies, and the body
+size limit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import secrets
 import time
+import zlib
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,17 +118,72 @@ class BodyLimit:
         return f"Request body exceeds {self.max_bytes} bytes (CUSTINTEL_MAX_BODY_BYTES)."
 
     async def _reject(self, send: Send) -> None:
-        problem = errors.PayloadTooLarge(self._detail()).problem()
-        body = orjson.dumps(problem)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", errors.PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _reply(send, errors.PayloadTooLarge(self._detail()))
+
+
+class Decompress:
+    """Request bodies sent with `Content-Encoding: gzip` are inflated as they are read, at most
+    a little past the body limit per chunk, and BodyLimit (inside) counts what they inflate to,
+    so a small body cannot inflate past it. Any other encoding is 415."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        encodings = [v.strip().lower() for n, v in scope["headers"] if n == b"content-encoding"]
+        if not encodings or encodings == [b"identity"]:
+            await self.app(scope, receive, send)
+            return
+        if encodings != [b"gzip"]:
+            await _reply(
+                send, errors.UnsupportedMediaType("Content-Encoding must be gzip or identity.")
+            )
+            return
+        scope = {
+            **scope,
+            "headers": [
+                (n, v)
+                for n, v in scope["headers"]
+                if n not in (b"content-encoding", b"content-length")
+            ],
+        }
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        limit = self.max_bytes + 1
+
+        async def inflating_receive() -> Message:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            try:
+                body = inflater.decompress(message.get("body", b""), limit)
+            except zlib.error:
+                raise errors.BadRequest("The body is not valid gzip.") from None
+            if inflater.unconsumed_tail:
+                raise errors.PayloadTooLarge(
+                    f"Request body inflates past {self.max_bytes} bytes (CUSTINTEL_MAX_BODY_BYTES)."
+                )
+            if not message.get("more_body", False) and not inflater.eof:
+                raise errors.BadRequest("The gzip body ends before its end.")
+            return {**message, "body": body}
+
+        await self.app(scope, inflating_receive, send)
+
+
+async def _reply(send: Send, error: errors.CustintelError) -> None:
+    body = orjson.dumps(error.problem())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", errors.PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

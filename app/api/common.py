@@ -231,6 +231,8 @@ async def batch_items(
     each bad item is named by its index and the rest are kept.
     """
     body = await request.body()
+    if body and not _is_json(request.headers.get("content-type")):
+        raise errors.UnsupportedMediaType("Send JSON: Content-Type: application/json.")
     if not body:
         raise errors.InvalidPayload(
             f"Body required: an object with a `{key}` list.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -402,3 +403,58 @@ async def test_an_item_nested_very_deep_is_refused_without_a_500(
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code == 200:  # a batch: the item is an error entry with its index
         assert [e["index"] for e in response.json()["errors"]] == [0]
+
+
+@pytest.mark.parametrize("path", [*EVENT_PATHS, "/v1/outcomes/batch", "/v1/accounts/batch"])
+async def test_a_body_that_is_not_json_is_415_on_every_route(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    body = _on(path, '"value": 1') if "events" in path else f'{{"{path.split("/")[2]}": []}}'
+    response = await client.post(path, content=body, headers={"Content-Type": "text/plain"})
+    assert_problem(response, 415, "application/json")
+
+
+@pytest.mark.parametrize("path", EVENT_PATHS)
+async def test_a_gzip_body_is_inflated_and_stored(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, path: str
+) -> None:
+    body = gzip.compress(_on(path, '"text": "compressed"').encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code in (200, 202), response.text
+    assert await conn.fetchval("SELECT text FROM events") == "compressed"
+
+
+async def test_a_gzip_body_that_inflates_past_the_limit_is_413(settings: Settings) -> None:
+    limited = settings.model_copy(update={"max_body_bytes": 100_000})
+    application = create_app(limited)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://custintel.test",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as c:
+            padding = " " * 5_000_000  # 5 MB of JSON whitespace, about 5 KB gzipped
+            bomb = gzip.compress(f'{{"events": [{padding}]}}'.encode())
+            assert len(bomb) < 100_000
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            response = await c.post("/v1/events/batch", content=bomb, headers=headers)
+            assert_problem(response, 413, "inflates")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status"),
+    [
+        ("gzip", b"not gzip at all", 400),
+        ("br", b"{}", 415),
+        ("gzip", gzip.compress(b"{}")[:-6], 400),
+    ],
+    ids=["not-gzip", "brotli", "truncated"],
+)
+async def test_bad_or_unknown_content_encodings_are_refused(
+    client: httpx.AsyncClient, encoding: str, body: bytes, status: int
+) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    response = await client.post("/v1/events", content=body, headers=headers)
+    assert_problem(response, status)
