@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import typing
+import urllib.parse
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from app import auth, errors, jsonbody
 from app.errors import PROBLEM_JSON
 from app.schemas.admin import Problem
-from app.schemas.common import NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
+from app.schemas.common import ID_PATTERN, ID_RULE, NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
 
 T = TypeVar("T")
 
@@ -33,6 +34,15 @@ def _is_json(content_type: str | None) -> bool:
     media_type = content_type.partition(";")[0].strip().lower()
     main, _, subtype = media_type.partition("/")
     return main == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _check_path(raw_path: bytes) -> None:
+    """A percent-encoded path must decode to UTF-8: the server turns bad bytes into U+FFFD, and
+    two different ids would then name the same record."""
+    try:
+        urllib.parse.unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.BadRequest("The path is not valid UTF-8 once percent-decoded.") from None
 
 
 def _query_params(dependant: Dependant) -> dict[str, bool]:
@@ -100,6 +110,8 @@ class StrictJSONRoute(APIRoute):
         async def strict_handler(request: Request) -> Response:
             for check in key_checks:
                 await check(request)
+            if b"%" in request.scope.get("raw_path", b""):
+                _check_path(request.scope["raw_path"])
             if request.scope["query_string"]:
                 _check_query(request, known_query)
             if parses_body:
@@ -160,6 +172,7 @@ def manual_body(model: type[Any]) -> dict[str, Any]:
 # Patterns whose mismatch deserves words rather than the regular expression itself.
 _PATTERN_WORDS = {
     TIMESTAMP_PATTERN: TIMESTAMP_RULE,
+    ID_PATTERN: ID_RULE,
     NO_NUL: "may not contain NUL (U+0000)",
 }
 

@@ -77,8 +77,15 @@ TimestampText = Annotated[
     ),
 ]
 
-# Caller-chosen ids: printable, at most 255 characters.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# Caller-chosen ids, the same alphabet on every route, in bodies and paths: 1 to 255 characters,
+# no control characters, no "/" (an id must be reachable as one path segment), and not "." or
+# ".." (clients resolve those as path segments before sending). Written without look-ahead, which
+# pydantic-core's regular expressions lack.
+_ID_CHAR = r"[^\x00-\x1f\x7f/]"
+_ID_FIRST = r"[^\x00-\x1f\x7f/.]"
+ID_PATTERN = rf"^(?:{_ID_FIRST}{_ID_CHAR}*|\.{_ID_FIRST}{_ID_CHAR}*|\.\.{_ID_CHAR}+)$"
+ID_RULE = 'must be 1 to 255 characters without control characters or "/", and not "." or ".."'
+Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=ID_PATTERN)]
 Name = Annotated[str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$")]
 KIND_PATTERN = r"^[a-z][a-z0-9_]*$"
 Kind = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=KIND_PATTERN)]

@@ -458,3 +458,30 @@ async def test_bad_or_unknown_content_encodings_are_refused(
     headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
     response = await client.post("/v1/events", content=body, headers=headers)
     assert_problem(response, status)
+
+
+@pytest.mark.parametrize("bad", ["a/b", ".", "..", "x\x7f"])
+async def test_an_id_outside_the_alphabet_is_refused_in_bodies_as_in_paths(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, bad: str
+) -> None:
+    batch = await client.post(
+        "/v1/accounts/batch", json={"accounts": [{"account_id": bad}, {"account_id": "fine"}]}
+    )
+    assert batch.status_code == 200
+    [error] = batch.json()["errors"]
+    assert error["index"] == 0 and '"/"' in error["detail"]
+    event = await client.post(
+        "/v1/events", json={"type": "login", "occurred_at": NOW, "account_id": bad}
+    )
+    assert_problem(event, 422, "account_id")
+    assert await conn.fetchval("SELECT array_agg(account_id) FROM accounts") == ["fine"]
+
+
+async def test_a_path_that_is_not_utf8_is_400_not_a_lookalike_id(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.put("/v1/accounts/\ufffd", json={"name": "x"})).status_code == 200
+    response = await client.get("/v1/accounts/%FF")
+    assert_problem(response, 400, "UTF-8")
+    response = await client.put("/v1/accounts/%FE", json={"name": "y"})
+    assert_problem(response, 400, "UTF-8")
