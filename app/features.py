@@ -137,11 +137,13 @@ async def build_catalog(
     as_of: datetime,
     max_event_types: int,
     max_levels: int,
+    max_traits: int = 50,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> Catalog:
-    """The features the data up to as_of supports: the most frequent event types, the traits
-    seen (numbers as numbers, strings as categories with at most max_levels levels)."""
+    """The features the data up to as_of supports: the most frequent event types, the
+    max_traits traits observed most often (numbers as numbers, strings as categories with at
+    most max_levels levels)."""
     types = await conn.fetch(
         "SELECT type FROM events WHERE occurred_at <= $1 "
         "GROUP BY type ORDER BY count(*) DESC, type LIMIT $2",
@@ -164,10 +166,11 @@ async def build_catalog(
             continue
         kinds[row["key"]].add(row["kind"])
         values[row["key"]][row["text"]] += row["n"]
-    numeric = tuple(sorted(k for k, v in kinds.items() if v == {"number"}))
+    used = sorted(kinds, key=lambda k: (-values[k].total(), k))[:max_traits]
+    numeric = tuple(sorted(k for k in used if kinds[k] == {"number"}))
     strings = {
         k: tuple(level for level, _ in values[k].most_common(max_levels))
-        for k in sorted(kinds)
+        for k in sorted(used)
         if k not in numeric
     }
     fields = await conn.fetch(

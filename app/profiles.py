@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -18,9 +19,73 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
 from app.schemas.profiles import AccountUpsert, ContactUpsert
-from app.tables import Account, AccountHistory, Contact, ContactHistory, ContactIdentity, Event
+from app.tables import (
+    Account,
+    AccountHistory,
+    Contact,
+    ContactHistory,
+    ContactIdentity,
+    Event,
+    TraitKey,
+)
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
+
+
+@dataclass(frozen=True)
+class TraitLimits:
+    """Trait keys one profile may hold, and distinct trait keys per kind of profile overall
+    (CUSTINTEL_MAX_TRAITS_PER_PROFILE, CUSTINTEL_MAX_TRAIT_KEYS): each key can become a
+    feature, and merges only ever add keys."""
+
+    per_profile: int
+    overall: int
+
+
+async def _check_traits(
+    session: AsyncSession,
+    *,
+    kind: Literal["account", "contact"],
+    current: dict[str, Any] | None,
+    changes: dict[str, Any],
+    limits: TraitLimits,
+) -> None:
+    """Refuse (422, before anything is written) an upsert that would take the profile or the
+    installation past its trait key limits; otherwise record its new keys."""
+    added = {k for k, v in (changes.get("traits") or {}).items() if v is not None}
+    if not added:
+        return
+    held = set(current or ()) | added
+    if len(held) > limits.per_profile:
+        raise _trait_problem(
+            f"this {kind} would hold {len(held)} trait keys; at most {limits.per_profile} "
+            "(CUSTINTEL_MAX_TRAITS_PER_PROFILE): remove some with null values first"
+        )
+    known = set(
+        await session.scalars(
+            select(TraitKey.key).where(TraitKey.kind == kind, TraitKey.key.in_(sorted(added)))
+        )
+    )
+    new = sorted(added - known)
+    if not new:
+        return
+    count = await session.scalar(select(func.count()).where(TraitKey.kind == kind))
+    if (count or 0) + len(new) > limits.overall:
+        raise _trait_problem(
+            f"{len(new)} new {kind} trait key(s) would make {(count or 0) + len(new)}; at most "
+            f"{limits.overall} (CUSTINTEL_MAX_TRAIT_KEYS): reuse existing keys"
+        )
+    await session.execute(
+        insert(TraitKey).values([{"kind": kind, "key": k} for k in new]).on_conflict_do_nothing()
+    )
+
+
+def _trait_problem(detail: str) -> errors.InvalidPayload:
+    return errors.InvalidPayload(
+        detail, errors=[{"loc": ["body", "traits"], "msg": detail, "type": "too_long"}]
+    )
+
+
 CONTACT_FIELDS = ("account_id", "email", "name", "role")
 
 
@@ -53,10 +118,17 @@ def _changes(upsert: AccountUpsert | ContactUpsert) -> dict[str, Any]:
 
 
 async def upsert_account(
-    session: AsyncSession, account_id: str, *, upsert: AccountUpsert, now: datetime
+    session: AsyncSession,
+    account_id: str,
+    *,
+    upsert: AccountUpsert,
+    now: datetime,
+    limits: TraitLimits,
 ) -> Account:
     observed_at = upsert.observed_at or now
     changes = _changes(upsert)
+    current = await session.scalar(select(Account.traits).where(Account.account_id == account_id))
+    await _check_traits(session, kind="account", current=current, changes=changes, limits=limits)
     await session.execute(
         insert(Account)
         .values(account_id=account_id, created_at=now, updated_at=now)
@@ -166,10 +238,17 @@ def decode_cursor(cursor: str) -> str:
 
 
 async def upsert_contact(
-    session: AsyncSession, contact_id: str, *, upsert: ContactUpsert, now: datetime
+    session: AsyncSession,
+    contact_id: str,
+    *,
+    upsert: ContactUpsert,
+    now: datetime,
+    limits: TraitLimits,
 ) -> Contact:
     observed_at = upsert.observed_at or now
     changes = _changes(upsert)
+    current = await session.scalar(select(Contact.traits).where(Contact.contact_id == contact_id))
+    await _check_traits(session, kind="contact", current=current, changes=changes, limits=limits)
     if "email" in changes and changes["email"] is not None:
         changes["email"] = changes["email"].lower()
     await session.execute(

@@ -70,6 +70,17 @@ class Settings(BaseSettings):
         ge=0,
         description="Unknown keys one address may send per minute before it gets 429 (0: off).",
     )
+    max_traits_per_profile: int = Field(
+        500, ge=1, description="Trait keys one account or contact may hold; more is 422."
+    )
+    max_trait_keys: int = Field(
+        2000,
+        ge=1,
+        description="Distinct trait keys of accounts (and of contacts) overall; more is 422.",
+    )
+    feature_max_traits: int = Field(
+        50, ge=0, le=1000, description="Most used traits that become features."
+    )
     feature_max_event_types: int = Field(
         20, ge=1, le=200, description="Most frequent event types that become features."
     )

@@ -270,6 +270,18 @@ class Job(Base):
     slot: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
+class TraitKey(Base):
+    """Every trait key ever used, per kind of profile: their number is capped, since each one
+    can become a feature."""
+
+    __tablename__ = "trait_keys"
+    __table_args__ = (CheckConstraint("kind IN ('account', 'contact')", name="kind"),)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
 class Worker(Base):
     """A running `custintel worker`, beating while it lives: readiness counts the live ones."""
 

@@ -47,6 +47,13 @@ def _observed_problem(
     )
 
 
+def _trait_limits(request: Request) -> profiles.TraitLimits:
+    settings = request.app.state.settings
+    return profiles.TraitLimits(
+        per_profile=settings.max_traits_per_profile, overall=settings.max_trait_keys
+    )
+
+
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
     problem = _observed_problem(request, upsert, now)
     if problem is not None:
@@ -63,7 +70,9 @@ async def upsert_account(
     """Create or update an account. Fields left out keep their value; traits merge key by key."""
     now = datetime.now(UTC)
     _check_observed(request, body, now)
-    account = await profiles.upsert_account(session, account_id, upsert=body, now=now)
+    account = await profiles.upsert_account(
+        session, account_id, upsert=body, now=now, limits=_trait_limits(request)
+    )
     await session.commit()
     return Account.model_validate(account, from_attributes=True)
 
@@ -82,6 +91,7 @@ async def upsert_accounts_batch(
         request, "accounts", MAX_PROFILE_BATCH, TypeAdapter(AccountBatchItem)
     )
     now = datetime.now(UTC)
+    limits = _trait_limits(request)
     upserted = 0
     for index, item in sorted(valid, key=lambda pair: pair[1].account_id):
         problem = _observed_problem(request, item, now)
@@ -91,7 +101,13 @@ async def upsert_accounts_batch(
         upsert = AccountUpsert.model_validate(
             item.model_dump(exclude={"account_id"}, exclude_unset=True)
         )
-        await profiles.upsert_account(session, item.account_id, upsert=upsert, now=now)
+        try:
+            await profiles.upsert_account(
+                session, item.account_id, upsert=upsert, now=now, limits=limits
+            )
+        except errors.InvalidPayload as exc:  # raised before the item wrote anything
+            invalid.append({"index": index, "detail": exc.detail})
+            continue
         upserted += 1
     await session.commit()
     return ProfileBatchResult(
@@ -139,7 +155,9 @@ async def upsert_contact(
     """Create or update a contact of an account (created if unknown)."""
     now = datetime.now(UTC)
     _check_observed(request, body, now)
-    contact = await profiles.upsert_contact(session, contact_id, upsert=body, now=now)
+    contact = await profiles.upsert_contact(
+        session, contact_id, upsert=body, now=now, limits=_trait_limits(request)
+    )
     await session.commit()
     return Contact.model_validate(contact, from_attributes=True)
 
@@ -157,6 +175,7 @@ async def upsert_contacts_batch(
         request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
     )
     now = datetime.now(UTC)
+    limits = _trait_limits(request)
     upserted = 0
     for index, item in sorted(valid, key=lambda pair: pair[1].contact_id):
         problem = _observed_problem(request, item, now)
@@ -166,7 +185,13 @@ async def upsert_contacts_batch(
         upsert = ContactUpsert.model_validate(
             item.model_dump(exclude={"contact_id"}, exclude_unset=True)
         )
-        await profiles.upsert_contact(session, item.contact_id, upsert=upsert, now=now)
+        try:
+            await profiles.upsert_contact(
+                session, item.contact_id, upsert=upsert, now=now, limits=limits
+            )
+        except errors.InvalidPayload as exc:  # raised before the item wrote anything
+            invalid.append({"index": index, "detail": exc.detail})
+            continue
         upserted += 1
     await session.commit()
     return ProfileBatchResult(

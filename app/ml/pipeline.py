@@ -63,6 +63,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         as_of=as_of,
         max_event_types=settings.feature_max_event_types,
         max_levels=settings.feature_max_levels,
+        max_traits=settings.feature_max_traits,
         include=settings.feature_include,
         exclude=settings.feature_exclude,
     )

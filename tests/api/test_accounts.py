@@ -1,6 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
 import httpx
+
+from app import features
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ADMIN_KEY
 
 
 async def test_upsert_creates_then_merges_traits_key_by_key(client: httpx.AsyncClient) -> None:
@@ -190,3 +199,63 @@ async def test_contact_upsert_history_and_role(client: httpx.AsyncClient) -> Non
     )
     assert batch.json()["upserted"] == 1
     assert batch.json()["errors"][0]["index"] == 1
+
+
+async def _limited(settings: Settings, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
+    application = create_app(settings.model_copy(update=changes))
+    async with application.router.lifespan_context(application), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://custintel.test",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ) as c:
+        yield c
+
+
+async def test_trait_keys_are_capped_per_profile_and_overall(settings: Settings) -> None:
+    async for c in _limited(settings, max_traits_per_profile=5, max_trait_keys=8):
+        first = await c.put("/v1/accounts/a", json={"traits": {f"k{i}": i for i in range(4)}})
+        assert first.status_code == 200
+        # Merges add up: 4 held and 2 more is past the profile's 5.
+        more = await c.put("/v1/accounts/a", json={"traits": {"k8": 1, "k9": 2}})
+        assert more.status_code == 422 and "at most 5" in more.json()["detail"]
+        assert more.json()["errors"][0]["loc"] == ["body", "traits"]
+        # Removing one makes room; known keys cost nothing overall.
+        swap = await c.put("/v1/accounts/a", json={"traits": {"k0": None, "k8": 1}})
+        assert swap.status_code == 200, swap.text
+        assert (await c.put("/v1/accounts/b", json={"traits": {"k1": 1}})).status_code == 200
+        # 5 keys exist (k0..k3, k8); 4 new ones would make 9 of 8 overall: each item says so.
+        batch = await c.post(
+            "/v1/accounts/batch",
+            json={
+                "accounts": [
+                    {"account_id": "c", "traits": {"n1": 1, "n2": 2, "n3": 3}},
+                    {"account_id": "d", "traits": {"n4": 1}},
+                    {"account_id": "e", "name": "no traits"},
+                ]
+            },
+        )
+        assert batch.status_code == 200
+        result = batch.json()
+        assert result["upserted"] == 2
+        [error] = result["errors"]
+        assert error["index"] == 1 and "CUSTINTEL_MAX_TRAIT_KEYS" in error["detail"]
+        assert (await c.get("/v1/accounts/d")).status_code == 404
+        contact = await c.put(
+            "/v1/contacts/p", json={"account_id": "a", "traits": {f"t{i}": i for i in range(6)}}
+        )
+        assert contact.status_code == 422
+
+
+async def test_the_catalog_keeps_the_most_used_traits(
+    conn: asyncpg.Connection, client: httpx.AsyncClient
+) -> None:
+    for n in range(6):
+        traits = {"common": n, "often": "x" if n % 2 else "y"}
+        if n == 0:
+            traits["rare"] = 1
+        await client.put(f"/v1/accounts/a{n}", json={"traits": traits})
+    catalog = await features.build_catalog(
+        conn, as_of=datetime.now(UTC), max_event_types=5, max_levels=5, max_traits=2
+    )
+    assert catalog.numeric_traits == ("common",)
+    assert list(catalog.string_traits) == ["often"]
