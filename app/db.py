@@ -104,7 +104,11 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-def create_engine(url: str, settings: Settings) -> AsyncEngine:
+def create_engine(
+    url: str, settings: Settings, *, statement_timeout: float | None = None
+) -> AsyncEngine:
+    """statement_timeout (API processes): a statement not answered within it fails, and its
+    request gets 503 with Retry-After, instead of hanging while Postgres stalls."""
     return create_async_engine(
         asyncpg_url(url),
         pool_size=settings.db_pool_size,
@@ -115,6 +119,7 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_timeout_seconds,
         connect_args={
             "timeout": settings.db_timeout_seconds,
+            "command_timeout": statement_timeout,
             "server_settings": {"application_name": "custintel", "timezone": "UTC"},
         },
     )
@@ -124,14 +129,18 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+async def create_pool(
+    url: str, settings: Settings, *, statement_timeout: float | None = None
+) -> asyncpg.Pool:
     """Plain asyncpg connections for the ingest hot path. No connection is opened until needed,
-    so the service starts (and answers 503) while the database is away."""
+    so the service starts (and answers 503) while the database is away. statement_timeout as
+    for create_engine (asyncpg's client-side timeout: it also holds when Postgres is frozen)."""
     return await asyncpg.create_pool(
         plain_url(url),
         min_size=0,
         max_size=settings.db_pool_size,
         timeout=settings.db_timeout_seconds,
+        command_timeout=statement_timeout,
         server_settings={
             "application_name": "custintel",
             "timezone": "UTC",

@@ -60,10 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = await asyncio.to_thread(db.database_url, settings)
-        engine = db.create_engine(url, settings)
+        timeout = settings.db_statement_timeout_seconds or None
+        engine = db.create_engine(url, settings, statement_timeout=timeout)
         app.state.engine = engine
         app.state.sessionmaker = db.create_sessionmaker(engine)
-        app.state.pool = await db.create_pool(url, settings)
+        app.state.pool = await db.create_pool(url, settings, statement_timeout=timeout)
         app.state.partitions = partitions.PartitionManager(engine)
         app.state.migration_head = migrate.head_revision()
         ready = asyncio.Event()

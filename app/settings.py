@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     db_timeout_seconds: float = Field(
         5, gt=0, description="Connect and statement wait before answering 503."
     )
+    db_statement_timeout_seconds: float = Field(
+        30,
+        ge=0,
+        description="A statement of an API request not answered within this is 503 (0: none).",
+    )
     api_key_cache_seconds: float = Field(
         10, ge=0, description="How long a verified API key is trusted without a lookup."
     )

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from app import db, migrate
+from app.main import create_app
+from app.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.live import serve
 
@@ -120,3 +122,34 @@ async def test_no_acknowledged_event_is_lost_when_postgres_restarts(
         await conn.close()
     assert len(acknowledged) == 60 * 50
     assert acknowledged <= stored
+
+
+async def test_a_statement_that_stalls_is_503_with_retry_after(
+    settings: Settings, conn: asyncpg.Connection
+) -> None:
+    application = create_app(settings.model_copy(update={"db_statement_timeout_seconds": 1}))
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://custintel.test",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as client,
+    ):
+        # A stall, as seen from the service: its statements wait and get no answer.
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE accounts, event_keys IN ACCESS EXCLUSIVE MODE")
+            # Bounded only so that the test fails rather than hangs without the timeout.
+            profile = await asyncio.wait_for(client.put("/v1/accounts/a", json={"name": "x"}), 60)
+            event = await asyncio.wait_for(
+                client.post(
+                    "/v1/events",
+                    json={"type": "x", "account_id": "a", "occurred_at": "2026-01-01T00:00:00Z"},
+                ),
+                60,
+            )
+        for response in (profile, event):
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+        # Once the stall ends, the same connections serve again.
+        assert (await client.put("/v1/accounts/a", json={"name": "x"})).status_code == 200

@@ -203,11 +203,14 @@ async def test_contact_upsert_history_and_role(client: httpx.AsyncClient) -> Non
 
 async def _limited(settings: Settings, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
     application = create_app(settings.model_copy(update=changes))
-    async with application.router.lifespan_context(application), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://custintel.test",
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-    ) as c:
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://custintel.test",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as c,
+    ):
         yield c
 
 
