@@ -20,8 +20,10 @@ from app import errors
 from app.settings import Settings
 from app.tables import ApiKey
 
-Scope = Literal["ingest", "read", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
+# ingest: write profiles, events and outcomes; read: read profiles, scores and insights;
+# insights: acknowledge and resolve insights (an inbox in a CRM or support tool); admin: all.
+Scope = Literal["ingest", "read", "insights", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "insights", "admin")
 KEY_PREFIX = "ci_"
 PRINCIPAL = "custintel.principal"  # the request scope's key for the authenticated principal
 
@@ -233,4 +235,5 @@ async def authenticate(
 
 Ingest = Annotated[Principal, Depends(ScopeCheck("ingest"))]
 Read = Annotated[Principal, Depends(ScopeCheck("read"))]
+Insights = Annotated[Principal, Depends(ScopeCheck("insights"))]
 Admin = Annotated[Principal, Depends(ScopeCheck("admin"))]

@@ -78,14 +78,18 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         settings.retrain_every_days * 86400,
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
+    down = False  # an outage is logged once, not on every tick
     while True:
         try:
             async with pool.acquire() as conn:
                 now = await conn.fetchval("SELECT now()")  # one clock for every worker
                 for slot in await enqueue_due(conn, settings, now=now):
                     log.info("scheduled job enqueued", extra={"slot": slot})
+            down = False
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-            log.warning("database unreachable; scheduler waiting")
+            if not down:
+                log.warning("database unreachable; scheduler waiting")
+            down = True
         except Exception:
             log.exception("scheduler error")
         await asyncio.sleep(tick)

@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -43,8 +43,16 @@ def new_secret() -> str:
 
 
 async def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s) or resolve to loopback, private, link-local or other
-    non-public addresses (unless allowed): a destination must not reach inside the network."""
+    """Refuse URLs that are not http(s) or resolve to loopback, private, link-local, multicast or
+    other non-public addresses, also when written in an IPv6 form that carries an IPv4 address
+    (mapped, NAT64, 6to4, Teredo), unless allowed: a destination must not reach inside the
+    network. Checked when saved, and again when sending (`resolve`)."""
+    await resolve(url, allow_private=allow_private)
+
+
+async def resolve(url: str, *, allow_private: bool) -> str | None:
+    """A public address the URL's host resolves to now (None when private ones are allowed, or
+    the host is already an address), or InvalidPayload saying why there is none."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -53,20 +61,53 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.InvalidPayload("url: an http or https URL with a host is required.")
     if allow_private:
-        return
+        return None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             parts.hostname, port or (443 if parts.scheme == "https" else 80)
         )
     except (socket.gaierror, UnicodeError, ValueError) as exc:
         raise errors.InvalidPayload("url: the host does not resolve.") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if not _public(address):
             raise errors.InvalidPayload(
-                f"url: {parts.hostname!r} resolves to {address}, a loopback, private or "
-                "link-local address; set CUSTINTEL_ALLOW_PRIVATE_DESTINATIONS to allow it."
+                f"url: {parts.hostname!r} resolves to {address}, a loopback, private, "
+                "link-local or multicast address; set CUSTINTEL_ALLOW_PRIVATE_DESTINATIONS to "
+                "allow it."
             )
+    return str(addresses[0]) if addresses else None
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour]
+        if address.teredo:
+            embedded += list(address.teredo)
+        if address in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return all(_public(v4) for v4 in embedded if v4 is not None)
+    return True
+
+
+def masked_url(url: str) -> str:
+    """The URL as shown to keys without the admin scope: credentials, path and query can be
+    secrets themselves (a Slack incoming webhook's path is its key), so only the scheme, host
+    and port are left."""
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "***"
+    if ":" in host:
+        host = f"[{host}]"
+    rest = "/***" if parts.path.strip("/") or parts.query or parts.username else ""
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
 
 
 def event(insight: dict[str, Any]) -> dict[str, Any]:
@@ -79,13 +120,23 @@ def event(insight: dict[str, Any]) -> dict[str, Any]:
 
 
 def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
+    """The insight as a Slack message. Every value from the data (account ids, reasons, which
+    quote names clients sent) is escaped for Slack's markup, so that none becomes a link, a
+    mention or a channel-wide ping."""
     data = payload["data"]
-    reasons = "\n".join(f"• {r['text']}" for r in data.get("reasons", [])[:3])
-    who = data.get("account_id") or data.get("model_id") or ""
-    head = f"*{data.get('target') or ''} {data['kind'].replace('_', ' ')}*: {who}"
+    reasons = "\n".join(f"• {_slack(r['text'])}" for r in data.get("reasons", [])[:3])
+    who = _slack(str(data.get("account_id") or data.get("model_id") or ""))
+    kind = _slack(str(data["kind"]).replace("_", " "))
+    head = f"*{_slack(str(data.get('target') or ''))} {kind}*: {who}"
     if data.get("probability") is not None:
-        head += f" ({data['probability']:.0%}, {data.get('band')})"
-    return {"text": f"{head}\n{reasons}\nNext step: {data.get('next_step', '')}".strip()}
+        head += f" ({data['probability']:.0%}, {_slack(str(data.get('band')))})"
+    step = _slack(str(data.get("next_step", "")))
+    return {"text": f"{head}\n{reasons}\nNext step: {step}".strip()}
+
+
+def _slack(text: str) -> str:
+    """Slack's own escaping: &, < and > are its control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 async def enqueue(
@@ -139,9 +190,17 @@ async def send_due(
                 sorted({d["destination_id"] for d in due}),
             )
         }
-    await asyncio.gather(
-        *(_attempt(pool, settings, client, d, destinations.get(d["destination_id"])) for d in due)
+    results = await asyncio.gather(
+        *(_attempt(pool, settings, client, d, destinations.get(d["destination_id"])) for d in due),
+        return_exceptions=True,
     )
+    for delivery, result in zip(due, results, strict=True):
+        if isinstance(result, BaseException):  # one failure does not hold up the others
+            log.error(
+                "delivery attempt failed",
+                extra={"delivery_id": delivery["delivery_id"]},
+                exc_info=result,
+            )
     return len(due)
 
 
@@ -169,11 +228,14 @@ async def _attempt(
     status, response, error, retry_after = None, None, None, None
     started = time.perf_counter()
     try:
-        reply = await client.post(destination["url"], content=body, headers=headers)
-        status, response = reply.status_code, reply.text[:RESPONSE_KEPT]
+        url, extensions = await _pinned(destination["url"], settings, headers)
+        reply = await client.post(url, content=body, headers=headers, extensions=extensions)
+        status, response = reply.status_code, _storable(reply.text[:RESPONSE_KEPT])
         retry_after = _retry_after(reply.headers.get("retry-after"))
     except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {str(exc)[:RESPONSE_KEPT]}"
+        error = _storable(f"{type(exc).__name__}: {str(exc)[:RESPONSE_KEPT]}")
+    except errors.InvalidPayload as exc:  # the host now resolves inside the network
+        error = _storable(exc.detail)
     duration = (time.perf_counter() - started) * 1000
     schedule = settings.delivery_backoff_seconds
     async with pool.acquire() as conn, conn.transaction():
@@ -213,6 +275,31 @@ async def _attempt(
         )
 
 
+async def _pinned(
+    url: str, settings: Settings, headers: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """The URL to connect to: its host resolved and checked again now (it may point elsewhere
+    than when the destination was saved: DNS rebinding), and the connection made to that very
+    address, with the original host in the Host header and in TLS (SNI and the certificate)."""
+    address = await resolve(url, allow_private=settings.allow_private_destinations)
+    if address is None:
+        return url, {}
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc += f":{parts.port}"
+    headers["host"] = parts.netloc.rpartition("@")[2]
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), extensions
+
+
+def _storable(text: str) -> str:
+    """Postgres text cannot hold NUL: a receiver's reply with one was never recorded, so its
+    delivery was sent again forever."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _signed(message_id: str, body: bytes, destination: asyncpg.Record) -> dict[str, str]:
     now = datetime.now(UTC)
     secrets_now = [destination["secret"]]
@@ -243,15 +330,20 @@ def _retry_after(value: str | None) -> float | None:
 
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """Send due deliveries until cancelled."""
+    waiting = 0.0  # backoff while the database is unreachable, said once
     async with httpx.AsyncClient(timeout=settings.delivery_timeout_seconds) as client:
         while True:
             try:
                 sent = await send_due(pool, settings, client)
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-                log.warning("database unreachable; deliveries waiting")
-                sent = 0
+                if not waiting:
+                    log.warning("database unreachable; deliveries waiting")
+                waiting = min(max(waiting * 2, settings.delivery_poll_seconds), 30.0)
+                await asyncio.sleep(waiting)
+                continue
             except Exception:
                 log.exception("delivery loop error")
                 sent = 0
+            waiting = 0.0
             if not sent:
                 await asyncio.sleep(settings.delivery_poll_seconds)

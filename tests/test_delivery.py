@@ -15,7 +15,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from app import db, webhooks
+from app import db, errors, webhooks
 from app.settings import Settings
 from tests.api.test_insights import T0, new_scores, score
 
@@ -26,6 +26,7 @@ class Receiver:
     def __init__(self) -> None:
         self.secrets: list[str] = []
         self.answer = 200
+        self.reply = b"ok"
         self.received: Counter[str] = Counter()
         self.verified: list[bool] = []
         receiver = self
@@ -40,9 +41,9 @@ class Receiver:
                 if receiver.answer == 200:
                     receiver.received[headers["webhook-id"]] += 1
                 self.send_response(receiver.answer)
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(receiver.reply)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.reply)
 
             def log_message(self, *args: Any) -> None:
                 return None
@@ -97,7 +98,12 @@ async def test_receiver_down_then_up_gets_every_insight_exactly_once(
     settings: Settings,
     receiver: Receiver,
 ) -> None:
-    fast = settings.model_copy(update={"delivery_backoff_seconds": [0, 0.3, 0.3, 0.3, 0.3, 0.3]})
+    fast = settings.model_copy(
+        update={
+            "delivery_backoff_seconds": [0, 0.3, 0.3, 0.3, 0.3, 0.3],
+            "allow_private_destinations": True,  # the receiver is on loopback
+        }
+    )
     destination = await setup(client, app, settings, receiver)
     receiver.answer = 503
     raised = await new_scores(conn, fast, [score(f"a{n}", T0, 0.7, "high") for n in range(5)])
@@ -128,7 +134,9 @@ async def test_a_410_disables_the_destination_and_a_dead_delivery_can_be_replaye
     settings: Settings,
     receiver: Receiver,
 ) -> None:
-    fast = settings.model_copy(update={"delivery_backoff_seconds": [0, 0.2]})
+    fast = settings.model_copy(
+        update={"delivery_backoff_seconds": [0, 0.2], "allow_private_destinations": True}
+    )
     destination = await setup(client, app, settings, receiver)
     receiver.answer = 410
     await new_scores(conn, fast, [score("a1", T0, 0.7, "high")])
@@ -181,3 +189,89 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     later = (datetime.now(UTC) + timedelta(seconds=90)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert 80 <= (webhooks._retry_after(later) or 0) <= 91
     assert webhooks._retry_after("soon") is None and webhooks._retry_after(None) is None
+
+
+async def test_a_reply_with_a_nul_byte_is_recorded_and_the_delivery_is_not_sent_again(
+    client: httpx.AsyncClient,
+    app: Any,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    fast = settings.model_copy(
+        update={"delivery_backoff_seconds": [0, 0.2, 0.2], "allow_private_destinations": True}
+    )
+    await setup(client, app, settings, receiver)
+    receiver.reply = b"ok\x00then"
+    await new_scores(conn, fast, [score(f"a{n}", T0, 0.7, "high") for n in range(3)])
+    await deliver_for(fast, 1.0)
+    assert sorted(receiver.received.values()) == [1, 1, 1]  # each once, none again
+    deliveries = (await client.get("/v1/deliveries")).json()
+    for d in deliveries:
+        assert d["status"] == "delivered" and d["attempts"] == 1
+        assert d["tries"][0]["response"] == "ok\ufffdthen"
+
+
+async def test_the_address_is_checked_again_when_sending(
+    client: httpx.AsyncClient,
+    app: Any,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    # Saved while private addresses were allowed, as a host that resolved to a public address
+    # and now resolves inside the network would be (DNS rebinding).
+    await setup(client, app, settings, receiver)
+    strict = settings.model_copy(update={"delivery_backoff_seconds": [0, 60]})
+    await new_scores(conn, strict, [score("a1", T0, 0.7, "high")])
+    await deliver_for(strict, 0.5)
+    assert not receiver.verified
+    [delivery] = (await client.get("/v1/deliveries")).json()
+    assert delivery["status"] == "pending"
+    assert "127.0.0.1" in delivery["tries"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["224.0.0.1", "[64:ff9b::a9fe:a9fe]", "[2002:a9fe:a9fe::1]", "[::ffff:10.0.0.1]", "[ff02::1]"],
+)
+async def test_multicast_and_ipv6_forms_of_private_addresses_are_refused(host: str) -> None:
+    with pytest.raises(errors.InvalidPayload, match="private"):
+        await webhooks.check_url(f"http://{host}/hook", allow_private=False)
+
+
+async def test_a_read_key_sees_destination_urls_without_their_secrets(
+    client: httpx.AsyncClient, app: Any, settings: Settings, make_key: Any
+) -> None:
+    app.state.settings = settings.model_copy(update={"allow_private_destinations": True})
+    for url in (
+        "https://user:pw@127.0.0.1:8443/hook?token=abc",
+        "https://hooks.slack.com/services/T000/B000/XXXX",
+    ):
+        kind = "slack" if "slack" in url else "webhook"
+        created = await client.post(
+            "/v1/destinations", json={"name": kind, "url": url, "kind": kind}
+        )
+        assert created.status_code == 201, created.text
+    read = {"Authorization": f"Bearer {await make_key('read')}"}
+    shown = [d["url"] for d in (await client.get("/v1/destinations", headers=read)).json()]
+    assert shown == ["https://127.0.0.1:8443/***", "https://hooks.slack.com/***"]
+    full = [d["url"] for d in (await client.get("/v1/destinations")).json()]
+    assert full[1] == "https://hooks.slack.com/services/T000/B000/XXXX"
+
+
+def test_slack_messages_escape_what_clients_sent() -> None:
+    payload = webhooks.event(
+        {
+            "kind": "band_entered",
+            "target": "churn",
+            "account_id": "<!channel>",
+            "probability": 0.42,
+            "band": "high",
+            "reasons": [{"text": "Trait <https://evil.example|click here> & more: 1"}],
+            "next_step": "Call <@U123>.",
+        }
+    )
+    text = webhooks.slack_message(payload)["text"]
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt;" in text and "&amp; more" in text

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app import errors, insights, webhooks
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin, Ingest, Read
+from app.auth import Admin, Insights, Read
 from app.schemas.common import Email, Id, Kind, Timestamp
 from app.schemas.insights import (
     Band,
@@ -89,7 +89,7 @@ async def list_insights(
 
 @router.patch("/insights/{insight_id}", operation_id="update_insight", tags=["insights"])
 async def update_insight(
-    insight_id: Id, body: InsightUpdate, request: Request, _: Ingest
+    insight_id: Id, body: InsightUpdate, request: Request, _: Insights
 ) -> Insight:
     """Acknowledge or resolve an insight, with a note."""
     async with request.app.state.pool.acquire() as conn:
@@ -215,12 +215,18 @@ async def create_destination(
 
 
 @router.get("/destinations", operation_id="list_destinations", tags=["routing"])
-async def list_destinations(request: Request, _: Read) -> list[Destination]:
+async def list_destinations(request: Request, principal: Read) -> list[Destination]:
+    """Destinations; their URLs in full for admin keys only (credentials, a Slack webhook's
+    path), else scheme, host and port."""
     async with request.app.state.pool.acquire() as conn:
         rows = await conn.fetch(
             f"SELECT {_DESTINATION_COLUMNS} FROM destinations ORDER BY created_at"
         )
-    return [Destination(**dict(r)) for r in rows]
+    full = principal.allows("admin")
+    return [
+        Destination(**{**dict(r), "url": r["url"] if full else webhooks.masked_url(r["url"])})
+        for r in rows
+    ]
 
 
 @router.patch("/destinations/{destination_id}", operation_id="update_destination", tags=["routing"])

@@ -36,6 +36,7 @@ async def test_unknown_key_is_401(client: httpx.AsyncClient) -> None:
         (("read",), "POST", "/v1/events", EVENT, "ingest"),
         (("ingest",), "GET", "/v1/accounts", None, "read"),
         (("ingest", "read"), "GET", "/v1/keys", None, "admin"),
+        (("ingest", "read"), "PATCH", "/v1/insights/i1", {"status": "resolved"}, "insights"),
     ],
 )
 async def test_missing_scope_is_403_naming_it(
@@ -63,6 +64,9 @@ async def test_scoped_keys_can_do_what_their_scopes_allow(
     read = {"Authorization": f"Bearer {await make_key('read')}"}
     assert (await client.post("/v1/events", json=EVENT, headers=ingest)).status_code == 202
     assert (await client.get("/v1/accounts/a", headers=read)).status_code == 200
+    inbox = {"Authorization": f"Bearer {await make_key('insights')}"}
+    patched = await client.patch("/v1/insights/i1", json={"status": "resolved"}, headers=inbox)
+    assert patched.status_code == 404  # past the key check: there is no such insight
 
 
 async def test_keys_are_stored_hashed_only(
