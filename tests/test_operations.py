@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from app import cli, logs, partitions
 from app.settings import Settings
+from tests.conftest import ADMIN_KEY
 from tests.live import free_port
 
 
@@ -265,3 +266,38 @@ def test_serve_stops_when_its_workers_cannot_listen(database_url: str, tmp_path:
         )
     assert serve.returncode == 1  # not restarting workers forever
     assert "could not start" in serve.stderr and "Address already in use" in serve.stderr
+
+
+def test_serve_starts_its_embedded_postgres_again_when_it_dies(tmp_path: Path) -> None:
+    port = free_port()
+    env = serve_env(port, data_dir=str(tmp_path / "data"), run_worker="false")
+    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    env["CUSTINTEL_BOOTSTRAP_ADMIN_KEY"] = ADMIN_KEY
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{base}/readyz", timeout=2).is_success
+        return False
+
+    with serving(env) as serve:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert serve.poll() is None and time.monotonic() < deadline, "did not start"
+            time.sleep(0.2)
+        first = int(pid_file.read_text().split()[0])
+        os.kill(first, signal.SIGKILL)  # the database crashes
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and int(pid_file.read_text().split()[0]) != first):
+            assert serve.poll() is None and time.monotonic() < deadline, "not started again"
+            time.sleep(0.2)
+        while not ready():
+            assert time.monotonic() < deadline, "never ready again"
+            time.sleep(0.2)
+        stored = httpx.put(f"{base}/v1/accounts/a", json={"name": "x"}, headers=headers, timeout=10)
+        assert stored.status_code == 200, stored.text
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(30)
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # do not leak it
