@@ -8,7 +8,9 @@ migrated template, so tests never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
@@ -170,3 +172,23 @@ def insert_model(conn: asyncpg.Connection) -> Callable[..., Awaitable[None]]:
         )
 
     return insert
+
+
+@contextlib.asynccontextmanager
+async def another_process(
+    settings: Settings, **changes: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API process of its own (its app, caches and change listener) on the test's database,
+    with some settings changed, and an admin client of it."""
+    application = create_app(settings.model_copy(update=changes))
+    async with application.router.lifespan_context(application):
+        deadline = time.monotonic() + 10
+        while not application.state.listener.listening:
+            assert time.monotonic() < deadline, "its change listener did not come up"
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://other.test",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as other:
+            yield other

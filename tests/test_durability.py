@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from app import db, migrate
-from app.main import create_app
 from app.settings import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, another_process
 from tests.live import serve
 
 
@@ -127,15 +126,7 @@ async def test_no_acknowledged_event_is_lost_when_postgres_restarts(
 async def test_a_statement_that_stalls_is_503_with_retry_after(
     settings: Settings, conn: asyncpg.Connection
 ) -> None:
-    application = create_app(settings.model_copy(update={"db_statement_timeout_seconds": 1}))
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://custintel.test",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as client,
-    ):
+    async with another_process(settings, db_statement_timeout_seconds=1) as client:
         # A stall, as seen from the service: its statements wait and get no answer.
         async with conn.transaction():
             await conn.execute("LOCK TABLE accounts, event_keys IN ACCESS EXCLUSIVE MODE")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors, ingest, profiles
 from app.api.common import (
@@ -54,6 +56,43 @@ def _trait_limits(request: Request) -> profiles.TraitLimits:
     )
 
 
+async def _upsert_each(
+    request: Request,
+    session: AsyncSession,
+    valid: Sequence[tuple[int, AccountBatchItem | ContactBatchItem]],
+    invalid: list[dict[str, Any]],
+    *,
+    key: Literal["account_id", "contact_id"],
+    upsert_type: type[AccountUpsert] | type[ContactUpsert],
+    store: Callable[..., Awaitable[object]],
+) -> ProfileBatchResult:
+    """Store each valid item of a profile batch (in id order, so that parallel batches lock
+    profiles in one order); an item refused on the way is an error entry and writes nothing."""
+    now = datetime.now(UTC)
+    limits = _trait_limits(request)
+    upserted = 0
+    for index, item in sorted(valid, key=lambda pair: getattr(pair[1], key)):
+        problem = _observed_problem(request, item, now)
+        if problem is not None:
+            invalid.append({"index": index, "detail": problem})
+            continue
+        upsert = upsert_type.model_validate(item.model_dump(exclude={str(key)}, exclude_unset=True))
+        try:
+            await store(session, getattr(item, key), upsert=upsert, now=now, limits=limits)
+        except errors.InvalidPayload as exc:  # raised before the item wrote anything
+            invalid.append({"index": index, "detail": exc.detail})
+            continue
+        upserted += 1
+    await session.commit()
+    return ProfileBatchResult(
+        upserted=upserted,
+        errors=[
+            ProfileBatchError(index=e["index"], detail=e["detail"])
+            for e in sorted(invalid, key=lambda e: e["index"])
+        ],
+    )
+
+
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
     problem = _observed_problem(request, upsert, now)
     if problem is not None:
@@ -90,32 +129,14 @@ async def upsert_accounts_batch(
     valid, invalid = await batch_items(
         request, "accounts", MAX_PROFILE_BATCH, TypeAdapter(AccountBatchItem)
     )
-    now = datetime.now(UTC)
-    limits = _trait_limits(request)
-    upserted = 0
-    for index, item in sorted(valid, key=lambda pair: pair[1].account_id):
-        problem = _observed_problem(request, item, now)
-        if problem is not None:
-            invalid.append({"index": index, "detail": problem})
-            continue
-        upsert = AccountUpsert.model_validate(
-            item.model_dump(exclude={"account_id"}, exclude_unset=True)
-        )
-        try:
-            await profiles.upsert_account(
-                session, item.account_id, upsert=upsert, now=now, limits=limits
-            )
-        except errors.InvalidPayload as exc:  # raised before the item wrote anything
-            invalid.append({"index": index, "detail": exc.detail})
-            continue
-        upserted += 1
-    await session.commit()
-    return ProfileBatchResult(
-        upserted=upserted,
-        errors=[
-            ProfileBatchError(index=e["index"], detail=e["detail"])
-            for e in sorted(invalid, key=lambda e: e["index"])
-        ],
+    return await _upsert_each(
+        request,
+        session,
+        valid,
+        invalid,
+        key="account_id",
+        upsert_type=AccountUpsert,
+        store=profiles.upsert_account,
     )
 
 
@@ -174,32 +195,14 @@ async def upsert_contacts_batch(
     valid, invalid = await batch_items(
         request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
     )
-    now = datetime.now(UTC)
-    limits = _trait_limits(request)
-    upserted = 0
-    for index, item in sorted(valid, key=lambda pair: pair[1].contact_id):
-        problem = _observed_problem(request, item, now)
-        if problem is not None:
-            invalid.append({"index": index, "detail": problem})
-            continue
-        upsert = ContactUpsert.model_validate(
-            item.model_dump(exclude={"contact_id"}, exclude_unset=True)
-        )
-        try:
-            await profiles.upsert_contact(
-                session, item.contact_id, upsert=upsert, now=now, limits=limits
-            )
-        except errors.InvalidPayload as exc:  # raised before the item wrote anything
-            invalid.append({"index": index, "detail": exc.detail})
-            continue
-        upserted += 1
-    await session.commit()
-    return ProfileBatchResult(
-        upserted=upserted,
-        errors=[
-            ProfileBatchError(index=e["index"], detail=e["detail"])
-            for e in sorted(invalid, key=lambda e: e["index"])
-        ],
+    return await _upsert_each(
+        request,
+        session,
+        valid,
+        invalid,
+        key="contact_id",
+        upsert_type=ContactUpsert,
+        store=profiles.upsert_contact,
     )
 
 

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 
 from app import features
-from app.main import create_app
 from app.settings import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import another_process
 
 
 async def test_upsert_creates_then_merges_traits_key_by_key(client: httpx.AsyncClient) -> None:
@@ -201,21 +199,8 @@ async def test_contact_upsert_history_and_role(client: httpx.AsyncClient) -> Non
     assert batch.json()["errors"][0]["index"] == 1
 
 
-async def _limited(settings: Settings, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
-    application = create_app(settings.model_copy(update=changes))
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://custintel.test",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as c,
-    ):
-        yield c
-
-
 async def test_trait_keys_are_capped_per_profile_and_overall(settings: Settings) -> None:
-    async for c in _limited(settings, max_traits_per_profile=5, max_trait_keys=8):
+    async with another_process(settings, max_traits_per_profile=5, max_trait_keys=8) as c:
         first = await c.put("/v1/accounts/a", json={"traits": {f"k{i}": i for i in range(4)}})
         assert first.status_code == 200
         # Merges add up: 4 held and 2 more is past the profile's 5.

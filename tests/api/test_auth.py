@@ -1,18 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 import pytest
 
 from app import auth
-from app.main import create_app
 from app.settings import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, another_process
 
 MakeKey = Callable[..., Awaitable[str]]
 EVENT = {"type": "login", "occurred_at": "2025-01-01T00:00:00Z", "account_id": "a"}
@@ -97,21 +95,6 @@ async def test_health_and_readiness_need_no_key(client: httpx.AsyncClient) -> No
     assert ready.json()["status"] == "ready" and ready.json()["migrations"] == "current"
 
 
-@contextlib.asynccontextmanager
-async def process(settings: Settings, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
-    """Another API process on the same database: its own app, caches and listener."""
-    application = create_app(settings.model_copy(update=changes))
-    async with application.router.lifespan_context(application):
-        deadline = time.monotonic() + 10
-        while not application.state.listener.listening:  # its listener is up
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application), base_url="http://other.test"
-        ) as other:
-            yield other
-
-
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
     """Seconds until check() held; fails after `within`."""
     started = time.monotonic()
@@ -125,7 +108,7 @@ async def test_a_revoked_key_stops_working_in_every_process_at_once(
     client: httpx.AsyncClient, make_key: MakeKey, settings: Settings
 ) -> None:
     # Both processes trust a verified key for ten minutes without a notification.
-    async with process(settings, api_key_cache_seconds=600) as other:
+    async with another_process(settings, api_key_cache_seconds=600) as other:
         key = await make_key("admin", name="temp")
         headers = {"Authorization": f"Bearer {key}"}
         assert (await other.get("/v1/keys", headers=headers)).status_code == 200  # cached there
@@ -170,7 +153,7 @@ async def test_unknown_keys_are_remembered_until_keys_change(
 async def test_an_address_sending_unknown_keys_gets_429_before_any_lookup(
     settings: Settings, make_key: MakeKey
 ) -> None:
-    async with process(settings, auth_failures_per_minute=3) as other:
+    async with another_process(settings, auth_failures_per_minute=3) as other:
         for n in range(3):
             bad = {"Authorization": f"Bearer ci_bad{n}"}
             assert (await other.get("/v1/accounts", headers=bad)).status_code == 401
@@ -187,7 +170,7 @@ async def test_a_key_over_its_rate_gets_429_and_others_do_not(
     settings: Settings, make_key: MakeKey
 ) -> None:
     first, second = await make_key("read"), await make_key("read")
-    async with process(settings, rate_limit_key_per_second=2) as other:
+    async with another_process(settings, rate_limit_key_per_second=2) as other:
         one = {"Authorization": f"Bearer {first}"}
         statuses = [(await other.get("/v1/accounts", headers=one)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
@@ -196,7 +179,7 @@ async def test_a_key_over_its_rate_gets_429_and_others_do_not(
 
 
 async def test_an_address_over_its_rate_gets_429(settings: Settings) -> None:
-    async with process(settings, rate_limit_address_per_second=2) as other:
+    async with another_process(settings, rate_limit_address_per_second=2) as other:
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         statuses = [(await other.get("/v1/accounts", headers=admin)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]

@@ -12,7 +12,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, another_process
 
 NOW = datetime.now(UTC).isoformat()
 GOOD = f'"type": "login", "occurred_at": "{NOW}", "account_id": "acme"'
@@ -426,21 +426,13 @@ async def test_a_gzip_body_is_inflated_and_stored(
 
 
 async def test_a_gzip_body_that_inflates_past_the_limit_is_413(settings: Settings) -> None:
-    limited = settings.model_copy(update={"max_body_bytes": 100_000})
-    application = create_app(limited)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://custintel.test",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as c:
-            padding = " " * 5_000_000  # 5 MB of JSON whitespace, about 5 KB gzipped
-            bomb = gzip.compress(f'{{"events": [{padding}]}}'.encode())
-            assert len(bomb) < 100_000
-            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-            response = await c.post("/v1/events/batch", content=bomb, headers=headers)
-            assert_problem(response, 413, "inflates")
+    async with another_process(settings, max_body_bytes=100_000) as c:
+        padding = " " * 5_000_000  # 5 MB of JSON whitespace, about 5 KB gzipped
+        bomb = gzip.compress(f'{{"events": [{padding}]}}'.encode())
+        assert len(bomb) < 100_000
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        response = await c.post("/v1/events/batch", content=bomb, headers=headers)
+        assert_problem(response, 413, "inflates")
 
 
 @pytest.mark.parametrize(
