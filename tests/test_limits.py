@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY
 from tests.live import free_port
-from tests.test_operations import serve_env, serving
+from tests.test_operations import serve_env, serving, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +32,7 @@ def service(database_url: str, tmp_path: Path, **settings: str) -> Iterator[int]
         **settings,
     )
     with serving(env) as serve:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success:
-                    break
-            assert serve.poll() is None and time.monotonic() < deadline, "did not start"
-            time.sleep(0.1)
+        wait_ready(serve, port)
         yield port
 
 

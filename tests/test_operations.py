@@ -151,6 +151,17 @@ def serving(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]
                 serve.kill()
 
 
+def wait_ready(serve: subprocess.Popen[bytes], port: int, *, within: float = 120) -> None:
+    """Until the served /readyz answers 200; fails if serve ends or `within` passes."""
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).is_success:
+                return
+        assert serve.poll() is None and time.monotonic() < deadline, "not ready"
+        time.sleep(0.2)
+
+
 def serve_env(port: int, **settings: str) -> dict[str, str]:
     """The environment of a `custintel serve` under test: only the settings given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
@@ -162,13 +173,7 @@ def test_sigterm_stops_serve_and_the_embedded_postgres_it_started(tmp_path: Path
     env = serve_env(port, data_dir=str(tmp_path / "data"))
     pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
     with serving(env) as serve:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success:
-                    break
-            assert serve.poll() is None and time.monotonic() < deadline, "did not start"
-            time.sleep(0.2)
+        wait_ready(serve, port)
         assert pid_file.exists()  # the embedded Postgres is running
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 128 + signal.SIGTERM
