@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -39,6 +38,3 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         result = await conn.execute(text("SELECT version_num FROM alembic_version"))
         return result.scalar_one_or_none()
 
-
-async def upgrade_async(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)

@@ -32,9 +32,6 @@ _MODEL_COLUMNS = (
 )
 
 
-_COMPARISON_JSON = ("window", "candidate_metrics", "active_metrics")
-
-
 def _model(row: asyncpg.Record, comparisons: list[asyncpg.Record] | None = None) -> ModelInfo:
     data = dict(row)
     for key in ("label", "summary"):
