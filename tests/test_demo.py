@@ -17,6 +17,8 @@ import pytest
 from app.settings import Settings
 from tests.live import free_port
 
+pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
+
 
 def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_path: Path) -> None:
     port = free_port()

@@ -42,6 +42,7 @@ def own_postgres(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     _stop(server)
 
 
+@pytest.mark.slow
 async def test_no_acknowledged_event_is_lost_when_postgres_restarts(
     own_postgres: tuple[str, Any],
 ) -> None:

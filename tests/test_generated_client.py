@@ -10,9 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.cli import OPENAPI_PATH
 from tests.conftest import ADMIN_KEY
 from tests.live import serve
+
+pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 
 
 def _generate(target: Path) -> None:

@@ -83,6 +83,7 @@ def test_training_stops_itself_between_boosting_rounds_when_asked() -> None:
     assert len(calls) == 4
 
 
+@pytest.mark.slow
 async def test_a_running_job_is_cancelled_and_its_worker_goes_on(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -109,6 +110,7 @@ async def test_a_running_job_is_cancelled_and_its_worker_goes_on(
         assert process.poll() is None
 
 
+@pytest.mark.slow
 async def test_a_job_past_its_time_limit_is_stopped_and_failed(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:

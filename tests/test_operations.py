@@ -29,6 +29,7 @@ from tests.conftest import ADMIN_KEY
 from tests.live import free_port
 
 
+@pytest.mark.slow
 def test_keys_create_prints_a_working_key_as_the_last_line(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -56,6 +57,7 @@ def test_keys_create_prints_a_working_key_as_the_last_line(
     assert key not in done.stderr
 
 
+@pytest.mark.slow
 async def test_a_cli_key_authenticates_with_its_scopes(
     database_url: str, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -75,6 +77,7 @@ async def test_a_cli_key_authenticates_with_its_scopes(
     assert denied.status_code == 403
 
 
+@pytest.mark.slow
 def test_keys_create_refuses_unknown_scopes(database_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "CUSTINTEL_DATABASE_URL": database_url}
     done = subprocess.run(
@@ -168,6 +171,7 @@ def serve_env(port: int, **settings: str) -> dict[str, str]:
     return env | {f"CUSTINTEL_{k.upper()}": v for k, v in {"port": str(port), **settings}.items()}
 
 
+@pytest.mark.slow
 def test_sigterm_stops_serve_and_the_embedded_postgres_it_started(tmp_path: Path) -> None:
     port = free_port()
     env = serve_env(port, data_dir=str(tmp_path / "data"))
@@ -197,6 +201,7 @@ def listening_sockets(port: int) -> int:
     )
 
 
+@pytest.mark.slow
 def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path: Path) -> None:
     # uvicorn's workers shared one socket and the first to wake accepted every connection
     # waiting, so an integration's few keep-alive connections often all reached one worker.
@@ -258,6 +263,7 @@ def test_serve_spreads_connections_over_its_workers(database_url: str, tmp_path:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+@pytest.mark.slow
 def test_serve_stops_when_its_workers_cannot_listen(database_url: str, tmp_path: Path) -> None:
     port = free_port()
     env = serve_env(port, database_url=database_url, run_worker="false")
@@ -273,6 +279,7 @@ def test_serve_stops_when_its_workers_cannot_listen(database_url: str, tmp_path:
     assert "could not start" in serve.stderr and "Address already in use" in serve.stderr
 
 
+@pytest.mark.slow
 def test_serve_starts_its_embedded_postgres_again_when_it_dies(tmp_path: Path) -> None:
     port = free_port()
     env = serve_env(port, data_dir=str(tmp_path / "data"), run_worker="false")

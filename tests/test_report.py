@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from app import simulator
@@ -22,6 +23,8 @@ from tests.api.test_models import load
 from tests.conftest import ADMIN_KEY
 from tests.live import free_port, serve
 from tests.ml.test_closed_loop import train
+
+pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

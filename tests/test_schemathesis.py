@@ -23,6 +23,8 @@ from app.ingest import EARLIEST
 from tests.conftest import ADMIN_KEY, with_database
 from tests.live import serve
 
+pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
+
 schema = schemathesis.openapi.from_path(OPENAPI_PATH)
 
 

@@ -14,10 +14,13 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+import pytest
 
 from app import simulator
 from app.settings import Settings
 from tests.api.test_models import load
+
+pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 
 
 def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:

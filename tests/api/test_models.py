@@ -60,6 +60,7 @@ async def test_no_active_model_is_409_with_how_to_train(client: httpx.AsyncClien
     assert "POST /v1/models/train" in response.json()["detail"]
 
 
+@pytest.mark.slow
 async def test_train_through_a_worker_then_score_with_additive_reasons(
     client: httpx.AsyncClient, worker: None
 ) -> None:
@@ -109,6 +110,7 @@ async def test_train_through_a_worker_then_score_with_additive_reasons(
     assert early.status_code == 404
 
 
+@pytest.mark.slow
 async def test_cli_trains_with_progress_and_scores_every_live_account(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
