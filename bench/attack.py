@@ -4,10 +4,10 @@ and during an attack of slow and oversized requests without a key, all on loopba
     .venv/bin/python bench/attack.py [--seconds 20] [--slow 200] [--uploads 100]
 
 The attack, for `--seconds`, from this process: `--slow` slowloris connections (a request head
-sent a byte every second), `--slow` connections trickling a body, `--uploads` unauthenticated
-uploads declaring 15 MB, and request heads of 1 MB, each resent as soon as it is refused or cut
-off, a second later. Meanwhile /healthz is asked once every 50 ms on a connection of its own. Each figure is
-printed next to its ceiling. Bounded in count and time; nothing leaves 127.0.0.1.
+sent a line every second), `--slow` connections trickling a body, `--uploads` unauthenticated
+uploads declaring 15 MB, and request heads of 1 MB, each sent again a second after it is refused
+or cut off. Meanwhile /healthz is asked once every 50 ms on a connection of its own. Each figure
+is printed next to its ceiling. Bounded in count and time; nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
