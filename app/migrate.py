@@ -37,4 +37,3 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         result = await conn.execute(text("SELECT version_num FROM alembic_version"))
         return result.scalar_one_or_none()
-
