@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Literal
 
-import asyncpg
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app import errors, jobs
+from app import jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
-from app.ml import drift, performance, pipeline, promotion, report
+from app.ml import drift, performance, pipeline, promotion, registry, report
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     DriftReport,
@@ -25,47 +22,6 @@ from app.schemas.models import (
 )
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
-
-_MODEL_COLUMNS = (
-    "model_id, target, status, created_at, activated_at, as_of, horizon_days, label, summary, "
-    "replaced_model_id, status_reason"
-)
-
-
-def _model(row: asyncpg.Record, comparisons: list[asyncpg.Record] | None = None) -> ModelInfo:
-    data = dict(row)
-    for key in ("label", "summary"):
-        if isinstance(data[key], str):
-            data[key] = orjson.loads(data[key])
-    summary = data.pop("summary")
-    return ModelInfo(
-        **data,
-        metrics=summary["metrics"],
-        segments=summary["segments"],
-        features=summary["features"],
-        comparisons=[
-            {
-                **dict(c),
-                **{
-                    k: orjson.loads(c[k]) for k in ("window", "candidate_metrics", "active_metrics")
-                },
-            }
-            for c in comparisons or ()
-        ],
-    )
-
-
-async def _model_info(conn: asyncpg.Connection, model_id: str) -> ModelInfo:
-    row = await conn.fetchrow(f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id)
-    if row is None:
-        raise errors.NotFound(f"No model {model_id!r}.")
-    comparisons = await conn.fetch(
-        'SELECT candidate_id, active_id, promoted, reason, "window", candidate_metrics, '
-        "active_metrics, created_at FROM model_comparisons "
-        "WHERE candidate_id = $1 OR active_id = $1 ORDER BY created_at DESC, id DESC",
-        model_id,
-    )
-    return _model(row, comparisons)
 
 
 @router.post("/models/train", status_code=202, operation_id="train_model", tags=["models"])
@@ -125,12 +81,7 @@ async def list_models(
     request: Request, _: Read, target: Annotated[Kind | None, Query()] = None
 ) -> list[ModelInfo]:
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT {_MODEL_COLUMNS} FROM models WHERE $1::text IS NULL OR target = $1 "
-            "ORDER BY created_at DESC",
-            target,
-        )
-    return [_model(r) for r in rows]
+        return await registry.infos(conn, target=target)
 
 
 @router.get("/models/{model_id}", operation_id="get_model", tags=["models"])
@@ -138,7 +89,7 @@ async def get_model(model_id: Id, request: Request, _: Read) -> ModelInfo:
     """The model's record: metrics, segments, features, lineage, and every comparison it was
     part of (as the candidate or as the active model)."""
     async with request.app.state.pool.acquire() as conn:
-        return await _model_info(conn, model_id)
+        return await registry.info(conn, model_id)
 
 
 @router.post("/models/{model_id}/activate", operation_id="activate_model", tags=["models"])
@@ -148,21 +99,10 @@ async def activate_model(model_id: Id, request: Request, principal: Admin) -> Mo
     refused and the active one keeps serving."""
     state = request.app.state
     async with state.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT target, path, status FROM models WHERE model_id = $1", model_id
+        await promotion.activate_by_hand(
+            conn, state.models, model_id=model_id, actor=principal.name
         )
-        if row is None:
-            raise errors.NotFound(f"No model {model_id!r}.")
-        await state.models.load(model_id, Path(row["path"]))  # DamagedModel → 409, nothing moved
-        async with conn.transaction():
-            await promotion.activate(
-                conn,
-                model_id=model_id,
-                target=row["target"],
-                reason=f"activated by {principal.name}",
-                actor=principal.name,
-            )
-        return await _model_info(conn, model_id)
+        return await registry.info(conn, model_id)
 
 
 @router.post("/models/rollback", operation_id="rollback_model", tags=["models"])
@@ -170,16 +110,10 @@ async def rollback_model(body: RollbackRequest, request: Request, principal: Adm
     """Put back the model that the target's active model replaced (audited)."""
     state = request.app.state
     async with state.pool.acquire() as conn:
-        previous = await conn.fetchrow(
-            "SELECT p.model_id, p.path FROM models a JOIN models p "
-            "ON p.model_id = a.replaced_model_id WHERE a.target = $1 AND a.status = 'active'",
-            body.target,
+        restored = await promotion.roll_back_checked(
+            conn, state.models, target=body.target, actor=principal.name
         )
-        if previous is not None:  # verify its files before anything moves
-            await state.models.load(previous["model_id"], Path(previous["path"]))
-        async with conn.transaction():
-            restored = await promotion.rollback(conn, target=body.target, actor=principal.name)
-        return await _model_info(conn, restored)
+        return await registry.info(conn, restored)
 
 
 @router.get("/models/{model_id}/performance", operation_id="get_model_performance", tags=["models"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
@@ -77,18 +76,14 @@ async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
 async def active_models(
     conn: asyncpg.Connection, targets: list[str] | None
 ) -> list[registry.Loaded]:
-    rows = await conn.fetch(
-        "SELECT target, model_id, path FROM models WHERE status = 'active' "
-        "AND ($1::text[] IS NULL OR target = ANY($1::text[])) ORDER BY target",
-        targets,
-    )
-    missing = sorted(set(targets or ()) - {r["target"] for r in rows})
+    rows = await registry.all_active(conn, targets)
+    missing = sorted(set(targets or ()) - {r.target for r in rows})
     if missing or not rows:
         raise errors.InvalidPayload(
             f"No active model for {', '.join(missing) or 'any target'}; train one first "
             "(POST /v1/models/train or custintel train)."
         )
-    return [await asyncio.to_thread(registry.load, Path(r["path"])) for r in rows]
+    return [await asyncio.to_thread(registry.load, r.path) for r in rows]
 
 
 async def rescore(

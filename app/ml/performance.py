@@ -19,7 +19,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from app import errors, insights, jobs
-from app.ml import datasets, drift, scoring, training
+from app.ml import datasets, drift, registry, scoring, training
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 
@@ -139,16 +139,14 @@ async def evaluate_active(
     """Realized performance and drift of every active model; drift by the rule is recorded as a
     finding."""
     evaluations: dict[str, Any] = {}
-    for row in await conn.fetch(
-        "SELECT model_id, target FROM models WHERE status = 'active' ORDER BY target"
-    ):
-        result = await realized(conn, model_id=row["model_id"], now=now)
+    for active in await registry.all_active(conn):
+        result = await realized(conn, model_id=active.model_id, now=now)
         entry: dict[str, Any] = {
-            "model_id": row["model_id"],
+            "model_id": active.model_id,
             "realized": {k: v for k, v in result["overall"].items() if k != "calibration"},
         }
         try:
-            measured = await drift.measure(conn, model_id=row["model_id"], rule=rule)
+            measured = await drift.measure(conn, model_id=active.model_id, rule=rule)
         except errors.Conflict as exc:
             entry["drift"] = {"skipped": exc.detail}
         else:
@@ -162,21 +160,21 @@ async def evaluate_active(
                 await conn.execute(
                     "INSERT INTO findings (kind, target, model_id, details) "
                     "VALUES ('drift', $1, $2, $3::jsonb)",
-                    row["target"],
-                    row["model_id"],
+                    active.target,
+                    active.model_id,
                     orjson.dumps(entry["drift"] | thresholds).decode(),
                 )
                 await insights.record(
                     conn,
                     {
                         "kind": "drift",
-                        "target": row["target"],
-                        "model_id": row["model_id"],
+                        "target": active.target,
+                        "model_id": active.model_id,
                         "details": entry["drift"] | thresholds,
                     },
                     {},
                 )
-        evaluations[row["target"]] = entry
+        evaluations[active.target] = entry
     return {"evaluations": evaluations}
 
 

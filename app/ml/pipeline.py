@@ -210,11 +210,8 @@ async def register(
             # Under the target's lock: if another model became active while this one was
             # being compared, the comparison no longer holds and this one stays a candidate.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
-            now_active = await conn.fetchval(
-                "SELECT model_id FROM models WHERE target = $1 AND status = 'active'",
-                request.target,
-            )
-            if now_active == replaced:
+            now_active = await registry.active(conn, request.target)
+            if (now_active.model_id if now_active else None) == replaced:
                 await promotion.activate(
                     conn, model_id=model_id, target=request.target, reason=reason, actor=None
                 )

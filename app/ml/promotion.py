@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,7 +19,7 @@ import numpy as np
 import orjson
 
 from app import audit, errors, features
-from app.ml import datasets, registry, training
+from app.ml import datasets, registry, serving, training
 
 
 @dataclass
@@ -120,16 +119,14 @@ async def gate(
     calibration_tolerance: float,
 ) -> tuple[str, str, str | None, dict[str, Any] | None]:
     """(status, reason, replaced model id, comparison) for a new model of `target`."""
-    active = await conn.fetchrow(
-        "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'", target
-    )
+    active = await registry.active(conn, target)
     if active is None:
         return "active", "the first model of its target", None, None
     try:
-        current = await asyncio.to_thread(registry.load, Path(active["path"]))
+        current = await asyncio.to_thread(registry.load, active.path)
     except registry.DamagedModel:
-        reason = f"promoted: the active model {active['model_id']}'s files are damaged"
-        return "active", reason, active["model_id"], None
+        reason = f"promoted: the active model {active.model_id}'s files are damaged"
+        return "active", reason, active.model_id, None
     window = await recent_window(conn, target=target, label=label, as_of=as_of, horizon=horizon)
     ours, theirs = await evaluate(conn, candidate, window), await evaluate(conn, current, window)
     promoted, reason = decide(
@@ -233,3 +230,31 @@ async def rollback(conn: asyncpg.Connection, *, target: str, actor: str) -> str:
         details={"target": target, "retired": row["model_id"]},
     )
     return restored
+
+
+async def activate_by_hand(
+    conn: asyncpg.Connection, models: serving.Models, *, model_id: str, actor: str
+) -> None:
+    """An operator's activation, whatever the gate said: the model's files are verified first
+    (DamagedModel, 409, and nothing moves), then it becomes active (audited)."""
+    record = await registry.located(conn, model_id)
+    await models.load(model_id, record.path)
+    async with conn.transaction():
+        await activate(
+            conn,
+            model_id=model_id,
+            target=record.target,
+            reason=f"activated by {actor}",
+            actor=actor,
+        )
+
+
+async def roll_back_checked(
+    conn: asyncpg.Connection, models: serving.Models, *, target: str, actor: str
+) -> str:
+    """rollback() once the files of the model it would put back are verified; its id."""
+    previous = await registry.replaced_by_active(conn, target)
+    if previous is not None:
+        await models.load(previous.model_id, previous.path)
+    async with conn.transaction():
+        return await rollback(conn, target=target, actor=actor)

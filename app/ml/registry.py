@@ -23,13 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import lightgbm as lgb
 import numpy as np
+import orjson
 import shap
 import sklearn
 
 from app import errors, features
 from app.ml import training
+from app.schemas.models import ModelInfo
 
 # Percentiles keep this many points of each segment's training distribution.
 REFERENCE_POINTS = 1001
@@ -207,3 +210,108 @@ def summary(trained: training.Trained) -> dict[str, Any]:
         "segments": trained.segments,
         "features": [{"name": n, "importance": v} for n, v in trained.importance],
     }
+
+
+# The model records in Postgres: one function per question, so that "which model is active" is
+# asked one way everywhere.
+
+
+@dataclass(frozen=True)
+class Record:
+    model_id: str
+    target: str
+    path: Path
+
+
+async def active(conn: asyncpg.Connection, target: str) -> Record | None:
+    """The model that scores `target` now."""
+    row = await conn.fetchrow(
+        "SELECT model_id, target, path FROM models WHERE target = $1 AND status = 'active'",
+        target,
+    )
+    return None if row is None else Record(row["model_id"], row["target"], Path(row["path"]))
+
+
+async def all_active(
+    conn: asyncpg.Connection, targets: Sequence[str] | None = None
+) -> list[Record]:
+    """The active model of every target (of `targets`, when given), by target."""
+    rows = await conn.fetch(
+        "SELECT model_id, target, path FROM models WHERE status = 'active' "
+        "AND ($1::text[] IS NULL OR target = ANY($1::text[])) ORDER BY target",
+        None if targets is None else list(targets),
+    )
+    return [Record(r["model_id"], r["target"], Path(r["path"])) for r in rows]
+
+
+async def located(conn: asyncpg.Connection, model_id: str) -> Record:
+    """The model's target and folder; NotFound when there is no such model."""
+    row = await conn.fetchrow(
+        "SELECT model_id, target, path FROM models WHERE model_id = $1", model_id
+    )
+    if row is None:
+        raise errors.NotFound(f"No model {model_id!r}.")
+    return Record(row["model_id"], row["target"], Path(row["path"]))
+
+
+async def replaced_by_active(conn: asyncpg.Connection, target: str) -> Record | None:
+    """The model that the target's active model replaced, which a rollback would put back."""
+    row = await conn.fetchrow(
+        "SELECT p.model_id, p.target, p.path FROM models a JOIN models p "
+        "ON p.model_id = a.replaced_model_id WHERE a.target = $1 AND a.status = 'active'",
+        target,
+    )
+    return None if row is None else Record(row["model_id"], row["target"], Path(row["path"]))
+
+
+_MODEL_COLUMNS = (
+    "model_id, target, status, created_at, activated_at, as_of, horizon_days, label, summary, "
+    "replaced_model_id, status_reason"
+)
+
+
+def _info(row: asyncpg.Record, comparisons: Sequence[asyncpg.Record] = ()) -> ModelInfo:
+    data = dict(row)
+    for key in ("label", "summary"):
+        if isinstance(data[key], str):
+            data[key] = orjson.loads(data[key])
+    summary = data.pop("summary")
+    return ModelInfo(
+        **data,
+        metrics=summary["metrics"],
+        segments=summary["segments"],
+        features=summary["features"],
+        comparisons=[
+            {
+                **dict(c),
+                **{
+                    k: orjson.loads(c[k]) for k in ("window", "candidate_metrics", "active_metrics")
+                },
+            }
+            for c in comparisons
+        ],
+    )
+
+
+async def info(conn: asyncpg.Connection, model_id: str) -> ModelInfo:
+    """The model's record with every comparison it was part of (as candidate or as active)."""
+    row = await conn.fetchrow(f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id)
+    if row is None:
+        raise errors.NotFound(f"No model {model_id!r}.")
+    comparisons = await conn.fetch(
+        'SELECT candidate_id, active_id, promoted, reason, "window", candidate_metrics, '
+        "active_metrics, created_at FROM model_comparisons "
+        "WHERE candidate_id = $1 OR active_id = $1 ORDER BY created_at DESC, id DESC",
+        model_id,
+    )
+    return _info(row, comparisons)
+
+
+async def infos(conn: asyncpg.Connection, *, target: str | None) -> list[ModelInfo]:
+    """Every model's record (of `target`, when given), newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_MODEL_COLUMNS} FROM models WHERE $1::text IS NULL OR target = $1 "
+        "ORDER BY created_at DESC",
+        target,
+    )
+    return [_info(r) for r in rows]

@@ -70,13 +70,10 @@ class Models:
         cached = self._active.get(target)
         if cached is None:
             generation = self._generation
-            row = await conn.fetchrow(
-                "SELECT model_id, path FROM models WHERE target = $1 AND status = 'active'",
-                target,
-            )
-            if row is None:
+            record = await registry.active(conn, target)
+            if record is None:
                 raise NoActiveModel.of(target)
-            cached = (row["model_id"], row["path"])
+            cached = (record.model_id, str(record.path))
             if self._listening and generation == self._generation:
                 self._active[target] = cached
         model_id, path = cached
@@ -224,11 +221,10 @@ async def ranked(
 ) -> tuple[str, list[dict[str, Any]]]:
     """The latest stored score of each account by the target's active model, highest
     probability first: the list a customer-success team works down."""
-    model_id = await conn.fetchval(
-        "SELECT model_id FROM models WHERE target = $1 AND status = 'active'", target
-    )
-    if model_id is None:
+    active = await registry.active(conn, target)
+    if active is None:
         raise NoActiveModel.of(target)
+    model_id = active.model_id
     rows = await conn.fetch(
         """
         SELECT * FROM (
