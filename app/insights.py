@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 
 from app import webhooks
-from app.ml import scoring
+from app.ml import datasets, scoring
 from app.settings import Settings
 
 NEXT_STEPS = {
@@ -212,9 +212,6 @@ async def from_scores(
     return raised
 
 
-OUTCOME_OF = {"churn": "churned", "expansion": "expanded"}
-
-
 async def uplift(
     conn: asyncpg.Connection, *, rule_id: str, horizon_days: int, now: Any
 ) -> dict[str, Any]:
@@ -240,7 +237,7 @@ async def uplift(
         FROM firsts f
         """,
         rule_id,
-        orjson.dumps(OUTCOME_OF).decode(),
+        orjson.dumps(datasets.OUTCOME_OF).decode(),
         timedelta(days=horizon_days),
     )
     groups: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}

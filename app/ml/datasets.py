@@ -45,9 +45,24 @@ class MrrIncreaseLabel(BaseModel):
 Label = Annotated[OutcomeLabel | InactivityLabel | MrrIncreaseLabel, Field(discriminator="type")]
 
 
+# The outcome each built-in target predicts; any other target predicts the outcome of its name.
+OUTCOME_OF = {"churn": "churned", "expansion": "expanded"}
+CHURNED = OUTCOME_OF["churn"]
+
+
+def outcome_of(target: str) -> str:
+    return OUTCOME_OF.get(target, target)
+
+
 def default_label(target: str) -> OutcomeLabel:
-    kinds = {"churn": ["churned"], "expansion": ["expanded"]}.get(target, [target])
-    return OutcomeLabel(type="outcome", kinds=kinds)
+    return OutcomeLabel(type="outcome", kinds=[outcome_of(target)])
+
+
+def excluded_outcomes(target: str) -> list[str]:
+    """Outcomes that take an account out of a target's training and evaluation populations: a
+    churned account cannot churn again. (Batch scoring leaves out churned accounts for every
+    target: they are no longer customers to act on.)"""
+    return [CHURNED] if target == "churn" else []
 
 
 @dataclass
@@ -223,7 +238,7 @@ async def build(
         raise errors.InvalidPayload(
             "No snapshot fits: the data does not reach back one horizon before as_of."
         )
-    exclude = ["churned"] if target == "churn" else []
+    exclude = excluded_outcomes(target)
     keys: list[tuple[str, datetime]] = []
     snapshot_of_row: list[int] = []
     for n, date in enumerate(dates):

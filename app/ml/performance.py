@@ -82,8 +82,9 @@ async def _not_yet_churned(
         r["account_id"]: r["first"]
         for r in await conn.fetch(
             "SELECT account_id, min(occurred_at) AS first FROM outcomes "
-            "WHERE kind = 'churned' AND account_id = ANY($1::text[]) GROUP BY account_id",
+            "WHERE kind = $2 AND account_id = ANY($1::text[]) GROUP BY account_id",
             sorted({r["account_id"] for r in rows}),
+            datasets.CHURNED,
         )
     }
     return [

@@ -47,7 +47,7 @@ async def recent_window(
     horizon: timedelta,
 ) -> Window:
     at = as_of - horizon
-    exclude = ["churned"] if target == "churn" else []
+    exclude = datasets.excluded_outcomes(target)
     keys = [(a, at) for a in await datasets.population(conn, at=at, exclude_kinds=exclude)]
     labels = await datasets.labels(conn, label, keys=keys, horizon=horizon) if keys else np.zeros(0)
     return Window(at, horizon, keys, labels)

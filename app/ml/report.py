@@ -36,7 +36,7 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
     loaded = await asyncio.to_thread(registry.load, Path(row["path"]))
     window = loaded.manifest.get("window", {})
     at = datetime.fromisoformat(window.get("last_snapshot") or row["as_of"].isoformat())
-    exclude = ["churned"] if row["target"] == "churn" else []
+    exclude = datasets.excluded_outcomes(row["target"])
     accounts = (await datasets.population(conn, at=at, exclude_kinds=exclude))[:SAMPLE]
     frame = await features.compute(conn, loaded.catalog, [(a, at) for a in accounts])
     realized = await performance.realized(conn, model_id=model_id, now=now)
