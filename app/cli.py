@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app import auth, db, errors, logs, migrate
+from app.schemas import models as schemas
 from app.settings import Settings, get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
@@ -263,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.max_features:
         params["max_features"] = args.max_features
     try:
-        pipeline.TrainRequest.model_validate_json(json.dumps(params))
+        schemas.TrainRequest.model_validate_json(json.dumps(params))
     except ValueError as exc:
         sys.exit(f"custintel train: {exc}")
 
@@ -331,7 +332,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     if args.as_of:
         params["as_of"] = args.as_of
     try:
-        batch.RescoreRequest.model_validate_json(json.dumps(params))
+        schemas.RescoreRequest.model_validate_json(json.dumps(params))
     except ValueError as exc:
         sys.exit(f"custintel score: {exc}")
     result = _run_here("score", params, batch.handler(settings), settings, url, "scoring")

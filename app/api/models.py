@@ -19,13 +19,14 @@ from app.schemas.models import (
     ModelInfo,
     ModelPerformance,
     RollbackRequest,
+    TrainRequest,
 )
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
 
 @router.post("/models/train", status_code=202, operation_id="train_model", tags=["models"])
-async def train_model(body: pipeline.TrainRequest, request: Request, _: Admin) -> Job:
+async def train_model(body: TrainRequest, request: Request, _: Admin) -> Job:
     """Queue a training job; a worker process runs it. Poll GET /v1/jobs/{job_id}. A request
     whose training set would pass CUSTINTEL_TRAIN_MAX_SNAPSHOTS or _MAX_ROWS is refused (422)."""
     state = request.app.state

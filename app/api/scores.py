@@ -11,12 +11,13 @@ from fastapi import APIRouter, Query, Request, Response
 from app import errors, jobs
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
-from app.ml import batch, serving
+from app.ml import serving
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
     Job,
     RankedScores,
+    RescoreRequest,
     ScoreBatchRequest,
     ScoreBatchResult,
 )
@@ -106,7 +107,7 @@ def _json(content: Any) -> Response:
 
 
 @router.post("/scores/rescore", status_code=202, operation_id="rescore", tags=["scores"])
-async def rescore(body: batch.RescoreRequest, request: Request, _: Admin) -> Job:
+async def rescore(body: RescoreRequest, request: Request, _: Admin) -> Job:
     """Queue batch scoring of every live account with the active models; the scores go to the
     score history. Poll GET /v1/jobs/{job_id}."""
     async with request.app.state.pool.acquire() as conn:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from app import errors, features, insights, jobs
 from app.ml import datasets, registry, scoring
-from app.schemas.common import Int, Kind, Timestamp
+from app.schemas.models import RescoreRequest
 from app.settings import Settings
 
 CHUNK = 2000
@@ -36,16 +35,6 @@ SCORE_COLUMNS = (
     "base_value",
     "other_contribution",
 )
-
-
-class RescoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    targets: Annotated[list[Kind], Field(min_length=1, max_length=20)] | None = Field(
-        None, description="Targets to score. Default: every target with an active model."
-    )
-    as_of: Timestamp | None = Field(None, description="Score as of this moment. Default: now.")
-    top: Int = Field(3, ge=0, le=20, description="Reasons kept per score.")
 
 
 async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:

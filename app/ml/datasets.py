@@ -9,40 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import asyncpg
 import numpy as np
-from pydantic import BaseModel, Field
 
 from app import errors, features, profiles
+from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel
 
-
-class OutcomeLabel(BaseModel):
-    type: Literal["outcome"]
-    kinds: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]] = Field(
-        min_length=1, max_length=20
-    )
-
-
-class InactivityLabel(BaseModel):
-    """For businesses without contracts: 1 when none of these events happens in the horizon."""
-
-    type: Literal["inactivity"]
-    event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
-        min_length=1, max_length=50
-    )
-
-
-class MrrIncreaseLabel(BaseModel):
-    """1 when the account's mrr at the end of the horizon is at least min_pct above its mrr at
-    the snapshot."""
-
-    type: Literal["mrr_increase"]
-    min_pct: float = Field(10, gt=0, le=10_000)
-
-
-Label = Annotated[OutcomeLabel | InactivityLabel | MrrIncreaseLabel, Field(discriminator="type")]
+__all__ = ["InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
 
 
 # The outcome each built-in target predicts; any other target predicts the outcome of its name.

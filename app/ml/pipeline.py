@@ -6,32 +6,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app import errors, features, jobs
 from app.ml import datasets, promotion, registry, training
-from app.schemas.common import Int, Kind, Timestamp, integral
+from app.schemas.models import TrainRequest
 from app.settings import Settings
-
-
-class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    target: Kind = Field(description="What to predict, e.g. churn or expansion.")
-    label: datasets.Label | None = Field(
-        None,
-        description="Default: churn → churned outcomes, expansion → expanded, else the "
-        "outcome named like the target.",
-    )
-    horizon_days: Int = Field(90, ge=1, le=730)
-    as_of: Timestamp | None = Field(None, description="Train on data up to here. Default: now.")
-    snapshot_every_days: Int = Field(30, ge=1, le=365)
-    snapshot_dates: Annotated[list[Timestamp], Field(max_length=200)] | None = None
-    max_features: Annotated[int, Field(ge=1, le=500), BeforeValidator(integral)] | None = None
 
 
 def options(settings: Settings, request: TrainRequest) -> training.Options:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.schemas.common import Id, Int, Kind, Timestamp
+from app.schemas.common import Id, Int, Kind, Timestamp, integral
 
 
 class JobResult(BaseModel):
@@ -228,3 +228,56 @@ class ScoreBatchRequest(BaseModel):
 class ScoreBatchResult(BaseModel):
     results: list[AccountScores]
     errors: list[ScoreError]
+
+
+class OutcomeLabel(BaseModel):
+    type: Literal["outcome"]
+    kinds: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]] = Field(
+        min_length=1, max_length=20
+    )
+
+
+class InactivityLabel(BaseModel):
+    """For businesses without contracts: 1 when none of these events happens in the horizon."""
+
+    type: Literal["inactivity"]
+    event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        min_length=1, max_length=50
+    )
+
+
+class MrrIncreaseLabel(BaseModel):
+    """1 when the account's mrr at the end of the horizon is at least min_pct above its mrr at
+    the snapshot."""
+
+    type: Literal["mrr_increase"]
+    min_pct: float = Field(10, gt=0, le=10_000)
+
+
+Label = Annotated[OutcomeLabel | InactivityLabel | MrrIncreaseLabel, Field(discriminator="type")]
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    target: Kind = Field(description="What to predict, e.g. churn or expansion.")
+    label: Label | None = Field(
+        None,
+        description="Default: churn → churned outcomes, expansion → expanded, else the "
+        "outcome named like the target.",
+    )
+    horizon_days: Int = Field(90, ge=1, le=730)
+    as_of: Timestamp | None = Field(None, description="Train on data up to here. Default: now.")
+    snapshot_every_days: Int = Field(30, ge=1, le=365)
+    snapshot_dates: Annotated[list[Timestamp], Field(max_length=200)] | None = None
+    max_features: Annotated[int, Field(ge=1, le=500), BeforeValidator(integral)] | None = None
+
+
+class RescoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    targets: Annotated[list[Kind], Field(min_length=1, max_length=20)] | None = Field(
+        None, description="Targets to score. Default: every target with an active model."
+    )
+    as_of: Timestamp | None = Field(None, description="Score as of this moment. Default: now.")
+    top: Int = Field(3, ge=0, le=20, description="Reasons kept per score.")

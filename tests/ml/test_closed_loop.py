@@ -12,6 +12,7 @@ import numpy as np
 
 from app import simulator
 from app.ml import batch, drift, performance, pipeline, training
+from app.schemas.models import TrainRequest
 from app.settings import Settings
 from tests.api.test_models import load
 
@@ -33,7 +34,7 @@ async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
     await load(client, world)
     active = (await train(conn, settings, as_of=END))["model_id"]
 
-    request = pipeline.TrainRequest(target="churn", as_of=END)
+    request = TrainRequest(target="churn", as_of=END)
     prepared = await pipeline.prepare(conn, settings, request)
     np.random.default_rng(0).shuffle(prepared.training_set.labels)
     options = pipeline.options(settings, request)
