@@ -28,7 +28,7 @@ SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
 # sponsor goes quiet, SMB on support trouble.
 SWITCHED = {"enterprise": "mid-market", "mid-market": "enterprise", "smb": "mid-market"}
 # The planted drivers, as parts of the feature names that measure them (app/features.py).
-DRIVERS = {
+DRIVERS: dict[str, dict[str, tuple[str, ...]]] = {
     "churn": {
         # A quiet sponsor is also one active contact fewer.
         "enterprise": ("executive_sponsor", "meeting", "active_contacts"),

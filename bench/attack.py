@@ -25,17 +25,15 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest import (  # noqa: E402
+from app import db  # noqa: E402
+from bench.ingest import (  # noqa: E402
     create_database,
     scratch_dir,
     start_server,
     verdict,
     wait_ready,
 )
-
-from app import db  # noqa: E402
 
 CEILING_P99_MS = 50.0  # /healthz under attack
 CEILING_RSS_GROWTH_MB = 100.0  # the server's memory, after the attack against before

@@ -136,7 +136,7 @@ def tree_seconds(pid: int) -> float:
     except psutil.NoSuchProcess:
         return 0.0
     reaped = times.children_user + times.children_system
-    return times.user + times.system + reaped + sum(seconds_of(descendants).values())
+    return float(times.user + times.system + reaped + sum(seconds_of(descendants).values()))
 
 
 def children_seconds(pid: int) -> dict[int, float]:

@@ -64,8 +64,8 @@ def _piece(first: int, count: int, usage: float) -> dict[str, list[tuple[Any, ..
         observed = datetime.fromisoformat(upsert["observed_at"])
         history.setdefault(upsert["account_id"], []).append(changes)
         rows["ah"].append((upsert["account_id"], observed, orjson.dumps(changes).decode()))
-    for account_id, changes in history.items():
-        state = profiles.fold(changes)
+    for account_id, observations in history.items():
+        state = profiles.fold(observations)
         rows["a"].append(
             (
                 account_id,
@@ -182,7 +182,7 @@ async def train(url: str, models_dir: Path, snapshots: int) -> dict[str, Any]:
         seen["ts"], seen["options"] = ts, options
         return trained
 
-    training.train = timed  # type: ignore[assignment]
+    training.train = timed
     dates = [END - timedelta(days=90 + 30 * k) for k in reversed(range(snapshots))]
 
     async def progress(_: float) -> None:
@@ -201,7 +201,7 @@ async def train(url: str, models_dir: Path, snapshots: int) -> dict[str, Any]:
             progress,
         )
     finally:
-        training.train = real_train  # type: ignore[assignment]
+        training.train = real_train
         await conn.close()
     seen["pipeline_seconds"] = time.perf_counter() - t0
     seen["model_id"] = result["model_id"]

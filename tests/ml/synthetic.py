@@ -32,7 +32,8 @@ def world(n_accounts: int = 1500, snapshots: int = 6, seed: int = 3) -> Training
     payments. Plan carries nothing."""
     rng = np.random.default_rng(seed)
     names = CATALOG.names
-    rows, labels, keys, segs, snap = [], [], [], [], []
+    rows, labels, keys, snap = [], [], [], []
+    segs: list[str | None] = []
     start = datetime(2025, 1, 1, tzinfo=UTC)
     for s in range(snapshots):
         for a in range(n_accounts):
