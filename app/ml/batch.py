@@ -16,50 +16,11 @@ import asyncpg
 import orjson
 
 from app import errors, features, insights, jobs
-from app.ml import datasets, registry, scoring
+from app.ml import datasets, history, registry, scoring
 from app.schemas.models import RescoreRequest
 from app.settings import Settings
 
 CHUNK = 2000
-SCORE_COLUMNS = (
-    "account_id",
-    "target",
-    "model_id",
-    "segment",
-    "as_of",
-    "probability",
-    "band",
-    "percentile",
-    "margin",
-    "reasons",
-    "base_value",
-    "other_contribution",
-)
-
-
-async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
-    """Append scores to the history."""
-    await conn.copy_records_to_table(
-        "scores",
-        columns=SCORE_COLUMNS,
-        records=[
-            (
-                s.account_id,
-                s.target,
-                s.model_id,
-                s.segment,
-                s.as_of,
-                s.probability,
-                s.band,
-                s.percentile,
-                s.margin,
-                orjson.dumps(s.reasons).decode(),  # orjson writes dataclasses as objects
-                s.base_value,
-                s.other_contribution,
-            )
-            for s in scores
-        ],
-    )
 
 
 async def active_models(
@@ -113,7 +74,7 @@ async def rescore(
             ready = await frames(chunks[n + 1])
         scores = await scoring_task
         async with conn.transaction():
-            await store(conn, scores)
+            await history.store(conn, scores)
             if settings is not None:
                 raised += await insights.from_scores(conn, settings, scores)
         for s in scores:

@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 
 from app import errors, features
-from app.ml import batch, registry, scoring
+from app.ml import history, registry, scoring
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ async def flush(pool: asyncpg.Pool, models: Models) -> None:
         return
     try:
         async with pool.acquire() as conn:
-            await batch.store(conn, scores)
+            await history.store(conn, scores)
     except Exception:
         log.exception("storing scores failed", extra={"scores": len(scores)})
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app import insights
-from app.ml import batch, scoring
+from app.ml import history, scoring
 from app.settings import Settings
 
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
@@ -38,7 +38,7 @@ async def new_scores(
     conn: asyncpg.Connection, settings: Settings, scores: list[scoring.Score]
 ) -> int:
     async with conn.transaction():  # as batch scoring does
-        await batch.store(conn, scores)
+        await history.store(conn, scores)
         return await insights.from_scores(conn, settings, scores)
 
 
