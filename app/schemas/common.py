@@ -116,7 +116,11 @@ TraitValue = Text | bool | int | float | None
 
 # What pydantic's JsonValue means. Said in words only: generated clients handle a recursive
 # schema badly, and the NUL rule is enforced for every string by app.jsonbody.
-JSON_VALUE_SCHEMA = {"description": "Any JSON value. No string anywhere may contain NUL (U+0000)."}
+JSON_VALUE_SCHEMA = {
+    "description": "Any JSON value. No string anywhere may contain NUL (U+0000), no object a "
+    "key twice, no number exceed a double or underflow to zero, no integer exceed 64 bits "
+    "(send such values as strings)."
+}
 Traits = Annotated[dict[Key, TraitValue], Field(max_length=MAX_KEYS, json_schema_extra=_KEYS)]
 
 
