@@ -15,7 +15,6 @@ lacks, so that a client cannot hold memory, CPU or connections without sending a
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -23,11 +22,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app.settings import Settings, get_settings
 
 _END_OF_HEAD = b"\r\n\r\n"
-
-
-@functools.cache
-def _limits() -> Settings:
-    return get_settings()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -44,7 +38,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        limits = _limits()
+        limits = get_settings()  # cached by get_settings
         self._max_head = limits.max_header_bytes
         self._max_headers = limits.max_headers
         self._head_timeout = limits.header_timeout_seconds
