@@ -6,23 +6,9 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.tables import AuditEntry
 
 
-def record(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    target: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    session.add(AuditEntry(actor=actor, action=action, target=target, details=details or {}))
-
-
-async def record_in(
+async def record(
     conn: asyncpg.Connection,
     *,
     actor: str,
@@ -30,7 +16,7 @@ async def record_in(
     target: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """The same, on a plain connection, inside the caller's transaction."""
+    """Inside the caller's transaction, so the entry commits with the change it describes."""
     await conn.execute(
         "INSERT INTO audit_log (actor, action, target, details) VALUES ($1, $2, $3, $4::jsonb)",
         actor,
@@ -38,3 +24,16 @@ async def record_in(
         target,
         orjson.dumps(details or {}).decode(),
     )
+
+
+async def entries(
+    conn: asyncpg.Connection, *, limit: int, before_id: int | None
+) -> list[asyncpg.Record]:
+    """Newest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, at, actor, action, target, details FROM audit_log "
+        "WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+        before_id,
+        limit,
+    )
+    return rows

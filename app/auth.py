@@ -11,14 +11,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
+import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import errors
+from app import audit, errors, runtime
 from app.settings import Settings
-from app.tables import ApiKey
 
 # ingest: write profiles, events and outcomes; read: read profiles, scores and insights;
 # insights: acknowledge and resolve insights (an inbox in a CRM or support tool); admin: all.
@@ -47,20 +45,57 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+KEY_COLUMNS = "key_id, name, prefix, scopes, created_at, revoked_at"
+
+
 async def create_key(
-    session: AsyncSession, *, name: str, scopes: list[Scope]
-) -> tuple[ApiKey, str]:
+    conn: asyncpg.Connection, *, name: str, scopes: list[Scope], actor: str
+) -> tuple[asyncpg.Record, str]:
+    """A new key and its secret (shown once, stored as a hash), audited, in the caller's
+    transaction."""
     secret = generate_key()
-    key = ApiKey(
-        key_id=uuid.uuid4(),
-        name=name,
-        prefix=secret[:10],
-        key_hash=hash_key(secret),
-        scopes=sorted(set(scopes)),
+    key = await conn.fetchrow(
+        "INSERT INTO api_keys (key_id, name, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5) "  # noqa: S608  (constant columns)
+        "RETURNING " + KEY_COLUMNS,
+        uuid.uuid4(),
+        name,
+        secret[:10],
+        hash_key(secret),
+        sorted(set(scopes)),
     )
-    session.add(key)
-    await session.flush()
+    assert key is not None
+    await audit.record(
+        conn,
+        actor=actor,
+        action="api_key.created",
+        target=str(key["key_id"]),
+        details={"name": name, "scopes": list(key["scopes"])},
+    )
     return key, secret
+
+
+async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT " + KEY_COLUMNS + " FROM api_keys ORDER BY created_at"  # noqa: S608  (constant columns)
+    )
+    return rows
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: uuid.UUID, *, actor: str) -> asyncpg.Record:
+    """Revoke a key (once: revoking it again changes nothing), audited, in the caller's
+    transaction."""
+    key = await conn.fetchrow(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL "  # noqa: S608  (constant columns)
+        "RETURNING " + KEY_COLUMNS,
+        key_id,
+    )
+    if key is not None:
+        await audit.record(conn, actor=actor, action="api_key.revoked", target=str(key_id))
+        return key
+    key = await conn.fetchrow("SELECT " + KEY_COLUMNS + " FROM api_keys WHERE key_id = $1", key_id)  # noqa: S608  (constant columns)
+    if key is None:
+        raise errors.NotFound(f"No API key {key_id}.")
+    return key
 
 
 KEYS_CHANNEL = "custintel_keys"  # notified by a trigger on every change to `api_keys`
@@ -193,7 +228,7 @@ class ScopeCheck(HTTPBearer):
 async def authenticate(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    state = request.app.state
+    state = runtime.of(request)
     rate: Limits = state.limits
     address = request.client.host if request.client else ""
     wait = rate.per_address.take(address)
@@ -215,12 +250,16 @@ async def authenticate(
             wait = rate.auth_failures.peek(address)
             if wait:
                 raise _too_many(wait, "with unknown keys from this address")
-            async with state.sessionmaker() as session:
-                key = await session.scalar(
-                    select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            async with state.pool.acquire() as conn:
+                key = await conn.fetchrow(
+                    "SELECT key_id, name, scopes FROM api_keys "
+                    "WHERE key_hash = $1 AND revoked_at IS NULL",
+                    digest,
                 )
             cached = (
-                None if key is None else Principal(str(key.key_id), key.name, frozenset(key.scopes))
+                None
+                if key is None
+                else Principal(str(key["key_id"]), key["name"], frozenset(key["scopes"]))
             )
             cache.put(digest, cached)
         principal = cached

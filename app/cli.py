@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from app import auth, db, errors, logs, migrate
 from app.schemas import models as schemas
 from app.settings import Settings, get_settings
@@ -359,24 +361,14 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 
 
 def _create_key(settings: Settings, url: str, *, name: str, scopes: list[auth.Scope]) -> str:
-    from app import audit
-
     async def create() -> str:
-        engine = db.create_engine(url, settings)
+        conn = await asyncpg.connect(db.plain_url(url), timeout=settings.db_timeout_seconds)
         try:
-            async with db.create_sessionmaker(engine)() as session:
-                key, secret = await auth.create_key(session, name=name, scopes=scopes)
-                audit.record(
-                    session,
-                    actor="cli",
-                    action="api_key.created",
-                    target=str(key.key_id),
-                    details={"name": name, "scopes": scopes},
-                )
-                await session.commit()
-                return secret
+            async with conn.transaction():
+                _, secret = await auth.create_key(conn, name=name, scopes=scopes, actor="cli")
+            return secret
         finally:
-            await engine.dispose()
+            await conn.close()
 
     return asyncio.run(create())
 

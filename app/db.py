@@ -6,20 +6,11 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import asyncpg
-from fastapi import Depends, Request
-from sqlalchemy import MetaData, exc
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy import MetaData
 
 from app.settings import Settings
 
@@ -131,37 +122,14 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-def create_engine(
-    url: str, settings: Settings, *, statement_timeout: float | None = None
-) -> AsyncEngine:
-    """statement_timeout (API processes): a statement not answered within it fails, and its
-    request gets 503 with Retry-After, instead of hanging while Postgres stalls."""
-    return create_async_engine(
-        asyncpg_url(url),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
-        # No pre-ping: it costs a round trip per request. A connection broken by a database
-        # restart fails its request with 503, and SQLAlchemy then discards the whole pool.
-        pool_pre_ping=False,
-        pool_timeout=settings.db_timeout_seconds,
-        connect_args={
-            "timeout": settings.db_timeout_seconds,
-            "command_timeout": statement_timeout,
-            "server_settings": {"application_name": "custintel", "timezone": "UTC"},
-        },
-    )
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
 async def create_pool(
     url: str, settings: Settings, *, statement_timeout: float | None = None
 ) -> asyncpg.Pool:
-    """Plain asyncpg connections for the ingest hot path. No connection is opened until needed,
-    so the service starts (and answers 503) while the database is away. statement_timeout as
-    for create_engine (asyncpg's client-side timeout: it also holds when Postgres is frozen)."""
+    """The process's connections to Postgres (see "Reaching Postgres" in the README): at most
+    CUSTINTEL_DB_POOL_SIZE. None is opened until needed, so the service starts (and answers 503)
+    while the database is away. statement_timeout (API processes): a statement not answered
+    within it fails, and its request gets 503 with Retry-After, instead of hanging while Postgres
+    stalls (asyncpg's client-side timeout: it also holds when Postgres is frozen)."""
     return await asyncpg.create_pool(
         plain_url(url),
         min_size=0,
@@ -186,15 +154,6 @@ async def _keep(connection: asyncpg.Connection) -> None:
     return None
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with maker() as session:
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -210,17 +169,4 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 def is_unreachable(error: BaseException) -> bool:
     """True when the error means the database could not be talked to, not that a query was wrong."""
-    if isinstance(error, exc.TimeoutError):  # pool exhausted while the database is down or slow
-        return True
-    if isinstance(error, exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        cause: Any = error.orig
-        seen = 0
-        while cause is not None and seen < 5:
-            if isinstance(cause, UNREACHABLE_ERRORS):
-                return True
-            cause = getattr(cause, "__cause__", None)
-            seen += 1
-        return False
     return isinstance(error, UNREACHABLE_ERRORS)

@@ -1,4 +1,5 @@
-"""The feature catalog: what custintel knows about an account at a moment t.
+"""Features as of t: what custintel knows about an account at a moment t (the kinds of feature
+and their words are app.ml.catalog).
 
 Point-in-time by construction: events are read only where occurred_at <= t, profiles and contacts
 only where observed_at <= t, so nothing stamped after t can change a feature as of t. Aggregation
@@ -12,13 +13,12 @@ Conventions the catalog relies on, so that tools map onto them:
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import math
 import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,8 +27,8 @@ import numpy as np
 import orjson
 
 from app import profiles
+from app.ml.catalog import WINDOWS, Catalog
 
-WINDOWS = (7, 30, 90)
 RECENCY_CAP_DAYS = 365
 LOOKBACK = timedelta(days=RECENCY_CAP_DAYS)
 
@@ -36,82 +36,6 @@ TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
 PAYMENT_FAILED = "payment_failed"
 REVENUE_TYPES = ("invoice_paid",)
 EXECUTIVE_SPONSOR = "executive_sponsor"
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """Which features exist: fixed at training, stored in the manifest, reused to score."""
-
-    event_types: tuple[str, ...]
-    numeric_traits: tuple[str, ...]
-    string_traits: dict[str, tuple[str, ...]]
-    plans: tuple[str, ...]
-    segments: tuple[str, ...]
-    roles: tuple[str, ...]
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    names: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(n for n in self._all_names() if self._wanted(n)))
-
-    def _all_names(self) -> list[str]:
-        names: list[str] = []
-        for kind in self.event_types:
-            names += [f"events_{kind}_{w}d" for w in WINDOWS]
-            names += [f"events_{kind}_trend", f"days_since_{kind}"]
-        names += [
-            "events_30d",
-            "events_trend",
-            "active_days_30d",
-            "active_contacts_30d",
-            "tickets_opened_90d",
-            "tickets_open",
-            "nps_latest",
-            "nps_average",
-            "payments_failed_90d",
-            "revenue_90d",
-            "value_sum_90d",
-            "plan",
-            "segment",
-            "mrr",
-            "tenure_days",
-            "contacts",
-        ]
-        names += [f"contacts_{role}" for role in self.roles]
-        names += ["executive_sponsor_active_30d"]
-        names += [f"trait_{t}" for t in self.numeric_traits]
-        names += [f"trait_{t}" for t in self.string_traits]
-        return names
-
-    def _wanted(self, name: str) -> bool:
-        if self.include and not any(fnmatch.fnmatch(name, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatch(name, p) for p in self.exclude)
-
-    def levels(self) -> dict[str, tuple[str, ...]]:
-        """Categorical features and their levels; a value's code is its index."""
-        levels = {"plan": self.plans, "segment": self.segments}
-        levels |= {f"trait_{t}": v for t, v in self.string_traits.items()}
-        return {name: v for name, v in levels.items() if name in self.names}
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("names")
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Catalog:
-        return cls(
-            event_types=tuple(data["event_types"]),
-            numeric_traits=tuple(data["numeric_traits"]),
-            string_traits={k: tuple(v) for k, v in data["string_traits"].items()},
-            plans=tuple(data["plans"]),
-            segments=tuple(data["segments"]),
-            roles=tuple(data["roles"]),
-            include=tuple(data.get("include", ())),
-            exclude=tuple(data.get("exclude", ())),
-        )
 
 
 @dataclass
@@ -207,7 +131,7 @@ def _sql() -> str:
     one round trip per call, however many pairs): the events in (t - 365 d, t] aggregated per
     event type (a handful of aggregates per event, pivoted in Python: filtering every event once
     per feature cost most of the time; the ticket events' ids and instants come along in the
-    same scan), the first event ever, and the account's and its contacts' history up to t.
+    same scan), when the account was first seen, and its and its contacts' history up to t.
     Window bounds are computed once per pair, not per event; instants come as epoch seconds
     (ticket instants as whole microseconds, compared exactly) and days are UTC days, whatever the
     session's zone."""
@@ -227,11 +151,7 @@ def _sql() -> str:
     )
     SELECT s.i,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
-      (SELECT e.occurred_at FROM events e WHERE e.account_id = s.account_id
-         AND e.occurred_at <= $4
-       ORDER BY e.occurred_at LIMIT 1) AS first_event,
-      (SELECT min(h.observed_at) FROM account_history h
-       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS first_observed,
+      account_first_seen(s.account_id) AS first_seen,
       (SELECT json_agg(h.changes ORDER BY h.observed_at, h.id) FROM account_history h
        WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS account_history,
       (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
@@ -264,7 +184,7 @@ def _sql() -> str:
        ) per_type) AS per_type
     FROM s
     ORDER BY s.i
-    """
+    """  # noqa: S608  (windows and event type names are constants)
 
 
 async def fetch(
@@ -287,12 +207,7 @@ def known(record: asyncpg.Record) -> bool:
 
 def existed(record: asyncpg.Record, t: datetime) -> bool:
     """Whether the account had been observed, or had an event, at or before t."""
-    return _first_seen(record, t) is not None
-
-
-def _first_seen(record: asyncpg.Record, t: datetime) -> datetime | None:
-    seen = [at for at in (record["first_observed"], record["first_event"]) if at is not None]
-    return min((at for at in seen if at <= t), default=None)
+    return profiles.existed(record["first_seen"], t)
 
 
 async def compute(
@@ -320,7 +235,7 @@ def assemble(
         history = orjson.loads(agg["account_history"] or "[]")
         profile = profiles.fold(history)
         segments.append(profile.get("segment"))
-        first_seen = _first_seen(agg, t)
+        first_seen = agg["first_seen"] if profiles.existed(agg["first_seen"], t) else None
         values |= {
             "plan": profile.get("plan"),
             "segment": profile.get("segment"),

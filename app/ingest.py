@@ -386,9 +386,8 @@ async def _classify_existing(
     existing = [item_id for item_id in rows if item_id not in inserted]
     if not existing:
         return
-    found = await conn.fetch(
-        f"SELECT {key}, digest FROM {table} WHERE {key} = ANY($1::text[])", existing
-    )
+    query = f"SELECT {key}, digest FROM {table} WHERE {key} = ANY($1::text[])"  # noqa: S608  (fixed)
+    found = await conn.fetch(query, existing)
     digests = {r[0]: bytes(r[1]) for r in found}
     for item_id in existing:
         result, _, digest = rows[item_id]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 import orjson
@@ -35,6 +36,47 @@ NEXT_STEPS = {
 DRIFT_STEP = "Review the model: its population has shifted; retrain or check the data feeds."
 
 
+@dataclass(frozen=True)
+class Raised:
+    """An insight as raised, before it is routed and stored."""
+
+    kind: str  # band_entered, score_rise, drift
+    target: str | None = None
+    account_id: str | None = None
+    model_id: str | None = None
+    segment: str | None = None
+    probability: float | None = None
+    band: str | None = None
+    previous_probability: float | None = None
+    previous_band: str | None = None
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What routing reads of the account an insight is about."""
+
+    owner_email: str | None = None
+    segment: str | None = None
+    plan: str | None = None
+    traits: dict[str, Any] = field(default_factory=dict)
+
+
+class Choice(TypedDict):
+    """One rule that matched an insight, and what it chose (stored as JSON with the insight)."""
+
+    rule_id: str
+    name: str
+    holdout: bool
+    owner: str | None
+    destination_ids: list[str]
+
+
+class Decision(TypedDict):
+    rules: list[Choice]
+
+
 def next_step(target: str | None, kind: str) -> str:
     if kind == "drift":
         return DRIFT_STEP
@@ -49,47 +91,44 @@ def in_holdout(rule_id: str, account_id: str | None, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def matches(match: dict[str, Any], insight: dict[str, Any], profile: dict[str, Any]) -> bool:
+def matches(match: dict[str, Any], insight: Raised, profile: Profile) -> bool:
     """A rule's match: every given key must hold (lists mean any of)."""
 
     def one(wanted: Any, value: Any) -> bool:
         return value in wanted if isinstance(wanted, list) else value == wanted
 
     for key in ("target", "band", "kind"):
-        if key in match and not one(match[key], insight.get(key)):
+        if key in match and not one(match[key], getattr(insight, key)):
             return False
     for key in ("segment", "plan"):
-        if key in match and not one(match[key], profile.get(key)):
+        if key in match and not one(match[key], getattr(profile, key)):
             return False
-    traits = profile.get("traits") or {}
-    return all(one(v, traits.get(k)) for k, v in (match.get("traits") or {}).items())
+    return all(one(v, profile.traits.get(k)) for k, v in (match.get("traits") or {}).items())
 
 
-async def route(
-    conn: asyncpg.Connection, insight: dict[str, Any], profile: dict[str, Any]
-) -> dict[str, Any]:
+async def route(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> Decision:
     """The routing decision for an insight: every rule that matched and what it chose."""
-    chosen = []
+    chosen: list[Choice] = []
     for rule in await conn.fetch(
         "SELECT rule_id, name, match, destination_ids, owner, holdout_share FROM routing_rules "
         "WHERE enabled ORDER BY created_at, rule_id"
     ):
         if not matches(orjson.loads(rule["match"]), insight, profile):
             continue
-        holdout = in_holdout(rule["rule_id"], insight.get("account_id"), rule["holdout_share"])
+        holdout = in_holdout(rule["rule_id"], insight.account_id, rule["holdout_share"])
         chosen.append(
-            {
-                "rule_id": rule["rule_id"],
-                "name": rule["name"],
-                "holdout": holdout,
-                "owner": rule["owner"] or profile.get("owner_email"),
-                "destination_ids": [] if holdout else list(rule["destination_ids"]),
-            }
+            Choice(
+                rule_id=rule["rule_id"],
+                name=rule["name"],
+                holdout=holdout,
+                owner=rule["owner"] or profile.owner_email,
+                destination_ids=[] if holdout else list(rule["destination_ids"]),
+            )
         )
-    return {"rules": chosen}
+    return Decision(rules=chosen)
 
 
-async def record(conn: asyncpg.Connection, insight: dict[str, Any], profile: dict[str, Any]) -> str:
+async def record(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> str:
     insight_id = uuid.uuid4().hex
     decision = await route(conn, insight, profile)
     await conn.execute(
@@ -101,27 +140,27 @@ async def record(conn: asyncpg.Connection, insight: dict[str, Any], profile: dic
                 'open', $15::jsonb)
         """,
         insight_id,
-        insight["kind"],
-        insight.get("target"),
-        insight.get("account_id"),
-        profile.get("owner_email"),
-        insight.get("model_id"),
-        insight.get("segment"),
-        insight.get("probability"),
-        insight.get("band"),
-        insight.get("previous_probability"),
-        insight.get("previous_band"),
-        orjson.dumps(insight.get("reasons", [])).decode(),
-        next_step(insight.get("target"), insight["kind"]),
-        orjson.dumps(insight.get("details", {})).decode(),
+        insight.kind,
+        insight.target,
+        insight.account_id,
+        profile.owner_email,
+        insight.model_id,
+        insight.segment,
+        insight.probability,
+        insight.band,
+        insight.previous_probability,
+        insight.previous_band,
+        orjson.dumps(insight.reasons).decode(),
+        next_step(insight.target, insight.kind),
+        orjson.dumps(insight.details).decode(),
         orjson.dumps(decision).decode(),
     )
     payload = webhooks.event(
         {
             "insight_id": insight_id,
-            "owner_email": profile.get("owner_email"),
-            "next_step": next_step(insight.get("target"), insight["kind"]),
-            **insight,
+            "owner_email": profile.owner_email,
+            "next_step": next_step(insight.target, insight.kind),
+            **asdict(insight),  # every field, null where it does not apply (drift)
             "decision": decision,
         }
     )
@@ -165,7 +204,9 @@ async def from_scores(
             )
         }
         profiles = {
-            r["account_id"]: dict(r)
+            r["account_id"]: Profile(
+                r["owner_email"], r["segment"], r["plan"], orjson.loads(r["traits"] or "{}")
+            )
             for r in await conn.fetch(
                 "SELECT account_id, owner_email, segment, plan, traits FROM accounts "
                 "WHERE account_id = ANY($1::text[])",
@@ -184,28 +225,25 @@ async def from_scores(
             for kind in kinds:
                 if (s.account_id, kind) in recent:
                     continue
-                profile = profiles.get(s.account_id, {})
-                if isinstance(profile.get("traits"), str):
-                    profile["traits"] = orjson.loads(profile["traits"])
                 await record(
                     conn,
-                    {
-                        "kind": kind,
-                        "target": target,
-                        "account_id": s.account_id,
-                        "model_id": s.model_id,
-                        "segment": s.segment,
-                        "probability": s.probability,
-                        "band": s.band,
-                        "previous_probability": before["probability"] if before else None,
-                        "previous_band": before["band"] if before else None,
-                        "reasons": [
+                    Raised(
+                        kind=kind,
+                        target=target,
+                        account_id=s.account_id,
+                        model_id=s.model_id,
+                        segment=s.segment,
+                        probability=s.probability,
+                        band=s.band,
+                        previous_probability=before["probability"] if before else None,
+                        previous_band=before["band"] if before else None,
+                        reasons=[
                             {"feature": r.feature, "contribution": r.contribution, "text": r.text}
                             for r in s.reasons
                         ],
-                        "details": {"as_of": s.as_of.isoformat(), "percentile": s.percentile},
-                    },
-                    profile,
+                        details={"as_of": s.as_of.isoformat(), "percentile": s.percentile},
+                    ),
+                    profiles.get(s.account_id, Profile()),
                 )
                 recent.add((s.account_id, kind))
                 raised += 1

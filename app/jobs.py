@@ -25,6 +25,8 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -64,9 +66,9 @@ def _never() -> bool:
     return False
 
 
-async def enqueue(conn: asyncpg.Connection, *, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+async def enqueue(conn: asyncpg.Connection, *, kind: str, params: dict[str, Any]) -> Job:
     row = await conn.fetchrow(
-        f"INSERT INTO jobs (job_id, kind, status, params) VALUES ($1, $2, 'queued', $3::jsonb) "
+        f"INSERT INTO jobs (job_id, kind, status, params) VALUES ($1, $2, 'queued', $3::jsonb) "  # noqa: S608  (constant columns)
         f"RETURNING {_COLUMNS}",
         uuid.uuid4().hex,
         kind,
@@ -76,16 +78,37 @@ async def enqueue(conn: asyncpg.Connection, *, kind: str, params: dict[str, Any]
     return record(row)
 
 
-def record(row: asyncpg.Record) -> dict[str, Any]:
-    job = dict(row)
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A row of `jobs`, with its JSON decoded."""
+
+    job_id: str
+    kind: str
+    status: JobStatus
+    params: dict[str, Any]
+    progress: float
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+
+
+def record(row: asyncpg.Record) -> Job:
+    data = dict(row)
     for key in ("params", "result"):
-        if isinstance(job.get(key), str):
-            job[key] = orjson.loads(job[key])
-    return job
+        if isinstance(data.get(key), str):
+            data[key] = orjson.loads(data[key])
+    return Job(**data)
 
 
-async def get(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
+async def get(conn: asyncpg.Connection, job_id: str) -> Job:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = $1", job_id)  # noqa: S608  (constant columns)
     if row is None:
         raise errors.NotFound(f"No job {job_id!r}.")
     return record(row)
@@ -108,9 +131,9 @@ async def enqueue_once(
 
 async def listed(
     conn: asyncpg.Connection, *, kind: str | None, status: str | None, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Job]:
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR kind = $1) "
+        f"SELECT {_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR kind = $1) "  # noqa: S608  (constant columns)
         "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, job_id LIMIT $3",
         kind,
         status,
@@ -119,14 +142,14 @@ async def listed(
     return [record(r) for r in rows]
 
 
-async def wait(pool: asyncpg.Pool, job_id: str, *, within: float) -> dict[str, Any]:
+async def wait(pool: asyncpg.Pool, job_id: str, *, within: float) -> Job:
     """The job once it has finished, or as it is when the timeout runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
         async with pool.acquire() as conn:
             job = await get(conn, job_id)
-        if job["status"] in FINISHED or loop.time() >= deadline:
+        if job.status in FINISHED or loop.time() >= deadline:
             return job
         await asyncio.sleep(0.25)
 
@@ -144,10 +167,10 @@ WHERE job_id = (
     LIMIT 1
 )
 RETURNING {_COLUMNS}
-"""
+"""  # noqa: S608  (constant columns)
 
 
-async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> dict[str, Any] | None:
+async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> Job | None:
     """Take the oldest queued job, or one whose worker stopped beating; fail it for good when it
     has been tried MAX_ATTEMPTS times. A cancelled job whose worker died ends as cancelled."""
     await conn.execute(
@@ -160,9 +183,9 @@ async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> di
         if row is None:
             return None
         job = record(row)
-        if job["attempts"] <= MAX_ATTEMPTS:
+        if job.attempts <= MAX_ATTEMPTS:
             return job
-        await finish(conn, job["job_id"], error=f"gave up after {MAX_ATTEMPTS} attempts")
+        await finish(conn, job.job_id, error=f"gave up after {MAX_ATTEMPTS} attempts")
 
 
 async def finish(
@@ -184,7 +207,7 @@ async def finish(
     )
 
 
-async def cancel(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
+async def cancel(conn: asyncpg.Connection, job_id: str) -> Job:
     """Cancel a job: a queued one at once, a running one by its worker within a few seconds.
     409 for a job that has finished."""
     row = await conn.fetchrow(
@@ -194,12 +217,12 @@ async def cancel(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
             finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
         WHERE job_id = $1 AND status IN ('queued', 'running')
         RETURNING {_COLUMNS}
-        """,
+        """,  # noqa: S608  (constant columns)
         job_id,
     )
     if row is None:
         job = await get(conn, job_id)
-        raise errors.Conflict(f"Job {job_id!r} has already finished ({job['status']}).")
+        raise errors.Conflict(f"Job {job_id!r} has already finished ({job.status}).")
     return record(row)
 
 
@@ -215,21 +238,21 @@ async def run_one(
         job = await claim(conn, stale=stale)
     if job is None:
         return False
-    handler = handlers.get(job["kind"])
+    handler = handlers.get(job.kind)
     try:
         if handler is None:
-            raise errors.InvalidPayload(f"No handler for jobs of kind {job['kind']!r}.")
+            raise errors.InvalidPayload(f"No handler for jobs of kind {job.kind!r}.")
         await _run(pool, job, handler, stale=stale, limit=limit)
     except errors.Stopped:
         pass  # recorded by _run
     except errors.CustintelError as exc:
         async with pool.acquire() as conn:
-            await finish(conn, job["job_id"], error=exc.detail)
+            await finish(conn, job.job_id, error=exc.detail)
     except Exception:  # noqa: BLE001  (whatever happens, the job must end as failed)
-        log.error("job failed", extra={"job_id": job["job_id"], "trace": traceback.format_exc()})
+        log.error("job failed", extra={"job_id": job.job_id, "trace": traceback.format_exc()})
         async with pool.acquire() as conn:
             await finish(
-                conn, job["job_id"], error="internal error while running the job; see the logs"
+                conn, job.job_id, error="internal error while running the job; see the logs"
             )
     return True
 
@@ -248,7 +271,7 @@ async def run_here(
     fails the job and is raised; so is errors.Stopped, when it is cancelled or out of time."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            "INSERT INTO jobs (job_id, kind, status, params, started_at, heartbeat_at, attempts) "
+            "INSERT INTO jobs (job_id, kind, status, params, started_at, heartbeat_at, attempts) "  # noqa: S608  (constant columns)
             f"VALUES ($1, $2, 'running', $3::jsonb, now(), now(), 1) RETURNING {_COLUMNS}",
             uuid.uuid4().hex,
             kind,
@@ -260,13 +283,13 @@ async def run_here(
         return await _run(pool, job, handler, also=progress, limit=limit)
     except errors.CustintelError as exc:
         async with pool.acquire() as conn:
-            await finish(conn, job["job_id"], error=exc.detail)
+            await finish(conn, job.job_id, error=exc.detail)
         raise
 
 
 async def _run(
     pool: asyncpg.Pool,
-    job: dict[str, Any],
+    job: Job,
     handler: Handler,
     *,
     also: Progress | None = None,
@@ -275,7 +298,7 @@ async def _run(
 ) -> dict[str, Any]:
     """Run the handler while watching for a cancel and the time limit; raises errors.Stopped
     (after recording it) when either stops the job."""
-    job_id = job["job_id"]
+    job_id = job.job_id
 
     async def progress(value: float) -> None:
         async with pool.acquire() as conn:
@@ -289,7 +312,7 @@ async def _run(
 
     async def call() -> dict[str, Any]:
         async with pool.acquire() as conn:
-            return await handler(conn, job["params"], progress)
+            return await handler(conn, job.params, progress)
 
     stop = threading.Event()
     token = _STOP.set(stop)
@@ -319,7 +342,7 @@ async def _run(
         result = work.result()
         async with pool.acquire() as conn:
             await finish(conn, job_id, result=result)
-        log.info("job succeeded", extra={"job_id": job_id, "kind": job["kind"]})
+        log.info("job succeeded", extra={"job_id": job_id, "kind": job.kind})
         return result
     finally:
         for task in (work, watch):

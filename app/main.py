@@ -16,12 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import TypeAdapter
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from app import auth, db, errors, ingest, migrate, notifications, partitions
+from app import auth, db, errors, ingest, migrate, notifications, partitions, runtime
 from app.api import admin, health, insights, models, profiles, scores, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, Decompress, RequestContext
@@ -61,19 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = await asyncio.to_thread(db.database_url, settings)
         timeout = settings.db_statement_timeout_seconds or None
-        engine = db.create_engine(url, settings, statement_timeout=timeout)
-        app.state.engine = engine
-        app.state.sessionmaker = db.create_sessionmaker(engine)
-        app.state.pool = await db.create_pool(url, settings, statement_timeout=timeout)
-        app.state.partitions = partitions.PartitionManager(engine)
-        app.state.migration_head = migrate.head_revision()
+        state.pool = await db.create_pool(url, settings, statement_timeout=timeout)
+        state.partitions = partitions.PartitionManager(state.pool)
         ready = asyncio.Event()
-        keeper = asyncio.create_task(_keep_partitions(app.state.partitions, settings, ready))
+        keeper = asyncio.create_task(_keep_partitions(state.partitions, settings, ready))
         # Serve once the first pass is done, or after a short wait when the database is away.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=settings.db_timeout_seconds)
         watcher = asyncio.create_task(
-            app.state.listener.watch(
+            state.listener.watch(
                 lambda: asyncpg.connect(
                     db.plain_url(url),
                     timeout=settings.db_timeout_seconds,
@@ -89,10 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keeper.cancel()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await asyncio.gather(*app.state.models.pending, return_exceptions=True)
-            await serving.flush(app.state.pool, app.state.models)
-            await app.state.pool.close()
-            await engine.dispose()
+            await asyncio.gather(*state.models.pending, return_exceptions=True)
+            await serving.flush(state.pool, state.models)
+            await state.pool.close()
 
     app = FastAPI(
         title="custintel",
@@ -101,22 +95,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         separate_input_output_schemas=False,
     )
-    app.state.settings = settings
-    app.state.key_cache = auth.KeyCache(settings.api_key_cache_seconds)
-    app.state.limits = auth.limits(settings)
     bootstrap = settings.bootstrap_admin_key
-    app.state.bootstrap_key_hash = (
-        None if bootstrap is None else auth.hash_key(bootstrap.get_secret_value())
+    state = runtime.Runtime(
+        settings=settings,
+        key_cache=auth.KeyCache(settings.api_key_cache_seconds),
+        limits=auth.limits(settings),
+        bootstrap_key_hash=(
+            None if bootstrap is None else auth.hash_key(bootstrap.get_secret_value())
+        ),
+        known_ids=ingest.KnownIds(),
+        models=serving.Models(),
+        listener=notifications.Listener(),
+        migration_head=migrate.head_revision(),
     )
-    app.state.known_ids = ingest.KnownIds()
-    app.state.models = serving.Models()
-    app.state.listener = notifications.Listener()
-    app.state.listener.subscribe(
-        serving.MODELS_CHANNEL, app.state.models.forget_active, app.state.models.listening
+    app.state.runtime = state
+    state.listener.subscribe(
+        serving.MODELS_CHANNEL, state.models.forget_active, state.models.listening
     )
-    app.state.listener.subscribe(
-        auth.KEYS_CHANNEL, app.state.key_cache.forget, app.state.key_cache.listening
-    )
+    state.listener.subscribe(auth.KEYS_CHANNEL, state.key_cache.forget, state.key_cache.listening)
     app.include_router(health.router)
     # Routes are matched one by one in this order: the hottest first (events, then scores).
     for router in (
@@ -196,7 +192,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _problem(
                 errors.ServiceUnavailable("The database is unreachable; retry shortly.")
             )
-        if isinstance(error, sa_exc.DBAPIError) and _is_data_error(error):
+        if isinstance(error, asyncpg.DataError):  # SQLSTATE class 22: a value Postgres refused
             return _problem(errors.InvalidPayload("A value could not be stored as sent."))
         log.exception("database error", exc_info=error)
         return _problem(errors.CustintelError("Internal error; it has been logged."))
@@ -218,7 +214,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.CustintelError, on_custintel_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(sa_exc.SQLAlchemyError, on_database_error)
+    app.add_exception_handler(asyncpg.PostgresError, on_database_error)
     app.add_exception_handler(OSError, on_unexpected)
     app.add_exception_handler(Exception, on_unexpected)
 
@@ -230,13 +226,6 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
-
-
-def _is_data_error(error: sa_exc.DBAPIError) -> bool:
-    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
-        getattr(error.orig, "__cause__", None), "sqlstate", None
-    )
-    return isinstance(sqlstate, str) and sqlstate.startswith("22")  # class 22: data exception
 
 
 def _reason(status: int) -> str:

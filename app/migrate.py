@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -33,7 +32,6 @@ def head_revision() -> str | None:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        result = await conn.execute(text("SELECT version_num FROM alembic_version"))
-        return result.scalar_one_or_none()
+async def current_revision(conn: asyncpg.Connection) -> str | None:
+    revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
+    return revision

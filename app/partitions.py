@@ -6,8 +6,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +30,19 @@ def partition_name(month: date) -> str:
 class PartitionManager:
     """Remembers which months exist so the ingest path asks Postgres only for new ones."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
         self._known: set[date] = set()
 
     async def ensure(self, months: Iterable[date]) -> None:
         missing = sorted(set(months) - self._known)
         if not missing:
             return
-        async with self._engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-            rows = await conn.execute(
-                text(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE i.inhparent = 'events'::regclass"
-                )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            rows = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'events'::regclass"
             )
             existing = {r[0] for r in rows}
             for month in missing:
@@ -54,11 +51,9 @@ class PartitionManager:
                     continue
                 # Bounds are dates in UTC; both are computed here, never taken from a client.
                 await conn.execute(
-                    text(
-                        f"CREATE TABLE {name} PARTITION OF events FOR VALUES "
-                        f"FROM ('{month.isoformat()} 00:00:00+00') "
-                        f"TO ('{next_month(month).isoformat()} 00:00:00+00')"
-                    )
+                    f"CREATE TABLE {name} PARTITION OF events FOR VALUES "
+                    f"FROM ('{month.isoformat()} 00:00:00+00') "
+                    f"TO ('{next_month(month).isoformat()} 00:00:00+00')"
                 )
                 log.info("created partition", extra={"partition": name})
         self._known.update(missing)

@@ -3,33 +3,29 @@
 Semantics: each field takes the value of the newest observation that set it (by observed_at, then
 arrival). An upsert older than the newest one is stored in history and folded in only where no
 newer observation set the same field, so it never overwrites newer values.
+
+A batch is written set-based: one statement per step for all of its items (lock the profiles,
+find replays, check the trait limits, insert the history, update the profiles), not one round of
+statements per item. A single upsert is a batch of one.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
+import orjson
 
 from app import errors
 from app.schemas.profiles import AccountUpsert, ContactUpsert
-from app.tables import (
-    Account,
-    AccountHistory,
-    Contact,
-    ContactHistory,
-    ContactIdentity,
-    Event,
-    TraitKey,
-)
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
+CONTACT_FIELDS = ("account_id", "email", "name", "role")
+Kind = Literal["account", "contact"]
 
 
 @dataclass(frozen=True)
@@ -42,51 +38,24 @@ class TraitLimits:
     overall: int
 
 
-async def _check_traits(
-    session: AsyncSession,
-    *,
-    kind: Literal["account", "contact"],
-    current: dict[str, Any] | None,
-    changes: dict[str, Any],
-    limits: TraitLimits,
-) -> None:
-    """Refuse (422, before anything is written) an upsert that would take the profile or the
-    installation past its trait key limits; otherwise record its new keys."""
-    added = {k for k, v in (changes.get("traits") or {}).items() if v is not None}
-    if not added:
-        return
-    held = set(current or ()) | added
-    if len(held) > limits.per_profile:
-        raise _trait_problem(
-            f"this {kind} would hold {len(held)} trait keys; at most {limits.per_profile} "
-            "(CUSTINTEL_MAX_TRAITS_PER_PROFILE): remove some with null values first"
-        )
-    known = set(
-        await session.scalars(
-            select(TraitKey.key).where(TraitKey.kind == kind, TraitKey.key.in_(sorted(added)))
-        )
-    )
-    new = sorted(added - known)
-    if not new:
-        return
-    count = await session.scalar(select(func.count()).where(TraitKey.kind == kind))
-    if (count or 0) + len(new) > limits.overall:
-        raise _trait_problem(
-            f"{len(new)} new {kind} trait key(s) would make {(count or 0) + len(new)}; at most "
-            f"{limits.overall} (CUSTINTEL_MAX_TRAIT_KEYS): reuse existing keys"
-        )
-    await session.execute(
-        insert(TraitKey).values([{"kind": kind, "key": k} for k in new]).on_conflict_do_nothing()
-    )
+@dataclass
+class Item:
+    """One upsert of a batch: its index in the request, the profile it names, what it sets."""
+
+    index: int
+    profile_id: str
+    observed_at: datetime
+    changes: dict[str, Any]
+    identities: dict[str, str] = field(default_factory=dict)  # contacts only
 
 
-def _trait_problem(detail: str) -> errors.InvalidPayload:
-    return errors.InvalidPayload(
-        detail, errors=[{"loc": ["body", "traits"], "msg": detail, "type": "too_long"}]
-    )
+@dataclass
+class Outcome:
+    """What a batch did: the profiles as they are now (by id), and an error per refused item."""
 
-
-CONTACT_FIELDS = ("account_id", "email", "name", "role")
+    profiles: dict[str, dict[str, Any]]
+    upserted: int
+    errors: list[tuple[int, str]]
 
 
 def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
@@ -110,112 +79,357 @@ def fold(history: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return state
 
 
-def _changes(upsert: AccountUpsert | ContactUpsert) -> dict[str, Any]:
+def existed(first_seen: datetime | None, t: datetime) -> bool:
+    """Whether an account existed at t: observed (an upsert) or named by an event at or before
+    it. `first_seen` is Postgres's `account_first_seen(account_id)`, the one definition."""
+    return first_seen is not None and first_seen <= t
+
+
+def item(
+    index: int, profile_id: str, upsert: AccountUpsert | ContactUpsert, *, now: datetime
+) -> Item:
     changes = upsert.model_dump(mode="json", exclude_unset=True, exclude={"observed_at"})
+    identities: dict[str, str] = {}
     if isinstance(upsert, ContactUpsert):
         changes.pop("identities", None)  # kept in the identities table, not a profile field
-    return changes
+        changes["account_id"] = upsert.account_id
+        identities = dict(upsert.identities or {})
+        if changes.get("email") is not None:
+            changes["email"] = changes["email"].lower()
+    return Item(index, profile_id, upsert.observed_at or now, changes, identities)
 
 
-async def upsert_account(
-    session: AsyncSession,
-    account_id: str,
-    *,
-    upsert: AccountUpsert,
-    now: datetime,
-    limits: TraitLimits,
-) -> Account:
-    observed_at = upsert.observed_at or now
-    changes = _changes(upsert)
-    current = await session.scalar(select(Account.traits).where(Account.account_id == account_id))
-    await _check_traits(session, kind="account", current=current, changes=changes, limits=limits)
-    await session.execute(
-        insert(Account)
-        .values(account_id=account_id, created_at=now, updated_at=now)
-        .on_conflict_do_nothing()
-    )
-    account = await session.get(Account, account_id, with_for_update=True, populate_existing=True)
-    assert account is not None
-    replay = await session.scalar(
-        select(AccountHistory.id)
-        .where(
-            AccountHistory.account_id == account_id,
-            AccountHistory.observed_at == observed_at,
-            AccountHistory.changes == changes,
-        )
-        .limit(1)
-    )
-    if replay is not None:
-        return account  # the same upsert again: nothing new to record
-    session.add(AccountHistory(account_id=account_id, observed_at=observed_at, changes=changes))
-    if account.observed_at is None or observed_at >= account.observed_at:
-        state = _account_state(account)
-        apply_changes(state, changes)
-        account.observed_at = observed_at
-    else:
-        await session.flush()
-        state = fold(await _account_history(session, account_id, until=None))
-    for field in ACCOUNT_FIELDS:
-        setattr(account, field, state.get(field))
-    account.traits = state.get("traits") or {}
-    account.updated_at = now
-    await session.flush()
-    return account
+# Statements per kind of profile, written out (no SQL is assembled from strings).
+_LOCK = {
+    "account": "SELECT * FROM accounts WHERE account_id = ANY($1::text[]) "
+    "ORDER BY account_id FOR UPDATE",
+    "contact": "SELECT * FROM contacts WHERE contact_id = ANY($1::text[]) "
+    "ORDER BY contact_id FOR UPDATE",
+}
+_CREATE = {
+    "account": """
+        INSERT INTO accounts (account_id, created_at, updated_at)
+        SELECT a, $2, $2 FROM unnest($1::text[]) AS a ORDER BY a
+        ON CONFLICT DO NOTHING RETURNING account_id""",
+    "contact": """
+        INSERT INTO contacts (contact_id, account_id, created_at, updated_at)
+        SELECT c, a, $3, $3 FROM unnest($1::text[], $2::text[]) AS u(c, a) ORDER BY c
+        ON CONFLICT DO NOTHING RETURNING contact_id""",
+}
+_DROP = {
+    "account": "DELETE FROM accounts WHERE account_id = ANY($1::text[])",
+    "contact": "DELETE FROM contacts WHERE contact_id = ANY($1::text[])",
+}
+_REPLAYS = {
+    "account": """
+        SELECT h.account_id, h.observed_at, h.changes FROM account_history h
+        JOIN unnest($1::text[], $2::timestamptz[]) AS u(p, o)
+          ON h.account_id = u.p AND h.observed_at = u.o""",
+    "contact": """
+        SELECT h.contact_id, h.observed_at, h.changes FROM contact_history h
+        JOIN unnest($1::text[], $2::timestamptz[]) AS u(p, o)
+          ON h.contact_id = u.p AND h.observed_at = u.o""",
+}
+_RECORD = {
+    "account": """
+        INSERT INTO account_history (account_id, observed_at, changes)
+        SELECT p, o, c::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS u(p, o, c)
+        """,
+    "contact": """
+        INSERT INTO contact_history (contact_id, account_id, observed_at, changes)
+        SELECT p, a, o, c::jsonb
+        FROM unnest($1::text[], $4::text[], $2::timestamptz[], $3::text[]) AS u(p, a, o, c)""",
+}
+_HISTORY = {
+    "account": """
+        SELECT account_id, changes FROM account_history WHERE account_id = ANY($1::text[])
+        ORDER BY account_id, observed_at, id""",
+    "contact": """
+        SELECT contact_id, changes FROM contact_history WHERE contact_id = ANY($1::text[])
+        ORDER BY contact_id, observed_at, id""",
+}
+_UPDATE = {
+    "account": """
+        UPDATE accounts a
+        SET name = u.name, segment = u.segment, plan = u.plan, mrr = u.mrr::numeric(18, 2),
+            owner_email = u.owner_email, traits = u.traits::jsonb, observed_at = u.observed_at,
+            updated_at = $9
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[],
+                    $7::text[], $8::timestamptz[])
+             AS u(account_id, name, segment, plan, mrr, owner_email, traits, observed_at)
+        WHERE a.account_id = u.account_id
+        RETURNING a.*""",
+    "contact": """
+        UPDATE contacts c
+        SET account_id = u.account_id, email = u.email, name = u.name, role = u.role,
+            traits = u.traits::jsonb, observed_at = u.observed_at, updated_at = $8
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::timestamptz[])
+             AS u(contact_id, account_id, email, name, role, traits, observed_at)
+        WHERE c.contact_id = u.contact_id
+        RETURNING c.*""",
+}
+_LINK = """
+    INSERT INTO identities (kind, value, contact_id, account_id, updated_at)
+    SELECT k, v, c, a, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         AS u(k, v, c, a)
+    ORDER BY k, v
+    ON CONFLICT (kind, value) DO UPDATE
+    SET contact_id = excluded.contact_id, account_id = excluded.account_id, updated_at = $5"""
 
 
-def _account_state(account: Account) -> dict[str, Any]:
-    state: dict[str, Any] = {f: getattr(account, f) for f in ACCOUNT_FIELDS}
-    state["traits"] = dict(account.traits or {})
+def _state(kind: Kind, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    fields = ACCOUNT_FIELDS if kind == "account" else CONTACT_FIELDS
+    state: dict[str, Any] = {f: row[f] for f in fields}
+    if state.get("mrr") is not None:
+        state["mrr"] = float(state["mrr"])
+    traits = row["traits"]
+    state["traits"] = orjson.loads(traits) if isinstance(traits, str) else dict(traits or {})
     return state
 
 
-async def _account_history(
-    session: AsyncSession, account_id: str, *, until: datetime | None
-) -> list[dict[str, Any]]:
-    query = select(AccountHistory.changes).where(AccountHistory.account_id == account_id)
-    if until is not None:
-        query = query.where(AccountHistory.observed_at <= until)
-    rows = await session.scalars(query.order_by(AccountHistory.observed_at, AccountHistory.id))
-    return list(rows)
+def _view(row: asyncpg.Record) -> dict[str, Any]:
+    view = dict(row)
+    view["traits"] = orjson.loads(view["traits"]) if view["traits"] else {}
+    if view.get("mrr") is not None:
+        view["mrr"] = float(view["mrr"])
+    return view
+
+
+class _TraitKeys:
+    """The installation-wide trait key count, checked item by item as a batch is read."""
+
+    def __init__(self, kind: Kind, known: set[str], count: int, limit: int) -> None:
+        self.kind, self.known, self.count, self.limit = kind, known, count, limit
+        self.new: list[str] = []
+
+    def admit(self, keys: set[str]) -> str | None:
+        new = sorted(keys - self.known)
+        if new and self.count + len(new) > self.limit:
+            return (
+                f"{len(new)} new {self.kind} trait key(s) would make {self.count + len(new)}; "
+                f"at most {self.limit} (CUSTINTEL_MAX_TRAIT_KEYS): reuse existing keys"
+            )
+        self.known |= set(new)
+        self.count += len(new)
+        self.new += new
+        return None
+
+
+async def _trait_keys(
+    conn: asyncpg.Connection, kind: Kind, items: Sequence[Item], limit: int
+) -> _TraitKeys:
+    traits = [i.changes.get("traits") or {} for i in items]
+    added = sorted({k for t in traits for k, v in t.items() if v is not None})
+    known = await conn.fetch(
+        "SELECT key FROM trait_keys WHERE kind = $1 AND key = ANY($2::text[])", kind, added
+    )
+    count = await conn.fetchval("SELECT count(*) FROM trait_keys WHERE kind = $1", kind)
+    return _TraitKeys(kind, {r[0] for r in known}, count, limit)
+
+
+async def upsert(
+    conn: asyncpg.Connection,
+    kind: Kind,
+    items: Sequence[Item],
+    *,
+    now: datetime,
+    limits: TraitLimits,
+) -> Outcome:
+    """Store a batch of upserts of one kind, inside the caller's transaction. Items are taken in
+    id order (so that parallel batches lock profiles in one order), then as sent. An item refused
+    by the trait limits is an error entry and writes nothing, not even its new profile."""
+    items = sorted(items, key=lambda i: (i.profile_id, i.index))
+    ids = sorted({i.profile_id for i in items})
+    created_accounts: set[str] = set()
+    if kind == "contact":
+        owners = sorted({i.changes["account_id"] for i in items})
+        created_accounts = {r[0] for r in await conn.fetch(_CREATE["account"], owners, now)}
+        first_owner = {i.profile_id: i.changes["account_id"] for i in reversed(items)}
+        created = await conn.fetch(_CREATE[kind], ids, [first_owner[p] for p in ids], now)
+    else:
+        created = await conn.fetch(_CREATE[kind], ids, now)
+    created_ids = {r[0] for r in created}
+    rows = {r[0]: r for r in await conn.fetch(_LOCK[kind], ids)}
+    replays: set[tuple[str, datetime, bytes]] = {
+        (r[0], r[1], _canonical(orjson.loads(r[2])))
+        for r in await conn.fetch(
+            _REPLAYS[kind], [i.profile_id for i in items], [i.observed_at for i in items]
+        )
+    }
+    keys = await _trait_keys(conn, kind, items, limits.overall)
+    states = {p: _state(kind, rows[p]) for p in ids}
+    observed = {p: rows[p]["observed_at"] for p in ids}
+    refold: set[str] = set()
+    touched: set[str] = set()
+    recorded: list[Item] = []
+    problems: list[tuple[int, str]] = []
+    kept: list[Item] = []
+    for it in items:
+        mark = (it.profile_id, it.observed_at, _canonical(it.changes))
+        if mark in replays:  # the same upsert again: nothing new to record
+            kept.append(it)
+            continue
+        state = states[it.profile_id]
+        added = {k for k, v in (it.changes.get("traits") or {}).items() if v is not None}
+        held = set(state["traits"]) | added
+        if len(held) > limits.per_profile:
+            problems.append(
+                (
+                    it.index,
+                    f"this {kind} would hold {len(held)} trait keys; at most "
+                    f"{limits.per_profile} (CUSTINTEL_MAX_TRAITS_PER_PROFILE): remove some with "
+                    "null values first",
+                )
+            )
+            continue
+        problem = keys.admit(added)
+        if problem is not None:
+            problems.append((it.index, problem))
+            continue
+        replays.add(mark)
+        recorded.append(it)
+        kept.append(it)
+        touched.add(it.profile_id)
+        newest = observed[it.profile_id]
+        if newest is None or it.observed_at >= newest:
+            apply_changes(state, it.changes)
+            observed[it.profile_id] = it.observed_at
+        else:
+            refold.add(it.profile_id)
+    # Profiles made for refused items only are taken back, so a refused item leaves no trace.
+    kept_ids = {i.profile_id for i in kept}
+    unused = sorted(created_ids - kept_ids)
+    if unused:
+        await conn.execute(_DROP[kind], unused)
+    if kind == "contact":
+        unused_accounts = sorted(created_accounts - {i.changes["account_id"] for i in kept})
+        unused_accounts = [a for a in unused_accounts if a not in _owners(states, kept_ids)]
+        if unused_accounts:
+            await conn.execute(_DROP["account"], unused_accounts)
+    if keys.new:
+        await conn.execute(
+            "INSERT INTO trait_keys (kind, key) SELECT $1, k FROM unnest($2::text[]) AS k "
+            "ON CONFLICT DO NOTHING",
+            kind,
+            keys.new,
+        )
+    if recorded:
+        args: list[Any] = [
+            [i.profile_id for i in recorded],
+            [i.observed_at for i in recorded],
+            [orjson.dumps(i.changes).decode() for i in recorded],
+        ]
+        if kind == "contact":
+            args.append([i.changes["account_id"] for i in recorded])
+        await conn.execute(_RECORD[kind], *args)
+    if refold:
+        folded: dict[str, list[dict[str, Any]]] = {}
+        for r in await conn.fetch(_HISTORY[kind], sorted(refold)):
+            folded.setdefault(r[0], []).append(orjson.loads(r[1]))
+        for profile_id, history in folded.items():
+            states[profile_id] = fold(history)
+    current = {p: _view(rows[p]) for p in kept_ids}
+    if touched:
+        order = sorted(touched)
+        for r in await conn.fetch(_UPDATE[kind], *_update_args(kind, order, states, observed, now)):
+            current[r[0]] = _view(r)
+    if kind == "contact":
+        await _link(conn, kept, current, now=now)
+    return Outcome(current, len(kept), sorted(problems))
+
+
+def _owners(states: dict[str, dict[str, Any]], kept: set[str]) -> set[str]:
+    return {states[c]["account_id"] for c in kept}
+
+
+def _canonical(changes: dict[str, Any]) -> bytes:
+    return orjson.dumps(changes, option=orjson.OPT_SORT_KEYS)
+
+
+def _update_args(
+    kind: Kind,
+    order: list[str],
+    states: dict[str, dict[str, Any]],
+    observed: dict[str, datetime | None],
+    now: datetime,
+) -> list[Any]:
+    fields = ACCOUNT_FIELDS if kind == "account" else CONTACT_FIELDS
+    columns: list[Any] = [order]
+    columns += [[states[p].get(f) for p in order] for f in fields]
+    columns.append([orjson.dumps(states[p].get("traits") or {}).decode() for p in order])
+    columns.append([observed[p] for p in order])
+    return [*columns, now]
+
+
+async def _link(
+    conn: asyncpg.Connection,
+    kept: Sequence[Item],
+    contacts: dict[str, dict[str, Any]],
+    *,
+    now: datetime,
+) -> None:
+    """An identifier points at the contact that most recently claimed it."""
+    links: dict[tuple[str, str], tuple[str, str]] = {}
+    for it in kept:
+        contact = contacts[it.profile_id]
+        identities = dict(it.identities)
+        if contact["email"]:
+            identities["email"] = contact["email"]
+        for kind, value in identities.items():
+            links[(kind, value)] = (it.profile_id, contact["account_id"])
+    if not links:
+        return
+    pairs = sorted(links)
+    await conn.execute(
+        _LINK,
+        [k for k, _ in pairs],
+        [v for _, v in pairs],
+        [links[p][0] for p in pairs],
+        [links[p][1] for p in pairs],
+        now,
+    )
 
 
 async def get_account(
-    session: AsyncSession, account_id: str, *, as_of: datetime | None = None
+    conn: asyncpg.Connection, account_id: str, *, as_of: datetime | None = None
 ) -> dict[str, Any]:
-    account = await session.get(Account, account_id)
-    if account is None:
+    row = await conn.fetchrow(
+        "SELECT *, account_first_seen(account_id) AS first_seen FROM accounts "
+        "WHERE account_id = $1",
+        account_id,
+    )
+    if row is None:
         raise errors.NotFound(f"No account {account_id!r}.")
-    view: dict[str, Any] = {
-        "account_id": account.account_id,
-        "created_at": account.created_at,
-        "updated_at": account.updated_at,
-    }
+    view = _view(row)
+    del view["first_seen"]
     if as_of is None:
-        view.update(_account_state(account))
         return view
-    history = await _account_history(session, account_id, until=as_of)
-    if not history:
-        first_event = await session.scalar(
-            select(func.min(Event.occurred_at)).where(Event.account_id == account_id)
-        )
-        if first_event is None or first_event > as_of:
-            raise errors.NotFound(f"Account {account_id!r} did not exist at {as_of.isoformat()}.")
-    state = fold(history)
+    if not existed(row["first_seen"], as_of):
+        raise errors.NotFound(f"Account {account_id!r} did not exist at {as_of.isoformat()}.")
+    history = await conn.fetch(
+        "SELECT changes FROM account_history WHERE account_id = $1 AND observed_at <= $2 "
+        "ORDER BY observed_at, id",
+        account_id,
+        as_of,
+    )
+    state = fold(orjson.loads(r[0]) for r in history)
     view.update({f: state.get(f) for f in ACCOUNT_FIELDS}, traits=state.get("traits") or {})
     return view
 
 
 async def list_accounts(
-    session: AsyncSession, *, segment: str | None, cursor: str | None, limit: int
-) -> tuple[list[Account], str | None]:
-    query = select(Account).order_by(Account.account_id).limit(limit + 1)
-    if segment is not None:
-        query = query.where(Account.segment == segment)
-    if cursor is not None:
-        query = query.where(Account.account_id > decode_cursor(cursor))
-    rows = list(await session.scalars(query))
-    next_cursor = encode_cursor(rows[limit - 1].account_id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    conn: asyncpg.Connection, *, segment: str | None, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    rows = await conn.fetch(
+        "SELECT * FROM accounts WHERE ($1::text IS NULL OR segment = $1) "
+        "AND ($2::text IS NULL OR account_id > $2) ORDER BY account_id LIMIT $3",
+        segment,
+        None if cursor is None else decode_cursor(cursor),
+        limit + 1,
+    )
+    next_cursor = encode_cursor(rows[limit - 1]["account_id"]) if len(rows) > limit else None
+    return [_view(r) for r in rows[:limit]], next_cursor
 
 
 _CURSOR_MARK = "after:"
@@ -237,101 +451,8 @@ def decode_cursor(cursor: str) -> str:
     return value[len(_CURSOR_MARK) :]
 
 
-async def upsert_contact(
-    session: AsyncSession,
-    contact_id: str,
-    *,
-    upsert: ContactUpsert,
-    now: datetime,
-    limits: TraitLimits,
-) -> Contact:
-    observed_at = upsert.observed_at or now
-    changes = _changes(upsert)
-    current = await session.scalar(select(Contact.traits).where(Contact.contact_id == contact_id))
-    await _check_traits(session, kind="contact", current=current, changes=changes, limits=limits)
-    if "email" in changes and changes["email"] is not None:
-        changes["email"] = changes["email"].lower()
-    await session.execute(
-        insert(Account)
-        .values(account_id=upsert.account_id, created_at=now, updated_at=now)
-        .on_conflict_do_nothing()
-    )
-    await session.execute(
-        insert(Contact)
-        .values(contact_id=contact_id, account_id=upsert.account_id, created_at=now, updated_at=now)
-        .on_conflict_do_nothing()
-    )
-    contact = await session.get(Contact, contact_id, with_for_update=True, populate_existing=True)
-    assert contact is not None
-    replay = await session.scalar(
-        select(ContactHistory.id)
-        .where(
-            ContactHistory.contact_id == contact_id,
-            ContactHistory.observed_at == observed_at,
-            ContactHistory.changes == changes,
-        )
-        .limit(1)
-    )
-    if replay is None:
-        session.add(
-            ContactHistory(
-                contact_id=contact_id,
-                account_id=upsert.account_id,
-                observed_at=observed_at,
-                changes=changes,
-            )
-        )
-        if contact.observed_at is None or observed_at >= contact.observed_at:
-            state: dict[str, Any] = {f: getattr(contact, f) for f in CONTACT_FIELDS}
-            state["traits"] = dict(contact.traits or {})
-            apply_changes(state, changes)
-            contact.observed_at = observed_at
-        else:
-            await session.flush()
-            rows = await session.scalars(
-                select(ContactHistory.changes)
-                .where(ContactHistory.contact_id == contact_id)
-                .order_by(ContactHistory.observed_at, ContactHistory.id)
-            )
-            state = fold(rows)
-        for field in CONTACT_FIELDS:
-            setattr(contact, field, state.get(field))
-        contact.traits = state.get("traits") or {}
-        contact.updated_at = now
-    identities = dict(upsert.identities or {})
-    if contact.email:
-        identities["email"] = contact.email
-    await _link_identities(session, contact, identities, now=now)
-    await session.flush()
-    return contact
-
-
-async def _link_identities(
-    session: AsyncSession, contact: Contact, identities: dict[str, str], *, now: datetime
-) -> None:
-    """An identifier points at the contact that most recently claimed it."""
-    for kind, value in sorted(identities.items()):
-        stmt = insert(ContactIdentity).values(
-            kind=kind,
-            value=value,
-            contact_id=contact.contact_id,
-            account_id=contact.account_id,
-            updated_at=now,
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["kind", "value"],
-                set_={
-                    "contact_id": stmt.excluded.contact_id,
-                    "account_id": stmt.excluded.account_id,
-                    "updated_at": now,
-                },
-            )
-        )
-
-
-async def get_contact(session: AsyncSession, contact_id: str) -> Contact:
-    contact = await session.get(Contact, contact_id)
-    if contact is None:
+async def get_contact(conn: asyncpg.Connection, contact_id: str) -> dict[str, Any]:
+    row = await conn.fetchrow("SELECT * FROM contacts WHERE contact_id = $1", contact_id)
+    if row is None:
         raise errors.NotFound(f"No contact {contact_id!r}.")
-    return contact
+    return _view(row)

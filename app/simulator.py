@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.ml.catalog import Feature
+
 # Weekly hazards, felt once a course has lasted its weeks: churn after 3 weeks of trouble,
 # expansion after 5 weeks of growth (growth shows in more logins, reports and active users).
 CHURN_HAZARD, CHURN_AFTER_WEEKS = 0.12, 3
@@ -27,17 +29,44 @@ SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
 # Concept drift: after a switch, enterprise churns on support trouble, mid-market when its
 # sponsor goes quiet, SMB on support trouble.
 SWITCHED = {"enterprise": "mid-market", "mid-market": "enterprise", "smb": "mid-market"}
-# The planted drivers, as parts of the feature names that measure them (app/features.py).
-DRIVERS: dict[str, dict[str, tuple[str, ...]]] = {
+
+
+@dataclass(frozen=True)
+class Drivers:
+    """What the outcomes of a segment follow, in the catalog's terms (app.ml.catalog): every
+    feature about one of `about` (event types, roles), and the features of `specs`."""
+
+    about: tuple[str, ...]
+    specs: tuple[str, ...]
+
+    def measured_by(self, feature: Feature) -> bool:
+        return feature.about in self.about or feature.spec.key in self.specs
+
+
+_ACTIVITY = ("events_30d", "events_trend", "active_days_30d", "active_contacts_30d")
+_NPS = ("nps_latest", "nps_average")
+DRIVERS: dict[str, dict[str, Drivers]] = {
     "churn": {
         # A quiet sponsor is also one active contact fewer.
-        "enterprise": ("executive_sponsor", "meeting", "active_contacts"),
-        "smb": ("login", "payment_failed", "invoice_paid", "events_30d", "events_trend", "active"),
-        "mid-market": ("ticket", "nps"),
+        "enterprise": Drivers(
+            ("meeting", "executive_sponsor"),
+            ("executive_sponsor_active_30d", "active_contacts_30d"),
+        ),
+        "smb": Drivers(
+            ("login", "payment_failed", "invoice_paid"),
+            (*_ACTIVITY, "executive_sponsor_active_30d", "payments_failed_90d", "revenue_90d"),
+        ),
+        "mid-market": Drivers(
+            ("ticket_opened", "ticket_closed", "nps_answered"),
+            ("tickets_opened_90d", "tickets_open", *_NPS),
+        ),
     },
     "expansion": dict.fromkeys(
         ("enterprise", "smb", "mid-market"),
-        ("login", "report_exported", "events_30d", "events_trend", "active", "nps"),
+        Drivers(
+            ("login", "report_exported", "nps_answered"),
+            (*_ACTIVITY, "executive_sponsor_active_30d", *_NPS),
+        ),
     ),
 }
 COMPLAINTS = [

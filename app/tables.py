@@ -315,9 +315,8 @@ class Score(Base):
     percentile: Mapped[float] = mapped_column(Double)
     margin: Mapped[float] = mapped_column(Double)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
-    # Null on scores stored before migration 0004.
-    base_value: Mapped[float | None] = mapped_column(Double)
-    other_contribution: Mapped[float | None] = mapped_column(Double)
+    base_value: Mapped[float] = mapped_column(Double)
+    other_contribution: Mapped[float] = mapped_column(Double)
 
 
 class Finding(Base):

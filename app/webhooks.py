@@ -21,7 +21,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -31,6 +31,9 @@ from standardwebhooks.webhooks import Webhook
 
 from app import errors
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app import insights
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,11 @@ def _slack(text: str) -> str:
 
 
 async def enqueue(
-    conn: asyncpg.Connection, *, insight_id: str, payload: dict[str, Any], decision: dict[str, Any]
+    conn: asyncpg.Connection,
+    *,
+    insight_id: str,
+    payload: dict[str, Any],
+    decision: insights.Decision,
 ) -> int:
     """Outbox rows for every destination the routing decision chose (in the caller's
     transaction). Unknown or disabled destinations are skipped."""

@@ -114,14 +114,14 @@ def _piece(first: int, count: int, usage: float) -> dict[str, list[tuple[Any, ..
 
 
 async def load(url: str, accounts: int, usage: float) -> tuple[int, float]:
-    engine = db.create_engine(url, Settings(database_url=url))
+    pool = await db.create_pool(url, Settings(database_url=url))
     months = []
     month = partitions.month_of(END - timedelta(days=400))
     while month <= partitions.month_of(END):
         months.append(month)
         month = partitions.next_month(month)
-    await partitions.PartitionManager(engine).ensure(months)
-    await engine.dispose()
+    await partitions.PartitionManager(pool).ensure(months)
+    await pool.close()
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
     events = 0

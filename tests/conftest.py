@@ -183,7 +183,7 @@ async def another_process(
     application = create_app(settings.model_copy(update=changes))
     async with application.router.lifespan_context(application):
         deadline = time.monotonic() + 10
-        while not application.state.listener.listening:
+        while not application.state.runtime.listener.listening:
             assert time.monotonic() < deadline, "its change listener did not come up"
             await asyncio.sleep(0.02)
         async with httpx.AsyncClient(

@@ -76,7 +76,7 @@ async def deliver_for(settings: Settings, seconds: float) -> None:
 async def setup(
     client: httpx.AsyncClient, app: Any, settings: Settings, receiver: Receiver
 ) -> dict[str, Any]:
-    app.state.settings = settings.model_copy(update={"allow_private_destinations": True})
+    app.state.runtime.settings = settings.model_copy(update={"allow_private_destinations": True})
     created = await client.post("/v1/destinations", json={"name": "crm", "url": receiver.url})
     assert created.status_code == 201, created.text
     destination = created.json()
@@ -243,7 +243,7 @@ async def test_multicast_and_ipv6_forms_of_private_addresses_are_refused(host: s
 async def test_a_read_key_sees_destination_urls_without_their_secrets(
     client: httpx.AsyncClient, app: Any, settings: Settings, make_key: Any
 ) -> None:
-    app.state.settings = settings.model_copy(update={"allow_private_destinations": True})
+    app.state.runtime.settings = settings.model_copy(update={"allow_private_destinations": True})
     for url in (
         "https://user:pw@127.0.0.1:8443/hook?token=abc",
         "https://hooks.slack.com/services/T000/B000/XXXX",

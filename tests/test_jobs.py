@@ -147,7 +147,7 @@ async def test_a_train_request_beyond_the_limits_is_refused_before_it_is_queued(
     )
     assert daily.status_code == 422, daily.text
     assert "CUSTINTEL_TRAIN_MAX_SNAPSHOTS" in daily.json()["detail"]
-    app.state.settings.train_max_rows = 5  # type: ignore[attr-defined]
+    app.state.runtime.settings.train_max_rows = 5  # type: ignore[attr-defined]
     rows = await client.post(
         "/v1/models/train",
         json={"target": "churn", "as_of": "2026-01-01T00:00:00Z", "snapshot_every_days": 30},

@@ -14,7 +14,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from app import auth, errors, jsonbody
+from app import auth, errors, jsonbody, runtime
 from app.errors import PROBLEM_JSON
 from app.schemas.admin import Problem
 from app.schemas.common import ID_PATTERN, ID_RULE, NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 def future_tolerance(request: Request) -> timedelta:
     """How far ahead a moment a client reports (occurred_at, observed_at) may lie."""
-    return timedelta(hours=request.app.state.settings.future_tolerance_hours)
+    return timedelta(hours=runtime.of(request).settings.future_tolerance_hours)
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app import db, jobs, migrate
+from app import db, jobs, migrate, runtime
 from app.api.common import StrictJSONRoute
 from app.schemas.admin import Health, Readiness
 
@@ -26,13 +26,13 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Readiness:
     """The database is reachable, its schema is at the newest migration and, when this service
     runs its own job worker, a worker is alive."""
-    state = request.app.state
+    state = runtime.of(request)
     head = state.migration_head
     try:
-        revision = await migrate.current_revision(state.engine)
         workers = None
-        if revision == head:  # an older schema may not have the workers table
-            async with state.pool.acquire() as conn:
+        async with state.pool.acquire() as conn:
+            revision = await migrate.current_revision(conn)
+            if revision == head:  # an older schema may not have the workers table
                 workers = await jobs.live_workers(conn, within=state.settings.job_stale_seconds)
     except Exception as exc:  # noqa: BLE001  (any failure here means "not ready")
         reachable = not db.is_unreachable(exc)

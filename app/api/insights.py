@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import routing
+from app import routing, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Insights, Read
 from app.schemas.common import Email, Id, Kind, Timestamp
@@ -43,7 +43,7 @@ async def list_insights(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Insight]:
     """Newest first."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.list_insights(
             conn,
             owner=owner,
@@ -62,7 +62,7 @@ async def update_insight(
     insight_id: Id, body: InsightUpdate, request: Request, _: Insights
 ) -> Insight:
     """Acknowledge or resolve an insight, with a note."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.update_insight(conn, insight_id, update=body)
 
 
@@ -70,19 +70,19 @@ async def update_insight(
     "/routing-rules", status_code=201, operation_id="create_routing_rule", tags=["routing"]
 )
 async def create_routing_rule(body: RoutingRuleIn, request: Request, _: Admin) -> RoutingRule:
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.create_rule(conn, rule=body)
 
 
 @router.get("/routing-rules", operation_id="list_routing_rules", tags=["routing"])
 async def list_routing_rules(request: Request, _: Read) -> list[RoutingRule]:
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.list_rules(conn)
 
 
 @router.get("/routing-rules/{rule_id}", operation_id="get_routing_rule", tags=["routing"])
 async def get_routing_rule(rule_id: Id, request: Request, _: Read) -> RoutingRule:
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.get_rule(conn, rule_id)
 
 
@@ -91,7 +91,7 @@ async def update_routing_rule(
     rule_id: Id, body: RoutingRulePatch, request: Request, _: Admin
 ) -> RoutingRule:
     """Change the fields given; the others keep their value."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.update_rule(conn, rule_id, patch=body)
 
 
@@ -103,7 +103,7 @@ async def update_routing_rule(
     response_class=Response,
 )
 async def delete_routing_rule(rule_id: Id, request: Request, _: Admin) -> Response:
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         await routing.delete_rule(conn, rule_id)
     return Response(status_code=204)
 
@@ -113,8 +113,8 @@ async def create_destination(
     body: DestinationIn, request: Request, _: Admin
 ) -> DestinationWithSecret:
     """A place to deliver insights to; its signing secret is shown once, here."""
-    allow_private = request.app.state.settings.allow_private_destinations
-    async with request.app.state.pool.acquire() as conn:
+    allow_private = runtime.of(request).settings.allow_private_destinations
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.create_destination(conn, destination=body, allow_private=allow_private)
 
 
@@ -122,7 +122,7 @@ async def create_destination(
 async def list_destinations(request: Request, principal: Read) -> list[Destination]:
     """Destinations; their URLs in full for admin keys only (credentials, a Slack webhook's
     path), else scheme, host and port."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.list_destinations(conn, full_urls=principal.allows("admin"))
 
 
@@ -131,8 +131,8 @@ async def update_destination(
     destination_id: Id, body: DestinationPatch, request: Request, _: Admin
 ) -> Destination:
     """Rename, move or (re-)enable a destination; the fields left out keep their value."""
-    allow_private = request.app.state.settings.allow_private_destinations
-    async with request.app.state.pool.acquire() as conn:
+    allow_private = runtime.of(request).settings.allow_private_destinations
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.update_destination(
             conn, destination_id, patch=body, allow_private=allow_private
         )
@@ -148,8 +148,8 @@ async def rotate_destination_secret(
 ) -> DestinationWithSecret:
     """A new signing secret, shown once; deliveries are signed with both for
     CUSTINTEL_SECRET_ROTATION_GRACE_HOURS, so receivers can switch without a gap."""
-    grace = request.app.state.settings.secret_rotation_grace_hours
-    async with request.app.state.pool.acquire() as conn:
+    grace = runtime.of(request).settings.secret_rotation_grace_hours
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.rotate_secret(conn, destination_id, grace_hours=grace)
 
 
@@ -162,7 +162,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Delivery]:
     """Newest first, each with its tries."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.list_deliveries(
             conn, insight_id=insight_id, status=status, limit=limit
         )
@@ -171,7 +171,7 @@ async def list_deliveries(
 @router.post("/deliveries/{delivery_id}/replay", operation_id="replay_delivery", tags=["routing"])
 async def replay_delivery(delivery_id: Id, request: Request, _: Admin) -> Delivery:
     """Send a dead delivery again, from the first try of the schedule (same webhook-id)."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.replay_delivery(conn, delivery_id)
 
 
@@ -186,5 +186,5 @@ async def get_routing_rule_uplift(
 ) -> Uplift:
     """Did acting help? The target's outcome rate among accounts this rule delivered to,
     against those it held out."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await routing.rule_uplift(conn, rule_id, horizon_days=horizon_days)

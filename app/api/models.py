@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app import jobs
+from app import jobs, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
 from app.ml import drift, performance, pipeline, promotion, registry, report
@@ -29,11 +29,11 @@ router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 async def train_model(body: TrainRequest, request: Request, _: Admin) -> Job:
     """Queue a training job; a worker process runs it. Poll GET /v1/jobs/{job_id}. A request
     whose training set would pass CUSTINTEL_TRAIN_MAX_SNAPSHOTS or _MAX_ROWS is refused (422)."""
-    state = request.app.state
+    state = runtime.of(request)
     async with state.pool.acquire() as conn:
         await pipeline.check_size(conn, state.settings, body, now=datetime.now(UTC))
         job = await jobs.enqueue(conn, kind="train", params=body.model_dump(mode="json"))
-    return Job.model_validate(job)
+    return Job.model_validate(job, from_attributes=True)
 
 
 @router.get("/jobs", operation_id="list_jobs", tags=["jobs"])
@@ -47,18 +47,18 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Job]:
     """Jobs, newest first."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         found = await jobs.listed(conn, kind=kind, status=status, limit=limit)
-    return [Job.model_validate(j) for j in found]
+    return [Job.model_validate(j, from_attributes=True) for j in found]
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, operation_id="cancel_job", tags=["jobs"])
 async def cancel_job(job_id: Id, request: Request, _: Admin) -> Job:
     """Cancel a job: a queued one at once, a running one within seconds (its worker stops it).
     409 for a job that has finished."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         job = await jobs.cancel(conn, job_id)
-    return Job.model_validate(job)
+    return Job.model_validate(job, from_attributes=True)
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job", tags=["jobs"])
@@ -68,20 +68,20 @@ async def get_job(
     _: Read,
     wait: Annotated[bool, Query(description="Wait for the job to finish.")] = False,
 ) -> Job:
-    state = request.app.state
+    state = runtime.of(request)
     if wait:
         job = await jobs.wait(state.pool, job_id, within=state.settings.job_wait_seconds)
     else:
         async with state.pool.acquire() as conn:
             job = await jobs.get(conn, job_id)
-    return Job.model_validate(job)
+    return Job.model_validate(job, from_attributes=True)
 
 
 @router.get("/models", operation_id="list_models", tags=["models"])
 async def list_models(
     request: Request, _: Read, target: Annotated[Kind | None, Query()] = None
 ) -> list[ModelInfo]:
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await registry.infos(conn, target=target)
 
 
@@ -89,7 +89,7 @@ async def list_models(
 async def get_model(model_id: Id, request: Request, _: Read) -> ModelInfo:
     """The model's record: metrics, segments, features, lineage, and every comparison it was
     part of (as the candidate or as the active model)."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         return await registry.info(conn, model_id)
 
 
@@ -98,7 +98,7 @@ async def activate_model(model_id: Id, request: Request, principal: Admin) -> Mo
     """Make this model the one that scores its target, whatever the gate said; the previous one
     is retired and recorded as replaced (audited). A model whose files fail their checksum is
     refused and the active one keeps serving."""
-    state = request.app.state
+    state = runtime.of(request)
     async with state.pool.acquire() as conn:
         await promotion.activate_by_hand(
             conn, state.models, model_id=model_id, actor=principal.name
@@ -109,7 +109,7 @@ async def activate_model(model_id: Id, request: Request, principal: Admin) -> Mo
 @router.post("/models/rollback", operation_id="rollback_model", tags=["models"])
 async def rollback_model(body: RollbackRequest, request: Request, principal: Admin) -> ModelInfo:
     """Put back the model that the target's active model replaced (audited)."""
-    state = request.app.state
+    state = runtime.of(request)
     async with state.pool.acquire() as conn:
         restored = await promotion.roll_back_checked(
             conn, state.models, target=body.target, actor=principal.name
@@ -127,7 +127,7 @@ async def get_model_performance(
 ) -> ModelPerformance:
     """The model's stored scores against what happened once their horizon passed: AUC, Brier,
     calibration by decile and lift, overall and per segment, and the reasons that preceded."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         result = await performance.realized(
             conn, model_id=model_id, now=datetime.now(UTC), since=since, until=until
         )
@@ -138,7 +138,7 @@ async def get_model_performance(
 async def get_model_drift(model_id: Id, request: Request, _: Read) -> DriftReport:
     """Population stability index of every feature and of the score between the model's
     training rows and its latest batch scoring; 409 when it has no batch scoring yet."""
-    state = request.app.state
+    state = runtime.of(request)
     async with state.pool.acquire() as conn:
         result = await drift.measure(conn, model_id=model_id, rule=drift.Rule.of(state.settings))
     return DriftReport.model_validate(result)
@@ -154,6 +154,6 @@ async def get_model_drift(model_id: Id, request: Request, _: Read) -> DriftRepor
 async def get_model_report(model_id: Id, request: Request, _: Read) -> HTMLResponse:
     """A self-contained HTML page: ROC, calibration (held out and realized), lift by decile,
     SHAP summaries overall and per segment, segments, features and the training window."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         page = await report.render(conn, model_id=model_id, now=datetime.now(UTC))
     return HTMLResponse(page)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import errors, ingest, profiles
+from app import errors, ingest, profiles, runtime
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -19,7 +18,6 @@ from app.api.common import (
     problem_responses,
 )
 from app.auth import Ingest, Read
-from app.db import SessionDep
 from app.schemas.common import Id, Timestamp
 from app.schemas.profiles import (
     MAX_PROFILE_BATCH,
@@ -50,7 +48,7 @@ def _observed_problem(
 
 
 def _trait_limits(request: Request) -> profiles.TraitLimits:
-    settings = request.app.state.settings
+    settings = runtime.of(request).settings
     return profiles.TraitLimits(
         per_profile=settings.max_traits_per_profile, overall=settings.max_trait_keys
     )
@@ -58,39 +56,55 @@ def _trait_limits(request: Request) -> profiles.TraitLimits:
 
 async def _upsert_each(
     request: Request,
-    session: AsyncSession,
     valid: Sequence[tuple[int, AccountBatchItem | ContactBatchItem]],
     invalid: list[dict[str, Any]],
     *,
-    key: Literal["account_id", "contact_id"],
+    kind: profiles.Kind,
     upsert_type: type[AccountUpsert] | type[ContactUpsert],
-    store: Callable[..., Awaitable[object]],
 ) -> ProfileBatchResult:
-    """Store each valid item of a profile batch (in id order, so that parallel batches lock
-    profiles in one order); an item refused on the way is an error entry and writes nothing."""
+    """Store the valid items of a profile batch; an item refused on the way is an error entry
+    and writes nothing."""
     now = datetime.now(UTC)
-    limits = _trait_limits(request)
-    upserted = 0
-    for index, item in sorted(valid, key=lambda pair: getattr(pair[1], key)):
-        problem = _observed_problem(request, item, now)
+    items: list[profiles.Item] = []
+    for index, entry in valid:
+        problem = _observed_problem(request, entry, now)
         if problem is not None:
             invalid.append({"index": index, "detail": problem})
             continue
-        upsert = upsert_type.model_validate(item.model_dump(exclude={str(key)}, exclude_unset=True))
-        try:
-            await store(session, getattr(item, key), upsert=upsert, now=now, limits=limits)
-        except errors.InvalidPayload as exc:  # raised before the item wrote anything
-            invalid.append({"index": index, "detail": exc.detail})
-            continue
-        upserted += 1
-    await session.commit()
+        profile_id = entry.account_id if isinstance(entry, AccountBatchItem) else entry.contact_id
+        excluded = {"account_id"} if kind == "account" else {"contact_id"}
+        upsert = upsert_type.model_validate(entry.model_dump(exclude=excluded, exclude_unset=True))
+        items.append(profiles.item(index, profile_id, upsert, now=now))
+    outcome = await _store(request, kind, items, now=now)
+    invalid += [{"index": i, "detail": d} for i, d in outcome.errors]
     return ProfileBatchResult(
-        upserted=upserted,
+        upserted=outcome.upserted,
         errors=[
             ProfileBatchError(index=e["index"], detail=e["detail"])
             for e in sorted(invalid, key=lambda e: e["index"])
         ],
     )
+
+
+async def _store(
+    request: Request, kind: profiles.Kind, items: list[profiles.Item], *, now: datetime
+) -> profiles.Outcome:
+    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
+        return await profiles.upsert(conn, kind, items, now=now, limits=_trait_limits(request))
+
+
+async def _upsert_one(
+    request: Request, kind: profiles.Kind, profile_id: str, body: AccountUpsert | ContactUpsert
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    _check_observed(request, body, now)
+    outcome = await _store(request, kind, [profiles.item(0, profile_id, body, now=now)], now=now)
+    if outcome.errors:
+        [(_, detail)] = outcome.errors
+        raise errors.InvalidPayload(
+            detail, errors=[{"loc": ["body", "traits"], "msg": detail, "type": "too_long"}]
+        )
+    return outcome.profiles[profile_id]
 
 
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
@@ -104,16 +118,10 @@ def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now
 
 @router.put("/accounts/{account_id}", operation_id="upsert_account", tags=["accounts"])
 async def upsert_account(
-    request: Request, account_id: Id, body: AccountUpsert, session: SessionDep, _: Ingest
+    request: Request, account_id: Id, body: AccountUpsert, _: Ingest
 ) -> Account:
     """Create or update an account. Fields left out keep their value; traits merge key by key."""
-    now = datetime.now(UTC)
-    _check_observed(request, body, now)
-    account = await profiles.upsert_account(
-        session, account_id, upsert=body, now=now, limits=_trait_limits(request)
-    )
-    await session.commit()
-    return Account.model_validate(account, from_attributes=True)
+    return Account.model_validate(await _upsert_one(request, "account", account_id, body))
 
 
 @router.post(
@@ -122,65 +130,51 @@ async def upsert_account(
     tags=["accounts"],
     openapi_extra=manual_body(AccountBatch),
 )
-async def upsert_accounts_batch(
-    request: Request, session: SessionDep, _: Ingest
-) -> ProfileBatchResult:
+async def upsert_accounts_batch(request: Request, _: Ingest) -> ProfileBatchResult:
     """Up to 1000 account upserts; each invalid item is reported by index, the rest are stored."""
     valid, invalid = await batch_items(
         request, "accounts", MAX_PROFILE_BATCH, TypeAdapter(AccountBatchItem)
     )
-    return await _upsert_each(
-        request,
-        session,
-        valid,
-        invalid,
-        key="account_id",
-        upsert_type=AccountUpsert,
-        store=profiles.upsert_account,
-    )
+    return await _upsert_each(request, valid, invalid, kind="account", upsert_type=AccountUpsert)
 
 
 @router.get("/accounts/{account_id}", operation_id="get_account", tags=["accounts"])
 async def get_account(
+    request: Request,
     account_id: Id,
-    session: SessionDep,
     _: Read,
     as_of: Annotated[
         Timestamp | None, Query(description="Read the profile as it was at this moment.")
     ] = None,
 ) -> Account:
-    return Account.model_validate(await profiles.get_account(session, account_id, as_of=as_of))
+    async with runtime.of(request).pool.acquire() as conn:
+        return Account.model_validate(await profiles.get_account(conn, account_id, as_of=as_of))
 
 
 @router.get("/accounts", operation_id="list_accounts", tags=["accounts"])
 async def list_accounts(
-    session: SessionDep,
+    request: Request,
     _: Read,
     segment: Annotated[str | None, Query(max_length=255)] = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AccountPage:
-    rows, next_cursor = await profiles.list_accounts(
-        session, segment=segment, cursor=cursor, limit=limit
-    )
+    async with runtime.of(request).pool.acquire() as conn:
+        rows, next_cursor = await profiles.list_accounts(
+            conn, segment=segment, cursor=cursor, limit=limit
+        )
     return AccountPage(
-        items=[Account.model_validate(r, from_attributes=True) for r in rows],
+        items=[Account.model_validate(r) for r in rows],
         next_cursor=next_cursor,
     )
 
 
 @router.put("/contacts/{contact_id}", operation_id="upsert_contact", tags=["contacts"])
 async def upsert_contact(
-    request: Request, contact_id: Id, body: ContactUpsert, session: SessionDep, _: Ingest
+    request: Request, contact_id: Id, body: ContactUpsert, _: Ingest
 ) -> Contact:
     """Create or update a contact of an account (created if unknown)."""
-    now = datetime.now(UTC)
-    _check_observed(request, body, now)
-    contact = await profiles.upsert_contact(
-        session, contact_id, upsert=body, now=now, limits=_trait_limits(request)
-    )
-    await session.commit()
-    return Contact.model_validate(contact, from_attributes=True)
+    return Contact.model_validate(await _upsert_one(request, "contact", contact_id, body))
 
 
 @router.post(
@@ -189,25 +183,14 @@ async def upsert_contact(
     tags=["contacts"],
     openapi_extra=manual_body(ContactBatch),
 )
-async def upsert_contacts_batch(
-    request: Request, session: SessionDep, _: Ingest
-) -> ProfileBatchResult:
+async def upsert_contacts_batch(request: Request, _: Ingest) -> ProfileBatchResult:
     valid, invalid = await batch_items(
         request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
     )
-    return await _upsert_each(
-        request,
-        session,
-        valid,
-        invalid,
-        key="contact_id",
-        upsert_type=ContactUpsert,
-        store=profiles.upsert_contact,
-    )
+    return await _upsert_each(request, valid, invalid, kind="contact", upsert_type=ContactUpsert)
 
 
 @router.get("/contacts/{contact_id}", operation_id="get_contact", tags=["contacts"])
-async def get_contact(contact_id: Id, session: SessionDep, _: Read) -> Contact:
-    return Contact.model_validate(
-        await profiles.get_contact(session, contact_id), from_attributes=True
-    )
+async def get_contact(request: Request, contact_id: Id, _: Read) -> Contact:
+    async with runtime.of(request).pool.acquire() as conn:
+        return Contact.model_validate(await profiles.get_contact(conn, contact_id))

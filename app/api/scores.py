@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from app import errors, jobs
+from app import errors, jobs, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
 from app.ml import serving
@@ -57,7 +57,7 @@ async def list_scores(
 ) -> RankedScores:
     """The latest stored score of each account by the target's active model (batch scoring
     and on-request scores both store theirs), highest probability first."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         model_id, results = await serving.ranked(
             conn, target=target, segment=segment, band=band, limit=limit
         )
@@ -87,7 +87,7 @@ async def _score(
     as_of: datetime | None,
     top: int,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
-    state = request.app.state
+    state = runtime.of(request)
     results, problems = await serving.score(
         state.pool,
         state.models,
@@ -110,6 +110,6 @@ def _json(content: Any) -> Response:
 async def rescore(body: RescoreRequest, request: Request, _: Admin) -> Job:
     """Queue batch scoring of every live account with the active models; the scores go to the
     score history. Poll GET /v1/jobs/{job_id}."""
-    async with request.app.state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
         job = await jobs.enqueue(conn, kind="score", params=body.model_dump(mode="json"))
-    return Job.model_validate(job)
+    return Job.model_validate(job, from_attributes=True)

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
-from app import errors, ingest
+from app import errors, ingest, runtime
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -62,7 +62,7 @@ def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) ->
 
 
 async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[ingest.ItemResult]:
-    state = request.app.state
+    state = runtime.of(request)
     async with state.pool.acquire() as conn:
         stored = await ingest.ingest_events(
             conn,
@@ -79,8 +79,8 @@ async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[in
 async def _outcomes(
     request: Request, items: list[tuple[int, OutcomeIn]]
 ) -> list[ingest.ItemResult]:
-    known = request.app.state.known_ids
-    async with request.app.state.pool.acquire() as conn:
+    known = runtime.of(request).known_ids
+    async with runtime.of(request).pool.acquire() as conn:
         stored = await ingest.ingest_outcomes(
             conn, items, now=datetime.now(UTC), tolerance=future_tolerance(request), known=known
         )

@@ -15,6 +15,7 @@ import asyncpg
 import numpy as np
 
 from app import errors, features, profiles
+from app.ml.catalog import WINDOWS, Catalog
 from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel
 
 __all__ = ["InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
@@ -48,7 +49,7 @@ class TrainingSet:
     snapshots: list[datetime]
 
 
-WARM_UP = timedelta(days=max(features.WINDOWS))
+WARM_UP = timedelta(days=max(WINDOWS))
 
 
 def snapshot_dates(
@@ -104,15 +105,10 @@ async def population(
     those with an outcome of exclude_kinds at or before it (a churned account cannot churn)."""
     rows = await conn.fetch(
         """
-        SELECT account_id FROM (
-            SELECT DISTINCT account_id FROM account_history WHERE observed_at <= $1
-            UNION
-            SELECT a.account_id FROM accounts a
-            WHERE EXISTS (SELECT 1 FROM events e
-                          WHERE e.account_id = a.account_id AND e.occurred_at <= $1)
-        ) existing
-        WHERE NOT EXISTS (SELECT 1 FROM outcomes o
-                          WHERE o.account_id = existing.account_id AND o.kind = ANY($2::text[])
+        SELECT account_id FROM accounts a
+        WHERE account_first_seen(a.account_id) <= $1  -- existed at $1 (profiles.existed)
+          AND NOT EXISTS (SELECT 1 FROM outcomes o
+                          WHERE o.account_id = a.account_id AND o.kind = ANY($2::text[])
                             AND o.occurred_at <= $1)
         ORDER BY account_id
         """,
@@ -196,7 +192,7 @@ async def build(
     horizon: timedelta,
     every: timedelta,
     dates: list[datetime] | None,
-    catalog: features.Catalog,
+    catalog: Catalog,
 ) -> TrainingSet:
     if dates is None:
         first = await first_data(conn, as_of=as_of)

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import asyncpg
 import numpy as np
@@ -36,10 +35,29 @@ class Rule:
         return cls(settings.drift_threshold, settings.drift_min_importance)
 
 
-async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> dict[str, Any]:
-    row = await conn.fetchrow("SELECT target, path FROM models WHERE model_id = $1", model_id)
-    if row is None:
-        raise errors.NotFound(f"No model {model_id!r}.")
+class FeatureDrift(TypedDict):
+    feature: str
+    psi: float
+    importance: float
+
+
+class Report(TypedDict):
+    """A model's drift, as GET /v1/models/{id}/drift answers it (schemas.models.DriftReport)."""
+
+    model_id: str
+    target: str
+    batch_as_of: str
+    accounts: int
+    threshold: float
+    min_importance: float
+    score_psi: float
+    features: list[FeatureDrift]
+    drifted: list[str]
+    drift: bool
+
+
+async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> Report:
+    record = await registry.located(conn, model_id)
     latest = await conn.fetchrow(
         "SELECT as_of, count(*) AS n FROM scores WHERE model_id = $1 GROUP BY as_of "
         "HAVING count(*) > 1 ORDER BY as_of DESC LIMIT 1",
@@ -50,10 +68,8 @@ async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> dic
             f"Model {model_id} has no batch scoring to compare with its training population; "
             "run one: custintel score --all, or POST /v1/scores/rescore."
         )
-    loaded = await asyncio.to_thread(registry.load, Path(row["path"]))
-    expected = loaded.manifest.get("reference")
-    if expected is None:
-        raise errors.Conflict(f"Model {model_id} was trained before drift references were kept.")
+    loaded = await asyncio.to_thread(registry.load, record.path)
+    expected = loaded.manifest["reference"]
     scored = await conn.fetch(
         "SELECT DISTINCT ON (account_id) account_id, probability FROM scores "
         "WHERE model_id = $1 AND as_of = $2 ORDER BY account_id, scored_at DESC",
@@ -68,9 +84,9 @@ async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> dic
     indices = {
         name: psi(expected["features"][name], x[:, j]) for j, name in enumerate(loaded.features)
     }
-    importance = {f["name"]: f["importance"] for f in loaded.manifest.get("importance", ())}
+    importance = {f["name"]: f["importance"] for f in loaded.manifest["importance"]}
     by_feature = [
-        {"feature": name, "psi": value, "importance": importance.get(name, 0.0)}
+        FeatureDrift(feature=name, psi=value, importance=importance.get(name, 0.0))
         for name, value in sorted(indices.items(), key=lambda item: -item[1])
     ]
     score_psi = psi(expected["score"], np.array([r["probability"] for r in scored], dtype=float))
@@ -79,15 +95,15 @@ async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> dic
         for f in by_feature
         if f["psi"] > rule.threshold and f["importance"] >= rule.min_importance
     ]
-    return {
-        "model_id": model_id,
-        "target": row["target"],
-        "batch_as_of": latest["as_of"].isoformat(),
-        "accounts": len(scored),
-        "threshold": rule.threshold,
-        "min_importance": rule.min_importance,
-        "score_psi": score_psi,
-        "features": by_feature,
-        "drifted": drifted,
-        "drift": score_psi > rule.threshold or bool(drifted),
-    }
+    return Report(
+        model_id=model_id,
+        target=record.target,
+        batch_as_of=latest["as_of"].isoformat(),
+        accounts=len(scored),
+        threshold=rule.threshold,
+        min_importance=rule.min_importance,
+        score_psi=score_psi,
+        features=by_feature,
+        drifted=drifted,
+        drift=score_psi > rule.threshold or bool(drifted),
+    )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 import asyncpg
 import numpy as np
@@ -19,9 +20,41 @@ import orjson
 from pydantic import TypeAdapter
 
 from app import errors, insights, jobs
-from app.ml import datasets, drift, registry, scoring, training
+from app.ml import datasets, drift, registry, training
+from app.ml.catalog import Catalog
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
+
+
+class Measures(TypedDict):
+    n: int
+    positives: int
+    auc: float | None
+    brier: float | None
+    lift_at_10: float | None
+    positive_rate: float | None
+    calibration: list[dict[str, float]]
+
+
+class PrecedingReason(TypedDict):
+    feature: str
+    text: str
+    happened: int
+    happened_share: float | None
+    did_not_happen: int
+    did_not_happen_share: float | None
+
+
+class Realized(TypedDict):
+    """How a model's past scores fared against what happened (schemas.models.ModelPerformance)."""
+
+    model_id: str
+    target: str
+    matured_before: str
+    overall: Measures
+    validation: dict[str, Any]
+    segments: dict[str, Measures]
+    preceding_reasons: list[PrecedingReason]
 
 
 async def realized(
@@ -31,9 +64,10 @@ async def realized(
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> dict[str, Any]:
+) -> Realized:
     model = await conn.fetchrow(
-        "SELECT target, horizon_days, label, summary FROM models WHERE model_id = $1", model_id
+        "SELECT target, horizon_days, label, summary, path FROM models WHERE model_id = $1",
+        model_id,
     )
     if model is None:
         raise errors.NotFound(f"No model {model_id!r}.")
@@ -61,18 +95,17 @@ async def realized(
     p = np.array([r["probability"] for r in rows], dtype=float)
     segments = np.array([r["segment"] or "" for r in rows])
     summary = orjson.loads(model["summary"])
-    result: dict[str, Any] = {
-        "model_id": model_id,
-        "target": model["target"],
-        "matured_before": (now - horizon).isoformat(),
-        "overall": _measure(y, p),
-        "validation": summary["metrics"],
-        "segments": {
+    return Realized(
+        model_id=model_id,
+        target=model["target"],
+        matured_before=(now - horizon).isoformat(),
+        overall=_measure(y, p),
+        validation=summary["metrics"],
+        segments={
             s: _measure(y[segments == s], p[segments == s]) for s in sorted(set(segments) - {""})
         },
-        "preceding_reasons": _preceding_reasons(rows, y),
-    }
-    return result
+        preceding_reasons=_preceding_reasons(rows, y, registry.catalog_at(Path(model["path"]))),
+    )
 
 
 async def _not_yet_churned(
@@ -92,20 +125,22 @@ async def _not_yet_churned(
     ]
 
 
-def _measure(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+def _measure(y: np.ndarray, p: np.ndarray) -> Measures:
     measured = training.metrics(y, p)
-    return {
-        "n": measured["n"],
-        "positives": int(y.sum()),
-        "auc": measured["auc"],
-        "brier": measured["brier"],
-        "lift_at_10": measured["lift_at_10"],
-        "positive_rate": measured["positive_rate"],
-        "calibration": training.reliability(y, p),
-    }
+    return Measures(
+        n=int(measured["n"] or 0),
+        positives=int(y.sum()),
+        auc=measured["auc"],
+        brier=measured["brier"],
+        lift_at_10=measured["lift_at_10"],
+        positive_rate=measured["positive_rate"],
+        calibration=training.reliability(y, p),
+    )
 
 
-def _preceding_reasons(rows: list[asyncpg.Record], y: np.ndarray) -> list[dict[str, Any]]:
+def _preceding_reasons(
+    rows: list[asyncpg.Record], y: np.ndarray, catalog: Catalog | None
+) -> list[PrecedingReason]:
     """For accounts where the label came true, which reason led their last matured score, by
     feature, against how often the same reason led for accounts where it did not."""
     last: dict[str, tuple[datetime, int]] = {}
@@ -122,14 +157,16 @@ def _preceding_reasons(rows: list[asyncpg.Record], y: np.ndarray) -> list[dict[s
         set(led[True]) | set(led[False]), key=lambda f: (-led[True][f], -led[False][f], f)
     )
     return [
-        {
-            "feature": feature,
-            "text": scoring.plain(feature),
-            "happened": led[True][feature],
-            "happened_share": led[True][feature] / happened if happened else None,
-            "did_not_happen": led[False][feature],
-            "did_not_happen_share": led[False][feature] / not_happened if not_happened else None,
-        }
+        PrecedingReason(
+            feature=feature,
+            text=catalog.feature(feature).words
+            if catalog is not None and feature in catalog.features
+            else feature,
+            happened=led[True][feature],
+            happened_share=led[True][feature] / happened if happened else None,
+            did_not_happen=led[False][feature],
+            did_not_happen_share=led[False][feature] / not_happened if not_happened else None,
+        )
         for feature in features
     ]
 
@@ -167,13 +204,13 @@ async def evaluate_active(
                 )
                 await insights.record(
                     conn,
-                    {
-                        "kind": "drift",
-                        "target": active.target,
-                        "model_id": active.model_id,
-                        "details": entry["drift"] | thresholds,
-                    },
-                    {},
+                    insights.Raised(
+                        kind="drift",
+                        target=active.target,
+                        model_id=active.model_id,
+                        details=entry["drift"] | thresholds,
+                    ),
+                    insights.Profile(),
                 )
         evaluations[active.target] = entry
     return {"evaluations": evaluations}

@@ -13,6 +13,7 @@ import orjson
 
 from app import errors, features, jobs
 from app.ml import datasets, promotion, registry, training
+from app.ml.catalog import Catalog
 from app.schemas.models import TrainRequest
 from app.settings import Settings
 
@@ -33,7 +34,7 @@ class Prepared:
     request: TrainRequest
     as_of: datetime
     label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel
-    catalog: features.Catalog
+    catalog: Catalog
     training_set: datasets.TrainingSet
 
 
@@ -159,7 +160,7 @@ async def register(
         window=window,
     )
     loaded = await asyncio.to_thread(registry.load, path)
-    status, reason, replaced, comparison = await promotion.gate(
+    verdict = await promotion.gate(
         conn,
         candidate=loaded,
         target=request.target,
@@ -183,20 +184,25 @@ async def register(
             label.model_dump_json(),
             orjson.dumps(registry.summary(trained)).decode(),
             str(path),
-            reason,
+            verdict.reason,
         )
-        if comparison is not None:
+        if verdict.comparison is not None:
             await promotion.record_comparison(
-                conn, target=request.target, candidate_id=model_id, comparison=comparison
+                conn, target=request.target, candidate_id=model_id, comparison=verdict.comparison
             )
+        status = verdict.status
         if status == "active":
             # Under the target's lock: if another model became active while this one was
             # being compared, the comparison no longer holds and this one stays a candidate.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.target)
             now_active = await registry.active(conn, request.target)
-            if (now_active.model_id if now_active else None) == replaced:
+            if (now_active.model_id if now_active else None) == verdict.replaced:
                 await promotion.activate(
-                    conn, model_id=model_id, target=request.target, reason=reason, actor=None
+                    conn,
+                    model_id=model_id,
+                    target=request.target,
+                    reason=verdict.reason,
+                    actor=None,
                 )
             else:
                 status = "candidate"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import asyncpg
 import numpy as np
@@ -71,24 +71,55 @@ def calibration_error(y: np.ndarray, p: np.ndarray) -> float | None:
     return sum(abs(b["predicted"] - b["observed"]) * b["n"] for b in table) / n if n else None
 
 
-async def evaluate(
-    conn: asyncpg.Connection, loaded: registry.Loaded, window: Window
-) -> dict[str, Any]:
+class Measured(TypedDict):
+    """A model's measures on the recent window (stored as JSON with the comparison)."""
+
+    auc: float | None
+    brier: float | None
+    calibration_error: float | None
+    lift_at_10: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate measured against the active model on the same recent window."""
+
+    active_id: str
+    promoted: bool
+    reason: str
+    window: dict[str, Any]
+    candidate_metrics: Measured
+    active_metrics: Measured
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate decided for a new model: its status, why, the model it would replace (the
+    target's active model when it was compared), and the comparison when there was one."""
+
+    status: Literal["active", "candidate"]
+    reason: str
+    replaced: str | None = None
+    comparison: Comparison | None = None
+
+
+async def evaluate(conn: asyncpg.Connection, loaded: registry.Loaded, window: Window) -> Measured:
     frame = await features.compute(conn, loaded.catalog, window.keys)
     p = await asyncio.to_thread(probabilities, loaded, frame)
     measured = training.metrics(window.labels, p)
-    return {
-        "auc": measured["auc"],
-        "brier": measured["brier"],
-        "calibration_error": calibration_error(window.labels, p),
-        "lift_at_10": measured["lift_at_10"],
-        "n": measured["n"],
-    }
+    return Measured(
+        auc=measured["auc"],
+        brier=measured["brier"],
+        calibration_error=calibration_error(window.labels, p),
+        lift_at_10=measured["lift_at_10"],
+        n=int(measured["n"] or 0),
+    )
 
 
 def decide(
-    candidate: dict[str, Any],
-    active: dict[str, Any],
+    candidate: Measured,
+    active: Measured,
     *,
     auc_tolerance: float,
     calibration_tolerance: float,
@@ -97,6 +128,7 @@ def decide(
     if c_auc is None or a_auc is None:
         return False, "no comparison possible: the recent window has no positive or no negative"
     c_cal, a_cal = candidate["calibration_error"], active["calibration_error"]
+    assert c_cal is not None and a_cal is not None  # measured whenever the AUC is
     auc_ok = c_auc >= a_auc - auc_tolerance
     cal_ok = c_cal <= a_cal + calibration_tolerance
     verdict = "promoted" if auc_ok and cal_ok else "kept as a candidate"
@@ -117,34 +149,27 @@ async def gate(
     horizon: timedelta,
     auc_tolerance: float,
     calibration_tolerance: float,
-) -> tuple[str, str, str | None, dict[str, Any] | None]:
-    """(status, reason, replaced model id, comparison) for a new model of `target`."""
+) -> Verdict:
+    """The gate's verdict on a new model of `target`."""
     active = await registry.active(conn, target)
     if active is None:
-        return "active", "the first model of its target", None, None
+        return Verdict("active", "the first model of its target")
     try:
         current = await asyncio.to_thread(registry.load, active.path)
     except registry.DamagedModel:
         reason = f"promoted: the active model {active.model_id}'s files are damaged"
-        return "active", reason, active.model_id, None
+        return Verdict("active", reason, active.model_id)
     window = await recent_window(conn, target=target, label=label, as_of=as_of, horizon=horizon)
     ours, theirs = await evaluate(conn, candidate, window), await evaluate(conn, current, window)
     promoted, reason = decide(
         ours, theirs, auc_tolerance=auc_tolerance, calibration_tolerance=calibration_tolerance
     )
-    comparison = {
-        "active_id": current.model_id,
-        "promoted": promoted,
-        "reason": reason,
-        "window": window.describe(),
-        "candidate_metrics": ours,
-        "active_metrics": theirs,
-    }
-    return ("active" if promoted else "candidate"), reason, current.model_id, comparison
+    comparison = Comparison(current.model_id, promoted, reason, window.describe(), ours, theirs)
+    return Verdict("active" if promoted else "candidate", reason, current.model_id, comparison)
 
 
 async def record_comparison(
-    conn: asyncpg.Connection, *, target: str, candidate_id: str, comparison: dict[str, Any]
+    conn: asyncpg.Connection, *, target: str, candidate_id: str, comparison: Comparison
 ) -> None:
     await conn.execute(
         "INSERT INTO model_comparisons (target, candidate_id, active_id, promoted, reason, "
@@ -152,12 +177,12 @@ async def record_comparison(
         "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)",
         target,
         candidate_id,
-        comparison["active_id"],
-        comparison["promoted"],
-        comparison["reason"],
-        orjson.dumps(comparison["window"]).decode(),
-        orjson.dumps(comparison["candidate_metrics"]).decode(),
-        orjson.dumps(comparison["active_metrics"]).decode(),
+        comparison.active_id,
+        comparison.promoted,
+        comparison.reason,
+        orjson.dumps(comparison.window).decode(),
+        orjson.dumps(comparison.candidate_metrics).decode(),
+        orjson.dumps(comparison.active_metrics).decode(),
     )
 
 
@@ -186,7 +211,7 @@ async def activate(
         previous,
     )
     if actor is not None:
-        await audit.record_in(
+        await audit.record(
             conn,
             actor=actor,
             action="model.activated",
@@ -222,7 +247,7 @@ async def rollback(conn: asyncpg.Connection, *, target: str, actor: str) -> str:
         restored,
         f"restored by {actor}, rolling back {row['model_id']}",
     )
-    await audit.record_in(
+    await audit.record(
         conn,
         actor=actor,
         action="model.rolled_back",

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 import lightgbm as lgb
@@ -30,8 +30,9 @@ import orjson
 import shap
 import sklearn
 
-from app import errors, features
+from app import errors
 from app.ml import training
+from app.ml.catalog import Catalog
 from app.schemas.models import ModelInfo
 
 # Percentiles keep this many points of each segment's training distribution.
@@ -44,14 +45,54 @@ class DamagedModel(errors.CustintelError):
     title = "Damaged model"
 
 
+class ModelFile(TypedDict):
+    file: str
+    sha256: str
+    calibration: list[float]
+
+
+class StatsEntry(TypedDict):
+    thresholds: list[float]
+    reference: list[float]
+    typical: dict[str, float]
+
+
+class Importance(TypedDict):
+    name: str
+    importance: float
+
+
+class Manifest(TypedDict):
+    """manifest.json of a model folder: everything needed to load, verify and explain it."""
+
+    model_id: str
+    target: str
+    features: list[str]
+    categorical: list[str]
+    catalog: dict[str, Any]  # Catalog.to_json()
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    reliability: list[dict[str, Any]]
+    reference: dict[str, Any]
+    curves: dict[str, Any]
+    segments: dict[str, Any]
+    importance: list[Importance]
+    window: dict[str, Any]
+    rows: dict[str, int]  # total, positives, by segment
+    data_hash: str
+    models: dict[str, ModelFile]  # by segment name, or the global model
+    stats: dict[str, StatsEntry]
+    libraries: dict[str, str]
+
+
 @dataclass
 class Loaded:
     """A model ready to score: boosters, calibrations, the catalog and per-segment statistics."""
 
     model_id: str
     target: str
-    manifest: dict[str, Any]
-    catalog: features.Catalog
+    manifest: Manifest
+    catalog: Catalog
     features: list[str]
     models: dict[str, training.SegmentModel]
     stats: dict[str, training.SegmentStats]
@@ -89,7 +130,7 @@ def write(
     target: str,
     model_id: str,
     trained: training.Trained,
-    catalog: features.Catalog,
+    catalog: Catalog,
     window: dict[str, Any],
 ) -> Path:
     """Write the model's folder atomically and return its path."""
@@ -104,7 +145,7 @@ def write(
             path.parent.mkdir(exist_ok=True)
             model.booster.save_model(str(path))
             files[name] = relative
-        manifest = {
+        manifest: Manifest = {
             "model_id": model_id,
             "target": target,
             "features": trained.features,
@@ -196,11 +237,19 @@ def load(path: Path) -> Loaded:
         model_id=manifest["model_id"],
         target=manifest["target"],
         manifest=manifest,
-        catalog=features.Catalog.from_json(manifest["catalog"]),
+        catalog=Catalog.from_json(manifest["catalog"]),
         features=list(manifest["features"]),
         models=models,
         stats=stats,
     )
+
+
+def catalog_at(path: Path) -> Catalog | None:
+    """The catalog a stored model was trained with; None when its folder cannot be read."""
+    try:
+        return Catalog.from_json(json.loads((path / "manifest.json").read_text())["catalog"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def summary(trained: training.Trained) -> dict[str, Any]:
@@ -295,7 +344,7 @@ def _info(row: asyncpg.Record, comparisons: Sequence[asyncpg.Record] = ()) -> Mo
 
 async def info(conn: asyncpg.Connection, model_id: str) -> ModelInfo:
     """The model's record with every comparison it was part of (as candidate or as active)."""
-    row = await conn.fetchrow(f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id)
+    row = await conn.fetchrow(f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = $1", model_id)  # noqa: S608  (constant columns)
     if row is None:
         raise errors.NotFound(f"No model {model_id!r}.")
     comparisons = await conn.fetch(
@@ -310,7 +359,7 @@ async def info(conn: asyncpg.Connection, model_id: str) -> ModelInfo:
 async def infos(conn: asyncpg.Connection, *, target: str | None) -> list[ModelInfo]:
     """Every model's record (of `target`, when given), newest first."""
     rows = await conn.fetch(
-        f"SELECT {_MODEL_COLUMNS} FROM models WHERE $1::text IS NULL OR target = $1 "
+        f"SELECT {_MODEL_COLUMNS} FROM models WHERE $1::text IS NULL OR target = $1 "  # noqa: S608  (constant columns)
         "ORDER BY created_at DESC",
         target,
     )

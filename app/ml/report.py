@@ -45,7 +45,7 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
 
 
 def _plots(
-    loaded: registry.Loaded, frame: features.Frame, realized: dict[str, Any]
+    loaded: registry.Loaded, frame: features.Frame, realized: performance.Realized
 ) -> dict[str, str]:
     import matplotlib
 
@@ -139,7 +139,7 @@ def _page(
     model_id: str,
     row: dict[str, Any],
     loaded: registry.Loaded,
-    realized: dict[str, Any],
+    realized: performance.Realized,
     images: dict[str, str],
 ) -> str:
     manifest = loaded.manifest
@@ -176,14 +176,17 @@ def _page(
                 entry.get("model"),
                 (entry.get("segment_holdout") or {}).get("auc"),
                 (entry.get("global_holdout") or {}).get("auc"),
-                (realized["segments"].get(name) or {}).get("auc"),
+                realized["segments"][name]["auc"] if name in realized["segments"] else None,
             ]
-            for name, entry in sorted(manifest.get("segments", {}).items())
+            for name, entry in sorted(manifest["segments"].items())
         ],
     )
     importance = _table(
         ["feature", "in words", "share of gain"],
-        [[f["name"], scoring.plain(f["name"]), f["importance"]] for f in manifest["importance"]],
+        [
+            [f["name"], loaded.catalog.feature(f["name"]).words, f["importance"]]
+            for f in manifest["importance"]
+        ],
     )
     reasons = _table(
         ["reason that led", "label came true", "share", "did not", "share"],
@@ -228,8 +231,8 @@ figure {{ display: inline-block; margin: .5rem; }} img {{ max-width: 100%; }}
 Label {html.escape(orjson.dumps(label).decode())}, horizon {row["horizon_days"]} days. Trained
 on data up to {_fmt(window.get("as_of"))}, snapshots {_fmt(window.get("first_snapshot"))} to
 {_fmt(window.get("last_snapshot"))} ({len(window.get("snapshots", []))} snapshots,
-{_fmt(manifest.get("rows", {}).get("total"))} rows). Libraries:
-{html.escape(", ".join(f"{k} {v}" for k, v in manifest.get("libraries", {}).items()))}.</p>
+{_fmt(manifest["rows"].get("total"))} rows). Libraries:
+{html.escape(", ".join(f"{k} {v}" for k, v in manifest["libraries"].items()))}.</p>
 <h2>Validation and realized performance</h2>
 <p class=note>{html.escape(matured)}.</p>
 {compared}

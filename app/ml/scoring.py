@@ -21,6 +21,7 @@ import numpy as np
 
 from app import features
 from app.ml import registry, training
+from app.ml.catalog import Feature
 
 
 @dataclass
@@ -87,7 +88,7 @@ def summary_png(
         values=contrib[:, :-1],
         base_values=contrib[:, -1],
         data=x,
-        feature_names=[_literal(plain(f)) for f in loaded.features],
+        feature_names=[_literal(loaded.catalog.feature(f).words) for f in loaded.features],
     )
     with PYPLOT:
         shap.plots.beeswarm(explanation, max_display=15, show=False)
@@ -165,7 +166,12 @@ def _score(
         value = _value(name, row[j], levels)
         typical = _value(name, stats.typical.get(name, math.nan), levels)
         reasons.append(
-            Reason(name, value, float(parts[j]), describe(name, value, typical, segment))
+            Reason(
+                name,
+                value,
+                float(parts[j]),
+                describe(loaded.catalog.feature(name), value, typical, segment),
+            )
         )
     other = float(parts.sum() - sum(r.contribution for r in reasons))
     return Score(
@@ -193,66 +199,7 @@ def _value(name: str, raw: float, levels: dict[str, tuple[str, ...]]) -> float |
     return float(raw)
 
 
-_PLAIN = {
-    "events_30d": "Events in the last 30 days",
-    "events_trend": "Activity in the last 30 days against the 30 before",
-    "active_days_30d": "Active days in the last 30 days",
-    "active_contacts_30d": "People active in the last 30 days",
-    "tickets_opened_90d": "Support tickets opened in the last 90 days",
-    "tickets_open": "Support tickets still open",
-    "nps_latest": "Latest NPS answer",
-    "nps_average": "Average NPS answer over the last year",
-    "payments_failed_90d": "Failed payments in the last 90 days",
-    "revenue_90d": "Revenue in the last 90 days",
-    "value_sum_90d": "Sum of event values in the last 90 days",
-    "plan": "Plan",
-    "segment": "Segment",
-    "mrr": "MRR",
-    "tenure_days": "Days as a customer",
-    "contacts": "Contacts",
-    "executive_sponsor_active_30d": "Executive sponsor active in the last 30 days",
-}
-
-
-def plain(name: str) -> str:
-    """The feature in words a customer-success manager reads."""
-    if name in _PLAIN:
-        return _PLAIN[name]
-    if name.startswith("days_since_"):
-        return f"Days since the last {_words(name[len('days_since_') :])}"
-    if name.startswith("contacts_"):
-        return f"Contacts who are {_words(name[len('contacts_') :])}"
-    if name.startswith("trait_"):
-        return _words(name[len("trait_") :]).capitalize()
-    if name.startswith("events_") and name.endswith("_trend"):
-        kind = _words(name[len("events_") : -len("_trend")])
-        return f"{kind.capitalize()} in the last 30 days against the 30 before"
-    if name.startswith("events_") and name.endswith("d"):
-        kind, _, window = name[len("events_") :].rpartition("_")
-        return f"{_words(kind).capitalize()} in the last {window[:-1]} days"
-    return _words(name).capitalize()
-
-
-def _words(slug: str) -> str:
-    return slug.replace("_", " ")
-
-
-def describe(name: str, value: Any, typical: Any, segment: str | None) -> str:
+def describe(feature: Feature, value: Any, typical: Any, segment: str | None) -> str:
     """E.g. "Login in the last 30 days: 4 (typical for enterprise: 37)"."""
     where = f"typical for {segment}" if segment else "typical"
-    return f"{plain(name)}: {_show(name, value)} ({where}: {_show(name, typical)})"
-
-
-def _show(name: str, value: Any) -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, str):
-        return value
-    if name == "executive_sponsor_active_30d":
-        return "yes" if value >= 0.5 else "no"
-    if name.endswith("_trend"):
-        change = math.exp(value) - 1
-        return f"{change:+.0%}"
-    if abs(value - round(value)) < 1e-9:
-        return f"{round(value):,}"
-    return f"{value:,.1f}"
+    return f"{feature.words}: {feature.show(value)} ({where}: {feature.show(typical)})"

@@ -230,7 +230,7 @@ async def ranked(
         SELECT * FROM (
             SELECT DISTINCT ON (account_id) account_id, target, model_id, segment, as_of,
                    probability, band, percentile, margin, base_value, other_contribution, reasons
-            FROM scores WHERE model_id = $1 AND base_value IS NOT NULL  -- (before 0004)
+            FROM scores WHERE model_id = $1
             ORDER BY account_id, as_of DESC, scored_at DESC
         ) latest
         WHERE ($2::text IS NULL OR segment = $2) AND ($3::text IS NULL OR band = $3)

@@ -247,3 +247,50 @@ async def test_the_catalog_keeps_the_most_used_traits(
     )
     assert catalog.numeric_traits == ("common",)
     assert list(catalog.string_traits) == ["often"]
+
+
+async def test_a_batch_naming_one_account_several_times_ends_as_one_by_one(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    items = [
+        {"account_id": "m", "plan": "pro", "mrr": 10, "observed_at": "2025-03-01T00:00:00Z"},
+        {"account_id": "m", "plan": "basic", "name": "M", "observed_at": "2025-01-01T00:00:00Z"},
+        {"account_id": "m", "plan": "pro", "mrr": 10, "observed_at": "2025-03-01T00:00:00Z"},
+        {"account_id": "m", "traits": {"seats": 3}, "observed_at": "2025-04-01T00:00:00Z"},
+    ]
+    batch = await client.post("/v1/accounts/batch", json={"accounts": items})
+    assert batch.json() == {"upserted": 4, "errors": []}
+    account = (await client.get("/v1/accounts/m")).json()
+    # The older item fills only what no newer one set; the replayed one adds no history.
+    assert (account["plan"], account["name"], account["mrr"]) == ("pro", "M", 10)
+    assert account["traits"] == {"seats": 3}
+    history = await conn.fetchval("SELECT count(*) FROM account_history WHERE account_id = 'm'")
+    assert history == 3
+    early = await client.get("/v1/accounts/m", params={"as_of": "2025-02-01T00:00:00Z"})
+    assert early.json()["plan"] == "basic"
+
+
+async def test_a_refused_contact_leaves_neither_it_nor_its_new_account(
+    settings: Settings, conn: asyncpg.Connection
+) -> None:
+    async with another_process(settings, max_traits_per_profile=2) as c:
+        batch = await c.post(
+            "/v1/contacts/batch",
+            json={
+                "contacts": [
+                    {
+                        "contact_id": "ok",
+                        "account_id": "kept",
+                        "email": "A@x.io",
+                        "identities": {"crm": "1"},
+                    },
+                    {"contact_id": "no", "account_id": "new", "traits": {"a": 1, "b": 2, "c": 3}},
+                ]
+            },
+        )
+        assert batch.json()["upserted"] == 1 and batch.json()["errors"][0]["index"] == 1
+        assert (await c.get("/v1/contacts/no")).status_code == 404
+        assert (await c.get("/v1/accounts/new")).status_code == 404
+        assert (await c.get("/v1/contacts/ok")).json()["email"] == "a@x.io"
+    links = await conn.fetch("SELECT kind, value, contact_id FROM identities ORDER BY kind")
+    assert [tuple(r) for r in links] == [("crm", "1", "ok"), ("email", "a@x.io", "ok")]

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from app import features
+from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 
-CATALOG = features.Catalog(
+CATALOG = Catalog(
     event_types=("login",),
     numeric_traits=(),
     string_traits={},

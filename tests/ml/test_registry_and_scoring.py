@@ -11,6 +11,7 @@ import pytest
 import shap
 
 from app.ml import registry, scoring, training
+from app.ml.catalog import Catalog
 from tests.ml.synthetic import CATALOG, world
 
 
@@ -107,12 +108,37 @@ def test_lightgbm_contributions_match_shap_tree_explainer(
 
 
 def test_reason_text_names_the_feature_value_and_what_is_typical() -> None:
-    text = scoring.describe("events_login_30d", 4.0, 37.0, "enterprise")
+    feature = Catalog(("login",), (), {}, (), (), ()).feature
+    text = scoring.describe(feature("events_login_30d"), 4.0, 37.0, "enterprise")
     assert text == "Login in the last 30 days: 4 (typical for enterprise: 37)"
-    assert scoring.describe("executive_sponsor_active_30d", 0.0, 1.0, "enterprise").endswith(
+    sponsor = feature("executive_sponsor_active_30d")
+    assert scoring.describe(sponsor, 0.0, 1.0, "enterprise").endswith(
         ": no (typical for enterprise: yes)"
     )
-    assert "-50%" in scoring.describe("events_login_trend", np.log(0.5), 0.0, "smb")
+    assert "-50%" in scoring.describe(feature("events_login_trend"), np.log(0.5), 0.0, "smb")
+
+
+def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
+    catalog = Catalog(
+        event_types=("page:view", "login"),
+        numeric_traits=("seats",),
+        string_traits={"tier": ("gold",)},
+        plans=("pro",),
+        segments=("smb",),
+        roles=("executive_sponsor",),
+    )
+    assert set(catalog.features) == set(catalog.names)
+    words = {n: f.words for n, f in catalog.features.items()}
+    assert words["events_page:view_7d"] == "Page:view in the last 7 days"
+    assert words["days_since_login"] == "Days since the last login"
+    assert words["contacts_executive_sponsor"] == "Contacts who are executive sponsor"
+    assert words["trait_seats"] == "Seats" and words["trait_tier"] == "Tier"
+    assert catalog.feature("trait_tier").spec.unit == "category"
+    assert catalog.feature("tickets_open").spec.churn == 1
+    assert not catalog.feature("segment").spec.actionable
+    # Names from clients are data: a brace in an event type is not a placeholder.
+    odd = Catalog(("{window}",), (), {}, (), (), ())
+    assert odd.feature("events_{window}_30d").words == "{window} in the last 30 days"
 
 
 def test_shap_draws_the_global_summary_from_the_served_contributions(

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 
 from app import simulator
-from app.ml import pipeline
+from app.ml import pipeline, registry
 from app.settings import Settings
 from tests.api.test_models import load
 
@@ -64,7 +64,10 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
     alive = [a for a in dict.fromkeys(a["account_id"] for a in world.accounts) if a not in churned]
 
     for target in ("churn", "expansion"):
-        model = (await client.get(f"/v1/models/{await train(conn, settings, target)}")).json()
+        model_id = await train(conn, settings, target)
+        model = (await client.get(f"/v1/models/{model_id}")).json()
+        catalog = registry.catalog_at((await registry.located(conn, model_id)).path)
+        assert catalog is not None
         assert model["metrics"]["auc"] >= 0.75, (target, model["metrics"])
 
         # Each high-risk account's top three reasons name a driver planted for its segment.
@@ -73,7 +76,7 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
             drivers = simulator.DRIVERS[target][score["segment"]]
             seen[score["segment"]] += 1
             named[score["segment"]] += any(
-                d in r["feature"] for r in score["reasons"] for d in drivers
+                drivers.measured_by(catalog.feature(r["feature"])) for r in score["reasons"]
             )
         for segment in ("enterprise", "mid-market", "smb"):
             assert seen[segment] >= 10, (target, seen)

@@ -1,0 +1,187 @@
+"""The feature catalog: every kind of feature custintel computes, described once.
+
+One table of specs says what each feature measures, in the words a customer-success manager
+reads, in which unit it is shown, whether a person can act on it, and which way it is expected to
+push each target when that is known. The catalog of a model (which event types, roles and traits
+it has features for) names its features from these specs and keeps, for each name, the spec and
+what it is about (an event type, a role, a trait key), so nothing is parsed back from a name.
+Reason texts (app.ml.scoring) and the simulator's planted drivers read the same table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+WINDOWS = (7, 30, 90)
+
+# How a value is shown: count and days as whole numbers, trend as a percent change (it is a log
+# ratio), flag as yes/no, score and number with one decimal when not whole, money likewise,
+# category as its level.
+Unit = Literal["count", "days", "trend", "flag", "score", "money", "number", "category"]
+Direction = Literal[1, -1] | None  # +1: a higher value raises the target's probability
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str  # the name, or its pattern with {type}, {window}, {role} or {trait}
+    words: str  # the same placeholders, filled in the reader's words
+    unit: Unit
+    actionable: bool  # a person can change it (usage, tickets, sponsors), not a given (segment)
+    churn: Direction = None
+    expansion: Direction = None
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("events_{type}_{window}d", "{Type} in the last {window} days", "count", True),
+    Spec("events_{type}_trend", "{Type} in the last 30 days against the 30 before", "trend", True),
+    Spec("days_since_{type}", "Days since the last {type}", "days", True),
+    Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1),
+    Spec(
+        "events_trend", "Activity in the last 30 days against the 30 before", "trend", True, -1, 1
+    ),
+    Spec("active_days_30d", "Active days in the last 30 days", "count", True, -1, 1),
+    Spec("active_contacts_30d", "People active in the last 30 days", "count", True, -1, 1),
+    Spec("tickets_opened_90d", "Support tickets opened in the last 90 days", "count", True, 1),
+    Spec("tickets_open", "Support tickets still open", "count", True, 1),
+    Spec("nps_latest", "Latest NPS answer", "score", True, -1, 1),
+    Spec("nps_average", "Average NPS answer over the last year", "score", True, -1, 1),
+    Spec("payments_failed_90d", "Failed payments in the last 90 days", "count", True, 1),
+    Spec("revenue_90d", "Revenue in the last 90 days", "money", False),
+    Spec("value_sum_90d", "Sum of event values in the last 90 days", "number", False),
+    Spec("plan", "Plan", "category", False),
+    Spec("segment", "Segment", "category", False),
+    Spec("mrr", "MRR", "money", False),
+    Spec("tenure_days", "Days as a customer", "days", False),
+    Spec("contacts", "Contacts", "count", True),
+    Spec("contacts_{role}", "Contacts who are {role}", "count", True),
+    Spec(
+        "executive_sponsor_active_30d",
+        "Executive sponsor active in the last 30 days",
+        "flag",
+        True,
+        -1,
+        1,
+    ),
+    Spec("trait_{trait}", "{Trait}", "number", False),
+    Spec("trait_{trait}:category", "{Trait}", "category", False),
+)
+SPEC = {s.key: s for s in SPECS}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature of a catalog: its name, its spec, and what it is about."""
+
+    name: str
+    spec: Spec
+    about: str | None = None  # the event type, role or trait key
+    window: int | None = None
+
+    @property
+    def words(self) -> str:
+        about = (self.about or "").replace("_", " ")
+        return self.spec.words.format(
+            type=about,
+            Type=about.capitalize(),
+            role=about,
+            Trait=about.capitalize(),
+            window=self.window,
+        )
+
+    def show(self, value: Any) -> str:
+        """A value of this feature as a person reads it."""
+        if value is None:
+            return "unknown"
+        if isinstance(value, str):
+            return value
+        unit = self.spec.unit
+        if unit == "flag":
+            return "yes" if value >= 0.5 else "no"
+        if unit == "trend":
+            return f"{math.exp(value) - 1:+.0%}"
+        if abs(value - round(value)) < 1e-9:
+            return f"{round(value):,}"
+        return f"{value:,.1f}"
+
+
+def _features(
+    event_types: tuple[str, ...],
+    roles: tuple[str, ...],
+    numeric_traits: tuple[str, ...],
+    string_traits: tuple[str, ...],
+) -> list[Feature]:
+    found: list[Feature] = []
+    for kind in event_types:
+        found += [
+            Feature(f"events_{kind}_{w}d", SPEC["events_{type}_{window}d"], kind, w)
+            for w in WINDOWS
+        ]
+        found.append(Feature(f"events_{kind}_trend", SPEC["events_{type}_trend"], kind))
+        found.append(Feature(f"days_since_{kind}", SPEC["days_since_{type}"], kind))
+    fixed = [s for s in SPECS if "{" not in s.key]
+    found += [Feature(s.key, s) for s in fixed if s.key != "executive_sponsor_active_30d"]
+    found += [Feature(f"contacts_{role}", SPEC["contacts_{role}"], role) for role in roles]
+    found.append(Feature("executive_sponsor_active_30d", SPEC["executive_sponsor_active_30d"]))
+    found += [Feature(f"trait_{t}", SPEC["trait_{trait}"], t) for t in numeric_traits]
+    found += [Feature(f"trait_{t}", SPEC["trait_{trait}:category"], t) for t in string_traits]
+    return found
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Which features exist: fixed at training, stored in the manifest, reused to score."""
+
+    event_types: tuple[str, ...]
+    numeric_traits: tuple[str, ...]
+    string_traits: dict[str, tuple[str, ...]]
+    plans: tuple[str, ...]
+    segments: tuple[str, ...]
+    roles: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    names: tuple[str, ...] = field(init=False)
+    features: dict[str, Feature] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        every = _features(
+            self.event_types, self.roles, self.numeric_traits, tuple(self.string_traits)
+        )
+        kept = {f.name: f for f in every if self._wanted(f.name)}
+        object.__setattr__(self, "features", kept)
+        object.__setattr__(self, "names", tuple(kept))
+
+    def _wanted(self, name: str) -> bool:
+        if self.include and not any(fnmatch.fnmatch(name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatch(name, p) for p in self.exclude)
+
+    def feature(self, name: str) -> Feature:
+        return self.features[name]
+
+    def levels(self) -> dict[str, tuple[str, ...]]:
+        """Categorical features and their levels; a value's code is its index."""
+        levels = {"plan": self.plans, "segment": self.segments}
+        levels |= {f"trait_{t}": v for t, v in self.string_traits.items()}
+        return {name: v for name, v in levels.items() if name in self.names}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("names")
+        data.pop("features")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
+        return cls(
+            event_types=tuple(data["event_types"]),
+            numeric_traits=tuple(data["numeric_traits"]),
+            string_traits={k: tuple(v) for k, v in data["string_traits"].items()},
+            plans=tuple(data["plans"]),
+            segments=tuple(data["segments"]),
+            roles=tuple(data["roles"]),
+            include=tuple(data.get("include", ())),
+            exclude=tuple(data.get("exclude", ())),
+        )

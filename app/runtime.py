@@ -1,0 +1,36 @@
+"""What one API process holds while it runs, typed: settings, the database pool, caches, limits,
+the model cache and the change listener. Routers and dependencies reach it with `of(request)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from app import auth, ingest, notifications, partitions
+    from app.ml import serving
+    from app.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    key_cache: auth.KeyCache
+    limits: auth.Limits
+    bootstrap_key_hash: str | None  # CUSTINTEL_BOOTSTRAP_ADMIN_KEY, hashed
+    known_ids: ingest.KnownIds
+    models: serving.Models
+    listener: notifications.Listener
+    migration_head: str | None
+    # Opened by the lifespan, before the first request.
+    pool: asyncpg.Pool = field(init=False)
+    partitions: partitions.PartitionManager = field(init=False)
+
+
+def of(connection: HTTPConnection) -> Runtime:
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
