@@ -197,6 +197,85 @@ async def _resolve_accounts(
     return by_contact, by_email
 
 
+def _event_row(
+    ev: EventIn,
+    event_id: str,
+    result: ItemResult,
+    *,
+    now: datetime,
+    tolerance: timedelta,
+    by_contact: dict[str, str],
+    by_email: dict[str, tuple[str, str]],
+) -> tuple[tuple[Any, ...], bytes] | None:
+    """A valid event's row (in EVENT_COLUMNS order, ready for COPY) and the digest of what the
+    caller sent; None, with the result rejected and saying why, for an invalid one."""
+    occurred_at = parse_timestamp(ev["occurred_at"])
+    problem = (
+        "occurred_at is not a real moment"
+        if occurred_at is None
+        else check_moment(occurred_at, now=now, tolerance=tolerance)
+    )
+    if problem is not None:
+        result.reject("occurred_at", problem)
+        return None
+    assert occurred_at is not None
+    email = ev.get("email")
+    email = email.lower() if email else None
+    account_id, contact_id = ev.get("account_id"), ev.get("contact_id")
+    if account_id is None and contact_id is not None:
+        account_id = by_contact.get(contact_id)
+        if account_id is None:
+            result.reject(
+                "contact_id", f"unknown contact_id {contact_id!r}: send account_id with it"
+            )
+            return None
+    elif account_id is None and email is not None:
+        found = by_email.get(email)
+        if found is None:
+            result.reject(
+                "email", f"unknown email {email!r}: send account_id or contact_id with it"
+            )
+            return None
+        contact_id, account_id = found
+    elif account_id is None:
+        result.reject("account_id", "an event needs account_id, contact_id or email")
+        return None
+    properties = ev.get("properties") or {}
+    if jsonbody.nested_deeper(properties, MAX_NESTING):
+        result.reject("properties", f"properties are nested deeper than {MAX_NESTING} levels")
+        return None
+    try:
+        properties_json = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        result.reject("properties", "numbers in properties must fit in 64 bits")
+        return None
+    # The digest is of what the caller sent; the instant, not its spelling, is compared.
+    head = (
+        ev["type"],
+        ev.get("source"),
+        occurred_at.timestamp(),
+        ev.get("account_id"),
+        ev.get("contact_id"),
+        email,
+        ev.get("value"),
+        ev.get("text"),
+    )
+    digest = hashlib.sha256(orjson.dumps(head) + properties_json).digest()
+    row = (
+        event_id,
+        occurred_at,
+        account_id,
+        contact_id,
+        email,
+        ev["type"],
+        ev.get("source"),
+        ev.get("value"),
+        properties_json.decode(),
+        ev.get("text"),
+    )  # in EVENT_COLUMNS order, ready for COPY
+    return row, digest
+
+
 async def ingest_events(
     conn: asyncpg.Connection,
     events: Sequence[tuple[int, EventIn]],
@@ -217,58 +296,19 @@ async def ingest_events(
         event_id = ev.get("event_id") or uuid.uuid4().hex
         result = ItemResult(index, event_id, "accepted")
         results.append(result)
-        occurred_at = parse_timestamp(ev["occurred_at"])
-        problem = (
-            "occurred_at is not a real moment"
-            if occurred_at is None
-            else check_moment(occurred_at, now=now, tolerance=tolerance)
+        prepared = _event_row(
+            ev,
+            event_id,
+            result,
+            now=now,
+            tolerance=tolerance,
+            by_contact=by_contact,
+            by_email=by_email,
         )
-        if problem is not None:
-            result.reject("occurred_at", problem)
+        if prepared is None:
             continue
-        assert occurred_at is not None
-        email = ev.get("email")
-        email = email.lower() if email else None
-        account_id, contact_id = ev.get("account_id"), ev.get("contact_id")
-        if account_id is None and contact_id is not None:
-            account_id = by_contact.get(contact_id)
-            if account_id is None:
-                result.reject(
-                    "contact_id", f"unknown contact_id {contact_id!r}: send account_id with it"
-                )
-                continue
-        elif account_id is None and email is not None:
-            found = by_email.get(email)
-            if found is None:
-                result.reject(
-                    "email", f"unknown email {email!r}: send account_id or contact_id with it"
-                )
-                continue
-            contact_id, account_id = found
-        elif account_id is None:
-            result.reject("account_id", "an event needs account_id, contact_id or email")
-            continue
-        properties = ev.get("properties") or {}
-        if jsonbody.nested_deeper(properties, MAX_NESTING):
-            result.reject("properties", f"properties are nested deeper than {MAX_NESTING} levels")
-            continue
-        try:
-            properties_json = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            result.reject("properties", "numbers in properties must fit in 64 bits")
-            continue
-        # The digest is of what the caller sent; the instant, not its spelling, is compared.
-        head = (
-            ev["type"],
-            ev.get("source"),
-            occurred_at.timestamp(),
-            ev.get("account_id"),
-            ev.get("contact_id"),
-            email,
-            ev.get("value"),
-            ev.get("text"),
-        )
-        digest = hashlib.sha256(orjson.dumps(head) + properties_json).digest()
+        row, digest = prepared
+        account_id, contact_id = row[2], row[3]
         earlier = rows.get(event_id)
         if earlier is not None:  # the same id twice in one request
             if earlier[2] == digest:
@@ -280,18 +320,6 @@ async def ingest_events(
                     conflict=True,
                 )
             continue
-        row = (
-            event_id,
-            occurred_at,
-            account_id,
-            contact_id,
-            email,
-            ev["type"],
-            ev.get("source"),
-            ev.get("value"),
-            properties_json.decode(),
-            ev.get("text"),
-        )  # in EVENT_COLUMNS order, ready for COPY
         rows[event_id] = (result, row, digest)
         accounts.add(account_id)
         if contact_id is not None and contact_id not in contacts:

@@ -154,7 +154,15 @@ async def wait(pool: asyncpg.Pool, job_id: str, *, within: float) -> Job:
         await asyncio.sleep(0.25)
 
 
+# One statement per poll: a cancelled job whose worker died ends as cancelled (the CTE; those rows
+# are not claimable, so the two updates never touch the same row), and the oldest claimable job
+# is taken.
 _CLAIM = f"""
+WITH ended AS (
+    UPDATE jobs SET status = 'cancelled', finished_at = now()
+    WHERE status = 'running' AND cancel_requested_at IS NOT NULL
+      AND heartbeat_at < now() - make_interval(secs => $1)
+)
 UPDATE jobs SET status = 'running', started_at = now(), heartbeat_at = now(),
                 attempts = attempts + 1, error = NULL
 WHERE job_id = (
@@ -173,11 +181,6 @@ RETURNING {_COLUMNS}
 async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> Job | None:
     """Take the oldest queued job, or one whose worker stopped beating; fail it for good when it
     has been tried MAX_ATTEMPTS times. A cancelled job whose worker died ends as cancelled."""
-    await conn.execute(
-        "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE status = 'running' "
-        "AND cancel_requested_at IS NOT NULL AND heartbeat_at < now() - make_interval(secs => $1)",
-        stale,
-    )
     while True:
         row = await conn.fetchrow(_CLAIM, stale)
         if row is None:
@@ -354,17 +357,26 @@ async def _run(
 async def _watch(
     pool: asyncpg.Pool, job_id: str, *, stale: float, limit: float
 ) -> Literal["cancelled", "timed_out"]:
-    """Beat the job's heartbeat until it is cancelled or out of time, and say which."""
+    """Beat the job's heartbeat (every stale / 6 seconds) until it is cancelled or out of time,
+    and say which. A cancel is looked for every second, with a read."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
+    every = stale / 6
+    beaten = loop.time()
     while True:
-        await asyncio.sleep(max(0.0, min(stale / 6, 1.0, deadline - loop.time())))
+        await asyncio.sleep(max(0.0, min(every, 1.0, deadline - loop.time())))
         async with pool.acquire() as conn:
-            cancelled = await conn.fetchval(
-                "UPDATE jobs SET heartbeat_at = now() WHERE job_id = $1 "
-                "RETURNING cancel_requested_at IS NOT NULL",
-                job_id,
-            )
+            if loop.time() - beaten >= every:
+                beaten = loop.time()
+                cancelled = await conn.fetchval(
+                    "UPDATE jobs SET heartbeat_at = now() WHERE job_id = $1 "
+                    "RETURNING cancel_requested_at IS NOT NULL",
+                    job_id,
+                )
+            else:
+                cancelled = await conn.fetchval(
+                    "SELECT cancel_requested_at IS NOT NULL FROM jobs WHERE job_id = $1", job_id
+                )
         if cancelled:
             return "cancelled"
         if loop.time() >= deadline:

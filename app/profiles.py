@@ -228,6 +228,18 @@ async def _trait_keys(
     return _TraitKeys(kind, {r[0] for r in known}, count, limit)
 
 
+@dataclass
+class _Plan:
+    """What a batch will write, decided in Python from the locked rows."""
+
+    states: dict[str, dict[str, Any]]  # each profile's fields after the batch
+    observed: dict[str, datetime | None]  # the newest observation folded into each
+    kept: list[Item] = field(default_factory=list)  # accepted items, replays included
+    recorded: list[Item] = field(default_factory=list)  # accepted items new to history
+    refold: set[str] = field(default_factory=set)  # profiles that got an older observation
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+
 async def upsert(
     conn: asyncpg.Connection,
     kind: Kind,
@@ -249,64 +261,16 @@ async def upsert(
         created = await conn.fetch(_CREATE[kind], ids, [first_owner[p] for p in ids], now)
     else:
         created = await conn.fetch(_CREATE[kind], ids, now)
-    created_ids = {r[0] for r in created}
     rows = {r[0]: r for r in await conn.fetch(_LOCK[kind], ids)}
-    replays: set[tuple[str, datetime, bytes]] = {
+    replays = {
         (r[0], r[1], _canonical(orjson.loads(r[2])))
         for r in await conn.fetch(
             _REPLAYS[kind], [i.profile_id for i in items], [i.observed_at for i in items]
         )
     }
     keys = await _trait_keys(conn, kind, items, limits.overall)
-    states = {p: _state(kind, rows[p]) for p in ids}
-    observed = {p: rows[p]["observed_at"] for p in ids}
-    refold: set[str] = set()
-    touched: set[str] = set()
-    recorded: list[Item] = []
-    problems: list[tuple[int, str]] = []
-    kept: list[Item] = []
-    for it in items:
-        mark = (it.profile_id, it.observed_at, _canonical(it.changes))
-        if mark in replays:  # the same upsert again: nothing new to record
-            kept.append(it)
-            continue
-        state = states[it.profile_id]
-        added = {k for k, v in (it.changes.get("traits") or {}).items() if v is not None}
-        held = set(state["traits"]) | added
-        if len(held) > limits.per_profile:
-            problems.append(
-                (
-                    it.index,
-                    f"this {kind} would hold {len(held)} trait keys; at most "
-                    f"{limits.per_profile} (CUSTINTEL_MAX_TRAITS_PER_PROFILE): remove some with "
-                    "null values first",
-                )
-            )
-            continue
-        problem = keys.admit(added)
-        if problem is not None:
-            problems.append((it.index, problem))
-            continue
-        replays.add(mark)
-        recorded.append(it)
-        kept.append(it)
-        touched.add(it.profile_id)
-        newest = observed[it.profile_id]
-        if newest is None or it.observed_at >= newest:
-            apply_changes(state, it.changes)
-            observed[it.profile_id] = it.observed_at
-        else:
-            refold.add(it.profile_id)
-    # Profiles made for refused items only are taken back, so a refused item leaves no trace.
-    kept_ids = {i.profile_id for i in kept}
-    unused = sorted(created_ids - kept_ids)
-    if unused:
-        await conn.execute(_DROP[kind], unused)
-    if kind == "contact":
-        unused_accounts = sorted(created_accounts - {i.changes["account_id"] for i in kept})
-        unused_accounts = [a for a in unused_accounts if a not in _owners(states, kept_ids)]
-        if unused_accounts:
-            await conn.execute(_DROP["account"], unused_accounts)
+    plan = _plan(kind, items, rows, replays, keys, limits)
+    await _take_back(conn, kind, plan, {r[0] for r in created}, created_accounts)
     if keys.new:
         await conn.execute(
             "INSERT INTO trait_keys (kind, key) SELECT $1, k FROM unnest($2::text[]) AS k "
@@ -314,7 +278,84 @@ async def upsert(
             kind,
             keys.new,
         )
-    if recorded:
+    current = await _write(conn, kind, plan, rows, now=now)
+    if kind == "contact":
+        await _link(conn, plan.kept, current, now=now)
+    return Outcome(current, len(plan.kept), sorted(plan.problems))
+
+
+def _plan(
+    kind: Kind,
+    items: Sequence[Item],
+    rows: dict[str, asyncpg.Record],
+    replays: set[tuple[str, datetime, bytes]],
+    keys: _TraitKeys,
+    limits: TraitLimits,
+) -> _Plan:
+    plan = _Plan(
+        {p: _state(kind, r) for p, r in rows.items()},
+        {p: r["observed_at"] for p, r in rows.items()},
+    )
+    for it in items:
+        mark = (it.profile_id, it.observed_at, _canonical(it.changes))
+        if mark in replays:  # the same upsert again: nothing new to record
+            plan.kept.append(it)
+            continue
+        state = plan.states[it.profile_id]
+        added = {k for k, v in (it.changes.get("traits") or {}).items() if v is not None}
+        held = set(state["traits"]) | added
+        problem = (
+            keys.admit(added)
+            if len(held) <= limits.per_profile
+            else (
+                f"this {kind} would hold {len(held)} trait keys; at most {limits.per_profile} "
+                "(CUSTINTEL_MAX_TRAITS_PER_PROFILE): remove some with null values first"
+            )
+        )
+        if problem is not None:
+            plan.problems.append((it.index, problem))
+            continue
+        replays.add(mark)
+        plan.recorded.append(it)
+        plan.kept.append(it)
+        newest = plan.observed[it.profile_id]
+        if newest is None or it.observed_at >= newest:
+            apply_changes(state, it.changes)
+            plan.observed[it.profile_id] = it.observed_at
+        else:
+            plan.refold.add(it.profile_id)
+    return plan
+
+
+async def _take_back(
+    conn: asyncpg.Connection,
+    kind: Kind,
+    plan: _Plan,
+    created: set[str],
+    created_accounts: set[str],
+) -> None:
+    """Profiles made for refused items only are deleted again, so a refused item leaves no
+    trace."""
+    kept = {i.profile_id for i in plan.kept}
+    if unused := sorted(created - kept):
+        await conn.execute(_DROP[kind], unused)
+    if kind == "contact":
+        owners = {i.changes["account_id"] for i in plan.kept} | _owners(plan.states, kept)
+        if unused_accounts := sorted(created_accounts - owners):
+            await conn.execute(_DROP["account"], unused_accounts)
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    kind: Kind,
+    plan: _Plan,
+    rows: dict[str, asyncpg.Record],
+    *,
+    now: datetime,
+) -> dict[str, dict[str, Any]]:
+    """Insert the new history, fold it again where an older observation arrived, update the
+    profiles; the profiles of the kept items as they are now."""
+    if recorded := plan.recorded:
         args: list[Any] = [
             [i.profile_id for i in recorded],
             [i.observed_at for i in recorded],
@@ -323,20 +364,18 @@ async def upsert(
         if kind == "contact":
             args.append([i.changes["account_id"] for i in recorded])
         await conn.execute(_RECORD[kind], *args)
-    if refold:
+    if plan.refold:
         folded: dict[str, list[dict[str, Any]]] = {}
-        for r in await conn.fetch(_HISTORY[kind], sorted(refold)):
+        for r in await conn.fetch(_HISTORY[kind], sorted(plan.refold)):
             folded.setdefault(r[0], []).append(orjson.loads(r[1]))
         for profile_id, history in folded.items():
-            states[profile_id] = fold(history)
-    current = {p: _view(rows[p]) for p in kept_ids}
-    if touched:
-        order = sorted(touched)
-        for r in await conn.fetch(_UPDATE[kind], *_update_args(kind, order, states, observed, now)):
+            plan.states[profile_id] = fold(history)
+    current = {i.profile_id: _view(rows[i.profile_id]) for i in plan.kept}
+    if touched := sorted({i.profile_id for i in recorded}):
+        args = _update_args(kind, touched, plan.states, plan.observed, now)
+        for r in await conn.fetch(_UPDATE[kind], *args):
             current[r[0]] = _view(r)
-    if kind == "contact":
-        await _link(conn, kept, current, now=now)
-    return Outcome(current, len(kept), sorted(problems))
+    return current
 
 
 def _owners(states: dict[str, dict[str, Any]], kept: set[str]) -> set[str]:

@@ -130,50 +130,7 @@ def _account(
     usage: float,
     switch_at: datetime | None,
 ) -> None:
-    segment = _segment(rng)
-    size = {"enterprise": 12, "mid-market": 6, "smb": 3}[segment]
-    mrr = round(
-        {"enterprise": 8000, "mid-market": 1500, "smb": 150}[segment] * rng.lognormvariate(0, 0.35),
-        2,
-    )
-    plan = {
-        "enterprise": "enterprise",
-        "mid-market": rng.choice(["pro", "business"]),
-        "smb": rng.choice(["starter", "pro"]),
-    }[segment]
-    joined = start - timedelta(days=rng.randint(10, 700))
-    world.accounts.append(
-        {
-            "account_id": account_id,
-            "name": f"Company {account_id[-5:]}",
-            "segment": segment,
-            "plan": plan,
-            "mrr": mrr,
-            "owner_email": f"csm{rng.randint(1, 8)}@vendor.example",
-            "traits": {
-                "seats": size * rng.randint(2, 6),
-                "region": rng.choice(["eu", "na", "apac"]),
-                "industry": rng.choice(["retail", "finance", "health", "software"]),
-            },
-            "observed_at": joined.isoformat(),
-        }
-    )
-    people = []
-    if segment != "smb":
-        people.append((f"{account_id}-sponsor", "executive_sponsor"))
-    people += [(f"{account_id}-admin{i}", "admin") for i in range(1 + size // 10)]
-    people += [(f"{account_id}-user{i}", "end_user") for i in range(size)]
-    for contact_id, role in people:
-        world.contacts.append(
-            {
-                "contact_id": contact_id,
-                "account_id": account_id,
-                "role": role,
-                "email": f"{contact_id}@{account_id}.example",
-                "observed_at": joined.isoformat(),
-            }
-        )
-    users = [c for c, r in people if r != "executive_sponsor"]
+    segment, mrr, joined, users = _profile(world, rng, account_id, start=start)
 
     # The latent course of the year: whether and when trouble starts (of the segment's own kind)
     # and whether and when usage starts to grow. Both arrive at a constant rate, before the
@@ -225,38 +182,8 @@ def _account(
             world.events.append(
                 _event(rng, account_id, f"{account_id}-sponsor", "login", day, week_end)
             )
-        ticket_rate = 0.15 + (0.9 if tickets_pile and troubled else 0.0)
-        for _ in range(_poisson(rng, ticket_rate)):
-            ticket_n += 1
-            ticket_id = f"{account_id}-T{ticket_n}"
-            opened = _event(
-                rng,
-                account_id,
-                rng.choice(users),
-                "ticket_opened",
-                day,
-                week_end,
-                source="zendesk",
-                text=rng.choice(COMPLAINTS),
-                properties={
-                    "ticket_id": ticket_id,
-                    "priority": rng.choice(["low", "normal", "high"]),
-                },
-            )
-            world.events.append(opened)
-            if not (tickets_pile and troubled) or rng.random() < 0.2:
-                closed_at = datetime.fromisoformat(opened["occurred_at"]) + timedelta(
-                    days=rng.uniform(0.2, 6)
-                )
-                if closed_at < end:
-                    world.events.append(
-                        {
-                            **opened,
-                            "type": "ticket_closed",
-                            "text": None,
-                            "occurred_at": closed_at.isoformat(),
-                        }
-                    )
+        piling = tickets_pile and troubled
+        ticket_n = _tickets(world, rng, account_id, users, day, week_end, end, piling, ticket_n)
         if rng.random() < 1 / 13:  # about quarterly
             warm = growing or rng.random() < 0.6
             score = rng.randint(9, 10) if warm else rng.randint(5, 8)
@@ -302,6 +229,117 @@ def _account(
         ):
             expanded_at = week_end - timedelta(hours=rng.uniform(1, 100))
         day = week_end
+    _outcomes(world, account_id, mrr, joined, start, end, churned_at, expanded_at)
+
+
+def _profile(
+    world: World, rng: random.Random, account_id: str, *, start: datetime
+) -> tuple[str, float, datetime, list[str]]:
+    """The account and its contacts as first observed: segment, MRR, when it joined, users."""
+    segment = _segment(rng)
+    size = {"enterprise": 12, "mid-market": 6, "smb": 3}[segment]
+    mrr = round(
+        {"enterprise": 8000, "mid-market": 1500, "smb": 150}[segment] * rng.lognormvariate(0, 0.35),
+        2,
+    )
+    plan = {
+        "enterprise": "enterprise",
+        "mid-market": rng.choice(["pro", "business"]),
+        "smb": rng.choice(["starter", "pro"]),
+    }[segment]
+    joined = start - timedelta(days=rng.randint(10, 700))
+    world.accounts.append(
+        {
+            "account_id": account_id,
+            "name": f"Company {account_id[-5:]}",
+            "segment": segment,
+            "plan": plan,
+            "mrr": mrr,
+            "owner_email": f"csm{rng.randint(1, 8)}@vendor.example",
+            "traits": {
+                "seats": size * rng.randint(2, 6),
+                "region": rng.choice(["eu", "na", "apac"]),
+                "industry": rng.choice(["retail", "finance", "health", "software"]),
+            },
+            "observed_at": joined.isoformat(),
+        }
+    )
+    people = []
+    if segment != "smb":
+        people.append((f"{account_id}-sponsor", "executive_sponsor"))
+    people += [(f"{account_id}-admin{i}", "admin") for i in range(1 + size // 10)]
+    people += [(f"{account_id}-user{i}", "end_user") for i in range(size)]
+    for contact_id, role in people:
+        world.contacts.append(
+            {
+                "contact_id": contact_id,
+                "account_id": account_id,
+                "role": role,
+                "email": f"{contact_id}@{account_id}.example",
+                "observed_at": joined.isoformat(),
+            }
+        )
+    return segment, mrr, joined, [c for c, r in people if r != "executive_sponsor"]
+
+
+def _tickets(
+    world: World,
+    rng: random.Random,
+    account_id: str,
+    users: list[str],
+    day: datetime,
+    week_end: datetime,
+    end: datetime,
+    piling: bool,
+    ticket_n: int,
+) -> int:
+    """A week's support tickets (more, and fewer closed, while they pile up); the count so far."""
+    ticket_rate = 0.15 + (0.9 if piling else 0.0)
+    for _ in range(_poisson(rng, ticket_rate)):
+        ticket_n += 1
+        ticket_id = f"{account_id}-T{ticket_n}"
+        opened = _event(
+            rng,
+            account_id,
+            rng.choice(users),
+            "ticket_opened",
+            day,
+            week_end,
+            source="zendesk",
+            text=rng.choice(COMPLAINTS),
+            properties={
+                "ticket_id": ticket_id,
+                "priority": rng.choice(["low", "normal", "high"]),
+            },
+        )
+        world.events.append(opened)
+        if not piling or rng.random() < 0.2:
+            closed_at = datetime.fromisoformat(opened["occurred_at"]) + timedelta(
+                days=rng.uniform(0.2, 6)
+            )
+            if closed_at < end:
+                world.events.append(
+                    {
+                        **opened,
+                        "type": "ticket_closed",
+                        "text": None,
+                        "occurred_at": closed_at.isoformat(),
+                    }
+                )
+    return ticket_n
+
+
+def _outcomes(
+    world: World,
+    account_id: str,
+    mrr: float,
+    joined: datetime,
+    start: datetime,
+    end: datetime,
+    churned_at: datetime | None,
+    expanded_at: datetime | None,
+) -> None:
+    """Churned, or else expanded (with the new MRR observed) and renewed on its anniversary."""
     if churned_at is not None:
         world.outcomes.append(
             {
