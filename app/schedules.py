@@ -14,9 +14,9 @@ import logging
 from datetime import datetime, timedelta
 
 import asyncpg
-import orjson
 
 from app import jobs
+from app.ml import registry
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ def _slot(name: str, now: datetime, every: timedelta) -> str:
 async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: datetime) -> list[str]:
     """Enqueue whatever is due at `now`; the slots this call created."""
     created = []
-    active = await conn.fetch(
-        "SELECT model_id, target, horizon_days, label, activated_at FROM models "
-        "WHERE status = 'active' ORDER BY target"
-    )
+    active = await registry.all_active(conn)
     if settings.rescore_every_hours > 0 and active:
         slot = _slot("score", now, timedelta(hours=settings.rescore_every_hours))
         if await jobs.enqueue_once(conn, kind="score", params={}, slot=slot):
@@ -57,14 +54,14 @@ async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: date
     if settings.retrain_every_days > 0:
         every = timedelta(days=settings.retrain_every_days)
         for model in active:
-            if model["activated_at"] is not None and now - model["activated_at"] < every:
+            if model.activated_at is not None and now - model.activated_at < every:
                 continue
             params = {
-                "target": model["target"],
-                "horizon_days": model["horizon_days"],
-                "label": orjson.loads(model["label"]),
+                "target": model.target,
+                "horizon_days": model.horizon_days,
+                "label": model.label,
             }
-            slot = _slot(f"train:{model['target']}", now, every)
+            slot = _slot(f"train:{model.target}", now, every)
             if await jobs.enqueue_once(conn, kind="train", params=params, slot=slot):
                 created.append(slot)
     return created

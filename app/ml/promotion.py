@@ -192,11 +192,8 @@ async def activate(
     """Make model_id the active model of target (in the caller's transaction); the previous
     active model is retired and recorded as replaced. Returns the replaced model's id."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", target)
-    previous = await conn.fetchval(
-        "SELECT model_id FROM models WHERE target = $1 AND status = 'active' AND model_id <> $2",
-        target,
-        model_id,
-    )
+    current = await registry.active(conn, target)
+    previous = current.model_id if current is not None and current.model_id != model_id else None
     if previous is not None:
         await conn.execute(
             "UPDATE models SET status = 'retired', status_reason = $2 WHERE model_id = $1",
@@ -218,41 +215,38 @@ async def activate(
             target=model_id,
             details={"target": target, "replaced": previous, "reason": reason},
         )
-    return str(previous) if previous is not None else None
+    return previous
 
 
 async def rollback(conn: asyncpg.Connection, *, target: str, actor: str) -> str:
     """Put back the model the active one replaced (in the caller's transaction); returns its
     id."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", target)
-    row = await conn.fetchrow(
-        "SELECT model_id, replaced_model_id FROM models WHERE target = $1 AND status = 'active'",
-        target,
-    )
-    if row is None:
+    current = await registry.active(conn, target)
+    if current is None:
         raise errors.NotFound(f"No active model for target {target!r}.")
-    if row["replaced_model_id"] is None:
+    if current.replaced_model_id is None:
         raise errors.Conflict(
-            f"The active model {row['model_id']} replaced none: there is nothing to roll back to."
+            f"The active model {current.model_id} replaced none: there is nothing to roll back to."
         )
-    restored = str(row["replaced_model_id"])
+    restored = current.replaced_model_id
     await conn.execute(
         "UPDATE models SET status = 'retired', status_reason = $2 WHERE model_id = $1",
-        row["model_id"],
+        current.model_id,
         f"rolled back by {actor}",
     )
     await conn.execute(
         "UPDATE models SET status = 'active', activated_at = now(), status_reason = $2 "
         "WHERE model_id = $1",
         restored,
-        f"restored by {actor}, rolling back {row['model_id']}",
+        f"restored by {actor}, rolling back {current.model_id}",
     )
     await audit.record(
         conn,
         actor=actor,
         action="model.rolled_back",
         target=restored,
-        details={"target": target, "retired": row["model_id"]},
+        details={"target": target, "retired": current.model_id},
     )
     return restored
 

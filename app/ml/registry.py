@@ -20,6 +20,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -270,15 +271,32 @@ class Record:
     model_id: str
     target: str
     path: Path
+    horizon_days: int
+    label: dict[str, Any]  # the label it was trained on (schemas.models.Label, as JSON)
+    activated_at: datetime | None
+    replaced_model_id: str | None  # the model it replaced as active, which a rollback restores
+
+
+def _record(row: asyncpg.Record) -> Record:
+    return Record(
+        row["model_id"],
+        row["target"],
+        Path(row["path"]),
+        row["horizon_days"],
+        orjson.loads(row["label"]),
+        row["activated_at"],
+        row["replaced_model_id"],
+    )
 
 
 async def active(conn: asyncpg.Connection, target: str) -> Record | None:
     """The model that scores `target` now."""
     row = await conn.fetchrow(
-        "SELECT model_id, target, path FROM models WHERE target = $1 AND status = 'active'",
+        "SELECT model_id, target, path, horizon_days, label, activated_at, replaced_model_id "
+        "FROM models WHERE target = $1 AND status = 'active'",
         target,
     )
-    return None if row is None else Record(row["model_id"], row["target"], Path(row["path"]))
+    return None if row is None else _record(row)
 
 
 async def all_active(
@@ -286,31 +304,32 @@ async def all_active(
 ) -> list[Record]:
     """The active model of every target (of `targets`, when given), by target."""
     rows = await conn.fetch(
-        "SELECT model_id, target, path FROM models WHERE status = 'active' "
+        "SELECT model_id, target, path, horizon_days, label, activated_at, replaced_model_id "
+        "FROM models WHERE status = 'active' "
         "AND ($1::text[] IS NULL OR target = ANY($1::text[])) ORDER BY target",
         None if targets is None else list(targets),
     )
-    return [Record(r["model_id"], r["target"], Path(r["path"])) for r in rows]
+    return [_record(r) for r in rows]
 
 
 async def located(conn: asyncpg.Connection, model_id: str) -> Record:
-    """The model's target and folder; NotFound when there is no such model."""
+    """The model's record; NotFound when there is no such model."""
     row = await conn.fetchrow(
-        "SELECT model_id, target, path FROM models WHERE model_id = $1", model_id
+        "SELECT model_id, target, path, horizon_days, label, activated_at, replaced_model_id "
+        "FROM models WHERE model_id = $1",
+        model_id,
     )
     if row is None:
         raise errors.NotFound(f"No model {model_id!r}.")
-    return Record(row["model_id"], row["target"], Path(row["path"]))
+    return _record(row)
 
 
 async def replaced_by_active(conn: asyncpg.Connection, target: str) -> Record | None:
     """The model that the target's active model replaced, which a rollback would put back."""
-    row = await conn.fetchrow(
-        "SELECT p.model_id, p.target, p.path FROM models a JOIN models p "
-        "ON p.model_id = a.replaced_model_id WHERE a.target = $1 AND a.status = 'active'",
-        target,
-    )
-    return None if row is None else Record(row["model_id"], row["target"], Path(row["path"]))
+    current = await active(conn, target)
+    if current is None or current.replaced_model_id is None:
+        return None
+    return await located(conn, current.replaced_model_id)
 
 
 _MODEL_COLUMNS = (

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import numpy as np
+import pytest
 
 from app import simulator
 from app.ml import batch, drift, performance, pipeline, training
@@ -27,6 +28,7 @@ async def train(conn: asyncpg.Connection, settings: Settings, *, as_of: datetime
     return await pipeline.handler(settings)(conn, params, progress)
 
 
+@pytest.mark.slow  # trains on a simulated world: 20 s or more
 async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
@@ -51,6 +53,7 @@ async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
     assert kept["status"] == "active" and kept["comparisons"] == candidate["comparisons"]
 
 
+@pytest.mark.slow  # trains on a simulated world: 20 s or more
 async def test_when_the_world_changes_realized_auc_falls_and_the_retrained_model_wins(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:

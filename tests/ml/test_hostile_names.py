@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from app import simulator
 from app.settings import Settings
@@ -20,6 +21,7 @@ END = datetime(2026, 6, 1, tzinfo=UTC)
 HOSTILE = ["crm:stage", 'tier{"x"}', "a,b[0]", "$\\frac{1}{0$"]
 
 
+@pytest.mark.slow  # trains on a simulated world: 20 s or more
 async def test_trait_keys_and_event_types_with_json_characters_train_score_and_explain(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:

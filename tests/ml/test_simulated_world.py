@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from app import simulator
 from app.ml import pipeline, registry
@@ -51,6 +52,7 @@ async def high_risk(
     return scores
 
 
+@pytest.mark.slow  # trains on a simulated world: 20 s or more
 async def test_churn_and_expansion_models_find_the_planted_drivers(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
