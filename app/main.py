@@ -24,7 +24,7 @@ from app import auth, db, errors, ingest, migrate, notifications, partitions, ru
 from app.api import admin, health, insights, models, profiles, scores, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, Decompress, RequestContext
-from app.ml import serving
+from app.ml import history, serving
 from app.schemas.common import JSON_VALUE_SCHEMA
 from app.schemas.insights import InsightEvent
 from app.settings import Settings, get_settings
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout = settings.db_statement_timeout_seconds or None
         state.pool = await db.create_pool(url, settings, statement_timeout=timeout)
         state.partitions = partitions.PartitionManager(state.pool)
+        state.history = history.Buffer(state.pool)
         ready = asyncio.Event()
         keeper = asyncio.create_task(_keep_partitions(state.partitions, settings, ready))
         # Serve once the first pass is done, or after a short wait when the database is away.
@@ -84,8 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keeper.cancel()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await asyncio.gather(*state.models.pending, return_exceptions=True)
-            await serving.flush(state.pool, state.models)
+            await state.history.close()
             await state.pool.close()
 
     app = FastAPI(
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=serving.Models(),
         listener=notifications.Listener(),
         migration_head=migrate.head_revision(),
+        cpu=asyncio.Semaphore(2),
     )
     app.state.runtime = state
     state.listener.subscribe(

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
+    import asyncio
+
     import asyncpg
 
     from app import auth, ingest, notifications, partitions
-    from app.ml import serving
+    from app.ml import history, serving
     from app.settings import Settings
 
 
@@ -26,8 +28,10 @@ class Runtime:
     models: serving.Models
     listener: notifications.Listener
     migration_head: str | None
+    cpu: asyncio.Semaphore  # threads doing CPU work on request (scoring), a bounded few
     # Opened by the lifespan, before the first request.
     pool: asyncpg.Pool = field(init=False)
+    history: history.Buffer = field(init=False)  # on-request scores, written behind
     partitions: partitions.PartitionManager = field(init=False)
 
 

@@ -91,6 +91,8 @@ async def _score(
     results, problems = await serving.score(
         state.pool,
         state.models,
+        kept=state.history,
+        limiter=state.cpu,
         account_ids=account_ids,
         targets=targets,
         as_of=as_of or datetime.now(UTC),

@@ -4,10 +4,15 @@ asked for as of a past moment is a question, not a new fact, and is not stored h
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import asyncpg
 import orjson
 
 from app.ml import scoring
+
+log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = (
     "account_id",
@@ -48,3 +53,46 @@ async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
             for s in scores
         ],
     )
+
+
+FLUSH_SECONDS = 0.5
+FLUSH_ROWS = 2000
+
+
+class Buffer:
+    """Scores given on request, written to the history after their response so that no request
+    waits on it: buffered and written in one COPY every FLUSH_SECONDS (or FLUSH_ROWS), and at
+    shutdown (close)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._unsaved: list[scoring.Score] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def keep(self, scores: list[scoring.Score]) -> None:
+        if not scores:
+            return
+        self._unsaved.extend(scores)
+        if len(self._unsaved) >= FLUSH_ROWS or not self._pending:
+            delay = 0.0 if len(self._unsaved) >= FLUSH_ROWS else FLUSH_SECONDS
+            task = asyncio.get_running_loop().create_task(self._flush_later(delay))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.flush()
+
+    async def flush(self) -> None:
+        scores, self._unsaved = self._unsaved, []
+        if not scores:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                await store(conn, scores)
+        except Exception:
+            log.exception("storing scores failed", extra={"scores": len(scores)})
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.flush()

@@ -1,5 +1,6 @@
 """Scores on request: the active model per target, loaded once and verified, applied to features
-computed as of the moment asked for, and every score kept in the score history."""
+computed as of the moment asked for; the scores given now are kept in the score history (a
+score as of a past moment answers a question and is not)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,6 @@ class Models:
         self._active: dict[str, tuple[str, str]] = {}  # target -> model_id, path
         self._listening = False
         self._generation = 0  # bumped on every change, so a read racing one is not cached
-        # CPU work on request runs in threads, a bounded few at a time.
-        self.limiter = asyncio.Semaphore(2)
-        # On-request scores waiting to be written to the history, and the writes under way.
-        self.unsaved: list[scoring.Score] = []
-        self.pending: set[asyncio.Task[None]] = set()
 
     def forget_active(self, *_: object) -> None:
         self._generation += 1
@@ -113,13 +109,18 @@ async def score(
     pool: asyncpg.Pool,
     models: Models,
     *,
+    kept: history.Buffer,
+    limiter: asyncio.Semaphore,
     account_ids: list[str],
     targets: list[str],
     as_of: datetime,
     as_of_given: bool,
     top: int,
 ) -> tuple[dict[str, list[scoring.Score]], dict[str, str]]:
-    """Scores per account for each target, and an error per account that cannot be scored."""
+    """Scores per account for each target, and an error per account that cannot be scored.
+    Scores given now are kept in the history; scores as of a moment the caller named
+    (as_of_given) answer a question about the past and are not. `limiter` bounds the threads
+    doing CPU work on request."""
     keys = [(a, as_of) for a in dict.fromkeys(account_ids)]
     async with pool.acquire() as conn:
         loaded = [await models.active(conn, t) for t in dict.fromkeys(targets)]
@@ -152,45 +153,13 @@ async def score(
         if len(scorable) <= INLINE_ACCOUNTS:
             scores = assemble_and_score(model)
         else:
-            async with models.limiter:
+            async with limiter:
                 scores = await asyncio.to_thread(assemble_and_score, model)
         for s in scores:
             results[s.account_id].append(s)
-    keep(pool, models, [s for per in results.values() for s in per])
+    if not as_of_given:
+        kept.keep([s for per in results.values() for s in per])
     return results, problems
-
-
-FLUSH_SECONDS = 0.5
-FLUSH_ROWS = 2000
-
-
-def keep(pool: asyncpg.Pool, models: Models, scores: list[scoring.Score]) -> None:
-    """Store scores in the history after the response, so the request does not wait on it:
-    buffered and written in one COPY every FLUSH_SECONDS (or FLUSH_ROWS), and at shutdown."""
-    if not scores:
-        return
-    models.unsaved.extend(scores)
-    if len(models.unsaved) >= FLUSH_ROWS or not models.pending:
-        delay = 0.0 if len(models.unsaved) >= FLUSH_ROWS else FLUSH_SECONDS
-        task = asyncio.get_running_loop().create_task(_flush_later(pool, models, delay))
-        models.pending.add(task)
-        task.add_done_callback(models.pending.discard)
-
-
-async def _flush_later(pool: asyncpg.Pool, models: Models, delay: float) -> None:
-    await asyncio.sleep(delay)
-    await flush(pool, models)
-
-
-async def flush(pool: asyncpg.Pool, models: Models) -> None:
-    scores, models.unsaved = models.unsaved, []
-    if not scores:
-        return
-    try:
-        async with pool.acquire() as conn:
-            await history.store(conn, scores)
-    except Exception:
-        log.exception("storing scores failed", extra={"scores": len(scores)})
 
 
 def as_dict(score: scoring.Score) -> dict[str, Any]:

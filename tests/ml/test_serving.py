@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -118,3 +119,25 @@ async def test_a_lost_listener_reconnects_and_changes_still_arrive(
     assert await served_by(client) == "m1"
     await answered_from_the_cache(client, conn)  # the cache is back on with the listener
     await until_served_by(client, "m2")
+
+
+async def test_a_score_given_now_is_kept_and_one_as_of_the_past_is_not(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, two_models: None
+) -> None:
+    await client.put(
+        "/v1/accounts/a1", json={"segment": "smb", "observed_at": "2025-01-01T00:00:00Z"}
+    )
+    past = await client.get(
+        "/v1/accounts/a1/scores", params={"target": "churn", "as_of": "2025-03-01T00:00:00Z"}
+    )
+    assert past.status_code == 200, past.text
+    now = await client.get("/v1/accounts/a1/scores", params={"target": "churn"})
+    assert now.status_code == 200, now.text
+    deadline = time.monotonic() + 10
+    while not await conn.fetchval("SELECT count(*) FROM scores"):  # written behind the answer
+        assert time.monotonic() < deadline, "the score given now was not kept"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.6)  # one more flush interval: anything else buffered is written too
+    kept = await conn.fetch("SELECT as_of FROM scores")
+    given = datetime.fromisoformat(now.json()["scores"][0]["as_of"])
+    assert [r["as_of"] for r in kept] == [given]
