@@ -15,6 +15,11 @@ class JobResult(BaseModel):
 
     model_id: str | None = Field(None, description="train: the new model.")
     status: str | None = Field(None, description="train: the new model's status.")
+    window: dict[str, Any] | None = Field(
+        None,
+        description="train: the data it used: as_of, horizon, snapshots, and stray_events (events "
+        "dated before the bulk of the data, which did not move the training window).",
+    )
     as_of: datetime | None = Field(None, description="score: the moment scored.")
     accounts: int | None = Field(None, description="score: live accounts at as_of.")
     scores: dict[str, int] | None = Field(None, description="score: scores stored per target.")
