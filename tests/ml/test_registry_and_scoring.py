@@ -133,7 +133,15 @@ def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
     assert set(catalog.features) == set(catalog.names)
     words = {n: f.words for n, f in catalog.features.items()}
     assert words["events_page:view_7d"] == "Page:view in the last 7 days"
-    assert words["days_since_login"] == "Days since the last login"
+    assert words["days_since_login"] == "Last login"
+    last = catalog.feature("days_since_login")
+    assert [last.show(v) for v in (0.01, 0.1, 1.0, 3.4, 365.0)] == [
+        "within the hour",
+        "2 hours ago",
+        "1 day ago",
+        "3 days ago",
+        "none in the last year",
+    ]
     assert words["contacts_executive_sponsor"] == "Contacts who are executive sponsor"
     assert words["trait_seats"] == "Seats" and words["trait_tier"] == "Tier"
     assert catalog.feature("trait_tier").spec.unit == "category"
