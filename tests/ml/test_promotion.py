@@ -15,15 +15,21 @@ from tests.ml.synthetic import CATALOG, world
 
 
 async def _verdict(
-    conn: asyncpg.Connection, ts: datasets.TrainingSet, folder: Path
+    conn: asyncpg.Connection,
+    ts: datasets.TrainingSet,
+    folder: Path,
+    peers: dict[str, float | None] | None = None,
 ) -> tuple[promotion.Verdict, float]:
     trained = await asyncio.to_thread(training.train, ts, training.Options(min_segment_rows=10_000))
     path = registry.write(
         folder, target="churn", model_id=folder.name, trained=trained, catalog=CATALOG, window={}
     )
+    loaded = registry.load(path)
+    if peers is not None:  # peers stronger than the ones measured on these rows
+        loaded.manifest["metrics"]["baselines"] = peers
     verdict = await promotion.gate(
         conn,
-        candidate=registry.load(path),
+        candidate=loaded,
         target="churn",
         label=datasets.default_label("churn"),
         as_of=datetime(2025, 12, 31, tzinfo=UTC),
@@ -48,3 +54,15 @@ async def test_a_model_no_better_than_chance_stays_a_candidate_even_as_the_first
     verdict, auc = await _verdict(conn, ts, tmp_path / "real")
     assert auc > promotion.MIN_AUC
     assert verdict.status == "active" and verdict.reason == "the first model of its target"
+
+
+async def test_a_model_below_its_best_baseline_stays_a_candidate(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    ts = world(n_accounts=400, snapshots=2)
+    verdict, auc = await _verdict(conn, ts, tmp_path / "measured")
+    assert verdict.status == "active"  # it beats the peers measured on its own rows
+    stronger = {"logistic_regression": auc + 0.05, "recency": None}
+    verdict, auc = await _verdict(conn, ts, tmp_path / "beaten", stronger)
+    assert verdict.status == "candidate"
+    assert f"below the logistic regression baseline's ({auc + 0.05:.3f})" in verdict.reason
