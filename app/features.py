@@ -27,9 +27,8 @@ import numpy as np
 import orjson
 
 from app import profiles
-from app.ml.catalog import WINDOWS, Catalog
+from app.ml.catalog import RECENCY_CAP_DAYS, WINDOWS, Catalog
 
-RECENCY_CAP_DAYS = 365
 LOOKBACK = timedelta(days=RECENCY_CAP_DAYS)
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"

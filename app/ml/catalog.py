@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 WINDOWS = (7, 30, 90)
+RECENCY_CAP_DAYS = 365  # days since the last event of a type: at most this, also when none
 
-# How a value is shown: count and days as whole numbers, trend as a percent change (it is a log
-# ratio), flag as yes/no, score and number with one decimal when not whole, money likewise,
-# category as its level.
-Unit = Literal["count", "days", "trend", "flag", "score", "money", "number", "category"]
+# How a value is shown: count and days as whole numbers, ago as a time since ("2 hours ago",
+# "none in the last year"), trend as a percent change (it is a log ratio), flag as yes/no, score
+# and number with one decimal when not whole, money likewise, category as its level.
+Unit = Literal["count", "days", "ago", "trend", "flag", "score", "money", "number", "category"]
 Direction = Literal[1, -1] | None  # +1: a higher value raises the target's probability
 
 
@@ -37,7 +38,7 @@ class Spec:
 SPECS: tuple[Spec, ...] = (
     Spec("events_{type}_{window}d", "{Type} in the last {window} days", "count", True),
     Spec("events_{type}_trend", "{Type} in the last 30 days against the 30 before", "trend", True),
-    Spec("days_since_{type}", "Days since the last {type}", "days", True),
+    Spec("days_since_{type}", "Last {type}", "ago", True),
     Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1),
     Spec(
         "events_trend", "Activity in the last 30 days against the 30 before", "trend", True, -1, 1
@@ -100,11 +101,23 @@ class Feature:
         unit = self.spec.unit
         if unit == "flag":
             return "yes" if value >= 0.5 else "no"
+        if unit == "ago":
+            return _ago(value)
         if unit == "trend":
             return f"{math.exp(value) - 1:+.0%}"
         if abs(value - round(value)) < 1e-9:
             return f"{round(value):,}"
         return f"{value:,.1f}"
+
+
+def _ago(days: float) -> str:
+    if days >= RECENCY_CAP_DAYS:
+        return "none in the last year"
+    if days < 1:
+        hours = round(days * 24)
+        return "within the hour" if hours < 1 else f"{hours} hour{'s' * (hours != 1)} ago"
+    whole = round(days)
+    return f"{whole} day{'s' * (whole != 1)} ago"
 
 
 def _features(

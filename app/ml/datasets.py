@@ -47,6 +47,7 @@ class TrainingSet:
     labels: np.ndarray
     snapshot_of_row: np.ndarray  # index into snapshots, per row
     snapshots: list[datetime]
+    stray_events: int = 0  # events before the bulk of the data, which did not move the window
 
 
 WARM_UP = timedelta(days=max(WINDOWS))
@@ -82,20 +83,54 @@ def snapshot_count(
     return 0
 
 
-async def first_data(conn: asyncpg.Connection, *, as_of: datetime) -> datetime | None:
-    """Where snapshots may begin: the first signal, or the first profile when there are no
-    signals. Profiles often reach back years before signals were sent (a CRM import keeps the
-    customer's start date); a snapshot before the first signal would show every account silent,
-    and a model would learn that silence is safe when it only means nobody was listening yet."""
-    value: datetime | None = await conn.fetchval(
+STRAY_GAP = timedelta(days=60)  # a silence this long before a few events sets them apart
+STRAY_SHARE = 0.01  # ... when they are fewer than this share of all events
+STRAY_FEW = 10  # ... or no more than this many
+
+
+@dataclass(frozen=True)
+class DataStart:
+    at: datetime  # where the bulk of the signals begins
+    ignored: int  # stray events before it, which do not move the training window
+
+
+async def first_data(conn: asyncpg.Connection, *, as_of: datetime) -> DataStart | None:
+    """Where snapshots may begin: where the bulk of the signals begins, or the first profile
+    when there are no signals. Profiles often reach back years before signals were sent (a CRM
+    import keeps the customer's start date); a snapshot before the first signal would show every
+    account silent, and a model would learn that silence is safe when it only means nobody was
+    listening yet. A few events dated long before the rest (a backfill, a mistyped year: at most
+    STRAY_FEW or under STRAY_SHARE of all, before a silence of STRAY_GAP) are strays: counted,
+    not followed."""
+    row = await conn.fetchrow(
         """
+        WITH days AS (
+            SELECT date_trunc('day', occurred_at) AS d, count(*) AS n
+            FROM events WHERE occurred_at <= $1 GROUP BY 1
+        ), marked AS (
+            SELECT d, d - lag(d) OVER w AS gap,
+                   coalesce(sum(n) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                     AS before,
+                   sum(n) OVER () AS total
+            FROM days WINDOW w AS (ORDER BY d)
+        ), bulk AS (
+            SELECT d, before FROM marked
+            WHERE gap > $2 AND (before <= $4 OR before < $3 * total) ORDER BY d DESC LIMIT 1
+        )
         SELECT coalesce(
-            (SELECT min(occurred_at) FROM events WHERE occurred_at <= $1),
-            (SELECT min(observed_at) FROM account_history WHERE observed_at <= $1))
+                 (SELECT min(occurred_at) FROM events WHERE occurred_at <= $1
+                    AND occurred_at >= coalesce((SELECT d FROM bulk), '-infinity')),
+                 (SELECT min(observed_at) FROM account_history WHERE observed_at <= $1)) AS at,
+               coalesce((SELECT before FROM bulk), 0) AS ignored
         """,
         as_of,
+        STRAY_GAP,
+        STRAY_SHARE,
+        STRAY_FEW,
     )
-    return value
+    if row is None or row["at"] is None:
+        return None
+    return DataStart(row["at"], int(row["ignored"]))
 
 
 async def population(
@@ -194,11 +229,13 @@ async def build(
     dates: list[datetime] | None,
     catalog: Catalog,
 ) -> TrainingSet:
+    stray = 0
     if dates is None:
         first = await first_data(conn, as_of=as_of)
         if first is None:
             raise errors.InvalidPayload(f"No data stored at or before {as_of.isoformat()}.")
-        dates = snapshot_dates(as_of=as_of, horizon=horizon, every=every, first_data=first)
+        stray = first.ignored
+        dates = snapshot_dates(as_of=as_of, horizon=horizon, every=every, first_data=first.at)
     late = [d for d in dates if d + horizon > as_of]
     if late:
         raise errors.InvalidPayload(
@@ -220,4 +257,4 @@ async def build(
         raise errors.InvalidPayload("No account existed at any snapshot.")
     frame = await features.compute(conn, catalog, keys)
     y = await labels(conn, label, keys=keys, horizon=horizon)
-    return TrainingSet(frame, y, np.array(snapshot_of_row), list(dates))
+    return TrainingSet(frame, y, np.array(snapshot_of_row), list(dates), stray)

@@ -86,7 +86,7 @@ async def check_size(
                 as_of=as_of,
                 horizon=timedelta(days=request.horizon_days),
                 every=timedelta(days=request.snapshot_every_days),
-                first_data=first,
+                first_data=first.at,
             )
         )
     if snapshots > settings.train_max_snapshots:
@@ -149,6 +149,7 @@ async def register(
         "snapshots": [d.isoformat() for d in ts.snapshots],
         "first_snapshot": ts.snapshots[0].isoformat(),
         "last_snapshot": ts.snapshots[-1].isoformat(),
+        "stray_events": ts.stray_events,  # dated before the bulk of the data: not followed
     }
     path = await asyncio.to_thread(
         registry.write,
@@ -211,4 +212,4 @@ async def register(
                     model_id,
                     f"kept as a candidate: {now_active} became active during the comparison",
                 )
-    return {"model_id": model_id, "status": status}
+    return {"model_id": model_id, "status": status, "window": window}

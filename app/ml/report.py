@@ -166,6 +166,17 @@ def _page(
                 overall["positive_rate"],
                 overall["n"],
             ],
+            *(
+                [
+                    f"baseline: {name.replace('_', ' ')}, same held-out rows",
+                    auc,
+                    None,
+                    None,
+                    None,
+                    metrics.get("n_valid"),
+                ]
+                for name, auc in sorted((metrics.get("baselines") or {}).items())
+            ),
         ],
     )
     segments = _table(

@@ -170,7 +170,14 @@ def _score(
                 name,
                 value,
                 float(parts[j]),
-                describe(loaded.catalog.feature(name), value, typical, segment),
+                describe(
+                    loaded.catalog.feature(name),
+                    value,
+                    typical,
+                    segment,
+                    contribution=float(parts[j]),
+                    target=loaded.target,
+                ),
             )
         )
     other = float(parts.sum() - sum(r.contribution for r in reasons))
@@ -199,7 +206,24 @@ def _value(name: str, raw: float, levels: dict[str, tuple[str, ...]]) -> float |
     return float(raw)
 
 
-def describe(feature: Feature, value: Any, typical: Any, segment: str | None) -> str:
-    """E.g. "Login in the last 30 days: 4 (typical for enterprise: 37)"."""
+OUTCOME_WORDS = {"churn": "churn risk", "expansion": "the chance of expansion"}
+
+
+def describe(
+    feature: Feature,
+    value: Any,
+    typical: Any,
+    segment: str | None,
+    *,
+    contribution: float,
+    target: str,
+) -> str:
+    """E.g. "Login in the last 30 days: 4 (typical for enterprise: 37); raises churn risk": the
+    direction is the sign of the feature's own contribution to this score."""
     where = f"typical for {segment}" if segment else "typical"
-    return f"{feature.words}: {feature.show(value)} ({where}: {feature.show(typical)})"
+    way = "raises" if contribution > 0 else "lowers"
+    outcome = OUTCOME_WORDS.get(target, f"the {target} score")
+    return (
+        f"{feature.words}: {feature.show(value)} ({where}: {feature.show(typical)}); "
+        f"{way} {outcome}"
+    )

@@ -34,7 +34,7 @@ from sklearn.metrics import (
 )
 
 from app import errors
-from app.ml import psi
+from app.ml import baselines, psi
 from app.ml.datasets import TrainingSet
 
 SEED = 7
@@ -345,6 +345,10 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             stats[segment] = _stats(p[rows], xs[rows], cols, options)
     held_y, held_p = y[hold_mask], p[hold_mask]
     summary = metrics(held_y, held_p)
+    used = [c for c in categorical if c in cols]
+    peers = baselines.measure(
+        xs[~hold_mask], y[~hold_mask], xs[hold_mask], held_y, names=cols, categorical=used
+    )
     gains = booster.feature_importance("gain")
     total = float(gains.sum()) or 1.0
     return Trained(
@@ -356,6 +360,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             **{k: v for k, v in summary.items() if k != "n"},
             "n_train": int(train_mask.sum()),
             "n_valid": int(hold_mask.sum()),
+            "baselines": peers,
         },
         segments=report,
         importance=sorted(

@@ -15,6 +15,11 @@ class JobResult(BaseModel):
 
     model_id: str | None = Field(None, description="train: the new model.")
     status: str | None = Field(None, description="train: the new model's status.")
+    window: dict[str, Any] | None = Field(
+        None,
+        description="train: the data it used: as_of, horizon, snapshots, and stray_events (events "
+        "dated before the bulk of the data, which did not move the training window).",
+    )
     as_of: datetime | None = Field(None, description="score: the moment scored.")
     accounts: int | None = Field(None, description="score: live accounts at as_of.")
     scores: dict[str, int] | None = Field(None, description="score: scores stored per target.")
@@ -47,6 +52,12 @@ class ModelMetrics(BaseModel):
     n_train: int
     n_valid: int
     positive_rate: float | None
+    baselines: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Held-out AUC of simple peers on the same rows: logistic_regression (the "
+        "same features) and recency (days since the last activity). A model more than 0.01 "
+        "below the best of them is not activated by itself.",
+    )
 
 
 class CalibrationBin(BaseModel):

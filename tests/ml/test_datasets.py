@@ -138,3 +138,29 @@ async def test_a_snapshot_whose_label_reads_the_future_is_refused(conn: asyncpg.
             dates=[AS_OF - timedelta(days=10)],
             catalog=catalog,
         )
+
+
+async def test_a_few_events_dated_years_before_the_rest_do_not_move_the_window(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)  # weekly logins from 2025-01-01 on
+    unmoved = await datasets.first_data(conn, as_of=AS_OF)
+    strays = [
+        {"type": "login", "account_id": "a", "occurred_at": f"{year}-03-01T00:00:00Z"}
+        for year in (2017, 2018, 2019)
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": strays})).status_code == 200
+    start = await datasets.first_data(conn, as_of=AS_OF)
+    assert unmoved is not None and start is not None
+    assert start.at == unmoved.at == datetime(2025, 1, 1, tzinfo=UTC) and start.ignored == 3
+
+
+async def test_a_long_silence_before_much_data_is_not_taken_for_strays(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)  # 53 logins in 2025, then 30 more after a silence of 90 days
+    later = [{"type": "login", "account_id": "c", "occurred_at": day(450 + n)} for n in range(30)]
+    assert (await client.post("/v1/events/batch", json={"events": later})).status_code == 200
+    start = await datasets.first_data(conn, as_of=datetime(2027, 1, 1, tzinfo=UTC))
+    assert start is not None and start.at == datetime(2025, 1, 1, tzinfo=UTC)
+    assert start.ignored == 0

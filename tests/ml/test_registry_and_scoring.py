@@ -109,13 +109,16 @@ def test_lightgbm_contributions_match_shap_tree_explainer(
 
 def test_reason_text_names_the_feature_value_and_what_is_typical() -> None:
     feature = Catalog(("login",), (), {}, (), (), ()).feature
-    text = scoring.describe(feature("events_login_30d"), 4.0, 37.0, "enterprise")
-    assert text == "Login in the last 30 days: 4 (typical for enterprise: 37)"
+    logins = feature("events_login_30d")
+    text = scoring.describe(logins, 4.0, 37.0, "enterprise", contribution=0.4, target="churn")
+    assert text == "Login in the last 30 days: 4 (typical for enterprise: 37); raises churn risk"
     sponsor = feature("executive_sponsor_active_30d")
-    assert scoring.describe(sponsor, 0.0, 1.0, "enterprise").endswith(
-        ": no (typical for enterprise: yes)"
-    )
-    assert "-50%" in scoring.describe(feature("events_login_trend"), np.log(0.5), 0.0, "smb")
+    assert scoring.describe(
+        sponsor, 0.0, 1.0, "enterprise", contribution=0.4, target="churn"
+    ).startswith("Executive sponsor active in the last 30 days: no (typical for enterprise: yes)")
+    trend = feature("events_login_trend")
+    text = scoring.describe(trend, np.log(0.5), 0.0, "smb", contribution=-0.2, target="expansion")
+    assert "-50%" in text and text.endswith("; lowers the chance of expansion")
 
 
 def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
@@ -130,7 +133,15 @@ def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
     assert set(catalog.features) == set(catalog.names)
     words = {n: f.words for n, f in catalog.features.items()}
     assert words["events_page:view_7d"] == "Page:view in the last 7 days"
-    assert words["days_since_login"] == "Days since the last login"
+    assert words["days_since_login"] == "Last login"
+    last = catalog.feature("days_since_login")
+    assert [last.show(v) for v in (0.01, 0.1, 1.0, 3.4, 365.0)] == [
+        "within the hour",
+        "2 hours ago",
+        "1 day ago",
+        "3 days ago",
+        "none in the last year",
+    ]
     assert words["contacts_executive_sponsor"] == "Contacts who are executive sponsor"
     assert words["trait_seats"] == "Seats" and words["trait_tier"] == "Tier"
     assert catalog.feature("trait_tier").spec.unit == "category"

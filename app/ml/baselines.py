@@ -1,0 +1,128 @@
+"""Simple peers every model is measured against, on the same held-out rows: a logistic regression
+on the same features, and a recency rule ("days since the last activity of any kind"). A team
+could build either in an afternoon; a model that does not beat them has not earned its place
+(app.ml.promotion keeps it a candidate).
+
+Both are fitted on the rows the model learns from (never the held-out ones): the regression's
+coefficients and scaling, and the rule's sign (whether recent activity means more or less of
+the outcome), so the comparison is fair in both directions.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+LOGISTIC = "logistic_regression"
+RECENCY = "recency"
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    result: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
+    return result
+
+
+def logistic(
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_eval: np.ndarray,
+    *,
+    names: list[str],
+    categorical: list[str],
+) -> np.ndarray:
+    """Probabilities of a regularised logistic regression: numbers log-scaled (signed log1p),
+    missing values imputed with the median plus an indicator, standardised; categories
+    one-hot."""
+    numeric = [j for j, n in enumerate(names) if n not in categorical]
+    levels = [j for j, n in enumerate(names) if n in categorical]
+    transformers = []
+    if numeric:
+        transformers.append(
+            (
+                "numbers",
+                make_pipeline(
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    FunctionTransformer(_signed_log),
+                    StandardScaler(),
+                ),
+                numeric,
+            )
+        )
+    if levels:
+        transformers.append(
+            (
+                "categories",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value=-1.0),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                levels,
+            )
+        )
+    model = make_pipeline(ColumnTransformer(transformers), LogisticRegression(C=1.0, max_iter=2000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x_fit, y_fit)
+    probabilities: np.ndarray = model.predict_proba(x_eval)[:, 1]
+    return probabilities
+
+
+def recency(
+    x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, *, names: list[str]
+) -> np.ndarray | None:
+    """Days since the last event of any type, signed on the fitting rows; None without any
+    days-since feature."""
+    columns = [j for j, n in enumerate(names) if n.startswith("days_since_")]
+    if not columns:
+        return None
+
+    def days(x: np.ndarray) -> np.ndarray:
+        quiet: np.ndarray = np.nan_to_num(np.nanmin(x[:, columns], axis=1), nan=1e6)
+        return quiet
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no activity known
+        fit, scored = days(x_fit), days(x_eval)
+    fitted = _auc(y_fit, fit)
+    return -scored if fitted is not None and fitted < 0.5 else scored
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    return float(roc_auc_score(y, p)) if len(y) and 0 < y.sum() < len(y) else None
+
+
+def measure(
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    *,
+    names: list[str],
+    categorical: list[str],
+) -> dict[str, float | None]:
+    """Each peer's AUC on the evaluation rows (None where it cannot be measured)."""
+    results: dict[str, float | None] = {LOGISTIC: None, RECENCY: None}
+    if len(y_fit) and 0 < y_fit.sum() < len(y_fit):
+        results[LOGISTIC] = _auc(
+            y_eval, logistic(x_fit, y_fit, x_eval, names=names, categorical=categorical)
+        )
+    rule = recency(x_fit, y_fit, x_eval, names=names)
+    if rule is not None:
+        results[RECENCY] = _auc(y_eval, rule)
+    return results
+
+
+def best(results: dict[str, float | None]) -> tuple[str, float] | None:
+    measured = [(auc, name) for name, auc in results.items() if auc is not None]
+    if not measured:
+        return None
+    auc, name = max(measured)
+    return name, auc
