@@ -242,7 +242,10 @@ async def wait_ready(port: int) -> None:
     raise RuntimeError("custintel did not become ready")
 
 
-async def bench_batches(port: int, bodies: list[bytes], clients: int) -> float:
+async def bench_batches(
+    port: int, bodies: list[bytes], clients: int, path: str = "/v1/events/batch"
+) -> float:
+    """Seconds to post every body from `clients` keep-alive connections; any error fails it."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -252,7 +255,7 @@ async def bench_batches(port: int, bodies: list[bytes], clients: int) -> float:
         try:
             while not queue.empty():
                 body = queue.get_nowait()
-                status, reply = await conn.post("/v1/events/batch", body)
+                status, reply = await conn.post(path, body)
                 result = orjson.loads(reply)
                 if status != 200 or result["errors"]:
                     raise RuntimeError(f"batch failed: {status} {reply[:300]!r}")

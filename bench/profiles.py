@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
@@ -26,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from app import db  # noqa: E402
 from bench.ingest import (  # noqa: E402
-    Connection,
     CpuMeter,
+    bench_batches,
     create_database,
     scratch_dir,
     start_server,
@@ -68,27 +67,6 @@ def contact_bodies(accounts: int) -> list[bytes]:
     return [orjson.dumps({"contacts": items[i : i + BATCH]}) for i in range(0, accounts, BATCH)]
 
 
-async def send(port: int, path: str, bodies: list[bytes], clients: int) -> float:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-
-    async def worker() -> None:
-        conn = await Connection.open(port)
-        try:
-            while not queue.empty():
-                status, reply = await conn.post(path, queue.get_nowait())
-                result = orjson.loads(reply)
-                if status != 200 or result["errors"]:
-                    raise RuntimeError(f"batch failed: {status} {reply[:300]!r}")
-        finally:
-            conn.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    return time.perf_counter() - started
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=20_000)
@@ -113,7 +91,7 @@ async def main() -> None:
         await wait_ready(port)
         for name, path, bodies in passes:
             meter = await CpuMeter.of(url, server=server.pid)
-            seconds = await send(port, path, bodies, args.clients)
+            seconds = await bench_batches(port, bodies, args.clients, path)
             rows.append((name, args.accounts / seconds, meter.report(args.accounts, "upsert")))
     finally:
         server.terminate()

@@ -1,7 +1,9 @@
 """Simple peers every model is measured against, on the same held-out rows: a logistic regression
 on the same features, and a recency rule ("days since the last activity of any kind"). A team
-could build either in an afternoon; a model that does not beat them has not earned its place
-(app.ml.promotion keeps it a candidate).
+could build either in an afternoon; a model that does not beat them has not earned its place.
+They are measured and shown (the model's metrics, its report); the promotion gate does not yet
+act on them: the training search that makes the boosted model hold its own on small data comes
+first (see the closing note of this step).
 
 Both are fitted on the rows the model learns from (never the held-out ones): the regression's
 coefficients and scaling, and the rule's sign (whether recent activity means more or less of

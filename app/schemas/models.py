@@ -55,8 +55,7 @@ class ModelMetrics(BaseModel):
     baselines: dict[str, float | None] = Field(
         default_factory=dict,
         description="Held-out AUC of simple peers on the same rows: logistic_regression (the "
-        "same features) and recency (days since the last activity). A model more than 0.01 "
-        "below the best of them is not activated by itself.",
+        "same features) and recency (days since the last activity).",
     )
 
 

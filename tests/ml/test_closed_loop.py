@@ -43,12 +43,12 @@ async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
     worse = await asyncio.to_thread(training.train, prepared.training_set, options)
     result = await pipeline.register(conn, settings, prepared, worse)
 
+    # No better than chance on its own held-out rows: kept before any comparison.
     assert result["status"] == "candidate"
     candidate = (await client.get(f"/v1/models/{result['model_id']}")).json()
     assert candidate["status_reason"].startswith("kept as a candidate")
-    [comparison] = candidate["comparisons"]
-    assert comparison["promoted"] is False and comparison["active_id"] == active
-    assert comparison["candidate_metrics"]["auc"] < comparison["active_metrics"]["auc"] - 0.1
+    assert "is not above 0.55" in candidate["status_reason"]
+    assert candidate["comparisons"] == []
     kept = (await client.get(f"/v1/models/{active}")).json()
     assert kept["status"] == "active" and kept["comparisons"] == candidate["comparisons"]
 

@@ -18,15 +18,12 @@ async def _verdict(
     conn: asyncpg.Connection,
     ts: datasets.TrainingSet,
     folder: Path,
-    peers: dict[str, float | None] | None = None,
 ) -> tuple[promotion.Verdict, float]:
     trained = await asyncio.to_thread(training.train, ts, training.Options(min_segment_rows=10_000))
     path = registry.write(
         folder, target="churn", model_id=folder.name, trained=trained, catalog=CATALOG, window={}
     )
     loaded = registry.load(path)
-    if peers is not None:  # peers stronger than the ones measured on these rows
-        loaded.manifest["metrics"]["baselines"] = peers
     verdict = await promotion.gate(
         conn,
         candidate=loaded,
@@ -56,13 +53,16 @@ async def test_a_model_no_better_than_chance_stays_a_candidate_even_as_the_first
     assert verdict.status == "active" and verdict.reason == "the first model of its target"
 
 
-async def test_a_model_below_its_best_baseline_stays_a_candidate(
-    conn: asyncpg.Connection, tmp_path: Path
-) -> None:
-    ts = world(n_accounts=400, snapshots=2)
-    verdict, auc = await _verdict(conn, ts, tmp_path / "measured")
-    assert verdict.status == "active"  # it beats the peers measured on its own rows
-    stronger = {"logistic_regression": auc + 0.05, "recency": None}
-    verdict, auc = await _verdict(conn, ts, tmp_path / "beaten", stronger)
-    assert verdict.status == "candidate"
-    assert f"below the logistic regression baseline's ({auc + 0.05:.3f})" in verdict.reason
+def test_a_candidate_is_promoted_only_when_it_measures_up_to_the_active_model() -> None:
+    def measured(auc: float, calibration: float) -> promotion.Measured:
+        return promotion.Measured(
+            auc=auc, brier=0.1, calibration_error=calibration, lift_at_10=2.0, n=500
+        )
+
+    rules = {"auc_tolerance": 0.01, "calibration_tolerance": 0.01}
+    worse, reason = promotion.decide(measured(0.70, 0.02), measured(0.80, 0.02), **rules)
+    assert not worse and reason.startswith("kept as a candidate: AUC 0.700 against 0.800")
+    close, _ = promotion.decide(measured(0.795, 0.025), measured(0.80, 0.02), **rules)
+    assert close
+    miscalibrated, reason = promotion.decide(measured(0.85, 0.10), measured(0.80, 0.02), **rules)
+    assert not miscalibrated and "calibration error 0.100 against 0.020" in reason
