@@ -168,9 +168,8 @@ async def _show(
             f"{score['band']} (percentile {score['percentile']:.0f} in its segment)",
             file=out,
         )
-        for reason in score["reasons"]:
-            sign = "raises" if reason["contribution"] > 0 else "lowers"
-            print(f"      {sign} the odds: {reason['text']}", file=out)
+        for reason in score["reasons"]:  # the text says which way it moves the score
+            print(f"      {reason['text']}", file=out)
     print(file=out)
 
 

@@ -51,7 +51,9 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
 
             for segment in ("enterprise", "mid-market", "smb"):
                 assert f"Riskiest {segment} accounts" in out
-            assert re.search(r"(raises|lowers) the odds: .+: .+ \(typical for \w", out)
+            assert re.search(
+                r"\n      .+: .+ \(typical for \w.*\); (raises|lowers) churn risk", out
+            )
             assert "held-out AUC" in out and "Scored " in out
 
             # The printed commands work against the service that is still running.
