@@ -221,11 +221,18 @@ async def _trait_keys(
 ) -> _TraitKeys:
     traits = [i.changes.get("traits") or {} for i in items]
     added = sorted({k for t in traits for k, v in t.items() if v is not None})
-    known = await conn.fetch(
-        "SELECT key FROM trait_keys WHERE kind = $1 AND key = ANY($2::text[])", kind, added
-    )
-    count = await conn.fetchval("SELECT count(*) FROM trait_keys WHERE kind = $1", kind)
-    return _TraitKeys(kind, {r[0] for r in known}, count, limit)
+    if not added:  # most batches: nothing to look up
+        return _TraitKeys(kind, set(), 0, limit)
+    known = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT key FROM trait_keys WHERE kind = $1 AND key = ANY($2::text[])", kind, added
+        )
+    }
+    count = 0
+    if set(added) - known:  # the overall count matters only when keys would be added
+        count = await conn.fetchval("SELECT count(*) FROM trait_keys WHERE kind = $1", kind)
+    return _TraitKeys(kind, known, count, limit)
 
 
 @dataclass

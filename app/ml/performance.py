@@ -9,6 +9,7 @@ left out, as they are from training.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,7 +65,9 @@ async def realized(
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
+    catalog: Catalog | None = None,
 ) -> Realized:
+    """`catalog`: the model's, when the caller has loaded it; otherwise read from its folder."""
     model = await conn.fetchrow(
         "SELECT target, horizon_days, label, summary, path FROM models WHERE model_id = $1",
         model_id,
@@ -95,6 +98,8 @@ async def realized(
     p = np.array([r["probability"] for r in rows], dtype=float)
     segments = np.array([r["segment"] or "" for r in rows])
     summary = orjson.loads(model["summary"])
+    if catalog is None:  # a file read: off the event loop
+        catalog = await asyncio.to_thread(registry.catalog_at, Path(model["path"]))
     return Realized(
         model_id=model_id,
         target=model["target"],
@@ -104,7 +109,7 @@ async def realized(
         segments={
             s: _measure(y[segments == s], p[segments == s]) for s in sorted(set(segments) - {""})
         },
-        preceding_reasons=_preceding_reasons(rows, y, registry.catalog_at(Path(model["path"]))),
+        preceding_reasons=_preceding_reasons(rows, y, catalog),
     )
 
 

@@ -39,7 +39,7 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
     exclude = datasets.excluded_outcomes(row["target"])
     accounts = (await datasets.population(conn, at=at, exclude_kinds=exclude))[:SAMPLE]
     frame = await features.compute(conn, loaded.catalog, [(a, at) for a in accounts])
-    realized = await performance.realized(conn, model_id=model_id, now=now)
+    realized = await performance.realized(conn, model_id=model_id, now=now, catalog=loaded.catalog)
     images = await asyncio.to_thread(_plots, loaded, frame, realized)
     return _page(model_id, dict(row), loaded, realized, images)
 
