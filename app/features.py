@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from app import profiles
-from app.ml.catalog import RECENCY_CAP_DAYS, WINDOWS, Catalog
+from app.ml.catalog import CHANGE_DAYS, LONG_WINDOWS, RECENCY_CAP_DAYS, WINDOWS, Catalog
 
 LOOKBACK = timedelta(days=RECENCY_CAP_DAYS)
 
@@ -63,12 +63,14 @@ async def build_catalog(
     max_traits: int = 50,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    history: timedelta | None = None,
 ) -> Catalog:
     """The features the data up to as_of supports: the most frequent event types, the
     max_traits traits observed most often (numbers as numbers, strings as categories with at
-    most max_levels levels)."""
+    most max_levels levels), and the long windows the `history` (how far back the bulk of the
+    data reaches) covers."""
     types = await conn.fetch(
-        "SELECT type FROM events WHERE occurred_at <= $1 "
+        "SELECT type, bool_or(value IS NOT NULL) AS valued FROM events WHERE occurred_at <= $1 "
         "GROUP BY type ORDER BY count(*) DESC, type LIMIT $2",
         as_of,
         max_event_types,
@@ -113,8 +115,11 @@ async def build_catalog(
         "WHERE observed_at <= $1 AND changes ->> 'role' IS NOT NULL ORDER BY 1",
         as_of,
     )
+    reach = history.days if history is not None else 0
     return Catalog(
         event_types=tuple(r["type"] for r in types),
+        valued_types=tuple(r["type"] for r in types if r["valued"]),
+        windows=WINDOWS + tuple(w for w in LONG_WINDOWS if reach >= w),
         numeric_traits=numeric,
         string_traits=strings,
         plans=plans,
@@ -135,7 +140,8 @@ def _sql() -> str:
     (ticket instants as whole microseconds, compared exactly) and days are UTC days, whatever the
     session's zone."""
     bounds = ", ".join(
-        f"s.t - interval '{d} days' AS t{d}" for d in sorted({*WINDOWS, 60, RECENCY_CAP_DAYS})
+        f"s.t - interval '{d} days' AS t{d}"
+        for d in sorted({*WINDOWS, *LONG_WINDOWS, 60, RECENCY_CAP_DAYS})
     )
     survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
     tickets = f"e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'"
@@ -151,7 +157,8 @@ def _sql() -> str:
     SELECT s.i,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
       account_first_seen(s.account_id) AS first_seen,
-      (SELECT json_agg(h.changes ORDER BY h.observed_at, h.id) FROM account_history h
+      (SELECT json_agg(json_build_array(extract(epoch FROM h.observed_at), h.changes)
+                       ORDER BY h.observed_at, h.id) FROM account_history h
        WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS account_history,
       (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
        FROM contact_history h
@@ -161,14 +168,19 @@ def _sql() -> str:
             count(*) FILTER (WHERE e.occurred_at > s.t7) AS c7,
             count(*) FILTER (WHERE e.occurred_at > s.t30) AS c30,
             count(*) FILTER (WHERE e.occurred_at > s.t90) AS c90,
+            count(*) FILTER (WHERE e.occurred_at > s.t180) AS c180,
+            count(*) AS c365,
             count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60) AS p30,
             extract(epoch FROM max(e.occurred_at)) AS last,
+            extract(epoch FROM min(e.occurred_at)) AS first,
             bit_or(1::bigint << (floor(extract(epoch FROM s.t) / 86400)
                                  - floor(extract(epoch FROM e.occurred_at) / 86400))::int)
                 FILTER (WHERE e.occurred_at > s.t30) AS days30,
             array_agg(DISTINCT e.contact_id)
                 FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
             sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
+            sum(e.value) AS value365,
+            count(e.value) AS valued365,
             sum(e.value) FILTER (WHERE {survey}) AS survey_sum,
             count(e.value) FILTER (WHERE {survey}) AS survey_count,
             max(array[extract(epoch FROM e.occurred_at)::float8, e.value])
@@ -232,7 +244,8 @@ def assemble(
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
         history = orjson.loads(agg["account_history"] or "[]")
-        profile = profiles.fold(history)
+        profile = profiles.fold(changes for _, changes in history)
+        values |= _profile_changes(history, profile, t.timestamp())
         segments.append(profile.get("segment"))
         first_seen = agg["first_seen"] if profiles.existed(agg["first_seen"], t) else None
         values |= {
@@ -274,13 +287,23 @@ def _event_values(
     values: dict[str, Any] = {}
     for kind in catalog.event_types:
         p = per_type.get(kind)
-        c7, c30, c90, prev30 = (p["c7"], p["c30"], p["c90"], p["p30"]) if p else (0, 0, 0, 0)
-        values[f"events_{kind}_7d"], values[f"events_{kind}_30d"] = c7, c30
-        values[f"events_{kind}_90d"] = c90
-        values[f"events_{kind}_trend"] = _trend(c30, prev30)
-        values[f"days_since_{kind}"] = (
-            min((t - p["last"]) / 86400, RECENCY_CAP_DAYS) if p else RECENCY_CAP_DAYS
-        )
+        for w in catalog.windows:
+            values[f"events_{kind}_{w}d"] = p[f"c{w}"] if p else 0
+        values[f"events_{kind}_trend"] = _trend(p["c30"], p["p30"]) if p else 0.0
+        if p is None:
+            values[f"days_since_{kind}"] = values[f"days_since_first_{kind}"] = RECENCY_CAP_DAYS
+            values[f"value_{kind}_365d"] = 0
+            continue
+        since = min((t - p["last"]) / 86400, RECENCY_CAP_DAYS)
+        values[f"days_since_{kind}"] = since
+        values[f"days_since_first_{kind}"] = min((t - p["first"]) / 86400, RECENCY_CAP_DAYS)
+        if p["c365"] > 1:  # the mean gap: the span over the gaps in it
+            gap = (p["last"] - p["first"]) / 86400 / (p["c365"] - 1)
+            values[f"gap_{kind}"] = gap
+            values[f"overdue_{kind}"] = since / max(gap, 1 / 24)
+        values[f"value_{kind}_365d"] = p["value365"] or 0
+        if p["valued365"]:
+            values[f"value_per_{kind}"] = p["value365"] / p["valued365"]
     types = per_type.values()
     events_30d = sum(p["c30"] for p in types)
     surveys = [p for p in types if p["survey_count"]]
@@ -299,8 +322,44 @@ def _event_values(
         "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
         "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
+        "data_days": max((t - p["first"]) / 86400 for p in types) if per_type else 0,
     }
     return values
+
+
+def _profile_changes(history: list[list[Any]], profile: dict[str, Any], t: float) -> dict[str, Any]:
+    """How the profile moved: mrr and numeric traits against CHANGE_DAYS before t (unknown when
+    the account was not known then), and mrr decreases and plan changes in the last year.
+    `history` is [[epoch seconds, changes], ...] up to t, in order."""
+    then = t - CHANGE_DAYS * 86400
+    before = profiles.fold(changes for at, changes in history if at <= then)
+    values: dict[str, Any] = {}
+    if any(at <= then for at, _ in history):
+        now_mrr: Any = profile.get("mrr")
+        then_mrr: Any = before.get("mrr")
+        if _number(now_mrr) and _number(then_mrr):
+            values["mrr_change_90d"] = now_mrr - then_mrr
+        for trait, value in (profile.get("traits") or {}).items():
+            old = (before.get("traits") or {}).get(trait)
+            if _number(value) and _number(old):
+                values[f"trait_{trait}_change_90d"] = value - old
+    year = t - RECENCY_CAP_DAYS * 86400
+    decreases = plan_changes = 0
+    mrr = plan = None
+    for at, changes in history:
+        new_mrr, new_plan = changes.get("mrr", mrr), changes.get("plan", plan)
+        if at > year:
+            if _number(mrr) and _number(new_mrr) and new_mrr < mrr:
+                decreases += 1
+            if plan is not None and new_plan != plan:
+                plan_changes += 1
+        mrr, plan = new_mrr, new_plan
+    values["mrr_decreases_365d"], values["plan_changes_365d"] = decreases, plan_changes
+    return values
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _open_tickets(per_type: dict[str, dict[str, Any]]) -> int:

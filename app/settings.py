@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     train_max_rows: int = Field(
         5_000_000, ge=1, description="Most rows (snapshots times accounts) a training set may have."
     )
+    train_search_seconds: float = Field(
+        300,
+        gt=0,
+        description="Time a training's parameter search may take; candidates left when it is "
+        "spent are skipped and named in the model's manifest.",
+    )
     rescore_every_hours: float = Field(
         24, ge=0, description="Batch rescoring of every live account (0: never)."
     )

@@ -1,11 +1,9 @@
 """Simple peers every model is measured against, on the same held-out rows: a logistic regression
 on the same features, and a recency rule ("days since the last activity of any kind"). A team
-could build either in an afternoon; a model that does not beat them has not earned its place.
-They are measured and shown (the model's metrics, its report); the promotion gate does not yet
-act on them: the training search that makes the boosted model hold its own on small data comes
-first (see the closing note of this step).
+could build either in an afternoon; a model that does not beat them has not earned its place:
+the promotion gate (app.ml.promotion) keeps it a candidate.
 
-Both are fitted on the rows the model learns from (never the held-out ones): the regression's
+Both are fitted on the latest fold's training rows (never its evaluation rows): the regression's
 coefficients and scaling, and the rule's sign (whether recent activity means more or less of
 the outcome), so the comparison is fair in both directions.
 """
@@ -78,11 +76,10 @@ def logistic(
 
 
 def recency(
-    x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, *, names: list[str]
+    x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, *, columns: list[int]
 ) -> np.ndarray | None:
-    """Days since the last event of any type, signed on the fitting rows; None without any
-    days-since feature."""
-    columns = [j for j, n in enumerate(names) if n.startswith("days_since_")]
+    """Days since the last event of any type (the least of the `columns`, each the days since
+    the last event of one type), signed on the fitting rows; None without such columns."""
     if not columns:
         return None
 
@@ -101,25 +98,28 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p)) if len(y) and 0 < y.sum() < len(y) else None
 
 
-def measure(
+def predict(
     x_fit: np.ndarray,
     y_fit: np.ndarray,
     x_eval: np.ndarray,
-    y_eval: np.ndarray,
     *,
     names: list[str],
     categorical: list[str],
-) -> dict[str, float | None]:
-    """Each peer's AUC on the evaluation rows (None where it cannot be measured)."""
-    results: dict[str, float | None] = {LOGISTIC: None, RECENCY: None}
+    recency_columns: list[str],
+) -> dict[str, np.ndarray | None]:
+    """Each peer's scores of the evaluation rows, fitted on the fitting rows (None where it
+    cannot be fitted). `recency_columns` are the days-since-the-last-event features."""
+    results: dict[str, np.ndarray | None] = {LOGISTIC: None, RECENCY: None}
     if len(y_fit) and 0 < y_fit.sum() < len(y_fit):
-        results[LOGISTIC] = _auc(
-            y_eval, logistic(x_fit, y_fit, x_eval, names=names, categorical=categorical)
-        )
-    rule = recency(x_fit, y_fit, x_eval, names=names)
-    if rule is not None:
-        results[RECENCY] = _auc(y_eval, rule)
+        results[LOGISTIC] = logistic(x_fit, y_fit, x_eval, names=names, categorical=categorical)
+    columns = [names.index(n) for n in recency_columns if n in names]
+    results[RECENCY] = recency(x_fit, y_fit, x_eval, columns=columns)
     return results
+
+
+def measure(y: np.ndarray, scores: dict[str, np.ndarray | None]) -> dict[str, float | None]:
+    """Each peer's AUC on labels y (None where it cannot be measured)."""
+    return {name: None if p is None else _auc(y, p) for name, p in scores.items()}
 
 
 def best(results: dict[str, float | None]) -> tuple[str, float] | None:

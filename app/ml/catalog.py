@@ -15,13 +15,18 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-WINDOWS = (7, 30, 90)
-RECENCY_CAP_DAYS = 365  # days since the last event of a type: at most this, also when none
+WINDOWS = (7, 30, 90)  # every catalog counts events in these
+LONG_WINDOWS = (180, 365)  # ... and in these when the data reaches back that far
+RECENCY_CAP_DAYS = 365  # how far back an event counts (days since: at most this, also when none)
+CHANGE_DAYS = 90  # profile changes (mrr, numeric traits) are measured over this many days
 
 # How a value is shown: count and days as whole numbers, ago as a time since ("2 hours ago",
 # "none in the last year"), trend as a percent change (it is a log ratio), flag as yes/no, score
 # and number with one decimal when not whole, money likewise, category as its level.
-Unit = Literal["count", "days", "ago", "trend", "flag", "score", "money", "number", "category"]
+# ratio as "3.2 times"
+Unit = Literal[
+    "count", "days", "ago", "trend", "flag", "score", "money", "number", "category", "ratio"
+]
 Direction = Literal[1, -1] | None  # +1: a higher value raises the target's probability
 
 
@@ -39,6 +44,13 @@ SPECS: tuple[Spec, ...] = (
     Spec("events_{type}_{window}d", "{Type} in the last {window} days", "count", True),
     Spec("events_{type}_trend", "{Type} in the last 30 days against the 30 before", "trend", True),
     Spec("days_since_{type}", "Last {type}", "ago", True),
+    Spec("days_since_first_{type}", "First {type} in the last year", "ago", False),
+    Spec("gap_{type}", "Typical days between {type} events in the last year", "days", True),
+    Spec(
+        "overdue_{type}", "Time since the last {type}, in typical gaps between them", "ratio", True
+    ),
+    Spec("value_{type}_365d", "Value of {type} events in the last year", "number", False),
+    Spec("value_per_{type}", "Average value of a {type} event in the last year", "number", False),
     Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1),
     Spec(
         "events_trend", "Activity in the last 30 days against the 30 before", "trend", True, -1, 1
@@ -56,6 +68,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("segment", "Segment", "category", False),
     Spec("mrr", "MRR", "money", False),
     Spec("tenure_days", "Days as a customer", "days", False),
+    Spec("data_days", "Days of activity on record (up to a year)", "days", False),
+    Spec("mrr_change_90d", "MRR change over the last 90 days", "money", False, -1),
+    Spec("mrr_decreases_365d", "MRR decreases in the last year", "count", False, 1),
+    Spec("plan_changes_365d", "Plan changes in the last year", "count", False),
     Spec("contacts", "Contacts", "count", True),
     Spec("contacts_{role}", "Contacts who are {role}", "count", True),
     Spec(
@@ -68,6 +84,7 @@ SPECS: tuple[Spec, ...] = (
     ),
     Spec("trait_{trait}", "{Trait}", "number", False),
     Spec("trait_{trait}:category", "{Trait}", "category", False),
+    Spec("trait_{trait}_change_90d", "Change in {trait} over the last 90 days", "number", False),
 )
 SPEC = {s.key: s for s in SPECS}
 
@@ -88,6 +105,7 @@ class Feature:
             type=about,
             Type=about.capitalize(),
             role=about,
+            trait=about,
             Trait=about.capitalize(),
             window=self.window,
         )
@@ -105,6 +123,8 @@ class Feature:
             return _ago(value)
         if unit == "trend":
             return f"{math.exp(value) - 1:+.0%}"
+        if unit == "ratio":
+            return f"{value:,.1f} times"
         if abs(value - round(value)) < 1e-9:
             return f"{round(value):,}"
         return f"{value:,.1f}"
@@ -122,6 +142,8 @@ def _ago(days: float) -> str:
 
 def _features(
     event_types: tuple[str, ...],
+    valued_types: tuple[str, ...],
+    windows: tuple[int, ...],
     roles: tuple[str, ...],
     numeric_traits: tuple[str, ...],
     string_traits: tuple[str, ...],
@@ -130,15 +152,21 @@ def _features(
     for kind in event_types:
         found += [
             Feature(f"events_{kind}_{w}d", SPEC["events_{type}_{window}d"], kind, w)
-            for w in WINDOWS
+            for w in windows
         ]
         found.append(Feature(f"events_{kind}_trend", SPEC["events_{type}_trend"], kind))
-        found.append(Feature(f"days_since_{kind}", SPEC["days_since_{type}"], kind))
+        for key in ("days_since_{type}", "days_since_first_{type}", "gap_{type}", "overdue_{type}"):
+            found.append(Feature(key.format(type=kind), SPEC[key], kind))
+        if kind in valued_types:
+            for key in ("value_{type}_365d", "value_per_{type}"):
+                found.append(Feature(key.format(type=kind), SPEC[key], kind))
     fixed = [s for s in SPECS if "{" not in s.key]
     found += [Feature(s.key, s) for s in fixed if s.key != "executive_sponsor_active_30d"]
     found += [Feature(f"contacts_{role}", SPEC["contacts_{role}"], role) for role in roles]
     found.append(Feature("executive_sponsor_active_30d", SPEC["executive_sponsor_active_30d"]))
-    found += [Feature(f"trait_{t}", SPEC["trait_{trait}"], t) for t in numeric_traits]
+    for t in numeric_traits:
+        found.append(Feature(f"trait_{t}", SPEC["trait_{trait}"], t))
+        found.append(Feature(f"trait_{t}_change_90d", SPEC["trait_{trait}_change_90d"], t))
     found += [Feature(f"trait_{t}", SPEC["trait_{trait}:category"], t) for t in string_traits]
     return found
 
@@ -155,12 +183,19 @@ class Catalog:
     roles: tuple[str, ...]
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    windows: tuple[int, ...] = WINDOWS
+    valued_types: tuple[str, ...] = ()  # event types that carry a value
     names: tuple[str, ...] = field(init=False)
     features: dict[str, Feature] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         every = _features(
-            self.event_types, self.roles, self.numeric_traits, tuple(self.string_traits)
+            self.event_types,
+            self.valued_types,
+            self.windows,
+            self.roles,
+            self.numeric_traits,
+            tuple(self.string_traits),
         )
         kept = {f.name: f for f in every if self._wanted(f.name)}
         object.__setattr__(self, "features", kept)
@@ -173,6 +208,14 @@ class Catalog:
 
     def feature(self, name: str) -> Feature:
         return self.features[name]
+
+    def directions(self, target: str) -> dict[str, int]:
+        """The features whose direction on `target` the specs know (churn, expansion): +1 where
+        a higher value raises its probability, -1 where it lowers it."""
+        if target not in ("churn", "expansion"):
+            return {}
+        known = {n: getattr(f.spec, target) for n, f in self.features.items()}
+        return {n: d for n, d in known.items() if d is not None}
 
     def levels(self) -> dict[str, tuple[str, ...]]:
         """Categorical features and their levels; a value's code is its index."""
@@ -197,4 +240,6 @@ class Catalog:
             roles=tuple(data["roles"]),
             include=tuple(data.get("include", ())),
             exclude=tuple(data.get("exclude", ())),
+            windows=tuple(data.get("windows", WINDOWS)),
+            valued_types=tuple(data.get("valued_types", ())),
         )

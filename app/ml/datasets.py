@@ -15,7 +15,7 @@ import asyncpg
 import numpy as np
 
 from app import errors, features, profiles
-from app.ml.catalog import WINDOWS, Catalog
+from app.ml.catalog import Catalog
 from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel
 
 __all__ = ["InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
@@ -50,18 +50,20 @@ class TrainingSet:
     stray_events: int = 0  # events before the bulk of the data, which did not move the window
 
 
-WARM_UP = timedelta(days=max(WINDOWS))
-
-
 def snapshot_dates(
-    *, as_of: datetime, horizon: timedelta, every: timedelta, first_data: datetime
+    *,
+    as_of: datetime,
+    horizon: timedelta,
+    every: timedelta,
+    first_data: datetime,
+    warm_up: timedelta,
 ) -> list[datetime]:
-    """Every `every` going back from as_of - horizon to the first stored data plus the longest
-    feature window, oldest first. Before that warm-up every account's 90-day counts are cut
-    short by the start of the data, not by its behaviour: a model trained on such snapshots
-    learns a world that never recurs, and the drift measured against it is an artefact. When
-    the data is too short for any warmed-up snapshot, snapshots reach back to the first data."""
-    for start in (first_data + WARM_UP, first_data):
+    """Every `every` going back from as_of - horizon to the first stored data plus a warm-up,
+    oldest first. The warm-up keeps out snapshots that see almost nothing; those after it see
+    less history than later ones, and say so (`data_days`, the days of activity on record, is a
+    feature), so a short history still yields many snapshots. When the data is too short for
+    any warmed-up snapshot, snapshots reach back to the first data."""
+    for start in (first_data + warm_up, first_data):
         dates = []
         moment = as_of - horizon
         while moment >= start:
@@ -73,11 +75,16 @@ def snapshot_dates(
 
 
 def snapshot_count(
-    *, as_of: datetime, horizon: timedelta, every: timedelta, first_data: datetime
+    *,
+    as_of: datetime,
+    horizon: timedelta,
+    every: timedelta,
+    first_data: datetime,
+    warm_up: timedelta,
 ) -> int:
     """len(snapshot_dates(...)), computed without making them (a request may ask for millions)."""
     last = as_of - horizon
-    for start in (first_data + WARM_UP, first_data):
+    for start in (first_data + warm_up, first_data):
         if last >= start:
             return (last - start) // every + 1
     return 0
@@ -228,14 +235,18 @@ async def build(
     every: timedelta,
     dates: list[datetime] | None,
     catalog: Catalog,
+    first: DataStart | None,
+    warm_up: timedelta,
 ) -> TrainingSet:
+    """`first` is first_data(conn, as_of=as_of), which the caller has read already."""
     stray = 0
     if dates is None:
-        first = await first_data(conn, as_of=as_of)
         if first is None:
             raise errors.InvalidPayload(f"No data stored at or before {as_of.isoformat()}.")
         stray = first.ignored
-        dates = snapshot_dates(as_of=as_of, horizon=horizon, every=every, first_data=first.at)
+        dates = snapshot_dates(
+            as_of=as_of, horizon=horizon, every=every, first_data=first.at, warm_up=warm_up
+        )
     late = [d for d in dates if d + horizon > as_of]
     if late:
         raise errors.InvalidPayload(

@@ -18,11 +18,13 @@ from app.schemas.models import TrainRequest
 from app.settings import Settings
 
 
-def options(settings: Settings, request: TrainRequest) -> training.Options:
+def options(settings: Settings, request: TrainRequest, catalog: Catalog) -> training.Options:
     return training.Options(
         min_segment_rows=settings.segment_min_rows,
         min_segment_positives=settings.segment_min_positives,
         max_features=request.max_features,
+        search_seconds=settings.train_search_seconds,
+        monotone=catalog.directions(request.target),
         high_share=settings.band_high_share,
         medium_share=settings.band_medium_share,
         stop_requested=jobs.stop_requested(),
@@ -42,6 +44,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     """The feature catalog and the training set, from Postgres, reading nothing after as_of."""
     as_of = request.as_of or datetime.now(UTC)
     label = request.label or datasets.default_label(request.target)
+    first = await datasets.first_data(conn, as_of=as_of)
     catalog = await features.build_catalog(
         conn,
         as_of=as_of,
@@ -50,6 +53,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         max_traits=settings.feature_max_traits,
         include=settings.feature_include,
         exclude=settings.feature_exclude,
+        history=as_of - first.at if first is not None else None,
     )
     ts = await datasets.build(
         conn,
@@ -60,6 +64,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         every=timedelta(days=request.snapshot_every_days),
         dates=request.snapshot_dates,
         catalog=catalog,
+        first=first,
+        warm_up=timedelta(days=request.warm_up_days),
     )
     return Prepared(request, as_of, label, catalog, ts)
 
@@ -87,6 +93,7 @@ async def check_size(
                 horizon=timedelta(days=request.horizon_days),
                 every=timedelta(days=request.snapshot_every_days),
                 first_data=first.at,
+                warm_up=timedelta(days=request.warm_up_days),
             )
         )
     if snapshots > settings.train_max_snapshots:
@@ -122,7 +129,9 @@ def handler(settings: Settings) -> jobs.Handler:
         prepared = await prepare(conn, settings, request)
         await progress(0.4)
         trained = await asyncio.to_thread(
-            training.train, prepared.training_set, options(settings, request)
+            training.train,
+            prepared.training_set,
+            options(settings, request, prepared.catalog),
         )
         await progress(0.9)
         return await register(conn, settings, prepared, trained)

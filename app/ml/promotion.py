@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from app import audit, errors, features
-from app.ml import datasets, registry, serving, training
+from app.ml import baselines, datasets, registry, serving, training
 
 
 @dataclass
@@ -94,6 +94,7 @@ class Comparison:
 
 
 MIN_AUC = 0.55  # a held-out AUC at or below this is chance: never activated automatically
+BASELINE_TOLERANCE = 0.01  # how far below its best simple peer a model may be and still serve
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ async def gate(
     calibration_tolerance: float,
 ) -> Verdict:
     """The gate's verdict on a new model of `target`. A model no better than chance on its own
-    held-out rows is never activated automatically, not even as its target's first."""
+    held-out rows, or more than BASELINE_TOLERANCE below its best baseline there, is never
+    activated automatically, not even as its target's first."""
     held_out = candidate.manifest["metrics"].get("auc")
     if held_out is None or held_out <= MIN_AUC:
         shown = "unknown" if held_out is None else f"{held_out:.3f}"
@@ -163,6 +165,16 @@ async def gate(
             f"kept as a candidate: its held-out AUC ({shown}) is not above {MIN_AUC}, no better "
             "than chance; try a longer history, another horizon or label, or check that the "
             "outcomes are recorded. POST /v1/models/{id}/activate can still activate it.",
+        )
+    peer = baselines.best(candidate.manifest["metrics"].get("baselines") or {})
+    if peer is not None and held_out < peer[1] - BASELINE_TOLERANCE:
+        name, auc = peer[0].replace("_", " "), peer[1]
+        return Verdict(
+            "candidate",
+            f"kept as a candidate: its held-out AUC ({held_out:.3f}) is more than "
+            f"{BASELINE_TOLERANCE} below the {name} baseline's ({auc:.3f}) on the same rows; "
+            "try a longer history, more snapshots (a smaller snapshot_every_days) or another "
+            "horizon. POST /v1/models/{id}/activate can still activate it.",
         )
     active = await registry.active(conn, target)
     if active is None:

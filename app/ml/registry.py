@@ -84,6 +84,7 @@ class Manifest(TypedDict):
     models: dict[str, ModelFile]  # by segment name, or the global model
     stats: dict[str, StatsEntry]
     libraries: dict[str, str]
+    search: dict[str, Any]  # the parameter search: candidates, their scores, the choice, time
 
 
 @dataclass
@@ -161,6 +162,7 @@ def write(
             "importance": [{"name": n, "importance": v} for n, v in trained.importance],
             "window": window,
             "rows": trained.rows,
+            "search": trained.search,
             "data_hash": trained.data_hash,
             "models": {
                 name: {

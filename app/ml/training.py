@@ -1,23 +1,39 @@
-"""Training: LightGBM binary models, per segment where the data supports it, calibrated, measured
-out of time.
+"""Training: LightGBM binary models, per segment where the data supports it, with parameters
+chosen for the data at hand, calibrated out of fold, measured out of time and out of account.
 
 CPU-bound throughout: run it in a worker process, never on the event loop.
 
 How a model is made from a training set:
-- hold out the latest snapshots (a set with one snapshot is split by account instead); metrics are
-  measured there and nowhere else;
-- of the rest, a fifth of the accounts stop the boosting early and fit the calibration;
-- a global model is trained with segment as a feature; a segment with enough rows and positives
-  also gets its own model, kept when it does at least as well as the global model on that
-  segment's held-out rows (the comparison is recorded either way);
-- probability = sigmoid(a * margin + b) (Platt scaling of the model's log-odds), used when it
-  lowers the Brier score, else a = 1, b = 0.
+- folds: accounts are hashed into `folds` groups, and the latest snapshots into as many
+  consecutive time blocks; fold i evaluates group i's accounts in block i and learns from the
+  other accounts' snapshots before block i (with one snapshot, or too few, from the other
+  accounts at the same time). No fold ever sees an account it is evaluated on, so a model
+  cannot score well by recognising accounts;
+- search: a fixed, ordered list of candidate parameters, from additive depth-1 boosting (close
+  to a regularised linear model) to deeper trees, each trained on the earlier folds with early
+  stopping, scored by their mean AUC there; the best is chosen (ties go to the simpler). The
+  search is bounded in time: candidates left when the budget is spent are skipped and named;
+- estimate: the chosen parameters, with a fixed number of rounds, trained on the latest fold's
+  training rows and measured on its evaluation rows, which neither the search nor the choice of
+  rounds has seen; the baselines (app.ml.baselines) are fitted and measured on the same rows.
+  These are the recorded metrics, with their counts and a 95% interval;
+- the served model is refit on every row, the latest included, with the chosen parameters and
+  the rounds scaled to the extra rows; its calibration, probability = sigmoid(a * margin + b)
+  (Platt scaling of the log-odds), is fitted on the folds' out-of-fold margins and kept where it
+  lowers their Brier score;
+- a segment with enough rows and positives also gets its own model, kept when it does at least
+  as well as the global model on that segment's evaluation rows of the latest fold (the
+  comparison is recorded either way);
+- where the catalog knows which way a feature pushes the target, the trees are constrained to
+  that direction (`Options.monotone`), so a reason never says that, for instance, more active
+  days raise churn risk because of noise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,14 +62,90 @@ class Options:
     min_segment_positives: int = 30
     max_features: int | None = None
     num_threads: int = 2
-    learning_rate: float = 0.05
-    max_rounds: int = 600
-    early_stopping_rounds: int = 40
-    holdout_share: float = 0.25  # share of the latest snapshots held out
+    folds: int = 3  # account groups, and blocks of the latest snapshots
+    holdout_share: float = 0.3  # share of the latest snapshots the folds evaluate on
+    max_rounds: int = 500
+    early_stopping_rounds: int = 30
+    search_seconds: float = 300.0  # candidates left when this is spent are skipped
+    search_rows: int = 200_000  # at most this many training rows per fold in the search
+    monotone: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1, from the catalog
     high_share: float = 0.10
     medium_share: float = 0.20
     # Checked after every boosting round: true once the job is cancelled or out of time.
     stop_requested: Callable[[], bool] = field(default=lambda: False, compare=False)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    params: dict[str, Any]
+
+
+# Simplest first: a tie (within SEARCH_TIE) goes to the earlier one.
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate(
+        "stumps",  # additive, one feature per tree: a regularised generalised additive model
+        {
+            "num_leaves": 2,
+            "max_depth": 1,
+            "min_data_in_leaf": 20,
+            "lambda_l2": 1.0,
+            "learning_rate": 0.1,
+            "feature_fraction": 1.0,
+            "bagging_fraction": 1.0,
+        },
+    ),
+    Candidate(
+        "shallow",
+        {
+            "num_leaves": 4,
+            "max_depth": 2,
+            "min_data_in_leaf": 40,
+            "lambda_l2": 5.0,
+            "learning_rate": 0.08,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+        },
+    ),
+    Candidate(
+        "medium",
+        {
+            "num_leaves": 15,
+            "max_depth": -1,
+            "min_data_in_leaf": 20,
+            "lambda_l2": 1.0,
+            "learning_rate": 0.05,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.9,
+        },
+    ),
+    Candidate(
+        "wide_regularised",
+        {
+            "num_leaves": 31,
+            "max_depth": -1,
+            "min_data_in_leaf": 100,
+            "lambda_l2": 10.0,
+            "learning_rate": 0.05,
+            "feature_fraction": 0.7,
+            "bagging_fraction": 0.8,
+        },
+    ),
+    Candidate(
+        "deep",
+        {
+            "num_leaves": 63,
+            "max_depth": -1,
+            "min_data_in_leaf": 200,
+            "lambda_l2": 5.0,
+            "learning_rate": 0.05,
+            "feature_fraction": 0.7,
+            "bagging_fraction": 0.8,
+        },
+    ),
+)
+SEARCH_TIE = 0.001
+MAX_ROUNDS_SCALE = 2.0  # the served model's rounds grow with its extra rows, at most this much
 
 
 @dataclass
@@ -92,21 +184,16 @@ class Trained:
     rows: dict[str, int] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # training distributions (drift)
     curves: dict[str, Any] = field(default_factory=dict)  # held-out ROC and lift (report)
+    search: dict[str, Any] = field(default_factory=dict)  # candidates, scores, choice, time
 
 
 GLOBAL = "__global__"
 
 
-def params(options: Options) -> dict[str, Any]:
+def base_params(options: Options) -> dict[str, Any]:
     return {
         "objective": "binary",
-        "learning_rate": options.learning_rate,
-        "num_leaves": 15,
-        "min_data_in_leaf": 20,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.9,
         "bagging_freq": 1,
-        "lambda_l2": 1.0,
         "max_cat_to_onehot": 8,
         "cat_smooth": 10,
         "seed": SEED,
@@ -117,57 +204,437 @@ def params(options: Options) -> dict[str, Any]:
     }
 
 
-def _account_bucket(account_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(account_id.encode()).digest()[:4], "big") % 100
+def _hash(account_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(account_id.encode()).digest()[:4], "big")
 
 
-def split(ts: TrainingSet, options: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boolean masks: train, stop (early stopping and calibration), holdout (metrics)."""
-    n_snap = len(ts.snapshots)
+@dataclass(frozen=True)
+class Fold:
+    """Rows a model learns from and rows it is measured on: never the same account."""
+
+    train: np.ndarray  # boolean masks over the training set's rows
+    evaluate: np.ndarray
+    snapshots: tuple[int, ...]  # the snapshots evaluated
+
+    def describe(self, ts: TrainingSet, y: np.ndarray) -> dict[str, Any]:
+        return {
+            "evaluated_snapshots": [ts.snapshots[s].isoformat() for s in self.snapshots],
+            "train_rows": int(self.train.sum()),
+            "train_positives": int(y[self.train].sum()),
+            "evaluation_rows": int(self.evaluate.sum()),
+            "evaluation_positives": int(y[self.evaluate].sum()),
+        }
+
+
+def make_folds(ts: TrainingSet, options: Options, hashes: np.ndarray) -> list[Fold]:
+    """Fold i evaluates account group i in the i-th block of the latest snapshots and learns
+    from the other groups before that block (at the same time when nothing comes before), so
+    the last fold is the latest in time."""
+    k, n_snap = options.folds, len(ts.snapshots)
+    groups = hashes % k
+    snap = ts.snapshot_of_row
+    # At least two snapshots where there are three or more: the search's blocks, then the
+    # estimate's, later and on every account.
+    held = max(min(2, n_snap - 1), round(n_snap * options.holdout_share), 1)
+    latest = list(range(n_snap - held, n_snap))
+    folds = []
+    for i in range(k):
+        block = latest[i * held // k : (i + 1) * held // k] or [
+            latest[min(i * held // k, held - 1)]
+        ]
+        others = groups != i
+        before = others & (snap < block[0])
+        train = before if before.any() else others & (snap <= block[-1])
+        folds.append(Fold(train, np.isin(snap, block) & (groups == i), tuple(block)))
+    return folds
+
+
+def estimate_folds(
+    ts: TrainingSet, options: Options, hashes: np.ndarray, latest: Fold, seen: np.ndarray
+) -> list[Fold]:
+    """One fold per account group over the latest fold's snapshots, leaving out the rows the
+    search evaluated (`seen`): each learns from the other groups, before those snapshots when
+    anything comes before them."""
+    groups, snap = hashes % options.folds, ts.snapshot_of_row
+    block = latest.snapshots
+    result = []
+    for g in range(options.folds):
+        others = groups != g
+        before = others & (snap < block[0])
+        train = before if before.any() else others & (snap <= block[-1])
+        evaluate = np.isin(snap, block) & (groups == g) & ~seen
+        if evaluate.any():
+            result.append(Fold(train, evaluate, block))
+    return result
+
+
+def _usable(fold: Fold, y: np.ndarray) -> bool:
+    """Both classes on both sides."""
+    return all(0 < y[m].sum() < m.sum() for m in (fold.train, fold.evaluate))
+
+
+def _thin(mask: np.ndarray, hashes: np.ndarray, limit: int) -> np.ndarray:
+    """At most about `limit` rows of mask, whole accounts chosen by their hash (deterministic)."""
+    n = int(mask.sum())
+    if n <= limit:
+        return mask
+    return mask & ((hashes // 7) % 10_000 < math.ceil(10_000 * limit / n))
+
+
+class _Fitter:
+    """Trains boosters on column subsets of one matrix with one set of options."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        names: list[str],
+        categorical: list[str],
+        options: Options,
+    ) -> None:
+        self.x, self.y, self.names, self.categorical, self.options = (
+            x,
+            y,
+            names,
+            categorical,
+            options,
+        )
+
+    def params(self, candidate: Candidate, cols: list[str]) -> dict[str, Any]:
+        result = base_params(self.options) | candidate.params
+        directions = [self.options.monotone.get(c, 0) for c in cols]
+        if any(directions):
+            result |= {"monotone_constraints": directions, "monotone_constraints_method": "basic"}
+        return result
+
+    def fit(
+        self,
+        candidate: Candidate,
+        cols: list[str],
+        rows: np.ndarray,
+        *,
+        rounds: int | None = None,
+        stop_on: np.ndarray | None = None,
+    ) -> lgb.Booster:
+        """A booster on `rows`: `rounds` rounds, or up to max_rounds stopped early on `stop_on`."""
+        # Feature names derive from names clients send (trait keys, event types); LightGBM
+        # refuses some characters in them (JSON's special ones) and writes them into model.txt.
+        # It gets positions only: our names live in the manifest, in the same order as the
+        # columns.
+        idx = [self.names.index(c) for c in cols]
+        data = lgb.Dataset(
+            self.x[rows][:, idx],
+            self.y[rows],
+            feature_name=[f"f{j}" for j in range(len(cols))],
+            categorical_feature=[cols.index(c) for c in self.categorical if c in cols],
+            free_raw_data=False,
+        )
+        callbacks = [_stopper(self.options.stop_requested)]
+        valid = []
+        if stop_on is not None:
+            valid = [lgb.Dataset(self.x[stop_on][:, idx], self.y[stop_on], reference=data)]
+            callbacks.append(lgb.early_stopping(self.options.early_stopping_rounds, verbose=False))
+        return lgb.train(
+            self.params(candidate, cols),
+            data,
+            num_boost_round=rounds or self.options.max_rounds,
+            valid_sets=valid,
+            callbacks=callbacks,
+        )
+
+    def margin(self, booster: lgb.Booster, cols: list[str], rows: np.ndarray) -> np.ndarray:
+        return margin(booster, self.x[rows][:, [self.names.index(c) for c in cols]])
+
+
+def _scaled(rounds: float, ratio: float) -> int:
+    return max(1, round(rounds * min(MAX_ROUNDS_SCALE, max(1.0, ratio))))
+
+
+def _search(
+    fitter: _Fitter, folds: list[Fold], cols: list[str], hashes: np.ndarray
+) -> tuple[Candidate, dict[str, Any], np.ndarray]:
+    """The chosen candidate, what the search did, and the chosen one's out-of-fold margins
+    (NaN outside the folds' evaluation rows)."""
+    options, y = fitter.options, fitter.y
+    started = time.monotonic()
+    tried: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    margins: dict[str, np.ndarray] = {}
+    for candidate in CANDIDATES:
+        if tried and time.monotonic() - started > options.search_seconds:
+            skipped.append(candidate.name)
+            continue
+        aucs, rounds, rows = [], [], []
+        oof = np.full(len(y), np.nan)
+        for fold in folds:
+            train = _thin(fold.train, hashes, options.search_rows)
+            booster = fitter.fit(candidate, cols, train, stop_on=fold.evaluate)
+            oof[fold.evaluate] = fitter.margin(booster, cols, fold.evaluate)
+            aucs.append(float(roc_auc_score(y[fold.evaluate], oof[fold.evaluate])))
+            rounds.append(booster.best_iteration or booster.current_iteration())
+            rows.append(int(train.sum()))
+        margins[candidate.name] = oof
+        tried.append(
+            {
+                "name": candidate.name,
+                "params": candidate.params,
+                "auc": float(np.mean(aucs)),
+                "fold_aucs": aucs,
+                "rounds": float(np.mean(rounds)),
+                "train_rows": float(np.mean(rows)),
+            }
+        )
+    top = max(t["auc"] for t in tried)
+    chosen = next(t for t in tried if t["auc"] >= top - SEARCH_TIE)
+    record = {
+        "chosen": chosen["name"],
+        "candidates": tried,
+        "skipped": skipped,
+        "seconds": round(time.monotonic() - started, 3),
+        "budget_seconds": options.search_seconds,
+        "folds": len(folds),
+    }
+    candidate = next(c for c in CANDIDATES if c.name == chosen["name"])
+    return candidate, record, margins[candidate.name]
+
+
+def train(ts: TrainingSet, options: Options) -> Trained:
+    y = ts.labels
+    if y.sum() == 0 or y.sum() == len(y):
+        kind = "no positive" if y.sum() == 0 else "only positive"
+        raise errors.InvalidPayload(
+            f"The training set has {kind} examples ({len(y)} rows): the label never "
+            f"{'happens' if y.sum() == 0 else 'fails to happen'} in the horizon. Widen the "
+            "horizon, move as_of, or check the label."
+        )
+    names = list(ts.frame.names)
+    categorical = [n for n in ts.frame.catalog.levels() if n in names]
+    x = ts.frame.matrix
     # An account is in every snapshot: hash it once.
-    bucket_of = {a: _account_bucket(a) for a in dict.fromkeys(a for a, _ in ts.frame.keys)}
-    buckets = np.array([bucket_of[a] for a, _ in ts.frame.keys])
-    if n_snap > 1:
-        held = max(1, round(n_snap * options.holdout_share))
-        holdout = ts.snapshot_of_row >= n_snap - held
+    hash_of = {a: _hash(a) for a in dict.fromkeys(a for a, _ in ts.frame.keys)}
+    hashes = np.array([hash_of[a] for a, _ in ts.frame.keys], dtype=np.int64)
+    folds = make_folds(ts, options, hashes)
+    searched = [f for f in folds[:-1] if _usable(f, y)]
+    # The estimate: the latest block, every account the search did not evaluate there.
+    seen = np.zeros(len(y), dtype=bool)
+    for fold in searched:
+        seen |= fold.evaluate
+    estimate = [f for f in estimate_folds(ts, options, hashes, folds[-1], seen) if _usable(f, y)]
+    held = np.zeros(len(y), dtype=bool)
+    for fold in estimate:
+        held |= fold.evaluate
+    if not estimate or not 0 < y[held].sum() < held.sum():
+        raise errors.InvalidPayload(
+            "Too few positive examples to train and measure out of time and out of account: "
+            f"{int(y.sum())} positives in {len(y)} rows, {int(y[held].sum())} of them among the "
+            "latest snapshots' held-out accounts. Widen the horizon or train on a longer history."
+        )
+    fitter = _Fitter(x, y, names, categorical, options)
+    distinct = _distinct(x, names)
+    # Without an earlier usable fold, the search is scored on the estimate's rows: optimistic.
+    candidate, search, oof = _search(fitter, searched or estimate, distinct, hashes)
+    search["scored_on"] = "earlier folds" if searched else "the held-out rows (optimistic)"
+    chosen = next(t for t in search["candidates"] if t["name"] == candidate.name)
+
+    def est_rounds(fold: Fold) -> int:
+        return _scaled(chosen["rounds"], fold.train.sum() / chosen["train_rows"])
+
+    cols = distinct
+    if options.max_features and options.max_features < len(cols):
+        latest = estimate[-1]
+        probe = fitter.fit(candidate, cols, latest.train, rounds=est_rounds(latest))
+        top = np.argsort(-probe.feature_importance("gain"), kind="stable")[: options.max_features]
+        cols = [c for c in names if c in {cols[j] for j in top}]
+    used = [c for c in categorical if c in cols]
+    xs = x[:, [names.index(c) for c in cols]]
+
+    def out_of_fold(rows: np.ndarray) -> np.ndarray:
+        """Margins of `rows`' held-out rows from models that never saw their accounts."""
+        result = np.full(len(y), np.nan)
+        for fold in estimate:
+            train_rows, evaluated = fold.train & rows, fold.evaluate & rows
+            if evaluated.any() and 0 < y[train_rows].sum() < train_rows.sum():
+                booster = fitter.fit(candidate, cols, train_rows, rounds=est_rounds(fold))
+                result[evaluated] = fitter.margin(booster, cols, evaluated)
+        return result
+
+    # The honest estimate: rows that neither chose the parameters nor the rounds.
+    everything = np.ones(len(y), dtype=bool)
+    est_margin = out_of_fold(everything)
+    if cols != distinct or not searched:
+        # The search's margins were of other columns, or of these rows: the estimate's
+        # calibration is fitted on its own rows (its AUC does not depend on it).
+        oof = np.full(len(y), np.nan)
+        est_calibration = _calibration(est_margin[held], y[held])
     else:
-        holdout = buckets < 25
-    stop = ~holdout & (buckets % 5 == 0)
-    train = ~holdout & ~stop
-    return train, stop, holdout
+        est_calibration = _calibration(oof[seen], y[seen])
+    est_p = np.full(len(y), np.nan)
+    est_p[held] = _sigmoid(est_calibration[0] * est_margin[held] + est_calibration[1])
+    # The served model: every row, the rounds scaled to them; calibrated on out-of-fold margins.
+    rounds = _scaled(chosen["rounds"], len(y) / chosen["train_rows"])
+    booster = fitter.fit(candidate, cols, everything, rounds=rounds)
+    oof[held] = est_margin[held]
+    known = ~np.isnan(oof)
+    models = {GLOBAL: SegmentModel(booster, _calibration(oof[known], y[known]))}
+
+    segments = np.array([s or "" for s in ts.frame.segments])
+    report: dict[str, Any] = {}
+    for segment in sorted(str(s) for s in set(segments) - {""}):
+        in_seg = segments == segment
+        seg_held = in_seg & held
+        rows, positives = int(in_seg.sum()), int(y[in_seg].sum())
+        entry: dict[str, Any] = {
+            "train_rows": rows,
+            "train_positives": positives,
+            "model": "global",
+        }
+        entry["global_holdout"] = metrics(y[seg_held], est_p[seg_held])
+        learnt = in_seg & estimate[-1].train
+        if (
+            int(learnt.sum()) >= options.min_segment_rows
+            and int(y[learnt].sum()) >= options.min_segment_positives
+            and 0 < y[seg_held].sum() < seg_held.sum()
+        ):
+            own_margin = out_of_fold(in_seg)
+            evaluated = seg_held & ~np.isnan(own_margin)
+            own_calibration = _calibration(own_margin[evaluated], y[evaluated])
+            own_p = _sigmoid(own_calibration[0] * own_margin[evaluated] + own_calibration[1])
+            entry["segment_holdout"] = metrics(y[evaluated], own_p)
+            own_auc, global_auc = entry["segment_holdout"]["auc"], entry["global_holdout"]["auc"]
+            if own_auc is not None and (global_auc is None or own_auc >= global_auc):
+                ratio = rows / max(1, (in_seg & ~held).sum())
+                served = fitter.fit(candidate, cols, in_seg, rounds=_scaled(rounds, ratio))
+                models[segment] = SegmentModel(served, own_calibration)
+                est_p[evaluated] = own_p
+                entry["model"] = "segment"
+        else:
+            entry["reason"] = (
+                f"needs {options.min_segment_rows} rows and {options.min_segment_positives} "
+                "positives among its training rows to train its own model"
+            )
+        report[segment] = entry
+
+    p = np.empty(len(y))
+    served_by = np.array([s if s in models else GLOBAL for s in segments])
+    for name, model in models.items():
+        rows_of = served_by == name
+        if rows_of.any():
+            p[rows_of] = model.probability(margin(model.booster, xs[rows_of]))
+    stats = {GLOBAL: _stats(p, xs, cols, options)}
+    for segment in sorted(str(s) for s in set(segments) - {""}):
+        rows_of = segments == segment
+        stats[segment] = _stats(p[rows_of], xs[rows_of], cols, options)
+    held_y, held_p = y[held], est_p[held]
+    summary = metrics(held_y, held_p)
+    peers = _baselines(ts, xs, y, cols, used, estimate, held)
+    gains = booster.feature_importance("gain")
+    total = float(gains.sum()) or 1.0
+    search["rounds"] = {
+        "searched": chosen["rounds"],
+        "estimate": [est_rounds(f) for f in estimate],
+        "served": rounds,
+    }
+    return Trained(
+        features=cols,
+        categorical=used,
+        models=models,
+        stats=stats,
+        metrics={
+            **{k: v for k, v in summary.items() if k != "n"},
+            "auc_interval": auc_interval(summary["auc"], held_y),
+            "n_train": len(y),
+            "n_valid": int(held.sum()),
+            "valid_positives": int(held_y.sum()),
+            "baselines": peers,
+            "validation": {
+                "method": "out of time and out of account: accounts hashed into "
+                f"{options.folds} groups; the earlier folds chose the parameters, the latest "
+                "snapshots' accounts that the search did not evaluate measured them",
+                "search_folds": [f.describe(ts, y) for f in searched],
+                "estimate_folds": [f.describe(ts, y) for f in estimate],
+            },
+        },
+        segments=report,
+        importance=sorted(
+            ((c, float(g) / total) for c, g in zip(cols, gains, strict=True)),
+            key=lambda pair: -pair[1],
+        ),
+        reliability=reliability(held_y, held_p),
+        params=fitter.params(candidate, cols) | {"num_boost_round": rounds},
+        data_hash=_data_hash(x, y),
+        rows={
+            "train": len(y),
+            "holdout": int(held.sum()),
+            "total": len(y),
+            "positives": int(y.sum()),
+        },
+        curves=curves(held_y, held_p),
+        reference=psi.reference(xs, cols, used, p),
+        search=search,
+    )
 
 
-def _fit(
-    x: np.ndarray,
+def _baselines(
+    ts: TrainingSet,
+    xs: np.ndarray,
     y: np.ndarray,
-    x_stop: np.ndarray,
-    y_stop: np.ndarray,
-    *,
-    names: list[str],
+    cols: list[str],
     categorical: list[str],
-    options: Options,
-) -> lgb.Booster:
-    # Feature names derive from names clients send (trait keys, event types); LightGBM refuses
-    # some characters in them (JSON's special ones) and writes them into model.txt. It gets
-    # positions only: our names live in the manifest, in the same order as the columns.
-    train = lgb.Dataset(
-        x,
-        y,
-        feature_name=[f"f{j}" for j in range(len(names))],
-        categorical_feature=[names.index(c) for c in categorical],
-        free_raw_data=False,
+    folds: list[Fold],
+    held: np.ndarray,
+) -> dict[str, float | None]:
+    """The simple peers' AUC on the held-out rows, each fold's fitted on that fold's training
+    rows, as the model's estimate was."""
+    catalog = ts.frame.catalog
+    recency = [c for c in cols if catalog.feature(c).spec.key == "days_since_{type}"]
+    pooled: dict[str, np.ndarray | None] = {}
+    for fold in folds:
+        scores = baselines.predict(
+            xs[fold.train],
+            y[fold.train],
+            xs[fold.evaluate],
+            names=cols,
+            categorical=categorical,
+            recency_columns=recency,
+        )
+        for name, s in scores.items():
+            if name not in pooled:
+                pooled[name] = np.full(len(y), np.nan)
+            target = pooled[name]
+            if s is None or target is None:
+                pooled[name] = None
+            else:
+                target[fold.evaluate] = s
+    return baselines.measure(
+        y[held], {k: None if v is None else v[held] for k, v in pooled.items()}
     )
-    valid = lgb.Dataset(x_stop, y_stop, reference=train)
-    return lgb.train(
-        params(options),
-        train,
-        num_boost_round=options.max_rounds,
-        valid_sets=[valid],
-        callbacks=[
-            lgb.early_stopping(options.early_stopping_rounds, verbose=False),
-            _stopper(options.stop_requested),
-        ],
-    )
+
+
+def _distinct(x: np.ndarray, names: list[str]) -> list[str]:
+    """The columns less those that repeat another exactly (two counts of the same tickets, a
+    year's count on data shorter than half a year): of each set of equal ones, the last in
+    catalog order is kept (fixed, named features come after the generic ones)."""
+    seen: set[bytes] = set()
+    kept: set[str] = set()
+    for j in reversed(range(len(names))):
+        digest = hashlib.sha256(np.ascontiguousarray(x[:, j]).tobytes()).digest()
+        if digest not in seen:
+            seen.add(digest)
+            kept.add(names[j])
+    return [n for n in names if n in kept]
+
+
+def auc_interval(auc: float | None, y: np.ndarray) -> list[float] | None:
+    """A 95% interval of an AUC measured on labels y (Hanley and McNeil, 1982)."""
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    if auc is None or not positives or not negatives:
+        return None
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / (positives * negatives)
+    half = 1.96 * math.sqrt(max(variance, 0.0))
+    return [max(0.0, auc - half), min(1.0, auc + half)]
 
 
 def _stopper(stop_requested: Callable[[], bool]) -> Callable[[Any], None]:
@@ -178,11 +645,16 @@ def _stopper(stop_requested: Callable[[], bool]) -> Callable[[Any], None]:
     return check
 
 
-def _calibrate(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def _calibration(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling (a, b) fitted on out-of-fold margins, kept only where it lowers their Brier
+    score; else (1, 0)."""
     if len(np.unique(y)) < 2:
         return 1.0, 0.0
     model = LogisticRegression(C=1e6, solver="lbfgs").fit(margin.reshape(-1, 1), y)
-    return float(model.coef_[0][0]), float(model.intercept_[0])
+    a, b = float(model.coef_[0][0]), float(model.intercept_[0])
+    if brier_score_loss(y, _sigmoid(a * margin + b)) >= brier_score_loss(y, _sigmoid(margin)):
+        return 1.0, 0.0
+    return a, b
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -244,162 +716,12 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, 
     return table
 
 
-def train(ts: TrainingSet, options: Options) -> Trained:
-    y = ts.labels
-    if y.sum() == 0 or y.sum() == len(y):
-        kind = "no positive" if y.sum() == 0 else "only positive"
-        raise errors.InvalidPayload(
-            f"The training set has {kind} examples ({len(y)} rows): the label never "
-            f"{'happens' if y.sum() == 0 else 'fails to happen'} in the horizon. Widen the "
-            "horizon, move as_of, or check the label."
-        )
-    names = list(ts.frame.names)
-    categorical = [n for n in ts.frame.catalog.levels() if n in names]
-    x = ts.frame.matrix
-    train_mask, stop_mask, hold_mask = split(ts, options)
-    if y[train_mask].sum() == 0 or y[stop_mask].sum() == 0:
-        raise errors.InvalidPayload(
-            "Too few positive examples to train and stop early: "
-            f"{int(y.sum())} positives in {len(y)} rows."
-        )
-
-    def fit(mask_train: np.ndarray, mask_stop: np.ndarray, cols: list[str]) -> lgb.Booster:
-        idx = [names.index(c) for c in cols]
-        return _fit(
-            x[mask_train][:, idx],
-            y[mask_train],
-            x[mask_stop][:, idx],
-            y[mask_stop],
-            names=cols,
-            categorical=[c for c in categorical if c in cols],
-            options=options,
-        )
-
-    cols = names
-    booster = fit(train_mask, stop_mask, cols)
-    if options.max_features and options.max_features < len(cols):
-        gains = booster.feature_importance("gain")
-        keep = [cols[j] for j in np.argsort(-gains, kind="stable")[: options.max_features]]
-        cols = [c for c in names if c in keep]
-        booster = fit(train_mask, stop_mask, cols)
-    idx = [names.index(c) for c in cols]
-    xs = x[:, idx]
-
-    segments = np.array([s or "" for s in ts.frame.segments])
-    models: dict[str, SegmentModel] = {}
-    models[GLOBAL] = _finish(booster, margin(booster, xs[stop_mask]), y[stop_mask])
-    # Predicting is a fifth of the time here: each model predicts each row it needs once.
-    global_hold = np.full(len(y), np.nan)
-    global_hold[hold_mask] = margin(booster, xs[hold_mask])
-    own_margins: dict[str, np.ndarray] = {}  # a segment model's margins on its segment's rows
-    report: dict[str, Any] = {}
-    for segment in sorted(str(s) for s in set(segments) - {""}):
-        in_seg = segments == segment
-        rows, positives = int((in_seg & train_mask).sum()), int(y[in_seg & train_mask].sum())
-        entry: dict[str, Any] = {
-            "train_rows": rows,
-            "train_positives": positives,
-            "model": "global",
-        }
-        hold = in_seg & hold_mask
-        g = models[GLOBAL].probability(global_hold[hold])
-        entry["global_holdout"] = metrics(y[hold], g)
-        if (
-            rows >= options.min_segment_rows
-            and positives >= options.min_segment_positives
-            and y[in_seg & stop_mask].sum() > 0
-        ):
-            own = fit(in_seg & train_mask, in_seg & stop_mask, cols)
-            own_margin = np.full(len(y), np.nan)
-            own_margin[in_seg] = margin(own, xs[in_seg])
-            candidate = _finish(own, own_margin[in_seg & stop_mask], y[in_seg & stop_mask])
-            s = candidate.probability(own_margin[hold])
-            entry["segment_holdout"] = metrics(y[hold], s)
-            own_auc, global_auc = entry["segment_holdout"]["auc"], entry["global_holdout"]["auc"]
-            if own_auc is not None and (global_auc is None or own_auc >= global_auc):
-                models[segment] = candidate
-                own_margins[segment] = own_margin
-                entry["model"] = "segment"
-        else:
-            entry["reason"] = (
-                f"needs {options.min_segment_rows} rows and {options.min_segment_positives} "
-                "positives to train its own model"
-            )
-        report[segment] = entry
-
-    p = np.empty(len(y))
-    served_by = np.array([s if s in models else GLOBAL for s in segments])
-    for name, model in models.items():
-        rows = served_by == name
-        if not rows.any():
-            continue
-        known = own_margins.get(name)
-        if known is None:  # the global model: only its held-out rows are predicted already
-            known, unknown = global_hold.copy(), rows & ~hold_mask
-            known[unknown] = margin(model.booster, xs[unknown])
-        p[rows] = model.probability(known[rows])
-    stats = {GLOBAL: _stats(p[train_mask], xs[train_mask], cols, options)}
-    for segment in sorted(str(s) for s in set(segments) - {""}):
-        rows = train_mask & (segments == segment)
-        if rows.any():
-            stats[segment] = _stats(p[rows], xs[rows], cols, options)
-    held_y, held_p = y[hold_mask], p[hold_mask]
-    summary = metrics(held_y, held_p)
-    used = [c for c in categorical if c in cols]
-    peers = baselines.measure(
-        xs[~hold_mask], y[~hold_mask], xs[hold_mask], held_y, names=cols, categorical=used
-    )
-    gains = booster.feature_importance("gain")
-    total = float(gains.sum()) or 1.0
-    return Trained(
-        features=cols,
-        categorical=[c for c in categorical if c in cols],
-        models=models,
-        stats=stats,
-        metrics={
-            **{k: v for k, v in summary.items() if k != "n"},
-            "n_train": int(train_mask.sum()),
-            "n_valid": int(hold_mask.sum()),
-            "baselines": peers,
-        },
-        segments=report,
-        importance=sorted(
-            ((c, float(g) / total) for c, g in zip(cols, gains, strict=True)),
-            key=lambda pair: -pair[1],
-        ),
-        reliability=reliability(held_y, held_p),
-        params=params(options),
-        data_hash=_data_hash(x, y),
-        rows={
-            "train": int(train_mask.sum()),
-            "stop": int(stop_mask.sum()),
-            "holdout": int(hold_mask.sum()),
-            "total": len(y),
-        },
-        curves=curves(held_y, held_p),
-        reference=psi.reference(
-            xs[train_mask], cols, [c for c in categorical if c in cols], p[train_mask]
-        ),
-    )
-
-
 def _data_hash(x: np.ndarray, y: np.ndarray) -> str:
     """sha256 of the matrix's and the labels' bytes, read in place (a copy of the matrix cost
     twice the hashing)."""
     digest = hashlib.sha256(np.ascontiguousarray(x).data)
     digest.update(np.ascontiguousarray(y).data)
     return digest.hexdigest()
-
-
-def _finish(booster: lgb.Booster, stop_margin: np.ndarray, y_stop: np.ndarray) -> SegmentModel:
-    """Calibration fitted on the booster's margins on the early-stopping rows, kept only where it
-    lowers the Brier score."""
-    a, b = _calibrate(stop_margin, y_stop)
-    raw = _sigmoid(stop_margin)
-    calibrated = _sigmoid(a * stop_margin + b)
-    if brier_score_loss(y_stop, calibrated) >= brier_score_loss(y_stop, raw):
-        a, b = 1.0, 0.0
-    return SegmentModel(booster, (a, b))
 
 
 def _stats(p: np.ndarray, xs: np.ndarray, cols: list[str], options: Options) -> SegmentStats:

@@ -49,8 +49,15 @@ class ModelMetrics(BaseModel):
     brier: float | None
     log_loss: float | None
     lift_at_10: float | None
-    n_train: int
-    n_valid: int
+    n_train: int = Field(description="Rows the served model was trained on: every row.")
+    n_valid: int = Field(
+        description="Held-out rows the metrics were measured on: the latest snapshots' held-out "
+        "accounts, which no model measured here had seen."
+    )
+    valid_positives: int | None = Field(None, description="Positives among the held-out rows.")
+    auc_interval: list[float] | None = Field(
+        None, description="A 95% interval of the held-out AUC (Hanley and McNeil)."
+    )
     positive_rate: float | None
     baselines: dict[str, float | None] = Field(
         default_factory=dict,
@@ -279,6 +286,13 @@ class TrainRequest(BaseModel):
     horizon_days: Int = Field(90, ge=1, le=730)
     as_of: Timestamp | None = Field(None, description="Train on data up to here. Default: now.")
     snapshot_every_days: Int = Field(30, ge=1, le=365)
+    warm_up_days: Int = Field(
+        30,
+        ge=0,
+        le=365,
+        description="Days of data before the first snapshot: earlier snapshots would see almost "
+        "nothing. Snapshots after it know how much history they saw (the data_days feature).",
+    )
     snapshot_dates: Annotated[list[Timestamp], Field(max_length=200)] | None = None
     max_features: Annotated[int, Field(ge=1, le=500), BeforeValidator(integral)] | None = None
 

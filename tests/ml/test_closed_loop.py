@@ -39,7 +39,7 @@ async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
     request = TrainRequest(target="churn", as_of=END)
     prepared = await pipeline.prepare(conn, settings, request)
     np.random.default_rng(0).shuffle(prepared.training_set.labels)
-    options = pipeline.options(settings, request)
+    options = pipeline.options(settings, request, prepared.catalog)
     worse = await asyncio.to_thread(training.train, prepared.training_set, options)
     result = await pipeline.register(conn, settings, prepared, worse)
 

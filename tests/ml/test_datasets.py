@@ -15,6 +15,7 @@ from app.ml import datasets
 
 AS_OF = datetime(2025, 12, 31, tzinfo=UTC)
 H = timedelta(days=90)
+WARM_UP = timedelta(days=90)
 
 
 def day(n: int) -> str:
@@ -42,26 +43,35 @@ async def seed(client: httpx.AsyncClient) -> None:
 
 def test_snapshots_go_back_from_as_of_minus_horizon() -> None:
     dates = datasets.snapshot_dates(
-        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=AS_OF - timedelta(days=200)
+        as_of=AS_OF,
+        horizon=H,
+        every=timedelta(days=30),
+        first_data=AS_OF - timedelta(days=200),
+        warm_up=WARM_UP,
     )
     assert dates[-1] == AS_OF - H
     assert all(b - a == timedelta(days=30) for a, b in itertools.pairwise(dates))
-    assert dates[0] >= AS_OF - timedelta(days=200) + datasets.WARM_UP
+    assert dates[0] >= AS_OF - timedelta(days=200) + WARM_UP
 
 
-def test_snapshots_start_after_the_longest_window_has_filled() -> None:
-    first = AS_OF - timedelta(days=400)
+@pytest.mark.parametrize("warm_up_days", [0, 30, 90])
+def test_snapshots_start_after_the_warm_up_the_request_asks_for(warm_up_days: int) -> None:
+    first, warm_up = AS_OF - timedelta(days=400), timedelta(days=warm_up_days)
     dates = datasets.snapshot_dates(
-        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=first
+        as_of=AS_OF, horizon=H, every=timedelta(days=7), first_data=first, warm_up=warm_up
     )
-    assert min(dates) >= first + timedelta(days=90)
-    assert min(dates) - timedelta(days=30) < first + timedelta(days=90)  # none warmed-up left out
+    assert min(dates) >= first + warm_up
+    assert min(dates) - timedelta(days=7) < first + warm_up  # none warmed-up left out
+    count = datasets.snapshot_count(
+        as_of=AS_OF, horizon=H, every=timedelta(days=7), first_data=first, warm_up=warm_up
+    )
+    assert count == len(dates)
 
 
 def test_data_too_short_for_a_warm_up_still_gets_snapshots() -> None:
     first = AS_OF - H - timedelta(days=40)
     dates = datasets.snapshot_dates(
-        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=first
+        as_of=AS_OF, horizon=H, every=timedelta(days=30), first_data=first, warm_up=WARM_UP
     )
     assert dates == [AS_OF - H - timedelta(days=30), AS_OF - H]
 
@@ -109,6 +119,8 @@ async def test_nothing_after_as_of_is_read(
             every=timedelta(days=30),
             dates=None,
             catalog=catalog,
+            first=await datasets.first_data(conn, as_of=as_of),
+            warm_up=WARM_UP,
         )
 
     before = await build()
@@ -137,6 +149,8 @@ async def test_a_snapshot_whose_label_reads_the_future_is_refused(conn: asyncpg.
             every=timedelta(days=30),
             dates=[AS_OF - timedelta(days=10)],
             catalog=catalog,
+            first=None,
+            warm_up=WARM_UP,
         )
 
 
