@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import asyncpg
 import orjson
@@ -46,13 +47,24 @@ async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
                 s.band,
                 s.percentile,
                 s.margin,
-                orjson.dumps(s.reasons).decode(),  # orjson writes dataclasses as objects
+                # orjson writes dataclasses as objects; each says its kind
+                orjson.dumps(s.reasons + s.counter_reasons + s.context).decode(),
                 s.base_value,
                 s.other_contribution,
             )
             for s in scores
         ],
     )
+
+
+def split_reasons(stored: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A stored score's reasons as the API lists them: reasons, counter_reasons and context
+    (scores stored before the kinds existed have headline reasons only)."""
+    lists: dict[str, list[dict[str, Any]]] = {"reasons": [], "counter_reasons": [], "context": []}
+    key = {scoring.HEADLINE: "reasons", scoring.COUNTER: "counter_reasons"}
+    for reason in stored:
+        lists[key.get(reason.get("kind", scoring.HEADLINE), "context")].append(reason)
+    return lists
 
 
 FLUSH_SECONDS = 0.5

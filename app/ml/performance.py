@@ -21,7 +21,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from app import errors, insights, jobs
-from app.ml import datasets, drift, registry, training
+from app.ml import datasets, drift, history, registry, training
 from app.ml.catalog import Catalog
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
@@ -154,7 +154,7 @@ def _preceding_reasons(
             last[r["account_id"]] = (r["as_of"], i)
     led: dict[bool, Counter[str]] = defaultdict(Counter)
     for _, i in last.values():
-        reasons = orjson.loads(rows[i]["reasons"])
+        reasons = history.split_reasons(orjson.loads(rows[i]["reasons"]))["reasons"]
         if reasons:
             led[bool(y[i])][reasons[0]["feature"]] += 1
     happened, not_happened = sum(led[True].values()), sum(led[False].values())

@@ -94,6 +94,7 @@ class Comparison:
 
 
 MIN_AUC = 0.55  # a held-out AUC at or below this is chance: never activated automatically
+CHANCE = 0.5  # ... nor one whose 95% interval reaches this
 BASELINE_TOLERANCE = 0.01  # how far below its best simple peer a model may be and still serve
 
 
@@ -155,16 +156,29 @@ async def gate(
     calibration_tolerance: float,
 ) -> Verdict:
     """The gate's verdict on a new model of `target`. A model no better than chance on its own
-    held-out rows, or more than BASELINE_TOLERANCE below its best baseline there, is never
-    activated automatically, not even as its target's first."""
-    held_out = candidate.manifest["metrics"].get("auc")
+    held-out rows (AUC at most MIN_AUC, or a 95% interval reaching CHANCE), or more than
+    BASELINE_TOLERANCE below its best baseline there, is never activated automatically, not even
+    as its target's first."""
+    measured = candidate.manifest["metrics"]
+    held_out, interval = measured.get("auc"), measured.get("auc_interval")
+    try_next = (
+        "try a longer history, another horizon or label, or check that the outcomes are "
+        "recorded. POST /v1/models/{id}/activate can still activate it."
+    )
     if held_out is None or held_out <= MIN_AUC:
         shown = "unknown" if held_out is None else f"{held_out:.3f}"
         return Verdict(
             "candidate",
             f"kept as a candidate: its held-out AUC ({shown}) is not above {MIN_AUC}, no better "
-            "than chance; try a longer history, another horizon or label, or check that the "
-            "outcomes are recorded. POST /v1/models/{id}/activate can still activate it.",
+            f"than chance; {try_next}",
+        )
+    if interval is not None and interval[0] <= CHANCE:
+        return Verdict(
+            "candidate",
+            f"kept as a candidate: its held-out AUC ({held_out:.3f}) is above {MIN_AUC}, but its "
+            f"95% interval ({interval[0]:.3f} to {interval[1]:.3f}, "
+            f"{measured.get('valid_positives')} positives held out) reaches {CHANCE}: not "
+            f"clearly better than chance; {try_next}",
         )
     peer = baselines.best(candidate.manifest["metrics"].get("baselines") or {})
     if peer is not None and held_out < peer[1] - BASELINE_TOLERANCE:

@@ -1,8 +1,13 @@
 """Scores with reasons: the model's own TreeSHAP contributions, in log-odds, in plain words.
 
 For each account: margin = base_value + the sum of every feature's contribution (LightGBM's
-TreeSHAP, pred_contrib); reasons are the largest contributions by magnitude and
-other_contribution sums the rest, so base_value + sum(reasons) + other_contribution = margin.
+TreeSHAP, pred_contrib). The reasons are the largest contributions that push the score the way it
+points (above the average account: what raises it; below: what lowers it), among features a
+person can act on; other_contribution sums the rest, so base_value + sum(reasons) +
+other_contribution = margin. Listed apart, and inside other_contribution: counter_reasons, the
+largest actionable contributions pushing the other way (for a high churn risk, the protective
+factors), and context, the largest contributions of what describes who the customer is (plan,
+segment, region, age: never a headline reason, since nobody can act on them).
 probability = sigmoid(a * margin + b), where a and b are the model's Platt calibration (1 and 0
 when calibration did not help). Text is derived from the numbers; it never invents a cause.
 """
@@ -23,6 +28,8 @@ from app import features
 from app.ml import registry, training
 from app.ml.catalog import Feature
 
+HEADLINE, COUNTER, CONTEXT = "headline", "counter", "context"
+
 
 @dataclass
 class Reason:
@@ -30,6 +37,7 @@ class Reason:
     value: float | str | None
     contribution: float
     text: str
+    kind: str = HEADLINE  # HEADLINE, COUNTER or CONTEXT
 
 
 @dataclass
@@ -46,6 +54,8 @@ class Score:
     base_value: float
     other_contribution: float
     reasons: list[Reason]
+    counter_reasons: list[Reason]
+    context: list[Reason]
 
 
 # Below this many rows one thread is faster: waking OpenMP threads for a handful of rows costs
@@ -121,8 +131,7 @@ def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> 
         base, parts = contrib[:, -1], contrib[:, :-1]
         margins = base + parts.sum(axis=1)
         probabilities = model.probability(margins)
-        k = min(top, parts.shape[1])
-        order = np.argsort(-np.abs(parts), axis=1, kind="stable")[:, :k]
+        order = np.argsort(-np.abs(parts), axis=1, kind="stable")
         for n, i in enumerate(rows):
             out[i] = _score(
                 loaded,
@@ -135,6 +144,7 @@ def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> 
                 float(margins[n]),
                 float(probabilities[n]),
                 levels,
+                top,
             )
     return [s for s in out if s is not None]
 
@@ -150,6 +160,7 @@ def _score(
     margin: float,
     probability: float,
     levels: dict[str, tuple[str, ...]],
+    top: int,
 ) -> Score:
     account_id, as_of = frame.keys[i]
     segment = frame.segments[i]
@@ -160,26 +171,27 @@ def _score(
     percentile = (
         100.0 * bisect.bisect_right(reference, probability) / len(reference) if reference else 50.0
     )
-    reasons = []
+    lists: dict[str, list[Reason]] = {HEADLINE: [], COUNTER: [], CONTEXT: []}
+    pointing = 1.0 if parts.sum() > 0 else -1.0
     for j in order:
+        contribution = float(parts[j])
+        if contribution == 0 or all(len(kept) >= top for kept in lists.values()):
+            break
         name = loaded.features[j]
+        feature = loaded.catalog.feature(name)
+        if not feature.spec.actionable:
+            kind = CONTEXT
+        else:
+            kind = HEADLINE if contribution * pointing > 0 else COUNTER
+        if len(lists[kind]) >= top:
+            continue
         value = _value(name, row[j], levels)
         typical = _value(name, stats.typical.get(name, math.nan), levels)
-        reasons.append(
-            Reason(
-                name,
-                value,
-                float(parts[j]),
-                describe(
-                    loaded.catalog.feature(name),
-                    value,
-                    typical,
-                    segment,
-                    contribution=float(parts[j]),
-                    target=loaded.target,
-                ),
-            )
+        text = describe(
+            feature, value, typical, segment, contribution=contribution, target=loaded.target
         )
+        lists[kind].append(Reason(name, value, contribution, text, kind))
+    reasons = lists[HEADLINE]
     other = float(parts.sum() - sum(r.contribution for r in reasons))
     return Score(
         account_id=account_id,
@@ -194,6 +206,8 @@ def _score(
         base_value=base,
         other_contribution=other,
         reasons=reasons,
+        counter_reasons=lists[COUNTER],
+        context=lists[CONTEXT],
     )
 
 

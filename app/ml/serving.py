@@ -177,6 +177,8 @@ def as_dict(score: scoring.Score) -> dict[str, Any]:
         "base_value": score.base_value,
         "other_contribution": score.other_contribution,
         "reasons": score.reasons,
+        "counter_reasons": score.counter_reasons,
+        "context": score.context,
     }
 
 
@@ -214,6 +216,6 @@ async def ranked(
     results = []
     for row in rows:
         score = dict(row)
-        score["reasons"] = orjson.loads(score["reasons"])
+        score |= history.split_reasons(orjson.loads(score["reasons"]))
         results.append({"account_id": score.pop("account_id"), "score": score})
     return model_id, results

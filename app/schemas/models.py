@@ -195,7 +195,12 @@ class Reason(BaseModel):
     feature: str
     value: float | str | None
     contribution: float = Field(description="TreeSHAP contribution, in log-odds.")
-    text: str
+    text: str = Field(description="The feature in words, its value, and which way it pushes.")
+    kind: Literal["headline", "counter", "context"] = Field(
+        "headline",
+        description="headline: pushes the score the way it points; counter: the other way; "
+        "context: describes who the customer is (nobody can act on it).",
+    )
 
 
 class Score(BaseModel):
@@ -208,8 +213,24 @@ class Score(BaseModel):
     percentile: float = Field(description="Rank among the segment's scores at training, 0-100.")
     margin: float = Field(description="base_value + sum of all contributions, in log-odds.")
     base_value: float
-    other_contribution: float = Field(description="Sum of the contributions not listed.")
-    reasons: list[Reason]
+    other_contribution: float = Field(
+        description="Sum of every contribution not in reasons (counter_reasons and context "
+        "included): base_value + sum(reasons) + other_contribution = margin."
+    )
+    reasons: list[Reason] = Field(
+        description="The largest contributions pushing the score the way it points (above the "
+        "average account: what raises it), among features a person can act on."
+    )
+    counter_reasons: list[Reason] = Field(
+        default_factory=list,
+        description="The largest actionable contributions pushing the other way (for a high "
+        "churn risk: the protective factors). Inside other_contribution.",
+    )
+    context: list[Reason] = Field(
+        default_factory=list,
+        description="The largest contributions of what describes the customer (plan, segment, "
+        "traits): never a headline reason. Inside other_contribution.",
+    )
 
 
 class AccountScores(BaseModel):

@@ -31,6 +31,8 @@ def score(account: str, when: datetime, p: float, band: str) -> scoring.Score:
         base_value=-0.8,
         other_contribution=0.0,
         reasons=[reason],
+        counter_reasons=[],
+        context=[],
     )
 
 

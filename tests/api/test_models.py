@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from app import db, jobs, simulator
-from app.ml import batch, pipeline
+from app.ml import batch, history, pipeline
 from app.settings import Settings
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -183,7 +183,9 @@ async def test_rescore_job_scores_every_live_account_once_as_on_request(
     rows = await conn.fetch("SELECT account_id, probability, reasons FROM scores")
     assert sorted(r["account_id"] for r in rows) == sorted(live)
     assert job["result"]["scores"] == {"churn": len(live)}
-    assert all(len(orjson.loads(r["reasons"])) == 2 for r in rows)
+    for r in rows:  # at most `top` of each kind: headline reasons, counter reasons, context
+        listed = history.split_reasons(orjson.loads(r["reasons"]))
+        assert all(len(kind) <= 2 for kind in listed.values()) and listed["reasons"], listed
 
     one = rows[0]
     asked = await client.get(

@@ -1,4 +1,5 @@
-"""The promotion gate's floor: a model no better than chance is never activated by itself."""
+"""The promotion gate: a model no better than chance, or than its baselines, is never activated
+by itself; a candidate replaces the active model only when it measures up to it."""
 
 from __future__ import annotations
 
@@ -66,3 +67,48 @@ def test_a_candidate_is_promoted_only_when_it_measures_up_to_the_active_model() 
     assert close
     miscalibrated, reason = promotion.decide(measured(0.85, 0.10), measured(0.80, 0.02), **rules)
     assert not miscalibrated and "calibration error 0.100 against 0.020" in reason
+
+
+async def _first_verdict(
+    conn: asyncpg.Connection, tmp_path: Path, edit: dict[str, object]
+) -> promotion.Verdict:
+    """The gate's verdict on a real model of a target without an active model, its measured
+    metrics replaced by `edit`."""
+    ts = world(n_accounts=400, snapshots=3)
+    trained = await asyncio.to_thread(training.train, ts, training.Options(min_segment_rows=10_000))
+    trained.metrics |= edit
+    path = registry.write(
+        tmp_path, target="churn", model_id="edited", trained=trained, catalog=CATALOG, window={}
+    )
+    return await promotion.gate(
+        conn,
+        candidate=registry.load(path),
+        target="churn",
+        label=datasets.default_label("churn"),
+        as_of=datetime(2025, 12, 31, tzinfo=UTC),
+        horizon=timedelta(days=90),
+        auc_tolerance=0.01,
+        calibration_tolerance=0.01,
+    )
+
+
+async def test_a_model_below_its_best_baseline_stays_a_candidate_even_as_the_first(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    beaten = {"auc": 0.80, "baselines": {"logistic_regression": 0.82, "recency": 0.7}}
+    verdict = await _first_verdict(conn, tmp_path / "beaten", beaten)
+    assert verdict.status == "candidate"
+    assert "more than 0.01 below the logistic regression baseline's (0.820)" in verdict.reason
+    assert "try" in verdict.reason and "/activate" in verdict.reason
+    close = {"auc": 0.815, "baselines": {"logistic_regression": 0.82, "recency": 0.7}}
+    verdict = await _first_verdict(conn, tmp_path / "close", close)
+    assert verdict.status == "active" and verdict.reason == "the first model of its target"
+
+
+async def test_a_model_whose_interval_reaches_chance_stays_a_candidate(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    edit = {"auc": 0.6, "auc_interval": [0.48, 0.72], "valid_positives": 12, "baselines": {}}
+    verdict = await _first_verdict(conn, tmp_path / "wide", edit)
+    assert verdict.status == "candidate"
+    assert "95% interval (0.480 to 0.720, 12 positives held out) reaches 0.5" in verdict.reason

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import struct
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import shap
 
+from app import features
 from app.ml import registry, scoring, training
 from app.ml.catalog import Catalog
+from app.ml.datasets import TrainingSet
 from tests.ml.synthetic import CATALOG, world
 
 
@@ -82,9 +85,66 @@ def test_reasons_add_up_to_the_margin(saved: tuple[Path, training.Trained]) -> N
         assert total == pytest.approx(s.margin, abs=1e-9)
         model = loaded.serving(s.segment)[1]
         assert s.probability == pytest.approx(model.probability(np.array([s.margin]))[0])
-        magnitudes = [abs(r.contribution) for r in s.reasons]
-        assert magnitudes == sorted(magnitudes, reverse=True) and len(s.reasons) == 3
+        for listed in (s.reasons, s.counter_reasons, s.context):
+            magnitudes = [abs(r.contribution) for r in listed]
+            assert magnitudes == sorted(magnitudes, reverse=True) and len(listed) <= 3
         assert s.band in {"high", "medium", "low"} and 0 <= s.percentile <= 100
+
+
+def test_headline_reasons_push_the_way_the_score_points_and_can_be_acted_on(
+    saved: tuple[Path, training.Trained],
+) -> None:
+    path, _ = saved
+    loaded = registry.load(path)
+    scores = scoring.score_frame(loaded, world(n_accounts=60, snapshots=1, seed=14).frame, top=3)
+    kinds = {"headline": 0, "counter": 0, "context": 0}
+    for s in scores:
+        pointing = np.sign(s.margin - s.base_value)
+        actionable = {r.feature: CATALOG.feature(r.feature).spec.actionable for r in s.reasons}
+        assert all(actionable.values()), s.reasons
+        assert all(np.sign(r.contribution) == pointing for r in s.reasons)
+        assert all(np.sign(r.contribution) == -pointing for r in s.counter_reasons)
+        assert all(not CATALOG.feature(r.feature).spec.actionable for r in s.context)
+        for r in s.reasons + s.counter_reasons + s.context:
+            kinds[r.kind] += 1
+    assert all(kinds.values()), kinds  # each list is used on these scores
+
+
+def test_a_random_static_trait_never_leads_a_reason(tmp_path: Path) -> None:
+    # Each account keeps one random "age" in every snapshot: a model can memorise accounts by
+    # it, and it may carry weight in the score, but it is no reason anyone can act on.
+    catalog = Catalog(
+        event_types=("login",),
+        numeric_traits=("age",),
+        string_traits={},
+        plans=(),
+        segments=(),
+        roles=(),
+        include=("events_login_30d", "trait_age"),
+    )
+    rng = np.random.default_rng(4)
+    accounts, snapshots = 600, 4
+    age = rng.integers(18, 80, size=accounts).astype(float)
+    rows, labels, keys, snap = [], [], [], []
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for s in range(snapshots):
+        logins = rng.poisson(10, size=accounts).astype(float)
+        churn = rng.random(accounts) < 1 / (1 + np.exp(1.0 + 0.2 * (logins - 10)))
+        for a in range(accounts):
+            rows.append([logins[a], age[a]])
+            labels.append(float(churn[a]))
+            keys.append((f"acct-{a}", start + timedelta(days=30 * s)))
+            snap.append(s)
+    frame = features.Frame(catalog, keys, np.array(rows), [None] * len(keys))
+    dates = [start + timedelta(days=30 * s) for s in range(snapshots)]
+    ts = TrainingSet(frame, np.array(labels), np.array(snap), dates)
+    trained = training.train(ts, training.Options())
+    path = registry.write(
+        tmp_path, target="churn", model_id="m", trained=trained, catalog=catalog, window={}
+    )
+    scores = scoring.score_frame(registry.load(path), frame, top=3)
+    assert all(r.feature != "trait_age" for s in scores for r in s.reasons + s.counter_reasons)
+    assert any(r.feature == "trait_age" for s in scores for r in s.context)
 
 
 def test_lightgbm_contributions_match_shap_tree_explainer(
