@@ -26,9 +26,10 @@ EXPAND_HAZARD, EXPAND_AFTER_WEEKS = 0.15, 5
 GROWTH_PER_WEEK, GROWTH_CAP = 1.07, 2.5
 LEAD_DAYS = 150
 SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
-# Concept drift: after a switch, enterprise churns on support trouble, mid-market when its
-# sponsor goes quiet, SMB on support trouble.
-SWITCHED = {"enterprise": "mid-market", "mid-market": "enterprise", "smb": "mid-market"}
+# Concept drift: after a switch, trouble shows in none of the old ways, whatever the segment,
+# only as a burst of report exports (customers taking their data out before they leave): a model
+# trained before it has never seen that sign, whichever features it leaned on.
+SWITCHED = {"enterprise": "export", "mid-market": "export", "smb": "export"}
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,11 @@ def _account(
                 world.events.append(_event(rng, account_id, user, "login", day, week_end))
             if rng.random() < 0.3 * (rate / login_rate):
                 world.events.append(_event(rng, account_id, user, "report_exported", day, week_end))
+        if kind == "export" and troubled:
+            for _ in range(_poisson(rng, 3.0)):
+                world.events.append(
+                    _event(rng, account_id, rng.choice(users), "report_exported", day, week_end)
+                )
         if segment != "smb" and not (sponsor_quiet and troubled) and rng.random() < 0.35:
             world.events.append(
                 _event(

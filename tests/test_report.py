@@ -125,6 +125,14 @@ async def test_model_report_renders_with_every_plot_in_chromium(
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
     assert "matured scores" in page and "realized (matured scores)" in page
+    # It opens with what a customer-success lead needs, in words, before the plots.
+    short = page.index("<h2>In short</h2>")
+    assert short < page.index("<h2>The model</h2>") < page.index("ROC curve")
+    opening = page[short : page.index("<h2>The model</h2>")]
+    assert "Of the 10% of accounts this model puts highest, " in opening
+    assert "churned within 90 days, against " in opening
+    assert "on the same rows a logistic regression on the same features reaches" in opening
+    assert "What drives it most: " in opening and "churn risk" in opening
     assert "http://" not in page and "https://" not in page  # self-contained
     path = tmp_path / "report.html"
     path.write_text(page)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import orjson
 
 from app import errors, features
@@ -41,7 +42,72 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
     frame = await features.compute(conn, loaded.catalog, [(a, at) for a in accounts])
     realized = await performance.realized(conn, model_id=model_id, now=now, catalog=loaded.catalog)
     images = await asyncio.to_thread(_plots, loaded, frame, realized)
-    return _page(model_id, dict(row), loaded, realized, images)
+    drivers = await asyncio.to_thread(_drivers, loaded, frame)
+    return _page(model_id, dict(row), loaded, realized, images, drivers)
+
+
+def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> list[str]:
+    """The features with the largest mean absolute contribution over the frame's accounts
+    (global model), each with the way it pushes the score: the sign of the correlation of its
+    values with its contributions."""
+    columns = [frame.names.index(f) for f in loaded.features]
+    x = frame.matrix[:, columns]
+    if not len(x):
+        return []
+    parts = scoring.contributions(loaded.models[training.GLOBAL], x)[:, :-1]
+    outcome = scoring.OUTCOME_WORDS.get(loaded.target, f"the {loaded.target} score")
+    levels = loaded.catalog.levels()
+    lines = []
+    for j in np.argsort(-np.abs(parts).mean(axis=0), kind="stable")[:top]:
+        name = loaded.features[j]
+        words = loaded.catalog.feature(name).words
+        known = ~np.isnan(x[:, j])
+        values, pushes = x[known, j], parts[known, j]
+        if name in levels or len(values) < 3 or values.std() == 0 or pushes.std() == 0:
+            lines.append(f"{words} (its effect depends on the value)")
+            continue
+        way = "raise" if np.corrcoef(values, pushes)[0, 1] > 0 else "lower"
+        lines.append(f"{words}: higher values {way} {outcome}")
+    return lines
+
+
+def _summary(row: dict[str, Any], manifest: registry.Manifest, drivers: list[str]) -> str:
+    """What a customer-success lead needs first, in words."""
+    metrics = manifest["metrics"]
+    target, horizon = row["target"], row["horizon_days"]
+    happened = {"churn": "churned", "expansion": "expanded"}.get(target, f"had {target}")
+    parts = []
+    lift, rate = (manifest.get("curves") or {}).get("lift"), metrics.get("positive_rate")
+    if lift and rate:
+        parts.append(
+            f"Of the 10% of accounts this model puts highest, {lift[0] * rate:.0%} {happened} "
+            f"within {horizon} days, against {rate:.0%} overall (measured on "
+            f"{metrics.get('n_valid', 0):,} held-out accounts and moments it never learnt from)."
+        )
+    auc, interval = metrics.get("auc"), metrics.get("auc_interval")
+    peers = {k: v for k, v in (metrics.get("baselines") or {}).items() if v is not None}
+    if auc is not None:
+        spread = f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
+        text = f"It ranks accounts with an AUC of {auc:.2f}{spread}"
+        if peers:
+            names = {
+                "logistic_regression": "a logistic regression on the same features",
+                "recency": "days since the last activity",
+            }
+            text += "; on the same rows " + ", ".join(
+                f"{names.get(k, k)} reaches {v:.2f}" for k, v in sorted(peers.items())
+            )
+            best = max(peers.values())
+            text += (
+                ": the model is ahead."
+                if auc > best
+                else f": the model is {best - auc:.2f} behind the best of them."
+            )
+        parts.append(text if text.endswith(".") else text + ".")
+    if drivers:
+        parts.append("What drives it most: " + "; ".join(drivers) + ".")
+    body = " ".join(html.escape(p) for p in parts)
+    return f"<h2>In short</h2>\n<p>{body}</p>"
 
 
 def _plots(
@@ -141,6 +207,7 @@ def _page(
     loaded: registry.Loaded,
     realized: performance.Realized,
     images: dict[str, str],
+    drivers: list[str],
 ) -> str:
     manifest = loaded.manifest
     metrics = manifest["metrics"]
@@ -232,6 +299,8 @@ figure {{ display: inline-block; margin: .5rem; }} img {{ max-width: 100%; }}
 .note {{ color: #666; }}
 </style></head><body>
 <h1>{html.escape(row["target"])} model {html.escape(model_id)}</h1>
+{_summary(row, manifest, drivers)}
+<h2>The model</h2>
 <p>Status <b>{html.escape(row["status"])}</b>{
         f"; {html.escape(row['status_reason'])}" if row.get("status_reason") else ""
     }{

@@ -57,12 +57,16 @@ async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
 async def test_when_the_world_changes_realized_auc_falls_and_the_retrained_model_wins(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
-    switch = END - timedelta(days=200)
+    switch = END - timedelta(days=300)
+    # A year and a half: the model trained at the switch has a year of history behind it.
     world = await asyncio.to_thread(
-        simulator.generate, accounts=800, end=END, seed=6, switch_at=switch
+        simulator.generate, accounts=1200, end=END, days=540, seed=6, switch_at=switch
     )
     await load(client, world)
     old = (await train(conn, settings, as_of=switch))["model_id"]
+    # Whatever the gate said of it (on this world the logistic baseline may edge it out), an
+    # operator puts it to work (audited): what follows is about its life after the switch.
+    assert (await client.post(f"/v1/models/{old}/activate")).status_code == 200
 
     # The old model's scores over time: before the switch, and after it.
     async def progress(_: float) -> None:

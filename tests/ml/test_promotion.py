@@ -41,7 +41,7 @@ async def _verdict(
 async def test_a_model_no_better_than_chance_stays_a_candidate_even_as_the_first(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    ts = world(n_accounts=400, snapshots=2)
+    ts = world(n_accounts=800, snapshots=3)
     shuffled = dataclasses.replace(ts, labels=np.random.default_rng(0).permutation(ts.labels))
     verdict, auc = await _verdict(conn, shuffled, tmp_path / "chance")
     assert auc <= promotion.MIN_AUC

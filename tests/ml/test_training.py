@@ -49,15 +49,41 @@ def test_a_segment_too_small_for_its_own_model_uses_the_global_one() -> None:
     assert "needs" in trained.segments["smb"]["reason"]
 
 
-def test_training_is_deterministic() -> None:
+def test_training_and_its_search_are_deterministic() -> None:
     ts = world(n_accounts=400, snapshots=4, seed=5)
     options = training.Options(min_segment_rows=10**9)
     first, second = training.train(ts, options), training.train(ts, options)
-    x = ts.frame.matrix
-    np.testing.assert_array_equal(
-        training.margin(first.models[training.GLOBAL].booster, x),
-        training.margin(second.models[training.GLOBAL].booster, x),
+    assert first.search["chosen"] == second.search["chosen"]
+    assert [c["auc"] for c in first.search["candidates"]] == [
+        c["auc"] for c in second.search["candidates"]
+    ]
+    # Same data, same model bytes.
+    assert (
+        first.models[training.GLOBAL].booster.model_to_string()
+        == second.models[training.GLOBAL].booster.model_to_string()
     )
+
+
+def test_the_served_model_learns_from_every_row_the_held_out_ones_included(
+    trained: training.Trained,
+) -> None:
+    assert trained.rows["train"] == trained.rows["total"] == trained.metrics["n_train"]
+    assert 0 < trained.rows["holdout"] == trained.metrics["n_valid"] < trained.rows["total"]
+    low, high = trained.metrics["auc_interval"]
+    assert low < trained.metrics["auc"] < high
+    search = trained.search
+    assert search["chosen"] in {c["name"] for c in search["candidates"]}
+    assert {c["name"] for c in search["candidates"]} | set(search["skipped"]) == {
+        c.name for c in training.CANDIDATES
+    }
+    assert search["seconds"] >= 0 and search["rounds"]["served"] >= 1
+
+
+def test_a_spent_search_budget_skips_the_candidates_left_and_names_them() -> None:
+    ts = world(n_accounts=300, snapshots=3, seed=6)
+    trained = training.train(ts, training.Options(search_seconds=1e-9))
+    assert [c["name"] for c in trained.search["candidates"]] == [training.CANDIDATES[0].name]
+    assert trained.search["skipped"] == [c.name for c in training.CANDIDATES[1:]]
 
 
 def test_bands_put_about_a_tenth_of_each_segment_high(trained: training.Trained) -> None:
