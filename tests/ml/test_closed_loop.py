@@ -58,7 +58,7 @@ async def test_when_the_world_changes_realized_auc_falls_and_the_retrained_model
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
     switch = END - timedelta(days=300)
-    # A year and a half: the model trained at the switch has a year of history behind it.
+    # A year and a half, the switch after eight months: the model trained at it has seen enough.
     world = await asyncio.to_thread(
         simulator.generate, accounts=1200, end=END, days=540, seed=6, switch_at=switch
     )
