@@ -256,6 +256,8 @@ def cdnow() -> Case:
     events: dict[str, list[tuple[datetime, float]]] = {}
     for line in path.read_text().splitlines():
         customer, day, _, dollars = line.split()
+        if not day.isdigit():  # the header
+            continue
         when = datetime.strptime(day, "%Y%m%d").replace(hour=12, tzinfo=UTC)
         events.setdefault(f"cd-{int(customer):05d}", []).append((when, float(dollars)))
     cut, horizon = datetime(1997, 10, 1, tzinfo=UTC), timedelta(days=90)
