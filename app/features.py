@@ -244,8 +244,8 @@ def assemble(
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
         history = orjson.loads(agg["account_history"] or "[]")
-        profile = profiles.fold(changes for _, changes in history)
-        values |= _profile_changes(history, profile, t.timestamp())
+        profile, changed = _profile_changes(history, t.timestamp())
+        values |= changed
         segments.append(profile.get("segment"))
         first_seen = agg["first_seen"] if profiles.existed(agg["first_seen"], t) else None
         values |= {
@@ -327,14 +327,33 @@ def _event_values(
     return values
 
 
-def _profile_changes(history: list[list[Any]], profile: dict[str, Any], t: float) -> dict[str, Any]:
-    """How the profile moved: mrr and numeric traits against CHANGE_DAYS before t (unknown when
-    the account was not known then), and mrr decreases and plan changes in the last year.
-    `history` is [[epoch seconds, changes], ...] up to t, in order."""
-    then = t - CHANGE_DAYS * 86400
-    before = profiles.fold(changes for at, changes in history if at <= then)
+def _profile_changes(history: list[list[Any]], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The profile at t (profiles.fold of the history), and how it moved: mrr and numeric traits
+    against CHANGE_DAYS before t (unknown when the account was not known then), and mrr
+    decreases and plan changes in the last year. `history` is [[epoch seconds, changes], ...]
+    up to t, in order."""
+    then, year = t - CHANGE_DAYS * 86400, t - RECENCY_CAP_DAYS * 86400
+    # One pass: the state as it stood CHANGE_DAYS before t, and the year's mrr and plan moves.
+    before: dict[str, Any] | None = None
+    state: dict[str, Any] = {"traits": {}}
+    decreases = plan_changes = 0
+    for at, changes in history:
+        if at > then and before is None:
+            before = dict(state)
+        old_mrr: Any = state.get("mrr")
+        old_plan = state.get("plan")
+        profiles.apply_changes(state, changes)
+        if at > year:
+            new_mrr: Any = state.get("mrr")
+            if _number(old_mrr) and _number(new_mrr) and new_mrr < old_mrr:
+                decreases += 1
+            if old_plan is not None and state.get("plan") != old_plan:
+                plan_changes += 1
     values: dict[str, Any] = {}
-    if any(at <= then for at, _ in history):
+    if before is None and history:
+        before = state  # every change is older than CHANGE_DAYS
+    profile = state
+    if before is not None and history[0][0] <= then:
         now_mrr: Any = profile.get("mrr")
         then_mrr: Any = before.get("mrr")
         if _number(now_mrr) and _number(then_mrr):
@@ -343,19 +362,8 @@ def _profile_changes(history: list[list[Any]], profile: dict[str, Any], t: float
             old = (before.get("traits") or {}).get(trait)
             if _number(value) and _number(old):
                 values[f"trait_{trait}_change_90d"] = value - old
-    year = t - RECENCY_CAP_DAYS * 86400
-    decreases = plan_changes = 0
-    mrr = plan = None
-    for at, changes in history:
-        new_mrr, new_plan = changes.get("mrr", mrr), changes.get("plan", plan)
-        if at > year:
-            if _number(mrr) and _number(new_mrr) and new_mrr < mrr:
-                decreases += 1
-            if plan is not None and new_plan != plan:
-                plan_changes += 1
-        mrr, plan = new_mrr, new_plan
     values["mrr_decreases_365d"], values["plan_changes_365d"] = decreases, plan_changes
-    return values
+    return profile, values
 
 
 def _number(value: Any) -> bool:

@@ -171,3 +171,31 @@ async def test_a_ticket_is_open_when_its_latest_event_in_the_window_opens_it(
     assert tickets_open.column("tickets_open")[0] == 3  # reopened, 7, closed-long-ago
     one_day_earlier = await frame_at(conn, T - timedelta(days=1))
     assert one_day_earlier.column("tickets_open")[0] == 4  # closed-later was still open
+
+
+async def test_cadence_value_and_profile_changes_as_of_t(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    for days, changes in (
+        (300, {"plan": "pro", "mrr": 100, "traits": {"seats": 10}}),
+        (200, {"mrr": 80}),  # a decrease, within the year
+        (60, {"mrr": 120, "plan": "basic", "traits": {"seats": 14}}),
+        (30, {"mrr": 130}),
+    ):
+        await client.put("/v1/accounts/acme", json={**changes, "observed_at": at(days)})
+    # Purchases every 10 days from 100 to 20 days ago, each worth 5.
+    purchases = [
+        {"type": "purchase", "account_id": "acme", "occurred_at": at(d), "value": 5.0}
+        for d in range(100, 10, -10)
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": purchases})).status_code == 200
+    frame = await frame_at(conn, T)
+    value = {name: frame.column(name)[0] for name in frame.names}
+    assert value["days_since_purchase"] == 20 and value["days_since_first_purchase"] == 100
+    assert value["gap_purchase"] == 10 and value["overdue_purchase"] == 2
+    assert value["value_purchase_365d"] == 45 and value["value_per_purchase"] == 5
+    assert value["data_days"] == 100
+    # 90 days ago mrr was 80 and seats 10; over the year one plan change and one decrease of
+    # mrr (100 to 80; the two rises are not counted).
+    assert value["mrr_change_90d"] == 50 and value["trait_seats_change_90d"] == 4
+    assert value["mrr_decreases_365d"] == 1 and value["plan_changes_365d"] == 1

@@ -75,7 +75,7 @@ def _summary(row: dict[str, Any], manifest: registry.Manifest, drivers: list[str
     """What a customer-success lead needs first, in words."""
     metrics = manifest["metrics"]
     target, horizon = row["target"], row["horizon_days"]
-    happened = {"churn": "churned", "expansion": "expanded"}.get(target, f"had {target}")
+    happened = datasets.OUTCOME_OF.get(target, f"had {target}")
     parts = []
     lift, rate = (manifest.get("curves") or {}).get("lift"), metrics.get("positive_rate")
     if lift and rate:

@@ -125,6 +125,8 @@ def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> 
     x = frame.matrix[:, columns]
     out: list[Score | None] = [None] * len(frame.keys)
     levels = loaded.catalog.levels()
+    # Which columns a person can act on: computed once per frame, not per reason.
+    actionable = np.array([loaded.catalog.feature(f).spec.actionable for f in loaded.features])
     for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]
         contrib = contributions(model, x[rows])
@@ -145,6 +147,7 @@ def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> 
                 float(probabilities[n]),
                 levels,
                 top,
+                actionable,
             )
     return [s for s in out if s is not None]
 
@@ -161,6 +164,7 @@ def _score(
     probability: float,
     levels: dict[str, tuple[str, ...]],
     top: int,
+    actionable: np.ndarray,
 ) -> Score:
     account_id, as_of = frame.keys[i]
     segment = frame.segments[i]
@@ -171,26 +175,30 @@ def _score(
     percentile = (
         100.0 * bisect.bisect_right(reference, probability) / len(reference) if reference else 50.0
     )
-    lists: dict[str, list[Reason]] = {HEADLINE: [], COUNTER: [], CONTEXT: []}
     pointing = 1.0 if parts.sum() > 0 else -1.0
-    for j in order:
-        contribution = float(parts[j])
-        if contribution == 0 or all(len(kept) >= top for kept in lists.values()):
-            break
-        name = loaded.features[j]
-        feature = loaded.catalog.feature(name)
-        if not feature.spec.actionable:
-            kind = CONTEXT
-        else:
-            kind = HEADLINE if contribution * pointing > 0 else COUNTER
-        if len(lists[kind]) >= top:
-            continue
-        value = _value(name, row[j], levels)
-        typical = _value(name, stats.typical.get(name, math.nan), levels)
-        text = describe(
-            feature, value, typical, segment, contribution=contribution, target=loaded.target
-        )
-        lists[kind].append(Reason(name, value, contribution, text, kind))
+    ranked = order[parts[order] != 0]  # by magnitude, largest first
+    acts, along = actionable[ranked], parts[ranked] * pointing > 0
+    picked = {
+        HEADLINE: ranked[acts & along][:top],
+        COUNTER: ranked[acts & ~along][:top],
+        CONTEXT: ranked[~acts][:top],
+    }
+    lists: dict[str, list[Reason]] = {}
+    for kind, columns in picked.items():
+        lists[kind] = []
+        for j in columns:
+            name, contribution = loaded.features[j], float(parts[j])
+            value = _value(name, row[j], levels)
+            typical = _value(name, stats.typical.get(name, math.nan), levels)
+            text = describe(
+                loaded.catalog.feature(name),
+                value,
+                typical,
+                segment,
+                contribution=contribution,
+                target=loaded.target,
+            )
+            lists[kind].append(Reason(name, value, contribution, text, kind))
     reasons = lists[HEADLINE]
     other = float(parts.sum() - sum(r.contribution for r in reasons))
     return Score(

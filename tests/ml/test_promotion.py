@@ -15,6 +15,19 @@ from app.ml import datasets, promotion, registry, training
 from tests.ml.synthetic import CATALOG, world
 
 
+async def _gate(conn: asyncpg.Connection, path: Path) -> promotion.Verdict:
+    return await promotion.gate(
+        conn,
+        candidate=registry.load(path),
+        target="churn",
+        label=datasets.default_label("churn"),
+        as_of=datetime(2025, 12, 31, tzinfo=UTC),
+        horizon=timedelta(days=90),
+        auc_tolerance=0.01,
+        calibration_tolerance=0.01,
+    )
+
+
 async def _verdict(
     conn: asyncpg.Connection,
     ts: datasets.TrainingSet,
@@ -24,18 +37,7 @@ async def _verdict(
     path = registry.write(
         folder, target="churn", model_id=folder.name, trained=trained, catalog=CATALOG, window={}
     )
-    loaded = registry.load(path)
-    verdict = await promotion.gate(
-        conn,
-        candidate=loaded,
-        target="churn",
-        label=datasets.default_label("churn"),
-        as_of=datetime(2025, 12, 31, tzinfo=UTC),
-        horizon=timedelta(days=90),
-        auc_tolerance=0.01,
-        calibration_tolerance=0.01,
-    )
-    return verdict, float(trained.metrics["auc"])
+    return await _gate(conn, path), float(trained.metrics["auc"])
 
 
 async def test_a_model_no_better_than_chance_stays_a_candidate_even_as_the_first(
@@ -80,16 +82,7 @@ async def _first_verdict(
     path = registry.write(
         tmp_path, target="churn", model_id="edited", trained=trained, catalog=CATALOG, window={}
     )
-    return await promotion.gate(
-        conn,
-        candidate=registry.load(path),
-        target="churn",
-        label=datasets.default_label("churn"),
-        as_of=datetime(2025, 12, 31, tzinfo=UTC),
-        horizon=timedelta(days=90),
-        auc_tolerance=0.01,
-        calibration_tolerance=0.01,
-    )
+    return await _gate(conn, path)
 
 
 async def test_a_model_below_its_best_baseline_stays_a_candidate_even_as_the_first(
