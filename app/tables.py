@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +11,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    Date,
     DateTime,
     Double,
     ForeignKey,
@@ -152,35 +151,6 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     text: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
-
-
-class EventRollup(Base):
-    """Per account, event type and UTC month: the events' count, value and first and last
-    instants (app.rollups). Lifetime aggregates read it for the months before the year they
-    scan event by event."""
-
-    __tablename__ = "event_rollups"
-    __table_args__ = (Index(None, "month"),)
-
-    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    type: Mapped[str] = mapped_column(String(255), primary_key=True)
-    month: Mapped[date] = mapped_column(Date, primary_key=True)
-    events: Mapped[int] = mapped_column(BigInteger)
-    valued: Mapped[int] = mapped_column(BigInteger)
-    value_sum: Mapped[float] = mapped_column(Double)
-    first_at: Mapped[datetime] = mapped_column(Timestamp)
-    last_at: Mapped[datetime] = mapped_column(Timestamp)
-
-
-class EventRollupMonth(Base):
-    """A month of events (its partition) that is rolled up, and how many events it held then."""
-
-    __tablename__ = "event_rollup_months"
-
-    partition: Mapped[str] = mapped_column(String(63), primary_key=True)
-    month: Mapped[date] = mapped_column(Date)
-    events: Mapped[int] = mapped_column(BigInteger)
-    rolled_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class Outcome(Base):

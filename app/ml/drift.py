@@ -79,7 +79,8 @@ async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> Rep
     frame = await features.compute(
         conn, loaded.catalog, [(r["account_id"], latest["as_of"]) for r in scored]
     )
-    x = loaded.matrix(frame)
+    columns = [frame.names.index(f) for f in loaded.features]
+    x = frame.matrix[:, columns]
     indices = {
         name: psi(expected["features"][name], x[:, j]) for j, name in enumerate(loaded.features)
     }

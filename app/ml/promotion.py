@@ -55,7 +55,8 @@ async def recent_window(
 
 def probabilities(loaded: registry.Loaded, frame: features.Frame) -> np.ndarray:
     """Calibrated probabilities of every row, each through the model that serves its segment."""
-    x = loaded.matrix(frame)
+    columns = [frame.names.index(f) for f in loaded.features]
+    x = frame.matrix[:, columns]
     out = np.zeros(len(frame.keys))
     for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]

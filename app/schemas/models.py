@@ -276,8 +276,7 @@ class OutcomeLabel(BaseModel):
 
 
 class InactivityLabel(BaseModel):
-    """For businesses without contracts: 1 when none of these events happens in the horizon.
-    Learnt among accounts with one of these events in the horizon before the snapshot."""
+    """For businesses without contracts: 1 when none of these events happens in the horizon."""
 
     type: Literal["inactivity"]
     event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
