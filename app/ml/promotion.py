@@ -55,8 +55,7 @@ async def recent_window(
 
 def probabilities(loaded: registry.Loaded, frame: features.Frame) -> np.ndarray:
     """Calibrated probabilities of every row, each through the model that serves its segment."""
-    columns = [frame.names.index(f) for f in loaded.features]
-    x = frame.matrix[:, columns]
+    x = loaded.matrix(frame)
     out = np.zeros(len(frame.keys))
     for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]

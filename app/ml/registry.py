@@ -11,6 +11,7 @@ than raise, so a damaged file must never reach it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import asyncpg
 import lightgbm as lgb
@@ -35,6 +36,9 @@ from app import errors
 from app.ml import training
 from app.ml.catalog import Catalog
 from app.schemas.models import ModelInfo
+
+if TYPE_CHECKING:
+    from app.features import Frame
 
 # Percentiles keep this many points of each segment's training distribution.
 REFERENCE_POINTS = 1001
@@ -98,6 +102,27 @@ class Loaded:
     features: list[str]
     models: dict[str, training.SegmentModel]
     stats: dict[str, training.SegmentStats]
+
+    @functools.cached_property
+    def positions(self) -> list[int]:
+        """Where each of the model's features sits among its catalog's columns."""
+        position = {name: j for j, name in enumerate(self.catalog.names)}
+        return [position[f] for f in self.features]
+
+    @functools.cached_property
+    def actionable(self) -> np.ndarray:
+        """For each of the model's features, whether a person can act on it."""
+        return np.array([self.catalog.feature(f).spec.actionable for f in self.features])
+
+    @functools.cached_property
+    def levels(self) -> dict[str, tuple[str, ...]]:
+        return self.catalog.levels()
+
+    def matrix(self, frame: Frame) -> np.ndarray:
+        """The frame's values of the model's features, in the model's order."""
+        if frame.names == self.catalog.names:
+            return frame.matrix[:, self.positions]
+        return frame.matrix[:, [frame.names.index(f) for f in self.features]]
 
     def serving(self, segment: str | None) -> tuple[str, training.SegmentModel]:
         name = segment if segment in self.models else training.GLOBAL

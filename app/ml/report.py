@@ -50,8 +50,7 @@ def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> li
     """The features with the largest mean absolute contribution over the frame's accounts
     (global model), each with the way it pushes the score: the sign of the correlation of its
     values with its contributions."""
-    columns = [frame.names.index(f) for f in loaded.features]
-    x = frame.matrix[:, columns]
+    x = loaded.matrix(frame)
     if not len(x):
         return []
     parts = scoring.contributions(loaded.models[training.GLOBAL], x)[:, :-1]

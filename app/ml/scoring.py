@@ -88,10 +88,9 @@ def summary_png(
     import matplotlib.pyplot as plt
     import shap
 
-    columns = [frame.names.index(f) for f in loaded.features]
     rows = [i for i, s in enumerate(frame.segments) if segment is None or s == segment]
-    x = frame.matrix[rows][:, columns]
-    contrib = np.zeros((len(rows), len(columns) + 1))
+    x = loaded.matrix(frame)[rows]
+    contrib = np.zeros((len(rows), len(loaded.features) + 1))
     for name, ks in loaded.served([frame.segments[i] for i in rows]).items():
         contrib[ks] = contributions(loaded.models[name], x[ks])
     explanation = shap.Explanation(
@@ -121,12 +120,9 @@ def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> 
     """Scores of every row of a frame computed with loaded.catalog. Margins, probabilities,
     bands, percentiles and the order of reasons are computed for all rows at once; only the
     reasons' words are made row by row."""
-    columns = [frame.names.index(f) for f in loaded.features]
-    x = frame.matrix[:, columns]
+    x = loaded.matrix(frame)
     out: list[Score | None] = [None] * len(frame.keys)
-    levels = loaded.catalog.levels()
-    # Which columns a person can act on: computed once per frame, not per reason.
-    actionable = np.array([loaded.catalog.feature(f).spec.actionable for f in loaded.features])
+    levels, actionable = loaded.levels, loaded.actionable
     for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]
         contrib = contributions(model, x[rows])
@@ -240,12 +236,10 @@ def describe(
     contribution: float,
     target: str,
 ) -> str:
-    """E.g. "Login in the last 30 days: 4 (typical for enterprise: 37); raises churn risk": the
-    direction is the sign of the feature's own contribution to this score."""
+    """E.g. "Login in the last 30 days: 4 (typical for enterprise: 37); raises churn risk", "No
+    payment failed in the last year (typical: 40 days ago); lowers churn risk": the direction is
+    the sign of the feature's own contribution to this score."""
     where = f"typical for {segment}" if segment else "typical"
     way = "raises" if contribution > 0 else "lowers"
     outcome = OUTCOME_WORDS.get(target, f"the {target} score")
-    return (
-        f"{feature.words}: {feature.show(value)} ({where}: {feature.show(typical)}); "
-        f"{way} {outcome}"
-    )
+    return f"{feature.stated(value)} ({where}: {feature.show(typical)}); {way} {outcome}"

@@ -67,7 +67,7 @@ class Options:
     max_rounds: int = 500
     early_stopping_rounds: int = 30
     search_seconds: float = 300.0  # candidates left when this is spent are skipped
-    search_rows: int = 200_000  # at most this many training rows per fold in the search
+    search_rows: int = 50_000  # at most this many training rows per fold in the search
     monotone: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1, from the catalog
     high_share: float = 0.10
     medium_share: float = 0.20
@@ -75,16 +75,34 @@ class Options:
     stop_requested: Callable[[], bool] = field(default=lambda: False, compare=False)
 
 
+# What one served model may cost to explain: TreeSHAP of one row on one core, in microseconds.
+# Every score on request and every row of a batch pays it, so it bounds each candidate's trees.
+SHAP_BUDGET_US = 400.0
+
+
 @dataclass(frozen=True)
 class Candidate:
     name: str
     params: dict[str, Any]
 
+    @property
+    def max_trees(self) -> int:
+        """The most trees a served model of these parameters may have within SHAP_BUDGET_US.
+        TreeSHAP visits every leaf of every tree along its path, so a tree costs about its
+        leaves times its depth squared; measured with LightGBM 4 on this project's bench
+        machine: 0.3 us + 0.0075 us per leaf x depth^2 (2 leaves: 0.36 us, 8 leaves at depth 3:
+        1.1 us, 15 at depth 5: 2.3 us, 31 unbounded: 16 us per tree and row)."""
+        leaves, depth = self.params["num_leaves"], self.params["max_depth"]
+        per_tree = 0.3 + 0.0075 * leaves * depth * depth
+        return int(SHAP_BUDGET_US / per_tree)
+
 
 # Simplest first: a tie (within SEARCH_TIE) goes to the earlier one. Most use extremely
 # randomised split points (extra_trees) and half the features per tree: on the few thousand rows
 # of a small customer base they behave like a smooth, regularised additive model, where exact
-# splits chase noise; the exact, deeper ones are for large training sets.
+# splits chase noise; the exact ones are for large training sets. Every candidate bounds its
+# depth: an unbounded tree of 63 leaves costs 40 us per row to explain, and a served model of
+# hundreds of them would make every score on request wait milliseconds for its reasons.
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate(
         "additive",  # one feature per tree: a regularised generalised additive model
@@ -119,7 +137,7 @@ CANDIDATES: tuple[Candidate, ...] = (
             "max_depth": 3,
             "min_data_in_leaf": 50,
             "lambda_l2": 10.0,
-            "learning_rate": 0.05,
+            "learning_rate": 0.1,
             "feature_fraction": 0.5,
             "bagging_fraction": 0.8,
             "extra_trees": True,
@@ -129,10 +147,10 @@ CANDIDATES: tuple[Candidate, ...] = (
         "wide",
         {
             "num_leaves": 31,
-            "max_depth": -1,
+            "max_depth": 5,
             "min_data_in_leaf": 100,
             "lambda_l2": 10.0,
-            "learning_rate": 0.05,
+            "learning_rate": 0.1,
             "feature_fraction": 0.5,
             "bagging_fraction": 0.8,
             "extra_trees": True,
@@ -142,25 +160,12 @@ CANDIDATES: tuple[Candidate, ...] = (
         "exact",
         {
             "num_leaves": 15,
-            "max_depth": -1,
+            "max_depth": 5,
             "min_data_in_leaf": 20,
             "lambda_l2": 1.0,
-            "learning_rate": 0.05,
+            "learning_rate": 0.1,
             "feature_fraction": 0.9,
             "bagging_fraction": 0.9,
-            "extra_trees": False,
-        },
-    ),
-    Candidate(
-        "deep",
-        {
-            "num_leaves": 63,
-            "max_depth": -1,
-            "min_data_in_leaf": 200,
-            "lambda_l2": 5.0,
-            "learning_rate": 0.05,
-            "feature_fraction": 0.7,
-            "bagging_fraction": 0.8,
             "extra_trees": False,
         },
     ),
@@ -342,10 +347,13 @@ class _Fitter:
         if stop_on is not None:
             valid = [lgb.Dataset(self.x[stop_on][:, idx], self.y[stop_on], reference=data)]
             callbacks.append(lgb.early_stopping(self.options.early_stopping_rounds, verbose=False))
+        # The search stops early within half the served trees: the served model's rounds grow
+        # with its extra rows, up to MAX_ROUNDS_SCALE times.
+        searched = min(self.options.max_rounds, int(candidate.max_trees / MAX_ROUNDS_SCALE))
         return lgb.train(
             self.params(candidate, cols),
             data,
-            num_boost_round=rounds or self.options.max_rounds,
+            num_boost_round=rounds or max(1, searched),
             valid_sets=valid,
             callbacks=callbacks,
         )
@@ -354,8 +362,10 @@ class _Fitter:
         return margin(booster, self.x[rows][:, [self.names.index(c) for c in cols]])
 
 
-def _scaled(rounds: float, ratio: float) -> int:
-    return max(1, round(rounds * min(MAX_ROUNDS_SCALE, max(1.0, ratio))))
+def _scaled(candidate: Candidate, rounds: float, ratio: float) -> int:
+    """Rounds for `ratio` times the rows `rounds` were found on, within the serving budget."""
+    scaled = round(rounds * min(MAX_ROUNDS_SCALE, max(1.0, ratio)))
+    return max(1, min(candidate.max_trees, scaled))
 
 
 def _search(
@@ -442,7 +452,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     chosen = next(t for t in search["candidates"] if t["name"] == candidate.name)
 
     def est_rounds(fold: Fold) -> int:
-        return _scaled(chosen["rounds"], fold.train.sum() / chosen["train_rows"])
+        return _scaled(candidate, chosen["rounds"], fold.train.sum() / chosen["train_rows"])
 
     cols = distinct
     if options.max_features and options.max_features < len(cols):
@@ -477,7 +487,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     est_p = np.full(len(y), np.nan)
     est_p[held] = _sigmoid(est_calibration[0] * est_margin[held] + est_calibration[1])
     # The served model: every row, the rounds scaled to them; calibrated on out-of-fold margins.
-    rounds = _scaled(chosen["rounds"], len(y) / chosen["train_rows"])
+    rounds = _scaled(candidate, chosen["rounds"], len(y) / chosen["train_rows"])
     booster = fitter.fit(candidate, cols, everything, rounds=rounds)
     oof[held] = est_margin[held]
     known = ~np.isnan(oof)
@@ -509,7 +519,9 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             own_auc, global_auc = entry["segment_holdout"]["auc"], entry["global_holdout"]["auc"]
             if own_auc is not None and (global_auc is None or own_auc >= global_auc):
                 ratio = rows / max(1, (in_seg & ~held).sum())
-                served = fitter.fit(candidate, cols, in_seg, rounds=_scaled(rounds, ratio))
+                served = fitter.fit(
+                    candidate, cols, in_seg, rounds=_scaled(candidate, rounds, ratio)
+                )
                 models[segment] = SegmentModel(served, own_calibration)
                 est_p[evaluated] = own_p
                 entry["model"] = "segment"

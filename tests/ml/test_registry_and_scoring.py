@@ -202,6 +202,8 @@ def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
         "3 days ago",
         "none in the last year",
     ]
+    assert last.stated(3.4) == "Last login: 3 days ago"
+    assert last.stated(365.0) == "No login in the last year"
     assert words["contacts_executive_sponsor"] == "Contacts who are executive sponsor"
     assert words["trait_seats"] == "Seats" and words["trait_tier"] == "Tier"
     assert catalog.feature("trait_tier").spec.unit == "category"
