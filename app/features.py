@@ -19,7 +19,7 @@ import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -132,26 +132,33 @@ async def build_catalog(
 
 def _sql() -> str:
     """Everything Postgres knows about each (account, t) in one statement, one row per pair (so
-    one round trip per call, however many pairs): the events in (t - 365 d, t] aggregated per
-    event type (a handful of aggregates per event, pivoted in Python: filtering every event once
-    per feature cost most of the time; the ticket events' ids and instants come along in the
-    same scan), when the account was first seen, and its and its contacts' history up to t.
-    Window bounds are computed once per pair, not per event; instants come as epoch seconds
-    (ticket instants as whole microseconds, compared exactly) and days are UTC days, whatever the
+    one round trip per call, however many pairs): the events from the start of the UTC month a
+    year before t up to t aggregated per event type (a handful of aggregates per event, pivoted
+    in Python: filtering every event once per feature cost most of the time; the ticket events'
+    ids and instants come along in the same scan), the event rollups of the months before that
+    (lifetime counts, values and first instants without reading every event an account ever
+    sent), when the account was first seen, and its and its contacts' history up to t. Window
+    bounds are computed once per pair, not per event; instants come as epoch seconds (ticket
+    instants as whole microseconds, compared exactly) and days are UTC days, whatever the
     session's zone."""
     bounds = ", ".join(
         f"s.t - interval '{d} days' AS t{d}"
         for d in sorted({*WINDOWS, *LONG_WINDOWS, 60, RECENCY_CAP_DAYS})
     )
-    survey = "e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
-    tickets = f"e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'"
+    year = f"e.occurred_at > s.t{RECENCY_CAP_DAYS}"
+    survey = f"{year} AND e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
+    tickets = (
+        f"{year} AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') "
+        "AND e.properties ? 'ticket_id'"
+    )
     # The same bounds again as parameters, over every pair at once: Postgres prunes month
     # partitions by parameters when the statement starts, but by per-row values only when it runs,
     # after it has opened every partition for every subquery (most of a single score's time).
-    in_range = "e.occurred_at > $3 AND e.occurred_at <= $4"
+    in_range = "e.occurred_at >= $3 AND e.occurred_at <= $4"
     return f"""
     WITH s AS (
-        SELECT s.i, s.account_id, s.t, {bounds}
+        SELECT s.i, s.account_id, s.t, {bounds},
+          date_trunc('month', s.t - interval '{RECENCY_CAP_DAYS} days', 'UTC') AS scanned
         FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
     )
     SELECT s.i,
@@ -163,24 +170,33 @@ def _sql() -> str:
       (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
        FROM contact_history h
        WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS contact_history,
+      (SELECT json_object_agg(r.type, json_build_array(r.events, r.value_sum, r.first))
+       FROM (SELECT r.type, sum(r.events) AS events, sum(r.value_sum) AS value_sum,
+                    extract(epoch FROM min(r.first_at)) AS first
+             FROM event_rollups r
+             WHERE r.account_id = s.account_id AND r.month < (s.scanned AT TIME ZONE 'UTC')::date
+             GROUP BY r.type) r) AS before,
       (SELECT json_agg(per_type) FROM (
           SELECT e.type,
             count(*) FILTER (WHERE e.occurred_at > s.t7) AS c7,
             count(*) FILTER (WHERE e.occurred_at > s.t30) AS c30,
             count(*) FILTER (WHERE e.occurred_at > s.t90) AS c90,
             count(*) FILTER (WHERE e.occurred_at > s.t180) AS c180,
-            count(*) AS c365,
+            count(*) FILTER (WHERE {year}) AS c365,
+            count(*) AS scanned,
             count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60) AS p30,
             extract(epoch FROM max(e.occurred_at)) AS last,
-            extract(epoch FROM min(e.occurred_at)) AS first,
+            extract(epoch FROM min(e.occurred_at) FILTER (WHERE {year})) AS first,
+            extract(epoch FROM min(e.occurred_at)) AS first_scanned,
             bit_or(1::bigint << (floor(extract(epoch FROM s.t) / 86400)
                                  - floor(extract(epoch FROM e.occurred_at) / 86400))::int)
                 FILTER (WHERE e.occurred_at > s.t30) AS days30,
             array_agg(DISTINCT e.contact_id)
                 FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
             sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
-            sum(e.value) AS value365,
-            count(e.value) AS valued365,
+            sum(e.value) FILTER (WHERE {year}) AS value365,
+            count(e.value) FILTER (WHERE {year}) AS valued365,
+            sum(e.value) AS value_scanned,
             sum(e.value) FILTER (WHERE {survey}) AS survey_sum,
             count(e.value) FILTER (WHERE {survey}) AS survey_count,
             max(array[extract(epoch FROM e.occurred_at)::float8, e.value])
@@ -190,12 +206,19 @@ def _sql() -> str:
                 FILTER (WHERE {tickets}) AS tickets
           FROM events e
           WHERE e.account_id = s.account_id
-            AND e.occurred_at <= s.t AND e.occurred_at > s.t{RECENCY_CAP_DAYS} AND {in_range}
+            AND e.occurred_at <= s.t AND e.occurred_at >= s.scanned AND {in_range}
           GROUP BY e.type
        ) per_type) AS per_type
     FROM s
     ORDER BY s.i
     """  # noqa: S608  (windows and event type names are constants)
+
+
+def _scanned_from(t: datetime) -> datetime:
+    """The start of the UTC month a year before t: events from it on are read one by one, the
+    months before it from the rollups."""
+    earliest = (t - LOOKBACK).astimezone(UTC)
+    return earliest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 async def fetch(
@@ -204,7 +227,7 @@ async def fetch(
     """What Postgres knows about each (account_id, t), one record per pair in order. It does not
     depend on a catalog, so one fetch serves every model that scores the same pairs."""
     moments = [t for _, t in keys]
-    lower, upper = (min(moments) - LOOKBACK, max(moments)) if moments else (None, None)
+    lower, upper = (_scanned_from(min(moments)), max(moments)) if moments else (None, None)
     records: list[asyncpg.Record] = await conn.fetch(
         _SQL, [a for a, _ in keys], moments, lower, upper
     )
@@ -239,7 +262,8 @@ def assemble(
     segments: list[str | None] = []
     for row, ((_, t), agg) in enumerate(zip(keys, records, strict=True)):
         per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
-        values = _event_values(catalog, per_type, t.timestamp())
+        before = orjson.loads(agg["before"] or "{}")
+        values = _event_values(catalog, per_type, before, t.timestamp())
         values["tickets_open"] = _open_tickets(per_type)
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
@@ -281,22 +305,32 @@ _SQL = _sql()
 
 
 def _event_values(
-    catalog: Catalog, per_type: dict[str, dict[str, Any]], t: float
+    catalog: Catalog,
+    per_type: dict[str, dict[str, Any]],
+    before: dict[str, list[Any]],
+    t: float,
 ) -> dict[str, Any]:
-    """The event features from the per-type aggregates of one (account, t); t in epoch seconds."""
+    """The event features from the per-type aggregates of one (account, t) and the rollups of
+    the months before them ([events, value, first instant] per type); t in epoch seconds."""
     values: dict[str, Any] = {}
     for kind in catalog.event_types:
-        p = per_type.get(kind)
+        p, old = per_type.get(kind), before.get(kind)
         for w in catalog.windows:
             values[f"events_{kind}_{w}d"] = p[f"c{w}"] if p else 0
         values[f"events_{kind}_trend"] = _trend(p["c30"], p["p30"]) if p else 0.0
-        if p is None:
-            values[f"days_since_{kind}"] = values[f"days_since_first_{kind}"] = RECENCY_CAP_DAYS
+        values[f"events_{kind}_lifetime"] = (p["scanned"] if p else 0) + (old[0] if old else 0)
+        values[f"value_{kind}_lifetime"] = ((p and p["value_scanned"]) or 0) + (
+            old[1] if old else 0
+        )
+        firsts = [f for f in ((p or {}).get("first_scanned"), old[2] if old else None) if f]
+        if firsts:
+            values[f"days_since_first_{kind}"] = (t - min(firsts)) / 86400
+        if p is None or not p["c365"]:
+            values[f"days_since_{kind}"] = RECENCY_CAP_DAYS
             values[f"value_{kind}_365d"] = 0
             continue
         since = min((t - p["last"]) / 86400, RECENCY_CAP_DAYS)
         values[f"days_since_{kind}"] = since
-        values[f"days_since_first_{kind}"] = min((t - p["first"]) / 86400, RECENCY_CAP_DAYS)
         if p["c365"] > 1:  # the mean gap: the span over the gaps in it
             gap = (p["last"] - p["first"]) / 86400 / (p["c365"] - 1)
             values[f"gap_{kind}"] = gap
@@ -322,7 +356,11 @@ def _event_values(
         "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
         "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
-        "data_days": max((t - p["first"]) / 86400 for p in types) if per_type else 0,
+        "data_days": max(
+            [(t - p["first_scanned"]) / 86400 for p in types]
+            + [(t - old[2]) / 86400 for old in before.values()],
+            default=0,
+        ),
     }
     return values
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Double,
     ForeignKey,
@@ -151,6 +152,23 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     text: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class EventRollup(Base):
+    """Per account, event type and UTC month: the events' count, value and first and last
+    instants. Kept by a statement trigger on events (migration 0002), never written by the
+    service: lifetime aggregates read it for the months before the window they scan."""
+
+    __tablename__ = "event_rollups"
+
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(255), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    valued: Mapped[int] = mapped_column(BigInteger)
+    value_sum: Mapped[float] = mapped_column(Double)
+    first_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Outcome(Base):

@@ -199,3 +199,39 @@ async def test_cadence_value_and_profile_changes_as_of_t(
     # mrr (100 to 80; the two rises are not counted).
     assert value["mrr_change_90d"] == 50 and value["trait_seats_change_90d"] == 4
     assert value["mrr_decreases_365d"] == 1 and value["plan_changes_365d"] == 1
+
+
+async def test_lifetime_aggregates_reach_past_the_year_through_the_rollups(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    # Purchases 800, 700, 500, 400 (months before the scanned year), 370 (in the month the scan
+    # starts, before t - 365 d) and 20 days before T, worth 1 to 6.
+    days = (800, 700, 500, 400, 370, 20)
+    purchases = [
+        {
+            "event_id": f"p{d}",
+            "type": "purchase",
+            "account_id": "acme",
+            "occurred_at": at(d),
+            "value": float(n + 1),
+        }
+        for n, d in enumerate(days)
+    ]
+    for _ in range(2):  # sent twice: the duplicates are not counted again
+        reply = await client.post("/v1/events/batch", json={"events": purchases})
+        assert reply.status_code == 200
+    frame = await frame_at(conn, T)
+    value = {name: frame.column(name)[0] for name in frame.names}
+    assert value["events_purchase_lifetime"] == 6 and value["value_purchase_lifetime"] == 21
+    assert value["days_since_first_purchase"] == 800 and value["data_days"] == 800
+    assert value["days_since_purchase"] == 20 and value["value_purchase_365d"] == 6
+    assert np.isnan(value["gap_purchase"])  # one purchase in the year: no cadence
+    # As of 450 days before T: only what happened by then (800, 700 and 500 days before T).
+    earlier = await frame_at(conn, T - timedelta(days=450))
+    assert earlier.column("events_purchase_lifetime")[0] == 3
+    assert earlier.column("value_purchase_lifetime")[0] == 6
+    assert earlier.column("days_since_first_purchase")[0] == 350
+    rollups = await conn.fetchval(
+        "SELECT sum(events) FROM event_rollups WHERE account_id = 'acme' AND type = 'purchase'"
+    )
+    assert rollups == 6

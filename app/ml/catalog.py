@@ -47,13 +47,15 @@ SPECS: tuple[Spec, ...] = (
     Spec("events_{type}_{window}d", "{Type} in the last {window} days", "count", True),
     Spec("events_{type}_trend", "{Type} in the last 30 days against the 30 before", "trend", True),
     Spec("days_since_{type}", "Last {type}", "ago", True, none="No {type} in the last year"),
-    Spec("days_since_first_{type}", "First {type} in the last year", "ago", False),
+    Spec("days_since_first_{type}", "Days since the first {type}", "days", False),
+    Spec("events_{type}_lifetime", "{Type} ever", "count", False),
     Spec("gap_{type}", "Typical days between {type} events in the last year", "days", True),
     Spec(
         "overdue_{type}", "Time since the last {type}, in typical gaps between them", "ratio", True
     ),
     Spec("value_{type}_365d", "Value of {type} events in the last year", "number", False),
     Spec("value_per_{type}", "Average value of a {type} event in the last year", "number", False),
+    Spec("value_{type}_lifetime", "Value of {type} events ever", "number", False),
     Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1),
     Spec(
         "events_trend", "Activity in the last 30 days against the 30 before", "trend", True, -1, 1
@@ -71,7 +73,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("segment", "Segment", "category", False),
     Spec("mrr", "MRR", "money", False),
     Spec("tenure_days", "Days as a customer", "days", False),
-    Spec("data_days", "Days of activity on record (up to a year)", "days", False),
+    Spec("data_days", "Days of activity on record", "days", False),
     Spec("mrr_change_90d", "MRR change over the last 90 days", "money", False, -1),
     Spec("mrr_decreases_365d", "MRR decreases in the last year", "count", False, 1),
     Spec("plan_changes_365d", "Plan changes in the last year", "count", False),
@@ -173,10 +175,16 @@ def _features(
             for w in windows
         ]
         found.append(Feature(f"events_{kind}_trend", SPEC["events_{type}_trend"], kind))
-        for key in ("days_since_{type}", "days_since_first_{type}", "gap_{type}", "overdue_{type}"):
+        for key in (
+            "events_{type}_lifetime",
+            "days_since_{type}",
+            "days_since_first_{type}",
+            "gap_{type}",
+            "overdue_{type}",
+        ):
             found.append(Feature(key.format(type=kind), SPEC[key], kind))
         if kind in valued_types:
-            for key in ("value_{type}_365d", "value_per_{type}"):
+            for key in ("value_{type}_365d", "value_{type}_lifetime", "value_per_{type}"):
                 found.append(Feature(key.format(type=kind), SPEC[key], kind))
     fixed = [s for s in SPECS if "{" not in s.key]
     found += [Feature(s.key, s) for s in fixed if s.key != "executive_sponsor_active_30d"]
