@@ -19,17 +19,15 @@ import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import numpy as np
 import orjson
 
-from app import profiles
+from app import profiles, rollups
 from app.ml.catalog import CHANGE_DAYS, LONG_WINDOWS, RECENCY_CAP_DAYS, WINDOWS, Catalog
-
-LOOKBACK = timedelta(days=RECENCY_CAP_DAYS)
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
 PAYMENT_FAILED = "payment_failed"
@@ -162,6 +160,7 @@ def _sql() -> str:
         FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
     )
     SELECT s.i,
+      ({rollups.UNROLLED_SQL.replace("$1", "$5")}) AS unrolled,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
       account_first_seen(s.account_id) AS first_seen,
       (SELECT json_agg(json_build_array(extract(epoch FROM h.observed_at), h.changes)
@@ -214,23 +213,20 @@ def _sql() -> str:
     """  # noqa: S608  (windows and event type names are constants)
 
 
-def _scanned_from(t: datetime) -> datetime:
-    """The start of the UTC month a year before t: events from it on are read one by one, the
-    months before it from the rollups."""
-    earliest = (t - LOOKBACK).astimezone(UTC)
-    return earliest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
 async def fetch(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, datetime]]
 ) -> list[asyncpg.Record]:
     """What Postgres knows about each (account_id, t), one record per pair in order. It does not
     depend on a catalog, so one fetch serves every model that scores the same pairs."""
+    if not keys:
+        return []
     moments = [t for _, t in keys]
-    lower, upper = (_scanned_from(min(moments)), max(moments)) if moments else (None, None)
-    records: list[asyncpg.Record] = await conn.fetch(
-        _SQL, [a for a, _ in keys], moments, lower, upper
-    )
+    lower, upper = rollups.scanned_from(min(moments)), max(moments)
+    args = ([a for a, _ in keys], moments, lower, upper, rollups.before(upper))
+    records: list[asyncpg.Record] = await conn.fetch(_SQL, *args)
+    if records[0]["unrolled"]:  # months the rollups must hold are not rolled up yet
+        await rollups.ensure(conn, until=upper)
+        records = await conn.fetch(_SQL, *args)
     return records
 
 

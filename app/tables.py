@@ -156,10 +156,11 @@ class Event(Base):
 
 class EventRollup(Base):
     """Per account, event type and UTC month: the events' count, value and first and last
-    instants. Kept by a statement trigger on events (migration 0002), never written by the
-    service: lifetime aggregates read it for the months before the window they scan."""
+    instants (app.rollups). Lifetime aggregates read it for the months before the year they
+    scan event by event."""
 
     __tablename__ = "event_rollups"
+    __table_args__ = (Index(None, "month"),)
 
     account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -169,6 +170,17 @@ class EventRollup(Base):
     value_sum: Mapped[float] = mapped_column(Double)
     first_at: Mapped[datetime] = mapped_column(Timestamp)
     last_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class EventRollupMonth(Base):
+    """A month of events (its partition) that is rolled up, and how many events it held then."""
+
+    __tablename__ = "event_rollup_months"
+
+    partition: Mapped[str] = mapped_column(String(63), primary_key=True)
+    month: Mapped[date] = mapped_column(Date)
+    events: Mapped[int] = mapped_column(BigInteger)
+    rolled_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class Outcome(Base):

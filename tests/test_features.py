@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import numpy as np
 
-from app import features
+from app import features, rollups
 
 T = datetime(2025, 6, 30, 12, tzinfo=UTC)
 
@@ -231,7 +231,29 @@ async def test_lifetime_aggregates_reach_past_the_year_through_the_rollups(
     assert earlier.column("events_purchase_lifetime")[0] == 3
     assert earlier.column("value_purchase_lifetime")[0] == 6
     assert earlier.column("days_since_first_purchase")[0] == 350
-    rollups = await conn.fetchval(
+    # The months before the year's scan are rolled up (800, 700, 500 and 400 days before T).
+    rolled = await conn.fetchval(
         "SELECT sum(events) FROM event_rollups WHERE account_id = 'acme' AND type = 'purchase'"
     )
-    assert rollups == 6
+    assert rolled == 4
+
+
+async def test_a_backfill_into_a_rolled_up_month_counts_once_recounted(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    def purchase(n: int, days: int) -> dict[str, Any]:
+        return {
+            "event_id": f"b{n}",
+            "type": "purchase",
+            "account_id": "acme",
+            "occurred_at": at(days),
+        }
+
+    await client.post("/v1/events/batch", json={"events": [purchase(0, 600), purchase(1, 5)]})
+    assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 2
+    # A backfill into the month already rolled up: scores on request keep the rolled count
+    # until a training or batch rescoring recounts the months.
+    await client.post("/v1/events/batch", json={"events": [purchase(2, 601)]})
+    assert await rollups.ensure(conn, until=T) == 0
+    assert await rollups.ensure(conn, until=T, recount=True) == 1
+    assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 3

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import errors, features, jobs
+from app import errors, features, jobs, rollups
 from app.ml import datasets, promotion, registry, training
 from app.ml.catalog import Catalog
 from app.schemas.models import TrainRequest
@@ -44,6 +44,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     """The feature catalog and the training set, from Postgres, reading nothing after as_of."""
     as_of = request.as_of or datetime.now(UTC)
     label = request.label or datasets.default_label(request.target)
+    await rollups.ensure(conn, until=as_of, recount=True)  # backfilled months counted again
     first = await datasets.first_data(conn, as_of=as_of)
     catalog = await features.build_catalog(
         conn,
