@@ -141,10 +141,17 @@ async def first_data(conn: asyncpg.Connection, *, as_of: datetime) -> DataStart 
 
 
 async def population(
-    conn: asyncpg.Connection, *, at: datetime, exclude_kinds: list[str]
+    conn: asyncpg.Connection,
+    *,
+    at: datetime,
+    exclude_kinds: list[str],
+    active: tuple[list[str], timedelta] | None = None,
 ) -> list[str]:
     """Accounts that existed at `at` (a profile observation or an event at or before it), less
-    those with an outcome of exclude_kinds at or before it (a churned account cannot churn)."""
+    those with an outcome of exclude_kinds at or before it (a churned account cannot churn);
+    with `active` (event types, a span), only those with such an event in the span up to `at`
+    (an account that has already lapsed cannot lapse)."""
+    types, span = active if active is not None else (None, timedelta(0))
     rows = await conn.fetch(
         """
         SELECT account_id FROM accounts a
@@ -152,10 +159,16 @@ async def population(
           AND NOT EXISTS (SELECT 1 FROM outcomes o
                           WHERE o.account_id = a.account_id AND o.kind = ANY($2::text[])
                             AND o.occurred_at <= $1)
+          AND ($3::text[] IS NULL OR EXISTS (
+                SELECT 1 FROM events e WHERE e.account_id = a.account_id
+                  AND e.type = ANY($3::text[]) AND e.occurred_at > $1 - $4::interval
+                  AND e.occurred_at <= $1))
         ORDER BY account_id
         """,
         at,
         exclude_kinds,
+        types,
+        span,
     )
     return [r[0] for r in rows]
 
@@ -258,10 +271,13 @@ async def build(
             "No snapshot fits: the data does not reach back one horizon before as_of."
         )
     exclude = excluded_outcomes(target)
+    # A lapse is learnt among accounts still active: one horizon without the label's events
+    # already is the lapse, and rows of long-gone accounts would teach only that.
+    active = (label.event_types, horizon) if isinstance(label, InactivityLabel) else None
     keys: list[tuple[str, datetime]] = []
     snapshot_of_row: list[int] = []
     for n, date in enumerate(dates):
-        for account_id in await population(conn, at=date, exclude_kinds=exclude):
+        for account_id in await population(conn, at=date, exclude_kinds=exclude, active=active):
             keys.append((account_id, date))
             snapshot_of_row.append(n)
     if not keys:

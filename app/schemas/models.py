@@ -276,7 +276,8 @@ class OutcomeLabel(BaseModel):
 
 
 class InactivityLabel(BaseModel):
-    """For businesses without contracts: 1 when none of these events happens in the horizon."""
+    """For businesses without contracts: 1 when none of these events happens in the horizon.
+    Learnt among accounts with one of these events in the horizon before the snapshot."""
 
     type: Literal["inactivity"]
     event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(

@@ -102,6 +102,32 @@ async def test_population_and_labels(client: httpx.AsyncClient, conn: asyncpg.Co
     assert grew.tolist() == [0, 0, 1]
 
 
+async def test_a_lapse_is_learnt_among_accounts_still_active(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)
+    at_120, at_250 = datetime.fromisoformat(day(120)), datetime.fromisoformat(day(250))
+    logins = (["login"], H)
+    # b logged in on day 110, c never: at day 120 b is still active; at day 250 only a is.
+    assert await datasets.population(conn, at=at_120, exclude_kinds=[], active=logins) == ["a", "b"]
+    assert await datasets.population(conn, at=at_250, exclude_kinds=[], active=logins) == ["a"]
+    catalog = await features.build_catalog(conn, as_of=AS_OF, max_event_types=5, max_levels=5)
+    ts = await datasets.build(
+        conn,
+        target="lapse",
+        label=datasets.InactivityLabel(type="inactivity", event_types=["login"]),
+        as_of=AS_OF,
+        horizon=H,
+        every=timedelta(days=30),
+        dates=[at_120, at_250],
+        catalog=catalog,
+        first=None,
+        warm_up=WARM_UP,
+    )
+    assert ts.frame.keys == [("a", at_120), ("b", at_120), ("a", at_250)]
+    assert ts.labels.tolist() == [0, 1, 0]
+
+
 async def test_nothing_after_as_of_is_read(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
