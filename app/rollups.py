@@ -9,7 +9,8 @@ feature first needs them, not at ingest: a live event is never that old, so inge
 from its partition in one transaction, under a lock per month, and remembered with the count of
 events it held (`event_rollup_months`). An event sent later for a month already rolled up (a
 backfill) is counted once a training or a batch rescoring checks the counts (`recount`), which
-each does before reading features.
+each does before reading features (`catch_up`, which also rolls up the months that scores on
+request will need in the coming weeks, so that they rarely roll one themselves).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from app import partitions
 from app.ml.catalog import RECENCY_CAP_DAYS
 
 LOOKBACK = timedelta(days=RECENCY_CAP_DAYS)  # features read events one by one this far back
+# Training and batch rescoring roll up this far ahead of now, so that a score on request finds
+# its months rolled (rolling a month on request makes those requests wait seconds for it).
+ROLL_AHEAD = timedelta(days=45)
 _LOCK_KEY = 7310003  # with the month, serializes the rolling of one month across processes
 _PARTITION = re.compile(r"events_(\d{4})_(\d{2})")
 
@@ -92,6 +96,14 @@ async def ensure(conn: asyncpg.Connection, *, until: datetime, recount: bool = F
             continue
         rolled += await _roll(conn, row["partition"], month, recount=recount)
     return rolled
+
+
+async def catch_up(conn: asyncpg.Connection, *, as_of: datetime) -> int:
+    """Before a training or a batch rescoring as of `as_of`: every month that features as of
+    `as_of`, or of any moment up to ROLL_AHEAD from now, read from the rollups, rolled up, and
+    the counts of those rolled before checked (a backfill is counted again)."""
+    until = max(as_of, datetime.now(UTC) + ROLL_AHEAD)
+    return await ensure(conn, until=until, recount=True)
 
 
 async def _roll(conn: asyncpg.Connection, partition: str, month: date, *, recount: bool) -> int:

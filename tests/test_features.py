@@ -257,3 +257,9 @@ async def test_a_backfill_into_a_rolled_up_month_counts_once_recounted(
     assert await rollups.ensure(conn, until=T) == 0
     assert await rollups.ensure(conn, until=T, recount=True) == 1
     assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 3
+    # What a training or batch rescoring does first: recount, and roll the months that scores
+    # on request will need in the coming weeks (T is in the past: the month of 5 days before T).
+    await client.post("/v1/events/batch", json={"events": [purchase(3, 602)]})
+    assert await rollups.catch_up(conn, as_of=T) == 2
+    assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 2
+    assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 4

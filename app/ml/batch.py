@@ -49,7 +49,7 @@ async def rescore(
     """Score every live account with every active model (or those of `targets`); with
     settings, raise the insights the new scores call for (app/insights.py)."""
     models = await active_models(conn, targets)
-    await rollups.ensure(conn, until=as_of, recount=True)  # backfilled months counted again
+    await rollups.catch_up(conn, as_of=as_of)
     accounts = await datasets.population(conn, at=as_of, exclude_kinds=[datasets.CHURNED])
     catalogs = {id(m.catalog): m.catalog for m in models}
     chunks = [accounts[i : i + chunk] for i in range(0, len(accounts), chunk)]

@@ -44,7 +44,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     """The feature catalog and the training set, from Postgres, reading nothing after as_of."""
     as_of = request.as_of or datetime.now(UTC)
     label = request.label or datasets.default_label(request.target)
-    await rollups.ensure(conn, until=as_of, recount=True)  # backfilled months counted again
+    await rollups.catch_up(conn, as_of=as_of)
     first = await datasets.first_data(conn, as_of=as_of)
     catalog = await features.build_catalog(
         conn,
