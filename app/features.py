@@ -14,8 +14,10 @@ Conventions the catalog relies on, so that tools map onto them:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,12 +29,20 @@ import numpy as np
 import orjson
 
 from app import profiles, rollups
-from app.ml.catalog import CHANGE_DAYS, LONG_WINDOWS, RECENCY_CAP_DAYS, WINDOWS, Catalog
+from app.ml.catalog import (
+    CHANGE_DAYS,
+    LONG_WINDOWS,
+    RECENCY_CAP_DAYS,
+    WINDOWS,
+    Catalog,
+    is_number,
+)
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
 PAYMENT_FAILED = "payment_failed"
 REVENUE_TYPES = ("invoice_paid",)
 EXECUTIVE_SPONSOR = "executive_sponsor"
+YEAR_WORDS = 6  # 64-day words of days_{k}: days 0 to 383 before t's day, the year's 366 within
 
 
 @dataclass
@@ -153,6 +163,17 @@ def _sql() -> str:
     # partitions by parameters when the statement starts, but by per-row values only when it runs,
     # after it has opened every partition for every subquery (most of a single score's time).
     in_range = "e.occurred_at >= $3 AND e.occurred_at <= $4"
+    # The UTC days of the year with an event of the type, as bits over YEAR_WORDS bigints: day
+    # d before t's day is bit d % 64 of word d // 64 (the cadence is the median gap between them).
+    day = (
+        "(floor(extract(epoch FROM s.t) / 86400)"
+        " - floor(extract(epoch FROM e.occurred_at) / 86400))::int"
+    )
+    days_of_year = ",\n            ".join(
+        f"bit_or(1::bigint << ({day} - {64 * k})) "
+        f"FILTER (WHERE {year} AND {day} >= {64 * k} AND {day} < {64 * (k + 1)}) AS days_{k}"
+        for k in range(YEAR_WORDS)
+    )
     return f"""
     WITH s AS (
         SELECT s.i, s.account_id, s.t, {bounds},
@@ -190,6 +211,7 @@ def _sql() -> str:
             bit_or(1::bigint << (floor(extract(epoch FROM s.t) / 86400)
                                  - floor(extract(epoch FROM e.occurred_at) / 86400))::int)
                 FILTER (WHERE e.occurred_at > s.t30) AS days30,
+            {days_of_year},
             array_agg(DISTINCT e.contact_id)
                 FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
             sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
@@ -327,10 +349,10 @@ def _event_values(
             continue
         since = min((t - p["last"]) / 86400, RECENCY_CAP_DAYS)
         values[f"days_since_{kind}"] = since
-        if p["c365"] > 1:  # the mean gap: the span over the gaps in it
-            gap = (p["last"] - p["first"]) / 86400 / (p["c365"] - 1)
+        gap = _median_gap([p[f"days_{k}"] for k in range(YEAR_WORDS)])
+        if gap is not None:
             values[f"gap_{kind}"] = gap
-            values[f"overdue_{kind}"] = since / max(gap, 1 / 24)
+            values[f"overdue_{kind}"] = since / gap
         values[f"value_{kind}_365d"] = p["value365"] or 0
         if p["valued365"]:
             values[f"value_per_{kind}"] = p["value365"] / p["valued365"]
@@ -352,6 +374,11 @@ def _event_values(
         "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
         "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
+        "days_since_active": min(
+            [(t - p["last"]) / 86400 for p in types if p["c365"]], default=RECENCY_CAP_DAYS
+        ),
+        "events_lifetime": sum(p["scanned"] for p in types)
+        + sum(old[0] for old in before.values()),
         "data_days": max(
             [(t - p["first_scanned"]) / 86400 for p in types]
             + [(t - old[2]) / 86400 for old in before.values()],
@@ -379,7 +406,7 @@ def _profile_changes(history: list[list[Any]], t: float) -> tuple[dict[str, Any]
         profiles.apply_changes(state, changes)
         if at > year:
             new_mrr: Any = state.get("mrr")
-            if _number(old_mrr) and _number(new_mrr) and new_mrr < old_mrr:
+            if is_number(old_mrr) and is_number(new_mrr) and new_mrr < old_mrr:
                 decreases += 1
             if old_plan is not None and state.get("plan") != old_plan:
                 plan_changes += 1
@@ -390,18 +417,31 @@ def _profile_changes(history: list[list[Any]], t: float) -> tuple[dict[str, Any]
     if before is not None and history[0][0] <= then:
         now_mrr: Any = profile.get("mrr")
         then_mrr: Any = before.get("mrr")
-        if _number(now_mrr) and _number(then_mrr):
+        if is_number(now_mrr) and is_number(then_mrr):
             values["mrr_change_90d"] = now_mrr - then_mrr
         for trait, value in (profile.get("traits") or {}).items():
             old = (before.get("traits") or {}).get(trait)
-            if _number(value) and _number(old):
+            if is_number(value) and is_number(old):
                 values[f"trait_{trait}_change_90d"] = value - old
     values["mrr_decreases_365d"], values["plan_changes_365d"] = decreases, plan_changes
     return profile, values
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _median_gap(words: Sequence[int | None]) -> float | None:
+    """The median number of days between consecutive days with an event, from the day bits of
+    the year (several events on one day are one day); None with fewer than two such days."""
+    bits = 0
+    for k, word in enumerate(words):
+        if word:
+            bits |= (word & (1 << 64) - 1) << (64 * k)  # a set bit 63 comes back negative
+    days = []
+    while bits:
+        lowest = bits & -bits
+        days.append(lowest.bit_length() - 1)
+        bits ^= lowest
+    if len(days) < 2:
+        return None
+    return float(statistics.median(b - a for a, b in itertools.pairwise(days)))
 
 
 def _open_tickets(per_type: dict[str, dict[str, Any]]) -> int:

@@ -512,7 +512,7 @@ def peer_scores(peers: Peers) -> dict[str, np.ndarray | None]:
     return named | peers.extra
 
 
-def serve(database_url: str, models_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def serve(database_url: str, models_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CUSTINTEL_DATABASE_URL": database_url,
@@ -526,13 +526,14 @@ def serve(database_url: str, models_dir: Path, port: int) -> subprocess.Popen[by
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         cwd=ROOT,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("wb"),
     )
 
 
 async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str, Any]:
     url = await create_database(server_url, f"quality_{case.name}")
-    server = serve(url, scratch / case.name, port)
+    log = scratch / f"{case.name}.server.log"
+    server = serve(url, scratch / case.name, port, log)
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=3600
@@ -581,7 +582,12 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
                             probability[result["account_id"], moment] = score["probability"]
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            print(f"{case.name}: the server did not stop in 30 s; killed (its log: {log})")
+            server.kill()
+            server.wait()
     ours = np.array([probability.get(key, np.nan) for key in case.test])
     scored = ~np.isnan(ours)
     y = case.y_test

@@ -263,3 +263,20 @@ async def test_a_backfill_into_a_rolled_up_month_counts_once_recounted(
     assert await rollups.catch_up(conn, as_of=T) == 2
     assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 2
     assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 4
+
+
+async def test_cadence_is_the_median_gap_between_days_with_the_event(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    # Purchases 300, 290, 280, 270 and 20 days before T, two on the 280th day: gaps 10, 10, 10
+    # and 250 between the days with one. The mean gap (70) would call this customer overdue at
+    # a fraction of a gap; the median (10) says 2 gaps.
+    days = (300, 290, 280, 280, 270, 20)
+    purchases = [
+        {"event_id": f"p{n}", "type": "purchase", "account_id": "acme", "occurred_at": at(d)}
+        for n, d in enumerate(days)
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": purchases})).status_code == 200
+    value = await frame_at(conn, T)
+    assert value.column("gap_purchase")[0] == 10
+    assert value.column("overdue_purchase")[0] == 2

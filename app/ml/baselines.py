@@ -13,21 +13,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.compose import ColumnTransformer
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from app.ml import linear
 
 LOGISTIC = "logistic_regression"
 RECENCY = "recency"
-
-
-def _signed_log(x: np.ndarray) -> np.ndarray:
-    result: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
-    return result
 
 
 def logistic(
@@ -38,41 +29,10 @@ def logistic(
     names: list[str],
     categorical: list[str],
 ) -> np.ndarray:
-    """Probabilities of a regularised logistic regression: numbers log-scaled (signed log1p),
-    missing values imputed with the median plus an indicator, standardised; categories
-    one-hot."""
-    numeric = [j for j, n in enumerate(names) if n not in categorical]
-    levels = [j for j, n in enumerate(names) if n in categorical]
-    transformers = []
-    if numeric:
-        transformers.append(
-            (
-                "numbers",
-                make_pipeline(
-                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                    FunctionTransformer(_signed_log),
-                    StandardScaler(),
-                ),
-                numeric,
-            )
-        )
-    if levels:
-        transformers.append(
-            (
-                "categories",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value=-1.0),
-                    OneHotEncoder(handle_unknown="ignore"),
-                ),
-                levels,
-            )
-        )
-    model = make_pipeline(ColumnTransformer(transformers), LogisticRegression(C=1.0, max_iter=2000))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x_fit, y_fit)
-    probabilities: np.ndarray = model.predict_proba(x_eval)[:, 1]
-    return probabilities
+    """Probabilities of a regularised logistic regression (app.ml.linear, without the catalog's
+    directions: a team's own regression would not know them)."""
+    fitted = linear.fit(x_fit, y_fit, names=names, categorical=categorical)
+    return linear.sigmoid(fitted.margin(x_eval))
 
 
 def recency(

@@ -57,6 +57,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("value_per_{type}", "Average value of a {type} event in the last year", "number", False),
     Spec("value_{type}_lifetime", "Value of {type} events ever", "number", False),
     Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1),
+    Spec("days_since_active", "Last activity", "ago", True, none="No activity in the last year"),
+    Spec("events_lifetime", "Events ever", "count", False),
     Spec(
         "events_trend", "Activity in the last 30 days against the 30 before", "trend", True, -1, 1
     ),
@@ -111,7 +113,7 @@ class Feature:
         """The feature and its value as a person says it: "Last login: 3 days ago", or "No
         login in the last year" where the spec has words for none."""
         none = self.spec.none
-        if none and self.spec.unit == "ago" and _number(value) and value >= RECENCY_CAP_DAYS:
+        if none and self.spec.unit == "ago" and is_number(value) and value >= RECENCY_CAP_DAYS:
             return self._fill(none)
         return f"{self.words}: {self.show(value)}"
 
@@ -146,7 +148,8 @@ class Feature:
         return f"{value:,.1f}"
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number (not a boolean, which Python counts as an int)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

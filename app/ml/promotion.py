@@ -59,7 +59,7 @@ def probabilities(loaded: registry.Loaded, frame: features.Frame) -> np.ndarray:
     out = np.zeros(len(frame.keys))
     for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]
-        out[rows] = model.probability(training.margin(model.booster, x[rows]))
+        out[rows] = model.probability(model.margin(x[rows]))
     return out
 
 

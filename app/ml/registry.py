@@ -33,7 +33,7 @@ import shap
 import sklearn
 
 from app import errors
-from app.ml import training
+from app.ml import linear, training
 from app.ml.catalog import Catalog
 from app.schemas.models import ModelInfo
 
@@ -54,6 +54,8 @@ class ModelFile(TypedDict):
     file: str
     sha256: str
     calibration: list[float]
+    regression: dict[str, Any] | None  # the logistic regression blended in (app.ml.linear)
+    blend: list[float]  # weights of the trees' margin and the regression's
 
 
 class StatsEntry(TypedDict):
@@ -194,6 +196,8 @@ def write(
                     "file": files[name],
                     "sha256": _sha256(staging / files[name]),
                     "calibration": list(model.calibration),
+                    "regression": None if model.regression is None else model.regression.to_json(),
+                    "blend": [model.blend.trees, model.blend.regression],
                 }
                 for name, model in trained.models.items()
             },
@@ -252,7 +256,14 @@ def load(path: Path) -> Loaded:
             )
         booster = lgb.Booster(model_str=text.decode())
         a, b = entry["calibration"]
-        models[name] = training.SegmentModel(booster, (float(a), float(b)))
+        regression = entry.get("regression")
+        trees, weight = entry.get("blend", (1.0, 0.0))
+        models[name] = training.SegmentModel(
+            booster,
+            (float(a), float(b)),
+            None if regression is None else linear.Linear.from_json(regression),
+            training.Blend(float(trees), float(weight)),
+        )
     stats = {
         name: training.SegmentStats(
             (float(s["thresholds"][0]), float(s["thresholds"][1])),

@@ -1,13 +1,15 @@
 """Scores with reasons: the model's own TreeSHAP contributions, in log-odds, in plain words.
 
 For each account: margin = base_value + the sum of every feature's contribution (LightGBM's
-TreeSHAP, pred_contrib). The reasons are the largest contributions that push the score the way it
-points (above the average account: what raises it; below: what lowers it), among features a
-person can act on; other_contribution sums the rest, so base_value + sum(reasons) +
-other_contribution = margin. Listed apart, and inside other_contribution: counter_reasons, the
-largest actionable contributions pushing the other way (for a high churn risk, the protective
-factors), and context, the largest contributions of what describes who the customer is (plan,
-segment, region, age: never a headline reason, since nobody can act on them).
+TreeSHAP, pred_contrib, plus the exact contribution of the logistic regression blended with the
+trees when there is one, each times its weight: app.ml.training.Blend, app.ml.linear). The
+reasons are the largest contributions that push the score the way it points (above the average
+account: what raises it; below: what lowers it), among features a person can act on;
+other_contribution sums the rest, so base_value + sum(reasons) + other_contribution = margin.
+Listed apart, and inside other_contribution: counter_reasons, the largest actionable
+contributions pushing the other way (for a high churn risk, the protective factors), and
+context, the largest contributions of what describes who the customer is (plan, segment, region,
+age: never a headline reason, since nobody can act on them).
 probability = sigmoid(a * margin + b), where a and b are the model's Platt calibration (1 and 0
 when calibration did not help). Text is derived from the numbers; it never invents a cause.
 """
@@ -66,9 +68,7 @@ SMALL = 256
 def contributions(model: training.SegmentModel, x: np.ndarray) -> np.ndarray:
     """TreeSHAP contributions per feature, last column the base value; rows sum to the margin."""
     threads = 1 if len(x) < SMALL else 0  # 0: LightGBM's default, every core
-    return np.asarray(
-        model.booster.predict(x, pred_contrib=True, num_threads=threads), dtype=np.float64
-    )
+    return model.contributions(x, threads=threads)
 
 
 # pyplot keeps global state: one figure at a time, process-wide (reentrant: the model report

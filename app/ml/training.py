@@ -10,13 +10,17 @@ How a model is made from a training set:
   accounts at the same time). No fold ever sees an account it is evaluated on, so a model
   cannot score well by recognising accounts;
 - search: a fixed, ordered list of candidate parameters, from additive depth-1 boosting (close
-  to a regularised linear model) to deeper trees, each trained on the earlier folds with early
-  stopping, scored by their mean AUC there; the best is chosen (ties go to the simpler). The
-  search is bounded in time: candidates left when the budget is spent are skipped and named;
-- estimate: the chosen parameters, with a fixed number of rounds, trained on the latest fold's
-  training rows and measured on its evaluation rows, which neither the search nor the choice of
-  rounds has seen; the baselines (app.ml.baselines) are fitted and measured on the same rows.
-  These are the recorded metrics, with their counts and a 95% interval;
+  to a regularised linear model) to deeper trees, each trained on the earlier folds
+  with early stopping, scored by their mean AUC there; the best is chosen (ties go to the
+  simpler). The search is bounded in time: candidates left when the budget is spent are
+  skipped and named;
+- blend: the chosen trees and a logistic regression on the same features (app.ml.linear),
+  weighted by a regression on both out-of-fold margins, where that ranks the search's rows
+  better than the trees alone (`_blend`);
+- estimate: the chosen parameters and blend, with a fixed number of rounds, trained on the
+  latest fold's training rows and measured on its evaluation rows, which neither the search nor
+  the choice of rounds has seen; the baselines (app.ml.baselines) are fitted and measured on
+  the same rows. These are the recorded metrics, with their counts and a 95% interval;
 - the served model is refit on every row, the latest included, with the chosen parameters and
   the rounds scaled to the extra rows; its calibration, probability = sigmoid(a * margin + b)
   (Platt scaling of the log-odds), is fitted on the folds' out-of-fold margins and kept where it
@@ -35,7 +39,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -50,7 +54,7 @@ from sklearn.metrics import (
 )
 
 from app import errors
-from app.ml import baselines, psi
+from app.ml import baselines, linear, psi
 from app.ml.datasets import TrainingSet
 
 SEED = 7
@@ -174,16 +178,51 @@ SEARCH_TIE = 0.001
 MAX_ROUNDS_SCALE = 2.0  # the served model's rounds grow with its extra rows, at most this much
 
 
+@dataclass(frozen=True)
+class Blend:
+    """margin = trees x the trees' margin + regression x the logistic regression's (when the
+    regression is used), weights fitted on the search's out-of-fold margins."""
+
+    trees: float = 1.0
+    regression: float = 0.0
+
+
 @dataclass
 class SegmentModel:
-    """One booster and its calibration: probability = sigmoid(a * margin + b)."""
+    """One booster, the logistic regression blended with it (if any) and its calibration:
+    margin = blend.trees x the trees' margin + blend.regression x the regression's,
+    probability = sigmoid(a * margin + b)."""
 
     booster: lgb.Booster
     calibration: tuple[float, float]
+    regression: linear.Linear | None = None
+    blend: Blend = field(default_factory=Blend)
 
     def probability(self, raw: np.ndarray) -> np.ndarray:
         a, b = self.calibration
         return _sigmoid(a * raw + b)
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        """The model's raw score, in log-odds."""
+        trees = np.asarray(self.booster.predict(x, raw_score=True), dtype=np.float64)
+        if self.regression is None:
+            return trees
+        result: np.ndarray = (
+            self.blend.trees * trees + self.blend.regression * self.regression.margin(x)
+        )
+        return result
+
+    def contributions(self, x: np.ndarray, *, threads: int = 0) -> np.ndarray:
+        """Per feature, the trees' TreeSHAP contribution plus the regression's, each times its
+        weight in the blend; the last column is the base value. Each row sums to the margin."""
+        out = np.asarray(
+            self.booster.predict(x, pred_contrib=True, num_threads=threads), dtype=np.float64
+        )
+        if self.regression is not None:
+            out *= self.blend.trees
+            out[:, :-1] += self.blend.regression * self.regression.contributions(x)
+            out[:, -1] += self.blend.regression * self.regression.base
+        return out
 
 
 @dataclass
@@ -312,6 +351,21 @@ class _Fitter:
             categorical,
             options,
         )
+        self.regressions: dict[tuple[tuple[str, ...], bytes], linear.Linear] = {}
+
+    def regression(self, cols: list[str], rows: np.ndarray) -> linear.Linear:
+        """The logistic regression on `rows`, fitted once per columns and rows."""
+        key = (tuple(cols), hashlib.sha256(np.packbits(rows).tobytes()).digest())
+        if key not in self.regressions:
+            idx = [self.names.index(c) for c in cols]
+            self.regressions[key] = linear.fit(
+                self.x[rows][:, idx],
+                self.y[rows],
+                names=cols,
+                categorical=[c for c in self.categorical if c in cols],
+                directions=[self.options.monotone.get(c, 0) for c in cols],
+            )
+        return self.regressions[key]
 
     def params(self, candidate: Candidate, cols: list[str]) -> dict[str, Any]:
         result = base_params(self.options) | candidate.params
@@ -328,15 +382,18 @@ class _Fitter:
         *,
         rounds: int | None = None,
         stop_on: np.ndarray | None = None,
-    ) -> lgb.Booster:
-        """A booster on `rows`: `rounds` rounds, or up to max_rounds stopped early on `stop_on`."""
+        blend: Blend | None = None,
+    ) -> SegmentModel:
+        """A model on `rows` (uncalibrated): `rounds` rounds, or up to max_rounds stopped early
+        on `stop_on`."""
         # Feature names derive from names clients send (trait keys, event types); LightGBM
         # refuses some characters in them (JSON's special ones) and writes them into model.txt.
         # It gets positions only: our names live in the manifest, in the same order as the
         # columns.
         idx = [self.names.index(c) for c in cols]
+        x = self.x[rows][:, idx]
         data = lgb.Dataset(
-            self.x[rows][:, idx],
+            x,
             self.y[rows],
             feature_name=[f"f{j}" for j in range(len(cols))],
             categorical_feature=[cols.index(c) for c in self.categorical if c in cols],
@@ -345,21 +402,25 @@ class _Fitter:
         callbacks = [_stopper(self.options.stop_requested)]
         valid = []
         if stop_on is not None:
-            valid = [lgb.Dataset(self.x[stop_on][:, idx], self.y[stop_on], reference=data)]
+            held = self.x[stop_on][:, idx]
+            valid = [lgb.Dataset(held, self.y[stop_on], reference=data)]
             callbacks.append(lgb.early_stopping(self.options.early_stopping_rounds, verbose=False))
         # The search stops early within half the served trees: the served model's rounds grow
         # with its extra rows, up to MAX_ROUNDS_SCALE times.
         searched = min(self.options.max_rounds, int(candidate.max_trees / MAX_ROUNDS_SCALE))
-        return lgb.train(
+        booster = lgb.train(
             self.params(candidate, cols),
             data,
             num_boost_round=rounds or max(1, searched),
             valid_sets=valid,
             callbacks=callbacks,
         )
+        if blend is None or not blend.regression:
+            return SegmentModel(booster, (1.0, 0.0))
+        return SegmentModel(booster, (1.0, 0.0), self.regression(cols, rows), blend)
 
-    def margin(self, booster: lgb.Booster, cols: list[str], rows: np.ndarray) -> np.ndarray:
-        return margin(booster, self.x[rows][:, [self.names.index(c) for c in cols]])
+    def margin(self, model: SegmentModel, cols: list[str], rows: np.ndarray) -> np.ndarray:
+        return model.margin(self.x[rows][:, [self.names.index(c) for c in cols]])
 
 
 def _scaled(candidate: Candidate, rounds: float, ratio: float) -> int:
@@ -386,10 +447,10 @@ def _search(
         oof = np.full(len(y), np.nan)
         for fold in folds:
             train = _thin(fold.train, hashes, options.search_rows)
-            booster = fitter.fit(candidate, cols, train, stop_on=fold.evaluate)
-            oof[fold.evaluate] = fitter.margin(booster, cols, fold.evaluate)
+            model = fitter.fit(candidate, cols, train, stop_on=fold.evaluate)
+            oof[fold.evaluate] = fitter.margin(model, cols, fold.evaluate)
             aucs.append(float(roc_auc_score(y[fold.evaluate], oof[fold.evaluate])))
-            rounds.append(booster.best_iteration or booster.current_iteration())
+            rounds.append(model.booster.best_iteration or model.booster.current_iteration())
             rows.append(int(train.sum()))
         margins[candidate.name] = oof
         evaluated = ~np.isnan(oof)
@@ -415,6 +476,42 @@ def _search(
     }
     candidate = next(c for c in CANDIDATES if c.name == chosen["name"])
     return candidate, record, margins[candidate.name]
+
+
+def _blend(
+    fitter: _Fitter, folds: list[Fold], cols: list[str], hashes: np.ndarray, trees: np.ndarray
+) -> tuple[Blend, dict[str, Any], np.ndarray]:
+    """How the chosen trees and a logistic regression on the same features are blended
+    (stacking): the regression is fitted on each search fold's training rows as the trees were,
+    and the two weights on both out-of-fold margins. Kept only where the blend ranks those rows
+    better than the trees alone (on a few thousand rows a smooth linear signal is where trees
+    lose to the simple peer they are measured against); the regression alone where the trees add
+    nothing to it. Returns the blend, what was measured, and the blended out-of-fold margins."""
+    y, idx = fitter.y, [fitter.names.index(c) for c in cols]
+    regression = np.full(len(y), np.nan)
+    for fold in folds:
+        fitted = fitter.regression(cols, _thin(fold.train, hashes, fitter.options.search_rows))
+        regression[fold.evaluate] = fitted.margin(fitter.x[fold.evaluate][:, idx])
+    known = ~np.isnan(trees) & ~np.isnan(regression)
+    both = np.column_stack([trees[known], regression[known]])
+    weights = LogisticRegression(C=1e6, solver="lbfgs").fit(both, y[known]).coef_[0]
+    a, b = float(weights[0]), float(weights[1])
+    aucs = {
+        "trees": float(roc_auc_score(y[known], trees[known])),
+        "logistic_regression": float(roc_auc_score(y[known], regression[known])),
+        "blend": float(roc_auc_score(y[known], both @ weights)),
+    }
+    # The best of the three, ties to the simpler (the trees alone, then the regression alone).
+    choices = [(aucs["trees"], Blend())]
+    if b > 0:
+        choices.append((aucs["logistic_regression"], Blend(0.0, 1.0)))
+        if a > 0:
+            choices.append((aucs["blend"], Blend(a, b)))
+    best = max(auc for auc, _ in choices)
+    blend = next(choice for auc, choice in choices if auc == best)
+    margins = trees if not blend.regression else blend.trees * trees + blend.regression * regression
+    record = {"weights": [blend.trees, blend.regression], "fitted": [a, b], "auc": aucs}
+    return blend, record, margins
 
 
 def train(ts: TrainingSet, options: Options) -> Trained:
@@ -449,6 +546,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     # Without an earlier usable fold, the search is scored on the estimate's rows: optimistic.
     candidate, search, oof = _search(fitter, searched or estimate, distinct, hashes)
     search["scored_on"] = "earlier folds" if searched else "the held-out rows (optimistic)"
+    blend, search["blend"], oof = _blend(fitter, searched or estimate, distinct, hashes, oof)
     chosen = next(t for t in search["candidates"] if t["name"] == candidate.name)
 
     def est_rounds(fold: Fold) -> int:
@@ -458,7 +556,9 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     if options.max_features and options.max_features < len(cols):
         latest = estimate[-1]
         probe = fitter.fit(candidate, cols, latest.train, rounds=est_rounds(latest))
-        top = np.argsort(-probe.feature_importance("gain"), kind="stable")[: options.max_features]
+        top = np.argsort(-probe.booster.feature_importance("gain"), kind="stable")[
+            : options.max_features
+        ]
         cols = [c for c in names if c in {cols[j] for j in top}]
     used = [c for c in categorical if c in cols]
     xs = x[:, [names.index(c) for c in cols]]
@@ -469,8 +569,10 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         for fold in estimate:
             train_rows, evaluated = fold.train & rows, fold.evaluate & rows
             if evaluated.any() and 0 < y[train_rows].sum() < train_rows.sum():
-                booster = fitter.fit(candidate, cols, train_rows, rounds=est_rounds(fold))
-                result[evaluated] = fitter.margin(booster, cols, evaluated)
+                model = fitter.fit(
+                    candidate, cols, train_rows, rounds=est_rounds(fold), blend=blend
+                )
+                result[evaluated] = fitter.margin(model, cols, evaluated)
         return result
 
     # The honest estimate: rows that neither chose the parameters nor the rounds.
@@ -488,10 +590,11 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     est_p[held] = _sigmoid(est_calibration[0] * est_margin[held] + est_calibration[1])
     # The served model: every row, the rounds scaled to them; calibrated on out-of-fold margins.
     rounds = _scaled(candidate, chosen["rounds"], len(y) / chosen["train_rows"])
-    booster = fitter.fit(candidate, cols, everything, rounds=rounds)
+    served = fitter.fit(candidate, cols, everything, rounds=rounds, blend=blend)
     oof[held] = est_margin[held]
     known = ~np.isnan(oof)
-    models = {GLOBAL: SegmentModel(booster, _calibration(oof[known], y[known]))}
+    calibration = _calibration(oof[known], y[known])
+    models = {GLOBAL: replace(served, calibration=calibration)}
 
     segments = np.array([s or "" for s in ts.frame.segments])
     report: dict[str, Any] = {}
@@ -519,10 +622,10 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             own_auc, global_auc = entry["segment_holdout"]["auc"], entry["global_holdout"]["auc"]
             if own_auc is not None and (global_auc is None or own_auc >= global_auc):
                 ratio = rows / max(1, (in_seg & ~held).sum())
-                served = fitter.fit(
-                    candidate, cols, in_seg, rounds=_scaled(candidate, rounds, ratio)
+                own = fitter.fit(
+                    candidate, cols, in_seg, rounds=_scaled(candidate, rounds, ratio), blend=blend
                 )
-                models[segment] = SegmentModel(served, own_calibration)
+                models[segment] = replace(own, calibration=own_calibration)
                 est_p[evaluated] = own_p
                 entry["model"] = "segment"
         else:
@@ -537,7 +640,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     for name, model in models.items():
         rows_of = served_by == name
         if rows_of.any():
-            p[rows_of] = model.probability(margin(model.booster, xs[rows_of]))
+            p[rows_of] = model.probability(model.margin(xs[rows_of]))
     stats = {GLOBAL: _stats(p, xs, cols, options)}
     for segment in sorted(str(s) for s in set(segments) - {""}):
         rows_of = segments == segment
@@ -545,7 +648,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     held_y, held_p = y[held], est_p[held]
     summary = metrics(held_y, held_p)
     peers = _baselines(ts, xs, y, cols, used, estimate, held)
-    gains = booster.feature_importance("gain")
+    gains = _importance(models[GLOBAL], xs, hashes)
     total = float(gains.sum()) or 1.0
     search["rounds"] = {
         "searched": chosen["rounds"],
@@ -604,7 +707,11 @@ def _baselines(
     """The simple peers' AUC on the held-out rows, each fold's fitted on that fold's training
     rows, as the model's estimate was."""
     catalog = ts.frame.catalog
-    recency = [c for c in cols if catalog.feature(c).spec.key == "days_since_{type}"]
+    # Days since the last event of each type, or of any (which replaces the one type's when an
+    # account has only one: the duplicate columns are dropped).
+    recency = [
+        c for c in cols if catalog.feature(c).spec.key in ("days_since_{type}", "days_since_active")
+    ]
     pooled: dict[str, np.ndarray | None] = {}
     for fold in folds:
         scores = baselines.predict(
@@ -675,14 +782,18 @@ def _calibration(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return a, b
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    result: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+_sigmoid = linear.sigmoid
+
+
+def _importance(model: SegmentModel, x: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Each feature's mean absolute contribution (the reasons' own numbers) over at most about
+    IMPORTANCE_ROWS rows, whole accounts chosen by their hash."""
+    rows = _thin(np.ones(len(x), dtype=bool), hashes, IMPORTANCE_ROWS)
+    result: np.ndarray = np.abs(model.contributions(x[rows])[:, :-1]).mean(axis=0)
     return result
 
 
-def margin(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
-    """The model's raw score, in log-odds."""
-    return np.asarray(booster.predict(x, raw_score=True), dtype=np.float64)
+IMPORTANCE_ROWS = 5_000
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | int | None]:

@@ -39,9 +39,7 @@ def test_round_trip_gives_identical_predictions(saved: tuple[Path, training.Trai
     loaded = registry.load(path)
     x = world(n_accounts=50, snapshots=1, seed=11).frame.matrix
     for name, model in trained.models.items():
-        np.testing.assert_array_equal(
-            training.margin(model.booster, x), training.margin(loaded.models[name].booster, x)
-        )
+        np.testing.assert_array_equal(model.margin(x), loaded.models[name].margin(x))
         assert loaded.models[name].calibration == model.calibration
     manifest = loaded.manifest
     assert {
@@ -163,8 +161,16 @@ def test_lightgbm_contributions_match_shap_tree_explainer(
         )
         theirs = explainer.shap_values(x)
     theirs = theirs[1] if isinstance(theirs, list) else theirs
-    np.testing.assert_allclose(ours[:, :-1], theirs, atol=1e-6)
-    np.testing.assert_allclose(ours[:, -1], explainer.expected_value, atol=1e-6)
+    # Ours are the trees' TreeSHAP, plus the exact contributions of the logistic regression when
+    # the model blends one in, each times its weight.
+    expected, base = theirs, np.full(len(x), explainer.expected_value)
+    if model.regression is not None:
+        expected = model.blend.trees * theirs
+        expected += model.blend.regression * model.regression.contributions(x)
+        base = model.blend.trees * base + model.blend.regression * model.regression.base
+    np.testing.assert_allclose(ours[:, :-1], expected, atol=1e-6)
+    np.testing.assert_allclose(ours[:, -1], base, atol=1e-6)
+    np.testing.assert_allclose(ours.sum(axis=1), model.margin(x), atol=1e-9)
 
 
 def test_reason_text_names_the_feature_value_and_what_is_typical() -> None:

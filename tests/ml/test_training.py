@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 
-from app import errors
+from app import errors, features
 from app.ml import training
+from app.ml.datasets import TrainingSet
 from tests.ml.synthetic import world
 
 
@@ -57,10 +60,12 @@ def test_training_and_its_search_are_deterministic() -> None:
     assert [c["auc"] for c in first.search["candidates"]] == [
         c["auc"] for c in second.search["candidates"]
     ]
-    # Same data, same model bytes.
-    assert (
-        first.models[training.GLOBAL].booster.model_to_string()
-        == second.models[training.GLOBAL].booster.model_to_string()
+    # Same data, same model bytes, and the same blend.
+    one, two = first.models[training.GLOBAL], second.models[training.GLOBAL]
+    assert one.booster.model_to_string() == two.booster.model_to_string()
+    assert one.blend == two.blend and first.search["blend"] == second.search["blend"]
+    assert (one.regression and one.regression.to_json()) == (
+        two.regression and two.regression.to_json()
     )
 
 
@@ -105,3 +110,40 @@ def test_no_positives_is_a_clear_error() -> None:
     ts.labels[:] = 0
     with pytest.raises(errors.InvalidPayload, match="no positive"):
         training.train(ts, training.Options())
+
+
+def test_where_the_signal_is_linear_the_regression_is_blended_in_and_the_model_keeps_up() -> None:
+    # A few hundred accounts whose churn is a smooth logistic function of usage and payments:
+    # trees alone fall below a logistic regression here; the blend must not.
+    rng = np.random.default_rng(8)
+    catalog = world(n_accounts=2, snapshots=1).frame.catalog
+    n, snapshots = 500, 3
+    rows, labels, keys, snap = [], [], [], []
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for s in range(snapshots):
+        for a in range(n):
+            logins = rng.poisson(15)
+            failed = rng.poisson(0.5)
+            mrr = rng.lognormal(6, 0.8)
+            logit = -1.0 - 1.2 * (np.log1p(logins) - np.log1p(15)) + 0.8 * failed
+            logit -= 0.5 * (np.log1p(mrr) - 6)
+            labels.append(float(rng.random() < 1 / (1 + np.exp(-logit))))
+            value = {
+                "events_login_30d": logins,
+                "payments_failed_90d": failed,
+                "executive_sponsor_active_30d": float(rng.random() < 0.5),
+                "mrr": mrr,
+                "segment": float(a % 2),
+                "plan": float(rng.integers(0, 2)),
+            }
+            rows.append([value[name] for name in catalog.names])
+            keys.append((f"acct-{a}", start + timedelta(days=30 * s)))
+            snap.append(s)
+    frame = features.Frame(catalog, keys, np.array(rows, dtype=float), [None] * len(keys))
+    dates = [start + timedelta(days=30 * s) for s in range(snapshots)]
+    ts = TrainingSet(frame, np.array(labels), np.array(snap), dates)
+    trained = training.train(ts, training.Options(min_segment_rows=10**9))
+    model = trained.models[training.GLOBAL]
+    assert model.regression is not None and model.blend.regression > 0, trained.search["blend"]
+    metrics = trained.metrics
+    assert metrics["auc"] >= metrics["baselines"]["logistic_regression"] - 0.01, metrics
