@@ -61,8 +61,11 @@ class Linear:
         m = np.divide(missing - self.missing_rate, spread, out=np.zeros_like(z), where=spread > 0)
         out[:, self.numbers] = self.weight * z + self.missing_weight * m
         for j, (weights, centre) in self.levels.items():
+            known = np.array(sorted(weights), dtype=np.int64)
+            values = np.array([weights[c] for c in known.tolist()])
             codes = _codes(x[:, j])
-            out[:, j] = np.array([weights.get(c, 0.0) for c in codes.tolist()]) - centre
+            at = np.minimum(np.searchsorted(known, codes), len(known) - 1)
+            out[:, j] = np.where(known[at] == codes, values[at], 0.0) - centre
         return out
 
     def margin(self, x: np.ndarray) -> np.ndarray:

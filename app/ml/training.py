@@ -343,6 +343,7 @@ class _Fitter:
         names: list[str],
         categorical: list[str],
         options: Options,
+        hashes: np.ndarray,
     ) -> None:
         self.x, self.y, self.names, self.categorical, self.options = (
             x,
@@ -351,10 +352,17 @@ class _Fitter:
             categorical,
             options,
         )
+        self.hashes = hashes
         self.regressions: dict[tuple[tuple[str, ...], bytes], linear.Linear] = {}
 
     def regression(self, cols: list[str], rows: np.ndarray) -> linear.Linear:
-        """The logistic regression on `rows`, fitted once per columns and rows."""
+        """The logistic regression on `rows`, fitted once per columns and rows, on at most
+        about search_rows of them (whole accounts by hash): a regression of a few hundred
+        coefficients has what it needs there, and lbfgs on every row of a large set cost
+        minutes per training."""
+        thinned = _thin(rows, self.hashes, self.options.search_rows)
+        if 0 < self.y[thinned].sum() < thinned.sum():
+            rows = thinned
         key = (tuple(cols), hashlib.sha256(np.packbits(rows).tobytes()).digest())
         if key not in self.regressions:
             idx = [self.names.index(c) for c in cols]
@@ -541,7 +549,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             f"{int(y.sum())} positives in {len(y)} rows, {int(y[held].sum())} of them among the "
             "latest snapshots' held-out accounts. Widen the horizon or train on a longer history."
         )
-    fitter = _Fitter(x, y, names, categorical, options)
+    fitter = _Fitter(x, y, names, categorical, options, hashes)
     distinct = _distinct(x, names)
     # Without an earlier usable fold, the search is scored on the estimate's rows: optimistic.
     candidate, search, oof = _search(fitter, searched or estimate, distinct, hashes)
