@@ -487,7 +487,7 @@ def _search(
 
 
 def _blend(
-    fitter: _Fitter, folds: list[Fold], cols: list[str], hashes: np.ndarray, trees: np.ndarray
+    fitter: _Fitter, folds: list[Fold], cols: list[str], trees: np.ndarray
 ) -> tuple[Blend, dict[str, Any], np.ndarray]:
     """How the chosen trees and a logistic regression on the same features are blended
     (stacking): the regression is fitted on each search fold's training rows as the trees were,
@@ -498,7 +498,7 @@ def _blend(
     y, idx = fitter.y, [fitter.names.index(c) for c in cols]
     regression = np.full(len(y), np.nan)
     for fold in folds:
-        fitted = fitter.regression(cols, _thin(fold.train, hashes, fitter.options.search_rows))
+        fitted = fitter.regression(cols, fold.train)  # thinned as the search's trees were
         regression[fold.evaluate] = fitted.margin(fitter.x[fold.evaluate][:, idx])
     known = ~np.isnan(trees) & ~np.isnan(regression)
     both = np.column_stack([trees[known], regression[known]])
@@ -554,7 +554,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     # Without an earlier usable fold, the search is scored on the estimate's rows: optimistic.
     candidate, search, oof = _search(fitter, searched or estimate, distinct, hashes)
     search["scored_on"] = "earlier folds" if searched else "the held-out rows (optimistic)"
-    blend, search["blend"], oof = _blend(fitter, searched or estimate, distinct, hashes, oof)
+    blend, search["blend"], oof = _blend(fitter, searched or estimate, distinct, oof)
     chosen = next(t for t in search["candidates"] if t["name"] == candidate.name)
 
     def est_rounds(fold: Fold) -> int:
