@@ -71,7 +71,9 @@ class Options:
     max_rounds: int = 500
     early_stopping_rounds: int = 30
     search_seconds: float = 300.0  # candidates left when this is spent are skipped
-    search_rows: int = 50_000  # at most this many training rows per fold in the search
+    # At most about this many training rows per fold, in the search and the estimate (whole
+    # accounts by hash); the served model learns from every row.
+    search_rows: int = 50_000
     monotone: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1, from the catalog
     high_share: float = 0.10
     medium_share: float = 0.20
@@ -325,6 +327,13 @@ def _usable(fold: Fold, y: np.ndarray) -> bool:
     return all(0 < y[m].sum() < m.sum() for m in (fold.train, fold.evaluate))
 
 
+def _thinned(fold: Fold, y: np.ndarray, hashes: np.ndarray, limit: int) -> Fold:
+    """The fold learning from at most about `limit` of its training rows (whole accounts by
+    hash), unless that leaves it without both classes."""
+    thinned = replace(fold, train=_thin(fold.train, hashes, limit))
+    return thinned if _usable(thinned, y) else fold
+
+
 def _thin(mask: np.ndarray, hashes: np.ndarray, limit: int) -> np.ndarray:
     """At most about `limit` rows of mask, whole accounts chosen by their hash (deterministic)."""
     n = int(mask.sum())
@@ -438,7 +447,7 @@ def _scaled(candidate: Candidate, rounds: float, ratio: float) -> int:
 
 
 def _search(
-    fitter: _Fitter, folds: list[Fold], cols: list[str], hashes: np.ndarray
+    fitter: _Fitter, folds: list[Fold], cols: list[str]
 ) -> tuple[Candidate, dict[str, Any], np.ndarray]:
     """The chosen candidate, what the search did, and the chosen one's out-of-fold margins
     (NaN outside the folds' evaluation rows)."""
@@ -454,12 +463,11 @@ def _search(
         aucs, rounds, rows = [], [], []
         oof = np.full(len(y), np.nan)
         for fold in folds:
-            train = _thin(fold.train, hashes, options.search_rows)
-            model = fitter.fit(candidate, cols, train, stop_on=fold.evaluate)
+            model = fitter.fit(candidate, cols, fold.train, stop_on=fold.evaluate)
             oof[fold.evaluate] = fitter.margin(model, cols, fold.evaluate)
             aucs.append(float(roc_auc_score(y[fold.evaluate], oof[fold.evaluate])))
             rounds.append(model.booster.best_iteration or model.booster.current_iteration())
-            rows.append(int(train.sum()))
+            rows.append(int(fold.train.sum()))
         margins[candidate.name] = oof
         evaluated = ~np.isnan(oof)
         tried.append(
@@ -538,8 +546,12 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     hash_of = {a: _hash(a) for a in dict.fromkeys(a for a, _ in ts.frame.keys)}
     hashes = np.array([hash_of[a] for a, _ in ts.frame.keys], dtype=np.int64)
     search_folds, estimate_folds = make_folds(ts, options, hashes)
-    searched = [f for f in search_folds if _usable(f, y)]
-    estimate = [f for f in estimate_folds if _usable(f, y)]
+    # Every fold's models learn from at most about search_rows rows: on a large customer base
+    # an estimate of the procedure on fewer rows is a little pessimistic, where full-size fits
+    # per fold (and per segment) cost minutes. The served model learns from every row.
+    limit = options.search_rows
+    searched = [_thinned(f, y, hashes, limit) for f in search_folds if _usable(f, y)]
+    estimate = [_thinned(f, y, hashes, limit) for f in estimate_folds if _usable(f, y)]
     held = np.zeros(len(y), dtype=bool)
     for fold in estimate:
         held |= fold.evaluate
@@ -552,7 +564,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     fitter = _Fitter(x, y, names, categorical, options, hashes)
     distinct = _distinct(x, names)
     # Without an earlier usable fold, the search is scored on the estimate's rows: optimistic.
-    candidate, search, oof = _search(fitter, searched or estimate, distinct, hashes)
+    candidate, search, oof = _search(fitter, searched or estimate, distinct)
     search["scored_on"] = "earlier folds" if searched else "the held-out rows (optimistic)"
     blend, search["blend"], oof = _blend(fitter, searched or estimate, distinct, oof)
     chosen = next(t for t in search["candidates"] if t["name"] == candidate.name)
