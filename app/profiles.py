@@ -11,7 +11,6 @@ statements per item. A single upsert is a batch of one.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import errors
+from app import cursors, errors
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
@@ -471,30 +470,11 @@ async def list_accounts(
         "SELECT * FROM accounts WHERE ($1::text IS NULL OR segment = $1) "
         "AND ($2::text IS NULL OR account_id > $2) ORDER BY account_id LIMIT $3",
         segment,
-        None if cursor is None else decode_cursor(cursor),
+        None if cursor is None else cursors.decode(cursor, str)[0],
         limit + 1,
     )
-    next_cursor = encode_cursor(rows[limit - 1]["account_id"]) if len(rows) > limit else None
+    next_cursor = cursors.encode(rows[limit - 1]["account_id"]) if len(rows) > limit else None
     return [_view(r) for r in rows[:limit]], next_cursor
-
-
-_CURSOR_MARK = "after:"
-
-
-def encode_cursor(account_id: str) -> str:
-    raw = (_CURSOR_MARK + account_id).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        value = ""
-    if not value.startswith(_CURSOR_MARK) or "\x00" in value:
-        raise errors.BadRequest("cursor is not one this service issued")
-    return value[len(_CURSOR_MARK) :]
 
 
 async def get_contact(conn: asyncpg.Connection, contact_id: str) -> dict[str, Any]:

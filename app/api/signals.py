@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
-from app import errors, ingest, runtime
+from app import errors, ingest, runtime, timeline
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -17,14 +17,16 @@ from app.api.common import (
     manual_body,
     problem_responses,
 )
-from app.auth import Ingest
-from app.schemas.common import BatchResult, ItemError
+from app.auth import Ingest, Read
+from app.schemas.common import BatchResult, Id, ItemError, Name, Timestamp
 from app.schemas.signals import (
     MAX_EVENT_BATCH,
     MAX_OUTCOME_BATCH,
     EventAccepted,
     EventBatch,
     EventIn,
+    EventOut,
+    EventPage,
     OutcomeAccepted,
     OutcomeBatch,
     OutcomeIn,
@@ -115,6 +117,33 @@ async def ingest_events_batch(request: Request, _: Ingest) -> BatchResult:
     """Up to 5000 events. Valid ones are stored; each invalid one is reported by its index."""
     valid, invalid = await batch_items(request, "events", MAX_EVENT_BATCH, _events_in, _batch_in)
     return _summary(await _events(request, valid), invalid)
+
+
+@router.get("/accounts/{account_id}/events", operation_id="list_account_events", tags=["events"])
+async def list_account_events(
+    request: Request,
+    account_id: Id,
+    _: Read,
+    since: Annotated[
+        Timestamp | None, Query(description="Only events that occurred at or after this moment.")
+    ] = None,
+    until: Annotated[
+        Timestamp | None, Query(description="Only events that occurred at or before this moment.")
+    ] = None,
+    types: Annotated[
+        list[Name] | None,
+        Query(alias="type", max_length=100, description="Only these event types (repeatable)."),
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """The account's timeline: its events newest first, a page at a time (`next_cursor` is null
+    on the last page). Events arriving meanwhile never shift a page."""
+    async with runtime.of(request).pool.acquire() as conn:
+        rows, next_cursor = await timeline.events(
+            conn, account_id, since=since, until=until, types=types, cursor=cursor, limit=limit
+        )
+    return EventPage(items=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/outcomes", status_code=202, operation_id="record_outcome", tags=["outcomes"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired
+from datetime import datetime
+from typing import Annotated, Any, NotRequired
 
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
@@ -70,6 +71,27 @@ class EventAccepted(BaseModel):
     duplicate: bool = Field(description="True when this event_id was already stored.")
 
 
+class EventOut(BaseModel):
+    """A stored signal, as it was sent; `received_at` is when custintel stored it."""
+
+    event_id: str
+    type: str
+    source: str | None
+    occurred_at: datetime
+    received_at: datetime
+    account_id: str
+    contact_id: str | None
+    email: str | None
+    value: float | None
+    properties: dict[str, Any]
+    text: str | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut] = Field(description="Newest first (occurred_at, then event_id).")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
 class OutcomeIn(BaseModel):
     """What really happened to an account."""
 
@@ -99,6 +121,8 @@ __all__ = [
     "EventAccepted",
     "EventBatch",
     "EventIn",
+    "EventOut",
+    "EventPage",
     "OutcomeAccepted",
     "OutcomeBatch",
     "OutcomeIn",

@@ -1,0 +1,75 @@
+"""An account's signals read back, newest first, a page at a time.
+
+Pages are keyset pages on (occurred_at, event_id), the order the events index serves, so a deep
+page costs what the first one does and events arriving meanwhile never shift a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app import cursors, errors
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_PAGE = """
+    SELECT event_id, type, source, occurred_at, received_at, account_id, contact_id, email,
+           value, properties, text
+    FROM events
+    WHERE account_id = $1
+      AND ($2::timestamptz IS NULL OR occurred_at >= $2)
+      AND ($3::timestamptz IS NULL OR occurred_at <= $3)
+      AND ($4::text[] IS NULL OR type = ANY($4::text[]))
+      AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6::text))
+    ORDER BY occurred_at DESC, event_id DESC
+    LIMIT $7"""
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+async def events(
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    types: Sequence[str] | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of an account's events (since and until inclusive) and the cursor of the next,
+    None on the last page."""
+    after: tuple[datetime, str] | None = None
+    if cursor is not None:
+        micros, event_id = cursors.decode(cursor, int, str)
+        try:
+            after = (_EPOCH + timedelta(microseconds=micros), event_id)
+        except OverflowError:
+            raise errors.BadRequest("cursor is not one this service issued") from None
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)", account_id
+    ):
+        raise errors.NotFound(f"No account {account_id!r}.")
+    rows = await conn.fetch(
+        _PAGE,
+        account_id,
+        since,
+        until,
+        None if types is None else list(types),
+        None if after is None else after[0],
+        None if after is None else after[1],
+        limit + 1,
+    )
+    page = [dict(r, properties=orjson.loads(r["properties"])) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = cursors.encode(_micros(last["occurred_at"]), last["event_id"])
+    return page, next_cursor
