@@ -477,8 +477,23 @@ async def list_accounts(
     return [_view(r) for r in rows[:limit]], next_cursor
 
 
-async def get_contact(conn: asyncpg.Connection, contact_id: str) -> dict[str, Any]:
+async def get_contact(
+    conn: asyncpg.Connection, contact_id: str, *, as_of: datetime | None = None
+) -> dict[str, Any]:
     row = await conn.fetchrow("SELECT * FROM contacts WHERE contact_id = $1", contact_id)
     if row is None:
         raise errors.NotFound(f"No contact {contact_id!r}.")
-    return _view(row)
+    view = _view(row)
+    if as_of is None:
+        return view
+    history = await conn.fetch(
+        "SELECT changes FROM contact_history WHERE contact_id = $1 AND observed_at <= $2 "
+        "ORDER BY observed_at, id",
+        contact_id,
+        as_of,
+    )
+    if not history:
+        raise errors.NotFound(f"Contact {contact_id!r} was not observed by {as_of.isoformat()}.")
+    state = fold(orjson.loads(r[0]) for r in history)
+    view.update({f: state.get(f) for f in CONTACT_FIELDS}, traits=state.get("traits") or {})
+    return view

@@ -191,6 +191,15 @@ async def upsert_contacts_batch(request: Request, _: Ingest) -> ProfileBatchResu
 
 
 @router.get("/contacts/{contact_id}", operation_id="get_contact", tags=["contacts"])
-async def get_contact(request: Request, contact_id: Id, _: Read) -> Contact:
+async def get_contact(
+    request: Request,
+    contact_id: Id,
+    _: Read,
+    as_of: Annotated[
+        Timestamp | None, Query(description="Read the contact as it was at this moment.")
+    ] = None,
+) -> Contact:
+    """A contact as it is now, or as its history says it was at `as_of` (404 when it had not
+    been observed by then)."""
     async with runtime.of(request).pool.acquire() as conn:
-        return Contact.model_validate(await profiles.get_contact(conn, contact_id))
+        return Contact.model_validate(await profiles.get_contact(conn, contact_id, as_of=as_of))

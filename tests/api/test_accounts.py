@@ -294,3 +294,23 @@ async def test_a_refused_contact_leaves_neither_it_nor_its_new_account(
         assert (await c.get("/v1/contacts/ok")).json()["email"] == "a@x.io"
     links = await conn.fetch("SELECT kind, value, contact_id FROM identities ORDER BY kind")
     assert [tuple(r) for r in links] == [("crm", "1", "ok"), ("email", "a@x.io", "ok")]
+
+
+async def test_contact_is_read_as_of_a_past_moment(client: httpx.AsyncClient) -> None:
+    for observed_at, body in [
+        ("2025-01-01T00:00:00Z", {"account_id": "old co", "role": "end_user", "traits": {"t": 1}}),
+        ("2025-03-01T00:00:00Z", {"account_id": "new co", "role": "admin", "traits": {"t": 2}}),
+    ]:
+        response = await client.put("/v1/contacts/c é", json={**body, "observed_at": observed_at})
+        assert response.status_code == 200, response.text
+    feb = await client.get("/v1/contacts/c é", params={"as_of": "2025-02-01T00:00:00Z"})
+    assert feb.status_code == 200, feb.text
+    assert (feb.json()["account_id"], feb.json()["role"], feb.json()["traits"]) == (
+        "old co",
+        "end_user",
+        {"t": 1},
+    )
+    now = (await client.get("/v1/contacts/c é")).json()
+    assert (now["account_id"], now["role"], now["traits"]) == ("new co", "admin", {"t": 2})
+    before = await client.get("/v1/contacts/c é", params={"as_of": "2024-12-31T00:00:00Z"})
+    assert before.status_code == 404
