@@ -1,4 +1,4 @@
-"""The `custintel` command: serve, migrate, keys, openapi."""
+"""The `custintel` command: serve, demo, migrate, worker, train, score, keys, openapi."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from app import auth, db, errors, logs, migrate
 from app.schemas import models as schemas
 from app.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
@@ -361,16 +365,66 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 
 
 def _create_key(settings: Settings, url: str, *, name: str, scopes: list[auth.Scope]) -> str:
-    async def create() -> str:
+    async def create(conn: asyncpg.Connection) -> str:
+        _, secret = await auth.create_key(conn, name=name, scopes=scopes, actor="cli")
+        return secret
+
+    return _with_connection(settings, url, create)
+
+
+def _with_connection(
+    settings: Settings, url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    """Run `work` in one transaction on a connection of its own."""
+
+    async def run() -> T:
         conn = await asyncpg.connect(db.plain_url(url), timeout=settings.db_timeout_seconds)
         try:
             async with conn.transaction():
-                _, secret = await auth.create_key(conn, name=name, scopes=scopes, actor="cli")
-            return secret
+                return await work(conn)
         finally:
             await conn.close()
 
-    return asyncio.run(create())
+    return asyncio.run(run())
+
+
+def _key_line(key: asyncpg.Record) -> str:
+    state = "revoked " + key["revoked_at"].isoformat() if key["revoked_at"] else "active"
+    return "\t".join(
+        [
+            str(key["key_id"]),
+            key["prefix"] + "…",
+            ",".join(key["scopes"]),
+            key["created_at"].isoformat(),
+            state,
+            key["name"],
+        ]
+    )
+
+
+def cmd_keys_list(_: argparse.Namespace) -> None:
+    settings = get_settings()
+    keys = _with_connection(settings, _migrate(settings), auth.list_keys)
+    print("\t".join(["key_id", "prefix", "scopes", "created_at", "state", "name"]))
+    for key in keys:
+        print(_key_line(key))
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    try:
+        key_id = uuid.UUID(args.key_id)
+    except ValueError:
+        sys.exit(f"{args.key_id!r} is not a key id: `custintel keys list` shows them")
+    settings = get_settings()
+
+    async def revoke(conn: asyncpg.Connection) -> asyncpg.Record:
+        return await auth.revoke_key(conn, key_id, actor="cli")
+
+    try:
+        key = _with_connection(settings, _migrate(settings), revoke)
+    except errors.NotFound:
+        sys.exit(f"no key {key_id}: `custintel keys list` shows them")
+    print(_key_line(key))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -480,11 +534,19 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--top", type=int, default=3, help="reasons kept per score")
     score.set_defaults(func=cmd_score)
 
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke").add_subparsers(
+        dest="keys", required=True
+    )
     create = keys.add_parser("create", help="create a key; prints it as the last line")
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", required=True, help="comma-separated: ingest,read,admin")
     create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="every key: id, prefix, scopes, created, state").set_defaults(
+        func=cmd_keys_list
+    )
+    revoke = keys.add_parser("revoke", help="revoke a key at once (audited); idempotent")
+    revoke.add_argument("key_id", help="as `custintel keys list` shows it")
+    revoke.set_defaults(func=cmd_keys_revoke)
 
     openapi = sub.add_parser("openapi", help="write openapi/openapi.json from the app")
     openapi.add_argument("--output", help="another path, or - for stdout")

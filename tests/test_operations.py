@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from app import cli, logs, partitions
 from app.settings import Settings
+from tests.api.test_auth import eventually
 from tests.conftest import ADMIN_KEY
 from tests.live import free_port
 
@@ -88,6 +89,65 @@ def test_keys_create_refuses_unknown_scopes(database_url: str, tmp_path: Path) -
         cwd=tmp_path,
     )
     assert done.returncode != 0 and "scopes" in done.stderr
+
+
+@pytest.mark.slow
+async def test_keys_list_and_revoke_from_the_cli(
+    database_url: str, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    env = {**os.environ, "CUSTINTEL_DATABASE_URL": database_url}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "keys", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    secret = run("create", "--name", "crm sync", "--scopes", "ingest").stdout.splitlines()[-1]
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    [line] = [row for row in listed.stdout.splitlines() if row.endswith("crm sync")]
+    key_id, prefix, scopes, _, state, _ = line.split("\t")
+    assert (prefix, scopes, state) == (secret[:10] + "…", "ingest", "active")
+    assert secret not in listed.stdout
+    headers = {"Authorization": f"Bearer {secret}"}
+    event = {"type": "login", "occurred_at": datetime.now(UTC).isoformat(), "account_id": "a"}
+    assert (await client.post("/v1/events", headers=headers, json=event)).status_code == 202
+    revoked = run("revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "\trevoked " in revoked.stdout
+
+    async def refused() -> bool:
+        return (await client.post("/v1/events", headers=headers, json=event)).status_code == 401
+
+    await eventually(refused)  # the server hears of it at once, from another process
+    assert "revoked" in run("list").stdout
+    unknown = run("revoke", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode != 0 and "no key" in unknown.stderr
+    assert run("revoke", "not-a-uuid").returncode != 0
+
+
+def test_help_names_every_command() -> None:
+    commands = cli.parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    text = cli.parser().format_help()
+    assert set(commands) == {
+        "serve",
+        "demo",
+        "migrate",
+        "worker",
+        "train",
+        "score",
+        "keys",
+        "openapi",
+    }
+    for name in commands:
+        assert name in text and name in (cli.__doc__ or "")
+    keys_help = commands["keys"].format_help()
+    for action in ("create", "list", "revoke"):
+        assert action in keys_help
 
 
 async def test_access_log_is_json_with_the_request_id(
