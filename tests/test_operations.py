@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -131,7 +132,8 @@ async def test_keys_list_and_revoke_from_the_cli(
 
 
 def test_help_names_every_command() -> None:
-    commands = cli.parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    [sub] = [a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands: dict[str, argparse.ArgumentParser] = sub.choices
     text = cli.parser().format_help()
     assert set(commands) == {
         "serve",
