@@ -13,8 +13,10 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -94,7 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         separate_input_output_schemas=False,
+        docs_url=None,  # served by _serve_docs, with assets from the installed packages
+        redoc_url=None,
     )
+    _serve_docs(app)
     bootstrap = settings.bootstrap_admin_key
     state = runtime.Runtime(
         settings=settings,
@@ -138,6 +143,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, log_requests=settings.access_log)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts and styles from the fastapi-offline
+    package, not a CDN: an integrator's server is often offline or behind a proxy, and a blank
+    page there is no documentation."""
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(packages=[("fastapi_offline", "static")]),
+        name="docs-assets",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="custintel API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="custintel API",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 async def _keep_partitions(
@@ -257,6 +296,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name, definition in defs.get("$defs", {}).items():
         components.setdefault(name, definition)
     components["JsonValue"] = JSON_VALUE_SCHEMA
+    # What a receiver answers custintel's webhooks, not FastAPI's default for a route.
+    for operations in schema.get("webhooks", {}).values():
+        for operation in operations.values():
+            operation["responses"] = {
+                "2XX": {"description": "Acknowledged. Any other answer, or none, is retried."}
+            }
     # FastAPI's default 422 body is replaced by problem+json; drop its now-unused schemas.
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,89 +10,30 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from websockets.sync.client import connect
 
 from app import simulator
 from app.ml import batch
 from app.settings import Settings
+from tests import browser
 from tests.api.test_models import load
 from tests.conftest import ADMIN_KEY
-from tests.live import free_port, serve
+from tests.live import serve
 from tests.ml.test_closed_loop import train
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def browser_images(page: Path, profile: Path) -> list[list[Any]]:
     """Open the page in headless Chromium and read back every image as the browser decoded it:
     [alt, complete, naturalWidth, naturalHeight]."""
-    assert CHROMIUM, "the browser test needs Chromium (Debian: apt-get install chromium)"
-    port = free_port()
-    browser = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-default-apps",
-            "--disable-sync",
-            "--no-first-run",
-            f"--remote-debugging-port={port}",
-            f"--user-data-dir={profile}",
-            page.as_uri(),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        socket_url = None
-        while socket_url is None:
-            assert time.monotonic() < deadline, "Chromium did not open the page"
-            try:
-                targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
-                socket_url = next(
-                    (t["webSocketDebuggerUrl"] for t in targets if t["url"] == page.as_uri()),
-                    None,
-                )
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        with connect(socket_url, max_size=None) as ws:
-            ids = iter(range(1, 10_000))
-
-            def evaluate(expression: str) -> Any:
-                n = next(ids)
-                ws.send(
-                    json.dumps(
-                        {
-                            "id": n,
-                            "method": "Runtime.evaluate",
-                            "params": {"expression": expression, "returnByValue": True},
-                        }
-                    )
-                )
-                while True:
-                    message = json.loads(ws.recv(timeout=30))
-                    if message.get("id") == n:
-                        return message["result"]["result"]["value"]
-
-            while evaluate("document.readyState") != "complete":
-                assert time.monotonic() < deadline, "the page did not finish loading"
-                time.sleep(0.2)
-            images: list[list[Any]] = evaluate(
-                "Array.from(document.images).map("
-                "i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
-            )
-            return images
-    finally:
-        browser.terminate()
-        browser.wait(30)
+    with browser.opened(page.as_uri(), profile) as evaluate:
+        images: list[list[Any]] = evaluate(
+            "Array.from(document.images).map("
+            "i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        return images
 
 
 async def test_model_report_renders_with_every_plot_in_chromium(
