@@ -19,7 +19,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import cursors, errors
+from app import cursors, errors, identities
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
@@ -45,16 +45,23 @@ class Item:
     profile_id: str
     observed_at: datetime
     changes: dict[str, Any]
-    identities: dict[str, str] = field(default_factory=dict)  # contacts only
+    identities: list[tuple[str, str]] = field(default_factory=list)  # (kind, value)
+
+    def claims(self) -> list[tuple[str, str]]:
+        """The identifiers this upsert gives its profile: those it lists, and its email."""
+        email = self.changes.get("email")
+        return [*self.identities, ("email", email)] if email else list(self.identities)
 
 
 @dataclass
 class Outcome:
-    """What a batch did: the profiles as they are now (by id), and an error per refused item."""
+    """What a batch did: the profiles as they are now (by id), an error per item refused by the
+    limits, and one per item claiming an identifier another profile holds."""
 
     profiles: dict[str, dict[str, Any]]
     upserted: int
     errors: list[tuple[int, str]]
+    conflicts: list[tuple[int, str]]
 
 
 def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
@@ -87,15 +94,15 @@ def existed(first_seen: datetime | None, t: datetime) -> bool:
 def item(
     index: int, profile_id: str, upsert: AccountUpsert | ContactUpsert, *, now: datetime
 ) -> Item:
-    changes = upsert.model_dump(mode="json", exclude_unset=True, exclude={"observed_at"})
-    identities: dict[str, str] = {}
+    changes = upsert.model_dump(
+        mode="json", exclude_unset=True, exclude={"observed_at", "identities"}
+    )
+    held = [(i.kind, identities.normalize(i.kind, i.value)) for i in upsert.identities]
     if isinstance(upsert, ContactUpsert):
-        changes.pop("identities", None)  # kept in the identities table, not a profile field
         changes["account_id"] = upsert.account_id
-        identities = dict(upsert.identities or {})
         if changes.get("email") is not None:
-            changes["email"] = changes["email"].lower()
-    return Item(index, profile_id, upsert.observed_at or now, changes, identities)
+            changes["email"] = identities.normalize("email", changes["email"])
+    return Item(index, profile_id, upsert.observed_at or now, changes, list(dict.fromkeys(held)))
 
 
 # Statements per kind of profile, written out (no SQL is assembled from strings).
@@ -168,13 +175,12 @@ _UPDATE = {
         WHERE c.contact_id = u.contact_id
         RETURNING c.*""",
 }
-_LINK = """
-    INSERT INTO identities (kind, value, contact_id, account_id, updated_at)
-    SELECT k, v, c, a, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-         AS u(k, v, c, a)
-    ORDER BY k, v
-    ON CONFLICT (kind, value) DO UPDATE
-    SET contact_id = excluded.contact_id, account_id = excluded.account_id, updated_at = $5"""
+# A contact's identities carry its account: they follow it when it moves.
+_FOLLOW = """
+    UPDATE identities i SET account_id = c.account_id, updated_at = $2
+    FROM contacts c
+    WHERE c.contact_id = ANY($1::text[]) AND i.contact_id = c.contact_id
+      AND i.account_id <> c.account_id"""
 
 
 def _state(kind: Kind, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +250,7 @@ class _Plan:
     recorded: list[Item] = field(default_factory=list)  # accepted items new to history
     refold: set[str] = field(default_factory=set)  # profiles that got an older observation
     problems: list[tuple[int, str]] = field(default_factory=list)
+    conflicts: list[tuple[int, str]] = field(default_factory=list)
 
 
 async def upsert(
@@ -275,7 +282,8 @@ async def upsert(
         )
     }
     keys = await _trait_keys(conn, kind, items, limits.overall)
-    plan = _plan(kind, items, rows, replays, keys, limits)
+    refused = await _refuse_taken(conn, kind, items)
+    plan = _plan(kind, items, rows, replays, keys, limits, refused)
     await _take_back(conn, kind, plan, {r[0] for r in created}, created_accounts)
     if keys.new:
         await conn.execute(
@@ -285,9 +293,26 @@ async def upsert(
             keys.new,
         )
     current = await _write(conn, kind, plan, rows, now=now)
-    if kind == "contact":
-        await _link(conn, plan.kept, current, now=now)
-    return Outcome(current, len(plan.kept), sorted(plan.problems))
+    await _link(conn, kind, plan.kept, rows, current, now=now)
+    return Outcome(current, len(plan.kept), sorted(plan.problems), sorted(plan.conflicts))
+
+
+async def _refuse_taken(
+    conn: asyncpg.Connection, kind: Kind, items: Sequence[Item]
+) -> dict[int, str]:
+    """Items claiming an identifier another profile holds, or one an earlier item of the batch
+    (by index) claims for another profile, with what they collide with."""
+    claims = {i.index: i.claims() for i in items}
+    taken = await identities.owners(conn, kind, (p for c in claims.values() for p in c))
+    refused: dict[int, str] = {}
+    for it in sorted(items, key=lambda i: i.index):
+        collisions = [p for p in claims[it.index] if taken.get(p, it.profile_id) != it.profile_id]
+        if collisions:
+            pair = collisions[0]
+            refused[it.index] = identities.describe(kind, pair, taken[pair])
+            continue
+        taken.update((p, it.profile_id) for p in claims[it.index])
+    return refused
 
 
 def _plan(
@@ -297,12 +322,16 @@ def _plan(
     replays: set[tuple[str, datetime, bytes]],
     keys: _TraitKeys,
     limits: TraitLimits,
+    refused: dict[int, str],
 ) -> _Plan:
     plan = _Plan(
         {p: _state(kind, r) for p, r in rows.items()},
         {p: r["observed_at"] for p, r in rows.items()},
     )
     for it in items:
+        if it.index in refused:
+            plan.conflicts.append((it.index, refused[it.index]))
+            continue
         mark = (it.profile_id, it.observed_at, _canonical(it.changes))
         if mark in replays:  # the same upsert again: nothing new to record
             plan.kept.append(it)
@@ -409,31 +438,42 @@ def _update_args(
 
 async def _link(
     conn: asyncpg.Connection,
+    kind: Kind,
     kept: Sequence[Item],
-    contacts: dict[str, dict[str, Any]],
+    before: dict[str, asyncpg.Record],
+    current: dict[str, dict[str, Any]],
     *,
     now: datetime,
 ) -> None:
-    """An identifier points at the contact that most recently claimed it."""
-    links: dict[tuple[str, str], tuple[str, str]] = {}
+    """Kept items' identifiers go to their profiles (checked free by _refuse_taken). A contact
+    whose email changed or was cleared releases the old one, so events stop resolving by it; a
+    contact's identifiers follow it to another account."""
+    claims: dict[identities.Pair, tuple[str, str]] = {}
+    released: list[tuple[str, str, str]] = []
     for it in kept:
-        contact = contacts[it.profile_id]
-        identities = dict(it.identities)
-        if contact["email"]:
-            identities["email"] = contact["email"]
-        for kind, value in identities.items():
-            links[(kind, value)] = (it.profile_id, contact["account_id"])
-    if not links:
-        return
-    pairs = sorted(links)
-    await conn.execute(
-        _LINK,
-        [k for k, _ in pairs],
-        [v for _, v in pairs],
-        [links[p][0] for p in pairs],
-        [links[p][1] for p in pairs],
-        now,
-    )
+        for pair in it.identities:
+            claims[pair] = (it.profile_id, current[it.profile_id]["account_id"])
+    if kind == "contact":
+        for contact_id in sorted({i.profile_id for i in kept}):
+            old, new = before[contact_id]["email"], current[contact_id]["email"]
+            if old != new:
+                if old:
+                    released.append(("email", old, contact_id))
+                if new:
+                    claims[("email", new)] = (contact_id, current[contact_id]["account_id"])
+    await identities.release(conn, kind, released)
+    await identities.claim(conn, kind, claims, now=now)
+    if kind == "contact" and kept:
+        await conn.execute(_FOLLOW, sorted({i.profile_id for i in kept}), now)
+
+
+async def with_identities(
+    conn: asyncpg.Connection, kind: Kind, views: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The profiles, each with the identifiers it holds now."""
+    key = "account_id" if kind == "account" else "contact_id"
+    held = await identities.of(conn, kind, [v[key] for v in views])
+    return [{**v, "identities": held[v[key]]} for v in views]
 
 
 async def get_account(
@@ -446,7 +486,7 @@ async def get_account(
     )
     if row is None:
         raise errors.NotFound(f"No account {account_id!r}.")
-    view = _view(row)
+    [view] = await with_identities(conn, "account", [_view(row)])
     del view["first_seen"]
     if as_of is None:
         return view
@@ -474,7 +514,7 @@ async def list_accounts(
         limit + 1,
     )
     next_cursor = cursors.encode(rows[limit - 1]["account_id"]) if len(rows) > limit else None
-    return [_view(r) for r in rows[:limit]], next_cursor
+    return await with_identities(conn, "account", [_view(r) for r in rows[:limit]]), next_cursor
 
 
 async def get_contact(
@@ -483,7 +523,7 @@ async def get_contact(
     row = await conn.fetchrow("SELECT * FROM contacts WHERE contact_id = $1", contact_id)
     if row is None:
         raise errors.NotFound(f"No contact {contact_id!r}.")
-    view = _view(row)
+    [view] = await with_identities(conn, "contact", [_view(row)])
     if as_of is None:
         return view
     history = await conn.fetch(

@@ -116,6 +116,21 @@ class ContactIdentity(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
+class AccountIdentity(Base):
+    """An identifier of an account (its domain, its id in a CRM or billing system), pointing at
+    that one account."""
+
+    __tablename__ = "account_identities"
+    __table_args__ = (PrimaryKeyConstraint("kind", "value"), Index(None, "account_id"))
+
+    kind: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(320))
+    account_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("accounts.account_id", ondelete="CASCADE")
+    )
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
 class EventKey(Base):
     """One row per event_id ever accepted: idempotency across partitions, forever."""
 

@@ -59,7 +59,7 @@ def contact_bodies(accounts: int) -> list[bytes]:
             "account_id": f"acct-{i:06d}",
             "email": f"user{i}@example.com",
             "role": "admin",
-            "identities": {"crm": f"003{i:06d}"},
+            "identities": [{"kind": "crm", "value": f"003{i:06d}"}],
             "observed_at": "2026-01-10T00:00:00Z",
         }
         for i in range(accounts)

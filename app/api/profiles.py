@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
-from app import errors, ingest, profiles, runtime
+from app import errors, identities, ingest, profiles, runtime
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -18,7 +18,7 @@ from app.api.common import (
     problem_responses,
 )
 from app.auth import Ingest, Read
-from app.schemas.common import Id, Timestamp
+from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.profiles import (
     MAX_PROFILE_BATCH,
     Account,
@@ -30,6 +30,8 @@ from app.schemas.profiles import (
     ContactBatch,
     ContactBatchItem,
     ContactUpsert,
+    IdentityMatch,
+    IdentityMatches,
     ProfileBatchError,
     ProfileBatchResult,
 )
@@ -76,7 +78,7 @@ async def _upsert_each(
         upsert = upsert_type.model_validate(entry.model_dump(exclude=excluded, exclude_unset=True))
         items.append(profiles.item(index, profile_id, upsert, now=now))
     outcome = await _store(request, kind, items, now=now)
-    invalid += [{"index": i, "detail": d} for i, d in outcome.errors]
+    invalid += [{"index": i, "detail": d} for i, d in outcome.errors + outcome.conflicts]
     return ProfileBatchResult(
         upserted=outcome.upserted,
         errors=[
@@ -87,10 +89,19 @@ async def _upsert_each(
 
 
 async def _store(
-    request: Request, kind: profiles.Kind, items: list[profiles.Item], *, now: datetime
+    request: Request,
+    kind: profiles.Kind,
+    items: list[profiles.Item],
+    *,
+    now: datetime,
+    answer_profiles: bool = False,
 ) -> profiles.Outcome:
     async with runtime.of(request).pool.acquire() as conn, conn.transaction():
-        return await profiles.upsert(conn, kind, items, now=now, limits=_trait_limits(request))
+        outcome = await profiles.upsert(conn, kind, items, now=now, limits=_trait_limits(request))
+        if answer_profiles:
+            shown = await profiles.with_identities(conn, kind, list(outcome.profiles.values()))
+            outcome.profiles = {p[f"{kind}_id"]: p for p in shown}
+        return outcome
 
 
 async def _upsert_one(
@@ -98,7 +109,11 @@ async def _upsert_one(
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     _check_observed(request, body, now)
-    outcome = await _store(request, kind, [profiles.item(0, profile_id, body, now=now)], now=now)
+    item = profiles.item(0, profile_id, body, now=now)
+    outcome = await _store(request, kind, [item], now=now, answer_profiles=True)
+    if outcome.conflicts:
+        [(_, detail)] = outcome.conflicts
+        raise errors.Conflict(detail)
     if outcome.errors:
         [(_, detail)] = outcome.errors
         raise errors.InvalidPayload(
@@ -203,3 +218,19 @@ async def get_contact(
     been observed by then)."""
     async with runtime.of(request).pool.acquire() as conn:
         return Contact.model_validate(await profiles.get_contact(conn, contact_id, as_of=as_of))
+
+
+@router.get("/identities", operation_id="resolve_identity", tags=["contacts"])
+async def resolve_identity(
+    request: Request,
+    _: Read,
+    kind: Annotated[Kind, Query(description="email, user_id, anonymous_id, domain, crm, ...")],
+    value: Annotated[str, Query(min_length=1, max_length=320)],
+) -> IdentityMatches:
+    """Who an identifier belongs to: the contact (and its account) or the account it names;
+    404 when no one holds it. Emails and domains match trimmed and lower-cased."""
+    async with runtime.of(request).pool.acquire() as conn:
+        matches = await identities.resolve(conn, kind, value)
+    if not matches:
+        raise errors.NotFound(f"No contact or account holds {kind} {value!r}.")
+    return IdentityMatches(matches=[IdentityMatch.model_validate(m) for m in matches])

@@ -124,17 +124,30 @@ JSON_VALUE_SCHEMA = {
 Traits = Annotated[dict[Key, TraitValue], Field(max_length=MAX_KEYS, json_schema_extra=_KEYS)]
 
 
-def _check_kinds(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        if len(key) > 64 or not re.match(KIND_PATTERN, key):
-            raise ValueError(f"{key!r} is not a lowercase word naming a system, e.g. crm")
-    return value
+# No control characters, and something besides spaces.
+_VALUE = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+
+
+class Identity(BaseModel):
+    """An identifier of a contact or an account in some system. `email` and `domain` values are
+    matched trimmed and lower-cased, others exactly as sent."""
+
+    model_config = STRICT
+
+    kind: Kind = Field(
+        description="email, user_id, anonymous_id, domain, or the system the id comes from: "
+        "crm, support, billing, ..."
+    )
+    value: Annotated[str, StringConstraints(min_length=1, max_length=320, pattern=_VALUE)]
 
 
 Identities = Annotated[
-    dict[str, Id],
-    Field(json_schema_extra={"propertyNames": {"maxLength": 64, "pattern": KIND_PATTERN}}),
-    AfterValidator(_check_kinds),
+    list[Identity],
+    Field(
+        max_length=50,
+        description="Identifiers this profile holds, added to those it holds already. Each value "
+        "belongs to one profile: one another holds is refused (409, or an error entry in a batch).",
+    ),
 ]
 # Events check nesting in app.ingest (one pass with the rest of their work), so their properties
 # carry only what pydantic-core checks by itself.

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import STRICT, Email, Id, Identities, Kind, Name, Timestamp, Traits
+from app.schemas.common import (
+    STRICT,
+    Email,
+    Id,
+    Identities,
+    Identity,
+    Kind,
+    Name,
+    Timestamp,
+    Traits,
+)
 
 MAX_PROFILE_BATCH = 1000
 
@@ -23,6 +34,10 @@ class AccountUpsert(BaseModel):
     owner_email: Email | None = None
     traits: Traits = Field(
         default_factory=dict, description="Merged key by key; a null value removes the key."
+    )
+    identities: Identities = Field(
+        default_factory=list,
+        examples=[[{"kind": "domain", "value": "acme.io"}, {"kind": "crm", "value": "001A7"}]],
     )
     observed_at: Timestamp | None = Field(
         None, description="When these values became true (RFC 3339 with offset). Default: now."
@@ -47,6 +62,7 @@ class Account(BaseModel):
     mrr: float | None
     owner_email: str | None
     traits: dict[str, str | bool | int | float]
+    identities: list[Identity] = Field(description="By kind, then value.")
     created_at: datetime
     updated_at: datetime
 
@@ -77,8 +93,8 @@ class ContactUpsert(BaseModel):
         default_factory=dict, description="Merged key by key; null removes a key."
     )
     identities: Identities = Field(
-        default_factory=dict,
-        description='External identifiers of this contact by system, e.g. {"crm": "003A1"}.',
+        default_factory=list,
+        examples=[[{"kind": "user_id", "value": "u-812"}, {"kind": "crm", "value": "003A1"}]],
     )
     observed_at: Timestamp | None = None
 
@@ -93,6 +109,19 @@ class ContactBatch(BaseModel):
     contacts: list[ContactBatchItem] = Field(max_length=MAX_PROFILE_BATCH)
 
 
+class IdentityMatch(BaseModel):
+    subject: Literal["contact", "account"] = Field(description="What the identifier names.")
+    contact_id: str | None = Field(description="The contact, when it names one.")
+    account_id: str = Field(description="The account, or the contact's account.")
+
+
+class IdentityMatches(BaseModel):
+    matches: list[IdentityMatch] = Field(
+        description="One per table the identifier is found in: a kind such as crm may name a "
+        "contact and, with another value, an account."
+    )
+
+
 class Contact(BaseModel):
     contact_id: str
     account_id: str
@@ -100,5 +129,8 @@ class Contact(BaseModel):
     name: str | None
     role: str | None
     traits: dict[str, str | bool | int | float]
+    identities: list[Identity] = Field(
+        description="By kind, then value; the email field is one of them."
+    )
     created_at: datetime
     updated_at: datetime

@@ -41,6 +41,7 @@ async def test_upsert_creates_then_merges_traits_key_by_key(client: httpx.AsyncC
         "mrr",
         "owner_email",
         "traits",
+        "identities",
         "created_at",
         "updated_at",
     }
@@ -176,7 +177,7 @@ async def test_contact_upsert_history_and_role(client: httpx.AsyncClient) -> Non
             "account_id": "acme",
             "role": "admin",
             "email": "bo@acme.io",
-            "identities": {"crm": "003X"},
+            "identities": [{"kind": "crm", "value": "003X"}],
             "observed_at": "2025-05-01T00:00:00Z",
         },
     )
@@ -282,7 +283,7 @@ async def test_a_refused_contact_leaves_neither_it_nor_its_new_account(
                         "contact_id": "ok",
                         "account_id": "kept",
                         "email": "A@x.io",
-                        "identities": {"crm": "1"},
+                        "identities": [{"kind": "crm", "value": "1"}],
                     },
                     {"contact_id": "no", "account_id": "new", "traits": {"a": 1, "b": 2, "c": 3}},
                 ]
