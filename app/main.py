@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, notifications, partitions, runtime
-from app.api import admin, health, insights, models, profiles, scores, signals
+from app.api import admin, examples, health, insights, models, profiles, scores, signals
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, Decompress, RequestContext
 from app.ml import history, serving
@@ -296,6 +296,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name, definition in defs.get("$defs", {}).items():
         components.setdefault(name, definition)
     components["JsonValue"] = JSON_VALUE_SCHEMA
+    examples.add_to(schema)
     # What a receiver answers custintel's webhooks, not FastAPI's default for a route.
     for operations in schema.get("webhooks", {}).values():
         for operation in operations.values():

@@ -40,12 +40,14 @@ async def create_api_key(request: Request, body: ApiKeyCreate, principal: Admin)
 
 @router.get("/keys", operation_id="list_api_keys")
 async def list_api_keys(request: Request, _: Admin) -> list[ApiKeyInfo]:
+    """Every API key: id, name, prefix, scopes, created and revoked times; never the secret."""
     async with runtime.of(request).pool.acquire() as conn:
         return [_info(k) for k in await auth.list_keys(conn)]
 
 
 @router.delete("/keys/{key_id}", operation_id="revoke_api_key")
 async def revoke_api_key(key_id: uuid.UUID, request: Request, principal: Admin) -> ApiKeyInfo:
+    """Revoke a key at once in every process (audited); revoking it again changes nothing."""
     async with runtime.of(request).pool.acquire() as conn, conn.transaction():
         key = await auth.revoke_key(conn, key_id, actor=principal.name)
     runtime.of(request).key_cache.forget()

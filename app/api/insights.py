@@ -70,18 +70,22 @@ async def update_insight(
     "/routing-rules", status_code=201, operation_id="create_routing_rule", tags=["routing"]
 )
 async def create_routing_rule(body: RoutingRuleIn, request: Request, _: Admin) -> RoutingRule:
+    """A rule sending matching insights to destinations, with an optional holdout share kept back to
+    measure the effect."""
     async with runtime.of(request).pool.acquire() as conn:
         return await routing.create_rule(conn, rule=body)
 
 
 @router.get("/routing-rules", operation_id="list_routing_rules", tags=["routing"])
 async def list_routing_rules(request: Request, _: Read) -> list[RoutingRule]:
+    """Every routing rule, oldest first."""
     async with runtime.of(request).pool.acquire() as conn:
         return await routing.list_rules(conn)
 
 
 @router.get("/routing-rules/{rule_id}", operation_id="get_routing_rule", tags=["routing"])
 async def get_routing_rule(rule_id: Id, request: Request, _: Read) -> RoutingRule:
+    """One routing rule."""
     async with runtime.of(request).pool.acquire() as conn:
         return await routing.get_rule(conn, rule_id)
 
@@ -103,6 +107,7 @@ async def update_routing_rule(
     response_class=Response,
 )
 async def delete_routing_rule(rule_id: Id, request: Request, _: Admin) -> Response:
+    """Delete a routing rule (audited); insights already routed keep their decisions."""
     async with runtime.of(request).pool.acquire() as conn:
         await routing.delete_rule(conn, rule_id)
     return Response(status_code=204)

@@ -68,6 +68,7 @@ async def get_job(
     _: Read,
     wait: Annotated[bool, Query(description="Wait for the job to finish.")] = False,
 ) -> Job:
+    """A queued or finished job (training, batch scoring): its state, progress and result."""
     state = runtime.of(request)
     if wait:
         job = await jobs.wait(state.pool, job_id, within=state.settings.job_wait_seconds)
@@ -81,6 +82,8 @@ async def get_job(
 async def list_models(
     request: Request, _: Read, target: Annotated[Kind | None, Query()] = None
 ) -> list[ModelInfo]:
+    """Trained models, newest first, with their metrics, baselines and status (active, candidate,
+    retired)."""
     async with runtime.of(request).pool.acquire() as conn:
         return await registry.infos(conn, target=target)
 

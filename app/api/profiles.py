@@ -162,6 +162,8 @@ async def get_account(
         Timestamp | None, Query(description="Read the profile as it was at this moment.")
     ] = None,
 ) -> Account:
+    """An account as it is now, or folded from its history as it was at `as_of` (404 when it did not
+    exist then), with its identities."""
     async with runtime.of(request).pool.acquire() as conn:
         return Account.model_validate(await profiles.get_account(conn, account_id, as_of=as_of))
 
@@ -174,6 +176,8 @@ async def list_accounts(
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AccountPage:
+    """Accounts by id, optionally of one segment, a page at a time (`next_cursor` is null on the
+    last page)."""
     async with runtime.of(request).pool.acquire() as conn:
         rows, next_cursor = await profiles.list_accounts(
             conn, segment=segment, cursor=cursor, limit=limit
@@ -199,6 +203,8 @@ async def upsert_contact(
     openapi_extra=manual_body(ContactBatch),
 )
 async def upsert_contacts_batch(request: Request, _: Ingest) -> ProfileBatchResult:
+    """Up to 1000 contact upserts; each invalid or conflicting item is reported by index, the rest
+    are stored."""
     valid, invalid = await batch_items(
         request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
     )

@@ -71,6 +71,8 @@ async def list_scores(
     response_model=ScoreBatchResult,
 )
 async def score_accounts_batch(body: ScoreBatchRequest, request: Request, _: Read) -> Response:
+    """Score up to 1000 accounts for the given targets with the active models, reasons included;
+    stored as score history unless `as_of` is in the past."""
     results, problems = await _score(request, body.account_ids, body.targets, body.as_of, body.top)
     return _json(
         {

@@ -161,5 +161,6 @@ async def record_outcome(body: OutcomeIn, request: Request, _: Ingest) -> Outcom
     openapi_extra=manual_body(OutcomeBatch),
 )
 async def record_outcomes_batch(request: Request, _: Ingest) -> BatchResult:
+    """Up to 5000 outcomes; each invalid one is reported by its index, the rest are stored."""
     valid, invalid = await batch_items(request, "outcomes", MAX_OUTCOME_BATCH, _outcomes_in)
     return _summary(await _outcomes(request, valid), invalid)
