@@ -23,7 +23,17 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, notifications, partitions, runtime
-from app.api import admin, examples, health, insights, models, profiles, scores, signals
+from app.api import (
+    admin,
+    examples,
+    health,
+    insights,
+    models,
+    profiles,
+    scores,
+    segment,
+    signals,
+)
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, Decompress, RequestContext
 from app.ml import history, serving
@@ -130,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router, prefix="/v1")
+    app.include_router(segment.router)
 
     @app.webhooks.post("insight")
     def insight_webhook(body: InsightEvent) -> None:

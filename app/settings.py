@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Unknown keys one address may send per minute before it gets 429 (0: off).",
     )
+    unresolved_days: int = Field(
+        30,
+        ge=1,
+        description="Days a signal that names no known account yet is held for an identity "
+        "that resolves it; then it is reported as expired (and still listed).",
+    )
     max_traits_per_profile: int = Field(
         500, ge=1, description="Trait keys one account or contact may hold; more is 422."
     )

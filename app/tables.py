@@ -131,6 +131,24 @@ class AccountIdentity(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
+class UnresolvedSignal(Base):
+    """A call that named no account custintel could find yet (app.segment), kept as sent with
+    the identifiers (`kind:value`) that would resolve it; attached once one does."""
+
+    __tablename__ = "unresolved_signals"
+    __table_args__ = (Index(None, "keys", postgresql_using="gin"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    source: Mapped[str] = mapped_column(String(64))
+    call: Mapped[str] = mapped_column(String(32))
+    keys: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    message: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(Text)
+    attached_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    account_id: Mapped[str | None] = mapped_column(String(255))
+
+
 class EventKey(Base):
     """One row per event_id ever accepted: idempotency across partitions, forever."""
 

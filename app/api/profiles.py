@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
-from app import errors, identities, ingest, profiles, runtime
+from app import errors, identities, ingest, profiles, runtime, segment
+from app.api import segment as segment_api
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -96,12 +97,30 @@ async def _store(
     now: datetime,
     answer_profiles: bool = False,
 ) -> profiles.Outcome:
-    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
-        outcome = await profiles.upsert(conn, kind, items, now=now, limits=_trait_limits(request))
-        if answer_profiles:
-            shown = await profiles.with_identities(conn, kind, list(outcome.profiles.values()))
-            outcome.profiles = {p[f"{kind}_id"]: p for p in shown}
+    async with runtime.of(request).pool.acquire() as conn:
+        async with conn.transaction():
+            outcome = await profiles.upsert(
+                conn, kind, items, now=now, limits=_trait_limits(request)
+            )
+            if answer_profiles:
+                shown = await profiles.with_identities(conn, kind, list(outcome.profiles.values()))
+                outcome.profiles = {p[f"{kind}_id"]: p for p in shown}
+        if kind == "contact" and outcome.upserted:
+            # Signals held for these people (a Segment track before its identify) land now.
+            await segment.attach(
+                conn, _resolvable(items, outcome), ctx=segment_api.context(request, now)
+            )
         return outcome
+
+
+def _resolvable(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:
+    refused = {i for i, _ in outcome.errors + outcome.conflicts}
+    known: set[str] = set()
+    for it in items:
+        if it.index not in refused:
+            known.add(f"user_id:{it.profile_id}")
+            known |= {f"{k}:{v}" for k, v in it.identities if k in ("user_id", "anonymous_id")}
+    return known
 
 
 async def _upsert_one(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
-from app import errors, ingest, runtime, timeline
+from app import errors, ingest, runtime, segment, timeline
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -30,6 +30,8 @@ from app.schemas.signals import (
     OutcomeAccepted,
     OutcomeBatch,
     OutcomeIn,
+    UnresolvedPage,
+    UnresolvedSignal,
 )
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
@@ -144,6 +146,32 @@ async def list_account_events(
             conn, account_id, since=since, until=until, types=types, cursor=cursor, limit=limit
         )
     return EventPage(items=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/unresolved", operation_id="list_unresolved", tags=["events"])
+async def list_unresolved(
+    request: Request,
+    _: Read,
+    status: Annotated[Literal["held", "expired"] | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> UnresolvedPage:
+    """Signals that named no account custintel could find yet (a Segment track before its
+    user's identify or group), newest first. Held ones are attached as soon as an identity
+    resolves them; after CUSTINTEL_UNRESOLVED_DAYS they are expired, and still listed."""
+    state = runtime.of(request)
+    async with state.pool.acquire() as conn:
+        rows, next_cursor = await segment.held(
+            conn,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+            now=datetime.now(UTC),
+            days=state.settings.unresolved_days,
+        )
+    return UnresolvedPage(
+        items=[UnresolvedSignal.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
 
 
 @router.post("/outcomes", status_code=202, operation_id="record_outcome", tags=["outcomes"])

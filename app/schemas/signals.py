@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
@@ -14,6 +14,7 @@ from app.schemas.common import (
     Email,
     EventProperties,
     Id,
+    Identity,
     Kind,
     Name,
     Properties,
@@ -92,6 +93,27 @@ class EventPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 
+class UnresolvedSignal(BaseModel):
+    """A call that named no account custintel could find yet, kept as sent."""
+
+    id: int
+    received_at: datetime
+    expires_at: datetime = Field(description="received_at + CUSTINTEL_UNRESOLVED_DAYS.")
+    status: Literal["held", "expired"] = Field(
+        description="held: attached as soon as an identity resolves it; expired: no longer."
+    )
+    source: str = Field(description="Where it came from, e.g. segment.")
+    call: str = Field(description="identify, group, track, page, screen or alias.")
+    keys: list[Identity] = Field(description="The identifiers that would resolve it.")
+    reason: str = Field(description="Why it is not attached yet.")
+    message: dict[str, Any] = Field(description="The call as sent, batch context merged in.")
+
+
+class UnresolvedPage(BaseModel):
+    items: list[UnresolvedSignal] = Field(description="Newest first.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
 class OutcomeIn(BaseModel):
     """What really happened to an account."""
 
@@ -126,4 +148,6 @@ __all__ = [
     "OutcomeAccepted",
     "OutcomeBatch",
     "OutcomeIn",
+    "UnresolvedPage",
+    "UnresolvedSignal",
 ]
