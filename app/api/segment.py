@@ -2,7 +2,9 @@
 its identify, group, track, page, screen, alias and batch calls here unchanged.
 
 Auth as Segment's: HTTP Basic with a custintel key (scope `ingest`) as the user name and an empty
-password (what the SDKs send), a Bearer key, or `writeKey` in the body. Not in the OpenAPI
+password (what the SDKs send), a Bearer key, or `writeKey` in the body. Jitsu's SDK sends each
+call to `{host}/api/s/{call}` (or `/api/s/s2s/{call}` from a server) with its key in
+`X-Write-Key`: those paths are here too. Not in the OpenAPI
 contract: its clients are the SDKs, and the README has the mapping.
 """
 
@@ -73,11 +75,15 @@ def context(request: Request, now: datetime) -> segment.Context:
 async def _handle(request: Request, call: str | None) -> Response:
     received_at = datetime.now(UTC)
     header = request.headers.get("authorization")
+    write_key = request.headers.get("x-write-key")
     if header:  # checked before the body is read
         await _principal(request, _credentials(header))
+    elif write_key:
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=write_key)
+        await _principal(request, credentials)
     limit = segment.MAX_CALL_BYTES if call else segment.MAX_BATCH_BYTES
     payload = jsonbody.parse(await _body(request, limit), refuse_nul=False)
-    if not header:
+    if not header and not write_key:
         key = payload.get("writeKey") if isinstance(payload, dict) else None
         if not isinstance(key, str) or not key:
             raise errors.Unauthorized(
@@ -113,7 +119,12 @@ def _single(call: str) -> None:
         return await _handle(request, call)
 
     router.add_api_route(f"/segment/v1/{call}", endpoint, methods=["POST"], name=f"segment_{call}")
+    if call in JITSU_CALLS:
+        for kind in ("", "s2s/"):
+            path, name = f"/segment/api/s/{kind}{call}", f"jitsu_{kind.strip('/')}{call}"
+            router.add_api_route(path, endpoint, methods=["POST"], name=name)
 
 
+JITSU_CALLS = ("identify", "group", "track", "page")
 for _call in segment.CALLS:
     _single(_call)

@@ -6,6 +6,7 @@ import base64
 import gzip
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -123,6 +124,37 @@ async def test_write_key_in_the_body_and_bad_keys(
     assert (
         await client.post("/segment/v1/track", headers=basic(reader), json=call)
     ).status_code == 403
+
+
+async def test_jitsu_paths_and_its_write_key_header(
+    client: httpx.AsyncClient, make_key: Callable[..., Awaitable[str]]
+) -> None:
+    # What Jitsu's JavaScript SDK (libs/jitsu-js) sends: each call to {host}/api/s/{type}, or
+    # /api/s/s2s/{type} from a server, its key in X-Write-Key, the call's type in the body.
+    key = await _ingest_key(make_key)
+    h = {"Authorization": "", "X-Write-Key": key}
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("s2s/group", {"type": "group", "groupId": "jit-co", "traits": {"name": "Jit"}}),
+        ("identify", {"type": "identify", "userId": "jit-u", "traits": {"companyId": "x"}}),
+        ("track", {"type": "track", "event": "Signed Up", "userId": "jit-u", "messageId": "j-1"}),
+        ("s2s/page", {"type": "page", "userId": "jit-u", "messageId": "j-2"}),
+    ]
+    calls[1][1]["context"] = {"groupId": "jit-co"}
+    for path, body in calls:
+        sent = await client.post(
+            f"/segment/api/s/{path}", headers=h, json={**body, "timestamp": at}
+        )
+        assert sent.status_code == 200 and sent.json()["accepted"] == 1, (path, sent.text)
+    events = (await client.get("/v1/accounts/jit-co/events")).json()["items"]
+    assert sorted((e["event_id"], e["type"], e["contact_id"]) for e in events) == [
+        ("j-1", "Signed Up", "jit-u"),
+        ("j-2", "page_viewed", "jit-u"),
+    ]
+    bad = await client.post(
+        "/segment/api/s/track", headers={**h, "X-Write-Key": "ci_" + "x" * 43}, json=calls[2][1]
+    )
+    assert bad.status_code == 401
 
 
 async def test_skew_correction_and_batch_context(
