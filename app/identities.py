@@ -5,11 +5,14 @@ a caller names) live in `identities`, with the contact's account beside them so 
 naming only an identifier resolves in one lookup; an account's (domain, CRM or billing customer
 id) in `account_identities`. One value, one owner: a claim on a value another holds is refused,
 never doubled. Emails and domains are compared trimmed and lower-cased; other values as sent.
+A contact or account merged into another (app.merges) leaves its id in `merged_ids`: it
+resolves to the survivor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -66,6 +69,16 @@ _OF = {
     "account": "SELECT account_id, kind, value FROM account_identities "
     "WHERE account_id = ANY($1::text[]) ORDER BY account_id, kind, value",
 }
+
+_SURVIVORS = """
+    SELECT subject, merged_id, survivor_id FROM merged_ids
+    WHERE (subject = 'account' AND merged_id = ANY($1::text[]))
+       OR (subject = 'contact' AND merged_id = ANY($2::text[]))"""
+# The account of each contact id that names a contact, a merged id its survivor's.
+_CONTACT_ACCOUNTS = """
+    SELECT u.id, c.account_id FROM unnest($1::text[]) AS u(id)
+    LEFT JOIN merged_ids m ON m.subject = 'contact' AND m.merged_id = u.id
+    JOIN contacts c ON c.contact_id = coalesce(m.survivor_id, u.id)"""
 
 
 def normalize(kind: str, value: str) -> str:
@@ -157,3 +170,47 @@ async def resolve(conn: asyncpg.Connection, kind: str, value: str) -> list[dict[
     if account is not None:
         matches.append({"subject": "account", "contact_id": None, "account_id": account})
     return matches
+
+
+@dataclass
+class Survivors:
+    """Merged ids among some account and contact ids, each with its survivor."""
+
+    accounts: dict[str, str] = field(default_factory=dict)
+    contacts: dict[str, str] = field(default_factory=dict)
+
+    def account(self, account_id: str) -> str:
+        return self.accounts.get(account_id, account_id)
+
+    def contact(self, contact_id: str) -> str:
+        return self.contacts.get(contact_id, contact_id)
+
+
+async def survivors(
+    conn: asyncpg.Connection, *, accounts: Iterable[str] = (), contacts: Iterable[str] = ()
+) -> Survivors:
+    """Which of these ids were merged, and into what."""
+    wanted_accounts, wanted_contacts = sorted(set(accounts)), sorted(set(contacts))
+    found = Survivors()
+    if wanted_accounts or wanted_contacts:
+        for subject, merged, survivor in await conn.fetch(
+            _SURVIVORS, wanted_accounts, wanted_contacts
+        ):
+            (found.accounts if subject == "account" else found.contacts)[merged] = survivor
+    return found
+
+
+async def survivor(conn: asyncpg.Connection, kind: Subject, profile_id: str) -> str:
+    """The id a profile id names now: itself, or the survivor it was merged into."""
+    if kind == "account":
+        return (await survivors(conn, accounts=[profile_id])).account(profile_id)
+    return (await survivors(conn, contacts=[profile_id])).contact(profile_id)
+
+
+async def contact_accounts(conn: asyncpg.Connection, contact_ids: Iterable[str]) -> dict[str, str]:
+    """The account of each of these contact ids that names a contact (a merged id: its
+    survivor's account)."""
+    wanted = sorted(set(contact_ids))
+    if not wanted:
+        return {}
+    return {r[0]: r[1] for r in await conn.fetch(_CONTACT_ACCOUNTS, wanted)}

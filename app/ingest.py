@@ -21,7 +21,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import jsonbody, partitions
+from app import identities, jsonbody, partitions
 from app.schemas.common import EARLIEST, MAX_NESTING
 from app.schemas.signals import EventIn, OutcomeIn
 
@@ -182,11 +182,7 @@ async def _resolve_accounts(
     by_contact: dict[str, str] = {}
     by_email: dict[str, tuple[str, str]] = {}
     if contact_ids:
-        rows = await conn.fetch(
-            "SELECT contact_id, account_id FROM contacts WHERE contact_id = ANY($1::text[])",
-            contact_ids,
-        )
-        by_contact = {r[0]: r[1] for r in rows}
+        by_contact = await identities.contact_accounts(conn, contact_ids)
     if emails:
         rows = await conn.fetch(
             "SELECT value, contact_id, account_id FROM identities "
@@ -325,6 +321,8 @@ async def ingest_events(
         if contact_id is not None and contact_id not in contacts:
             contacts[contact_id] = account_id
 
+    if rows:
+        rows, accounts, contacts = await _to_survivors(conn, rows, accounts, contacts)
     stored = Stored(results, accounts, set(contacts))
     if not rows:
         return stored
@@ -356,6 +354,28 @@ async def ingest_events(
             await conn.execute(_INSERT_FEW_EVENTS, *map(list, zip(*fresh, strict=True)))
         await _classify_existing(conn, "event_keys", "event_id", rows, inserted)
     return stored
+
+
+Prepared = dict[str, tuple[ItemResult, tuple[Any, ...], bytes]]
+
+
+async def _to_survivors(
+    conn: asyncpg.Connection, rows: Prepared, accounts: set[str], contacts: dict[str, str]
+) -> tuple[Prepared, set[str], dict[str, str]]:
+    """Events naming a merged account or contact go to its survivor (their digests stay those of
+    what was sent, so a retry is still a duplicate)."""
+    found = await identities.survivors(conn, accounts=accounts, contacts=contacts)
+    if not found.accounts and not found.contacts:
+        return rows, accounts, contacts
+    moved: Prepared = {}
+    for event_id, (result, row, digest) in rows.items():
+        contact_id = None if row[3] is None else found.contact(row[3])
+        moved[event_id] = (result, (*row[:2], found.account(row[2]), contact_id, *row[4:]), digest)
+    return (
+        moved,
+        {found.account(a) for a in accounts},
+        {found.contact(c): found.account(a) for c, a in contacts.items()},
+    )
 
 
 async def _store_one_event(
@@ -475,6 +495,13 @@ async def ingest_outcomes(
         )
         rows[outcome_id] = (result, row, digest)
     accounts = {r[1][1] for r in rows.values()}
+    found = await identities.survivors(conn, accounts=accounts)
+    if found.accounts:  # a merged account's outcomes go to its survivor
+        rows = {
+            key: (result, (row[0], found.account(row[1]), *row[2:]), digest)
+            for key, (result, row, digest) in rows.items()
+        }
+        accounts = {found.account(a) for a in accounts}
     stored = Stored(results, accounts)
     if not rows:
         return stored

@@ -175,6 +175,10 @@ _UPDATE = {
         WHERE c.contact_id = u.contact_id
         RETURNING c.*""",
 }
+_LATEST = {
+    "account": "SELECT max(observed_at) FROM account_history WHERE account_id = $1",
+    "contact": "SELECT max(observed_at) FROM contact_history WHERE contact_id = $1",
+}
 # A contact's identities carry its account: they follow it when it moves.
 _FOLLOW = """
     UPDATE identities i SET account_id = c.account_id, updated_at = $2
@@ -263,7 +267,10 @@ async def upsert(
 ) -> Outcome:
     """Store a batch of upserts of one kind, inside the caller's transaction. Items are taken in
     id order (so that parallel batches lock profiles in one order), then as sent. An item refused
-    by the trait limits is an error entry and writes nothing, not even its new profile."""
+    by the trait limits is an error entry and writes nothing, not even its new profile. An item
+    naming a merged profile (for a contact, also a merged account) is rewritten to name the
+    survivor."""
+    await _to_survivors(conn, kind, items)
     items = sorted(items, key=lambda i: (i.profile_id, i.index))
     ids = sorted({i.profile_id for i in items})
     created_accounts: set[str] = set()
@@ -295,6 +302,22 @@ async def upsert(
     current = await _write(conn, kind, plan, rows, now=now)
     await _link(conn, kind, plan.kept, rows, current, now=now)
     return Outcome(current, len(plan.kept), sorted(plan.problems), sorted(plan.conflicts))
+
+
+async def _to_survivors(conn: asyncpg.Connection, kind: Kind, items: Sequence[Item]) -> None:
+    if kind == "account":
+        found = await identities.survivors(conn, accounts=[i.profile_id for i in items])
+        for it in items:
+            it.profile_id = found.account(it.profile_id)
+        return
+    found = await identities.survivors(
+        conn,
+        accounts=[i.changes["account_id"] for i in items],
+        contacts=[i.profile_id for i in items],
+    )
+    for it in items:
+        it.profile_id = found.contact(it.profile_id)
+        it.changes["account_id"] = found.account(it.changes["account_id"])
 
 
 async def _refuse_taken(
@@ -467,6 +490,20 @@ async def _link(
         await conn.execute(_FOLLOW, sorted({i.profile_id for i in kept}), now)
 
 
+async def refold(conn: asyncpg.Connection, kind: Kind, profile_id: str, *, now: datetime) -> None:
+    """Fold a profile's whole history again, as after a merge gave it another's: each field takes
+    the value of the newest observation that set it, wherever that observation was first sent."""
+    [row] = await conn.fetch(_LOCK[kind], [profile_id])
+    state = fold(orjson.loads(r[1]) for r in await conn.fetch(_HISTORY[kind], [profile_id]))
+    if kind == "contact" and state.get("account_id") is None:
+        state["account_id"] = row["account_id"]  # a contact only events named has no history
+    observed = await conn.fetchval(_LATEST[kind], profile_id)
+    args = _update_args(kind, [profile_id], {profile_id: state}, {profile_id: observed}, now)
+    await conn.execute(_UPDATE[kind], *args)
+    if kind == "contact":
+        await conn.execute(_FOLLOW, [profile_id], now)
+
+
 async def with_identities(
     conn: asyncpg.Connection, kind: Kind, views: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -479,6 +516,8 @@ async def with_identities(
 async def get_account(
     conn: asyncpg.Connection, account_id: str, *, as_of: datetime | None = None
 ) -> dict[str, Any]:
+    """An account now or as of a moment; a merged id reads as its survivor."""
+    account_id = await identities.survivor(conn, "account", account_id)
     row = await conn.fetchrow(
         "SELECT *, account_first_seen(account_id) AS first_seen FROM accounts "
         "WHERE account_id = $1",
@@ -520,6 +559,8 @@ async def list_accounts(
 async def get_contact(
     conn: asyncpg.Connection, contact_id: str, *, as_of: datetime | None = None
 ) -> dict[str, Any]:
+    """A contact now or as of a moment; a merged id reads as its survivor."""
+    contact_id = await identities.survivor(conn, "contact", contact_id)
     row = await conn.fetchrow("SELECT * FROM contacts WHERE contact_id = $1", contact_id)
     if row is None:
         raise errors.NotFound(f"No contact {contact_id!r}.")

@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app import cursors, ingest, partitions, profiles
+from app import cursors, identities, ingest, partitions, profiles
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn
 
@@ -221,10 +221,7 @@ def _validated(model: type[Upsert], body: dict[str, Any], what: str) -> Upsert:
 
 
 async def _account_of(conn: asyncpg.Connection, contact_id: str) -> str | None:
-    account: str | None = await conn.fetchval(
-        "SELECT account_id FROM contacts WHERE contact_id = $1", contact_id
-    )
-    return account
+    return (await identities.contact_accounts(conn, [contact_id])).get(contact_id)
 
 
 async def _upsert(
@@ -332,13 +329,7 @@ async def _event_calls(
     """Store tracks, pages and screens that resolve to an account; hold the others."""
     users = {u for m in messages if (u := _safe_id(m.body, "userId"))}
     anonymous = {a for m in messages if (a := _safe_id(m.body, "anonymousId"))}
-    contacts = {
-        r[0]: r[1]
-        for r in await conn.fetch(
-            "SELECT contact_id, account_id FROM contacts WHERE contact_id = ANY($1::text[])",
-            sorted(users),
-        )
-    }
+    contacts = await identities.contact_accounts(conn, users)
     by_anonymous = {
         r[0]: (r[1], r[2])
         for r in await conn.fetch(

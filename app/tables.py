@@ -131,6 +131,22 @@ class AccountIdentity(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
+class MergedId(Base):
+    """A contact or account merged into another (app.merges): its id resolves to the survivor,
+    one hop (a survivor merged later takes over its merged ids)."""
+
+    __tablename__ = "merged_ids"
+    __table_args__ = (
+        CheckConstraint("subject IN ('account', 'contact')", name="subject"),
+        Index(None, "subject", "survivor_id"),
+    )
+
+    subject: Mapped[str] = mapped_column(String(16), primary_key=True)
+    merged_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    survivor_id: Mapped[str] = mapped_column(String(255))
+    merged_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
 class UnresolvedSignal(Base):
     """A call that named no account custintel could find yet (app.segment), kept as sent with
     the identifiers (`kind:value`) that would resolve it; attached once one does."""

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import cursors, errors
+from app import cursors, errors, identities
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,7 +45,7 @@ async def events(
     limit: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of an account's events (since and until inclusive) and the cursor of the next,
-    None on the last page."""
+    None on the last page. A merged account's id pages through its survivor's events."""
     after: tuple[datetime, str] | None = None
     if cursor is not None:
         micros, event_id = cursors.decode(cursor, int, str)
@@ -53,6 +53,7 @@ async def events(
             after = (_EPOCH + timedelta(microseconds=micros), event_id)
         except OverflowError:
             raise errors.BadRequest("cursor is not one this service issued") from None
+    account_id = await identities.survivor(conn, "account", account_id)
     if not await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)", account_id
     ):

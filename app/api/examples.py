@@ -69,6 +69,8 @@ EXAMPLES: dict[str, Any] = {
     "upsert_accounts_batch": {"accounts": [{"account_id": "acme", **_ACCOUNT}]},
     "upsert_contact": _CONTACT,
     "upsert_contacts_batch": {"contacts": [{"contact_id": "c-17", **_CONTACT}]},
+    "merge_contacts": {"from": "c-17-duplicate"},
+    "merge_accounts": {"from": "acme-inc"},
     "train_model": {"target": "churn", "horizon_days": 90},
     "rollback_model": {"target": "churn"},
     "update_insight": {"status": "acknowledged", "note": "Called Bo; renewal meeting booked."},

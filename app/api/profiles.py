@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
-from app import errors, identities, ingest, profiles, runtime, segment
+from app import errors, identities, ingest, merges, profiles, runtime, segment
 from app.api import segment as segment_api
 from app.api.common import (
     StrictJSONRoute,
@@ -18,7 +18,7 @@ from app.api.common import (
     manual_body,
     problem_responses,
 )
-from app.auth import Ingest, Read
+from app.auth import Ingest, Principal, Read
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.profiles import (
     MAX_PROFILE_BATCH,
@@ -33,6 +33,8 @@ from app.schemas.profiles import (
     ContactUpsert,
     IdentityMatch,
     IdentityMatches,
+    Merge,
+    MergeRequest,
     ProfileBatchError,
     ProfileBatchResult,
 )
@@ -138,7 +140,7 @@ async def _upsert_one(
         raise errors.InvalidPayload(
             detail, errors=[{"loc": ["body", "traits"], "msg": detail, "type": "too_long"}]
         )
-    return outcome.profiles[profile_id]
+    return outcome.profiles[item.profile_id]  # a merged id's survivor
 
 
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
@@ -243,6 +245,55 @@ async def get_contact(
     been observed by then)."""
     async with runtime.of(request).pool.acquire() as conn:
         return Contact.model_validate(await profiles.get_contact(conn, contact_id, as_of=as_of))
+
+
+async def _merge(
+    request: Request, kind: profiles.Kind, survivor_id: str, body: MergeRequest, who: Principal
+) -> Merge:
+    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
+        merged = await merges.merge(
+            conn,
+            kind,
+            survivor_id=survivor_id,
+            merged_id=body.merged_from,
+            actor=who.name,
+            now=datetime.now(UTC),
+        )
+    return Merge.model_validate(merged)
+
+
+@router.post(
+    "/contacts/{contact_id}/merge",
+    operation_id="merge_contacts",
+    tags=["contacts"],
+)
+async def merge_contacts(
+    request: Request, contact_id: Id, body: MergeRequest, who: Ingest
+) -> Merge:
+    """Merge contact `from` into this one, the same person known twice: its identities, its
+    history (each observation keeps its time, so older ones stay older) and its events move
+    here; the fields are folded again from the combined history. `from` keeps resolving to this
+    contact, so late events still land. Audited with what moved. Sending it again moves what
+    reached `from` since. 404 when either is unknown; 409 for a contact merged into itself or
+    one already merged into another."""
+    return await _merge(request, "contact", contact_id, body, who)
+
+
+@router.post(
+    "/accounts/{account_id}/merge",
+    operation_id="merge_accounts",
+    tags=["accounts"],
+)
+async def merge_accounts(
+    request: Request, account_id: Id, body: MergeRequest, who: Ingest
+) -> Merge:
+    """Merge account `from` into this one: its identities, history, contacts, events, outcomes,
+    scores, insights and held signals move here, and the fields are folded again from the
+    combined history (older observations stay older). `from` keeps resolving to this account,
+    so late events still land. Audited with what moved. Sending it again moves what reached
+    `from` since. 404 when either is unknown; 409 for an account merged into itself or one
+    already merged into another."""
+    return await _merge(request, "account", account_id, body, who)
 
 
 @router.get("/identities", operation_id="resolve_identity", tags=["contacts"])

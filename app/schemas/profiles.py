@@ -134,3 +134,27 @@ class Contact(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+
+
+class MergeRequest(BaseModel):
+    model_config = STRICT
+
+    merged_from: Id = Field(
+        alias="from",
+        description="The id to merge into the one in the path: it stops existing as a profile "
+        "of its own, and every read and write naming it resolves to the survivor from now on.",
+    )
+
+
+class Merge(BaseModel):
+    survivor_id: str
+    merged_id: str
+    again: bool = Field(
+        description="The pair had been merged before: this call moved only what reached the "
+        "merged id since."
+    )
+    moved: dict[str, int] = Field(
+        description="Rows moved to the survivor, by kind: history, identities, events; for "
+        "accounts also contacts, outcomes, scores, insights, findings and held_signals."
+    )
+    merged_at: datetime
