@@ -94,8 +94,10 @@ def existed(first_seen: datetime | None, t: datetime) -> bool:
 def item(
     index: int, profile_id: str, upsert: AccountUpsert | ContactUpsert, *, now: datetime
 ) -> Item:
+    # A batch item names its profile in the body: that id is not a change.
+    named = "contact_id" if isinstance(upsert, ContactUpsert) else "account_id"
     changes = upsert.model_dump(
-        mode="json", exclude_unset=True, exclude={"observed_at", "identities"}
+        mode="json", exclude_unset=True, exclude={"observed_at", "identities", named}
     )
     held = [(i.kind, identities.normalize(i.kind, i.value)) for i in upsert.identities]
     if isinstance(upsert, ContactUpsert):
@@ -264,8 +266,10 @@ async def upsert(
     *,
     now: datetime,
     limits: TraitLimits,
+    answer: bool = True,
 ) -> Outcome:
-    """Store a batch of upserts of one kind, inside the caller's transaction. Items are taken in
+    """Store a batch of upserts of one kind, inside the caller's transaction (with `answer`, the
+    Outcome holds the profiles as they are now; batches skip reading them back). Items are taken in
     id order (so that parallel batches lock profiles in one order), then as sent. An item refused
     by the trait limits is an error entry and writes nothing, not even its new profile. An item
     naming a merged profile (for a contact, also a merged account) is rewritten to name the
@@ -299,8 +303,8 @@ async def upsert(
             kind,
             keys.new,
         )
-    current = await _write(conn, kind, plan, rows, now=now)
-    await _link(conn, kind, plan.kept, rows, current, now=now)
+    current = await _write(conn, kind, plan, rows, now=now, answer=answer)
+    await _link(conn, kind, plan, rows, now=now)
     return Outcome(current, len(plan.kept), sorted(plan.problems), sorted(plan.conflicts))
 
 
@@ -410,9 +414,10 @@ async def _write(
     rows: dict[str, asyncpg.Record],
     *,
     now: datetime,
+    answer: bool,
 ) -> dict[str, dict[str, Any]]:
     """Insert the new history, fold it again where an older observation arrived, update the
-    profiles; the profiles of the kept items as they are now."""
+    profiles; with `answer`, the profiles of the kept items as they are now."""
     if recorded := plan.recorded:
         args: list[Any] = [
             [i.profile_id for i in recorded],
@@ -428,9 +433,14 @@ async def _write(
             folded.setdefault(r[0], []).append(orjson.loads(r[1]))
         for profile_id, history in folded.items():
             plan.states[profile_id] = fold(history)
+    touched = sorted({i.profile_id for i in recorded})
+    args = _update_args(kind, touched, plan.states, plan.observed, now) if touched else []
+    if not answer:
+        if touched:
+            await conn.execute(_UPDATE[kind], *args)
+        return {}
     current = {i.profile_id: _view(rows[i.profile_id]) for i in plan.kept}
-    if touched := sorted({i.profile_id for i in recorded}):
-        args = _update_args(kind, touched, plan.states, plan.observed, now)
+    if touched:
         for r in await conn.fetch(_UPDATE[kind], *args):
             current[r[0]] = _view(r)
     return current
@@ -462,9 +472,8 @@ def _update_args(
 async def _link(
     conn: asyncpg.Connection,
     kind: Kind,
-    kept: Sequence[Item],
+    plan: _Plan,
     before: dict[str, asyncpg.Record],
-    current: dict[str, dict[str, Any]],
     *,
     now: datetime,
 ) -> None:
@@ -473,17 +482,22 @@ async def _link(
     contact's identifiers follow it to another account."""
     claims: dict[identities.Pair, tuple[str, str]] = {}
     released: list[tuple[str, str, str]] = []
+    kept, after = plan.kept, plan.states  # the profiles' fields once this batch is written
+
+    def account_of(profile_id: str) -> str:
+        return profile_id if kind == "account" else str(after[profile_id]["account_id"])
+
     for it in kept:
         for pair in it.identities:
-            claims[pair] = (it.profile_id, current[it.profile_id]["account_id"])
+            claims[pair] = (it.profile_id, account_of(it.profile_id))
     if kind == "contact":
         for contact_id in sorted({i.profile_id for i in kept}):
-            old, new = before[contact_id]["email"], current[contact_id]["email"]
+            old, new = before[contact_id]["email"], after[contact_id]["email"]
             if old != new:
                 if old:
                     released.append(("email", old, contact_id))
                 if new:
-                    claims[("email", new)] = (contact_id, current[contact_id]["account_id"])
+                    claims[("email", new)] = (contact_id, account_of(contact_id))
     await identities.release(conn, kind, released)
     await identities.claim(conn, kind, claims, now=now)
     if kind == "contact" and kept:

@@ -1,7 +1,8 @@
 """Ingest benchmark: events/s through POST /v1/events/batch over real HTTP against the COPY
-ceiling, and single POST /v1/events at concurrency 16.
+ceiling, single POST /v1/events at concurrency 16, and profile upserts through
+POST /v1/accounts/batch and /v1/contacts/batch (new profiles, then a second observation of each).
 
-    .venv/bin/python bench/ingest.py [--events 1000000] [--accounts 10000] [--workers 2]
+    .venv/bin/python bench/ingest.py [--events 1000000] [--accounts 10000] [--profiles 100000]
 
 Starts its own embedded Postgres (or uses CUSTINTEL_DATABASE_URL, creating scratch databases
 there) and custintel under uvicorn on loopback. The load generator speaks HTTP/1.1 over raw
@@ -42,6 +43,9 @@ TARGET_BATCH_EPS = 60_000
 TARGET_BATCH_RATIO = 0.5
 TARGET_SINGLE_RPS = 2_500
 TARGET_SINGLE_P99_MS = 20.0
+TARGET_PROFILES_PER_SECOND = 15_000
+TARGET_PROFILE_RATIO = 0.3  # of the events rate of the same run
+PROFILE_BATCH = 1_000
 
 
 class Connection:
@@ -193,6 +197,45 @@ def make_events(count: int, accounts: int, seed: int = 7) -> list[dict[str, obje
             }
         )
     return events
+
+
+def make_profiles(count: int, *, days_ago: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """Bodies of account and contact batches (one contact per account): every account and
+    contact observed once, `days_ago` days back, with a few fields and traits."""
+    rng = random.Random(seed)
+    at = (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
+    accounts: list[dict[str, object]] = [
+        {
+            "account_id": f"prof-{i}",
+            "name": f"Company {i}",
+            "segment": rng.choice(["smb", "mid", "enterprise"]),
+            "plan": rng.choice(["free", "pro", "enterprise"]),
+            "mrr": rng.randrange(10_000),
+            "traits": {"seats": rng.randrange(500), "region": rng.choice(["eu", "us", "apac"])},
+            "observed_at": at,
+        }
+        for i in range(count)
+    ]
+    contacts: list[dict[str, object]] = [
+        {
+            "contact_id": f"prof-{i}-u",
+            "account_id": f"prof-{i}",
+            "email": f"u{i}.{seed}@prof-{i}.example",
+            "name": f"User {i}",
+            "role": rng.choice(["admin", "end_user", "executive_sponsor"]),
+            "traits": {"title": rng.choice(["CTO", "Engineer", "Analyst"])},
+            "observed_at": at,
+        }
+        for i in range(count)
+    ]
+
+    def bodies(key: str, items: list[dict[str, object]]) -> list[bytes]:
+        return [
+            orjson.dumps({key: items[i : i + PROFILE_BATCH]})
+            for i in range(0, len(items), PROFILE_BATCH)
+        ]
+
+    return bodies("accounts", accounts), bodies("contacts", contacts)
 
 
 async def create_database(server_url: str, name: str) -> str:
@@ -355,6 +398,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--single-seconds", type=float, default=15)
+    parser.add_argument("--profiles", type=int, default=100_000)
     args = parser.parse_args()
 
     external = os.environ.get("CUSTINTEL_DATABASE_URL")
@@ -380,6 +424,16 @@ async def main() -> None:
         meter = await CpuMeter.of(api_url, server=server.pid)
         single_seconds, latencies = await bench_single(port, args.single_seconds, 16)
         single_cpu = meter.report(len(latencies), "request")
+        profile_rates: list[tuple[str, float, str]] = []
+        for round_, days_ago in (("new", 2), ("updated", 1)):
+            account_bodies, contact_bodies = make_profiles(
+                args.profiles, days_ago=days_ago, seed=days_ago
+            )
+            for kind, bodies_ in (("accounts", account_bodies), ("contacts", contact_bodies)):
+                meter = await CpuMeter.of(api_url, server=server.pid)
+                seconds = await bench_batches(port, bodies_, args.clients, f"/v1/{kind}/batch")
+                report = meter.report(args.profiles, kind[:-1], micro=True)
+                profile_rates.append((f"{kind} ({round_})", args.profiles / seconds, report))
     finally:
         server.terminate()
         server.wait(30)
@@ -425,6 +479,19 @@ async def main() -> None:
         f"{verdict(p99 < TARGET_SINGLE_P99_MS)}"
     )
     print(f"  {single_cpu}")
+    for label, rate, report in profile_rates:
+        target = ""
+        if label.startswith("accounts"):
+            ok = rate >= TARGET_PROFILES_PER_SECOND and rate >= TARGET_PROFILE_RATIO * api_eps
+            target = (
+                f"  target >= {TARGET_PROFILES_PER_SECOND:,} and >= {TARGET_PROFILE_RATIO} x "
+                f"events ({TARGET_PROFILE_RATIO * api_eps:,.0f}): {verdict(ok)}"
+            )
+        print(
+            f"{label:<22}: {rate:>10,.0f} profiles/s  ({args.profiles:,} in batches of "
+            f"{PROFILE_BATCH:,}; {rate / api_eps:.2f} of the events rate){target}"
+        )
+        print(f"  {report}")
 
 
 if __name__ == "__main__":

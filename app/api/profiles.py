@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -43,13 +43,11 @@ router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
 
 def _observed_problem(
-    request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime
+    upsert: AccountUpsert | ContactUpsert, now: datetime, tolerance: timedelta
 ) -> str | None:
     if upsert.observed_at is None:
         return None
-    return ingest.check_moment(
-        upsert.observed_at, now=now, tolerance=future_tolerance(request), name="observed_at"
-    )
+    return ingest.check_moment(upsert.observed_at, now=now, tolerance=tolerance, name="observed_at")
 
 
 def _trait_limits(request: Request) -> profiles.TraitLimits:
@@ -65,21 +63,18 @@ async def _upsert_each(
     invalid: list[dict[str, Any]],
     *,
     kind: profiles.Kind,
-    upsert_type: type[AccountUpsert] | type[ContactUpsert],
 ) -> ProfileBatchResult:
     """Store the valid items of a profile batch; an item refused on the way is an error entry
     and writes nothing."""
-    now = datetime.now(UTC)
+    now, tolerance = datetime.now(UTC), future_tolerance(request)
     items: list[profiles.Item] = []
     for index, entry in valid:
-        problem = _observed_problem(request, entry, now)
+        problem = _observed_problem(entry, now, tolerance)
         if problem is not None:
             invalid.append({"index": index, "detail": problem})
             continue
         profile_id = entry.account_id if isinstance(entry, AccountBatchItem) else entry.contact_id
-        excluded = {"account_id"} if kind == "account" else {"contact_id"}
-        upsert = upsert_type.model_validate(entry.model_dump(exclude=excluded, exclude_unset=True))
-        items.append(profiles.item(index, profile_id, upsert, now=now))
+        items.append(profiles.item(index, profile_id, entry, now=now))
     outcome = await _store(request, kind, items, now=now)
     invalid += [{"index": i, "detail": d} for i, d in outcome.errors + outcome.conflicts]
     return ProfileBatchResult(
@@ -102,7 +97,7 @@ async def _store(
     async with runtime.of(request).pool.acquire() as conn:
         async with conn.transaction():
             outcome = await profiles.upsert(
-                conn, kind, items, now=now, limits=_trait_limits(request)
+                conn, kind, items, now=now, limits=_trait_limits(request), answer=answer_profiles
             )
             if answer_profiles:
                 shown = await profiles.with_identities(conn, kind, list(outcome.profiles.values()))
@@ -144,7 +139,7 @@ async def _upsert_one(
 
 
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
-    problem = _observed_problem(request, upsert, now)
+    problem = _observed_problem(upsert, now, future_tolerance(request))
     if problem is not None:
         raise errors.InvalidPayload(
             problem,
@@ -171,7 +166,7 @@ async def upsert_accounts_batch(request: Request, _: Ingest) -> ProfileBatchResu
     valid, invalid = await batch_items(
         request, "accounts", MAX_PROFILE_BATCH, TypeAdapter(AccountBatchItem)
     )
-    return await _upsert_each(request, valid, invalid, kind="account", upsert_type=AccountUpsert)
+    return await _upsert_each(request, valid, invalid, kind="account")
 
 
 @router.get("/accounts/{account_id}", operation_id="get_account", tags=["accounts"])
@@ -229,7 +224,7 @@ async def upsert_contacts_batch(request: Request, _: Ingest) -> ProfileBatchResu
     valid, invalid = await batch_items(
         request, "contacts", MAX_PROFILE_BATCH, TypeAdapter(ContactBatchItem)
     )
-    return await _upsert_each(request, valid, invalid, kind="contact", upsert_type=ContactUpsert)
+    return await _upsert_each(request, valid, invalid, kind="contact")
 
 
 @router.get("/contacts/{contact_id}", operation_id="get_contact", tags=["contacts"])
