@@ -482,17 +482,21 @@ async def _link(
     contact's identifiers follow it to another account."""
     claims: dict[identities.Pair, tuple[str, str]] = {}
     released: list[tuple[str, str, str]] = []
-    kept, after = plan.kept, plan.states  # the profiles' fields once this batch is written
+    # The profiles' fields once this batch is written (a refolded state holds only the fields
+    # its history ever set).
+    kept, after = plan.kept, plan.states
 
     def account_of(profile_id: str) -> str:
-        return profile_id if kind == "account" else str(after[profile_id]["account_id"])
+        if kind == "account":
+            return profile_id
+        return str(after[profile_id].get("account_id") or before[profile_id]["account_id"])
 
     for it in kept:
         for pair in it.identities:
             claims[pair] = (it.profile_id, account_of(it.profile_id))
     if kind == "contact":
         for contact_id in sorted({i.profile_id for i in kept}):
-            old, new = before[contact_id]["email"], after[contact_id]["email"]
+            old, new = before[contact_id]["email"], after[contact_id].get("email")
             if old != new:
                 if old:
                     released.append(("email", old, contact_id))

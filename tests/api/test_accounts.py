@@ -315,3 +315,26 @@ async def test_contact_is_read_as_of_a_past_moment(client: httpx.AsyncClient) ->
     assert (now["account_id"], now["role"], now["traits"]) == ("new co", "admin", {"t": 2})
     before = await client.get("/v1/contacts/c é", params={"as_of": "2024-12-31T00:00:00Z"})
     assert before.status_code == 404
+
+
+async def test_an_older_contact_observation_in_a_batch_folds_behind_the_newer(
+    client: httpx.AsyncClient,
+) -> None:
+    # A batch whose item is older than what is stored folds the whole history again; the
+    # fold holds only fields the history ever set (here no email), and the batch still links
+    # the item's identities.
+    newer = {"account_id": "acme", "name": "Bo", "observed_at": "2025-03-01T00:00:00Z"}
+    assert (await client.put("/v1/contacts/c1", json=newer)).status_code == 200
+    older = {
+        "contact_id": "c1",
+        "account_id": "acme",
+        "name": "Bo Old",
+        "role": "admin",
+        "identities": [{"kind": "crm", "value": "003X"}],
+        "observed_at": "2025-01-01T00:00:00Z",
+    }
+    batch = await client.post("/v1/contacts/batch", json={"contacts": [older]})
+    assert batch.status_code == 200 and batch.json() == {"upserted": 1, "errors": []}, batch.text
+    contact = (await client.get("/v1/contacts/c1")).json()
+    assert (contact["name"], contact["role"], contact["email"]) == ("Bo", "admin", None)
+    assert contact["identities"] == [{"kind": "crm", "value": "003X"}]
