@@ -27,12 +27,14 @@ from app.api import (
     admin,
     examples,
     health,
+    hooks,
     insights,
     models,
     profiles,
     scores,
     segment,
     signals,
+    sources,
 )
 from app.api.common import MANUAL_BODIES, describe, field_errors
 from app.middleware import BodyLimit, Decompress, RequestContext
@@ -138,9 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         insights.router,
         admin.router,
+        sources.router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(segment.router)
+    app.include_router(hooks.router)
 
     @app.webhooks.post("insight")
     def insight_webhook(body: InsightEvent) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from app import jobs
+from app import jobs, sources
 from app.ml import registry
 from app.settings import Settings
 
@@ -82,6 +82,10 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
                 now = await conn.fetchval("SELECT now()")  # one clock for every worker
                 for slot in await enqueue_due(conn, settings, now=now):
                     log.info("scheduled job enqueued", extra={"slot": slot})
+                # Senders' raw payloads past their retention (an indexed update, cheap to
+                # repeat on every tick and in every worker).
+                retention = timedelta(days=settings.source_payload_retention_days)
+                await sources.forget_payloads(conn, before=now - retention)
             down = False
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             if not down:

@@ -494,10 +494,11 @@ async def attach(conn: asyncpg.Connection, known: Iterable[str], *, ctx: Context
             break
         rows = await conn.fetch(
             "SELECT id, call, message FROM unresolved_signals "
-            "WHERE keys && $1::text[] AND attached_at IS NULL AND received_at > $2 "
-            "ORDER BY id LIMIT 10000",
+            "WHERE source = $3 AND keys && $1::text[] AND attached_at IS NULL "
+            "AND received_at > $2 ORDER BY id LIMIT 10000",
             wanted,
             ctx.now - timedelta(days=ctx.unresolved_days),
+            SOURCE,
         )
         if not rows:
             break

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -74,6 +75,17 @@ class Settings(BaseSettings):
         600,
         ge=0,
         description="Unknown keys one address may send per minute before it gets 429 (0: off).",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key that encrypts stored signing secrets; unset: a key file in "
+        "data_dir, made on first use.",
+    )
+    source_replay_seconds: int = Field(
+        300, ge=1, description="How old a signed delivery's timestamp may be before it is refused."
+    )
+    source_payload_retention_days: int = Field(
+        7, ge=0, description="Days the raw payloads of senders' deliveries are kept."
     )
     unresolved_days: int = Field(
         30,
@@ -195,6 +207,15 @@ class Settings(BaseSettings):
         key = self.bootstrap_admin_key
         if self.environment == "production" and key and len(key.get_secret_value()) < 32:
             raise ValueError("CUSTINTEL_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        if self.secret_key is not None:
+            try:
+                Fernet(self.secret_key.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    "CUSTINTEL_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 "
+                    "(python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                ) from None
         return self
 
 

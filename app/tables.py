@@ -147,6 +147,52 @@ class MergedId(Base):
     merged_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
+class Source(Base):
+    """A sender whose signed webhooks arrive at /hooks/{source_id} (app.sources); its signing
+    secret encrypted (app.vault), the one before it verifying until previous_secret_until."""
+
+    __tablename__ = "sources"
+    __table_args__ = (
+        CheckConstraint("kind IN ('stripe', 'zendesk', 'hubspot', 'intercom')", name="kind"),
+    )
+
+    source_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class SourceDelivery(Base):
+    """One event a sender delivered, by the sender's own id (idempotency, forever): what became
+    of it, why when it was rejected, and its payload until the retention deletes it."""
+
+    __tablename__ = "source_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('accepted', 'ignored', 'rejected', 'held')", name="status"),
+        Index(None, "source_id", "status", "received_at"),
+        Index(None, "received_at"),
+    )
+
+    source_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("sources.source_id", ondelete="CASCADE"), primary_key=True
+    )
+    delivery_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    rejection_id: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    event_type: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    redeliveries: Mapped[int] = mapped_column(Integer, server_default="0")
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    last_received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
 class UnresolvedSignal(Base):
     """A call that named no account custintel could find yet (app.segment), kept as sent with
     the identifiers (`kind:value`) that would resolve it; attached once one does."""

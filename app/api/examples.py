@@ -82,6 +82,13 @@ EXAMPLES: dict[str, Any] = {
         "url": "https://hooks.example.com/custintel",
     },
     "update_destination": {"enabled": False},
+    "create_source": {
+        "kind": "stripe",
+        "name": "Stripe (live)",
+        "secret": "whsec_0123456789abcdef0123456789abcdef",
+        "settings": {"account_metadata_key": "account_id"},
+    },
+    "update_source": {"secret": "whsec_fedcba9876543210fedcba9876543210", "grace_hours": 24},
     "create_api_key": {"name": "segment relay", "scopes": ["ingest"]},
 }
 

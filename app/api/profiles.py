@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
-from app import errors, identities, ingest, merges, profiles, runtime, segment
+from app import errors, identities, ingest, merges, profiles, runtime, segment, sources
 from app.api import segment as segment_api
 from app.api.common import (
     StrictJSONRoute,
@@ -107,7 +107,18 @@ async def _store(
             await segment.attach(
                 conn, _resolvable(items, outcome), ctx=segment_api.context(request, now)
             )
+        if kind == "account" and outcome.upserted:
+            # Deliveries held for these accounts' identities (a Stripe customer, a domain) too.
+            claimed = _claimed(items, outcome)
+            if claimed:
+                async with conn.transaction():
+                    await sources.attach(conn, claimed, ctx=segment_api.context(request, now))
         return outcome
+
+
+def _claimed(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:
+    refused = {i for i, _ in outcome.errors + outcome.conflicts}
+    return {f"{k}:{v}" for it in items if it.index not in refused for k, v in it.identities}
 
 
 def _resolvable(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:

@@ -102,11 +102,17 @@ class UnresolvedSignal(BaseModel):
     status: Literal["held", "expired"] = Field(
         description="held: attached as soon as an identity resolves it; expired: no longer."
     )
-    source: str = Field(description="Where it came from, e.g. segment.")
-    call: str = Field(description="identify, group, track, page, screen or alias.")
+    source: str = Field(description="Where it came from: segment, or hooks (a sender's webhook).")
+    call: str = Field(
+        description="identify, group, track, page, screen or alias; for hooks, the sender's "
+        "event type."
+    )
     keys: list[Identity] = Field(description="The identifiers that would resolve it.")
     reason: str = Field(description="Why it is not attached yet.")
-    message: dict[str, Any] = Field(description="The call as sent, batch context merged in.")
+    message: dict[str, Any] = Field(
+        description="The call as sent, batch context merged in; for hooks, the source and the "
+        "sender's id of the delivery (its payload is kept with the source's deliveries)."
+    )
 
 
 class UnresolvedPage(BaseModel):

@@ -1,0 +1,50 @@
+"""Receivers of senders' signed webhooks at /hooks/{source_id}, outside /v1 and its keys: the
+signature is the authentication. An unknown or disabled source is refused before the body is
+read; every refusal is the same 401, which does not say which check failed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+
+from app import errors, runtime, sources
+from app.api import segment as segment_api
+from app.api.common import problem_responses
+from app.schemas.sources import HookAnswer
+from app.sources import common
+
+router = APIRouter(responses=problem_responses(400, 401, 413), tags=["hooks"])
+
+
+@router.post("/hooks/{source_id}", operation_id="receive_hook")
+async def receive_hook(request: Request, source_id: str) -> HookAnswer:
+    """A sender's delivery (Stripe, Zendesk, HubSpot or Intercom, as the source's kind says),
+    verified over the raw body with the source's secret and a replay window
+    (CUSTINTEL_SOURCE_REPLAY_SECONDS). Each event is stored once by the sender's own id: a
+    redelivery answers 200 and counts as a duplicate."""
+    received_at = datetime.now(UTC)
+    try:
+        source = uuid.UUID(source_id)
+    except ValueError:
+        raise errors.Unauthorized("The delivery could not be verified.") from None
+    state = runtime.of(request)
+    async with state.pool.acquire() as conn:
+        if not await sources.exists(conn, source):  # nothing read for a source that is not
+            raise errors.Unauthorized("The delivery could not be verified.")
+        delivery = common.Request(
+            method=request.method,
+            url=str(request.url),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.body(),
+            received_at=received_at,
+        )
+        tally = await sources.receive(
+            conn,
+            source,
+            delivery,
+            settings=state.settings,
+            ctx=segment_api.context(request, received_at),
+        )
+    return HookAnswer.model_validate(tally)

@@ -1,0 +1,520 @@
+"""Sources: the senders whose signed webhooks arrive at /hooks/{source_id} (Stripe, Zendesk,
+HubSpot, Intercom), and what became of each event they delivered.
+
+Owns `sources` (signing secrets sealed by app.vault; a rotated-out secret keeps verifying for a
+grace period) and `source_deliveries` (one row per event by the sender's own id, so a
+redelivery is a duplicate forever; its status, the reason when it was rejected, and its payload
+until the retention deletes it). A delivery is verified, stored and mapped in one transaction:
+each sender module (app/sources/<kind>.py) checks the signature and turns its events into
+custintel's events, outcomes and profile changes; an event whose account cannot be found yet is
+held with the identities that would find it (`unresolved_signals`) and attached when an account
+claims one of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import asyncpg
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from app import audit, errors, identities, ingest, jsonbody, profiles, vault
+from app.schemas.common import Id
+from app.schemas.profiles import AccountUpsert
+from app.schemas.signals import EventIn, OutcomeIn
+from app.segment import Context
+from app.settings import Settings
+from app.sources import common, hubspot, intercom, stripe, zendesk
+
+SENDERS: dict[str, ModuleType] = {
+    "stripe": stripe,
+    "zendesk": zendesk,
+    "hubspot": hubspot,
+    "intercom": intercom,
+}
+HELD_SOURCE = "hooks"  # unresolved_signals.source of held deliveries
+_events_in = TypeAdapter(EventIn)
+_account_id = TypeAdapter(Id)
+_REFUSED = "The delivery could not be verified."  # never says which check failed
+
+_VIEW = """
+    SELECT s.source_id, s.kind, s.name, s.enabled, s.settings, s.created_at, s.updated_at,
+           s.previous_secret_until,
+           coalesce(d.received, 0) AS received, coalesce(d.accepted, 0) AS accepted,
+           coalesce(d.ignored, 0) AS ignored, coalesce(d.rejected, 0) AS rejected,
+           coalesce(d.held, 0) AS held, coalesce(d.duplicates, 0) AS duplicates,
+           d.last_received_at
+    FROM sources s
+    LEFT JOIN LATERAL (
+        SELECT count(*) + sum(redeliveries) AS received,
+               count(*) FILTER (WHERE status = 'accepted') AS accepted,
+               count(*) FILTER (WHERE status = 'ignored') AS ignored,
+               count(*) FILTER (WHERE status = 'rejected') AS rejected,
+               count(*) FILTER (WHERE status = 'held') AS held,
+               sum(redeliveries) AS duplicates,
+               max(last_received_at) AS last_received_at
+        FROM source_deliveries WHERE source_id = s.source_id
+    ) d ON true
+"""
+
+
+def _view(row: asyncpg.Record) -> dict[str, Any]:
+    view = dict(row)
+    view["settings"] = orjson.loads(view["settings"])
+    view["url"] = f"/hooks/{view['source_id']}"
+    view["secret_rotating_until"] = view.pop("previous_secret_until")
+    return view
+
+
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    kind: str,
+    name: str,
+    secret: str,
+    source_settings: dict[str, Any],
+    settings: Settings,
+    actor: str,
+) -> dict[str, Any]:
+    source_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO sources (source_id, kind, name, secret, settings) VALUES ($1, $2, $3, $4, $5)",
+        source_id,
+        kind,
+        name,
+        vault.seal(settings, secret),
+        orjson.dumps(source_settings).decode(),
+    )
+    await audit.record(
+        conn, actor=actor, action="source.created", target=str(source_id), details={"kind": kind}
+    )
+    return await get(conn, source_id)
+
+
+async def get(conn: asyncpg.Connection, source_id: uuid.UUID) -> dict[str, Any]:
+    row = await conn.fetchrow(_VIEW + " WHERE s.source_id = $1", source_id)
+    if row is None:
+        raise errors.NotFound(f"No source {source_id}.")
+    return _view(row)
+
+
+async def list_all(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    return [_view(r) for r in await conn.fetch(_VIEW + " ORDER BY s.created_at, s.source_id")]
+
+
+async def update(
+    conn: asyncpg.Connection,
+    source_id: uuid.UUID,
+    *,
+    changes: dict[str, Any],
+    settings: Settings,
+    actor: str,
+) -> dict[str, Any]:
+    """Rename, replace the settings, enable or disable, or take a new secret (the old one keeps
+    verifying for `grace_hours`)."""
+    row = await conn.fetchrow(
+        "SELECT source_id FROM sources WHERE source_id = $1 FOR UPDATE", source_id
+    )
+    if row is None:
+        raise errors.NotFound(f"No source {source_id}.")
+    if "name" in changes:
+        await conn.execute(
+            "UPDATE sources SET name = $2, updated_at = now() WHERE source_id = $1",
+            source_id,
+            changes["name"],
+        )
+    if "settings" in changes:
+        await conn.execute(
+            "UPDATE sources SET settings = $2::jsonb, updated_at = now() WHERE source_id = $1",
+            source_id,
+            orjson.dumps(changes["settings"]).decode(),
+        )
+    if "enabled" in changes:
+        await conn.execute(
+            "UPDATE sources SET enabled = $2, updated_at = now() WHERE source_id = $1",
+            source_id,
+            changes["enabled"],
+        )
+    if "secret" in changes:
+        grace = timedelta(hours=changes.get("grace_hours", 24))
+        await conn.execute(
+            "UPDATE sources SET previous_secret = secret, secret = $2, "
+            "previous_secret_until = now() + $3::interval, updated_at = now() "
+            "WHERE source_id = $1",
+            source_id,
+            vault.seal(settings, changes["secret"]),
+            grace,
+        )
+    shown = sorted(k for k in changes if k != "secret") + (
+        ["secret"] if "secret" in changes else []
+    )
+    await audit.record(
+        conn,
+        actor=actor,
+        action="source.updated",
+        target=str(source_id),
+        details={"changed": shown},
+    )
+    return await get(conn, source_id)
+
+
+async def delete(conn: asyncpg.Connection, source_id: uuid.UUID, *, actor: str) -> None:
+    deleted = await conn.fetchval(
+        "DELETE FROM sources WHERE source_id = $1 RETURNING source_id", source_id
+    )
+    if deleted is None:
+        raise errors.NotFound(f"No source {source_id}.")
+    await audit.record(conn, actor=actor, action="source.deleted", target=str(source_id))
+
+
+async def exists(conn: asyncpg.Connection, source_id: uuid.UUID) -> bool:
+    """Whether deliveries to this source are taken at all (it exists and is enabled)."""
+    return bool(await conn.fetchval("SELECT enabled FROM sources WHERE source_id = $1", source_id))
+
+
+async def _verified(
+    conn: asyncpg.Connection, source_id: uuid.UUID, request: common.Request, settings: Settings
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT kind, secret, previous_secret, previous_secret_until, settings, enabled "
+        "FROM sources WHERE source_id = $1",
+        source_id,
+    )
+    if row is None or not row["enabled"]:
+        raise errors.Unauthorized(_REFUSED)
+    secrets = [vault.unseal(settings, row["secret"])]
+    until = row["previous_secret_until"]
+    if row["previous_secret"] is not None and until is not None and until > request.received_at:
+        secrets.append(vault.unseal(settings, row["previous_secret"]))
+    sender = SENDERS[row["kind"]]
+    source_settings = orjson.loads(row["settings"])
+    if not sender.verify(
+        request, secrets, window=settings.source_replay_seconds, settings=source_settings
+    ):
+        raise errors.Unauthorized(_REFUSED)
+    return row
+
+
+async def receive(
+    conn: asyncpg.Connection,
+    source_id: uuid.UUID,
+    request: common.Request,
+    *,
+    settings: Settings,
+    ctx: Context,
+) -> dict[str, int]:
+    """Verify a delivery, then store and map each of its events that is new; what became of
+    them, counted."""
+    row = await _verified(conn, source_id, request, settings)
+    sender = SENDERS[row["kind"]]
+    try:
+        payload = common.without_nul(jsonbody.parse(request.body, refuse_nul=False))
+        found = sender.items(payload, request)
+    except ValueError as problem:
+        raise errors.BadRequest(str(problem)) from None
+    tally = {"received": len(found), "duplicates": 0}
+    tally.update(accepted=0, ignored=0, rejected=0, held=0)
+    async with conn.transaction():
+        fresh = await _claim(conn, source_id, found, request.received_at)
+        tally["duplicates"] = len(found) - len(fresh)
+        for item in fresh:
+            status, reason = await _apply(
+                conn, source_id, row["kind"], item, orjson.loads(row["settings"]), ctx
+            )
+            await conn.execute(
+                "UPDATE source_deliveries SET status = $3, reason = $4 "
+                "WHERE source_id = $1 AND delivery_id = $2",
+                source_id,
+                item.delivery_id,
+                status,
+                reason,
+            )
+            tally[status] += 1
+    return tally
+
+
+async def _claim(
+    conn: asyncpg.Connection, source_id: uuid.UUID, found: list[common.Item], at: datetime
+) -> list[common.Item]:
+    """Record the delivery's events; those seen before count a redelivery and are not new."""
+    unique = {i.delivery_id: i for i in found}
+    new = set(
+        await conn.fetchval(
+            """
+            WITH u AS (
+                SELECT * FROM unnest($2::text[], $3::text[], $4::text[]) AS u(d, t, p))
+            , inserted AS (
+                INSERT INTO source_deliveries
+                    (source_id, delivery_id, event_type, status, payload, received_at,
+                     last_received_at)
+                SELECT $1, d, t, 'accepted', p::jsonb, $5, $5 FROM u ORDER BY d
+                ON CONFLICT (source_id, delivery_id) DO NOTHING
+                RETURNING delivery_id)
+            SELECT coalesce(array_agg(delivery_id), '{}') FROM inserted
+            """,
+            source_id,
+            list(unique),
+            [i.event_type[:255] for i in unique.values()],
+            [orjson.dumps(i.payload).decode() for i in unique.values()],
+            at,
+        )
+    )
+    again = [d for d in unique if d not in new]
+    if again:
+        await conn.execute(
+            "UPDATE source_deliveries SET redeliveries = redeliveries + 1, last_received_at = $3 "
+            "WHERE source_id = $1 AND delivery_id = ANY($2::text[])",
+            source_id,
+            again,
+            at,
+        )
+    return [unique[d] for d in unique if d in new]
+
+
+async def _account(conn: asyncpg.Connection, party: common.Party) -> tuple[str | None, str]:
+    """The account a party names, and how it was found."""
+    if party.account_id:
+        return party.account_id, "metadata"
+    held = await identities.owners(conn, "account", party.account_identities)
+    for pair in party.account_identities:
+        if pair in held:
+            return held[pair], "identity"
+    if party.domain:
+        by_domain = await identities.owners(conn, "account", [("domain", party.domain)])
+        if by_domain:
+            return next(iter(by_domain.values())), "domain"
+    return None, ""
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    source_id: uuid.UUID,
+    kind: str,
+    item: common.Item,
+    source_settings: dict[str, Any],
+    ctx: Context,
+) -> tuple[str, str | None]:
+    """Map one event and store what it means; its status and, unless accepted, why."""
+    try:
+        mapped = SENDERS[kind].map_item(item, source_settings)
+    except common.Ignored as ignored:
+        return "ignored", str(ignored)
+    except common.Rejected as rejected:
+        return "rejected", str(rejected)
+    account_id, found_by = await _account(conn, mapped.party)
+    if account_id is None:
+        keys = mapped.party.keys()
+        if not keys:
+            return "rejected", "names no customer, account or email to find its account by"
+        reason = "no account holds " + ", ".join(keys)
+        await conn.execute(
+            "INSERT INTO unresolved_signals (received_at, source, call, keys, message, reason) "
+            "VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            ctx.now,
+            HELD_SOURCE,
+            item.event_type[:32],
+            keys,
+            orjson.dumps(
+                {"source_id": str(source_id), "delivery_id": item.delivery_id, "kind": kind}
+            ).decode(),
+            reason,
+        )
+        return "held", reason
+    try:
+        async with conn.transaction():  # a refusal below leaves nothing of this event
+            await _store(conn, account_id, mapped, found_by, ctx)
+    except common.Rejected as rejected:
+        return "rejected", str(rejected)
+    return "accepted", None
+
+
+async def _store(
+    conn: asyncpg.Connection,
+    account_id: str,
+    mapped: common.Mapped,
+    found_by: str,
+    ctx: Context,
+) -> None:
+    try:
+        _account_id.validate_python(account_id)
+    except ValidationError:
+        raise common.Rejected(
+            f"{account_id!r} is not an account id (1 to 255 characters, no control characters "
+            "or /): check the source's settings"
+        ) from None
+    account = dict(mapped.account or {})
+    if found_by == "metadata":
+        # The metadata names the account: its customer id becomes the account's, unless another
+        # account holds it already (the metadata still decides where this event goes).
+        free = set(mapped.party.account_identities) - set(
+            await identities.owners(conn, "account", mapped.party.account_identities)
+        )
+        if free:
+            account["identities"] = [{"kind": k, "value": v} for k, v in sorted(free)]
+    if set(account) - {"observed_at"}:
+        account.setdefault("observed_at", ctx.now.isoformat())
+        try:
+            upsert = AccountUpsert.model_validate_json(orjson.dumps(account))
+        except ValidationError as invalid:
+            raise common.Rejected(_first(invalid)) from None
+        outcome = await profiles.upsert(
+            conn,
+            "account",
+            [profiles.item(0, account_id, upsert, now=ctx.now)],
+            now=ctx.now,
+            limits=ctx.limits,
+            answer=False,
+        )
+        for _, detail in outcome.errors + outcome.conflicts:
+            raise common.Rejected(detail)
+    events = []
+    for index, event in enumerate(mapped.events):
+        try:
+            events.append((index, _events_in.validate_python({**event, "account_id": account_id})))
+        except ValidationError as invalid:
+            raise common.Rejected(_first(invalid)) from None
+    if events:
+        stored = await ingest.ingest_events(
+            conn,
+            events,
+            now=ctx.now,
+            tolerance=ctx.tolerance,
+            known=ctx.known,
+            partition_manager=ctx.partition_manager,
+        )
+        for result in stored.results:
+            if result.status == "error":
+                raise common.Rejected(result.detail or "the event was refused")
+    outcomes = []
+    for index, outcome_fields in enumerate(mapped.outcomes):
+        try:
+            body = orjson.dumps({**outcome_fields, "account_id": account_id})
+            outcomes.append((index, OutcomeIn.model_validate_json(body)))
+        except ValidationError as invalid:
+            raise common.Rejected(_first(invalid)) from None
+    if outcomes:
+        stored = await ingest.ingest_outcomes(
+            conn, outcomes, now=ctx.now, tolerance=ctx.tolerance, known=ctx.known
+        )
+        for result in stored.results:
+            if result.status == "error":
+                raise common.Rejected(result.detail or "the outcome was refused")
+
+
+def _first(invalid: ValidationError) -> str:
+    first = invalid.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+async def rejections(
+    conn: asyncpg.Connection, source_id: uuid.UUID, *, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Events that verified but could not be mapped, newest first."""
+    await get(conn, source_id)
+    rows = await conn.fetch(
+        "SELECT rejection_id, delivery_id, event_type, reason, received_at, "
+        "payload IS NOT NULL AS replayable FROM source_deliveries "
+        "WHERE source_id = $1 AND status = 'rejected' "
+        "AND ($2::bigint IS NULL OR rejection_id < $2) ORDER BY rejection_id DESC LIMIT $3",
+        source_id,
+        before,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def replay(
+    conn: asyncpg.Connection, source_id: uuid.UUID, rejection_id: int, *, ctx: Context
+) -> dict[str, Any]:
+    """Map a rejected event again, with the source's settings as they are now."""
+    row = await conn.fetchrow(
+        "SELECT d.delivery_id, d.event_type, d.status, d.payload, s.kind, s.settings "
+        "FROM source_deliveries d JOIN sources s USING (source_id) "
+        "WHERE d.source_id = $1 AND d.rejection_id = $2 FOR UPDATE OF d",
+        source_id,
+        rejection_id,
+    )
+    if row is None or row["status"] != "rejected":
+        raise errors.NotFound(f"No rejection {rejection_id} of source {source_id}.")
+    if row["payload"] is None:
+        raise errors.Conflict(
+            "Its payload is past CUSTINTEL_SOURCE_PAYLOAD_RETENTION_DAYS: it cannot be replayed."
+        )
+    item = common.Item(row["delivery_id"], row["event_type"], orjson.loads(row["payload"]))
+    status, reason = await _apply(
+        conn, source_id, row["kind"], item, orjson.loads(row["settings"]), ctx
+    )
+    await conn.execute(
+        "UPDATE source_deliveries SET status = $3, reason = $4 "
+        "WHERE source_id = $1 AND rejection_id = $2",
+        source_id,
+        rejection_id,
+        status,
+        reason,
+    )
+    return {"rejection_id": rejection_id, "status": status, "reason": reason}
+
+
+async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: Context) -> int:
+    """Deliveries held for want of an account that one of these identities (`kind:value`) now
+    finds: mapped again and stored. Returns how many were attached."""
+    if not keys:
+        return 0
+    rows = await conn.fetch(
+        "SELECT u.id, u.message, d.event_type, d.payload, s.kind, s.settings "
+        "FROM unresolved_signals u "
+        "JOIN source_deliveries d ON d.source_id = (u.message->>'source_id')::uuid "
+        "  AND d.delivery_id = u.message->>'delivery_id' "
+        "JOIN sources s ON s.source_id = d.source_id "
+        "WHERE u.source = $1 AND u.attached_at IS NULL AND u.keys && $2::text[] "
+        "AND u.received_at > $3 AND d.payload IS NOT NULL "
+        "ORDER BY u.id FOR UPDATE OF u SKIP LOCKED",
+        HELD_SOURCE,
+        sorted(keys),
+        ctx.now - timedelta(days=ctx.unresolved_days),
+    )
+    attached = 0
+    for row in rows:
+        message = orjson.loads(row["message"])
+        source_id = uuid.UUID(message["source_id"])
+        item = common.Item(message["delivery_id"], row["event_type"], orjson.loads(row["payload"]))
+        try:
+            mapped = SENDERS[row["kind"]].map_item(item, orjson.loads(row["settings"]))
+        except (common.Ignored, common.Rejected):
+            continue  # the settings changed since it was held; replayed with the rejections
+        account_id, _ = await _account(conn, mapped.party)
+        if account_id is None:
+            continue
+        status, reason = await _apply(
+            conn, source_id, row["kind"], item, orjson.loads(row["settings"]), ctx
+        )
+        await conn.execute(
+            "UPDATE source_deliveries SET status = $3, reason = $4 "
+            "WHERE source_id = $1 AND delivery_id = $2",
+            source_id,
+            item.delivery_id,
+            status,
+            reason,
+        )
+        await conn.execute(
+            "UPDATE unresolved_signals SET attached_at = $2, account_id = $3 WHERE id = $1",
+            row["id"],
+            ctx.now,
+            account_id,
+        )
+        attached += status == "accepted"
+    return attached
+
+
+async def forget_payloads(conn: asyncpg.Connection, *, before: datetime) -> int:
+    """Raw payloads older than the retention go; the rows stay (idempotency, counts)."""
+    status = await conn.execute(
+        "UPDATE source_deliveries SET payload = NULL "
+        "WHERE received_at < $1 AND payload IS NOT NULL",
+        before,
+    )
+    return int(status.rsplit(" ", 1)[-1])

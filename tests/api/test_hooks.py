@@ -1,0 +1,353 @@
+"""Senders' signed webhooks at /hooks/{source_id}: signatures made the way each sender makes
+them (checked against the senders' own libraries where they publish one), Stripe's events as
+custintel's signals, idempotency, rotation, held and rejected deliveries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import stripe
+from hubspot.utils.signature import Signature
+
+from app import sources
+
+STRIPE_SECRET = "whsec_" + "test" * 8
+
+
+def stripe_header(body: bytes, secret: str = STRIPE_SECRET, at: float | None = None) -> str:
+    t = int(time.time() if at is None else at)
+    v1 = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={v1}"
+
+
+async def _source(
+    client: httpx.AsyncClient,
+    kind: str = "stripe",
+    secret: str = STRIPE_SECRET,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    created = await client.post(
+        "/v1/sources",
+        json={"kind": kind, "name": f"our {kind}", "secret": secret, "settings": settings or {}},
+    )
+    assert created.status_code == 201, created.text
+    source: dict[str, Any] = created.json()
+    assert source["url"] == f"/hooks/{source['source_id']}" and "secret" not in source
+    return source
+
+
+def stripe_event(event_type: str, obj: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": int(time.time()) - 60,
+        "type": event_type,
+        "data": {"object": obj, **extra},
+        "livemode": False,
+    }
+
+
+def invoice(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "in_1",
+        "object": "invoice",
+        "customer": "cus_A",
+        "currency": "eur",
+        "amount_paid": 12345,
+        "amount_due": 12345,
+        "subscription": "sub_1",
+        **fields,
+    }
+
+
+def subscription(unit_amount: int, quantity: int = 1, interval: str = "month") -> dict[str, Any]:
+    return {
+        "id": "sub_1",
+        "object": "subscription",
+        "customer": "cus_A",
+        "currency": "usd",
+        "status": "active",
+        "metadata": {"account_id": "acme"},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_1",
+                    "object": "subscription_item",
+                    "quantity": quantity,
+                    "price": {
+                        "id": "price_1",
+                        "currency": "usd",
+                        "unit_amount": unit_amount,
+                        "recurring": {
+                            "interval": interval,
+                            "interval_count": 1,
+                            "usage_type": "licensed",
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+async def _deliver_stripe(
+    client: httpx.AsyncClient, source: dict[str, Any], event: dict[str, Any], **header: Any
+) -> httpx.Response:
+    body = orjson.dumps(event)
+    signature = stripe_header(body, **header)
+    return await client.post(
+        source["url"],
+        content=body,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+
+
+async def test_stripe_invoices_become_events_once(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    source = await _source(client)
+    event = stripe_event("invoice.paid", invoice(metadata={"account_id": "acme"}))
+    body = orjson.dumps(event)
+    header = stripe_header(body)
+    # Stripe's own library accepts the signature as made here.
+    assert stripe.WebhookSignature.verify_header(body.decode(), header, STRIPE_SECRET, 300)
+    sent = await client.post(source["url"], content=body, headers={"Stripe-Signature": header})
+    assert sent.status_code == 200, sent.text
+    assert sent.json() == {
+        "received": 1,
+        "accepted": 1,
+        "ignored": 0,
+        "rejected": 0,
+        "held": 0,
+        "duplicates": 0,
+    }
+    again = await client.post(source["url"], content=body, headers={"Stripe-Signature": header})
+    assert again.status_code == 200 and again.json()["duplicates"] == 1
+    events = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    assert [(e["type"], e["value"], e["source"]) for e in events] == [
+        ("invoice_paid", 123.45, "stripe")
+    ]
+    assert events[0]["properties"]["currency"] == "eur"
+    # The metadata linked the customer: later events without it find the account.
+    failed = stripe_event("invoice.payment_failed", invoice(id="in_2", amount_due=990))
+    assert (await _deliver_stripe(client, source, failed)).json()["accepted"] == 1
+    account = (await client.get("/v1/accounts/acme")).json()
+    assert {"kind": "stripe", "value": "cus_A"} in account["identities"]
+    types = {e["type"] for e in (await client.get("/v1/accounts/acme/events")).json()["items"]}
+    assert types == {"invoice_paid", "payment_failed"}
+    counts = (await client.get(f"/v1/sources/{source['source_id']}")).json()
+    assert (counts["received"], counts["accepted"], counts["duplicates"]) == (3, 2, 1)
+    assert counts["last_received_at"] is not None
+    # The secret is stored encrypted, never in the clear.
+    stored = await conn.fetchval("SELECT secret FROM sources")
+    assert STRIPE_SECRET.encode() not in bytes(stored)
+
+
+async def test_subscription_changes_are_outcomes_with_the_monthly_amount(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    source = await _source(client)
+    before = subscription(5000, quantity=2)["items"]
+    upgraded = stripe_event(
+        "customer.subscription.updated",
+        subscription(5000, quantity=5),
+        previous_attributes={"items": before},
+    )
+    assert (await _deliver_stripe(client, source, upgraded)).json()["accepted"] == 1
+    yearly = stripe_event(
+        "customer.subscription.updated",
+        subscription(120000, interval="year"),
+        previous_attributes={"items": subscription(5000, quantity=5)["items"]},
+    )
+    assert (await _deliver_stripe(client, source, yearly)).json()["accepted"] == 1
+    assert (await client.get("/v1/accounts/acme")).json()["mrr"] == 100  # $1,200 a year
+    ended = stripe_event("customer.subscription.deleted", subscription(120000, interval="year"))
+    assert (await _deliver_stripe(client, source, ended)).json()["accepted"] == 1
+    assert (await client.get("/v1/accounts/acme")).json()["mrr"] == 0
+    untouched = stripe_event(
+        "customer.subscription.updated", subscription(100), previous_attributes={"status": "x"}
+    )
+    assert (await _deliver_stripe(client, source, untouched)).json()["ignored"] == 1
+    rows = await conn.fetch("SELECT kind, amount FROM outcomes WHERE account_id = 'acme'")
+    assert sorted((r[0], float(r[1])) for r in rows) == [
+        ("churned", 100.0),  # the monthly revenue lost
+        ("contracted", 150.0),  # $250 a month down to $100
+        ("expanded", 150.0),  # 2 seats of $50 up to 5
+    ]
+
+
+async def test_refusals_are_401_and_store_nothing(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    source = await _source(client)
+    event = stripe_event("invoice.paid", invoice(metadata={"account_id": "acme"}))
+    body = orjson.dumps(event)
+    good = stripe_header(body)
+    tampered = body.replace(b"12345", b"99999")
+    cases = [
+        (source["url"], body, {"Stripe-Signature": good.replace("v1=", "v1=0")}),
+        (source["url"], tampered, {"Stripe-Signature": good}),
+        (source["url"], body, {"Stripe-Signature": stripe_header(body, secret="whsec_other")}),
+        (source["url"], body, {"Stripe-Signature": stripe_header(body, at=time.time() - 600)}),
+        (source["url"], body, {}),
+        (f"/hooks/{uuid.uuid4()}", body, {"Stripe-Signature": good}),
+        ("/hooks/not-a-uuid", body, {"Stripe-Signature": good}),
+    ]
+    details = set()
+    for url, content, headers in cases:
+        refused = await client.post(url, content=content, headers=headers)
+        assert refused.status_code == 401, (url, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        details.add(refused.json()["detail"])
+    assert len(details) == 1  # the answer never says which check failed
+    disabled = await client.patch(f"/v1/sources/{source['source_id']}", json={"enabled": False})
+    assert disabled.json()["enabled"] is False
+    refused = await client.post(source["url"], content=body, headers={"Stripe-Signature": good})
+    assert refused.status_code == 401
+    assert await conn.fetchval("SELECT count(*) FROM source_deliveries") == 0
+    assert await conn.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_a_rotated_secret_verifies_during_its_grace_period(
+    client: httpx.AsyncClient,
+) -> None:
+    source = await _source(client)
+    new_secret = "whsec_" + "next" * 8
+    path = f"/v1/sources/{source['source_id']}"
+    rotated = await client.patch(path, json={"secret": new_secret, "grace_hours": 1})
+    assert rotated.status_code == 200 and rotated.json()["secret_rotating_until"] is not None
+    for secret, invoice_id in ((STRIPE_SECRET, "in_old"), (new_secret, "in_new")):
+        event = stripe_event("invoice.paid", invoice(id=invoice_id, metadata={"account_id": "a"}))
+        sent = await _deliver_stripe(client, source, event, secret=secret)
+        assert sent.status_code == 200, (secret, sent.text)
+    await client.patch(path, json={"secret": "whsec_" + "last" * 8, "grace_hours": 0})
+    event = stripe_event("invoice.paid", invoice(id="in_late", metadata={"account_id": "a"}))
+    assert (await _deliver_stripe(client, source, event, secret=new_secret)).status_code == 401
+
+
+async def test_an_unmapped_customer_is_held_then_attached_by_an_identity(
+    client: httpx.AsyncClient,
+) -> None:
+    source = await _source(client)
+    event = stripe_event("invoice.paid", invoice(customer="cus_Z", customer_email="bo@Zeta.io"))
+    sent = await _deliver_stripe(client, source, event)
+    assert sent.json()["held"] == 1, sent.text
+    held = (await client.get("/v1/unresolved")).json()["items"]
+    assert [sorted((k["kind"], k["value"]) for k in h["keys"]) for h in held] == [
+        [("domain", "zeta.io"), ("stripe", "cus_Z")]
+    ]
+    assert (held[0]["source"], held[0]["call"]) == ("hooks", "invoice.paid")
+    claimed = await client.put(
+        "/v1/accounts/zeta", json={"identities": [{"kind": "domain", "value": "zeta.io"}]}
+    )
+    assert claimed.status_code == 200, claimed.text
+    events = (await client.get("/v1/accounts/zeta/events")).json()["items"]
+    assert [(e["type"], e["value"]) for e in events] == [("invoice_paid", 123.45)]
+    counts = (await client.get(f"/v1/sources/{source['source_id']}")).json()
+    assert (counts["held"], counts["accepted"]) == (0, 1)
+    assert (await client.get("/v1/unresolved", params={"status": "held"})).json()["items"] == []
+
+
+async def test_a_rejection_is_listed_and_replays_after_a_settings_fix(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    source = await _source(client)
+    bad = invoice(metadata={"account_id": "team/acme", "crm_id": "acme"})
+    sent = await _deliver_stripe(client, source, stripe_event("invoice.paid", bad))
+    assert sent.json()["rejected"] == 1, sent.text
+    missing = stripe_event("invoice.paid", invoice(id="in_9", amount_paid=None))
+    missing["data"]["object"]["metadata"] = {"account_id": "acme"}
+    assert (await _deliver_stripe(client, source, missing)).json()["rejected"] == 1
+    path = f"/v1/sources/{source['source_id']}"
+    listed = (await client.get(f"{path}/rejections")).json()
+    assert [r["reason"] for r in listed] == [
+        "missing data.object.amount_paid",
+        listed[1]["reason"],
+    ]
+    assert "'team/acme' is not an account id" in listed[1]["reason"] and listed[1]["replayable"]
+    fixed = await client.patch(path, json={"settings": {"account_metadata_key": "crm_id"}})
+    assert fixed.json()["settings"] == {"account_metadata_key": "crm_id"}
+    replayed = await client.post(f"{path}/rejections/{listed[1]['rejection_id']}/replay")
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["status"] == "accepted"
+    events = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    assert [e["type"] for e in events] == ["invoice_paid"]
+    assert [r["rejection_id"] for r in (await client.get(f"{path}/rejections")).json()] == [
+        listed[0]["rejection_id"]
+    ]
+    gone = await client.post(f"{path}/rejections/{listed[1]['rejection_id']}/replay")
+    assert gone.status_code == 404
+    # Past the retention the payload is gone: the rejection stays listed, not replayable.
+    assert await sources.forget_payloads(conn, before=datetime.now(UTC) + timedelta(seconds=1)) == 2
+    [kept] = (await client.get(f"{path}/rejections")).json()
+    assert kept["replayable"] is False
+    expired = await client.post(f"{path}/rejections/{kept['rejection_id']}/replay")
+    assert expired.status_code == 409, expired.text
+
+
+def _zendesk(body: bytes, secret: str, at: datetime) -> dict[str, str]:
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = hmac.new(secret.encode(), stamp.encode() + body, hashlib.sha256).digest()
+    return {
+        "X-Zendesk-Webhook-Signature": base64.b64encode(digest).decode(),
+        "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+    }
+
+
+async def test_zendesk_hubspot_and_intercom_signatures(client: httpx.AsyncClient) -> None:
+    secret = "s3cret-" + "x" * 20
+    now = datetime.now(UTC)
+    zendesk = await _source(client, "zendesk", secret)
+    body = orjson.dumps({"id": "zd-1", "type": "zen:event-type:ticket.created", "detail": {}})
+    ok = await client.post(zendesk["url"], content=body, headers=_zendesk(body, secret, now))
+    assert ok.status_code == 200 and ok.json()["received"] == 1, ok.text
+    stale = _zendesk(body, secret, now - timedelta(minutes=10))
+    assert (await client.post(zendesk["url"], content=body, headers=stale)).status_code == 401
+    wrong = _zendesk(body, "another-secret", now)
+    assert (await client.post(zendesk["url"], content=body, headers=wrong)).status_code == 401
+
+    hubspot = await _source(client, "hubspot", secret)
+    events = [
+        {"eventId": 101, "subscriptionType": "contact.creation", "objectId": 7},
+        {"eventId": 102, "subscriptionType": "contact.creation", "objectId": 8},
+    ]
+    body = orjson.dumps(events)
+    uri = f"http://custintel.test{hubspot['url']}"
+    stamp = str(int(time.time() * 1000))
+    # HubSpot's own library signs it, as HubSpot does.
+    v3 = Signature.get_signature(secret, body.decode(), "v3", uri, "POST", stamp)
+    headers = {"X-HubSpot-Signature-v3": v3, "X-HubSpot-Request-Timestamp": stamp}
+    ok = await client.post(hubspot["url"], content=body, headers=headers)
+    assert ok.status_code == 200 and ok.json()["received"] == 2, ok.text
+    again = await client.post(hubspot["url"], content=body, headers=headers)
+    assert again.json()["duplicates"] == 2
+    v1 = Signature.get_signature(secret, body.decode(), "v1")
+    ok = await client.post(hubspot["url"], content=body, headers={"X-HubSpot-Signature": v1})
+    assert ok.status_code == 200
+    old = str(int(time.time() * 1000) - 600_000)
+    stale_v3 = Signature.get_signature(secret, body.decode(), "v3", uri, "POST", old)
+    stale = {"X-HubSpot-Signature-v3": stale_v3, "X-HubSpot-Request-Timestamp": old}
+    assert (await client.post(hubspot["url"], content=body, headers=stale)).status_code == 401
+
+    intercom = await _source(client, "intercom", secret)
+    body = orjson.dumps(
+        {"type": "notification_event", "id": "notif_1", "topic": "conversation.user.created"}
+    )
+    sha1 = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+    ok = await client.post(
+        intercom["url"], content=body, headers={"X-Hub-Signature": f"sha1={sha1}"}
+    )
+    assert ok.status_code == 200 and ok.json()["ignored"] == 1, ok.text
+    bad = {"X-Hub-Signature": f"sha1={'0' * 40}"}
+    assert (await client.post(intercom["url"], content=body, headers=bad)).status_code == 401
