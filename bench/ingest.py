@@ -1,5 +1,6 @@
 """Ingest benchmark: events/s through POST /v1/events/batch over real HTTP against the COPY
-ceiling, single POST /v1/events at concurrency 16, and profile upserts through
+ceiling, single POST /v1/events and Stripe-signed deliveries to /hooks/{id} at concurrency 16,
+and profile upserts through
 POST /v1/accounts/batch and /v1/contacts/batch (new profiles, then a second observation of each).
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--accounts 10000] [--profiles 100000]
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import hashlib
+import hmac
 import os
 import random
 import shutil
@@ -43,6 +46,9 @@ TARGET_BATCH_EPS = 60_000
 TARGET_BATCH_RATIO = 0.5
 TARGET_SINGLE_RPS = 2_500
 TARGET_SINGLE_P99_MS = 20.0
+TARGET_HOOKS_PER_SECOND = 1_000
+TARGET_HOOKS_P99_MS = 50.0
+STRIPE_SECRET = "whsec_bench" + "b" * 24
 TARGET_PROFILES_PER_SECOND = 15_000
 TARGET_PROFILE_RATIO = 0.3  # of the events rate of the same run
 PROFILE_BATCH = 1_000
@@ -59,13 +65,16 @@ class Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
         return cls(reader, writer)
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        return await self.request("POST", path, body)
+    async def post(self, path: str, body: bytes, extra: str = "") -> tuple[int, bytes]:
+        return await self.request("POST", path, body, extra)
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", extra: str = ""
+    ) -> tuple[int, bytes]:
+        """`extra`: more header lines, each ending in CRLF."""
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
         ).encode()
         self.writer.write(head + body)
         await self.writer.drain()
@@ -377,6 +386,58 @@ async def bench_single(port: int, seconds: float, concurrency: int) -> tuple[flo
     return time.perf_counter() - started, latencies
 
 
+async def bench_stripe(port: int, seconds: float, concurrency: int) -> tuple[float, list[float]]:
+    """Stripe-signed invoice.paid deliveries to a Stripe source, each a new event, for
+    `seconds` at `concurrency`: as Stripe delivers them, one event per request."""
+    conn = await Connection.open(port)
+    body = orjson.dumps({"kind": "stripe", "name": "bench", "secret": STRIPE_SECRET})
+    status, reply = await conn.post("/v1/sources", body)
+    conn.close()
+    if status != 201:
+        raise RuntimeError(f"source not created: {status} {reply[:300]!r}")
+    url = orjson.loads(reply)["url"]
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        conn = await Connection.open(port)
+        rng = random.Random(n)
+        try:
+            while time.perf_counter() < stop_at:
+                account = rng.randrange(10_000)
+                event = {
+                    "id": f"evt_{uuid.uuid4().hex}",
+                    "object": "event",
+                    "type": "invoice.paid",
+                    "created": int(time.time()) - 5,
+                    "data": {
+                        "object": {
+                            "id": f"in_{uuid.uuid4().hex[:14]}",
+                            "object": "invoice",
+                            "customer": f"cus_{account}",
+                            "currency": "usd",
+                            "amount_paid": rng.randrange(100, 100_000),
+                            "metadata": {"account_id": f"acct-{account}"},
+                        }
+                    },
+                }
+                body = orjson.dumps(event)
+                t = int(time.time())
+                signed = f"{t}.".encode() + body
+                v1 = hmac.new(STRIPE_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+                t0 = time.perf_counter()
+                status, reply = await conn.post(url, body, f"Stripe-Signature: t={t},v1={v1}\r\n")
+                latencies.append(time.perf_counter() - t0)
+                if status != 200 or orjson.loads(reply)["accepted"] != 1:
+                    raise RuntimeError(f"delivery failed: {status} {reply[:300]!r}")
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
 def scratch_dir() -> Path:
     """A temporary directory for the run (an embedded Postgres, models), removed at exit: after
     the embedded Postgres has stopped, since exit hooks run last registered first and the
@@ -424,6 +485,9 @@ async def main() -> None:
         meter = await CpuMeter.of(api_url, server=server.pid)
         single_seconds, latencies = await bench_single(port, args.single_seconds, 16)
         single_cpu = meter.report(len(latencies), "request")
+        meter = await CpuMeter.of(api_url, server=server.pid)
+        hooks_seconds, hook_latencies = await bench_stripe(port, args.single_seconds, 16)
+        hooks_cpu = meter.report(len(hook_latencies), "request")
         profile_rates: list[tuple[str, float, str]] = []
         for round_, days_ago in (("new", 2), ("updated", 1)):
             account_bodies, contact_bodies = make_profiles(
@@ -479,6 +543,18 @@ async def main() -> None:
         f"{verdict(p99 < TARGET_SINGLE_P99_MS)}"
     )
     print(f"  {single_cpu}")
+    hook_latencies.sort()
+    hooks_rps = len(hook_latencies) / hooks_seconds
+    hooks_p99 = hook_latencies[int(len(hook_latencies) * 0.99) - 1] * 1000
+    print(
+        f"Stripe webhooks       : {hooks_rps:>10,.0f} requests/s at concurrency 16"
+        f"  target >= {TARGET_HOOKS_PER_SECOND:,}: {verdict(hooks_rps >= TARGET_HOOKS_PER_SECOND)}"
+    )
+    print(
+        f"  latency p50 {statistics.median(hook_latencies) * 1000:.1f} ms, p99 {hooks_p99:.1f} ms"
+        f"  target p99 < {TARGET_HOOKS_P99_MS} ms: {verdict(hooks_p99 < TARGET_HOOKS_P99_MS)}"
+    )
+    print(f"  {hooks_cpu}")
     for label, rate, report in profile_rates:
         target = ""
         if label.startswith("accounts"):

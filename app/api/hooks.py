@@ -31,8 +31,7 @@ async def receive_hook(request: Request, source_id: str) -> HookAnswer:
         raise errors.Unauthorized("The delivery could not be verified.") from None
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
-        if not await sources.exists(conn, source):  # nothing read for a source that is not
-            raise errors.Unauthorized("The delivery could not be verified.")
+        row = await sources.receiver(conn, source)  # before anything of the body is read
         delivery = common.Request(
             method=request.method,
             url=str(request.url),
@@ -42,7 +41,7 @@ async def receive_hook(request: Request, source_id: str) -> HookAnswer:
         )
         tally = await sources.receive(
             conn,
-            source,
+            row,
             delivery,
             settings=state.settings,
             ctx=segment_api.context(request, received_at),

@@ -171,21 +171,20 @@ async def delete(conn: asyncpg.Connection, source_id: uuid.UUID, *, actor: str) 
     await audit.record(conn, actor=actor, action="source.deleted", target=str(source_id))
 
 
-async def exists(conn: asyncpg.Connection, source_id: uuid.UUID) -> bool:
-    """Whether deliveries to this source are taken at all (it exists and is enabled)."""
-    return bool(await conn.fetchval("SELECT enabled FROM sources WHERE source_id = $1", source_id))
-
-
-async def _verified(
-    conn: asyncpg.Connection, source_id: uuid.UUID, request: common.Request, settings: Settings
-) -> asyncpg.Record:
+async def receiver(conn: asyncpg.Connection, source_id: uuid.UUID) -> asyncpg.Record:
+    """What verifies deliveries to this source; 401 when it is unknown or disabled (before
+    anything of the delivery is read)."""
     row = await conn.fetchrow(
-        "SELECT kind, secret, previous_secret, previous_secret_until, settings, enabled "
-        "FROM sources WHERE source_id = $1",
+        "SELECT source_id, kind, secret, previous_secret, previous_secret_until, settings "
+        "FROM sources WHERE source_id = $1 AND enabled",
         source_id,
     )
-    if row is None or not row["enabled"]:
+    if row is None:
         raise errors.Unauthorized(_REFUSED)
+    return row
+
+
+def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) -> None:
     secrets = [vault.unseal(settings, row["secret"])]
     until = row["previous_secret_until"]
     if row["previous_secret"] is not None and until is not None and until > request.received_at:
@@ -196,21 +195,22 @@ async def _verified(
         request, secrets, window=settings.source_replay_seconds, settings=source_settings
     ):
         raise errors.Unauthorized(_REFUSED)
-    return row
 
 
 async def receive(
     conn: asyncpg.Connection,
-    source_id: uuid.UUID,
+    row: asyncpg.Record,
     request: common.Request,
     *,
     settings: Settings,
     ctx: Context,
 ) -> dict[str, int]:
-    """Verify a delivery, then store and map each of its events that is new; what became of
-    them, counted."""
-    row = await _verified(conn, source_id, request, settings)
-    sender = SENDERS[row["kind"]]
+    """Verify a delivery to the source `row` (from receiver()), then store and map each of its
+    events that is new; what became of them, counted."""
+    _verify(row, request, settings)
+    source_id, kind = row["source_id"], row["kind"]
+    source_settings = orjson.loads(row["settings"])
+    sender = SENDERS[kind]
     try:
         payload = common.without_nul(jsonbody.parse(request.body, refuse_nul=False))
         found = sender.items(payload, request)
@@ -218,40 +218,65 @@ async def receive(
         raise errors.BadRequest(str(problem)) from None
     tally = {"received": len(found), "duplicates": 0}
     tally.update(accepted=0, ignored=0, rejected=0, held=0)
+    # Mapping needs no database: done first, so that most events are recorded with their
+    # final status in one statement.
+    meant = {i.delivery_id: _map(kind, i, source_settings) for i in found}
     async with conn.transaction():
-        fresh = await _claim(conn, source_id, found, request.received_at)
+        fresh = await _claim(conn, source_id, found, meant, request.received_at)
         tally["duplicates"] = len(found) - len(fresh)
         for item in fresh:
-            status, reason = await _apply(
-                conn, source_id, row["kind"], item, orjson.loads(row["settings"]), ctx
-            )
-            await conn.execute(
-                "UPDATE source_deliveries SET status = $3, reason = $4 "
-                "WHERE source_id = $1 AND delivery_id = $2",
-                source_id,
-                item.delivery_id,
-                status,
-                reason,
-            )
+            mapped = meant[item.delivery_id]
+            if isinstance(mapped, tuple):
+                tally[mapped[0]] += 1
+                continue
+            status, reason = await _land(conn, source_id, kind, item, mapped, ctx)
+            if status != "accepted":
+                await _mark(conn, source_id, item.delivery_id, status, reason)
             tally[status] += 1
     return tally
 
 
+async def _mark(
+    conn: asyncpg.Connection,
+    source_id: uuid.UUID,
+    delivery_id: str,
+    status: str,
+    reason: str | None,
+) -> None:
+    await conn.execute(
+        "UPDATE source_deliveries SET status = $3, reason = $4 "
+        "WHERE source_id = $1 AND delivery_id = $2",
+        source_id,
+        delivery_id,
+        status,
+        reason,
+    )
+
+
 async def _claim(
-    conn: asyncpg.Connection, source_id: uuid.UUID, found: list[common.Item], at: datetime
+    conn: asyncpg.Connection,
+    source_id: uuid.UUID,
+    found: list[common.Item],
+    meant: dict[str, common.Mapped | tuple[str, str]],
+    at: datetime,
 ) -> list[common.Item]:
-    """Record the delivery's events; those seen before count a redelivery and are not new."""
+    """Record the delivery's events (mapped ones as accepted until landing says otherwise);
+    those seen before count a redelivery and are not new."""
     unique = {i.delivery_id: i for i in found}
+    status = {
+        d: ("accepted", None) if isinstance(m, common.Mapped) else m for d, m in meant.items()
+    }
     new = set(
         await conn.fetchval(
             """
             WITH u AS (
-                SELECT * FROM unnest($2::text[], $3::text[], $4::text[]) AS u(d, t, p))
+                SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $6::text[], $7::text[])
+                    AS u(d, t, p, s, r))
             , inserted AS (
                 INSERT INTO source_deliveries
-                    (source_id, delivery_id, event_type, status, payload, received_at,
+                    (source_id, delivery_id, event_type, status, reason, payload, received_at,
                      last_received_at)
-                SELECT $1, d, t, 'accepted', p::jsonb, $5, $5 FROM u ORDER BY d
+                SELECT $1, d, t, s, r, p::jsonb, $5, $5 FROM u ORDER BY d
                 ON CONFLICT (source_id, delivery_id) DO NOTHING
                 RETURNING delivery_id)
             SELECT coalesce(array_agg(delivery_id), '{}') FROM inserted
@@ -261,6 +286,8 @@ async def _claim(
             [i.event_type[:255] for i in unique.values()],
             [orjson.dumps(i.payload).decode() for i in unique.values()],
             at,
+            [status[d][0] for d in unique],
+            [status[d][1] for d in unique],
         )
     )
     again = [d for d in unique if d not in new]
@@ -290,6 +317,19 @@ async def _account(conn: asyncpg.Connection, party: common.Party) -> tuple[str |
     return None, ""
 
 
+def _map(
+    kind: str, item: common.Item, source_settings: dict[str, Any]
+) -> common.Mapped | tuple[str, str]:
+    """An event in custintel's vocabulary, or the status it ends with and why."""
+    try:
+        mapped: common.Mapped = SENDERS[kind].map_item(item, source_settings)
+    except common.Ignored as ignored:
+        return "ignored", str(ignored)
+    except common.Rejected as rejected:
+        return "rejected", str(rejected)
+    return mapped
+
+
 async def _apply(
     conn: asyncpg.Connection,
     source_id: uuid.UUID,
@@ -299,12 +339,21 @@ async def _apply(
     ctx: Context,
 ) -> tuple[str, str | None]:
     """Map one event and store what it means; its status and, unless accepted, why."""
-    try:
-        mapped = SENDERS[kind].map_item(item, source_settings)
-    except common.Ignored as ignored:
-        return "ignored", str(ignored)
-    except common.Rejected as rejected:
-        return "rejected", str(rejected)
+    mapped = _map(kind, item, source_settings)
+    if isinstance(mapped, tuple):
+        return mapped
+    return await _land(conn, source_id, kind, item, mapped, ctx)
+
+
+async def _land(
+    conn: asyncpg.Connection,
+    source_id: uuid.UUID,
+    kind: str,
+    item: common.Item,
+    mapped: common.Mapped,
+    ctx: Context,
+) -> tuple[str, str | None]:
+    """Find the account a mapped event is about and store it there, or hold it."""
     account_id, found_by = await _account(conn, mapped.party)
     if account_id is None:
         keys = mapped.party.keys()
@@ -489,17 +538,8 @@ async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: Context) -> i
         account_id, _ = await _account(conn, mapped.party)
         if account_id is None:
             continue
-        status, reason = await _apply(
-            conn, source_id, row["kind"], item, orjson.loads(row["settings"]), ctx
-        )
-        await conn.execute(
-            "UPDATE source_deliveries SET status = $3, reason = $4 "
-            "WHERE source_id = $1 AND delivery_id = $2",
-            source_id,
-            item.delivery_id,
-            status,
-            reason,
-        )
+        status, reason = await _land(conn, source_id, row["kind"], item, mapped, ctx)
+        await _mark(conn, source_id, item.delivery_id, status, reason)
         await conn.execute(
             "UPDATE unresolved_signals SET attached_at = $2, account_id = $3 WHERE id = $1",
             row["id"],
