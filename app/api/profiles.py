@@ -107,8 +107,9 @@ async def _store(
             await segment.attach(
                 conn, _resolvable(items, outcome), ctx=segment_api.context(request, now)
             )
-        if kind == "account" and outcome.upserted:
-            # Deliveries held for these accounts' identities (a Stripe customer, a domain) too.
+        if outcome.upserted:
+            # Senders' deliveries held for these identities (a Stripe customer, a domain, a
+            # Zendesk or HubSpot id, an email) too.
             claimed = _claimed(items, outcome)
             if claimed:
                 async with conn.transaction():
@@ -118,7 +119,7 @@ async def _store(
 
 def _claimed(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:
     refused = {i for i, _ in outcome.errors + outcome.conflicts}
-    return {f"{k}:{v}" for it in items if it.index not in refused for k, v in it.identities}
+    return {f"{k}:{v}" for it in items if it.index not in refused for k, v in it.claims()}
 
 
 def _resolvable(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:

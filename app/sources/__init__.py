@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app import audit, errors, identities, ingest, jsonbody, profiles, vault
 from app.schemas.common import Id
-from app.schemas.profiles import AccountUpsert
+from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn, OutcomeIn
 from app.segment import Context
 from app.settings import Settings
@@ -302,6 +302,15 @@ async def _claim(
     return [unique[d] for d in unique if d in new]
 
 
+async def _contact(conn: asyncpg.Connection, party: common.Party) -> tuple[str, str] | None:
+    """The contact (and its account) a party's person identifiers name."""
+    for kind, value in party.contact_pairs():
+        for match in await identities.resolve(conn, kind, value):
+            if match["subject"] == "contact":
+                return match["contact_id"], match["account_id"]
+    return None
+
+
 async def _account(conn: asyncpg.Connection, party: common.Party) -> tuple[str | None, str]:
     """The account a party names, and how it was found."""
     if party.account_id:
@@ -314,6 +323,9 @@ async def _account(conn: asyncpg.Connection, party: common.Party) -> tuple[str |
         by_domain = await identities.owners(conn, "account", [("domain", party.domain)])
         if by_domain:
             return next(iter(by_domain.values())), "domain"
+    person = await _contact(conn, party)
+    if person is not None:
+        return person[1], "contact"
     return None, ""
 
 
@@ -355,6 +367,8 @@ async def _land(
 ) -> tuple[str, str | None]:
     """Find the account a mapped event is about and store it there, or hold it."""
     account_id, found_by = await _account(conn, mapped.party)
+    if account_id is None and mapped.create_account is not None:
+        account_id, found_by = mapped.create_account, "created"
     if account_id is None:
         keys = mapped.party.keys()
         if not keys:
@@ -396,14 +410,21 @@ async def _store(
             "or /): check the source's settings"
         ) from None
     account = dict(mapped.account or {})
-    if found_by == "metadata":
-        # The metadata names the account: its customer id becomes the account's, unless another
-        # account holds it already (the metadata still decides where this event goes).
+    person = None
+    if mapped.party.contact_pairs() and (mapped.events or mapped.contacts):
+        person = await _contact(conn, mapped.party)
+        if person is not None and person[1] == account_id:  # the person, at this account
+            mapped.events = [{"contact_id": person[0], **e} for e in mapped.events]
+    if found_by in ("metadata", "created"):
+        # The metadata names the account (or the sender just made it): the sender's id for it
+        # becomes the account's, unless another account holds it already (the metadata still
+        # decides where this event goes).
         free = set(mapped.party.account_identities) - set(
             await identities.owners(conn, "account", mapped.party.account_identities)
         )
         if free:
-            account["identities"] = [{"kind": k, "value": v} for k, v in sorted(free)]
+            linked = [{"kind": k, "value": v} for k, v in sorted(free)]
+            account["identities"] = [*account.get("identities", []), *linked]
     if set(account) - {"observed_at"}:
         account.setdefault("observed_at", ctx.now.isoformat())
         try:
@@ -414,6 +435,24 @@ async def _store(
             conn,
             "account",
             [profiles.item(0, account_id, upsert, now=ctx.now)],
+            now=ctx.now,
+            limits=ctx.limits,
+            answer=False,
+        )
+        for _, detail in outcome.errors + outcome.conflicts:
+            raise common.Rejected(detail)
+    for _, fields in mapped.contacts:
+        if person is None:
+            raise common.Rejected("no contact holds " + ", ".join(mapped.party.keys()))
+        contact = {**fields, "account_id": person[1]}
+        try:
+            change = ContactUpsert.model_validate_json(orjson.dumps(contact))
+        except ValidationError as invalid:
+            raise common.Rejected(_first(invalid)) from None
+        outcome = await profiles.upsert(
+            conn,
+            "contact",
+            [profiles.item(0, person[0], change, now=ctx.now)],
             now=ctx.now,
             limits=ctx.limits,
             answer=False,

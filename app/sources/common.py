@@ -38,16 +38,19 @@ class Party:
     account_id: str | None = None
     account_identities: list[tuple[str, str]] = field(default_factory=list)
     domain: str | None = None
+    contact_identities: list[tuple[str, str]] = field(default_factory=list)
     contact_email: str | None = None
+
+    def contact_pairs(self) -> list[tuple[str, str]]:
+        email = [("email", self.contact_email.strip().lower())] if self.contact_email else []
+        return [*self.contact_identities, *email]
 
     def keys(self) -> list[str]:
         """What would resolve a held item, as `kind:value`."""
         keys = [f"{k}:{v}" for k, v in self.account_identities]
         if self.domain:
             keys.append(f"domain:{self.domain}")
-        if self.contact_email:
-            keys.append(f"email:{self.contact_email}")
-        return keys
+        return keys + [f"{k}:{v}" for k, v in self.contact_pairs()]
 
 
 @dataclass

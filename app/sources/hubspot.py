@@ -5,7 +5,14 @@ followed by the body (no timestamp: the event ids make a replay a duplicate). Th
 one HubSpot called: behind a proxy that rewrites it, set the source's `url` setting to the
 receiver's public URL. A delivery is a JSON array of events, each with its `eventId`.
 
-Its events are counted and not mapped yet (README, "Sources").
+Company and contact events become profile changes (README, "HubSpot"), observed when HubSpot
+says they happened: a company is the account holding its id as a `hubspot` identity (a company
+created or changed that no account holds yet becomes account `hubspot-<id>`); its `name`,
+`domain` (an identity) and the properties the source's settings name (`segment_property`,
+`plan_property`, `mrr_property`) map to account fields, other properties to traits
+`hubspot.<name>`; a deletion sets the trait `hubspot.deleted`. A contact's property changes go
+to the contact holding its id as a `hubspot` identity (`email` to its email, others to
+traits). Deals are not mapped: HubSpot's events do not say which company a deal is for.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from app.sources.common import Ignored, Item, Mapped, Request, same
+from app.sources.common import Ignored, Item, Mapped, Party, Rejected, Request, need, same, text
 
 
 def verify(request: Request, secrets: list[str], *, window: int, settings: dict[str, Any]) -> bool:
@@ -58,5 +66,65 @@ def items(payload: Any, request: Request) -> list[Item]:
     return found
 
 
+def _field(settings: dict[str, Any], name: str, default: str | None = None) -> str | None:
+    value = settings.get(name, default)
+    return value if isinstance(value, str) and value else None
+
+
 def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
-    raise Ignored(f"{item.event_type}: HubSpot events are not mapped yet")
+    event = item.payload
+    subject, _, change = item.event_type.partition(".")
+    if subject not in ("company", "contact") or change not in (
+        "creation",
+        "propertyChange",
+        "deletion",
+    ):
+        raise Ignored(f"{item.event_type} is not mapped")
+    object_id = need(event, "objectId")
+    if isinstance(object_id, bool) or not isinstance(object_id, int | str):
+        raise Rejected("objectId is not an id")
+    occurred = need(event, "occurredAt")
+    if isinstance(occurred, bool) or not isinstance(occurred, int):
+        raise Rejected("occurredAt is not a time in milliseconds")
+    at = datetime.fromtimestamp(occurred / 1000, UTC).isoformat()
+    name, value = event.get("propertyName"), event.get("propertyValue")
+    if change == "propertyChange" and (not isinstance(name, str) or not name):
+        raise Rejected("a property change names no propertyName")
+    fields: dict[str, Any] = {"observed_at": at}
+    if subject == "contact":
+        if change == "creation":
+            raise Ignored(
+                "a contact is linked by a hubspot identity; its creation carries no field"
+            )
+        party = Party(contact_identities=[("hubspot", str(object_id))])
+        if change == "deletion":
+            fields["traits"] = {"hubspot.deleted": True}
+        elif name == "email":
+            fields["email"] = text(value)
+        else:
+            fields["traits"] = {f"hubspot.{name}": text(value)}
+        return Mapped(party, contacts=[("", fields)])
+    party = Party(account_identities=[("hubspot", str(object_id))])
+    if change == "deletion":
+        fields["traits"] = {"hubspot.deleted": True}
+    elif change == "propertyChange":
+        account_fields = {
+            _field(settings, "name_property", "name"): "name",
+            _field(settings, "segment_property"): "segment",
+            _field(settings, "plan_property"): "plan",
+            _field(settings, "mrr_property"): "mrr",
+        }
+        if name == "domain" and text(value):
+            fields["identities"] = [{"kind": "domain", "value": text(value)}]
+        elif name in account_fields:
+            target = account_fields[name]
+            if target == "mrr":
+                try:
+                    fields["mrr"] = float(value) if value not in (None, "") else None
+                except (TypeError, ValueError):
+                    raise Rejected(f"{name} {value!r} is not a number") from None
+            else:
+                fields[target] = text(value)
+        else:
+            fields["traits"] = {f"hubspot.{name}": text(value)}
+    return Mapped(party, account=fields, create_account=f"hubspot-{object_id}")

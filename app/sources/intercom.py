@@ -2,16 +2,32 @@
 app's client secret (Intercom signs no timestamp: its notification id makes a replay a
 duplicate). A delivery is one notification `{type: notification_event, id, topic, data}`.
 
-Its notifications are counted and not mapped yet (README, "Sources").
+Conversation topics map to custintel's support signals (README, "Intercom"): a conversation a
+customer starts is `conversation_opened` with its first message as text, a customer's reply
+`conversation_reply`, an admin closing it `conversation_closed`, a rating `csat_answered` with
+the rating (1 to 5) as value and the remark as text. The person is the contact holding the
+Intercom contact id as an `intercom` identity, its `external_id` as `user_id`, or its email;
+the account is that contact's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html
+import re
+from datetime import UTC, datetime
 from typing import Any
 
-from app.sources.common import Ignored, Item, Mapped, Request, same
+from app.sources.common import Ignored, Item, Mapped, Party, Rejected, Request, need, same, text
+
+_TAGS = re.compile(r"<[^>]*>")
+_EVENTS = {
+    "conversation.user.created": "conversation_opened",
+    "conversation.user.replied": "conversation_reply",
+    "conversation.admin.closed": "conversation_closed",
+    "conversation.rating.added": "csat_answered",
+}
 
 
 def verify(request: Request, secrets: list[str], *, window: int, settings: dict[str, Any]) -> bool:
@@ -30,5 +46,56 @@ def items(payload: Any, request: Request) -> list[Item]:
     return [Item(payload["id"], str(payload.get("topic") or "notification"), payload)]
 
 
+def _plain(body: Any) -> str | None:
+    """Intercom's message HTML as plain text."""
+    found = text(body)
+    if found is None:
+        return None
+    return " ".join(html.unescape(_TAGS.sub(" ", found)).split()) or None
+
+
+def _party(conversation: dict[str, Any]) -> Party:
+    party = Party()
+    contacts = (conversation.get("contacts") or {}).get("contacts") or []
+    first = contacts[0] if contacts and isinstance(contacts[0], dict) else {}
+    for key, kind in (("id", "intercom"), ("external_id", "user_id")):
+        if isinstance(first.get(key), str) and first[key]:
+            party.contact_identities.append((kind, first[key]))
+    author = (conversation.get("source") or {}).get("author") or {}
+    if author.get("type") in ("user", "lead", "contact") and isinstance(author.get("email"), str):
+        party.contact_email = author["email"]
+    return party
+
+
 def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
-    raise Ignored(f"{item.event_type}: Intercom notifications are not mapped yet")
+    if item.event_type not in _EVENTS:
+        raise Ignored(f"{item.event_type} is not mapped")
+    conversation = need(item.payload, "data", "item")
+    created = item.payload.get("created_at")
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise Rejected("created_at is not a Unix time")
+    party = _party(conversation)
+    if not party.contact_pairs():
+        raise Rejected("the conversation names no contact (id, external_id or email)")
+    event: dict[str, Any] = {
+        "event_id": f"intercom-{item.delivery_id}",
+        "type": _EVENTS[item.event_type],
+        "source": "intercom",
+        "occurred_at": datetime.fromtimestamp(created, UTC).isoformat(),
+        "properties": {"conversation_id": text(str(conversation.get("id") or "")) or None},
+    }
+    if item.event_type == "conversation.user.created":
+        event["text"] = _plain((conversation.get("source") or {}).get("body"))
+    elif item.event_type == "conversation.user.replied":
+        parts = (conversation.get("conversation_parts") or {}).get("conversation_parts") or []
+        last = parts[-1] if parts and isinstance(parts[-1], dict) else {}
+        event["text"] = _plain(last.get("body"))
+    elif item.event_type == "conversation.rating.added":
+        rating = need(item.payload, "data", "item", "conversation_rating", "rating")
+        if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
+            raise Rejected("conversation_rating.rating is not 1 to 5")
+        event["value"] = float(rating)
+        event["text"] = text((conversation.get("conversation_rating") or {}).get("remark"))
+    if event.get("text") is None:
+        event.pop("text", None)
+    return Mapped(party, events=[event])

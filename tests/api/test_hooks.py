@@ -348,6 +348,188 @@ async def test_zendesk_hubspot_and_intercom_signatures(client: httpx.AsyncClient
     ok = await client.post(
         intercom["url"], content=body, headers={"X-Hub-Signature": f"sha1={sha1}"}
     )
-    assert ok.status_code == 200 and ok.json()["ignored"] == 1, ok.text
+    # Verified; a conversation topic without its conversation is a rejection, kept to replay.
+    assert ok.status_code == 200 and ok.json()["rejected"] == 1, ok.text
     bad = {"X-Hub-Signature": f"sha1={'0' * 40}"}
     assert (await client.post(intercom["url"], content=body, headers=bad)).status_code == 401
+
+
+async def _zendesk_deliver(
+    client: httpx.AsyncClient, source: dict[str, Any], secret: str, event: dict[str, Any]
+) -> dict[str, Any]:
+    body = orjson.dumps(event)
+    sent = await client.post(
+        source["url"], content=body, headers=_zendesk(body, secret, datetime.now(UTC))
+    )
+    assert sent.status_code == 200, sent.text
+    answer: dict[str, Any] = sent.json()
+    return answer
+
+
+def _ticket(event_type: str, ticket: dict[str, Any], **event: Any) -> dict[str, Any]:
+    return {
+        "type": f"zen:event-type:ticket.{event_type}",
+        "account_id": 88888888,
+        "id": str(uuid.uuid4()),
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "zendesk_event_version": "2022-11-06",
+        "subject": f"zen:ticket:{ticket['id']}",
+        "detail": ticket,
+        "event": event,
+    }
+
+
+async def test_zendesk_tickets_become_support_signals(client: httpx.AsyncClient) -> None:
+    secret = "zendesk-signing-secret"
+    source = await _source(client, "zendesk", secret)
+    org = {"identities": [{"kind": "zendesk", "value": "9"}]}
+    await client.put("/v1/accounts/acme", json=org)
+    person = {"account_id": "acme", "identities": [{"kind": "zendesk", "value": "77"}]}
+    await client.put("/v1/contacts/c1", json=person)
+    ticket = {
+        "id": "35436",
+        "subject": "Export fails",
+        "description": "The CSV export breaks\u0000 since Monday.",
+        "organization_id": "9",
+        "requester_id": "77",
+        "priority": "high",
+        "status": "NEW",
+        "via": {"channel": "web"},
+    }
+    answers = [
+        await _zendesk_deliver(client, source, secret, _ticket("created", ticket)),
+        await _zendesk_deliver(
+            client,
+            source,
+            secret,
+            _ticket(
+                "comment_added",
+                ticket,
+                comment={"body": "Still broken.", "is_public": True, "author": {"is_staff": False}},
+            ),
+        ),
+        await _zendesk_deliver(
+            client,
+            source,
+            secret,
+            _ticket("comment_added", ticket, comment={"body": "internal", "is_public": False}),
+        ),
+        await _zendesk_deliver(
+            client, source, secret, _ticket("status_changed", ticket, current="SOLVED")
+        ),
+    ]
+    assert [(a["accepted"], a["ignored"]) for a in answers] == [(1, 0), (1, 0), (0, 1), (1, 0)]
+    events = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    found = sorted((e["type"], e.get("text"), e["contact_id"]) for e in events)
+    assert found == [
+        ("ticket_closed", None, "c1"),
+        ("ticket_comment", "Still broken.", "c1"),
+        ("ticket_opened", "Export fails\n\nThe CSV export breaks since Monday.", "c1"),
+    ]
+    assert {e["properties"]["ticket_id"] for e in events} == {"35436"}
+    # A ticket of an organization no account holds yet waits for one that does.
+    other = {**ticket, "id": "40000", "organization_id": 10, "requester_id": 0}
+    held = await _zendesk_deliver(client, source, secret, _ticket("created", other))
+    assert held["held"] == 1
+    await client.put(
+        "/v1/accounts/globex", json={"identities": [{"kind": "zendesk", "value": "10"}]}
+    )
+    events = (await client.get("/v1/accounts/globex/events")).json()["items"]
+    assert [(e["type"], e["properties"]["ticket_id"]) for e in events] == [
+        ("ticket_opened", "40000")
+    ]
+
+
+def _intercom(body: bytes, secret: str) -> dict[str, str]:
+    return {"X-Hub-Signature": "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
+
+
+async def test_intercom_conversations_become_support_signals(client: httpx.AsyncClient) -> None:
+    secret = "intercom-client-secret"
+    source = await _source(client, "intercom", secret)
+    await client.put(
+        "/v1/contacts/u-1",
+        json={"account_id": "acme", "identities": [{"kind": "user_id", "value": "u-1"}]},
+    )
+    conversation = {
+        "type": "conversation",
+        "id": "1911149811",
+        "contacts": {"type": "contact.list", "contacts": [{"id": "650f", "external_id": "u-1"}]},
+        "source": {
+            "type": "conversation",
+            "body": "<p>Hi &amp; hello, <b>billing</b> is wrong</p>",
+            "author": {"type": "user", "id": "650f", "email": "bo@acme.io"},
+        },
+        "conversation_rating": {"rating": 2, "remark": "Slow answer"},
+    }
+    for n, topic in enumerate(["conversation.user.created", "conversation.rating.added"]):
+        body = orjson.dumps(
+            {
+                "type": "notification_event",
+                "id": f"notif_{n}",
+                "topic": topic,
+                "created_at": int(time.time()) - 30,
+                "data": {"type": "notification_event_data", "item": conversation},
+            }
+        )
+        sent = await client.post(source["url"], content=body, headers=_intercom(body, secret))
+        assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+    events = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    assert sorted((e["type"], e["value"], e["text"], e["contact_id"]) for e in events) == [
+        ("conversation_opened", None, "Hi & hello, billing is wrong", "u-1"),
+        ("csat_answered", 2.0, "Slow answer", "u-1"),
+    ]
+
+
+async def test_hubspot_companies_and_contacts_become_profile_changes(
+    client: httpx.AsyncClient,
+) -> None:
+    secret = "hubspot-client-secret"
+    source = await _source(client, "hubspot", secret, settings={"segment_property": "tier"})
+    await client.put(
+        "/v1/accounts/acme", json={"identities": [{"kind": "hubspot", "value": "556"}]}
+    )
+    await client.put(
+        "/v1/contacts/c1",
+        json={"account_id": "acme", "identities": [{"kind": "hubspot", "value": "901"}]},
+    )
+    at = int(time.time() * 1000) - 5_000
+    changes = [
+        ("company.creation", 555, None, None),
+        ("company.propertyChange", 555, "name", "Initech"),
+        ("company.propertyChange", 555, "domain", "initech.com"),
+        ("company.propertyChange", 555, "tier", "enterprise"),
+        ("company.propertyChange", 555, "industry", "software"),
+        ("company.propertyChange", 556, "name", "Acme Corp"),
+        ("contact.propertyChange", 901, "email", "Bo@Acme.io"),
+        ("deal.propertyChange", 12, "dealstage", "closedwon"),
+    ]
+    events = [
+        {
+            "eventId": 1000 + n,
+            "subscriptionId": 1,
+            "portalId": 62515,
+            "appId": 4,
+            "occurredAt": at + n,
+            "subscriptionType": kind,
+            "attemptNumber": 0,
+            "objectId": object_id,
+            "changeSource": "CRM",
+            **({"propertyName": name, "propertyValue": value} if name else {}),
+        }
+        for n, (kind, object_id, name, value) in enumerate(changes)
+    ]
+    body = orjson.dumps(events)
+    v1 = Signature.get_signature(secret, body.decode(), "v1")
+    sent = await client.post(source["url"], content=body, headers={"X-HubSpot-Signature": v1})
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["accepted"], sent.json()["ignored"]) == (7, 1)
+    created = (await client.get("/v1/accounts/hubspot-555")).json()
+    assert (created["name"], created["segment"]) == ("Initech", "enterprise")
+    assert created["traits"] == {"hubspot.industry": "software"}
+    assert created["identities"] == [
+        {"kind": "domain", "value": "initech.com"},
+        {"kind": "hubspot", "value": "555"},
+    ]
+    assert (await client.get("/v1/accounts/acme")).json()["name"] == "Acme Corp"
+    assert (await client.get("/v1/contacts/c1")).json()["email"] == "bo@acme.io"
