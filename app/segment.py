@@ -76,6 +76,18 @@ class Context:
     partition_manager: partitions.PartitionManager
     unresolved_days: int
 
+    async def ingest_events(
+        self, conn: asyncpg.Connection, events: Sequence[tuple[int, EventIn]]
+    ) -> ingest.Stored:
+        return await ingest.ingest_events(
+            conn,
+            events,
+            now=self.now,
+            tolerance=self.tolerance,
+            known=self.known,
+            partition_manager=self.partition_manager,
+        )
+
 
 def _moment(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
@@ -368,14 +380,7 @@ async def _event_calls(
     items = [(i, e) for i, e in items if e["event_id"] not in seen]
     if not items:
         return
-    stored = await ingest.ingest_events(
-        conn,
-        items,
-        now=ctx.now,
-        tolerance=ctx.tolerance,
-        known=ctx.known,
-        partition_manager=ctx.partition_manager,
-    )
+    stored = await ctx.ingest_events(conn, items)
     ctx.known.remember(accounts=stored.accounts, contacts=stored.contacts)
     for result in stored.results:
         if result.status == "error":

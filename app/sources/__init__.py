@@ -121,24 +121,15 @@ async def update(
     )
     if row is None:
         raise errors.NotFound(f"No source {source_id}.")
-    if "name" in changes:
-        await conn.execute(
-            "UPDATE sources SET name = $2, updated_at = now() WHERE source_id = $1",
-            source_id,
-            changes["name"],
-        )
-    if "settings" in changes:
-        await conn.execute(
-            "UPDATE sources SET settings = $2::jsonb, updated_at = now() WHERE source_id = $1",
-            source_id,
-            orjson.dumps(changes["settings"]).decode(),
-        )
-    if "enabled" in changes:
-        await conn.execute(
-            "UPDATE sources SET enabled = $2, updated_at = now() WHERE source_id = $1",
-            source_id,
-            changes["enabled"],
-        )
+    settings_json = None if changes.get("settings") is None else orjson.dumps(changes["settings"])
+    await conn.execute(  # null keeps a value: none of these can be cleared
+        "UPDATE sources SET name = coalesce($2, name), settings = coalesce($3::jsonb, settings), "
+        "enabled = coalesce($4, enabled), updated_at = now() WHERE source_id = $1",
+        source_id,
+        changes.get("name"),
+        None if settings_json is None else settings_json.decode(),
+        changes.get("enabled"),
+    )
     if "secret" in changes:
         grace = timedelta(hours=changes.get("grace_hours", 24))
         await conn.execute(
@@ -466,14 +457,7 @@ async def _store(
         except ValidationError as invalid:
             raise common.Rejected(_first(invalid)) from None
     if events:
-        stored = await ingest.ingest_events(
-            conn,
-            events,
-            now=ctx.now,
-            tolerance=ctx.tolerance,
-            known=ctx.known,
-            partition_manager=ctx.partition_manager,
-        )
+        stored = await ctx.ingest_events(conn, events)
         for result in stored.results:
             if result.status == "error":
                 raise common.Rejected(result.detail or "the event was refused")
