@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.sources.common import Ignored, Item, Mapped, Party, Rejected, Request, need, same, text
@@ -52,6 +52,8 @@ def items(payload: Any, request: Request) -> list[Item]:
     if not isinstance(delivery_id, str | int) or isinstance(delivery_id, bool) or not delivery_id:
         raise ValueError("a Zendesk delivery has an id or an X-Zendesk-Webhook-Invocation-Id")
     event_type = payload.get("type")
+    if event_type is None and isinstance(payload.get("custintel"), str):  # a trigger's body
+        event_type = f"trigger.{payload['custintel']}"
     return [Item(str(delivery_id), str(event_type or "trigger"), payload)]
 
 
@@ -65,8 +67,62 @@ def _zendesk_id(value: Any) -> str | None:
     return str(value) if isinstance(value, int | str) else None
 
 
+# A trigger's body (README, "Zendesk"): what its placeholders fill in.
+_TRIGGER_TYPES = {
+    "trigger.ticket_created": "ticket_opened",
+    "trigger.ticket_solved": "ticket_closed",
+    "trigger.ticket_comment": "ticket_comment",
+    "trigger.ticket_rated": "csat_answered",
+}
+_RATINGS = {"good": 5.0, "great": 5.0, "bad": 1.0, "poor": 1.0}
+
+
+def _trigger(item: Item, at_fallback: datetime) -> Mapped:
+    body = item.payload
+    kind = _TRIGGER_TYPES.get(item.event_type)
+    if kind is None:
+        raise Ignored(f"{item.event_type} is not mapped")
+    ticket = _zendesk_id(need(body, "ticket_id"))
+    email = text(body.get("requester_email"))
+    organization = _zendesk_id(body.get("organization_id"))
+    party = Party(
+        account_identities=[("zendesk", organization)] if organization else [],
+        contact_email=email,
+    )
+    at = _moment(str(body.get("updated_at") or "")) or at_fallback
+    event: dict[str, Any] = {
+        "event_id": f"zendesk-{item.delivery_id}",
+        "type": kind,
+        "source": "zendesk",
+        "occurred_at": at.isoformat(),
+        "properties": {"ticket_id": ticket, "status": text(body.get("status"))},
+    }
+    if kind == "ticket_opened":
+        parts = (text(body.get("subject")), text(body.get("description")))
+        event["text"] = "\n\n".join(t for t in parts if t) or None
+    elif kind == "ticket_comment":
+        event["text"] = text(need(body, "comment"))
+    elif kind == "csat_answered":
+        rating = need(body, "satisfaction")
+        score = _RATINGS.get(str(rating).strip().lower())
+        if score is None:
+            try:
+                score = float(rating)
+            except ValueError:
+                raise Rejected(f"satisfaction {rating!r} is not good, bad or a number") from None
+        if not 1 <= score <= 5:
+            raise Rejected(f"satisfaction {rating!r} is not on the 1 to 5 scale")
+        event["value"] = score
+        event["text"] = text(body.get("satisfaction_comment"))
+    if event.get("text") is None:
+        event.pop("text", None)
+    return Mapped(party, events=[event])
+
+
 def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
     payload = item.payload
+    if item.event_type.startswith("trigger."):
+        return _trigger(item, datetime.now(UTC))
     kind = item.event_type.removeprefix("zen:event-type:")
     if not kind.startswith("ticket."):
         raise Ignored(f"{item.event_type} is not mapped")

@@ -533,3 +533,47 @@ async def test_hubspot_companies_and_contacts_become_profile_changes(
     ]
     assert (await client.get("/v1/accounts/acme")).json()["name"] == "Acme Corp"
     assert (await client.get("/v1/contacts/c1")).json()["email"] == "bo@acme.io"
+
+
+async def test_zendesk_trigger_bodies_find_the_requester_by_email(
+    client: httpx.AsyncClient,
+) -> None:
+    # The body a Zendesk trigger sends with the placeholders the README gives; its invocation
+    # id is the delivery's.
+    secret = "zendesk-signing-secret"
+    source = await _source(client, "zendesk", secret)
+    await client.put("/v1/contacts/c1", json={"account_id": "acme", "email": "bo@acme.io"})
+    ticket = {
+        "ticket_id": "812",
+        "subject": "Invoice wrong",
+        "description": "We were billed twice.",
+        "status": "Open",
+        "requester_email": "Bo@Acme.io",
+        "organization_id": "",
+    }
+    bodies = [
+        {"custintel": "ticket_created", **ticket},
+        {
+            "custintel": "ticket_rated",
+            **ticket,
+            "satisfaction": "Bad",
+            "satisfaction_comment": "Slow",
+        },
+        {"custintel": "ticket_rated", **ticket, "satisfaction": "meh"},
+    ]
+    answers = []
+    for n, payload in enumerate(bodies):
+        body = orjson.dumps(payload)
+        headers = {
+            **_zendesk(body, secret, datetime.now(UTC)),
+            "X-Zendesk-Webhook-Invocation-Id": f"inv-{n}",
+        }
+        sent = await client.post(source["url"], content=body, headers=headers)
+        assert sent.status_code == 200, sent.text
+        answers.append((sent.json()["accepted"], sent.json()["rejected"]))
+    assert answers == [(1, 0), (1, 0), (0, 1)]
+    events = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    assert sorted((e["type"], e["value"], e["text"], e["contact_id"]) for e in events) == [
+        ("csat_answered", 1.0, "Slow", "c1"),
+        ("ticket_opened", None, "Invoice wrong\n\nWe were billed twice.", "c1"),
+    ]
