@@ -422,16 +422,14 @@ async def _store(
             upsert = AccountUpsert.model_validate_json(orjson.dumps(account))
         except ValidationError as invalid:
             raise common.Rejected(_first(invalid)) from None
+        item = profiles.item(0, account_id, upsert, now=ctx.now)
         outcome = await profiles.upsert(
-            conn,
-            "account",
-            [profiles.item(0, account_id, upsert, now=ctx.now)],
-            now=ctx.now,
-            limits=ctx.limits,
-            answer=False,
+            conn, "account", [item], now=ctx.now, limits=ctx.limits, answer=False
         )
         for _, detail in outcome.errors + outcome.conflicts:
             raise common.Rejected(detail)
+        # Deliveries held for the identities just linked (a deal's company) land now.
+        await attach(conn, {f"{k}:{v}" for k, v in item.identities}, ctx=ctx)
     for _, fields in mapped.contacts:
         if person is None:
             raise common.Rejected("no contact holds " + ", ".join(mapped.party.keys()))
@@ -549,6 +547,15 @@ async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: Context) -> i
         sorted(keys),
         ctx.now - timedelta(days=ctx.unresolved_days),
     )
+    if not rows:
+        return 0
+    # Taken before they are stored: storing one can link identities and attach again, which
+    # must not find these.
+    await conn.execute(
+        "UPDATE unresolved_signals SET attached_at = $2 WHERE id = ANY($1::bigint[])",
+        [r["id"] for r in rows],
+        ctx.now,
+    )
     attached = 0
     for row in rows:
         message = orjson.loads(row["message"])
@@ -557,17 +564,17 @@ async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: Context) -> i
         try:
             mapped = SENDERS[row["kind"]].map_item(item, orjson.loads(row["settings"]))
         except (common.Ignored, common.Rejected):
-            continue  # the settings changed since it was held; replayed with the rejections
-        account_id, _ = await _account(conn, mapped.party)
-        if account_id is None:
+            mapped = None  # the settings changed since it was held; replayed with rejections
+        account_id = None if mapped is None else (await _account(conn, mapped.party))[0]
+        if mapped is None or account_id is None:
+            await conn.execute(
+                "UPDATE unresolved_signals SET attached_at = NULL WHERE id = $1", row["id"]
+            )
             continue
         status, reason = await _land(conn, source_id, row["kind"], item, mapped, ctx)
         await _mark(conn, source_id, item.delivery_id, status, reason)
         await conn.execute(
-            "UPDATE unresolved_signals SET attached_at = $2, account_id = $3 WHERE id = $1",
-            row["id"],
-            ctx.now,
-            account_id,
+            "UPDATE unresolved_signals SET account_id = $2 WHERE id = $1", row["id"], account_id
         )
         attached += status == "accepted"
     return attached

@@ -12,7 +12,9 @@ created or changed that no account holds yet becomes account `hubspot-<id>`); it
 `plan_property`, `mrr_property`) map to account fields, other properties to traits
 `hubspot.<name>`; a deletion sets the trait `hubspot.deleted`. A contact's property changes go
 to the contact holding its id as a `hubspot` identity (`email` to its email, others to
-traits). Deals are not mapped: HubSpot's events do not say which company a deal is for.
+traits). A deal's company comes from its `deal.associationChange` events (the deal id becomes
+a `hubspot_deal` identity of the company's account); a deal whose `dealstage` changes to one of
+the source's `won_stages` (default `closedwon`) is the outcome `expanded` for that account.
 """
 
 from __future__ import annotations
@@ -71,9 +73,39 @@ def _field(settings: dict[str, Any], name: str, default: str | None = None) -> s
     return value if isinstance(value, str) and value else None
 
 
+def _deal(item: Item, settings: dict[str, Any], at: str) -> Mapped:
+    event = item.payload
+    if item.event_type == "deal.associationChange":
+        kind = str(event.get("associationType") or "")
+        if "DEAL_TO_COMPANY" not in kind or event.get("associationRemoved"):
+            raise Ignored(f"a {kind or 'deal'} association is not mapped")
+        deal, company = need(event, "fromObjectId"), need(event, "toObjectId")
+        party = Party(account_identities=[("hubspot", str(company))])
+        link = {"identities": [{"kind": "hubspot_deal", "value": str(deal)}], "observed_at": at}
+        return Mapped(party, account=link, create_account=f"hubspot-{company}")
+    if item.event_type != "deal.propertyChange" or event.get("propertyName") != "dealstage":
+        raise Ignored(f"{item.event_type} of {event.get('propertyName')!r} is not mapped")
+    won = settings.get("won_stages") or ["closedwon"]
+    if event.get("propertyValue") not in won:
+        raise Ignored(f"dealstage {event.get('propertyValue')!r} is not one of {won}")
+    deal = need(event, "objectId")
+    outcome = {
+        "outcome_id": f"hubspot-{item.delivery_id}",
+        "kind": "expanded",
+        "occurred_at": at,
+        "properties": {"deal_id": str(deal), "dealstage": event["propertyValue"]},
+    }
+    return Mapped(Party(account_identities=[("hubspot_deal", str(deal))]), outcomes=[outcome])
+
+
 def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
     event = item.payload
     subject, _, change = item.event_type.partition(".")
+    if subject == "deal":
+        occurred = need(event, "occurredAt")
+        if isinstance(occurred, bool) or not isinstance(occurred, int):
+            raise Rejected("occurredAt is not a time in milliseconds")
+        return _deal(item, settings, datetime.fromtimestamp(occurred / 1000, UTC).isoformat())
     if subject not in ("company", "contact") or change not in (
         "creation",
         "propertyChange",

@@ -482,7 +482,7 @@ async def test_intercom_conversations_become_support_signals(client: httpx.Async
 
 
 async def test_hubspot_companies_and_contacts_become_profile_changes(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
     secret = "hubspot-client-secret"
     source = await _source(client, "hubspot", secret, settings={"segment_property": "tier"})
@@ -523,7 +523,8 @@ async def test_hubspot_companies_and_contacts_become_profile_changes(
     v1 = Signature.get_signature(secret, body.decode(), "v1")
     sent = await client.post(source["url"], content=body, headers={"X-HubSpot-Signature": v1})
     assert sent.status_code == 200, sent.text
-    assert (sent.json()["accepted"], sent.json()["ignored"]) == (7, 1)
+    # The deal's company is not known yet: held until its association arrives.
+    assert (sent.json()["accepted"], sent.json()["held"]) == (7, 1)
     created = (await client.get("/v1/accounts/hubspot-555")).json()
     assert (created["name"], created["segment"]) == ("Initech", "enterprise")
     assert created["traits"] == {"hubspot.industry": "software"}
@@ -533,6 +534,23 @@ async def test_hubspot_companies_and_contacts_become_profile_changes(
     ]
     assert (await client.get("/v1/accounts/acme")).json()["name"] == "Acme Corp"
     assert (await client.get("/v1/contacts/c1")).json()["email"] == "bo@acme.io"
+    association = {
+        "eventId": 2000,
+        "occurredAt": at + 100,
+        "subscriptionType": "deal.associationChange",
+        "associationType": "DEAL_TO_COMPANY",
+        "fromObjectId": 12,
+        "toObjectId": 556,
+        "associationRemoved": False,
+    }
+    body = orjson.dumps([association])
+    v1 = Signature.get_signature(secret, body.decode(), "v1")
+    sent = await client.post(source["url"], content=body, headers={"X-HubSpot-Signature": v1})
+    assert sent.json()["accepted"] == 1, sent.text
+    rows = await conn.fetch("SELECT account_id, kind, properties FROM outcomes")
+    assert [(r[0], r[1], orjson.loads(r[2])["deal_id"]) for r in rows] == [
+        ("acme", "expanded", "12")
+    ]
 
 
 async def test_zendesk_trigger_bodies_find_the_requester_by_email(
