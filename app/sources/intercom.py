@@ -7,7 +7,10 @@ customer starts is `conversation_opened` with its first message as text, a custo
 `conversation_reply`, an admin closing it `conversation_closed`, a rating `csat_answered` with
 the rating (1 to 5) as value and the remark as text. The person is the contact holding the
 Intercom contact id as an `intercom` identity, its `external_id` as `user_id`, or its email;
-the account is that contact's.
+the account is that contact's. A contact Intercom creates or updates (`contact.user.*`,
+`contact.lead.*`) gives the custintel contact with its `external_id` (as `user_id`) or email
+an `intercom` identity; a company (`company.created`, `company.updated`) whose `company_id` is an
+account id gives that account an `intercom` identity and its name.
 """
 
 from __future__ import annotations
@@ -67,7 +70,45 @@ def _party(conversation: dict[str, Any]) -> Party:
     return party
 
 
+def _link(item: Item) -> Mapped:
+    """A contact or company of Intercom's, linked to custintel's by an `intercom` identity."""
+    record = need(item.payload, "data", "item")
+    intercom_id = text(record.get("id"))
+    if intercom_id is None:
+        raise Rejected("missing data.item.id")
+    at = item.payload.get("created_at")
+    observed = (
+        datetime.fromtimestamp(at, UTC).isoformat()
+        if isinstance(at, int) and not isinstance(at, bool)
+        else None
+    )
+    if item.event_type.startswith("company."):
+        company = text(record.get("company_id"))
+        if company is None:
+            raise Rejected("missing data.item.company_id")
+        fields: dict[str, Any] = {"identities": [{"kind": "intercom", "value": intercom_id}]}
+        if text(record.get("name")):
+            fields["name"] = text(record.get("name"))
+        if observed:
+            fields["observed_at"] = observed
+        return Mapped(Party(account_id=company), account=fields)
+    party = Party(contact_email=text(record.get("email")))
+    if text(record.get("external_id")):
+        party.contact_identities.append(("user_id", str(record["external_id"])))
+    if not party.contact_pairs():
+        raise Rejected("the contact has neither external_id nor email to find it by")
+    link: dict[str, Any] = {"identities": [{"kind": "intercom", "value": intercom_id}]}
+    if observed:
+        link["observed_at"] = observed
+    return Mapped(party, contacts=[("", link)])
+
+
 def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
+    topic = item.event_type
+    if topic.startswith(("contact.user.", "contact.lead.", "company.")) and topic.endswith(
+        (".created", ".updated")
+    ):
+        return _link(item)
     if item.event_type not in _EVENTS:
         raise Ignored(f"{item.event_type} is not mapped")
     conversation = need(item.payload, "data", "item")

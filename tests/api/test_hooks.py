@@ -479,6 +479,33 @@ async def test_intercom_conversations_become_support_signals(client: httpx.Async
         ("conversation_opened", None, "Hi & hello, billing is wrong", "u-1"),
         ("csat_answered", 2.0, "Slow answer", "u-1"),
     ]
+    # Intercom's contacts and companies get their Intercom ids as identities.
+    for n, (topic, record) in enumerate(
+        [
+            ("contact.user.created", {"type": "contact", "id": "650f", "external_id": "u-1"}),
+            (
+                "company.created",
+                {"type": "company", "id": "5f1", "company_id": "acme", "name": "Acme"},
+            ),
+        ]
+    ):
+        body = orjson.dumps(
+            {
+                "type": "notification_event",
+                "id": f"notif_link_{n}",
+                "topic": topic,
+                "created_at": int(time.time()) - 20,
+                "data": {"type": "notification_event_data", "item": record},
+            }
+        )
+        sent = await client.post(source["url"], content=body, headers=_intercom(body, secret))
+        assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+    contact = (await client.get("/v1/contacts/u-1")).json()
+    assert {"kind": "intercom", "value": "650f"} in contact["identities"]
+    account = (await client.get("/v1/accounts/acme")).json()
+    assert account["name"] == "Acme" and account["identities"] == [
+        {"kind": "intercom", "value": "5f1"}
+    ]
 
 
 async def test_hubspot_companies_and_contacts_become_profile_changes(
