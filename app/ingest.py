@@ -45,11 +45,15 @@ class ItemResult:
 class KnownIds:
     """Ids this process has seen committed, so steady-state ingest skips existence checks.
 
-    Accounts and contacts are never deleted, so an id once committed stays valid.
+    Accounts and contacts are deleted only by merges, and a merged id is rewritten to its
+    survivor before this is asked, so an id once committed stays valid. `linked`: senders' ids
+    (kind, value) seen held by an account, so that receivers do not look again before linking
+    (a stale entry only skips a link).
     """
 
     accounts: set[str] = field(default_factory=set)
     contacts: set[str] = field(default_factory=set)
+    linked: dict[tuple[str, str], str] = field(default_factory=dict)
     limit: int = 500_000
 
     def remember(self, *, accounts: set[str], contacts: set[str]) -> None:

@@ -378,8 +378,16 @@ async def _land(
             reason,
         )
         return "held", reason
+    linking = found_by in ("metadata", "created") and not all(
+        p in ctx.known.linked for p in mapped.party.account_identities
+    )
+    writes = (bool(mapped.account) or linking) + len(mapped.contacts)
+    writes += bool(mapped.events) + bool(mapped.outcomes)
     try:
-        async with conn.transaction():  # a refusal below leaves nothing of this event
+        if writes > 1:
+            async with conn.transaction():  # a refusal below leaves nothing of this event
+                await _store(conn, account_id, mapped, found_by, ctx)
+        else:  # one statement: nothing to undo when it refuses
             await _store(conn, account_id, mapped, found_by, ctx)
     except common.Rejected as rejected:
         return "rejected", str(rejected)
@@ -406,13 +414,16 @@ async def _store(
         person = await _contact(conn, mapped.party)
         if person is not None and person[1] == account_id:  # the person, at this account
             mapped.events = [{"contact_id": person[0], **e} for e in mapped.events]
-    if found_by in ("metadata", "created"):
+    unknown = [p for p in mapped.party.account_identities if p not in ctx.known.linked]
+    if found_by in ("metadata", "created") and unknown:
         # The metadata names the account (or the sender just made it): the sender's id for it
         # becomes the account's, unless another account holds it already (the metadata still
         # decides where this event goes).
-        free = set(mapped.party.account_identities) - set(
-            await identities.owners(conn, "account", mapped.party.account_identities)
-        )
+        held = await identities.owners(conn, "account", unknown)
+        if len(ctx.known.linked) > ctx.known.limit:
+            ctx.known.linked.clear()
+        ctx.known.linked.update(held)
+        free = set(unknown) - set(held)
         if free:
             linked = [{"kind": k, "value": v} for k, v in sorted(free)]
             account["identities"] = [*account.get("identities", []), *linked]
