@@ -13,6 +13,7 @@ claims one of them.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -37,6 +38,7 @@ SENDERS: dict[str, ModuleType] = {
     "intercom": intercom,
 }
 HELD_SOURCE = "hooks"  # unresolved_signals.source of held deliveries
+log = logging.getLogger(__name__)
 _events_in = TypeAdapter(EventIn)
 _account_id = TypeAdapter(Id)
 _REFUSED = "The delivery could not be verified."  # never says which check failed
@@ -176,10 +178,16 @@ async def receiver(conn: asyncpg.Connection, source_id: uuid.UUID) -> asyncpg.Re
 
 
 def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) -> None:
-    secrets = [vault.unseal(settings, row["secret"])]
-    until = row["previous_secret_until"]
-    if row["previous_secret"] is not None and until is not None and until > request.received_at:
-        secrets.append(vault.unseal(settings, row["previous_secret"]))
+    try:
+        secrets = [vault.unseal(settings, row["secret"])]
+        until = row["previous_secret_until"]
+        if row["previous_secret"] is not None and until and until > request.received_at:
+            secrets.append(vault.unseal(settings, row["previous_secret"]))
+    except vault.Unreadable:
+        # The key changed since the secret was stored: nothing can verify until the source
+        # gets its secret again (PATCH), which the operator learns here.
+        log.error("a source's signing secret does not decrypt", extra={"source": str(row[0])})
+        raise errors.Unauthorized(_REFUSED) from None
     sender = SENDERS[row["kind"]]
     source_settings = orjson.loads(row["settings"])
     if not sender.verify(
