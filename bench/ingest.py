@@ -386,9 +386,13 @@ async def bench_single(port: int, seconds: float, concurrency: int) -> tuple[flo
     return time.perf_counter() - started, latencies
 
 
-async def bench_stripe(port: int, seconds: float, concurrency: int) -> tuple[float, list[float]]:
+async def bench_stripe(
+    port: int, seconds: float, concurrency: int, customers: int = 500
+) -> tuple[float, list[float]]:
     """Stripe-signed invoice.paid deliveries to a Stripe source, each a new event, for
-    `seconds` at `concurrency`: as Stripe delivers them, one event per request."""
+    `seconds` at `concurrency`: as Stripe delivers them, one event per request. Steady state:
+    each of the `customers` sent one event before the clock starts (its first links the
+    customer id to the account its metadata names, a profile upsert of its own)."""
     conn = await Connection.open(port)
     body = orjson.dumps({"kind": "stripe", "name": "bench", "secret": STRIPE_SECRET})
     status, reply = await conn.post("/v1/sources", body)
@@ -397,14 +401,19 @@ async def bench_stripe(port: int, seconds: float, concurrency: int) -> tuple[flo
         raise RuntimeError(f"source not created: {status} {reply[:300]!r}")
     url = orjson.loads(reply)["url"]
     latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
+    first = list(range(customers))
 
-    async def worker(n: int) -> None:
+    async def worker(n: int, stop_at: float) -> None:
         conn = await Connection.open(port)
         rng = random.Random(n)
         try:
             while time.perf_counter() < stop_at:
-                account = rng.randrange(10_000)
+                if first:
+                    account = first.pop()
+                elif stop_at == float("inf"):
+                    break
+                else:
+                    account = rng.randrange(customers)
                 event = {
                     "id": f"evt_{uuid.uuid4().hex}",
                     "object": "event",
@@ -433,8 +442,11 @@ async def bench_stripe(port: int, seconds: float, concurrency: int) -> tuple[flo
         finally:
             conn.close()
 
+    await asyncio.gather(*(worker(n, float("inf")) for n in range(concurrency)))  # warm-up
+    latencies.clear()
     started = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    stop_at = started + seconds
+    await asyncio.gather(*(worker(n, stop_at) for n in range(concurrency)))
     return time.perf_counter() - started, latencies
 
 
