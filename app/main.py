@@ -36,7 +36,7 @@ from app.api import (
     signals,
     sources,
 )
-from app.api.common import MANUAL_BODIES, describe, field_errors
+from app.api.common import MANUAL_BODIES, describe, field_errors, problem_responses
 from app.middleware import BodyLimit, Decompress, RequestContext
 from app.ml import history, serving
 from app.schemas.common import JSON_VALUE_SCHEMA
@@ -318,7 +318,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             operation["responses"] = {
                 "2XX": {"description": "Acknowledged. Any other answer, or none, is retried."}
             }
-    # FastAPI's default 422 body is replaced by problem+json; drop its now-unused schemas.
+    # FastAPI's default 422 body is replaced by problem+json (the error handler renders every
+    # validation error so); where a route kept FastAPI's default answer, it says so too.
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            body = answer.get("content", {}).get("application/json", {})
+            if body.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                operation["responses"]["422"] = problem_responses(422)[422]
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     app.openapi_schema = schema
