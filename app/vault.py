@@ -32,12 +32,13 @@ def _fernet(key: bytes) -> Fernet:
 def _key(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    return _file_key(str(Path(settings.data_dir).resolve() / KEY_FILE))
+    return _file_key(str(settings.data_dir))
 
 
 @lru_cache(maxsize=8)
-def _file_key(name: str) -> bytes:
-    path = Path(name)
+def _file_key(data_dir: str) -> bytes:
+    """Read (or made) once per data dir: not a file read for every delivery verified."""
+    path = Path(data_dir).resolve() / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written whole under another name, then linked into place: two processes starting

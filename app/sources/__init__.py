@@ -177,7 +177,9 @@ async def receiver(conn: asyncpg.Connection, source_id: uuid.UUID) -> asyncpg.Re
     return row
 
 
-def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) -> None:
+def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) -> dict[str, Any]:
+    """Raise 401 unless the delivery is signed with the source's secret; the source's
+    settings."""
     try:
         secrets = [vault.unseal(settings, row["secret"])]
         until = row["previous_secret_until"]
@@ -189,11 +191,12 @@ def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) ->
         log.error("a source's signing secret does not decrypt", extra={"source": str(row[0])})
         raise errors.Unauthorized(_REFUSED) from None
     sender = SENDERS[row["kind"]]
-    source_settings = orjson.loads(row["settings"])
+    source_settings: dict[str, Any] = orjson.loads(row["settings"])
     if not sender.verify(
         request, secrets, window=settings.source_replay_seconds, settings=source_settings
     ):
         raise errors.Unauthorized(_REFUSED)
+    return source_settings
 
 
 async def receive(
@@ -206,9 +209,8 @@ async def receive(
 ) -> dict[str, int]:
     """Verify a delivery to the source `row` (from receiver()), then store and map each of its
     events that is new; what became of them, counted."""
-    _verify(row, request, settings)
+    source_settings = _verify(row, request, settings)
     source_id, kind = row["source_id"], row["kind"]
-    source_settings = orjson.loads(row["settings"])
     sender = SENDERS[kind]
     try:
         payload = common.without_nul(jsonbody.parse(request.body, refuse_nul=False))
@@ -301,7 +303,7 @@ async def _claim(
     return [unique[d] for d in unique if d in new]
 
 
-async def _contact(conn: asyncpg.Connection, party: common.Party) -> tuple[str, str] | None:
+async def _contact(conn: asyncpg.Connection, party: common.Party) -> Person | None:
     """The contact (and its account) a party's person identifiers name."""
     for kind, value in party.contact_pairs():
         for match in await identities.resolve(conn, kind, value):
@@ -310,22 +312,27 @@ async def _contact(conn: asyncpg.Connection, party: common.Party) -> tuple[str, 
     return None
 
 
-async def _account(conn: asyncpg.Connection, party: common.Party) -> tuple[str | None, str]:
-    """The account a party names, and how it was found."""
+Person = tuple[str, str]  # (contact_id, account_id)
+
+
+async def _account(
+    conn: asyncpg.Connection, party: common.Party
+) -> tuple[str | None, str, Person | None]:
+    """The account a party names, how it was found, and the person when that is how."""
     if party.account_id:
-        return party.account_id, "metadata"
+        return party.account_id, "metadata", None
     held = await identities.owners(conn, "account", party.account_identities)
     for pair in party.account_identities:
         if pair in held:
-            return held[pair], "identity"
+            return held[pair], "identity", None
     if party.domain:
         by_domain = await identities.owners(conn, "account", [("domain", party.domain)])
         if by_domain:
-            return next(iter(by_domain.values())), "domain"
+            return next(iter(by_domain.values())), "domain", None
     person = await _contact(conn, party)
     if person is not None:
-        return person[1], "contact"
-    return None, ""
+        return person[1], "contact", person
+    return None, "", None
 
 
 def _map(
@@ -365,7 +372,7 @@ async def _land(
     ctx: Context,
 ) -> tuple[str, str | None]:
     """Find the account a mapped event is about and store it there, or hold it."""
-    account_id, found_by = await _account(conn, mapped.party)
+    account_id, found_by, person = await _account(conn, mapped.party)
     if account_id is None and mapped.create_account is not None:
         account_id, found_by = mapped.create_account, "created"
     if account_id is None:
@@ -394,9 +401,9 @@ async def _land(
     try:
         if writes > 1:
             async with conn.transaction():  # a refusal below leaves nothing of this event
-                await _store(conn, account_id, mapped, found_by, ctx)
+                await _store(conn, account_id, mapped, found_by, person, ctx)
         else:  # one statement: nothing to undo when it refuses
-            await _store(conn, account_id, mapped, found_by, ctx)
+            await _store(conn, account_id, mapped, found_by, person, ctx)
     except common.Rejected as rejected:
         return "rejected", str(rejected)
     return "accepted", None
@@ -407,8 +414,10 @@ async def _store(
     account_id: str,
     mapped: common.Mapped,
     found_by: str,
+    person: Person | None,
     ctx: Context,
 ) -> None:
+    """Store a mapped event at its account; `person`, when the account was found through it."""
     try:
         _account_id.validate_python(account_id)
     except ValidationError:
@@ -417,11 +426,10 @@ async def _store(
             "or /): check the source's settings"
         ) from None
     account = dict(mapped.account or {})
-    person = None
-    if mapped.party.contact_pairs() and (mapped.events or mapped.contacts):
+    if person is None and mapped.party.contact_pairs() and (mapped.events or mapped.contacts):
         person = await _contact(conn, mapped.party)
-        if person is not None and person[1] == account_id:  # the person, at this account
-            mapped.events = [{"contact_id": person[0], **e} for e in mapped.events]
+    if person is not None and person[1] == account_id:  # the person, at this account
+        mapped.events = [{"contact_id": person[0], **e} for e in mapped.events]
     unknown = [p for p in mapped.party.account_identities if p not in ctx.known.linked]
     if found_by in ("metadata", "created") and unknown:
         # The metadata names the account (or the sender just made it): the sender's id for it
