@@ -381,9 +381,14 @@ async def main() -> None:
     whole = trained["pipeline_seconds"]
     print(f"  (whole pipeline, with the training set built in Postgres: {whole:.0f} s)")
     search = trained["search"]
-    chosen = next(c for c in search["candidates"] if c["name"] == search["chosen"])
+    chosen = next(
+        c
+        for c in search["candidates"]
+        if (c["name"], c["columns"]) == (search["chosen"], search["columns"])
+    )
     print(
-        f"  search: chose {search['chosen']} ({chosen['params']}), rounds "
+        f"  search: chose {search['chosen']} on the {search['columns']} columns "
+        f"({chosen['features']} features; {chosen['params']}), rounds "
         f"{search['rounds']}; {search['seconds']:.0f} s; skipped {search['skipped']}"
     )
 

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from app import errors, features
 from app.ml import training
+from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 from tests.ml.synthetic import world
 
@@ -77,9 +79,11 @@ def test_the_served_model_learns_from_every_row_the_held_out_ones_included(
     low, high = trained.metrics["auc_interval"]
     assert low < trained.metrics["auc"] < high
     search = trained.search
-    assert search["chosen"] in {c["name"] for c in search["candidates"]}
-    assert {c["name"] for c in search["candidates"]} | set(search["skipped"]) == {
-        c.name for c in training.CANDIDATES
+    tried = {(c["name"], c["columns"]) for c in search["candidates"]}
+    assert (search["chosen"], search["columns"]) in tried
+    sets = {columns for _, columns in tried}
+    assert {f"{name} ({columns})" for name, columns in tried} | set(search["skipped"]) == {
+        f"{c.name} ({columns})" for c in training.CANDIDATES for columns in sets
     }
     assert search["seconds"] >= 0 and search["rounds"]["served"] >= 1
 
@@ -87,8 +91,12 @@ def test_the_served_model_learns_from_every_row_the_held_out_ones_included(
 def test_a_spent_search_budget_skips_the_candidates_left_and_names_them() -> None:
     ts = world(n_accounts=300, snapshots=3, seed=6)
     trained = training.train(ts, training.Options(search_seconds=1e-9))
-    assert [c["name"] for c in trained.search["candidates"]] == [training.CANDIDATES[0].name]
-    assert trained.search["skipped"] == [c.name for c in training.CANDIDATES[1:]]
+    [(name, columns)] = [(c["name"], c["columns"]) for c in trained.search["candidates"]]
+    assert name == training.CANDIDATES[0].name
+    # The compact columns come first where they differ from all of them.
+    sets = [columns] + (["full"] if columns == "compact" else [])
+    every = [f"{c.name} ({s})" for c in training.CANDIDATES for s in sets]
+    assert trained.search["skipped"] == every[1:]
 
 
 def test_bands_put_about_a_tenth_of_each_segment_high(trained: training.Trained) -> None:
@@ -147,3 +155,52 @@ def test_where_the_signal_is_linear_the_regression_is_blended_in_and_the_model_k
     assert model.regression is not None and model.blend.regression > 0, trained.search["blend"]
     metrics = trained.metrics
     assert metrics["auc"] >= metrics["baselines"]["logistic_regression"] - 0.01, metrics
+
+
+def test_where_per_type_columns_are_noise_the_search_keeps_the_compact_ones() -> None:
+    # Twelve event types, each with its windows, trend, recency, cadence and lifetime columns
+    # of pure noise, on a few hundred accounts: the signal is in account-level features.
+    catalog = Catalog(
+        event_types=tuple(f"kind{i}" for i in range(12)),
+        numeric_traits=(),
+        string_traits={},
+        plans=("basic", "pro"),
+        segments=("smb",),
+        roles=(),
+    )
+    rng = np.random.default_rng(12)
+    n, snapshots = 400, 3
+    rows, labels, keys, snap = [], [], [], []
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for s in range(snapshots):
+        for a in range(n):
+            row = rng.poisson(5, len(catalog.names)).astype(float)
+            value = dict(zip(catalog.names, row, strict=True))
+            value |= {"plan": float(a % 2), "segment": 0.0}
+            logit = -0.5 - 0.08 * (value["events_30d"] - 5) + 0.4 * (value["tickets_open"] - 5)
+            labels.append(float(rng.random() < 1 / (1 + np.exp(-logit))))
+            rows.append([value[name] for name in catalog.names])
+            keys.append((f"acct-{a}", start + timedelta(days=30 * s)))
+            snap.append(s)
+    frame = features.Frame(catalog, keys, np.array(rows), [None] * len(keys))
+    dates = [start + timedelta(days=30 * s) for s in range(snapshots)]
+    trained = training.train(
+        TrainingSet(frame, np.array(labels), np.array(snap), dates),
+        training.Options(min_segment_rows=10**9),
+    )
+    assert trained.search["columns"] == "compact", trained.search
+    assert all(catalog.feature(name).compact for name in trained.features)
+    assert "events_kind0_30d" in trained.features and "gap_kind0" not in trained.features
+
+
+def test_the_error_of_an_auc_difference_matches_a_bootstrap() -> None:
+    rng = np.random.default_rng(12)
+    y = (rng.random(2000) < 0.3).astype(float)
+    a = y + rng.normal(0, 1.0, len(y))
+    b = 0.5 * a + y + rng.normal(0, 1.0, len(y))
+    assert training._auc_difference_error(y, a, a) == 0.0
+    differences = []
+    for _ in range(400):
+        i = rng.integers(0, len(y), len(y))
+        differences.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
+    assert training._auc_difference_error(y, a, b) == pytest.approx(np.std(differences), rel=0.15)
