@@ -373,6 +373,9 @@ async def _land(
 ) -> tuple[str, str | None]:
     """Find the account a mapped event is about and store it there, or hold it."""
     account_id, found_by, person = await _account(conn, mapped.party)
+    if found_by == "contact" and mapped.create_contact is not None:
+        # An association: the company decides where the contact belongs, not where it was.
+        account_id, found_by, person = None, "", None
     if account_id is None and mapped.create_account is not None:
         account_id, found_by = mapped.create_account, "created"
     if account_id is None:
@@ -457,6 +460,8 @@ async def _store(
             raise common.Rejected(detail)
         # Deliveries held for the identities just linked (a deal's company) land now.
         await attach(conn, {f"{k}:{v}" for k, v in item.identities}, ctx=ctx)
+    if mapped.create_contact is not None:
+        person = (person[0] if person else mapped.create_contact, account_id)
     for _, fields in mapped.contacts:
         if person is None:
             raise common.Rejected("no contact holds " + ", ".join(mapped.party.keys()))

@@ -64,6 +64,9 @@ class Mapped:
     account: dict[str, Any] | None = None
     contacts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     create_account: str | None = None  # the id an account the sender just created gets
+    # The contact the item names belongs to the item's account: created there with this id
+    # when no contact holds its identities yet, moved there when one does (an association).
+    create_contact: str | None = None
 
 
 class Ignored(Exception):

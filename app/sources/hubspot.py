@@ -12,8 +12,11 @@ created or changed that no account holds yet becomes account `hubspot-<id>`); it
 `plan_property`, `mrr_property`) map to account fields, other properties to traits
 `hubspot.<name>`; a deletion sets the trait `hubspot.deleted`. A contact's property changes go
 to the contact holding its id as a `hubspot` identity (`email` to its email, others to
-traits). A deal's company comes from its `deal.associationChange` events (the deal id becomes
-a `hubspot_deal` identity of the company's account); a deal whose `dealstage` changes to one of
+traits); a contact's creation carries no field (HubSpot sends only its id), so a contact is
+created by its association with a company (`contact.associationChange`, CONTACT_TO_COMPANY):
+the contact holding its id, else a new contact `hubspot-<id>`, at the company's account. A
+deal's company comes from its `deal.associationChange` events (the deal id becomes a
+`hubspot_deal` identity of the company's account); a deal whose `dealstage` changes to one of
 the source's `won_stages` (default `closedwon`) is the outcome `expanded` for that account.
 """
 
@@ -98,6 +101,33 @@ def _deal(item: Item, settings: dict[str, Any], at: str) -> Mapped:
     return Mapped(Party(account_identities=[("hubspot_deal", str(deal))]), outcomes=[outcome])
 
 
+def _contact_company(item: Item, event: dict[str, Any]) -> Mapped:
+    """A contact associated with a company: the contact (holding the HubSpot contact id as a
+    `hubspot` identity, else created as `hubspot-<id>`) belongs to the company's account."""
+    kind = str(event.get("associationType") or "")
+    if kind != "CONTACT_TO_COMPANY" or event.get("associationRemoved"):
+        raise Ignored(f"a {kind or 'contact'} association is not mapped")
+    contact, company = need(event, "fromObjectId"), need(event, "toObjectId")
+    for value in (contact, company):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise Rejected("fromObjectId and toObjectId are ids")
+    occurred = need(event, "occurredAt")
+    if isinstance(occurred, bool) or not isinstance(occurred, int):
+        raise Rejected("occurredAt is not a time in milliseconds")
+    at = datetime.fromtimestamp(occurred / 1000, UTC).isoformat()
+    party = Party(
+        account_identities=[("hubspot", str(company))],
+        contact_identities=[("hubspot", str(contact))],
+    )
+    fields = {"identities": [{"kind": "hubspot", "value": str(contact)}], "observed_at": at}
+    return Mapped(
+        party,
+        contacts=[("", fields)],
+        create_account=f"hubspot-{company}",
+        create_contact=f"hubspot-{contact}",
+    )
+
+
 def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
     event = item.payload
     subject, _, change = item.event_type.partition(".")
@@ -106,6 +136,8 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
         if isinstance(occurred, bool) or not isinstance(occurred, int):
             raise Rejected("occurredAt is not a time in milliseconds")
         return _deal(item, settings, datetime.fromtimestamp(occurred / 1000, UTC).isoformat())
+    if item.event_type == "contact.associationChange":
+        return _contact_company(item, event)
     if subject not in ("company", "contact") or change not in (
         "creation",
         "propertyChange",
@@ -126,7 +158,8 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
     if subject == "contact":
         if change == "creation":
             raise Ignored(
-                "a contact is linked by a hubspot identity; its creation carries no field"
+                "a contact's creation carries no field: the contact is created by its "
+                "association with a company (contact.associationChange)"
             )
         party = Party(contact_identities=[("hubspot", str(object_id))])
         if change == "deletion":

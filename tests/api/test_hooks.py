@@ -580,6 +580,66 @@ async def test_hubspot_companies_and_contacts_become_profile_changes(
     ]
 
 
+async def test_a_hubspot_contact_is_created_by_its_association_with_a_company(
+    client: httpx.AsyncClient,
+) -> None:
+    secret = "hubspot-client-secret"
+    source = await _source(client, "hubspot", secret)
+    await client.put("/v1/accounts/acme", json={"identities": [{"kind": "hubspot", "value": "7"}]})
+    known = {
+        "account_id": "acme",
+        "identities": [{"kind": "hubspot", "value": "901"}],
+        "observed_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+    }
+    await client.put("/v1/contacts/c1", json=known)
+    at = int(time.time() * 1000) - 5_000
+
+    def association(n: int, contact: int, company: int) -> dict[str, Any]:
+        return {
+            "eventId": 3000 + n,
+            "occurredAt": at + n,
+            "subscriptionType": "contact.associationChange",
+            "associationType": "CONTACT_TO_COMPANY",
+            "fromObjectId": contact,
+            "toObjectId": company,
+            "associationRemoved": False,
+        }
+
+    events = [
+        # What HubSpot sends when a contact is created: its id and nothing else.
+        {
+            "eventId": 2999,
+            "occurredAt": at,
+            "subscriptionType": "contact.creation",
+            "objectId": 902,
+        },
+        association(1, 902, 7),
+        {
+            "eventId": 3002,
+            "occurredAt": at + 2,
+            "subscriptionType": "contact.propertyChange",
+            "objectId": 902,
+            "propertyName": "email",
+            "propertyValue": "Al@Acme.io",
+        },
+        association(3, 901, 8),  # a contact known already moves to a company new to custintel
+    ]
+    body = orjson.dumps(events)
+    v1 = Signature.get_signature(secret, body.decode(), "v1")
+    sent = await client.post(source["url"], content=body, headers={"X-HubSpot-Signature": v1})
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["accepted"], sent.json()["ignored"]) == (3, 1), sent.text
+    created = (await client.get("/v1/contacts/hubspot-902")).json()
+    assert (created["account_id"], created["email"]) == ("acme", "al@acme.io")
+    assert created["identities"] == [
+        {"kind": "email", "value": "al@acme.io"},
+        {"kind": "hubspot", "value": "902"},
+    ]
+    moved = (await client.get("/v1/contacts/c1")).json()
+    assert moved["account_id"] == "hubspot-8"
+    assert (await client.get("/v1/accounts/hubspot-8")).status_code == 200
+
+
 async def test_zendesk_trigger_bodies_find_the_requester_by_email(
     client: httpx.AsyncClient,
 ) -> None:
