@@ -35,6 +35,7 @@ from app.api import (
     segment,
     signals,
     sources,
+    voc,
 )
 from app.api.common import MANUAL_BODIES, describe, field_errors, problem_responses
 from app.middleware import BodyLimit, Decompress, RequestContext
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         insights.router,
         admin.router,
         sources.router,
+        voc.router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(segment.router)

@@ -1,0 +1,75 @@
+"""Voice of the customer: survey metrics (NPS, CSAT, CES) overall, by month, by segment and per
+account, and what the account's people wrote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app import errors, runtime
+from app.api.common import StrictJSONRoute, problem_responses
+from app.auth import Read
+from app.schemas.common import Id, Name, Timestamp
+from app.schemas.voc import AccountVoc, VocSummary
+from app.voc import surveys
+
+router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["voc"])
+
+DEFAULT_DAYS = 365
+
+Since = Annotated[
+    Timestamp | None,
+    Query(description="Answers at or after this moment. Default: a year before until."),
+]
+Until = Annotated[Timestamp | None, Query(description="Answers before this moment. Default: now.")]
+
+
+def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    until = until or datetime.now(UTC)
+    since = since or until - timedelta(days=DEFAULT_DAYS)
+    if since >= until:
+        raise errors.BadRequest("since must be before until")
+    return since, until
+
+
+@router.get("/voc/summary", operation_id="voc_summary")
+async def voc_summary(
+    request: Request,
+    _: Read,
+    since: Since = None,
+    until: Until = None,
+    segment: Annotated[Name | None, Query(description="Only accounts in this segment.")] = None,
+) -> VocSummary:
+    """NPS, CSAT and CES from the survey answers in [since, until), with counts and 95%
+    intervals: overall, against the period of the same length before, by UTC month and by
+    segment."""
+    since, until = _period(since, until)
+    async with runtime.of(request).pool.acquire() as conn:
+        now = await surveys.summarise(conn, since=since, until=until, segment=segment)
+        before = await surveys.summarise(
+            conn, since=since - (until - since), until=since, segment=segment
+        )
+    return VocSummary.model_validate(
+        {"since": since, "until": until, "segment": segment, "previous": before["overall"], **now}
+    )
+
+
+@router.get("/accounts/{account_id}/voc", operation_id="account_voc")
+async def account_voc(
+    request: Request,
+    account_id: Id,
+    _: Read,
+    since: Since = None,
+    until: Until = None,
+    verbatims: Annotated[int, Query(ge=0, le=100, description="Latest texts to return.")] = 10,
+) -> AccountVoc:
+    """The account's survey scores over time (NPS, CSAT, CES by UTC month) and its latest
+    verbatims: the texts of its events (tickets, survey comments, call notes), newest first."""
+    since, until = _period(since, until)
+    async with runtime.of(request).pool.acquire() as conn:
+        found = await surveys.account(
+            conn, account_id, since=since, until=until, verbatims=verbatims
+        )
+    return AccountVoc.model_validate(found)

@@ -1,0 +1,219 @@
+"""Survey metrics, computed exactly from the answers, with counts and 95% intervals.
+
+- NPS from `nps_answered` (0 to 10): promoters answer 9 or 10, detractors 0 to 6; NPS is the
+  percentage of promoters less that of detractors (-100 to 100). Its interval is the normal one
+  of a difference of two shares of one trinomial sample.
+- CSAT from `csat_answered` (1 to 5): the percentage of 4 and 5 (Wilson interval).
+- CES from `ces_answered` (1 to 7): the mean (normal interval) and the
+  percentage at 5 or more (Wilson interval).
+
+The score is the event's `value`. An answer that is not a whole number on its scale is not
+counted, and is counted as `ignored`, so a typo never moves a score. Aggregated in Postgres
+over the answers in [since, until): overall, by UTC month, by segment (the account's current
+segment) and per account.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app import errors, identities
+
+NPS, CSAT, CES = "nps_answered", "csat_answered", "ces_answered"
+# type: (lowest, highest, "high" from, "low" up to): promoters >= 9 and detractors <= 6;
+# satisfied >= 4; easy >= 5.
+SCALES: dict[str, tuple[int, int, int, int | None]] = {
+    NPS: (0, 10, 9, 6),
+    CSAT: (1, 5, 4, None),
+    CES: (1, 7, 5, None),
+}
+Z = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+_COUNTS = """
+    WITH scales (type, lo, hi, high, low) AS (
+        SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[]))
+    , answers AS (
+        SELECT e.type, e.value, a.segment,
+               to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month,
+               (e.value IS NOT NULL AND e.value = trunc(e.value)
+                AND e.value BETWEEN s.lo AND s.hi) AS valid,
+               s.high, s.low
+        FROM events e
+        JOIN scales s ON s.type = e.type
+        JOIN accounts a ON a.account_id = e.account_id
+        WHERE e.occurred_at >= $6 AND e.occurred_at < $7
+          AND ($8::text IS NULL OR a.segment = $8)
+          AND ($9::text IS NULL OR e.account_id = $9))
+    SELECT type, month, segment,
+           GROUPING(month) = 0 AS by_month, GROUPING(segment) = 0 AS by_segment,
+           count(*) FILTER (WHERE valid) AS n,
+           count(*) FILTER (WHERE NOT valid) AS ignored,
+           count(*) FILTER (WHERE valid AND value >= high) AS high,
+           count(*) FILTER (WHERE valid AND value <= low) AS low,
+           coalesce(sum(value) FILTER (WHERE valid), 0) AS total,
+           coalesce(sum(value * value) FILTER (WHERE valid), 0) AS squares
+    FROM answers
+    GROUP BY GROUPING SETS ((type), (type, month), (type, segment))
+"""
+
+
+@dataclass
+class Counts:
+    n: int = 0
+    ignored: int = 0
+    high: int = 0
+    low: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+
+
+def wilson(successes: int, n: int) -> list[float] | None:
+    """The Wilson score interval of a share, in percent."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return [100 * max(0.0, centre - half), 100 * min(1.0, centre + half)]
+
+
+def nps(c: Counts) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "responses": c.n,
+        "promoters": c.high,
+        "passives": c.n - c.high - c.low,
+        "detractors": c.low,
+        "nps": None,
+        "interval": None,
+        "ignored": c.ignored,
+    }
+    if c.n:
+        promoters, detractors = c.high / c.n, c.low / c.n
+        score = promoters - detractors
+        half = Z * math.sqrt(max(0.0, promoters + detractors - score * score) / c.n)
+        result["nps"] = 100 * score
+        result["interval"] = [100 * max(-1.0, score - half), 100 * min(1.0, score + half)]
+    return result
+
+
+def csat(c: Counts) -> dict[str, Any]:
+    return {
+        "responses": c.n,
+        "satisfied": c.high,
+        "csat": 100 * c.high / c.n if c.n else None,
+        "interval": wilson(c.high, c.n),
+        "ignored": c.ignored,
+    }
+
+
+def ces(c: Counts) -> dict[str, Any]:
+    mean = c.total / c.n if c.n else None
+    interval = None
+    if mean is not None and c.n > 1:
+        variance = max(0.0, (c.squares - c.n * mean * mean) / (c.n - 1))
+        half = Z * math.sqrt(variance / c.n)
+        interval = [max(1.0, mean - half), min(7.0, mean + half)]
+    return {
+        "responses": c.n,
+        "mean": mean,
+        "mean_interval": interval,
+        "easy": c.high,
+        "easy_share": 100 * c.high / c.n if c.n else None,
+        "easy_interval": wilson(c.high, c.n),
+        "ignored": c.ignored,
+    }
+
+
+def metrics(counts: dict[str, Counts]) -> dict[str, Any]:
+    """NPS, CSAT and CES from the counts of each survey's answers."""
+    return {
+        "nps": nps(counts.get(NPS, Counts())),
+        "csat": csat(counts.get(CSAT, Counts())),
+        "ces": ces(counts.get(CES, Counts())),
+    }
+
+
+async def summarise(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None = None,
+    account_id: str | None = None,
+) -> dict[str, Any]:
+    """The answers in [since, until): overall, by month (oldest first) and by segment."""
+    types = list(SCALES)
+    rows = await conn.fetch(
+        _COUNTS,
+        types,
+        [SCALES[t][0] for t in types],
+        [SCALES[t][1] for t in types],
+        [SCALES[t][2] for t in types],
+        [SCALES[t][3] for t in types],
+        since,
+        until,
+        segment,
+        account_id,
+    )
+    overall: dict[str, Counts] = {}
+    months: dict[str, dict[str, Counts]] = {}
+    segments: dict[str | None, dict[str, Counts]] = {}
+    for r in rows:
+        counts = Counts(
+            r["n"], r["ignored"], r["high"], r["low"], float(r["total"]), float(r["squares"])
+        )
+        if r["by_month"]:
+            months.setdefault(r["month"], {})[r["type"]] = counts
+        elif r["by_segment"]:
+            segments.setdefault(r["segment"], {})[r["type"]] = counts
+        else:
+            overall[r["type"]] = counts
+    return {
+        "overall": metrics(overall),
+        "by_month": [{"month": m, **metrics(months[m])} for m in sorted(months)],
+        "by_segment": [
+            {"segment": s, **metrics(segments[s])}
+            for s in sorted(segments, key=lambda s: (s is None, s or ""))
+        ],
+    }
+
+
+_VERBATIMS = """
+    SELECT event_id, type, occurred_at, contact_id, value, text
+    FROM events
+    WHERE account_id = $1 AND text IS NOT NULL AND text <> ''
+      AND occurred_at >= $2 AND occurred_at < $3
+    ORDER BY occurred_at DESC, event_id DESC
+    LIMIT $4"""
+
+
+async def account(
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    since: datetime,
+    until: datetime,
+    verbatims: int,
+) -> dict[str, Any]:
+    """An account's survey metrics over time and its latest verbatims; a merged account's id
+    reads its survivor's."""
+    account_id = await identities.survivor(conn, "account", account_id)
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)", account_id
+    ):
+        raise errors.NotFound(f"No account {account_id!r}.")
+    summary = await summarise(conn, since=since, until=until, account_id=account_id)
+    rows = await conn.fetch(_VERBATIMS, account_id, since, until, verbatims)
+    return {
+        "account_id": account_id,
+        "since": since,
+        "until": until,
+        "overall": summary["overall"],
+        "by_month": summary["by_month"],
+        "verbatims": [dict(r) for r in rows],
+    }

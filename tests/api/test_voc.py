@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from scipy.stats import binomtest
+
+UNTIL = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def _answer(
+    n: int, kind: str, value: Any, account: str, at: datetime, text: str = ""
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": f"{kind}-{n}",
+        "type": kind,
+        "value": value,
+        "occurred_at": at.isoformat(),
+        "account_id": account,
+    }
+    return event | ({"text": text} if text else {})
+
+
+async def _send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
+    response = await client.post("/v1/events/batch", json={"events": events})
+    assert response.status_code == 200 and response.json()["accepted"] == len(events), response.text
+
+
+async def test_nps_csat_and_ces_are_exact_with_their_intervals_by_month_and_segment(
+    client: httpx.AsyncClient,
+) -> None:
+    for account, segment in (("a1", "smb"), ("a2", "enterprise")):
+        assert (await client.put(f"/v1/accounts/{account}", json={"segment": segment})).is_success
+    may, april = UNTIL - timedelta(days=10), UNTIL - timedelta(days=40)
+    nps: list[tuple[float, str, datetime]] = [
+        (10, "a1", may),
+        (9, "a1", may),
+        (8, "a2", may),
+        (7, "a2", april),
+        (6, "a2", april),
+    ]
+    nps += [(0, "a1", april), (11, "a1", may), (7.5, "a2", may)]  # the last two: not on the scale
+    events = [_answer(n, "nps_answered", v, a, t) for n, (v, a, t) in enumerate(nps)]
+    events += [
+        _answer(n, "csat_answered", v, "a1", may) for n, v in enumerate([5, 4, 3, 1, 5, 4, 4])
+    ]
+    events += [_answer(n, "ces_answered", v, "a2", may) for n, v in enumerate([7, 5, 4, 2])]
+    events.append(_answer(99, "nps_answered", 0, "a1", UNTIL - timedelta(days=400)))  # before
+    await _send(client, events)
+
+    since = UNTIL - timedelta(days=90)
+    response = await client.get(
+        "/v1/voc/summary", params={"since": since.isoformat(), "until": UNTIL.isoformat()}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    overall = body["overall"]
+    got = overall["nps"]
+    assert (got["responses"], got["promoters"], got["passives"], got["detractors"]) == (6, 2, 2, 2)
+    assert got["ignored"] == 2 and got["nps"] == 0.0
+    # A difference of two shares of one trinomial sample: var = (p + d - (p - d)^2) / n.
+    half = 100 * 1.959963984540054 * math.sqrt((2 / 6 + 2 / 6) / 6)
+    assert got["interval"] == pytest.approx([-half, half])
+    csat = overall["csat"]
+    assert (csat["responses"], csat["satisfied"]) == (7, 5)
+    assert csat["csat"] == pytest.approx(100 * 5 / 7)
+    wilson = binomtest(5, 7).proportion_ci(method="wilson")
+    assert csat["interval"] == pytest.approx([100 * wilson.low, 100 * wilson.high])
+    ces = overall["ces"]
+    assert (ces["responses"], ces["mean"], ces["easy"], ces["easy_share"]) == (4, 4.5, 2, 50.0)
+    sd = math.sqrt(sum((v - 4.5) ** 2 for v in (7, 5, 4, 2)) / 3)
+    low, high = 4.5 - 1.959963984540054 * sd / 2, 4.5 + 1.959963984540054 * sd / 2
+    assert ces["mean_interval"] == pytest.approx([low, high])
+
+    months = {m["month"]: m["nps"] for m in body["by_month"]}
+    assert list(months) == ["2026-04", "2026-05"]
+    assert (months["2026-04"]["responses"], months["2026-04"]["nps"]) == pytest.approx(
+        (3, -200 / 3)
+    )
+    assert (months["2026-05"]["responses"], months["2026-05"]["nps"]) == pytest.approx((3, 200 / 3))
+    segments = {s["segment"]: s for s in body["by_segment"]}
+    assert segments["smb"]["nps"]["responses"] == 3 and segments["smb"]["csat"]["responses"] == 7
+    assert segments["enterprise"]["nps"]["detractors"] == 1
+    assert segments["enterprise"]["ces"]["responses"] == 4
+    # The period of the same length before: only the answer 400 days back is older still.
+    assert body["previous"]["nps"]["responses"] == 0 and body["previous"]["nps"]["nps"] is None
+
+    only = await client.get(
+        "/v1/voc/summary",
+        params={"since": since.isoformat(), "until": UNTIL.isoformat(), "segment": "enterprise"},
+    )
+    assert only.json()["overall"]["nps"]["responses"] == 3
+    assert only.json()["overall"]["csat"]["responses"] == 0
+
+
+async def test_an_accounts_voc_has_its_scores_by_month_and_its_latest_verbatims(
+    client: httpx.AsyncClient,
+) -> None:
+    events = [
+        _answer(1, "nps_answered", 3, "acme", UNTIL - timedelta(days=35), "Export keeps failing"),
+        _answer(2, "nps_answered", 9, "acme", UNTIL - timedelta(days=5), "Much better now"),
+        _answer(3, "nps_answered", 10, "other", UNTIL - timedelta(days=5), "Love it"),
+        {
+            "event_id": "t-1",
+            "type": "ticket_opened",
+            "occurred_at": (UNTIL - timedelta(days=1)).isoformat(),
+            "account_id": "acme",
+            "text": "Support never answered my ticket",
+        },
+        {
+            "event_id": "l-1",
+            "type": "login",
+            "occurred_at": (UNTIL - timedelta(hours=1)).isoformat(),
+            "account_id": "acme",
+        },
+    ]
+    await _send(client, events)
+    params = {"since": (UNTIL - timedelta(days=60)).isoformat(), "until": UNTIL.isoformat()}
+    response = await client.get("/v1/accounts/acme/voc", params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["overall"]["nps"]["responses"] == 2 and body["overall"]["nps"]["nps"] == 0.0
+    assert [(m["month"], m["nps"]["nps"]) for m in body["by_month"]] == [
+        ("2026-04", -100.0),
+        ("2026-05", 100.0),
+    ]
+    assert [v["text"] for v in body["verbatims"]] == [
+        "Support never answered my ticket",
+        "Much better now",
+        "Export keeps failing",
+    ]
+    assert body["verbatims"][1]["value"] == 9
+    missing = await client.get("/v1/accounts/nobody/voc")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_period_that_ends_before_it_starts_is_a_clear_400(
+    client: httpx.AsyncClient,
+) -> None:
+    params = {"since": UNTIL.isoformat(), "until": (UNTIL - timedelta(days=1)).isoformat()}
+    response = await client.get("/v1/voc/summary", params=params)
+    assert response.status_code == 400
+    assert "since" in response.json()["detail"]
