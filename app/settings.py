@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, model_validator
@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     )
     source_payload_retention_days: int = Field(
         7, ge=0, description="Days the raw payloads of senders' deliveries are kept."
+    )
+    sentiment_words: dict[str, Annotated[float, Field(ge=-4, le=4)]] = Field(
+        default_factory=dict,
+        description="Words and their valence (-4 to 4) over the sentiment lexicon and its "
+        "support-language table: 0 neutralises a word (JSON object).",
+    )
+    enrich_batch: int = Field(
+        2000, ge=1, le=100_000, description="Texts the worker reads and enriches per batch."
     )
     unresolved_days: int = Field(
         30,

@@ -232,6 +232,10 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index(None, "account_id", "occurred_at"),
+        # How the worker finds new texts to enrich; events without text pay nothing for it.
+        Index(
+            "ix_events_received_at_text", "received_at", postgresql_where=text("text IS NOT NULL")
+        ),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
     __mapper_args__ = {"primary_key": ["event_id", "occurred_at"]}
@@ -247,6 +251,23 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     text: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class TextEnrichment(Base):
+    """What the worker read in an event's text (app.voc.enrich): its sentiment. Keyed by the
+    event's id, which is unique across events; `received_at` is the event's."""
+
+    __tablename__ = "text_enrichments"
+    __table_args__ = (
+        CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
+        Index(None, "received_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    sentiment: Mapped[float] = mapped_column(Double, nullable=False)
+    label: Mapped[str] = mapped_column(String(16), nullable=False)
+    enriched_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class EventRollup(Base):

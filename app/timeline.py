@@ -18,16 +18,24 @@ from app import cursors, errors, identities
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _PAGE = """
-    SELECT event_id, type, source, occurred_at, received_at, account_id, contact_id, email,
-           value, properties, text
-    FROM events
+    SELECT e.event_id, type, source, occurred_at, e.received_at, account_id, contact_id, email,
+           value, properties, text, t.sentiment, t.label
+    FROM events e LEFT JOIN text_enrichments t ON t.event_id = e.event_id
     WHERE account_id = $1
       AND ($2::timestamptz IS NULL OR occurred_at >= $2)
       AND ($3::timestamptz IS NULL OR occurred_at <= $3)
       AND ($4::text[] IS NULL OR type = ANY($4::text[]))
-      AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6::text))
-    ORDER BY occurred_at DESC, event_id DESC
+      AND ($5::timestamptz IS NULL OR (occurred_at, e.event_id) < ($5, $6::text))
+    ORDER BY occurred_at DESC, e.event_id DESC
     LIMIT $7"""
+
+
+def sentiment_of(row: asyncpg.Record) -> dict[str, Any] | None:
+    """An event's enrichment as read back (columns sentiment and label), None until the worker
+    has read its text."""
+    if row["label"] is None:
+        return None
+    return {"score": row["sentiment"], "label": row["label"]}
 
 
 def _micros(moment: datetime) -> int:
@@ -68,7 +76,10 @@ async def events(
         None if after is None else after[1],
         limit + 1,
     )
-    page = [dict(r, properties=orjson.loads(r["properties"])) for r in rows[:limit]]
+    page = [
+        dict(r, properties=orjson.loads(r["properties"]), sentiment=sentiment_of(r))
+        for r in rows[:limit]
+    ]
     next_cursor = None
     if len(rows) > limit:
         last = page[-1]

@@ -102,3 +102,28 @@ async def test_a_job_whose_worker_dies_is_retried_and_finishes(
     assert job["status"] == "succeeded", job
     assert await conn.fetchval("SELECT attempts FROM jobs WHERE job_id = $1", job_id) == 2
     assert (await client.get(f"/v1/models/{job['result']['model_id']}")).status_code == 200
+
+
+async def test_a_worker_reads_the_sentiment_of_a_new_text_within_seconds(
+    settings: Settings, conn: asyncpg.Connection, client: httpx.AsyncClient
+) -> None:
+    worker = start_worker(settings, sentiment_words='{"flaky": -2}')
+    try:
+        event = {
+            "event_id": "t-1",
+            "type": "ticket_opened",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "account_id": "acme",
+            "text": "The sync is flaky again",
+        }
+        assert (await client.post("/v1/events", json=event)).status_code == 202
+        deadline = time.monotonic() + 60  # starting a worker takes seconds on a busy machine
+        while time.monotonic() < deadline:
+            if await conn.fetchval("SELECT count(*) FROM text_enrichments"):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        stop(worker)
+    [read] = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    # The operator's word made it negative (VADER alone reads the text as neutral).
+    assert read["sentiment"]["label"] == "negative", read

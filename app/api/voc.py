@@ -44,15 +44,23 @@ async def voc_summary(
 ) -> VocSummary:
     """NPS, CSAT and CES from the survey answers in [since, until), with counts and 95%
     intervals: overall, against the period of the same length before, by UTC month and by
-    segment."""
+    segment; and the sentiment mix of the texts written in the period."""
     since, until = _period(since, until)
     async with runtime.of(request).pool.acquire() as conn:
         now = await surveys.summarise(conn, since=since, until=until, segment=segment)
         before = await surveys.summarise(
             conn, since=since - (until - since), until=since, segment=segment
         )
+        mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment)
     return VocSummary.model_validate(
-        {"since": since, "until": until, "segment": segment, "previous": before["overall"], **now}
+        {
+            "since": since,
+            "until": until,
+            "segment": segment,
+            "previous": before["overall"],
+            "sentiment": mix,
+            **now,
+        }
     )
 
 
@@ -65,8 +73,9 @@ async def account_voc(
     until: Until = None,
     verbatims: Annotated[int, Query(ge=0, le=100, description="Latest texts to return.")] = 10,
 ) -> AccountVoc:
-    """The account's survey scores over time (NPS, CSAT, CES by UTC month) and its latest
-    verbatims: the texts of its events (tickets, survey comments, call notes), newest first."""
+    """The account's survey scores over time (NPS, CSAT, CES by UTC month), the sentiment mix
+    of what its people wrote, and its latest verbatims (the texts of its events: tickets,
+    survey comments, call notes) with their sentiment, newest first."""
     since, until = _period(since, until)
     async with runtime.of(request).pool.acquire() as conn:
         found = await surveys.account(

@@ -72,6 +72,13 @@ class EventAccepted(BaseModel):
     duplicate: bool = Field(description="True when this event_id was already stored.")
 
 
+class TextSentiment(BaseModel):
+    score: float = Field(description="-1 (most negative) to 1 (most positive).")
+    label: Literal["negative", "neutral", "positive"] = Field(
+        description="negative at -0.05 or below, positive at 0.05 or above, else neutral."
+    )
+
+
 class EventOut(BaseModel):
     """A stored signal, as it was sent; `received_at` is when custintel stored it."""
 
@@ -86,6 +93,11 @@ class EventOut(BaseModel):
     value: float | None
     properties: dict[str, Any]
     text: str | None
+    sentiment: TextSentiment | None = Field(
+        None,
+        description="The text's sentiment, read by the worker within seconds of storing; null "
+        "for events without text and until it is read.",
+    )
 
 
 class EventPage(BaseModel):

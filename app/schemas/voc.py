@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from app.schemas.signals import TextSentiment
+
 Interval = list[float]
 
 
@@ -67,6 +69,18 @@ class VocSummary(BaseModel):
     )
     by_month: list[MonthMetrics] = Field(description="Oldest first.")
     by_segment: list[SegmentMetrics]
+    sentiment: SentimentMix
+
+
+class SentimentMix(BaseModel):
+    """The texts written in the period (tickets, survey comments, call notes) by sentiment."""
+
+    texts: int
+    negative: int
+    neutral: int
+    positive: int
+    pending: int = Field(description="Texts the worker has not read yet (seconds after arrival).")
+    mean: float | None = Field(description="Mean sentiment (-1 to 1) of the texts read.")
 
 
 class Verbatim(BaseModel):
@@ -78,6 +92,7 @@ class Verbatim(BaseModel):
     contact_id: str | None
     value: float | None = Field(description="The survey score, for survey answers.")
     text: str
+    sentiment: TextSentiment | None = Field(description="Null until the worker has read it.")
 
 
 class AccountVoc(BaseModel):
@@ -86,4 +101,5 @@ class AccountVoc(BaseModel):
     until: datetime
     overall: SurveyMetrics
     by_month: list[MonthMetrics] = Field(description="Oldest first.")
+    sentiment: SentimentMix
     verbatims: list[Verbatim] = Field(description="The latest texts, newest first.")

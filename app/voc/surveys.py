@@ -7,6 +7,8 @@
 - CES from `ces_answered` (1 to 7): the mean (normal interval) and the
   percentage at 5 or more (Wilson interval).
 
+Beside them, the sentiment mix of the texts written in the period (app.voc.enrich reads it).
+
 The score is the event's `value`. An answer that is not a whole number on its scale is not
 counted, and is counted as `ignored`, so a typo never moves a score. Aggregated in Postgres
 over the answers in [since, until): overall, by UTC month, by segment (the account's current
@@ -22,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from app import errors, identities
+from app import errors, identities, timeline
 
 NPS, CSAT, CES = "nps_answered", "csat_answered", "ces_answered"
 # type: (lowest, highest, "high" from, "low" up to): promoters >= 9 and detractors <= 6;
@@ -184,12 +186,44 @@ async def summarise(
 
 
 _VERBATIMS = """
-    SELECT event_id, type, occurred_at, contact_id, value, text
-    FROM events
+    SELECT e.event_id, type, occurred_at, contact_id, value, text, t.sentiment, t.label
+    FROM events e LEFT JOIN text_enrichments t ON t.event_id = e.event_id
     WHERE account_id = $1 AND text IS NOT NULL AND text <> ''
       AND occurred_at >= $2 AND occurred_at < $3
-    ORDER BY occurred_at DESC, event_id DESC
+    ORDER BY occurred_at DESC, e.event_id DESC
     LIMIT $4"""
+
+_MIX = """
+    SELECT t.label, count(*) AS n, coalesce(sum(t.sentiment), 0) AS total
+    FROM events e
+    JOIN accounts a ON a.account_id = e.account_id
+    LEFT JOIN text_enrichments t ON t.event_id = e.event_id
+    WHERE e.text IS NOT NULL AND e.text <> ''
+      AND e.occurred_at >= $1 AND e.occurred_at < $2
+      AND ($3::text IS NULL OR a.segment = $3)
+      AND ($4::text IS NULL OR e.account_id = $4)
+    GROUP BY t.label"""
+
+
+async def sentiment_mix(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None = None,
+    account_id: str | None = None,
+) -> dict[str, Any]:
+    """How many texts written in [since, until) read negative, neutral and positive, their mean
+    sentiment, and how many the worker has not read yet (`pending`)."""
+    mix: dict[str, Any] = {"texts": 0, "negative": 0, "neutral": 0, "positive": 0, "pending": 0}
+    total = 0.0
+    for r in await conn.fetch(_MIX, since, until, segment, account_id):
+        mix["texts"] += r["n"]
+        mix[r["label"] or "pending"] += r["n"]
+        total += float(r["total"])
+    read = mix["texts"] - mix["pending"]
+    mix["mean"] = total / read if read else None
+    return mix
 
 
 async def account(
@@ -208,6 +242,7 @@ async def account(
     ):
         raise errors.NotFound(f"No account {account_id!r}.")
     summary = await summarise(conn, since=since, until=until, account_id=account_id)
+    mix = await sentiment_mix(conn, since=since, until=until, account_id=account_id)
     rows = await conn.fetch(_VERBATIMS, account_id, since, until, verbatims)
     return {
         "account_id": account_id,
@@ -215,5 +250,6 @@ async def account(
         "until": until,
         "overall": summary["overall"],
         "by_month": summary["by_month"],
-        "verbatims": [dict(r) for r in rows],
+        "sentiment": mix,
+        "verbatims": [dict(r, sentiment=timeline.sentiment_of(r)) for r in rows],
     }

@@ -4,9 +4,12 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from scipy.stats import binomtest
+
+from app.voc import enrich, sentiment
 
 UNTIL = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -145,3 +148,57 @@ async def test_a_period_that_ends_before_it_starts_is_a_clear_400(
     response = await client.get("/v1/voc/summary", params=params)
     assert response.status_code == 400
     assert "since" in response.json()["detail"]
+
+
+async def test_the_worker_reads_each_text_once_and_every_read_carries_its_sentiment(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    at = UNTIL - timedelta(days=2)
+    texts = {
+        "t-1": ("ticket_opened", "Support never answered my ticket"),
+        "t-2": ("ticket_comment", "Thanks, the team fixed it quickly!"),
+        "t-3": ("call_note", "Discussed the renewal timeline"),
+    }
+    events = [
+        {"event_id": i, "type": k, "occurred_at": at.isoformat(), "account_id": "acme", "text": t}
+        for i, (k, t) in texts.items()
+    ]
+    events.append(
+        {"event_id": "l-1", "type": "login", "occurred_at": at.isoformat(), "account_id": "acme"}
+    )
+    await _send(client, events)
+    params = {"since": (UNTIL - timedelta(days=30)).isoformat(), "until": UNTIL.isoformat()}
+    before = (await client.get("/v1/voc/summary", params=params)).json()["sentiment"]
+    assert (before["texts"], before["pending"], before["mean"]) == (3, 3, None)
+
+    analyzer = sentiment.Analyzer()
+    assert await enrich.enrich_pending(conn, analyzer, limit=2) == 2
+    assert await enrich.enrich_pending(conn, analyzer, limit=2) == 1
+    assert await enrich.enrich_pending(conn, analyzer, limit=2) == 0  # each text once
+
+    timeline = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    read = {e["event_id"]: e["sentiment"] for e in timeline}
+    assert read["l-1"] is None
+    assert (read["t-1"]["label"], read["t-2"]["label"], read["t-3"]["label"]) == (
+        "negative",
+        "positive",
+        "neutral",
+    )
+    assert read["t-1"]["score"] == pytest.approx(analyzer(texts["t-1"][1]).score)
+    mix = (await client.get("/v1/voc/summary", params=params)).json()["sentiment"]
+    assert {k: mix[k] for k in ("texts", "negative", "neutral", "positive", "pending")} == {
+        "texts": 3,
+        "negative": 1,
+        "neutral": 1,
+        "positive": 1,
+        "pending": 0,
+    }
+    mean = sum(r["score"] for r in read.values() if r) / 3
+    assert mix["mean"] == pytest.approx(mean)
+    voc = (await client.get("/v1/accounts/acme/voc", params=params)).json()
+    assert {v["event_id"]: v["sentiment"]["label"] for v in voc["verbatims"]} == {
+        "t-1": "negative",
+        "t-2": "positive",
+        "t-3": "neutral",
+    }
+    assert voc["sentiment"]["texts"] == 3

@@ -1,0 +1,85 @@
+"""Enrichment of texts off the request path: the worker finds events with text that have no
+enrichment yet (by the partial index on events' received_at where text is set), reads their
+sentiment in batches and stores it in text_enrichments. Ingest pays nothing for it.
+
+New texts are found from the latest enriched one's received_at, less an overlap
+(OVERLAP_SECONDS) for transactions that committed after later ones; an event already enriched
+is skipped, so the overlap costs a few index reads. One worker enriches at a time (an advisory
+lock): others skip the round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import asyncpg
+
+from app.settings import Settings
+from app.voc import sentiment
+
+log = logging.getLogger(__name__)
+
+LOCK = 0x7E47_0001  # pg_try_advisory_xact_lock key of the enrichment round
+OVERLAP_SECONDS = 300
+TICK_SECONDS = 1.0
+
+_PENDING = """
+    SELECT e.event_id, e.received_at, e.text
+    FROM events e
+    WHERE e.text IS NOT NULL
+      AND ($1::timestamptz IS NULL OR e.received_at > $1)
+      AND NOT EXISTS (SELECT 1 FROM text_enrichments t WHERE t.event_id = e.event_id)
+    ORDER BY e.received_at
+    LIMIT $2"""
+
+_STORE = """
+    INSERT INTO text_enrichments (event_id, received_at, sentiment, label)
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::text[])
+    ON CONFLICT (event_id) DO NOTHING"""
+
+
+async def enrich_pending(
+    conn: asyncpg.Connection, analyzer: sentiment.Analyzer, *, limit: int
+) -> int:
+    """Enrich up to `limit` texts not enriched yet; how many were."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
+            return 0
+        latest = await conn.fetchval("SELECT max(received_at) FROM text_enrichments")
+        since = None if latest is None else latest - timedelta(seconds=OVERLAP_SECONDS)
+        rows = await conn.fetch(_PENDING, since, limit)
+        if not rows:
+            return 0
+        # CPU work off the event loop (the worker's heartbeats go on meanwhile).
+        read = await asyncio.to_thread(lambda: [analyzer(r["text"]) for r in rows])
+        await conn.execute(
+            _STORE,
+            [r["event_id"] for r in rows],
+            [r["received_at"] for r in rows],
+            [s.score for s in read],
+            [s.label for s in read],
+        )
+    return len(rows)
+
+
+async def run(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Enrich new texts every TICK_SECONDS, batch after batch while there are more."""
+    analyzer = await asyncio.to_thread(sentiment.Analyzer, settings.sentiment_words)
+    down = False
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                while await enrich_pending(conn, analyzer, limit=settings.enrich_batch) == (
+                    settings.enrich_batch
+                ):
+                    pass
+            down = False
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            if not down:
+                log.warning("database unreachable; text enrichment waiting")
+            down = True
+        except Exception:
+            log.exception("text enrichment error")
+        await asyncio.sleep(TICK_SECONDS)

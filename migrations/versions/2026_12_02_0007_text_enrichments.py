@@ -1,0 +1,53 @@
+"""Text enrichments: the sentiment (and later the themes) of every event with text, computed off
+the request path by the worker; a partial index on events' received_at where they carry text,
+by which the worker finds new texts (events without text pay nothing for it)
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-02 05:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute("SET lock_timeout = '5s'")
+    op.create_table(
+        "text_enrichments",
+        sa.Column("event_id", sa.String(length=255), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sentiment", sa.Double(), nullable=False),
+        sa.Column("label", sa.String(length=16), nullable=False),
+        sa.Column(
+            "enriched_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "label IN ('negative', 'neutral', 'positive')", name=op.f("ck_text_enrichments_label")
+        ),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_text_enrichments")),
+    )
+    op.create_index(op.f("ix_text_enrichments_received_at"), "text_enrichments", ["received_at"])
+    op.create_index(
+        "ix_events_received_at_text",
+        "events",
+        ["received_at"],
+        postgresql_where=sa.text("text IS NOT NULL"),
+    )
+
+
+def downgrade() -> None:
+    op.execute("SET lock_timeout = '5s'")
+    op.drop_index("ix_events_received_at_text", table_name="events")
+    op.drop_index(op.f("ix_text_enrichments_received_at"), table_name="text_enrichments")
+    op.drop_table("text_enrichments")
