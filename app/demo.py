@@ -43,7 +43,39 @@ async def run(base_url: str, key: str, *, accounts: int, seed: int, out: TextIO)
                 n=2,
             )
         await _show(client, "expansion", "Most likely to expand (90 days)", out, n=3)
+        await _voice(client, out)
         _tour(base_url, key, await _example(client), out)
+
+
+async def _voice(client: httpx.AsyncClient, out: TextIO) -> None:
+    """NPS by segment over the last year, and the sentiment of what customers wrote (the
+    worker reads every text within seconds of its arrival)."""
+    summary: dict[str, Any] = {}
+    for _ in range(60):  # until the worker has read the texts
+        summary = (await client.get("/v1/voc/summary")).json()
+        if not summary["sentiment"]["pending"]:
+            break
+        await asyncio.sleep(1)
+    print("Voice of the customer over the last year (GET /v1/voc/summary):", file=out)
+    for row in [{"segment": "all", **summary["overall"]}, *summary["by_segment"]]:
+        nps = row["nps"]
+        if nps["nps"] is None:
+            continue
+        low, high = nps["interval"]
+        print(
+            f"  NPS {row['segment'] or 'no segment'}: {nps['nps']:+.0f} "
+            f"(95% {low:+.0f} to {high:+.0f}; {nps['responses']:,} answers, "
+            f"{nps['promoters']:,} promoters, {nps['detractors']:,} detractors)",
+            file=out,
+        )
+    mix = summary["sentiment"]
+    print(
+        f"  What customers wrote: {mix['texts']:,} texts, {mix['negative']:,} negative, "
+        f"{mix['neutral']:,} neutral, {mix['positive']:,} positive"
+        + (f" ({mix['pending']:,} not read yet)" if mix["pending"] else ""),
+        file=out,
+    )
+    print(file=out)
 
 
 async def _ready(client: httpx.AsyncClient) -> None:

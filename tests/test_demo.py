@@ -55,6 +55,10 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
                 r"\n      .+: .+ \(typical for \w.*\); (raises|lowers) churn risk", out
             )
             assert "held-out AUC" in out and "Scored " in out
+            assert re.search(
+                r"NPS enterprise: [+-]\d+ \(95% [+-]\d+ to [+-]\d+; [\d,]+ answers", out
+            )
+            assert re.search(r"What customers wrote: [\d,]+ texts, [\d,]+ negative", out)
 
             # The printed commands work against the service that is still running.
             key = re.search(r"export KEY=(\S+)", out)
