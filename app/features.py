@@ -7,8 +7,11 @@ happens in Postgres; Python folds the (small) profile histories and assembles th
 
 Conventions the catalog relies on, so that tools map onto them:
 - support tickets: events `ticket_opened` and `ticket_closed`, linked by `properties.ticket_id`;
-- surveys: `nps_answered` (or any type ending in `_answered`) with the score in `value`;
-- billing: `payment_failed`; revenue: the sum of `value` of `invoice_paid` events.
+- surveys: `nps_answered` (0-10) and `csat_answered` (1-5) with the score in `value`;
+- billing: `payment_failed`; revenue: the sum of `value` of `invoice_paid` events;
+- texts: any event's `text`, by the sentiment the worker read in it (app.voc.enrich): how many
+  read negative over 30 and 90 days, their share, the mean sentiment and its trend. A text's
+  sentiment depends on the text alone, so reading it later does not break point-in-time.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from app.ml.catalog import (
     Catalog,
     is_number,
 )
+from app.voc import surveys
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
 PAYMENT_FAILED = "payment_failed"
@@ -222,6 +226,8 @@ def _sql() -> str:
             count(e.value) FILTER (WHERE {survey}) AS survey_count,
             max(array[extract(epoch FROM e.occurred_at)::float8, e.value])
                 FILTER (WHERE {survey} AND e.value IS NOT NULL) AS survey_latest,
+            (array_agg(e.value ORDER BY e.occurred_at DESC)
+                FILTER (WHERE {survey} AND e.value IS NOT NULL))[2] AS survey_previous,
             json_agg(json_build_array(e.properties ->> 'ticket_id',
                                       (extract(epoch FROM e.occurred_at) * 1e6)::bigint))
                 FILTER (WHERE {tickets}) AS tickets
@@ -229,7 +235,18 @@ def _sql() -> str:
           WHERE e.account_id = s.account_id
             AND e.occurred_at <= s.t AND e.occurred_at >= s.scanned AND {in_range}
           GROUP BY e.type
-       ) per_type) AS per_type
+       ) per_type) AS per_type,
+      (SELECT json_build_array(
+                count(*) FILTER (WHERE e.occurred_at > s.t30),
+                count(*) FILTER (WHERE e.occurred_at > s.t30 AND x.label = 'negative'),
+                count(*),
+                count(*) FILTER (WHERE x.label = 'negative'),
+                avg(x.sentiment) FILTER (WHERE e.occurred_at > s.t30),
+                avg(x.sentiment) FILTER (WHERE e.occurred_at <= s.t30),
+                avg(x.sentiment))
+       FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
+       WHERE e.account_id = s.account_id AND e.text IS NOT NULL
+         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}) AS texts
     FROM s
     ORDER BY s.i
     """  # noqa: S608  (windows and event type names are constants)
@@ -282,6 +299,7 @@ def assemble(
         per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
         before = orjson.loads(agg["before"] or "{}")
         values = _event_values(catalog, per_type, before, t.timestamp())
+        values |= _text_values(orjson.loads(agg["texts"] or "null"), per_type)
         values["tickets_open"] = _open_tickets(per_type)
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
@@ -358,9 +376,8 @@ def _event_values(
             values[f"value_per_{kind}"] = p["value365"] / p["valued365"]
     types = per_type.values()
     events_30d = sum(p["c30"] for p in types)
-    surveys = [p for p in types if p["survey_count"]]
-    latest = max((p["survey_latest"] for p in surveys if p["survey_latest"]), default=None)
-    counted = sum(p["survey_count"] for p in surveys)
+    nps = per_type.get(surveys.NPS) or {}  # not CSAT's or CES's answers: other scales
+    latest, counted = nps.get("survey_latest"), nps.get("survey_count") or 0
     values |= {
         "events_30d": events_30d,
         "events_trend": _trend(events_30d, sum(p["p30"] for p in types)),
@@ -369,8 +386,8 @@ def _event_values(
             operator.or_, (p["days30"] or 0 for p in types), 0
         ).bit_count(),
         "tickets_opened_90d": per_type[TICKET_OPENED]["c90"] if TICKET_OPENED in per_type else 0,
-        "nps_latest": latest[1] if latest is not None else None,
-        "nps_average": sum(p["survey_sum"] for p in surveys) / counted if counted else None,
+        "nps_latest": latest[1] if latest else None,
+        "nps_average": nps["survey_sum"] / counted if counted else None,
         "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
         "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
@@ -385,6 +402,31 @@ def _event_values(
             default=0,
         ),
     }
+    return values
+
+
+def _text_values(texts: list[Any] | None, per_type: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the account's people wrote in the 90 days up to t (the sentiment the worker read,
+    app.voc.enrich) and how their NPS and CSAT answers stand."""
+    values: dict[str, Any] = {}
+    if texts:  # counts over none are 0, means null
+        n30, negative30, n90, negative90, mean30, mean_before, mean90 = texts
+        values |= {
+            "negative_texts_30d": negative30,
+            "negative_texts_90d": negative90,
+            "negative_share_90d": negative90 / n90 if n90 else None,
+            "sentiment_90d": mean90,
+            "sentiment_trend": mean30 - mean_before if n30 and mean_before is not None else None,
+        }
+    nps = per_type.get(surveys.NPS)
+    if nps and nps["survey_latest"]:
+        latest = nps["survey_latest"][1]
+        values["nps_detractor"] = float(latest <= surveys.SCALES[surveys.NPS][3])
+        if nps["survey_previous"] is not None:
+            values["nps_change"] = latest - nps["survey_previous"]
+    csat = per_type.get(surveys.CSAT)
+    if csat and csat["survey_latest"]:
+        values["csat_latest"] = csat["survey_latest"][1]
     return values
 
 

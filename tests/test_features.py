@@ -8,8 +8,10 @@ from typing import Any
 import asyncpg
 import httpx
 import numpy as np
+import pytest
 
 from app import features, rollups
+from app.voc import enrich, sentiment
 
 T = datetime(2025, 6, 30, 12, tzinfo=UTC)
 
@@ -280,3 +282,34 @@ async def test_cadence_is_the_median_gap_between_days_with_the_event(
     value = await frame_at(conn, T)
     assert value.column("gap_purchase")[0] == 10
     assert value.column("overdue_purchase")[0] == 2
+
+
+async def test_what_people_wrote_and_how_they_answered_surveys_as_of_t(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await seed(client)  # NPS 9 a hundred days back, then 3
+    texts = [
+        (5, "ticket_opened", "Support never answered my ticket"),  # negative
+        (12, "ticket_comment", "The export is still not fixed"),  # negative
+        (50, "nps_comment", "Love the new dashboard"),  # positive
+        (70, "call_note", "Discussed the renewal"),  # neutral
+        (-1, "ticket_opened", "Everything is broken"),  # after t: never counted
+    ]
+    events: list[dict[str, Any]] = [
+        {"type": kind, "account_id": "acme", "event_id": f"t{i}", "occurred_at": at(d), "text": x}
+        for i, (d, kind, x) in enumerate(texts)
+    ]
+    events.append({"type": "csat_answered", "account_id": "acme", "occurred_at": at(8), "value": 2})
+    assert (await client.post("/v1/events/batch", json={"events": events})).json()["errors"] == []
+    analyzer = sentiment.Analyzer()
+    assert await enrich.enrich_pending(conn, analyzer, limit=100) == len(texts)
+    frame = await frame_at(conn, T)
+    value = {name: frame.column(name)[0] for name in frame.names}
+    assert (value["negative_texts_30d"], value["negative_texts_90d"]) == (2, 2)
+    assert value["negative_share_90d"] == 2 / 4
+    scores = [analyzer(x).score for d, _, x in texts if d >= 0]
+    assert value["sentiment_90d"] == pytest.approx(sum(scores) / 4)
+    assert value["sentiment_trend"] == pytest.approx(sum(scores[:2]) / 2 - sum(scores[2:]) / 2)
+    assert (value["nps_change"], value["nps_detractor"], value["csat_latest"]) == (-6, 1, 2)
+    # The nps features read only NPS answers, not the CSAT one that came later.
+    assert value["nps_latest"] == 3

@@ -19,6 +19,7 @@ from app import errors, features, insights, jobs, rollups
 from app.ml import datasets, history, registry, scoring
 from app.schemas.models import RescoreRequest
 from app.settings import Settings
+from app.voc import enrich
 
 CHUNK = 2000
 
@@ -50,6 +51,8 @@ async def rescore(
     settings, raise the insights the new scores call for (app/insights.py)."""
     models = await active_models(conn, targets)
     await rollups.catch_up(conn, as_of=as_of)
+    if settings is not None:
+        await enrich.catch_up(conn, settings)  # the texts' sentiment, which features read
     accounts = await datasets.population(conn, at=as_of, exclude_kinds=[datasets.CHURNED])
     catalogs = {id(m.catalog): m.catalog for m in models}
     chunks = [accounts[i : i + chunk] for i in range(0, len(accounts), chunk)]

@@ -23,9 +23,19 @@ CHANGE_DAYS = 90  # profile changes (mrr, numeric traits) are measured over this
 # How a value is shown: count and days as whole numbers, ago as a time since ("2 hours ago",
 # "none in the last year"), trend as a percent change (it is a log ratio), flag as yes/no, score
 # and number with one decimal when not whole, money likewise, category as its level.
-# ratio as "3.2 times"
+# ratio as "3.2 times", share as a percentage
 Unit = Literal[
-    "count", "days", "ago", "trend", "flag", "score", "money", "number", "category", "ratio"
+    "count",
+    "days",
+    "ago",
+    "trend",
+    "flag",
+    "score",
+    "money",
+    "number",
+    "category",
+    "ratio",
+    "share",
 ]
 Direction = Literal[1, -1] | None  # +1: a higher value raises the target's probability
 
@@ -108,6 +118,27 @@ SPECS: tuple[Spec, ...] = (
     Spec("tickets_open", "Support tickets still open", "count", True, 1),
     Spec("nps_latest", "Latest NPS answer", "score", True, -1, 1),
     Spec("nps_average", "Average NPS answer over the last year", "score", True, -1, 1),
+    Spec("nps_change", "Change between the last two NPS answers", "number", True, -1, 1),
+    Spec("nps_detractor", "Latest NPS answer from a detractor (0 to 6)", "flag", True, 1, -1),
+    Spec("csat_latest", "Latest CSAT answer (1 to 5)", "score", True, -1, 1),
+    Spec("negative_texts_30d", "Negative texts in the last 30 days", "count", True, 1),
+    Spec("negative_texts_90d", "Negative texts in the last 90 days", "count", True, 1),
+    Spec(
+        "negative_share_90d",
+        "Share of the last 90 days' texts that read negative",
+        "share",
+        True,
+        1,
+    ),
+    Spec("sentiment_90d", "Mean sentiment of the last 90 days' texts", "score", True, -1, 1),
+    Spec(
+        "sentiment_trend",
+        "Sentiment of the last 30 days' texts against the 60 before",
+        "number",
+        True,
+        -1,
+        1,
+    ),
     Spec("payments_failed_90d", "Failed payments in the last 90 days", "count", True, 1),
     Spec("revenue_90d", "Revenue in the last 90 days", "money", False),
     Spec("value_sum_90d", "Sum of event values in the last 90 days", "number", False),
@@ -191,6 +222,8 @@ class Feature:
             return _ago(value)
         if unit == "trend":
             return f"{math.exp(value) - 1:+.0%}"
+        if unit == "share":
+            return f"{value:.0%}"
         if unit == "ratio":
             return f"{value:,.1f} times"
         if abs(value - round(value)) < 1e-9:

@@ -16,6 +16,7 @@ from app.ml import datasets, promotion, registry, training
 from app.ml.catalog import Catalog
 from app.schemas.models import TrainRequest
 from app.settings import Settings
+from app.voc import enrich
 
 
 def options(settings: Settings, request: TrainRequest, catalog: Catalog) -> training.Options:
@@ -45,6 +46,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     as_of = request.as_of or datetime.now(UTC)
     label = request.label or datasets.default_label(request.target)
     await rollups.catch_up(conn, as_of=as_of)
+    await enrich.catch_up(conn, settings)  # the texts' sentiment, which features read
     first = await datasets.first_data(conn, as_of=as_of)
     catalog = await features.build_catalog(
         conn,

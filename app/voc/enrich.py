@@ -11,6 +11,7 @@ lock): others skip the round.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import timedelta
 
@@ -64,9 +65,29 @@ async def enrich_pending(
     return len(rows)
 
 
+@functools.cache
+def _analyzer(words: tuple[tuple[str, float], ...]) -> sentiment.Analyzer:
+    return sentiment.Analyzer(dict(words))
+
+
+def analyzer_of(settings: Settings) -> sentiment.Analyzer:
+    """The process's analyzer for these settings' words (built once)."""
+    return _analyzer(tuple(sorted(settings.sentiment_words.items())))
+
+
+async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
+    """Every text stored so far read, before a training set or a batch rescoring reads their
+    sentiment (unless another worker is at it); how many this call read."""
+    analyzer = await asyncio.to_thread(analyzer_of, settings)
+    done = 0
+    while read := await enrich_pending(conn, analyzer, limit=settings.enrich_batch):
+        done += read
+    return done
+
+
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """Enrich new texts every TICK_SECONDS, batch after batch while there are more."""
-    analyzer = await asyncio.to_thread(sentiment.Analyzer, settings.sentiment_words)
+    analyzer = await asyncio.to_thread(analyzer_of, settings)
     down = False
     while True:
         try:

@@ -30,7 +30,7 @@ NPS, CSAT, CES = "nps_answered", "csat_answered", "ces_answered"
 # type: (lowest, highest, "high" from, "low" up to): promoters >= 9 and detractors <= 6;
 # satisfied >= 4; easy >= 5.
 SCALES: dict[str, tuple[int, int, int, int | None]] = {
-    NPS: (0, 10, 9, 6),
+    NPS: (0, 10, 9, 6),  # features.py reads the detractors' bound from here
     CSAT: (1, 5, 4, None),
     CES: (1, 7, 5, None),
 }
