@@ -89,6 +89,7 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds of each")
     args = parser.parse_args()
 
     external = os.environ.get("CUSTINTEL_DATABASE_URL")
@@ -96,28 +97,31 @@ async def main() -> None:
     server_url = (
         db.plain_url(external) if external else await asyncio.to_thread(db.start_embedded, scratch)
     )
-    events = make_events(args.events, args.accounts)
+    plain = make_events(args.events, args.accounts)
     texts = make_texts(args.events)
+    written = [e | {"text": t} for e, t in zip(plain, texts, strict=True)]
     rates: dict[str, float] = {}
     urls: dict[str, str] = {}
-    for name in ("without", "with"):
-        if name == "with":
-            events = [e | {"text": t} for e, t in zip(events, texts, strict=True)]
-        bodies = [
-            orjson.dumps({"events": events[i : i + args.batch]})
-            for i in range(0, len(events), args.batch)
-        ]
-        urls[name] = await create_database(server_url, f"bench_voc_{name}")
-        port = 17000 + os.getpid() % 1000
-        server = start_server(urls[name], port, args.workers)
-        try:
-            await wait_ready(port)
-            seconds = await bench_batches(port, bodies, args.clients)
-        finally:
-            server.terminate()
-            server.wait(30)
-        rates[name] = len(events) / seconds
-        print(f"ingest {name} text: {rates[name]:,.0f} events/s", flush=True)
+    # Alternating rounds, the best of each: this machine's speed drifts by more than the
+    # difference measured.
+    for round_ in range(args.rounds):
+        for name, events in (("without", plain), ("with", written)):
+            bodies = [
+                orjson.dumps({"events": events[i : i + args.batch]})
+                for i in range(0, len(events), args.batch)
+            ]
+            urls[name] = await create_database(server_url, f"bench_voc_{name}")
+            port = 17000 + os.getpid() % 1000
+            server = start_server(urls[name], port, args.workers)
+            try:
+                await wait_ready(port)
+                seconds = await bench_batches(port, bodies, args.clients)
+            finally:
+                server.terminate()
+                server.wait(30)
+            rate = len(events) / seconds
+            rates[name] = max(rates.get(name, 0.0), rate)
+            print(f"round {round_ + 1}, {name} text: {rate:,.0f} events/s", flush=True)
 
     analyzer = sentiment.Analyzer()
     conn = await asyncpg.connect(urls["with"])
@@ -143,8 +147,9 @@ async def main() -> None:
     print()
     print(f"machine: {os.cpu_count()} cores; {args.events:,} events, {args.workers} API workers")
     print(
-        f"batch ingest without text: {rates['without']:>9,.0f} events/s; with text: "
-        f"{rates['with']:>9,.0f} events/s; cost of text {cost:+.1%}  target <= "
+        f"batch ingest (best of {args.rounds} rounds) without text: {rates['without']:>9,.0f} "
+        f"events/s; with text: "
+        f"{rates['with']:,.0f} events/s; cost of text {cost:+.1%}  target <= "
         f"{TARGET_TEXT_COST:.0%}: {verdict(cost <= TARGET_TEXT_COST)}"
     )
     print(

@@ -1,6 +1,7 @@
 """Enrichment of texts off the request path: the worker finds events with text that have no
-enrichment yet (by the partial index on events' received_at where text is set), reads their
-sentiment in batches and stores it in text_enrichments. Ingest pays nothing for it.
+enrichment yet (by a BRIN index on events' received_at: events arrive in that order, so the
+newest pages hold them), reads their sentiment in batches and stores it in text_enrichments.
+Ingest pays next to nothing for it.
 
 New texts are found from the latest enriched one's received_at, less an overlap
 (OVERLAP_SECONDS) for transactions that committed after later ones; an event already enriched

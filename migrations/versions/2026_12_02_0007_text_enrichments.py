@@ -1,6 +1,7 @@
 """Text enrichments: the sentiment (and later the themes) of every event with text, computed off
-the request path by the worker; a partial index on events' received_at where they carry text,
-by which the worker finds new texts (events without text pay nothing for it)
+the request path by the worker; a BRIN index on events' received_at, by which the worker finds
+new texts (a BTREE index, even partial on the events with text, cost batch ingest 6%; a BRIN
+index is a summary per range of pages, and events arrive in received_at order)
 
 Revision ID: 0007
 Revises: 0006
@@ -39,15 +40,12 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_text_enrichments_received_at"), "text_enrichments", ["received_at"])
     op.create_index(
-        "ix_events_received_at_text",
-        "events",
-        ["received_at"],
-        postgresql_where=sa.text("text IS NOT NULL"),
+        "ix_events_received_at_brin", "events", ["received_at"], postgresql_using="brin"
     )
 
 
 def downgrade() -> None:
     op.execute("SET lock_timeout = '5s'")
-    op.drop_index("ix_events_received_at_text", table_name="events")
+    op.drop_index("ix_events_received_at_brin", table_name="events")
     op.drop_index(op.f("ix_text_enrichments_received_at"), table_name="text_enrichments")
     op.drop_table("text_enrichments")
