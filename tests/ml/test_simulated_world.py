@@ -88,12 +88,14 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
 
         if target == "churn":
             # SMB churns for its own reasons (usage and payments) and has the rows for a model
-            # of its own: both are measured on SMB's held-out rows, and the record uses the one
-            # that does better (the global model has segment as a feature, and since the
-            # parameter search it often does as well).
+            # of its own: both are measured on SMB's held-out rows, and the record uses its own
+            # only where it does better by more than the paired error of the difference (the
+            # global model has segment as a feature, and since the parameter search it often
+            # does as well).
             smb = model["segments"]["smb"]
             own, shared = smb["segment_holdout"]["auc"], smb["global_holdout"]["auc"]
-            assert smb["model"] == ("segment" if own >= shared else "global"), smb
+            better = own - shared > smb["difference_error"]
+            assert smb["model"] == ("segment" if better else "global"), smb
 
 
 @pytest.mark.slow  # trains on a simulated world: 20 s or more

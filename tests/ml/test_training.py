@@ -43,7 +43,8 @@ def test_each_segment_model_is_kept_only_when_it_does_as_well_on_held_out_rows(
     for segment in ("enterprise", "smb"):
         entry = trained.segments[segment]
         own, shared = entry["segment_holdout"]["auc"], entry["global_holdout"]["auc"]
-        assert entry["model"] == ("segment" if own >= shared else "global"), entry
+        better = own - shared > entry["difference_error"]  # by more than the paired error
+        assert entry["model"] == ("segment" if better else "global"), entry
         assert (segment in trained.models) == (entry["model"] == "segment")
 
 
