@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -170,3 +171,31 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
 def is_unreachable(error: BaseException) -> bool:
     """True when the error means the database could not be talked to, not that a query was wrong."""
     return isinstance(error, UNREACHABLE_ERRORS)
+
+
+UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+async def every(
+    pool: asyncpg.Pool,
+    seconds: float,
+    step: Callable[[asyncpg.Connection], Awaitable[object]],
+    *,
+    what: str,
+) -> None:
+    """Run `step` on a pooled connection every `seconds` until cancelled. An outage of the
+    database is logged once, not on every round; any other error is logged and the next round
+    runs."""
+    down = False
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                await step(conn)
+            down = False
+        except UNREACHABLE:
+            if not down:
+                log.warning("database unreachable; %s waiting", what)
+            down = True
+        except Exception:
+            log.exception("%s error", what)
+        await asyncio.sleep(seconds)

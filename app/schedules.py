@@ -9,13 +9,12 @@ new period begins, so a fresh model is not retrained at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 
 import asyncpg
 
-from app import jobs, sources
+from app import db, jobs, sources
 from app.ml import registry
 from app.settings import Settings
 
@@ -75,22 +74,14 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         settings.retrain_every_days * 86400,
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
-    down = False  # an outage is logged once, not on every tick
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                now = await conn.fetchval("SELECT now()")  # one clock for every worker
-                for slot in await enqueue_due(conn, settings, now=now):
-                    log.info("scheduled job enqueued", extra={"slot": slot})
-                # Senders' raw payloads past their retention (an indexed update, cheap to
-                # repeat on every tick and in every worker).
-                retention = timedelta(days=settings.source_payload_retention_days)
-                await sources.forget_payloads(conn, before=now - retention)
-            down = False
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-            if not down:
-                log.warning("database unreachable; scheduler waiting")
-            down = True
-        except Exception:
-            log.exception("scheduler error")
-        await asyncio.sleep(tick)
+
+    async def step(conn: asyncpg.Connection) -> None:
+        now = await conn.fetchval("SELECT now()")  # one clock for every worker
+        for slot in await enqueue_due(conn, settings, now=now):
+            log.info("scheduled job enqueued", extra={"slot": slot})
+        # Senders' raw payloads past their retention (an indexed update, cheap to repeat on
+        # every tick and in every worker).
+        retention = timedelta(days=settings.source_payload_retention_days)
+        await sources.forget_payloads(conn, before=now - retention)
+
+    await db.every(pool, tick, step, what="scheduler")

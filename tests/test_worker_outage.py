@@ -12,10 +12,11 @@ import pytest
 
 from app import jobs, schedules, webhooks
 from app.settings import Settings
+from app.voc import enrich
 from tests.live import free_port
 
 
-@pytest.mark.parametrize("loop", ["jobs", "schedules", "deliveries"])
+@pytest.mark.parametrize("loop", ["jobs", "schedules", "deliveries", "enrichment"])
 async def test_an_outage_is_logged_once_with_backoff(
     settings: Settings, caplog: pytest.LogCaptureFixture, loop: str
 ) -> None:
@@ -32,6 +33,7 @@ async def test_an_outage_is_logged_once_with_backoff(
         "jobs": lambda: jobs.work(pool, {}, idle=0.05),
         "schedules": lambda: schedules.run(pool, quick),
         "deliveries": lambda: webhooks.run(pool, quick),
+        "enrichment": lambda: enrich.run(pool, quick),  # ticks every second
     }
     with caplog.at_level(logging.WARNING):
         task = asyncio.create_task(runs[loop]())

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from datetime import timedelta
 
 import asyncpg
 
+from app import db
 from app.settings import Settings
 from app.voc import sentiment
-
-log = logging.getLogger(__name__)
 
 LOCK = 0x7E47_0001  # pg_try_advisory_xact_lock key of the enrichment round
 OVERLAP_SECONDS = 300
@@ -89,19 +87,10 @@ async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """Enrich new texts every TICK_SECONDS, batch after batch while there are more."""
     analyzer = await asyncio.to_thread(analyzer_of, settings)
-    down = False
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                while await enrich_pending(conn, analyzer, limit=settings.enrich_batch) == (
-                    settings.enrich_batch
-                ):
-                    pass
-            down = False
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-            if not down:
-                log.warning("database unreachable; text enrichment waiting")
-            down = True
-        except Exception:
-            log.exception("text enrichment error")
-        await asyncio.sleep(TICK_SECONDS)
+
+    async def step(conn: asyncpg.Connection) -> None:
+        limit = settings.enrich_batch
+        while await enrich_pending(conn, analyzer, limit=limit) == limit:
+            pass
+
+    await db.every(pool, TICK_SECONDS, step, what="text enrichment")
