@@ -83,6 +83,14 @@ class SentimentMix(BaseModel):
     mean: float | None = Field(description="Mean sentiment (-1 to 1) of the texts read.")
 
 
+class MonthSentiment(BaseModel):
+    month: str = Field(description="UTC month, YYYY-MM.", examples=["2026-11"])
+    texts: int
+    negative: int
+    mean: float | None = Field(description="Mean sentiment (-1 to 1) of the month's texts read.")
+    pending: int = Field(description="Texts the worker has not read yet.")
+
+
 class Verbatim(BaseModel):
     """Something the account's people wrote (a ticket, a survey comment, a call note)."""
 
@@ -102,4 +110,8 @@ class AccountVoc(BaseModel):
     overall: SurveyMetrics
     by_month: list[MonthMetrics] = Field(description="Oldest first.")
     sentiment: SentimentMix
+    sentiment_by_month: list[MonthSentiment] = Field(
+        description="The sentiment trend: what the account's people wrote, by UTC month, oldest "
+        "first."
+    )
     verbatims: list[Verbatim] = Field(description="The latest texts, newest first.")

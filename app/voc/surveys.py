@@ -193,6 +193,15 @@ _VERBATIMS = """
     ORDER BY occurred_at DESC, e.event_id DESC
     LIMIT $4"""
 
+_MONTHLY = """
+    SELECT to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, count(*) AS texts,
+           count(*) FILTER (WHERE t.label = 'negative') AS negative, avg(t.sentiment) AS mean,
+           count(*) FILTER (WHERE t.label IS NULL) AS pending
+    FROM events e LEFT JOIN text_enrichments t ON t.event_id = e.event_id
+    WHERE e.account_id = $1 AND e.text IS NOT NULL AND e.text <> ''
+      AND e.occurred_at >= $2 AND e.occurred_at < $3
+    GROUP BY 1 ORDER BY 1"""
+
 _MIX = """
     SELECT t.label, count(*) AS n, coalesce(sum(t.sentiment), 0) AS total
     FROM events e
@@ -243,6 +252,7 @@ async def account(
         raise errors.NotFound(f"No account {account_id!r}.")
     summary = await summarise(conn, since=since, until=until, account_id=account_id)
     mix = await sentiment_mix(conn, since=since, until=until, account_id=account_id)
+    monthly = await conn.fetch(_MONTHLY, account_id, since, until)
     rows = await conn.fetch(_VERBATIMS, account_id, since, until, verbatims)
     return {
         "account_id": account_id,
@@ -251,5 +261,6 @@ async def account(
         "overall": summary["overall"],
         "by_month": summary["by_month"],
         "sentiment": mix,
+        "sentiment_by_month": [dict(r) for r in monthly],
         "verbatims": [dict(r, sentiment=timeline.sentiment_of(r)) for r in rows],
     }

@@ -202,3 +202,6 @@ async def test_the_worker_reads_each_text_once_and_every_read_carries_its_sentim
         "t-3": "neutral",
     }
     assert voc["sentiment"]["texts"] == 3
+    [month] = voc["sentiment_by_month"]
+    assert (month["texts"], month["negative"], month["pending"]) == (3, 1, 0)
+    assert month["mean"] == pytest.approx(mean)
