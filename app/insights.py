@@ -6,7 +6,10 @@ Raised (each at most once per account, target and kind within CUSTINTEL_INSIGHT_
   expansion propensity became high;
 - score_rise: the probability rose by at least CUSTINTEL_INSIGHT_MIN_RISE since the previous
   score;
-- drift: a drift finding of the evaluation job (no account).
+- drift: a drift finding of the evaluation job (no account);
+- detractor: an NPS answer of 0 to 6 from an account whose latest churn score is medium or high
+  (once per answer, raised by the worker within a scheduler tick of the answer's arrival; its
+  score, comment and the churn score's reasons come with it).
 Every insight is routed when it is recorded, in the same transaction: the rules that matched,
 whether the account is in a rule's holdout, and the destinations chosen are stored with it.
 """
@@ -32,7 +35,29 @@ NEXT_STEPS = {
     ("churn", "score_rise"): "Check what changed: churn risk rose sharply since the last score.",
     ("expansion", "band_entered"): "Open an expansion conversation: usage points to more need.",
     ("expansion", "score_rise"): "Watch for an expansion opportunity: propensity rose sharply.",
+    ("churn", "detractor"): "Call the account about its NPS comment: it is a detractor while its "
+    "churn risk is up.",
 }
+DETRACTOR_LOOKBACK = timedelta(days=1)  # answers received this recently are looked at
+_DETRACTOR_LOCK = 0x7E47_0002  # one worker raises them at a time
+
+_DETRACTORS = """
+    SELECT e.event_id, e.account_id, e.value, e.text, e.occurred_at, s.model_id, s.segment,
+           s.probability, s.band, s.reasons, s.as_of, a.owner_email, a.plan,
+           a.segment AS account_segment, a.traits
+    FROM events e
+    JOIN LATERAL (
+        SELECT model_id, segment, probability, band, reasons, as_of FROM scores
+        WHERE account_id = e.account_id AND target = 'churn'
+        ORDER BY as_of DESC, scored_at DESC LIMIT 1) s ON true
+    JOIN accounts a ON a.account_id = e.account_id
+    WHERE e.type = 'nps_answered' AND e.received_at > now() - $1::interval
+      AND e.value >= 0 AND e.value <= $2 AND s.band = ANY($3::text[])
+      AND NOT EXISTS (
+          SELECT 1 FROM insights i
+          WHERE i.account_id = e.account_id AND i.target = 'churn' AND i.kind = 'detractor'
+            AND (i.details ->> 'event_id' = e.event_id OR i.created_at > now() - $4::interval))
+    ORDER BY e.received_at, e.event_id"""
 DRIFT_STEP = "Review the model: its population has shifted; retrain or check the data feeds."
 
 
@@ -247,6 +272,63 @@ async def from_scores(
                 )
                 recent.add((s.account_id, kind))
                 raised += 1
+    return raised
+
+
+async def from_detractors(conn: asyncpg.Connection, settings: Settings) -> int:
+    """Raise a `detractor` insight for each NPS answer of 0-6 received lately from an account
+    whose latest churn score is medium or high (once per answer, and at most once per account
+    within the cooldown); how many were raised."""
+    from app.voc import surveys  # the NPS scale lives there
+
+    raised = 0
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _DETRACTOR_LOCK):
+            return 0
+        rows = await conn.fetch(
+            _DETRACTORS,
+            DETRACTOR_LOOKBACK,
+            surveys.SCALES[surveys.NPS][3],
+            ["medium", "high"],
+            timedelta(hours=settings.insight_cooldown_hours),
+        )
+        seen: set[str] = set()
+        for r in rows:
+            if r["account_id"] in seen:  # one per account within the cooldown
+                continue
+            seen.add(r["account_id"])
+            stored = orjson.loads(r["reasons"])
+            await record(
+                conn,
+                Raised(
+                    kind="detractor",
+                    target="churn",
+                    account_id=r["account_id"],
+                    model_id=r["model_id"],
+                    segment=r["segment"],
+                    probability=r["probability"],
+                    band=r["band"],
+                    reasons=[
+                        {k: x[k] for k in ("feature", "contribution", "text")}
+                        for x in stored
+                        if x.get("kind", scoring.HEADLINE) == scoring.HEADLINE
+                    ],
+                    details={
+                        "event_id": r["event_id"],
+                        "nps": r["value"],
+                        "comment": r["text"],
+                        "answered_at": r["occurred_at"].isoformat(),
+                        "scored_as_of": r["as_of"].isoformat(),
+                    },
+                ),
+                Profile(
+                    r["owner_email"],
+                    r["account_segment"],
+                    r["plan"],
+                    orjson.loads(r["traits"] or "{}"),
+                ),
+            )
+            raised += 1
     return raised
 
 

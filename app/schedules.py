@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from app import db, jobs, sources
+from app import db, insights, jobs, sources
 from app.ml import registry
 from app.settings import Settings
 
@@ -83,5 +83,8 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         # every tick and in every worker).
         retention = timedelta(days=settings.source_payload_retention_days)
         await sources.forget_payloads(conn, before=now - retention)
+        raised = await insights.from_detractors(conn, settings)
+        if raised:
+            log.info("detractor insights raised", extra={"count": raised})
 
     await db.every(pool, tick, step, what="scheduler")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from app.schemas.common import STRICT, Email, Id, Kind
 
 Band = Literal["high", "medium", "low"]
-InsightKind = Literal["band_entered", "score_rise", "drift"]
+InsightKind = Literal["band_entered", "score_rise", "drift", "detractor"]
 Text = Annotated[str, StringConstraints(max_length=10_000, pattern=r"^[^\x00]*$")]
 DestinationId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -196,7 +196,9 @@ class Uplift(BaseModel):
 class InsightEvent(BaseModel):
     """What a webhook destination receives (signed per Standard Webhooks)."""
 
-    type: str = Field(description="insight.band_entered, insight.score_rise or insight.drift.")
+    type: str = Field(
+        description="insight.band_entered, insight.score_rise, insight.drift or insight.detractor."
+    )
     timestamp: datetime
     data: dict[str, Any] = Field(
         description="The insight: insight_id, kind, target, account_id, owner_email, model_id, "

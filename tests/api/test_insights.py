@@ -184,3 +184,51 @@ async def test_uplift_compares_delivered_with_held_out_accounts(
     for insight in inbox:
         [decision] = insight["decision"]["rules"]
         assert decision["holdout"] == (insight["account_id"] in held)
+
+
+async def test_a_detractor_answer_from_an_account_at_risk_raises_one_insight(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    bands = {"risky": (0.6, "high"), "watched": (0.3, "medium"), "calm": (0.05, "low")}
+    for account, (p, band) in bands.items():
+        body = {"segment": "enterprise", "owner_email": f"owner-{account}@vendor.example"}
+        assert (await client.put(f"/v1/accounts/{account}", json=body)).status_code == 200
+        await new_scores(conn, settings, [score(account, T0, p, band)])
+    await conn.execute("DELETE FROM insights")  # the scores' own insights are not this test's
+    now = datetime.now(UTC)
+    answers = [
+        ("n1", "risky", 3, "Support never answered my ticket"),
+        ("n2", "calm", 2, "Meh"),  # low churn risk: no insight
+        ("n3", "watched", 9, "Great"),  # a promoter: no insight
+        ("n4", "watched", 6, None),  # a detractor without a comment
+        ("n5", "risky", 11, None),  # off the scale: no insight
+    ]
+    events = [
+        {
+            "event_id": i,
+            "type": "nps_answered",
+            "account_id": a,
+            "value": v,
+            "occurred_at": now.isoformat(),
+        }
+        | ({"text": t} if t else {})
+        for i, a, v, t in answers
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": events})).json()["errors"] == []
+
+    assert await insights.from_detractors(conn, settings) == 2
+    assert await insights.from_detractors(conn, settings) == 0  # once per answer
+    listed = (await client.get("/v1/insights", params={"kind": "detractor"})).json()
+    by_account = {i["account_id"]: i for i in listed}
+    assert set(by_account) == {"risky", "watched"}
+    risky = by_account["risky"]
+    assert (risky["target"], risky["band"], risky["probability"]) == ("churn", "high", 0.6)
+    assert risky["details"]["nps"] == 3
+    assert risky["details"]["comment"] == "Support never answered my ticket"
+    assert risky["reasons"][0]["text"] == "Support tickets still open: 3"
+    assert "detractor" in risky["next_step"]
+    assert by_account["watched"]["details"]["comment"] is None
+    # Another detractor answer within the cooldown: no second insight for the account.
+    later = {**events[0], "event_id": "n6", "value": 1}
+    await client.post("/v1/events", json=later)
+    assert await insights.from_detractors(conn, settings) == 0
