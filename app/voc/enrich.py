@@ -22,7 +22,9 @@ from app.settings import Settings
 from app.voc import sentiment
 
 LOCK = 0x7E47_0001  # pg_try_advisory_xact_lock key of the enrichment round
-OVERLAP_SECONDS = 300
+# Ingest transactions last well under a second; the overlap re-reads (and skips) the last
+# minute's texts on each round, so it stays short.
+OVERLAP_SECONDS = 60
 TICK_SECONDS = 1.0
 
 _PENDING = """
