@@ -26,9 +26,20 @@ Since = Annotated[
 Until = Annotated[Timestamp | None, Query(description="Answers before this moment. Default: now.")]
 
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _before(moment: datetime, length: timedelta) -> datetime:
+    """`length` before `moment`, or the earliest moment there is."""
+    try:
+        return moment - length
+    except OverflowError:
+        return EARLIEST
+
+
 def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     until = until or datetime.now(UTC)
-    since = since or until - timedelta(days=DEFAULT_DAYS)
+    since = since or _before(until, timedelta(days=DEFAULT_DAYS))
     if since >= until:
         raise errors.BadRequest("since must be before until")
     return since, until
@@ -49,7 +60,7 @@ async def voc_summary(
     async with runtime.of(request).pool.acquire() as conn:
         now = await surveys.summarise(conn, since=since, until=until, segment=segment)
         before = await surveys.summarise(
-            conn, since=since - (until - since), until=since, segment=segment
+            conn, since=_before(since, until - since), until=since, segment=segment
         )
         mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment)
     return VocSummary.model_validate(

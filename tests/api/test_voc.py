@@ -205,3 +205,22 @@ async def test_the_worker_reads_each_text_once_and_every_read_carries_its_sentim
     [month] = voc["sentiment_by_month"]
     assert (month["texts"], month["negative"], month["pending"]) == (3, 1, 0)
     assert month["mean"] == pytest.approx(mean)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"until": "1970-01-02T00:00:00Z"},  # the default since: a year before, in 1969
+        {"since": "2020-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"},
+    ],
+)
+async def test_periods_at_the_ends_of_the_calendar_answer(
+    client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    await _send(client, [_answer(1, "nps_answered", 9, "acme", UNTIL)])
+    # The period before one from 2020 to 9999 would start before year 1: it starts at year 1.
+    summary = await client.get("/v1/voc/summary", params=params)
+    assert summary.status_code == 200, summary.text
+    assert summary.json()["previous"]["nps"]["responses"] == 0
+    account = await client.get("/v1/accounts/acme/voc", params=params)
+    assert account.status_code == 200, account.text
