@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from datetime import timedelta
 
 import asyncpg
@@ -20,6 +21,8 @@ import asyncpg
 from app import db
 from app.settings import Settings
 from app.voc import sentiment
+
+log = logging.getLogger(__name__)
 
 LOCK = 0x7E47_0001  # pg_try_advisory_xact_lock key of the enrichment round
 # Ingest transactions last well under a second; the overlap re-reads (and skips) the last
@@ -55,7 +58,7 @@ async def enrich_pending(
         if not rows:
             return 0
         # CPU work off the event loop (the worker's heartbeats go on meanwhile).
-        read = await asyncio.to_thread(lambda: [analyzer(r["text"]) for r in rows])
+        read = await asyncio.to_thread(lambda: [_read(analyzer, r) for r in rows])
         await conn.execute(
             _STORE,
             [r["event_id"] for r in rows],
@@ -64,6 +67,16 @@ async def enrich_pending(
             [s.label for s in read],
         )
     return len(rows)
+
+
+def _read(analyzer: sentiment.Analyzer, row: asyncpg.Record) -> sentiment.Sentiment:
+    """A text's sentiment; a text the analyzer fails on reads neutral (and is logged by its
+    event id, never its words), so that one text cannot stop every later one being read."""
+    try:
+        return analyzer(row["text"])
+    except Exception:
+        log.exception("a text could not be read", extra={"event_id": row["event_id"]})
+        return sentiment.Sentiment(0.0, "neutral")
 
 
 @functools.cache

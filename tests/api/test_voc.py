@@ -224,3 +224,23 @@ async def test_periods_at_the_ends_of_the_calendar_answer(
     assert summary.json()["previous"]["nps"]["responses"] == 0
     account = await client.get("/v1/accounts/acme/voc", params=params)
     assert account.status_code == 200, account.text
+
+
+async def test_a_text_the_analyzer_fails_on_does_not_stop_the_others(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    class Fragile(sentiment.Analyzer):
+        def __call__(self, text: str) -> sentiment.Sentiment:
+            if text == "boom":
+                raise ValueError("a text no lexicon expected")
+            return super().__call__(text)
+
+    at = (UNTIL - timedelta(days=1)).isoformat()
+    events = [
+        {"event_id": f"t-{n}", "type": "note", "occurred_at": at, "account_id": "acme", "text": t}
+        for n, t in enumerate(["boom", "Love the new dashboard"])
+    ]
+    await _send(client, events)
+    assert await enrich.enrich_pending(conn, Fragile(), limit=10) == 2
+    labels = dict(await conn.fetch("SELECT event_id, label FROM text_enrichments"))
+    assert labels == {"t-0": "neutral", "t-1": "positive"}
