@@ -235,6 +235,13 @@ class Event(Base):
         # How the worker finds new texts to enrich (app.voc.enrich): a summary per range of
         # pages, nearly free at ingest, since events arrive in received_at order.
         Index("ix_events_received_at_brin", "received_at", postgresql_using="brin"),
+        # Survey metrics over every account (app.voc.surveys); only survey answers pay for it.
+        Index(
+            "ix_events_surveys",
+            "type",
+            "occurred_at",
+            postgresql_where=text("type IN ('nps_answered', 'csat_answered', 'ces_answered')"),
+        ),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
     __mapper_args__ = {"primary_key": ["event_id", "occurred_at"]}

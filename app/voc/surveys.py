@@ -48,7 +48,8 @@ _COUNTS = """
         FROM events e
         JOIN scales s ON s.type = e.type
         JOIN accounts a ON a.account_id = e.account_id
-        WHERE e.occurred_at >= $6 AND e.occurred_at < $7
+        WHERE e.type IN ('nps_answered', 'csat_answered', 'ces_answered')  -- ix_events_surveys
+          AND e.occurred_at >= $6 AND e.occurred_at < $7
           AND ($8::text IS NULL OR a.segment = $8)
           AND ($9::text IS NULL OR e.account_id = $9))
     SELECT type, month, segment,

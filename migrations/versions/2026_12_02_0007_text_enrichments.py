@@ -1,7 +1,8 @@
 """Text enrichments: the sentiment (and later the themes) of every event with text, computed off
 the request path by the worker; a BRIN index on events' received_at, by which the worker finds
 new texts (a BTREE index, even partial on the events with text, cost batch ingest 6%; a BRIN
-index is a summary per range of pages, and events arrive in received_at order)
+index is a summary per range of pages, and events arrive in received_at order); a partial
+index on survey answers by type and time, which only they pay for, for NPS, CSAT and CES
 
 Revision ID: 0007
 Revises: 0006
@@ -42,10 +43,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_events_received_at_brin", "events", ["received_at"], postgresql_using="brin"
     )
+    op.create_index(
+        "ix_events_surveys",
+        "events",
+        ["type", "occurred_at"],
+        postgresql_where=sa.text("type IN ('nps_answered', 'csat_answered', 'ces_answered')"),
+    )
 
 
 def downgrade() -> None:
     op.execute("SET lock_timeout = '5s'")
+    op.drop_index("ix_events_surveys", table_name="events")
     op.drop_index("ix_events_received_at_brin", table_name="events")
     op.drop_index(op.f("ix_text_enrichments_received_at"), table_name="text_enrichments")
     op.drop_table("text_enrichments")
