@@ -20,7 +20,7 @@ import asyncpg
 
 from app import db
 from app.settings import Settings
-from app.voc import sentiment
+from app.voc import sentiment, themes
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ _PENDING = """
     LIMIT $2"""
 
 _STORE = """
-    INSERT INTO text_enrichments (event_id, received_at, sentiment, label)
-    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::text[])
+    INSERT INTO text_enrichments (event_id, received_at, sentiment, label, themes)
+    SELECT u.event_id, u.received_at, u.sentiment, u.label, u.themes::text[]
+    FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::text[], $5::text[])
+        AS u(event_id, received_at, sentiment, label, themes)
     ON CONFLICT (event_id) DO NOTHING"""
 
 
@@ -57,14 +59,19 @@ async def enrich_pending(
         rows = await conn.fetch(_PENDING, since, limit)
         if not rows:
             return 0
+        candidates = await themes.active(conn)
         # CPU work off the event loop (the worker's heartbeats go on meanwhile).
         read = await asyncio.to_thread(lambda: [_read(analyzer, r) for r in rows])
+        about = await asyncio.to_thread(
+            lambda: [themes.match(themes.terms_of(r["text"]), candidates) for r in rows]
+        )
         await conn.execute(
             _STORE,
             [r["event_id"] for r in rows],
             [r["received_at"] for r in rows],
             [s.score for s in read],
             [s.label for s in read],
+            ["{" + ",".join(f'"{t}"' for t in ids) + "}" for ids in about],
         )
     return len(rows)
 

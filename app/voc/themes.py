@@ -13,11 +13,15 @@ counts are not wired yet).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+import asyncpg
 import numpy as np
+import orjson
 from sklearn.decomposition import NMF
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -110,7 +114,7 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
 def assign(fitted: Fitted, texts: list[str]) -> list[list[str]]:
     """Each text's themes: those holding at least SHARE of its weight, heaviest first."""
     weights = fitted.nmf.transform(fitted.vectorizer.transform(texts))
-    result = []
+    result: list[list[str]] = []
     for row in weights:
         total = float(row.sum())
         if total <= 0:
@@ -119,3 +123,114 @@ def assign(fitted: Fitted, texts: list[str]) -> list[list[str]]:
         order = np.argsort(-row, kind="stable")
         result.append([fitted.themes[j].theme_id for j in order if row[j] / total >= SHARE])
     return result
+
+
+# --- themes in Postgres: the refit, and the themes of each text -------------------------------
+
+MATCH_SCORE = 0.2  # a text is about a theme when its terms hold this much of the theme's weight
+REFIT_DAYS = 180  # a refit learns from the texts of this many days
+REFIT_TEXTS = 50_000  # ... at most this many, the newest
+_ANALYZE = TfidfVectorizer(stop_words="english", ngram_range=(1, 2)).build_analyzer()
+
+
+def terms_of(text: str) -> set[str]:
+    """The words and word pairs of a text, as the fit reads them."""
+    return set(_ANALYZE(text[:5_000]))
+
+
+def match(terms: set[str], candidates: list[Theme]) -> list[str]:
+    """The themes a text with these terms is about, the strongest first: those whose terms it
+    holds at least MATCH_SCORE of (a seed theme's keywords weigh 1 each: one is enough)."""
+    scored = []
+    for theme in candidates:
+        score = sum(w for term, w in theme.terms if term in terms)
+        if score >= MATCH_SCORE:
+            scored.append((-score, theme.theme_id))
+    return [theme_id for _, theme_id in sorted(scored)]
+
+
+def seed_terms(keywords: list[str]) -> list[tuple[str, float]]:
+    return [(" ".join(_ANALYZE(k)) or k.lower(), 1.0) for k in keywords]
+
+
+async def active(conn: asyncpg.Connection) -> list[Theme]:
+    """The themes texts are matched against: not retired, not merged into another (a merged
+    theme's terms count for the one it was merged into)."""
+    rows = await conn.fetch(
+        "SELECT theme_id, name, terms, merged_into FROM themes WHERE retired_at IS NULL"
+    )
+    themes: dict[str, Theme] = {}
+    merged: list[asyncpg.Record] = []
+    for r in rows:
+        if r["merged_into"] is None:
+            themes[r["theme_id"]] = Theme(
+                r["theme_id"], r["name"], [tuple(t) for t in orjson.loads(r["terms"])]
+            )
+        else:
+            merged.append(r)
+    for r in merged:
+        into = themes.get(r["merged_into"])
+        if into is not None:
+            into.terms = into.terms + [tuple(t) for t in orjson.loads(r["terms"])]
+    return list(themes.values())
+
+
+async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
+    """Learn the themes again from the recent texts, keeping the ids (and operators' names) of
+    those found again, retiring learnt ones not found again unless pinned, then match every
+    recent text again; what changed, counted."""
+    rows = await conn.fetch(
+        "SELECT e.event_id, e.text FROM events e "
+        "JOIN text_enrichments x ON x.event_id = e.event_id "
+        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval "
+        "ORDER BY e.occurred_at DESC LIMIT $2",
+        timedelta(days=REFIT_DAYS),
+        REFIT_TEXTS,
+    )
+    previous = [
+        Theme(r["theme_id"], r["name"], [tuple(t) for t in orjson.loads(r["terms"])])
+        for r in await conn.fetch(
+            "SELECT theme_id, name, terms FROM themes WHERE NOT seed AND retired_at IS NULL "
+            "AND merged_into IS NULL"
+        )
+    ]
+    texts = [r["text"] for r in rows]
+    fitted = await asyncio.to_thread(fit, texts, previous=previous, seed=seed)
+    found = fitted.themes if fitted else []
+    async with conn.transaction():
+        for theme in found:
+            await conn.execute(
+                "INSERT INTO themes (theme_id, name, terms) VALUES ($1, $2, $3::jsonb) "
+                "ON CONFLICT (theme_id) DO UPDATE SET terms = excluded.terms, "
+                "name = CASE WHEN themes.renamed THEN themes.name ELSE excluded.name END, "
+                "retired_at = NULL, updated_at = now()",
+                theme.theme_id,
+                theme.name,
+                orjson.dumps(theme.terms).decode(),
+            )
+        retired = await conn.execute(
+            "UPDATE themes SET retired_at = now() WHERE NOT seed AND NOT pinned "
+            "AND retired_at IS NULL AND merged_into IS NULL AND NOT (theme_id = ANY($1::text[]))",
+            [t.theme_id for t in found],
+        )
+        matched = await rematch(conn, [r["event_id"] for r in rows], texts)
+    return {
+        "texts": len(texts),
+        "themes": len(found),
+        "retired": int(retired.split()[-1]),
+        "matched": matched,
+    }
+
+
+async def rematch(conn: asyncpg.Connection, event_ids: list[str], texts: list[str]) -> int:
+    """Match these texts against the active themes again; how many are about one or more."""
+    candidates = await active(conn)
+    found = await asyncio.to_thread(lambda: [match(terms_of(t), candidates) for t in texts])
+    await conn.execute(
+        "UPDATE text_enrichments x SET themes = u.themes::text[] "
+        "FROM (SELECT * FROM unnest($1::text[], $2::text[])) AS u(event_id, themes) "
+        "WHERE x.event_id = u.event_id",
+        event_ids,
+        ["{" + ",".join(f'"{t}"' for t in ids) + "}" for ids in found],
+    )
+    return sum(1 for ids in found if ids)

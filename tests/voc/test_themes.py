@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 
-from app.voc import themes
+import asyncpg
+import httpx
+
+from app.voc import enrich, sentiment, themes
 
 PLANTED = {
     "export": ["the csv export keeps failing", "export to csv is broken", "csv export times out"],
@@ -56,3 +60,46 @@ def test_a_refit_keeps_the_ids_of_the_themes_it_finds_again() -> None:
 
 def test_too_few_texts_make_no_themes() -> None:
     assert themes.fit(["one text"] * 10, previous=[]) is None
+
+
+async def test_a_refit_stores_themes_and_every_text_is_matched_to_them(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    written, kinds = texts(900, seed=3)
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"t-{n}",
+            "type": "ticket_opened",
+            "occurred_at": (now - timedelta(hours=n)).isoformat(),
+            "account_id": f"a{n % 30}",
+            "text": t,
+        }
+        for n, t in enumerate(written)
+    ]
+    response = await client.post("/v1/events/batch", json={"events": events})
+    assert response.json()["accepted"] == len(events)
+    analyzer = sentiment.Analyzer()
+    assert await enrich.enrich_pending(conn, analyzer, limit=2000) == len(events)
+    done = await themes.refit(conn)
+    assert done["texts"] == len(events) and done["themes"] >= 3
+    about = dict(await conn.fetch("SELECT event_id, themes FROM text_enrichments"))
+    assert sum(1 for ids in about.values() if ids) / len(about) > 0.8
+    # The export texts share a leading theme, which no billing text leads with.
+    export = {about[f"t-{n}"][0] for n, k in enumerate(kinds) if k == "export" and about[f"t-{n}"]}
+    billing = {
+        about[f"t-{n}"][0] for n, k in enumerate(kinds) if k == "billing" and about[f"t-{n}"]
+    }
+    assert len(export) == 1 and not export & billing
+    # A new text is matched as it is read; a second refit keeps the ids it finds again.
+    new = {**events[0], "event_id": "late", "text": "the csv export keeps failing today"}
+    await client.post("/v1/events", json=new)
+    assert await enrich.enrich_pending(conn, analyzer, limit=10) == 1
+    [late] = await conn.fetchval(
+        "SELECT array_agg(themes[1]) FROM text_enrichments WHERE event_id = 'late'"
+    )
+    assert late in export
+    before = {r[0] for r in await conn.fetch("SELECT theme_id FROM themes")}
+    await themes.refit(conn, seed=1)
+    after = {r[0] for r in await conn.fetch("SELECT theme_id FROM themes WHERE retired_at IS NULL")}
+    assert before & after
