@@ -110,9 +110,14 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """Enrich new texts every TICK_SECONDS, batch after batch while there are more."""
     analyzer = await asyncio.to_thread(analyzer_of, settings)
 
+    refit_every = timedelta(hours=settings.themes_refit_hours)
+
     async def step(conn: asyncpg.Connection) -> None:
         limit = settings.enrich_batch
         while await enrich_pending(conn, analyzer, limit=limit) == limit:
             pass
+        done = await themes.refit_if_due(conn, every=refit_every)
+        if done is not None:
+            log.info("themes refit", extra=done)
 
     await db.every(pool, TICK_SECONDS, step, what="text enrichment")

@@ -17,13 +17,16 @@ import asyncio
 import hashlib
 import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import numpy as np
 import orjson
 from sklearn.decomposition import NMF
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from app import errors
 
 MIN_DF = 5
 MAX_THEMES = 20
@@ -175,6 +178,30 @@ async def active(conn: asyncpg.Connection) -> list[Theme]:
     return list(themes.values())
 
 
+_REFIT_LOCK = 0x7E47_0003  # one worker refits at a time
+
+
+async def refit_if_due(conn: asyncpg.Connection, *, every: timedelta) -> dict[str, int] | None:
+    """Refit when no theme was learnt yet and there are texts enough, or the last refit is
+    older than `every`; what the refit did, or None."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _REFIT_LOCK):
+            return None
+        last = await conn.fetchval(
+            "SELECT max(updated_at) FROM themes WHERE NOT seed AND merged_into IS NULL"
+        )
+        if last is not None and await conn.fetchval("SELECT now() - $1::timestamptz", last) < every:
+            return None
+        if last is None:
+            enough = 2 * TEXTS_PER_THEME
+            have = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM text_enrichments LIMIT $1) t", enough
+            )
+            if have < enough:
+                return None
+        return await refit(conn)
+
+
 async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
     """Learn the themes again from the recent texts, keeping the ids (and operators' names) of
     those found again, retiring learnt ones not found again unless pinned, then match every
@@ -197,6 +224,8 @@ async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
     texts = [r["text"] for r in rows]
     fitted = await asyncio.to_thread(fit, texts, previous=previous, seed=seed)
     found = fitted.themes if fitted else []
+    if not found:  # too few texts, or too few shared words: the themes stay as they were
+        return {"texts": len(texts), "themes": 0, "retired": 0, "matched": 0}
     async with conn.transaction():
         for theme in found:
             await conn.execute(
@@ -234,3 +263,160 @@ async def rematch(conn: asyncpg.Connection, event_ids: list[str], texts: list[st
         ["{" + ",".join(f'"{t}"' for t in ids) + "}" for ids in found],
     )
     return sum(1 for ids in found if ids)
+
+
+# --- what the API reads and changes -----------------------------------------------------------
+
+_COUNTS = """
+    SELECT t.theme_id, count(*) AS texts
+    FROM events e
+    JOIN text_enrichments x ON x.event_id = e.event_id
+    JOIN accounts a ON a.account_id = e.account_id
+    CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
+    WHERE e.text IS NOT NULL AND e.occurred_at >= $1 AND e.occurred_at < $2
+      AND ($3::text IS NULL OR a.segment = $3)
+    GROUP BY 1"""
+
+
+async def counts(
+    conn: asyncpg.Connection, *, since: datetime, until: datetime, segment: str | None = None
+) -> dict[str, int]:
+    """Texts about each theme written in [since, until)."""
+    return {r[0]: r[1] for r in await conn.fetch(_COUNTS, since, until, segment)}
+
+
+async def top(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None,
+    limit: int = 10,
+) -> list[dict[str, Any]]:
+    """The themes most written about in [since, until), with the period before's counts."""
+    now = await counts(conn, since=since, until=until, segment=segment)
+    try:
+        start = since - (until - since)
+    except OverflowError:
+        start = datetime.min.replace(tzinfo=since.tzinfo)
+    before = await counts(conn, since=start, until=since, segment=segment)
+    names = dict(await conn.fetch("SELECT theme_id, name FROM themes"))
+    busiest = sorted(now, key=lambda t: (-now[t], t))[:limit]
+    return [
+        {
+            "theme_id": t,
+            "name": names.get(t, t),
+            "texts": now[t],
+            "previous": before.get(t, 0),
+            "change": now[t] / before[t] - 1 if before.get(t) else None,
+        }
+        for t in busiest
+    ]
+
+
+def _view(r: asyncpg.Record, now: dict[str, int], before: dict[str, int]) -> dict[str, Any]:
+    terms = orjson.loads(r["terms"])
+    return {
+        "theme_id": r["theme_id"],
+        "name": r["name"],
+        "terms": [t[0] for t in terms],
+        "seed": r["seed"],
+        "pinned": r["pinned"],
+        "merged_into": r["merged_into"],
+        "texts_30d": now.get(r["theme_id"], 0),
+        "texts_previous_30d": before.get(r["theme_id"], 0),
+    }
+
+
+_THEME = "SELECT theme_id, name, terms, seed, pinned, merged_into FROM themes"
+
+
+async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every theme in use (learnt, seeded or merged), busiest in the last 30 days first."""
+    today = await conn.fetchval("SELECT now()")
+    month = timedelta(days=30)
+    now = await counts(conn, since=today - month, until=today)
+    before = await counts(conn, since=today - 2 * month, until=today - month)
+    rows = await conn.fetch(f"{_THEME} WHERE retired_at IS NULL")
+    views = [_view(r, now, before) for r in rows]
+    return sorted(views, key=lambda v: (-v["texts_30d"], v["name"], v["theme_id"]))
+
+
+async def _one(conn: asyncpg.Connection, theme_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(f"{_THEME} WHERE theme_id = $1 AND retired_at IS NULL", theme_id)
+    if row is None:
+        raise errors.NotFound(f"No theme {theme_id!r}.")
+    return row
+
+
+async def _rematch_recent(conn: asyncpg.Connection) -> None:
+    rows = await conn.fetch(
+        "SELECT e.event_id, e.text FROM events e "
+        "JOIN text_enrichments x ON x.event_id = e.event_id "
+        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval",
+        timedelta(days=REFIT_DAYS),
+    )
+    await rematch(conn, [r["event_id"] for r in rows], [r["text"] for r in rows])
+
+
+async def update(
+    conn: asyncpg.Connection,
+    theme_id: str,
+    *,
+    name: str | None,
+    pinned: bool | None,
+    merge_into: str | None,
+) -> dict[str, Any]:
+    """Rename (kept across refits), pin (kept even when a refit does not find it again) or
+    merge into another theme (its texts then count for that one)."""
+    async with conn.transaction():
+        await _one(conn, theme_id)
+        if merge_into is not None:
+            if merge_into == theme_id:
+                raise errors.Conflict("A theme cannot be merged into itself.")
+            into = await _one(conn, merge_into)
+            if into["merged_into"] is not None:
+                raise errors.Conflict(f"{merge_into!r} is merged into another theme already.")
+            await conn.execute(
+                "UPDATE themes SET merged_into = $2, updated_at = now() "
+                "WHERE theme_id = $1 OR merged_into = $1",
+                theme_id,
+                merge_into,
+            )
+        if name is not None:
+            await conn.execute(
+                "UPDATE themes SET name = $2, renamed = true, updated_at = now() "
+                "WHERE theme_id = $1",
+                theme_id,
+                name,
+            )
+        if pinned is not None:
+            await conn.execute(
+                "UPDATE themes SET pinned = $2, updated_at = now() WHERE theme_id = $1",
+                theme_id,
+                pinned,
+            )
+        if merge_into is not None:
+            await _rematch_recent(conn)
+    return next(v for v in await listing(conn) if v["theme_id"] == theme_id)
+
+
+async def create_seed(
+    conn: asyncpg.Connection, *, name: str, keywords: list[str]
+) -> dict[str, Any]:
+    """A theme an operator defines by keywords (a text with any of them is about it), kept
+    across refits; recent texts are matched against it at once."""
+    theme_id = "seed_" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    async with conn.transaction():
+        inserted = await conn.fetchval(
+            "INSERT INTO themes (theme_id, name, terms, seed, pinned, renamed) "
+            "VALUES ($1, $2, $3::jsonb, true, true, true) ON CONFLICT (theme_id) DO NOTHING "
+            "RETURNING theme_id",
+            theme_id,
+            name,
+            orjson.dumps(seed_terms(keywords)).decode(),
+        )
+        if inserted is None:
+            raise errors.Conflict(f"A seed theme named {name!r} exists already.")
+        await _rematch_recent(conn)
+    return next(v for v in await listing(conn) if v["theme_id"] == theme_id)

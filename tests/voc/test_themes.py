@@ -103,3 +103,72 @@ async def test_a_refit_stores_themes_and_every_text_is_matched_to_them(
     await themes.refit(conn, seed=1)
     after = {r[0] for r in await conn.fetch("SELECT theme_id FROM themes WHERE retired_at IS NULL")}
     assert before & after
+
+
+async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    written, _ = texts(900, seed=4)
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"t-{n}",
+            "type": "ticket_opened",
+            "occurred_at": (now - timedelta(hours=n % 500)).isoformat(),
+            "account_id": f"a{n % 30}",
+            "text": t,
+        }
+        for n, t in enumerate(written)
+    ]
+    await client.post("/v1/events/batch", json={"events": events})
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=2000)
+    await themes.refit(conn)
+    listed = (await client.get("/v1/voc/themes")).json()
+    assert len(listed) >= 3 and all(t["texts_30d"] > 0 for t in listed[:3])
+    timeline = (await client.get("/v1/accounts/a0/events")).json()["items"]
+    about = [e["themes"] for e in timeline if e["themes"]]
+    assert len(about) >= 0.8 * len(timeline)
+    assert all(ids[0] in {t["theme_id"] for t in listed} for ids in about)
+
+    first, second = listed[0], listed[1]
+    renamed = await client.patch(f"/v1/voc/themes/{first['theme_id']}", json={"name": "Exports"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Exports"
+    merged = await client.patch(
+        f"/v1/voc/themes/{second['theme_id']}", json={"merge_into": first["theme_id"]}
+    )
+    assert merged.json()["merged_into"] == first["theme_id"]
+    after = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
+    # The merged theme's texts now count for the one it went into.
+    assert after[first["theme_id"]]["texts_30d"] >= first["texts_30d"] + second["texts_30d"] * 0.9
+    assert after[second["theme_id"]]["texts_30d"] == 0
+    itself = await client.patch(
+        f"/v1/voc/themes/{first['theme_id']}", json={"merge_into": first["theme_id"]}
+    )
+    assert itself.status_code == 409
+    assert (await client.patch("/v1/voc/themes/nope", json={"pinned": True})).status_code == 404
+
+    seeded = await client.post(
+        "/v1/voc/themes", json={"name": "Pricing", "keywords": ["price", "expensive"]}
+    )
+    assert seeded.status_code == 201 and seeded.json()["seed"] and seeded.json()["pinned"]
+    again = await client.post("/v1/voc/themes", json={"name": "Pricing", "keywords": ["cost"]})
+    assert again.status_code == 409
+    await client.post(
+        "/v1/events",
+        json={**events[0], "event_id": "p-1", "text": "The new price is too expensive for us"},
+    )
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=10)
+    [read] = [
+        e
+        for e in (await client.get("/v1/accounts/a0/events")).json()["items"]
+        if e["event_id"] == "p-1"
+    ]
+    assert read["themes"][0] == seeded.json()["theme_id"]
+    # A refit keeps the name an operator gave and the seed.
+    await themes.refit(conn, seed=2)
+    kept = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
+    assert seeded.json()["theme_id"] in kept
+    if first["theme_id"] in kept:
+        assert kept[first["theme_id"]]["name"] == "Exports"
+    summary = (await client.get("/v1/voc/summary")).json()
+    assert summary["themes"] and summary["themes"][0]["texts"] > 0
