@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         description="Words and their valence (-4 to 4) over the sentiment lexicon and its "
         "support-language table: 0 neutralises a word (JSON object).",
     )
+    themes_refit_hours: float = Field(
+        24, gt=0, description="Hours between two refits of the themes learnt from the texts."
+    )
     enrich_batch: int = Field(
         2000, ge=1, le=100_000, description="Texts the worker reads and enriches per batch."
     )

@@ -274,6 +274,25 @@ class TextEnrichment(Base):
     sentiment: Mapped[float] = mapped_column(Double, nullable=False)
     label: Mapped[str] = mapped_column(String(16), nullable=False)
     enriched_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    themes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+
+
+class Theme(Base):
+    """A theme of what customers write (app.voc.themes): learned by a refit, or a seed an
+    operator defined by keywords; its terms and their weights decide which texts are about it."""
+
+    __tablename__ = "themes"
+
+    theme_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    terms: Mapped[list[Any]] = mapped_column(JSONB)
+    seed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    pinned: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    renamed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    merged_into: Mapped[str | None] = mapped_column(String(64))
+    retired_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class EventRollup(Base):

@@ -19,7 +19,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _PAGE = """
     SELECT e.event_id, type, source, occurred_at, e.received_at, account_id, contact_id, email,
-           value, properties, text, t.sentiment, t.label
+           value, properties, text, t.sentiment, t.label, t.themes
     FROM events e LEFT JOIN text_enrichments t ON t.event_id = e.event_id
     WHERE account_id = $1
       AND ($2::timestamptz IS NULL OR occurred_at >= $2)
@@ -77,7 +77,12 @@ async def events(
         limit + 1,
     )
     page = [
-        dict(r, properties=orjson.loads(r["properties"]), sentiment=sentiment_of(r))
+        dict(
+            r,
+            properties=orjson.loads(r["properties"]),
+            sentiment=sentiment_of(r),
+            themes=r["themes"] or [],
+        )
         for r in rows[:limit]
     ]
     next_cursor = None

@@ -89,6 +89,8 @@ EXAMPLES: dict[str, Any] = {
         "settings": {"account_metadata_key": "account_id"},
     },
     "update_source": {"secret": "whsec_fedcba9876543210fedcba9876543210", "grace_hours": 24},
+    "create_seed_theme": {"name": "Pricing", "keywords": ["price", "expensive", "cost"]},
+    "update_theme": {"name": "CSV export failures", "pinned": True},
     "create_api_key": {"name": "segment relay", "scopes": ["ingest"]},
 }
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 
 from app import errors, runtime
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Read
+from app.auth import Admin, Read
 from app.schemas.common import Id, Name, Timestamp
-from app.schemas.voc import AccountVoc, VocSummary
-from app.voc import surveys
+from app.schemas.voc import AccountVoc, SeedTheme, ThemeId, ThemeOut, ThemePatch, VocSummary
+from app.voc import surveys, themes
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["voc"])
 
@@ -63,6 +63,7 @@ async def voc_summary(
             conn, since=_before(since, until - since), until=since, segment=segment
         )
         mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment)
+        top = await themes.top(conn, since=since, until=until, segment=segment)
     return VocSummary.model_validate(
         {
             "since": since,
@@ -70,9 +71,39 @@ async def voc_summary(
             "segment": segment,
             "previous": before["overall"],
             "sentiment": mix,
+            "themes": top,
             **now,
         }
     )
+
+
+@router.get("/voc/themes", operation_id="list_themes")
+async def list_themes(request: Request, _: Read) -> list[ThemeOut]:
+    """The themes of what customers write, learnt from this installation's texts by a refit
+    every CUSTINTEL_THEMES_REFIT_HOURS (ids stay while a theme is found again), and the seed
+    themes operators defined; with the texts about each in the last 30 days and the 30 before."""
+    async with runtime.of(request).pool.acquire() as conn:
+        return [ThemeOut.model_validate(t) for t in await themes.listing(conn)]
+
+
+@router.patch("/voc/themes/{theme_id}", operation_id="update_theme")
+async def update_theme(request: Request, theme_id: ThemeId, body: ThemePatch, _: Admin) -> ThemeOut:
+    """Rename a theme (the name is kept across refits), pin it (kept even when a refit does not
+    find it again), or merge it into another (its texts then count for that one)."""
+    async with runtime.of(request).pool.acquire() as conn:
+        theme = await themes.update(
+            conn, theme_id, name=body.name, pinned=body.pinned, merge_into=body.merge_into
+        )
+    return ThemeOut.model_validate(theme)
+
+
+@router.post("/voc/themes", status_code=201, operation_id="create_seed_theme")
+async def create_seed_theme(request: Request, body: SeedTheme, _: Admin) -> ThemeOut:
+    """A seed theme defined by keywords ("pricing": price, expensive, cost): a text holding any
+    of them is about it; it is kept across refits, and recent texts are matched at once."""
+    async with runtime.of(request).pool.acquire() as conn:
+        theme = await themes.create_seed(conn, name=body.name, keywords=body.keywords)
+    return ThemeOut.model_validate(theme)
 
 
 @router.get("/accounts/{account_id}/voc", operation_id="account_voc")

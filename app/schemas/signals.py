@@ -98,6 +98,11 @@ class EventOut(BaseModel):
         description="The text's sentiment, read by the worker within seconds of storing; null "
         "for events without text and until it is read.",
     )
+    themes: list[str] = Field(
+        default_factory=list,
+        description="The ids of the themes its text is about (GET /v1/voc/themes), strongest "
+        "first.",
+    )
 
 
 class EventPage(BaseModel):

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from app.schemas.common import STRICT
 from app.schemas.signals import TextSentiment
 
 Interval = list[float]
+ThemeName = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+ThemeId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Keyword = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 
 
 class Nps(BaseModel):
@@ -59,6 +70,14 @@ class SegmentMetrics(SurveyMetrics):
     segment: str | None = Field(description="The accounts' current segment (null: none).")
 
 
+class ThemeCount(BaseModel):
+    theme_id: str
+    name: str
+    texts: int = Field(description="Texts about it in the period.")
+    previous: int = Field(description="... in the period of the same length before.")
+    change: float | None = Field(description="texts / previous - 1; null when previous is 0.")
+
+
 class VocSummary(BaseModel):
     since: datetime
     until: datetime
@@ -70,6 +89,10 @@ class VocSummary(BaseModel):
     by_month: list[MonthMetrics] = Field(description="Oldest first.")
     by_segment: list[SegmentMetrics]
     sentiment: SentimentMix
+    themes: list[ThemeCount] = Field(
+        description="The themes most written about in the period, with the previous period's "
+        "counts."
+    )
 
 
 class SentimentMix(BaseModel):
@@ -115,3 +138,33 @@ class AccountVoc(BaseModel):
         "first."
     )
     verbatims: list[Verbatim] = Field(description="The latest texts, newest first.")
+
+
+class ThemeOut(BaseModel):
+    """A theme of what customers write: learnt from the installation's texts, or a seed."""
+
+    theme_id: str = Field(description="Stable across refits while the theme is found again.")
+    name: str = Field(description="Made from its top terms, unless an operator renamed it.")
+    terms: list[str] = Field(description="Its top terms (a seed: its keywords).")
+    seed: bool = Field(description="Defined by an operator's keywords, kept across refits.")
+    pinned: bool = Field(description="Kept even when a refit does not find it again.")
+    merged_into: str | None = Field(description="Its texts count for this theme.")
+    texts_30d: int = Field(description="Texts about it written in the last 30 days.")
+    texts_previous_30d: int = Field(description="... and in the 30 days before.")
+
+
+class ThemePatch(BaseModel):
+    model_config = STRICT
+
+    name: ThemeName | None = None
+    pinned: bool | None = None
+    merge_into: ThemeId | None = Field(None, description="Merge this theme into that one.")
+
+
+class SeedTheme(BaseModel):
+    model_config = STRICT
+
+    name: ThemeName
+    keywords: Annotated[list[Keyword], Field(min_length=1, max_length=50)] = Field(
+        description="A text holding any of these words (or phrases) is about the theme."
+    )

@@ -20,7 +20,7 @@ import asyncpg
 
 from app import db
 from app.settings import Settings
-from app.voc import sentiment
+from app.voc import sentiment, themes
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ _PENDING = """
     LIMIT $2"""
 
 _STORE = """
-    INSERT INTO text_enrichments (event_id, received_at, sentiment, label)
-    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::text[])
+    INSERT INTO text_enrichments (event_id, received_at, sentiment, label, themes)
+    SELECT u.event_id, u.received_at, u.sentiment, u.label, u.themes::text[]
+    FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::text[], $5::text[])
+        AS u(event_id, received_at, sentiment, label, themes)
     ON CONFLICT (event_id) DO NOTHING"""
 
 
@@ -57,14 +59,19 @@ async def enrich_pending(
         rows = await conn.fetch(_PENDING, since, limit)
         if not rows:
             return 0
+        candidates = await themes.active(conn)
         # CPU work off the event loop (the worker's heartbeats go on meanwhile).
         read = await asyncio.to_thread(lambda: [_read(analyzer, r) for r in rows])
+        about = await asyncio.to_thread(
+            lambda: [themes.match(themes.terms_of(r["text"]), candidates) for r in rows]
+        )
         await conn.execute(
             _STORE,
             [r["event_id"] for r in rows],
             [r["received_at"] for r in rows],
             [s.score for s in read],
             [s.label for s in read],
+            ["{" + ",".join(f'"{t}"' for t in ids) + "}" for ids in about],
         )
     return len(rows)
 
@@ -103,9 +110,14 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """Enrich new texts every TICK_SECONDS, batch after batch while there are more."""
     analyzer = await asyncio.to_thread(analyzer_of, settings)
 
+    refit_every = timedelta(hours=settings.themes_refit_hours)
+
     async def step(conn: asyncpg.Connection) -> None:
         limit = settings.enrich_batch
         while await enrich_pending(conn, analyzer, limit=limit) == limit:
             pass
+        done = await themes.refit_if_due(conn, every=refit_every)
+        if done is not None:
+            log.info("themes refit", extra=done)
 
     await db.every(pool, TICK_SECONDS, step, what="text enrichment")

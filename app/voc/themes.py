@@ -1,0 +1,422 @@
+"""Themes of what customers write, learned per installation from its own texts (work in
+progress: fitted and matched here; storage, the scheduled refit, the API and the models' theme
+counts are not wired yet).
+
+- fit: TF-IDF over words and word pairs (English stop words out, terms in at least MIN_DF texts
+  and at most half of them), then NMF into k themes (k grows with the texts, at most MAX_THEMES);
+  each theme's top terms, and a readable name from its top three.
+- stable ids across refits: a new theme takes the id of the previous theme whose term weights it
+  is closest to (cosine at least MATCH), so counts stay comparable from one refit to the next;
+  otherwise it gets a new id.
+- assign: a text's themes are those holding at least SHARE of its NMF weight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+import orjson
+from sklearn.decomposition import NMF
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from app import errors
+
+MIN_DF = 5
+MAX_THEMES = 20
+TEXTS_PER_THEME = 200
+TOP_TERMS = 8
+MATCH = 0.5
+SHARE = 0.3
+
+
+@dataclass
+class Theme:
+    theme_id: str
+    name: str
+    terms: list[tuple[str, float]]  # the top terms and their weights, heaviest first
+
+
+@dataclass
+class Fitted:
+    vectorizer: TfidfVectorizer
+    nmf: NMF
+    themes: list[Theme] = field(default_factory=list)
+
+
+def _name(terms: list[tuple[str, float]]) -> str:
+    words: list[str] = []
+    for term, _ in terms:
+        if not any(term in w or w in term for w in words):
+            words.append(term)
+        if len(words) == 3:
+            break
+    return ", ".join(words)
+
+
+def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    dot = sum(w * b.get(t, 0.0) for t, w in a.items())
+    norm = math.sqrt(sum(w * w for w in a.values())) * math.sqrt(sum(w * w for w in b.values()))
+    return dot / norm if norm else 0.0
+
+
+def _new_id(terms: list[tuple[str, float]]) -> str:
+    return "th_" + hashlib.sha256("\x00".join(t for t, _ in terms).encode()).hexdigest()[:12]
+
+
+def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | None:
+    """Themes of `texts`, ids carried over from `previous`; None with too few texts."""
+    k = min(MAX_THEMES, len(texts) // TEXTS_PER_THEME)
+    if k < 2:
+        return None
+    vectorizer = TfidfVectorizer(
+        stop_words="english",
+        ngram_range=(1, 2),
+        min_df=MIN_DF,
+        max_df=0.5,
+        sublinear_tf=True,
+        max_features=20_000,
+    )
+    try:
+        x = vectorizer.fit_transform(texts)
+    except ValueError:  # no term in enough texts
+        return None
+    k = min(k, x.shape[1] - 1)
+    if k < 2:
+        return None
+    nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=400)
+    nmf.fit(x)
+    vocabulary = vectorizer.get_feature_names_out()
+    taken: set[str] = set()
+    themes = []
+    for component in nmf.components_:
+        top = np.argsort(-component, kind="stable")[:TOP_TERMS]
+        total = float(component[top].sum()) or 1.0
+        terms = [(str(vocabulary[i]), float(component[i]) / total) for i in top]
+        weights = dict(terms)
+        best = max(
+            (p for p in previous if p.theme_id not in taken),
+            key=lambda p: _cosine(weights, dict(p.terms)),
+            default=None,
+        )
+        if best is not None and _cosine(weights, dict(best.terms)) >= MATCH:
+            theme_id = best.theme_id
+        else:
+            theme_id = _new_id(terms)
+        taken.add(theme_id)
+        themes.append(Theme(theme_id, _name(terms), terms))
+    return Fitted(vectorizer, nmf, themes)
+
+
+def assign(fitted: Fitted, texts: list[str]) -> list[list[str]]:
+    """Each text's themes: those holding at least SHARE of its weight, heaviest first."""
+    weights = fitted.nmf.transform(fitted.vectorizer.transform(texts))
+    result: list[list[str]] = []
+    for row in weights:
+        total = float(row.sum())
+        if total <= 0:
+            result.append([])
+            continue
+        order = np.argsort(-row, kind="stable")
+        result.append([fitted.themes[j].theme_id for j in order if row[j] / total >= SHARE])
+    return result
+
+
+# --- themes in Postgres: the refit, and the themes of each text -------------------------------
+
+MATCH_SCORE = 0.2  # a text is about a theme when its terms hold this much of the theme's weight
+REFIT_DAYS = 180  # a refit learns from the texts of this many days
+REFIT_TEXTS = 50_000  # ... at most this many, the newest
+_ANALYZE = TfidfVectorizer(stop_words="english", ngram_range=(1, 2)).build_analyzer()
+
+
+def terms_of(text: str) -> set[str]:
+    """The words and word pairs of a text, as the fit reads them."""
+    return set(_ANALYZE(text[:5_000]))
+
+
+def match(terms: set[str], candidates: list[Theme]) -> list[str]:
+    """The themes a text with these terms is about, the strongest first: those whose terms it
+    holds at least MATCH_SCORE of (a seed theme's keywords weigh 1 each: one is enough)."""
+    scored = []
+    for theme in candidates:
+        score = sum(w for term, w in theme.terms if term in terms)
+        if score >= MATCH_SCORE:
+            scored.append((-score, theme.theme_id))
+    return [theme_id for _, theme_id in sorted(scored)]
+
+
+def seed_terms(keywords: list[str]) -> list[tuple[str, float]]:
+    return [(" ".join(_ANALYZE(k)) or k.lower(), 1.0) for k in keywords]
+
+
+async def active(conn: asyncpg.Connection) -> list[Theme]:
+    """The themes texts are matched against: not retired, not merged into another (a merged
+    theme's terms count for the one it was merged into)."""
+    rows = await conn.fetch(
+        "SELECT theme_id, name, terms, merged_into FROM themes WHERE retired_at IS NULL"
+    )
+    themes: dict[str, Theme] = {}
+    merged: list[asyncpg.Record] = []
+    for r in rows:
+        if r["merged_into"] is None:
+            themes[r["theme_id"]] = Theme(
+                r["theme_id"], r["name"], [tuple(t) for t in orjson.loads(r["terms"])]
+            )
+        else:
+            merged.append(r)
+    for r in merged:
+        into = themes.get(r["merged_into"])
+        if into is not None:
+            into.terms = into.terms + [tuple(t) for t in orjson.loads(r["terms"])]
+    return list(themes.values())
+
+
+_REFIT_LOCK = 0x7E47_0003  # one worker refits at a time
+
+
+async def refit_if_due(conn: asyncpg.Connection, *, every: timedelta) -> dict[str, int] | None:
+    """Refit when no theme was learnt yet and there are texts enough, or the last refit is
+    older than `every`; what the refit did, or None."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _REFIT_LOCK):
+            return None
+        last = await conn.fetchval(
+            "SELECT max(updated_at) FROM themes WHERE NOT seed AND merged_into IS NULL"
+        )
+        if last is not None and await conn.fetchval("SELECT now() - $1::timestamptz", last) < every:
+            return None
+        if last is None:
+            enough = 2 * TEXTS_PER_THEME
+            have = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM text_enrichments LIMIT $1) t", enough
+            )
+            if have < enough:
+                return None
+        return await refit(conn)
+
+
+async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
+    """Learn the themes again from the recent texts, keeping the ids (and operators' names) of
+    those found again, retiring learnt ones not found again unless pinned, then match every
+    recent text again; what changed, counted."""
+    rows = await conn.fetch(
+        "SELECT e.event_id, e.text FROM events e "
+        "JOIN text_enrichments x ON x.event_id = e.event_id "
+        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval "
+        "ORDER BY e.occurred_at DESC LIMIT $2",
+        timedelta(days=REFIT_DAYS),
+        REFIT_TEXTS,
+    )
+    previous = [
+        Theme(r["theme_id"], r["name"], [tuple(t) for t in orjson.loads(r["terms"])])
+        for r in await conn.fetch(
+            "SELECT theme_id, name, terms FROM themes WHERE NOT seed AND retired_at IS NULL "
+            "AND merged_into IS NULL"
+        )
+    ]
+    texts = [r["text"] for r in rows]
+    fitted = await asyncio.to_thread(fit, texts, previous=previous, seed=seed)
+    found = fitted.themes if fitted else []
+    if not found:  # too few texts, or too few shared words: the themes stay as they were
+        return {"texts": len(texts), "themes": 0, "retired": 0, "matched": 0}
+    async with conn.transaction():
+        for theme in found:
+            await conn.execute(
+                "INSERT INTO themes (theme_id, name, terms) VALUES ($1, $2, $3::jsonb) "
+                "ON CONFLICT (theme_id) DO UPDATE SET terms = excluded.terms, "
+                "name = CASE WHEN themes.renamed THEN themes.name ELSE excluded.name END, "
+                "retired_at = NULL, updated_at = now()",
+                theme.theme_id,
+                theme.name,
+                orjson.dumps(theme.terms).decode(),
+            )
+        retired = await conn.execute(
+            "UPDATE themes SET retired_at = now() WHERE NOT seed AND NOT pinned "
+            "AND retired_at IS NULL AND merged_into IS NULL AND NOT (theme_id = ANY($1::text[]))",
+            [t.theme_id for t in found],
+        )
+        matched = await rematch(conn, [r["event_id"] for r in rows], texts)
+    return {
+        "texts": len(texts),
+        "themes": len(found),
+        "retired": int(retired.split()[-1]),
+        "matched": matched,
+    }
+
+
+async def rematch(conn: asyncpg.Connection, event_ids: list[str], texts: list[str]) -> int:
+    """Match these texts against the active themes again; how many are about one or more."""
+    candidates = await active(conn)
+    found = await asyncio.to_thread(lambda: [match(terms_of(t), candidates) for t in texts])
+    await conn.execute(
+        "UPDATE text_enrichments x SET themes = u.themes::text[] "
+        "FROM (SELECT * FROM unnest($1::text[], $2::text[])) AS u(event_id, themes) "
+        "WHERE x.event_id = u.event_id",
+        event_ids,
+        ["{" + ",".join(f'"{t}"' for t in ids) + "}" for ids in found],
+    )
+    return sum(1 for ids in found if ids)
+
+
+# --- what the API reads and changes -----------------------------------------------------------
+
+_COUNTS = """
+    SELECT t.theme_id, count(*) AS texts
+    FROM events e
+    JOIN text_enrichments x ON x.event_id = e.event_id
+    JOIN accounts a ON a.account_id = e.account_id
+    CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
+    WHERE e.text IS NOT NULL AND e.occurred_at >= $1 AND e.occurred_at < $2
+      AND ($3::text IS NULL OR a.segment = $3)
+    GROUP BY 1"""
+
+
+async def counts(
+    conn: asyncpg.Connection, *, since: datetime, until: datetime, segment: str | None = None
+) -> dict[str, int]:
+    """Texts about each theme written in [since, until)."""
+    return {r[0]: r[1] for r in await conn.fetch(_COUNTS, since, until, segment)}
+
+
+async def top(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None,
+    limit: int = 10,
+) -> list[dict[str, Any]]:
+    """The themes most written about in [since, until), with the period before's counts."""
+    now = await counts(conn, since=since, until=until, segment=segment)
+    try:
+        start = since - (until - since)
+    except OverflowError:
+        start = datetime.min.replace(tzinfo=since.tzinfo)
+    before = await counts(conn, since=start, until=since, segment=segment)
+    names = dict(await conn.fetch("SELECT theme_id, name FROM themes"))
+    busiest = sorted(now, key=lambda t: (-now[t], t))[:limit]
+    return [
+        {
+            "theme_id": t,
+            "name": names.get(t, t),
+            "texts": now[t],
+            "previous": before.get(t, 0),
+            "change": now[t] / before[t] - 1 if before.get(t) else None,
+        }
+        for t in busiest
+    ]
+
+
+def _view(r: asyncpg.Record, now: dict[str, int], before: dict[str, int]) -> dict[str, Any]:
+    terms = orjson.loads(r["terms"])
+    return {
+        "theme_id": r["theme_id"],
+        "name": r["name"],
+        "terms": [t[0] for t in terms],
+        "seed": r["seed"],
+        "pinned": r["pinned"],
+        "merged_into": r["merged_into"],
+        "texts_30d": now.get(r["theme_id"], 0),
+        "texts_previous_30d": before.get(r["theme_id"], 0),
+    }
+
+
+_THEME = "SELECT theme_id, name, terms, seed, pinned, merged_into FROM themes"
+
+
+async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every theme in use (learnt, seeded or merged), busiest in the last 30 days first."""
+    today = await conn.fetchval("SELECT now()")
+    month = timedelta(days=30)
+    now = await counts(conn, since=today - month, until=today)
+    before = await counts(conn, since=today - 2 * month, until=today - month)
+    rows = await conn.fetch(f"{_THEME} WHERE retired_at IS NULL")
+    views = [_view(r, now, before) for r in rows]
+    return sorted(views, key=lambda v: (-v["texts_30d"], v["name"], v["theme_id"]))
+
+
+async def _one(conn: asyncpg.Connection, theme_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(f"{_THEME} WHERE theme_id = $1 AND retired_at IS NULL", theme_id)
+    if row is None:
+        raise errors.NotFound(f"No theme {theme_id!r}.")
+    return row
+
+
+async def _rematch_recent(conn: asyncpg.Connection) -> None:
+    rows = await conn.fetch(
+        "SELECT e.event_id, e.text FROM events e "
+        "JOIN text_enrichments x ON x.event_id = e.event_id "
+        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval",
+        timedelta(days=REFIT_DAYS),
+    )
+    await rematch(conn, [r["event_id"] for r in rows], [r["text"] for r in rows])
+
+
+async def update(
+    conn: asyncpg.Connection,
+    theme_id: str,
+    *,
+    name: str | None,
+    pinned: bool | None,
+    merge_into: str | None,
+) -> dict[str, Any]:
+    """Rename (kept across refits), pin (kept even when a refit does not find it again) or
+    merge into another theme (its texts then count for that one)."""
+    async with conn.transaction():
+        await _one(conn, theme_id)
+        if merge_into is not None:
+            if merge_into == theme_id:
+                raise errors.Conflict("A theme cannot be merged into itself.")
+            into = await _one(conn, merge_into)
+            if into["merged_into"] is not None:
+                raise errors.Conflict(f"{merge_into!r} is merged into another theme already.")
+            await conn.execute(
+                "UPDATE themes SET merged_into = $2, updated_at = now() "
+                "WHERE theme_id = $1 OR merged_into = $1",
+                theme_id,
+                merge_into,
+            )
+        if name is not None:
+            await conn.execute(
+                "UPDATE themes SET name = $2, renamed = true, updated_at = now() "
+                "WHERE theme_id = $1",
+                theme_id,
+                name,
+            )
+        if pinned is not None:
+            await conn.execute(
+                "UPDATE themes SET pinned = $2, updated_at = now() WHERE theme_id = $1",
+                theme_id,
+                pinned,
+            )
+        if merge_into is not None:
+            await _rematch_recent(conn)
+    return next(v for v in await listing(conn) if v["theme_id"] == theme_id)
+
+
+async def create_seed(
+    conn: asyncpg.Connection, *, name: str, keywords: list[str]
+) -> dict[str, Any]:
+    """A theme an operator defines by keywords (a text with any of them is about it), kept
+    across refits; recent texts are matched against it at once."""
+    theme_id = "seed_" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    async with conn.transaction():
+        inserted = await conn.fetchval(
+            "INSERT INTO themes (theme_id, name, terms, seed, pinned, renamed) "
+            "VALUES ($1, $2, $3::jsonb, true, true, true) ON CONFLICT (theme_id) DO NOTHING "
+            "RETURNING theme_id",
+            theme_id,
+            name,
+            orjson.dumps(seed_terms(keywords)).decode(),
+        )
+        if inserted is None:
+            raise errors.Conflict(f"A seed theme named {name!r} exists already.")
+        await _rematch_recent(conn)
+    return next(v for v in await listing(conn) if v["theme_id"] == theme_id)

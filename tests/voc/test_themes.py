@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from app.voc import enrich, sentiment, themes
+
+PLANTED = {
+    "export": ["the csv export keeps failing", "export to csv is broken", "csv export times out"],
+    "billing": [
+        "we were charged twice",
+        "the invoice shows a double charge",
+        "charged twice again",
+    ],
+    "sso": ["single sign-on login fails", "sso login broken for our team", "cannot login with sso"],
+}
+
+
+def texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    kinds = [rng.choice(sorted(PLANTED)) for _ in range(n)]
+    return [
+        f"{rng.choice(PLANTED[k])} {rng.choice(['', 'today', 'please help'])}" for k in kinds
+    ], kinds
+
+
+def test_planted_themes_are_found_named_and_assigned() -> None:
+    written, kinds = texts(900, seed=1)
+    fitted = themes.fit(written, previous=[])
+    assert fitted is not None
+    assigned = themes.assign(fitted, written)
+    by_kind: dict[str, set[str]] = {}
+    for kind, found in zip(kinds, assigned, strict=True):
+        by_kind.setdefault(kind, set()).update(found[:1])
+    # Each planted theme's texts land mostly on one theme of their own.
+    leading = {
+        k: max(
+            v,
+            key=lambda t: sum(
+                1 for kk, f in zip(kinds, assigned, strict=True) if kk == k and f[:1] == [t]
+            ),
+        )
+        for k, v in by_kind.items()
+    }
+    assert len(set(leading.values())) == 3
+    names = {t.theme_id: t.name for t in fitted.themes}
+    assert "csv" in names[leading["export"]] or "export" in names[leading["export"]]
+
+
+def test_a_refit_keeps_the_ids_of_the_themes_it_finds_again() -> None:
+    first = themes.fit(texts(900, seed=1)[0], previous=[])
+    assert first is not None
+    second = themes.fit(texts(900, seed=2)[0], previous=first.themes)
+    assert second is not None
+    assert {t.theme_id for t in first.themes} & {t.theme_id for t in second.themes}
+
+
+def test_too_few_texts_make_no_themes() -> None:
+    assert themes.fit(["one text"] * 10, previous=[]) is None
+
+
+async def test_a_refit_stores_themes_and_every_text_is_matched_to_them(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    written, kinds = texts(900, seed=3)
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"t-{n}",
+            "type": "ticket_opened",
+            "occurred_at": (now - timedelta(hours=n)).isoformat(),
+            "account_id": f"a{n % 30}",
+            "text": t,
+        }
+        for n, t in enumerate(written)
+    ]
+    response = await client.post("/v1/events/batch", json={"events": events})
+    assert response.json()["accepted"] == len(events)
+    analyzer = sentiment.Analyzer()
+    assert await enrich.enrich_pending(conn, analyzer, limit=2000) == len(events)
+    done = await themes.refit(conn)
+    assert done["texts"] == len(events) and done["themes"] >= 3
+    about = dict(await conn.fetch("SELECT event_id, themes FROM text_enrichments"))
+    assert sum(1 for ids in about.values() if ids) / len(about) > 0.8
+    # The export texts share a leading theme, which no billing text leads with.
+    export = {about[f"t-{n}"][0] for n, k in enumerate(kinds) if k == "export" and about[f"t-{n}"]}
+    billing = {
+        about[f"t-{n}"][0] for n, k in enumerate(kinds) if k == "billing" and about[f"t-{n}"]
+    }
+    assert len(export) == 1 and not export & billing
+    # A new text is matched as it is read; a second refit keeps the ids it finds again.
+    new = {**events[0], "event_id": "late", "text": "the csv export keeps failing today"}
+    await client.post("/v1/events", json=new)
+    assert await enrich.enrich_pending(conn, analyzer, limit=10) == 1
+    [late] = await conn.fetchval(
+        "SELECT array_agg(themes[1]) FROM text_enrichments WHERE event_id = 'late'"
+    )
+    assert late in export
+    before = {r[0] for r in await conn.fetch("SELECT theme_id FROM themes")}
+    await themes.refit(conn, seed=1)
+    after = {r[0] for r in await conn.fetch("SELECT theme_id FROM themes WHERE retired_at IS NULL")}
+    assert before & after
+
+
+async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    written, _ = texts(900, seed=4)
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"t-{n}",
+            "type": "ticket_opened",
+            "occurred_at": (now - timedelta(hours=n % 500)).isoformat(),
+            "account_id": f"a{n % 30}",
+            "text": t,
+        }
+        for n, t in enumerate(written)
+    ]
+    await client.post("/v1/events/batch", json={"events": events})
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=2000)
+    await themes.refit(conn)
+    listed = (await client.get("/v1/voc/themes")).json()
+    assert len(listed) >= 3 and all(t["texts_30d"] > 0 for t in listed[:3])
+    timeline = (await client.get("/v1/accounts/a0/events")).json()["items"]
+    about = [e["themes"] for e in timeline if e["themes"]]
+    assert len(about) >= 0.8 * len(timeline)
+    assert all(ids[0] in {t["theme_id"] for t in listed} for ids in about)
+
+    first, second = listed[0], listed[1]
+    renamed = await client.patch(f"/v1/voc/themes/{first['theme_id']}", json={"name": "Exports"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Exports"
+    merged = await client.patch(
+        f"/v1/voc/themes/{second['theme_id']}", json={"merge_into": first["theme_id"]}
+    )
+    assert merged.json()["merged_into"] == first["theme_id"]
+    after = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
+    # The merged theme's texts now count for the one it went into.
+    assert after[first["theme_id"]]["texts_30d"] >= first["texts_30d"] + second["texts_30d"] * 0.9
+    assert after[second["theme_id"]]["texts_30d"] == 0
+    itself = await client.patch(
+        f"/v1/voc/themes/{first['theme_id']}", json={"merge_into": first["theme_id"]}
+    )
+    assert itself.status_code == 409
+    assert (await client.patch("/v1/voc/themes/nope", json={"pinned": True})).status_code == 404
+
+    seeded = await client.post(
+        "/v1/voc/themes", json={"name": "Pricing", "keywords": ["price", "expensive"]}
+    )
+    assert seeded.status_code == 201 and seeded.json()["seed"] and seeded.json()["pinned"]
+    again = await client.post("/v1/voc/themes", json={"name": "Pricing", "keywords": ["cost"]})
+    assert again.status_code == 409
+    await client.post(
+        "/v1/events",
+        json={**events[0], "event_id": "p-1", "text": "The new price is too expensive for us"},
+    )
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=10)
+    [read] = [
+        e
+        for e in (await client.get("/v1/accounts/a0/events")).json()["items"]
+        if e["event_id"] == "p-1"
+    ]
+    assert read["themes"][0] == seeded.json()["theme_id"]
+    # A refit keeps the name an operator gave and the seed.
+    await themes.refit(conn, seed=2)
+    kept = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
+    assert seeded.json()["theme_id"] in kept
+    if first["theme_id"] in kept:
+        assert kept[first["theme_id"]]["name"] == "Exports"
+    summary = (await client.get("/v1/voc/summary")).json()
+    assert summary["themes"] and summary["themes"][0]["texts"] > 0
