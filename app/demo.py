@@ -75,6 +75,17 @@ async def _voice(client: httpx.AsyncClient, out: TextIO) -> None:
         + (f" ({mix['pending']:,} not read yet)" if mix["pending"] else ""),
         file=out,
     )
+    learnt: list[dict[str, Any]] = []
+    for _ in range(60):  # the worker learns the themes once it has read the texts
+        learnt = (await client.get("/v1/voc/themes")).json()
+        if learnt:
+            break
+        await asyncio.sleep(1)
+    print("  What they wrote about (GET /v1/voc/themes), the last 30 days:", file=out)
+    for theme in learnt[:5]:
+        print(f"    {theme['name']}: {theme['texts_30d']:,} texts", file=out)
+    if not learnt:
+        print("    (the themes are not learnt yet)", file=out)
     print(file=out)
 
 

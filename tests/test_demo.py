@@ -59,6 +59,7 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
                 r"NPS enterprise: [+-]\d+ \(95% [+-]\d+ to [+-]\d+; [\d,]+ answers", out
             )
             assert re.search(r"What customers wrote: [\d,]+ texts, [\d,]+ negative", out)
+            assert re.search(r"\n    [^\n]+: [\d,]+ texts\n", out), out[-3000:]
 
             # The printed commands work against the service that is still running.
             key = re.search(r"export KEY=(\S+)", out)
