@@ -62,9 +62,11 @@ async def enrich_pending(
         candidates = await themes.active(conn)
         # CPU work off the event loop (the worker's heartbeats go on meanwhile).
         read = await asyncio.to_thread(lambda: [_read(analyzer, r) for r in rows])
-        about = await asyncio.to_thread(
-            lambda: [themes.match(themes.terms_of(r["text"]), candidates) for r in rows]
-        )
+        about: list[list[str]] = [[] for _ in rows]
+        if candidates:  # none before the first refit
+            about = await asyncio.to_thread(
+                lambda: [themes.match(themes.terms_of(r["text"]), candidates) for r in rows]
+            )
         await conn.execute(
             _STORE,
             [r["event_id"] for r in rows],
