@@ -207,6 +207,17 @@ async def survivor(conn: asyncpg.Connection, kind: Subject, profile_id: str) -> 
     return (await survivors(conn, contacts=[profile_id])).contact(profile_id)
 
 
+async def existing_account(conn: asyncpg.Connection, account_id: str) -> str:
+    """The account an id names now (itself, or the survivor it was merged into); NotFound
+    when there is none."""
+    account_id = await survivor(conn, "account", account_id)
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)", account_id
+    ):
+        raise errors.NotFound(f"No account {account_id!r}.")
+    return account_id
+
+
 async def contact_accounts(conn: asyncpg.Connection, contact_ids: Iterable[str]) -> dict[str, str]:
     """The account of each of these contact ids that names a contact (a merged id: its
     survivor's account)."""

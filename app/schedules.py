@@ -26,11 +26,13 @@ TICK_SECONDS = 10.0
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
     """What a worker can run, by job kind."""
     from app.ml import batch, drift, performance, pipeline
+    from app.voc import themes
 
     return {
         "train": pipeline.handler(settings),
         "score": batch.handler(settings),
         "evaluate": performance.handler(drift.Rule.of(settings)),
+        "themes_rematch": themes.rematch_handler,
     }
 
 

@@ -61,11 +61,7 @@ async def events(
             after = (_EPOCH + timedelta(microseconds=micros), event_id)
         except OverflowError:
             raise errors.BadRequest("cursor is not one this service issued") from None
-    account_id = await identities.survivor(conn, "account", account_id)
-    if not await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)", account_id
-    ):
-        raise errors.NotFound(f"No account {account_id!r}.")
+    account_id = await identities.existing_account(conn, account_id)
     rows = await conn.fetch(
         _PAGE,
         account_id,

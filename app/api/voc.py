@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from app import errors, runtime
+from app import errors, runtime, voc
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
 from app.schemas.common import Id, Name, Timestamp
@@ -26,20 +26,9 @@ Since = Annotated[
 Until = Annotated[Timestamp | None, Query(description="Answers before this moment. Default: now.")]
 
 
-EARLIEST = datetime.min.replace(tzinfo=UTC)
-
-
-def _before(moment: datetime, length: timedelta) -> datetime:
-    """`length` before `moment`, or the earliest moment there is."""
-    try:
-        return moment - length
-    except OverflowError:
-        return EARLIEST
-
-
 def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     until = until or datetime.now(UTC)
-    since = since or _before(until, timedelta(days=DEFAULT_DAYS))
+    since = since or voc.earlier(until, timedelta(days=DEFAULT_DAYS))
     if since >= until:
         raise errors.BadRequest("since must be before until")
     return since, until
@@ -60,7 +49,7 @@ async def voc_summary(
     async with runtime.of(request).pool.acquire() as conn:
         now = await surveys.summarise(conn, since=since, until=until, segment=segment)
         before = await surveys.summarise(
-            conn, since=_before(since, until - since), until=since, segment=segment
+            conn, since=voc.earlier(since, until - since), until=since, segment=segment
         )
         mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment)
         top = await themes.top(conn, since=since, until=until, segment=segment)
@@ -89,7 +78,8 @@ async def list_themes(request: Request, _: Read) -> list[ThemeOut]:
 @router.patch("/voc/themes/{theme_id}", operation_id="update_theme")
 async def update_theme(request: Request, theme_id: ThemeId, body: ThemePatch, _: Admin) -> ThemeOut:
     """Rename a theme (the name is kept across refits), pin it (kept even when a refit does not
-    find it again), or merge it into another (its texts then count for that one)."""
+    find it again), or merge it into another (its texts then count for that one, once the
+    worker has matched the recent texts again: a `themes_rematch` job, seconds)."""
     async with runtime.of(request).pool.acquire() as conn:
         theme = await themes.update(
             conn, theme_id, name=body.name, pinned=body.pinned, merge_into=body.merge_into
@@ -100,7 +90,8 @@ async def update_theme(request: Request, theme_id: ThemeId, body: ThemePatch, _:
 @router.post("/voc/themes", status_code=201, operation_id="create_seed_theme")
 async def create_seed_theme(request: Request, body: SeedTheme, _: Admin) -> ThemeOut:
     """A seed theme defined by keywords ("pricing": price, expensive, cost): a text holding any
-    of them is about it; it is kept across refits, and recent texts are matched at once."""
+    of them is about it; it is kept across refits. New texts are matched as they are read, the
+    recent ones by a `themes_rematch` job the worker runs within seconds."""
     async with runtime.of(request).pool.acquire() as conn:
         theme = await themes.create_seed(conn, name=body.name, keywords=body.keywords)
     return ThemeOut.model_validate(theme)

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from app import errors, identities, timeline
+from app import identities, timeline
 
 NPS, CSAT, CES = "nps_answered", "csat_answered", "ces_answered"
 # type: (lowest, highest, "high" from, "low" up to): promoters >= 9 and detractors <= 6;
@@ -246,11 +246,7 @@ async def account(
 ) -> dict[str, Any]:
     """An account's survey metrics over time and its latest verbatims; a merged account's id
     reads its survivor's."""
-    account_id = await identities.survivor(conn, "account", account_id)
-    if not await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)", account_id
-    ):
-        raise errors.NotFound(f"No account {account_id!r}.")
+    account_id = await identities.existing_account(conn, account_id)
     summary = await summarise(conn, since=since, until=until, account_id=account_id)
     mix = await sentiment_mix(conn, since=since, until=until, account_id=account_id)
     monthly = await conn.fetch(_MONTHLY, account_id, since, until)

@@ -1,6 +1,4 @@
-"""Themes of what customers write, learned per installation from its own texts (work in
-progress: fitted and matched here; storage, the scheduled refit, the API and the models' theme
-counts are not wired yet).
+"""Themes of what customers write, learned per installation from its own texts.
 
 - fit: TF-IDF over words and word pairs (English stop words out, terms in at least MIN_DF texts
   and at most half of them), then NMF into k themes (k grows with the texts, at most MAX_THEMES);
@@ -8,7 +6,10 @@ counts are not wired yet).
 - stable ids across refits: a new theme takes the id of the previous theme whose term weights it
   is closest to (cosine at least MATCH), so counts stay comparable from one refit to the next;
   otherwise it gets a new id.
-- assign: a text's themes are those holding at least SHARE of its NMF weight.
+- match: a text is about the themes whose terms it holds enough of (so that a seed theme,
+  defined by keywords, matches as a learnt one does, and matching needs no fitted model).
+- the refit runs in the worker (app.voc.enrich); a merge or a seed theme enqueues a
+  `themes_rematch` job, so that recent texts are matched again off the request path.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import orjson
 from sklearn.decomposition import NMF
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from app import errors
+from app import errors, jobs, voc
 
 MIN_DF = 5
 MAX_THEMES = 20
 TEXTS_PER_THEME = 200
 TOP_TERMS = 8
 MATCH = 0.5
-SHARE = 0.3
 
 
 @dataclass
@@ -114,20 +114,6 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
     return Fitted(vectorizer, nmf, themes)
 
 
-def assign(fitted: Fitted, texts: list[str]) -> list[list[str]]:
-    """Each text's themes: those holding at least SHARE of its weight, heaviest first."""
-    weights = fitted.nmf.transform(fitted.vectorizer.transform(texts))
-    result: list[list[str]] = []
-    for row in weights:
-        total = float(row.sum())
-        if total <= 0:
-            result.append([])
-            continue
-        order = np.argsort(-row, kind="stable")
-        result.append([fitted.themes[j].theme_id for j in order if row[j] / total >= SHARE])
-    return result
-
-
 # --- themes in Postgres: the refit, and the themes of each text -------------------------------
 
 MATCH_SCORE = 0.2  # a text is about a theme when its terms hold this much of the theme's weight
@@ -206,14 +192,7 @@ async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
     """Learn the themes again from the recent texts, keeping the ids (and operators' names) of
     those found again, retiring learnt ones not found again unless pinned, then match every
     recent text again; what changed, counted."""
-    rows = await conn.fetch(
-        "SELECT e.event_id, e.text FROM events e "
-        "JOIN text_enrichments x ON x.event_id = e.event_id "
-        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval "
-        "ORDER BY e.occurred_at DESC LIMIT $2",
-        timedelta(days=REFIT_DAYS),
-        REFIT_TEXTS,
-    )
+    rows = await _recent(conn)
     previous = [
         Theme(r["theme_id"], r["name"], [tuple(t) for t in orjson.loads(r["terms"])])
         for r in await conn.fetch(
@@ -251,6 +230,36 @@ async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
     }
 
 
+async def _recent(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The texts a refit learns from and a rematch matches again: enriched ones of the last
+    REFIT_DAYS, at most REFIT_TEXTS, the newest."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT e.event_id, e.text FROM events e "
+        "JOIN text_enrichments x ON x.event_id = e.event_id "
+        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval "
+        "ORDER BY e.occurred_at DESC LIMIT $2",
+        timedelta(days=REFIT_DAYS),
+        REFIT_TEXTS,
+    )
+    return rows
+
+
+async def rematch_recent(conn: asyncpg.Connection) -> dict[str, int]:
+    """Match the recent texts against the themes as they are now (after a merge or a new
+    seed theme); how many were read and how many are about one or more."""
+    rows = await _recent(conn)
+    async with conn.transaction():
+        matched = await rematch(conn, [r["event_id"] for r in rows], [r["text"] for r in rows])
+    return {"texts": len(rows), "matched": matched}
+
+
+async def rematch_handler(
+    conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
+) -> dict[str, Any]:
+    """The `themes_rematch` job."""
+    return await rematch_recent(conn)
+
+
 async def rematch(conn: asyncpg.Connection, event_ids: list[str], texts: list[str]) -> int:
     """Match these texts against the active themes again; how many are about one or more."""
     candidates = await active(conn)
@@ -275,14 +284,20 @@ _COUNTS = """
     CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
     WHERE e.text IS NOT NULL AND e.occurred_at >= $1 AND e.occurred_at < $2
       AND ($3::text IS NULL OR a.segment = $3)
+      AND ($4::text IS NULL OR t.theme_id = $4)
     GROUP BY 1"""
 
 
 async def counts(
-    conn: asyncpg.Connection, *, since: datetime, until: datetime, segment: str | None = None
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None = None,
+    theme_id: str | None = None,
 ) -> dict[str, int]:
-    """Texts about each theme written in [since, until)."""
-    return {r[0]: r[1] for r in await conn.fetch(_COUNTS, since, until, segment)}
+    """Texts about each theme (or only this one) written in [since, until)."""
+    return {r[0]: r[1] for r in await conn.fetch(_COUNTS, since, until, segment, theme_id)}
 
 
 async def top(
@@ -295,11 +310,9 @@ async def top(
 ) -> list[dict[str, Any]]:
     """The themes most written about in [since, until), with the period before's counts."""
     now = await counts(conn, since=since, until=until, segment=segment)
-    try:
-        start = since - (until - since)
-    except OverflowError:
-        start = datetime.min.replace(tzinfo=since.tzinfo)
-    before = await counts(conn, since=start, until=since, segment=segment)
+    before = await counts(
+        conn, since=voc.earlier(since, until - since), until=since, segment=segment
+    )
     names = dict(await conn.fetch("SELECT theme_id, name FROM themes"))
     busiest = sorted(now, key=lambda t: (-now[t], t))[:limit]
     return [
@@ -331,15 +344,28 @@ def _view(r: asyncpg.Record, now: dict[str, int], before: dict[str, int]) -> dic
 _THEME = "SELECT theme_id, name, terms, seed, pinned, merged_into FROM themes"
 
 
-async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    """Every theme in use (learnt, seeded or merged), busiest in the last 30 days first."""
+async def _monthly(
+    conn: asyncpg.Connection, theme_id: str | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Texts about each theme (or this one) in the last 30 days, and in the 30 before."""
     today = await conn.fetchval("SELECT now()")
     month = timedelta(days=30)
-    now = await counts(conn, since=today - month, until=today)
-    before = await counts(conn, since=today - 2 * month, until=today - month)
+    now = await counts(conn, since=today - month, until=today, theme_id=theme_id)
+    before = await counts(conn, since=today - 2 * month, until=today - month, theme_id=theme_id)
+    return now, before
+
+
+async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every theme in use (learnt, seeded or merged), busiest in the last 30 days first."""
+    now, before = await _monthly(conn)
     rows = await conn.fetch(f"{_THEME} WHERE retired_at IS NULL")
     views = [_view(r, now, before) for r in rows]
     return sorted(views, key=lambda v: (-v["texts_30d"], v["name"], v["theme_id"]))
+
+
+async def _read_one(conn: asyncpg.Connection, theme_id: str) -> dict[str, Any]:
+    now, before = await _monthly(conn, theme_id)
+    return _view(await _one(conn, theme_id), now, before)
 
 
 async def _one(conn: asyncpg.Connection, theme_id: str) -> asyncpg.Record:
@@ -347,16 +373,6 @@ async def _one(conn: asyncpg.Connection, theme_id: str) -> asyncpg.Record:
     if row is None:
         raise errors.NotFound(f"No theme {theme_id!r}.")
     return row
-
-
-async def _rematch_recent(conn: asyncpg.Connection) -> None:
-    rows = await conn.fetch(
-        "SELECT e.event_id, e.text FROM events e "
-        "JOIN text_enrichments x ON x.event_id = e.event_id "
-        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval",
-        timedelta(days=REFIT_DAYS),
-    )
-    await rematch(conn, [r["event_id"] for r in rows], [r["text"] for r in rows])
 
 
 async def update(
@@ -368,7 +384,8 @@ async def update(
     merge_into: str | None,
 ) -> dict[str, Any]:
     """Rename (kept across refits), pin (kept even when a refit does not find it again) or
-    merge into another theme (its texts then count for that one)."""
+    merge into another theme (its texts count for that one once the `themes_rematch` job this
+    enqueues has matched them again)."""
     async with conn.transaction():
         await _one(conn, theme_id)
         if merge_into is not None:
@@ -397,15 +414,16 @@ async def update(
                 pinned,
             )
         if merge_into is not None:
-            await _rematch_recent(conn)
-    return next(v for v in await listing(conn) if v["theme_id"] == theme_id)
+            await jobs.enqueue(conn, kind="themes_rematch", params={})
+    return await _read_one(conn, theme_id)
 
 
 async def create_seed(
     conn: asyncpg.Connection, *, name: str, keywords: list[str]
 ) -> dict[str, Any]:
     """A theme an operator defines by keywords (a text with any of them is about it), kept
-    across refits; recent texts are matched against it at once."""
+    across refits; recent texts are matched against it by the `themes_rematch` job this
+    enqueues, new ones as they are read."""
     theme_id = "seed_" + hashlib.sha256(name.encode()).hexdigest()[:12]
     async with conn.transaction():
         inserted = await conn.fetchval(
@@ -418,5 +436,5 @@ async def create_seed(
         )
         if inserted is None:
             raise errors.Conflict(f"A seed theme named {name!r} exists already.")
-        await _rematch_recent(conn)
-    return next(v for v in await listing(conn) if v["theme_id"] == theme_id)
+        await jobs.enqueue(conn, kind="themes_rematch", params={})
+    return await _read_one(conn, theme_id)

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
 
+from app import db, jobs, schedules
+from app.settings import Settings
 from app.voc import enrich, sentiment, themes
 
 PLANTED = {
@@ -19,6 +22,20 @@ PLANTED = {
 }
 
 
+async def run_rematch_job(settings: Settings) -> None:
+    """Run the `themes_rematch` job queued by the request, as a worker does."""
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        async with pool.acquire() as conn:
+            [queued] = await jobs.listed(conn, kind="themes_rematch", status="queued", limit=10)
+        assert await jobs.run_one(pool, schedules.handlers(settings))
+        async with pool.acquire() as conn:
+            done = await jobs.get(conn, queued.job_id)
+    finally:
+        await pool.close()
+    assert done.status == "succeeded" and (done.result or {}).get("texts", 0) > 0
+
+
 def texts(n: int, seed: int) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
     kinds = [rng.choice(sorted(PLANTED)) for _ in range(n)]
@@ -27,11 +44,32 @@ def texts(n: int, seed: int) -> tuple[list[str], list[str]]:
     ], kinds
 
 
-def test_planted_themes_are_found_named_and_assigned() -> None:
+async def load(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, written: list[str], *, spread_hours: int
+) -> list[dict[str, Any]]:
+    """The texts sent as tickets of 30 accounts, each read (sentiment) as the worker would."""
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"t-{n}",
+            "type": "ticket_opened",
+            "occurred_at": (now - timedelta(hours=n % spread_hours)).isoformat(),
+            "account_id": f"a{n % 30}",
+            "text": t,
+        }
+        for n, t in enumerate(written)
+    ]
+    response = await client.post("/v1/events/batch", json={"events": events})
+    assert response.json()["accepted"] == len(events)
+    assert await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=2000) == len(events)
+    return events
+
+
+def test_planted_themes_are_found_named_and_matched() -> None:
     written, kinds = texts(900, seed=1)
     fitted = themes.fit(written, previous=[])
     assert fitted is not None
-    assigned = themes.assign(fitted, written)
+    assigned = [themes.match(themes.terms_of(t), fitted.themes) for t in written]
     by_kind: dict[str, set[str]] = {}
     for kind, found in zip(kinds, assigned, strict=True):
         by_kind.setdefault(kind, set()).update(found[:1])
@@ -66,21 +104,8 @@ async def test_a_refit_stores_themes_and_every_text_is_matched_to_them(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
     written, kinds = texts(900, seed=3)
-    now = datetime.now(UTC)
-    events = [
-        {
-            "event_id": f"t-{n}",
-            "type": "ticket_opened",
-            "occurred_at": (now - timedelta(hours=n)).isoformat(),
-            "account_id": f"a{n % 30}",
-            "text": t,
-        }
-        for n, t in enumerate(written)
-    ]
-    response = await client.post("/v1/events/batch", json={"events": events})
-    assert response.json()["accepted"] == len(events)
+    events = await load(client, conn, written, spread_hours=len(written))
     analyzer = sentiment.Analyzer()
-    assert await enrich.enrich_pending(conn, analyzer, limit=2000) == len(events)
     done = await themes.refit(conn)
     assert done["texts"] == len(events) and done["themes"] >= 3
     about = dict(await conn.fetch("SELECT event_id, themes FROM text_enrichments"))
@@ -106,22 +131,10 @@ async def test_a_refit_stores_themes_and_every_text_is_matched_to_them(
 
 
 async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
-    client: httpx.AsyncClient, conn: asyncpg.Connection
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
     written, _ = texts(900, seed=4)
-    now = datetime.now(UTC)
-    events = [
-        {
-            "event_id": f"t-{n}",
-            "type": "ticket_opened",
-            "occurred_at": (now - timedelta(hours=n % 500)).isoformat(),
-            "account_id": f"a{n % 30}",
-            "text": t,
-        }
-        for n, t in enumerate(written)
-    ]
-    await client.post("/v1/events/batch", json={"events": events})
-    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=2000)
+    events = await load(client, conn, written, spread_hours=500)
     await themes.refit(conn)
     listed = (await client.get("/v1/voc/themes")).json()
     assert len(listed) >= 3 and all(t["texts_30d"] > 0 for t in listed[:3])
@@ -137,6 +150,8 @@ async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
         f"/v1/voc/themes/{second['theme_id']}", json={"merge_into": first["theme_id"]}
     )
     assert merged.json()["merged_into"] == first["theme_id"]
+    # The texts are matched again off the request path, by a job the merge enqueued.
+    await run_rematch_job(settings)
     after = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
     # The merged theme's texts now count for the one it went into.
     assert after[first["theme_id"]]["texts_30d"] >= first["texts_30d"] + second["texts_30d"] * 0.9
@@ -153,6 +168,9 @@ async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
     assert seeded.status_code == 201 and seeded.json()["seed"] and seeded.json()["pinned"]
     again = await client.post("/v1/voc/themes", json={"name": "Pricing", "keywords": ["cost"]})
     assert again.status_code == 409
+    await run_rematch_job(settings)
+    listed = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
+    assert listed[seeded.json()["theme_id"]]["texts_30d"] == 0  # no text says price yet
     await client.post(
         "/v1/events",
         json={**events[0], "event_id": "p-1", "text": "The new price is too expensive for us"},
