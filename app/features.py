@@ -10,8 +10,11 @@ Conventions the catalog relies on, so that tools map onto them:
 - surveys: `nps_answered` (0-10) and `csat_answered` (1-5) with the score in `value`;
 - billing: `payment_failed`; revenue: the sum of `value` of `invoice_paid` events;
 - texts: any event's `text`, by the sentiment the worker read in it (app.voc.enrich): how many
-  read negative over 30 and 90 days, their share, the mean sentiment and its trend. A text's
-  sentiment depends on the text alone, so reading it later does not break point-in-time.
+  read negative over 30 and 90 days, their share, the mean sentiment and its trend; and per
+  theme (app.voc.themes) how many texts were about it over 90 days and how many of those of the
+  last 30 read negative. A text's sentiment depends on the text alone; its themes on the
+  installation's themes, learnt from its texts (like a lexicon: they say what a text is about,
+  not what happened after t); only texts written at or before t are counted.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from app.ml.catalog import (
     Catalog,
     is_number,
 )
-from app.voc import surveys
+from app.voc import surveys, themes
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
 PAYMENT_FAILED = "payment_failed"
@@ -128,6 +131,7 @@ async def build_catalog(
         as_of,
     )
     reach = history.days if history is not None else 0
+    about = await themes.active(conn)
     return Catalog(
         event_types=tuple(r["type"] for r in types),
         valued_types=tuple(r["type"] for r in types if r["valued"]),
@@ -137,6 +141,7 @@ async def build_catalog(
         plans=plans,
         segments=segments,
         roles=tuple(r["role"] for r in roles)[:max_levels],
+        themes=tuple(sorted((t.theme_id, t.name) for t in about)),
         include=tuple(include),
         exclude=tuple(exclude),
     )
@@ -246,7 +251,15 @@ def _sql() -> str:
                 avg(x.sentiment))
        FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
        WHERE e.account_id = s.account_id AND e.text IS NOT NULL
-         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}) AS texts
+         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}) AS texts,
+      (SELECT json_object_agg(u.theme_id, json_build_array(u.texts, u.negative30)) FROM (
+          SELECT t.theme_id, count(*) AS texts,
+            count(*) FILTER (WHERE e.occurred_at > s.t30 AND x.label = 'negative') AS negative30
+          FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
+          CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
+          WHERE e.account_id = s.account_id AND e.text IS NOT NULL
+            AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}
+          GROUP BY t.theme_id) u) AS themes
     FROM s
     ORDER BY s.i
     """  # noqa: S608  (windows and event type names are constants)
@@ -300,6 +313,11 @@ def assemble(
         before = orjson.loads(agg["before"] or "{}")
         values = _event_values(catalog, per_type, before, t.timestamp())
         values |= _text_values(orjson.loads(agg["texts"] or "null"), per_type)
+        about = orjson.loads(agg["themes"] or "{}")
+        for theme_id, _ in catalog.themes:
+            texts, negative30 = about.get(theme_id, (0, 0))
+            values[f"texts_{theme_id}_90d"] = texts
+            values[f"negative_{theme_id}_30d"] = negative30
         values["tickets_open"] = _open_tickets(per_type)
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)

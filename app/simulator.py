@@ -4,8 +4,13 @@ and failed payments, CRM meetings, and churned, renewed and expanded outcomes.
 
 The outcomes follow planted drivers that differ by segment, so a model can be checked against
 the truth: enterprise churns when its executive sponsor goes quiet; SMB churns on usage drops
-and failed payments; mid-market churns when support tickets pile up and NPS falls. Accounts whose
-usage grows for weeks (and who answer NPS warmly) expand.
+and failed payments; mid-market churns when support tickets pile up, turn angry about one topic
+and NPS falls. Accounts whose usage grows for weeks (and who answer NPS warmly) expand.
+
+What people write is about planted topics (TOPICS: each a handful of phrasings, so that themes
+can be learnt from them and checked against the truth, topic_of): a healthy account's tickets
+are mostly neutral questions about any topic; a troubled mid-market account's tickets and
+detractor comments complain about the topic its trouble is with.
 """
 
 from __future__ import annotations
@@ -45,7 +50,16 @@ class Drivers:
 
 
 _ACTIVITY = ("events_30d", "events_trend", "active_days_30d", "active_contacts_30d")
-_NPS = ("nps_latest", "nps_average")
+_NPS = ("nps_latest", "nps_average", "nps_change", "nps_detractor")
+TEXT_SIGNALS = (
+    "negative_texts_30d",
+    "negative_texts_90d",
+    "negative_share_90d",
+    "sentiment_90d",
+    "sentiment_trend",
+    "negative_{theme}_30d",
+    "texts_{theme}_90d",
+)
 DRIVERS: dict[str, dict[str, Drivers]] = {
     "churn": {
         # A quiet sponsor is also one active contact fewer.
@@ -59,7 +73,7 @@ DRIVERS: dict[str, dict[str, Drivers]] = {
         ),
         "mid-market": Drivers(
             ("ticket_opened", "ticket_closed", "nps_answered"),
-            ("tickets_opened_90d", "tickets_open", *_NPS),
+            ("tickets_opened_90d", "tickets_open", *_NPS, *TEXT_SIGNALS),
         ),
     },
     "expansion": dict.fromkeys(
@@ -70,15 +84,55 @@ DRIVERS: dict[str, dict[str, Drivers]] = {
         ),
     ),
 }
-COMPLAINTS = [
-    "Export to CSV times out on large reports",
-    "SSO login loops back to the start page",
-    "Dashboard numbers do not match the invoice",
-    "Cannot add more than 50 seats",
-    "API rate limit hit during nightly sync",
-]
+# Each topic's phrasings share its word, as a product area's tickets share its name.
+TOPICS: dict[str, tuple[str, ...]] = {
+    "export": (
+        "the CSV export",
+        "the report export",
+        "the export to spreadsheets",
+        "the export job",
+    ),
+    "sso": ("SSO login", "SSO with Okta", "the SAML SSO setup", "SSO for new users"),
+    "billing": ("the invoice", "the invoice totals", "the invoice for extra seats", "our invoice"),
+    "performance": (
+        "dashboard loading",
+        "dashboard performance",
+        "dashboard load times",
+        "the dashboard speed",
+    ),
+    "api": ("the API rate limit", "the nightly API sync", "API webhooks", "the API tokens"),
+}
+TROUBLE_TOPICS = ("export", "performance", "api")  # what a mid-market account's trouble is with
+QUESTIONS = (
+    "How do we set up {t}?",
+    "Question about {t} for our team",
+    "Where are the docs on {t}?",
+    "Can you walk us through {t}?",
+)
+COMPLAINTS = (
+    "{T} is broken again and nobody answered our ticket",
+    "Still no fix for {t}, this is unacceptable",
+    "{T} keeps failing and we are frustrated",
+    "Third ticket about {t}, terrible experience",
+    "We are considering cancelling over {t}",
+)
+STRAY_COMPLAINTS = 0.1  # the share of a healthy account's tickets that complain all the same
 PRAISE = ["Great support team", "Saves us hours every week", "Reporting is excellent"]
 GRIPES = ["Too slow lately", "Pricing went up without warning", "Missing features we need"]
+
+
+def _about(rng: random.Random, topic: str, templates: tuple[str, ...]) -> str:
+    phrase = rng.choice(TOPICS[topic])
+    return rng.choice(templates).format(t=phrase, T=phrase[0].upper() + phrase[1:])
+
+
+def topic_of(text: str) -> str | None:
+    """The planted topic a text is about, or None (praise and gripes are about none)."""
+    lowered = text.lower()
+    for topic, phrases in TOPICS.items():
+        if any(p.lower() in lowered for p in phrases):
+            return topic
+    return None
 
 
 @dataclass
@@ -112,11 +166,21 @@ def generate(
     (so that large worlds can be made in pieces); `usage` scales product usage (logins). From
     `switch_at` on, each segment churns for another segment's reasons (SWITCHED)."""
     rng = random.Random(seed)
+    # What people write is drawn apart, so that the accounts, events and outcomes of a seed do
+    # not change with the wording (they are what the models' tests were written against).
+    wording = random.Random(f"{seed}:wording")
     world = World()
     start = end - timedelta(days=days)
     for n in range(first, first + accounts):
         _account(
-            world, rng, f"acct-{n:05d}", start=start, end=end, usage=usage, switch_at=switch_at
+            world,
+            rng,
+            wording,
+            f"acct-{n:05d}",
+            start=start,
+            end=end,
+            usage=usage,
+            switch_at=switch_at,
         )
     return world
 
@@ -124,6 +188,7 @@ def generate(
 def _account(
     world: World,
     rng: random.Random,
+    wording: random.Random,
     account_id: str,
     *,
     start: datetime,
@@ -147,6 +212,7 @@ def _account(
         rng, start, end, rate=0.3, hazard=EXPAND_HAZARD, after_weeks=EXPAND_AFTER_WEEKS
     )
     login_rate = usage * {"enterprise": 1.5, "mid-market": 2.0, "smb": 2.5}[segment]
+    cause = wording.choice(TROUBLE_TOPICS)
     expanded_at: datetime | None = None
     ticket_n = 0
     churned_at: datetime | None = None
@@ -189,23 +255,38 @@ def _account(
                 _event(rng, account_id, f"{account_id}-sponsor", "login", day, week_end)
             )
         piling = tickets_pile and troubled
-        ticket_n = _tickets(world, rng, account_id, users, day, week_end, end, piling, ticket_n)
+        ticket_n = _tickets(
+            world,
+            rng,
+            wording,
+            account_id,
+            users,
+            day,
+            week_end,
+            end,
+            cause if piling else None,
+            ticket_n,
+        )
         if rng.random() < 1 / 13:  # about quarterly
             warm = growing or rng.random() < 0.6
             score = rng.randint(9, 10) if warm else rng.randint(5, 8)
+            comment = wording.choice(PRAISE if score >= 9 else GRIPES)
             if tickets_pile and troubled:  # NPS falls where the trouble is felt: support
                 score = rng.randint(0, 4)
+                comment = _about(wording, cause, COMPLAINTS)
+            who = rng.choice(users)
+            rng.randrange(3)  # the draw the comment once took from the stream (see generate)
             world.events.append(
                 _event(
                     rng,
                     account_id,
-                    rng.choice(users),
+                    who,
                     "nps_answered",
                     day,
                     week_end,
                     source="survey",
                     value=score,
-                    text=rng.choice(PRAISE if score >= 9 else GRIPES),
+                    text=comment,
                 )
             )
         if (day - start).days % 28 < 7:
@@ -291,28 +372,40 @@ def _profile(
 def _tickets(
     world: World,
     rng: random.Random,
+    wording: random.Random,
     account_id: str,
     users: list[str],
     day: datetime,
     week_end: datetime,
     end: datetime,
-    piling: bool,
+    piling: str | None,
     ticket_n: int,
 ) -> int:
-    """A week's support tickets (more, and fewer closed, while they pile up); the count so far."""
+    """A week's support tickets (more, fewer closed, and complaining about the topic `piling`
+    names while they pile up; mostly questions otherwise); the count so far."""
     ticket_rate = 0.15 + (0.9 if piling else 0.0)
     for _ in range(_poisson(rng, ticket_rate)):
         ticket_n += 1
         ticket_id = f"{account_id}-T{ticket_n}"
+        who = rng.choice(users)
+        rng.randrange(5)  # the draw the text once took from the stream (see generate)
         opened = _event(
             rng,
             account_id,
-            rng.choice(users),
+            who,
             "ticket_opened",
             day,
             week_end,
             source="zendesk",
-            text=rng.choice(COMPLAINTS),
+            text=(
+                _about(wording, piling, COMPLAINTS)
+                if piling
+                else _about(
+                    wording,
+                    wording.choice(sorted(TOPICS)),
+                    COMPLAINTS if wording.random() < STRAY_COMPLAINTS else QUESTIONS,
+                )
+            ),
             properties={
                 "ticket_id": ticket_id,
                 "priority": rng.choice(["low", "normal", "high"]),

@@ -301,6 +301,10 @@ async def test_what_people_wrote_and_how_they_answered_surveys_as_of_t(
     ]
     events.append({"type": "csat_answered", "account_id": "acme", "occurred_at": at(8), "value": 2})
     assert (await client.post("/v1/events/batch", json={"events": events})).json()["errors"] == []
+    seeded = await client.post(
+        "/v1/voc/themes", json={"name": "Broken exports", "keywords": ["export", "broken"]}
+    )
+    theme_id = seeded.json()["theme_id"]
     analyzer = sentiment.Analyzer()
     assert await enrich.enrich_pending(conn, analyzer, limit=100) == len(texts)
     frame = await frame_at(conn, T)
@@ -313,3 +317,7 @@ async def test_what_people_wrote_and_how_they_answered_surveys_as_of_t(
     assert (value["nps_change"], value["nps_detractor"], value["csat_latest"]) == (-6, 1, 2)
     # The nps features read only NPS answers, not the CSAT one that came later.
     assert value["nps_latest"] == 3
+    # Per theme: the export text of 12 days back, negative; not the broken one after t.
+    assert (value[f"texts_{theme_id}_90d"], value[f"negative_{theme_id}_30d"]) == (1, 1)
+    feature = frame.catalog.feature(f"negative_{theme_id}_30d")
+    assert feature.words == "Negative texts about Broken exports in the last 30 days"

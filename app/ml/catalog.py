@@ -132,6 +132,17 @@ SPECS: tuple[Spec, ...] = (
     ),
     Spec("sentiment_90d", "Mean sentiment of the last 90 days' texts", "score", True, -1, 1),
     Spec(
+        "negative_{theme}_30d",
+        "Negative texts about {theme} in the last 30 days",
+        "count",
+        True,
+        1,
+        compact=False,
+    ),
+    Spec(
+        "texts_{theme}_90d", "Texts about {theme} in the last 90 days", "count", True, compact=False
+    ),
+    Spec(
         "sentiment_trend",
         "Sentiment of the last 30 days' texts against the 60 before",
         "number",
@@ -179,8 +190,9 @@ class Feature:
 
     name: str
     spec: Spec
-    about: str | None = None  # the event type, role or trait key
+    about: str | None = None  # the event type, role, trait key or theme id
     window: int | None = None
+    title: str | None = None  # a theme's name when the feature was made
 
     @property
     def words(self) -> str:
@@ -206,6 +218,7 @@ class Feature:
             role=about,
             trait=about,
             Trait=about.capitalize(),
+            theme=self.title or about,
             window=self.window,
         )
 
@@ -253,6 +266,7 @@ def _features(
     roles: tuple[str, ...],
     numeric_traits: tuple[str, ...],
     string_traits: tuple[str, ...],
+    themes: tuple[tuple[str, str], ...],
 ) -> list[Feature]:
     found: list[Feature] = []
     for kind in event_types:
@@ -280,6 +294,9 @@ def _features(
         found.append(Feature(f"trait_{t}", SPEC["trait_{trait}"], t))
         found.append(Feature(f"trait_{t}_change_90d", SPEC["trait_{trait}_change_90d"], t))
     found += [Feature(f"trait_{t}", SPEC["trait_{trait}:category"], t) for t in string_traits]
+    for theme_id, name in themes:
+        for key in ("negative_{theme}_30d", "texts_{theme}_90d"):
+            found.append(Feature(key.format(theme=theme_id), SPEC[key], theme_id, title=name))
     return found
 
 
@@ -297,6 +314,7 @@ class Catalog:
     exclude: tuple[str, ...] = ()
     windows: tuple[int, ...] = WINDOWS
     valued_types: tuple[str, ...] = ()  # event types that carry a value
+    themes: tuple[tuple[str, str], ...] = ()  # (theme id, name) of what texts are about
     names: tuple[str, ...] = field(init=False)
     features: dict[str, Feature] = field(init=False, repr=False, compare=False)
 
@@ -308,6 +326,7 @@ class Catalog:
             self.roles,
             self.numeric_traits,
             tuple(self.string_traits),
+            self.themes,
         )
         kept = {f.name: f for f in every if self._wanted(f.name)}
         object.__setattr__(self, "features", kept)
@@ -354,4 +373,5 @@ class Catalog:
             exclude=tuple(data.get("exclude", ())),
             windows=tuple(data.get("windows", WINDOWS)),
             valued_types=tuple(data.get("valued_types", ())),
+            themes=tuple((t[0], t[1]) for t in data.get("themes", ())),
         )

@@ -16,7 +16,7 @@ from app.ml import datasets, promotion, registry, training
 from app.ml.catalog import Catalog
 from app.schemas.models import TrainRequest
 from app.settings import Settings
-from app.voc import enrich
+from app.voc import enrich, themes
 
 
 def options(settings: Settings, request: TrainRequest, catalog: Catalog) -> training.Options:
@@ -47,6 +47,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     label = request.label or datasets.default_label(request.target)
     await rollups.catch_up(conn, as_of=as_of)
     await enrich.catch_up(conn, settings)  # the texts' sentiment, which features read
+    # The themes of the texts, learnt once there are texts enough (then by the worker's refit).
+    await themes.refit_if_due(conn, every=timedelta(hours=settings.themes_refit_hours))
     first = await datasets.first_data(conn, as_of=as_of)
     catalog = await features.build_catalog(
         conn,

@@ -1,8 +1,12 @@
 """Themes of what customers write, learned per installation from its own texts.
 
 - fit: TF-IDF over words and word pairs (English stop words out, terms in at least MIN_DF texts
-  and at most half of them), then NMF into k themes (k grows with the texts, at most MAX_THEMES);
-  each theme's top terms, and a readable name from its top three.
+  and at most half of them), then NMF into k themes; each theme's top terms, and a readable name
+  from its top three. k is the largest (at most MAX_THEMES, and one per TEXTS_PER_THEME texts)
+  at which the themes stay distinct: no theme's leading word is among another's first words.
+  Past the number of themes the texts hold, NMF splits a theme by its phrasings ("invoice
+  totals", "invoice for extra seats"), and the parts share their leading word; below it, unlike
+  themes are joined. Candidates are tried from the largest down, within FIT_SECONDS.
 - stable ids across refits: a new theme takes the id of the previous theme whose term weights it
   is closest to (cosine at least MATCH), so counts stay comparable from one refit to the next;
   otherwise it gets a new id.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,9 +36,13 @@ from app import errors, jobs, voc
 
 MIN_DF = 5
 MAX_THEMES = 20
-TEXTS_PER_THEME = 200
+TEXTS_PER_THEME = 100
 TOP_TERMS = 8
 MATCH = 0.5
+HEAD_WORDS = 3
+JOINED = 0.05
+WEIGHTY = 0.3
+FIT_SECONDS = 120.0
 
 
 @dataclass
@@ -70,10 +79,39 @@ def _new_id(terms: list[tuple[str, float]]) -> str:
     return "th_" + hashlib.sha256("\x00".join(t for t, _ in terms).encode()).hexdigest()[:12]
 
 
+def _terms(component: np.ndarray, vocabulary: np.ndarray) -> list[tuple[str, float]]:
+    top = np.argsort(-component, kind="stable")[:TOP_TERMS]
+    total = float(component[top].sum()) or 1.0
+    return [(str(vocabulary[i]), float(component[i]) / total) for i in top]
+
+
+def _faults(found: list[list[tuple[str, float]]], x: Any, column: dict[str, int]) -> int:
+    """What speaks against a set of themes, from each theme's leading words (its first
+    HEAD_WORDS words weighing at least WEIGHTY of the first's): pairs of themes sharing one
+    (one theme split in two), and themes with a leading word seldom written with the first, in
+    under JOINED of the texts holding the rarer (two themes joined)."""
+    heads = []
+    for terms in found:
+        weighed = [(t, w) for t, w in terms if " " not in t][:HEAD_WORDS]
+        heads.append([t for t, w in weighed if w >= WEIGHTY * weighed[0][1]])
+    faults = sum(1 for i, a in enumerate(heads) for b in heads[i + 1 :] if set(a) & set(b))
+    columns = sorted({column[w] for head in heads for w in head})
+    index = {c: n for n, c in enumerate(columns)}
+    present = (x[:, columns] > 0).astype(np.int64)
+    counts = np.asarray(present.sum(axis=0)).ravel()
+    together = (present.T @ present).toarray()
+    for head in heads:
+        if not head:
+            continue
+        first, *others = [index[column[w]] for w in head]
+        faults += any(together[first, o] < JOINED * min(counts[first], counts[o]) for o in others)
+    return int(faults)
+
+
 def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | None:
     """Themes of `texts`, ids carried over from `previous`; None with too few texts."""
-    k = min(MAX_THEMES, len(texts) // TEXTS_PER_THEME)
-    if k < 2:
+    most = min(MAX_THEMES, len(texts) // TEXTS_PER_THEME)
+    if most < 2:
         return None
     vectorizer = TfidfVectorizer(
         stop_words="english",
@@ -87,18 +125,27 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
         x = vectorizer.fit_transform(texts)
     except ValueError:  # no term in enough texts
         return None
-    k = min(k, x.shape[1] - 1)
-    if k < 2:
+    most = min(most, x.shape[1] - 1)
+    if most < 2:
         return None
-    nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=400)
-    nmf.fit(x)
     vocabulary = vectorizer.get_feature_names_out()
+    column = {str(term): i for i, term in enumerate(vocabulary)}
+    chosen: tuple[int, NMF, list[list[tuple[str, float]]]] | None = None
+    started = time.monotonic()
+    for k in range(most, 1, -1):
+        nmf = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=400)
+        nmf.fit(x)
+        found = [_terms(c, vocabulary) for c in nmf.components_]
+        faults = _faults(found, x, column)
+        if chosen is None or faults < chosen[0]:
+            chosen = (faults, nmf, found)
+        if faults == 0 or time.monotonic() - started > FIT_SECONDS:
+            break
+    assert chosen is not None
+    _, nmf, found = chosen
     taken: set[str] = set()
     themes = []
-    for component in nmf.components_:
-        top = np.argsort(-component, kind="stable")[:TOP_TERMS]
-        total = float(component[top].sum()) or 1.0
-        terms = [(str(vocabulary[i]), float(component[i]) / total) for i in top]
+    for terms in found:
         weights = dict(terms)
         best = max(
             (p for p in previous if p.theme_id not in taken),
@@ -117,8 +164,7 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
 # --- themes in Postgres: the refit, and the themes of each text -------------------------------
 
 MATCH_SCORE = 0.2  # a text is about a theme when its terms hold this much of the theme's weight
-REFIT_DAYS = 180  # a refit learns from the texts of this many days
-REFIT_TEXTS = 50_000  # ... at most this many, the newest
+REFIT_TEXTS = 50_000  # a refit learns from this many texts, the newest
 _ANALYZE = TfidfVectorizer(stop_words="english", ngram_range=(1, 2)).build_analyzer()
 
 
@@ -231,14 +277,14 @@ async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
 
 
 async def _recent(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """The texts a refit learns from and a rematch matches again: enriched ones of the last
-    REFIT_DAYS, at most REFIT_TEXTS, the newest."""
+    """The texts a refit learns from and a rematch matches again: the newest REFIT_TEXTS
+    enriched ones written by now (the newest, not those of the last days: a backfilled
+    history's themes are learnt from its own latest texts)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT e.event_id, e.text FROM events e "
         "JOIN text_enrichments x ON x.event_id = e.event_id "
-        "WHERE e.text IS NOT NULL AND e.occurred_at > now() - $1::interval "
-        "ORDER BY e.occurred_at DESC LIMIT $2",
-        timedelta(days=REFIT_DAYS),
+        "WHERE e.text IS NOT NULL AND e.occurred_at <= now() "
+        "ORDER BY e.occurred_at DESC LIMIT $1",
         REFIT_TEXTS,
     )
     return rows

@@ -17,6 +17,7 @@ import pytest
 from app import simulator
 from app.ml import datasets, pipeline, registry
 from app.settings import Settings
+from app.voc import enrich, themes
 from tests.api.test_models import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -65,6 +66,22 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
     }
     alive = [a for a in dict.fromkeys(a["account_id"] for a in world.accounts) if a not in churned]
 
+    # Every topic planted in what people wrote is found again: one learnt theme holds most of
+    # its texts, and mostly its texts.
+    await enrich.catch_up(conn, settings)
+    assert (await themes.refit(conn))["themes"] >= len(simulator.TOPICS)
+    about = await conn.fetch(
+        "SELECT e.text, x.themes FROM events e JOIN text_enrichments x USING (event_id)"
+    )
+    planted = [(simulator.topic_of(r["text"]), set(r["themes"])) for r in about]
+    learnt = {t for _, found in planted for t in found}
+    for topic in simulator.TOPICS:
+        written = [found for p, found in planted if p == topic]
+        best = max(learnt, key=lambda t: sum(t in found for found in written))
+        held = sum(best in found for found in written)
+        holding = sum(best in found for _, found in planted)
+        assert held >= 0.8 * len(written) and held >= 0.8 * holding, (topic, held, holding)
+
     for target in ("churn", "expansion"):
         model_id = await train(conn, settings, target)
         model = (await client.get(f"/v1/models/{model_id}")).json()
@@ -76,7 +93,8 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
 
         # Each high-risk account's top three reasons name a driver planted for its segment.
         named, seen = Counter[str](), Counter[str]()
-        for score in await high_risk(client, alive, target):
+        scores = await high_risk(client, alive, target)
+        for score in scores:
             drivers = simulator.DRIVERS[target][score["segment"]]
             seen[score["segment"]] += 1
             named[score["segment"]] += any(
@@ -85,6 +103,22 @@ async def test_churn_and_expansion_models_find_the_planted_drivers(
         for segment in ("enterprise", "mid-market", "smb"):
             assert seen[segment] >= 10, (target, seen)
             assert named[segment] / seen[segment] >= 0.8, (target, segment, named, seen)
+        if target == "churn":
+            # Mid-market's trouble shows in what its people write: for most of its high-risk
+            # accounts a text signal is among the top reasons, said in words with its direction.
+            texts = [
+                [
+                    r
+                    for r in s["reasons"]
+                    if catalog.feature(r["feature"]).spec.key in simulator.TEXT_SIGNALS
+                ]
+                for s in scores
+                if s["segment"] == "mid-market"
+            ]
+            with_text = sum(1 for found in texts if found)
+            assert with_text >= 0.5 * seen["mid-market"], (with_text, seen)
+            said = [r["text"] for found in texts for r in found]
+            assert all(t.endswith("raises churn risk") for t in said), said
 
         if target == "churn":
             # SMB churns for its own reasons (usage and payments) and has the rows for a model
