@@ -9,7 +9,10 @@ Raised (each at most once per account, target and kind within CUSTINTEL_INSIGHT_
 - drift: a drift finding of the evaluation job (no account);
 - detractor: an NPS answer of 0 to 6 from an account whose latest churn score is medium or high
   (once per answer, raised by the worker within a scheduler tick of the answer's arrival; its
-  score, comment and the churn score's reasons come with it).
+  score, comment and the churn score's reasons come with it);
+- theme_jump: a theme of what customers write whose texts of the last week jumped across
+  accounts (app.voc.themes.jumps; no account: for a product owner), with example verbatims;
+  at most once per theme within the cooldown.
 Every insight is routed when it is recorded, in the same transaction: the rules that matched,
 whether the account is in a rule's holdout, and the destinations chosen are stored with it.
 """
@@ -38,8 +41,13 @@ NEXT_STEPS = {
     ("churn", "detractor"): "Call the account about its NPS comment: it is a detractor while its "
     "churn risk is up.",
 }
+THEME_JUMP_STEP = (
+    "Read the example texts: customers across accounts are suddenly writing about this theme; "
+    "check for an incident or a release behind it."
+)
 DETRACTOR_LOOKBACK = timedelta(days=1)  # answers received this recently are looked at
 _DETRACTOR_LOCK = 0x7E47_0002  # one worker raises them at a time
+_THEME_JUMP_LOCK = 0x7E47_0004
 
 _DETRACTORS = """
     SELECT e.event_id, e.account_id, e.value, e.text, e.occurred_at, s.model_id, s.segment,
@@ -105,6 +113,8 @@ class Decision(TypedDict):
 def next_step(target: str | None, kind: str) -> str:
     if kind == "drift":
         return DRIFT_STEP
+    if kind == "theme_jump":
+        return THEME_JUMP_STEP
     return NEXT_STEPS.get((target or "", kind), "Review the account's score and its reasons.")
 
 
@@ -328,6 +338,31 @@ async def from_detractors(conn: asyncpg.Connection, settings: Settings) -> int:
                     orjson.loads(r["traits"] or "{}"),
                 ),
             )
+            raised += 1
+    return raised
+
+
+async def from_theme_jumps(conn: asyncpg.Connection, settings: Settings, *, now: Any) -> int:
+    """Raise a `theme_jump` insight for each theme whose last week's texts up to `now` jumped
+    (app.voc.themes.jumps), unless one was raised for it within the cooldown; how many were."""
+    from app.voc import themes
+
+    raised = 0
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _THEME_JUMP_LOCK):
+            return 0
+        recent = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT details ->> 'theme_id' FROM insights "
+                "WHERE kind = 'theme_jump' AND created_at > now() - $1::interval",
+                timedelta(hours=settings.insight_cooldown_hours),
+            )
+        }
+        for jump in await themes.jumps(conn, now=now):
+            if jump["theme_id"] in recent:
+                continue
+            await record(conn, Raised(kind="theme_jump", details=jump), Profile())
             raised += 1
     return raised
 

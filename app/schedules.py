@@ -21,6 +21,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 10.0
+THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted this often
 
 
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
@@ -77,6 +78,8 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
 
+    last_jumps: list[datetime] = []  # when this worker last looked for theme jumps
+
     async def step(conn: asyncpg.Connection) -> None:
         now = await conn.fetchval("SELECT now()")  # one clock for every worker
         for slot in await enqueue_due(conn, settings, now=now):
@@ -88,5 +91,10 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         raised = await insights.from_detractors(conn, settings)
         if raised:
             log.info("detractor insights raised", extra={"count": raised})
+        if not last_jumps or now - last_jumps[0] >= THEME_JUMP_EVERY:
+            last_jumps[:] = [now]  # hourly in each worker; the cooldown keeps one per theme
+            raised = await insights.from_theme_jumps(conn, settings, now=now)
+            if raised:
+                log.info("theme jump insights raised", extra={"count": raised})
 
     await db.every(pool, tick, step, what="scheduler")

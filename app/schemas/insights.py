@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from app.schemas.common import STRICT, Email, Id, Kind
 
 Band = Literal["high", "medium", "low"]
-InsightKind = Literal["band_entered", "score_rise", "drift", "detractor"]
+InsightKind = Literal["band_entered", "score_rise", "drift", "detractor", "theme_jump"]
 Text = Annotated[str, StringConstraints(max_length=10_000, pattern=r"^[^\x00]*$")]
 DestinationId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -197,7 +197,8 @@ class InsightEvent(BaseModel):
     """What a webhook destination receives (signed per Standard Webhooks)."""
 
     type: str = Field(
-        description="insight.band_entered, insight.score_rise, insight.drift or insight.detractor."
+        description="insight.band_entered, insight.score_rise, insight.drift, "
+        "insight.detractor or insight.theme_jump."
     )
     timestamp: datetime
     data: dict[str, Any] = Field(

@@ -484,3 +484,80 @@ async def create_seed(
             raise errors.Conflict(f"A seed theme named {name!r} exists already.")
         await jobs.enqueue(conn, kind="themes_rematch", params={})
     return await _read_one(conn, theme_id)
+
+
+# --- themes that jump: a week's texts about a theme far above its usual weeks ----------------
+
+JUMP_WEEKS = 4  # the usual week: the mean of this many weeks before the last
+JUMP_MIN_TEXTS = 10  # a jump has at least this many texts in its week ...
+JUMP_MIN_ACCOUNTS = 3  # ... from this many accounts (one loud account is not a trend)
+JUMP_RATIO = 2.0  # ... at least this many times the usual week ...
+JUMP_P = 0.01  # ... and unlikely under it: P(as many or more | Poisson at the usual rate)
+JUMP_EXAMPLES = 3
+EXAMPLE_CHARS = 500
+
+_WEEKS = """
+    SELECT t.theme_id, th.name,
+      count(*) FILTER (WHERE e.occurred_at > $1::timestamptz - interval '7 days') AS week,
+      count(*) FILTER (WHERE e.occurred_at <= $1::timestamptz - interval '7 days') AS before,
+      count(DISTINCT e.account_id)
+        FILTER (WHERE e.occurred_at > $1::timestamptz - interval '7 days') AS accounts
+    FROM events e
+    JOIN text_enrichments x ON x.event_id = e.event_id
+    CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
+    JOIN themes th ON th.theme_id = t.theme_id
+      AND th.retired_at IS NULL AND th.merged_into IS NULL
+    WHERE e.text IS NOT NULL AND e.occurred_at <= $1::timestamptz
+      AND e.occurred_at > $1::timestamptz - make_interval(days => 7 * ($2 + 1))
+    GROUP BY 1, 2"""
+
+_EXAMPLES = """
+    SELECT e.event_id, e.account_id, e.occurred_at, left(e.text, $3) AS text, x.sentiment,
+           x.label
+    FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
+    WHERE $2 = ANY(x.themes) AND e.text IS NOT NULL
+      AND e.occurred_at <= $1::timestamptz
+      AND e.occurred_at > $1::timestamptz - interval '7 days'
+    ORDER BY x.sentiment, e.occurred_at DESC, e.event_id
+    LIMIT $4"""
+
+
+async def jumps(conn: asyncpg.Connection, *, now: datetime) -> list[dict[str, Any]]:
+    """Themes whose texts of the week up to `now` jumped across accounts (JUMP_*), with the
+    week's count, the usual week, how many accounts wrote, the chance of so many by the usual
+    rate, and example verbatims of the week (the most negative first)."""
+    from scipy.stats import poisson
+
+    found = []
+    for r in await conn.fetch(_WEEKS, now, JUMP_WEEKS):
+        usual = r["before"] / JUMP_WEEKS
+        if r["week"] < JUMP_MIN_TEXTS or r["accounts"] < JUMP_MIN_ACCOUNTS:
+            continue
+        # A theme never written about before is measured against half a text a week.
+        rate = max(usual, 0.5)
+        chance = float(poisson.sf(r["week"] - 1, rate))
+        if r["week"] < JUMP_RATIO * rate or chance >= JUMP_P:
+            continue
+        examples = await conn.fetch(_EXAMPLES, now, r["theme_id"], EXAMPLE_CHARS, JUMP_EXAMPLES)
+        found.append(
+            {
+                "theme_id": r["theme_id"],
+                "name": r["name"],
+                "texts_7d": r["week"],
+                "usual_week": usual,
+                "accounts_7d": r["accounts"],
+                "chance": chance,
+                "week_ending": now.isoformat(),
+                "examples": [
+                    {
+                        "event_id": e["event_id"],
+                        "account_id": e["account_id"],
+                        "occurred_at": e["occurred_at"].isoformat(),
+                        "text": e["text"],
+                        "sentiment": {"score": e["sentiment"], "label": e["label"]},
+                    }
+                    for e in examples
+                ],
+            }
+        )
+    return sorted(found, key=lambda j: (j["chance"], j["theme_id"]))

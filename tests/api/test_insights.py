@@ -12,6 +12,7 @@ import pytest
 from app import insights
 from app.ml import history, scoring
 from app.settings import Settings
+from app.voc import enrich, sentiment
 
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
 
@@ -232,3 +233,54 @@ async def test_a_detractor_answer_from_an_account_at_risk_raises_one_insight(
     later = {**events[0], "event_id": "n6", "value": 1}
     await client.post("/v1/events", json=later)
     assert await insights.from_detractors(conn, settings) == 0
+
+
+async def test_a_theme_whose_week_jumps_across_accounts_raises_one_insight_with_verbatims(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    for name, word in (("Exports", "export"), ("Invoices", "invoice"), ("SSO", "sso")):
+        seeded = await client.post("/v1/voc/themes", json={"name": name, "keywords": [word]})
+        assert seeded.status_code == 201
+    rule = await client.post(
+        "/v1/routing-rules",
+        json={"name": "product", "match": {"kind": "theme_jump"}, "owner": "pm@vendor.example"},
+    )
+    assert rule.status_code == 201
+    texts = [
+        # Exports: two texts in the four weeks before, then fourteen from five accounts.
+        *[(f"a{n % 5}", 1 + n % 6, f"The export failed again, attempt {n}") for n in range(14)],
+        ("a1", 10, "How does the export work?"),
+        ("a2", 20, "Is there an export to Excel?"),
+        # Invoices: three a week for five weeks, as usual.
+        *[(f"a{n % 4}", 2 + 7 * (n // 3), f"Invoice question {n}") for n in range(15)],
+        # SSO: one loud account alone.
+        *[("a9", 1 + n % 5, f"SSO is down for us, try {n}") for n in range(12)],
+    ]
+    events = [
+        {
+            "event_id": f"t{n}",
+            "type": "ticket_opened",
+            "account_id": account,
+            "occurred_at": (T0 - timedelta(days=days)).isoformat(),
+            "text": text,
+        }
+        for n, (account, days, text) in enumerate(texts)
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": events})).json()["errors"] == []
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=100)
+
+    assert await insights.from_theme_jumps(conn, settings, now=T0) == 1
+    assert await insights.from_theme_jumps(conn, settings, now=T0) == 0  # once per theme
+    [jump] = (await client.get("/v1/insights", params={"kind": "theme_jump"})).json()
+    details = jump["details"]
+    assert (details["name"], details["texts_7d"], details["accounts_7d"]) == ("Exports", 14, 5)
+    assert details["usual_week"] == 2 / 4 and details["chance"] < 0.01
+    assert len(details["examples"]) == 3
+    assert all("export failed" in e["text"] for e in details["examples"])
+    scores = [e["sentiment"]["score"] for e in details["examples"]]
+    assert scores == sorted(scores)  # the most negative first
+    assert jump["account_id"] is None and "example texts" in jump["next_step"]
+    [decision] = jump["decision"]["rules"]
+    assert (
+        decision["owner"] == "pm@vendor.example" and decision["rule_id"] == rule.json()["rule_id"]
+    )
