@@ -27,13 +27,14 @@ THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted th
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
     """What a worker can run, by job kind."""
     from app.ml import batch, drift, performance, pipeline
-    from app.voc import themes
+    from app.voc import learned, themes
 
     return {
         "train": pipeline.handler(settings),
         "score": batch.handler(settings),
         "evaluate": performance.handler(drift.Rule.of(settings)),
         "themes_rematch": themes.rematch_handler,
+        "sentiment_reread": learned.reread_handler(settings),
     }
 
 

@@ -277,6 +277,24 @@ class TextEnrichment(Base):
     themes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
 
 
+class SentimentReader(Base):
+    """A choice of how texts' sentiment is read (app.voc.learned), made from the installation's
+    survey comments: the lexicon, a classifier learned from them, or the two blended; the
+    newest row is the one in use. `model` holds a learned classifier's terms and weights."""
+
+    __tablename__ = "sentiment_readers"
+    __table_args__ = (
+        CheckConstraint("kind IN ('lexicon', 'learned', 'blend')", name="kind"),
+        Index(None, "created_at"),
+    )
+
+    reader_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
 class Theme(Base):
     """A theme of what customers write (app.voc.themes): learned by a refit, or a seed an
     operator defined by keywords; its terms and their weights decide which texts are about it."""

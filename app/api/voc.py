@@ -12,8 +12,16 @@ from app import errors, runtime, voc
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
 from app.schemas.common import Id, Name, Timestamp
-from app.schemas.voc import AccountVoc, SeedTheme, ThemeId, ThemeOut, ThemePatch, VocSummary
-from app.voc import surveys, themes
+from app.schemas.voc import (
+    AccountVoc,
+    SeedTheme,
+    SentimentReaderOut,
+    ThemeId,
+    ThemeOut,
+    ThemePatch,
+    VocSummary,
+)
+from app.voc import learned, surveys, themes
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["voc"])
 
@@ -95,6 +103,17 @@ async def create_seed_theme(request: Request, body: SeedTheme, _: Admin) -> Them
     async with runtime.of(request).pool.acquire() as conn:
         theme = await themes.create_seed(conn, name=body.name, keywords=body.keywords)
     return ThemeOut.model_validate(theme)
+
+
+@router.get("/voc/sentiment", operation_id="sentiment_reader")
+async def sentiment_reader(request: Request, _: Read) -> SentimentReaderOut:
+    """How the sentiment of texts is read now, and why: once there are survey comments enough
+    (300, with 30 negative and 30 positive by their scores), the worker measures the lexicon, a
+    classifier learnt from the comments and the two blended on the newest quarter of them, and
+    uses a learnt reader only where it beats the lexicon's accuracy by more than 2 points;
+    every text is then read again."""
+    async with runtime.of(request).pool.acquire() as conn:
+        return SentimentReaderOut.model_validate(await learned.described(conn))
 
 
 @router.get("/accounts/{account_id}/voc", operation_id="account_voc")

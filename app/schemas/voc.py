@@ -168,3 +168,26 @@ class SeedTheme(BaseModel):
     keywords: Annotated[list[Keyword], Field(min_length=1, max_length=50)] = Field(
         description="A text holding any of these words (or phrases) is about the theme."
     )
+
+
+class ReaderAccuracy(BaseModel):
+    """Share of the held-out survey comments each reader labelled as their scores say."""
+
+    lexicon: float
+    learned: float
+    blend: float
+
+
+class SentimentReaderOut(BaseModel):
+    """How texts' sentiment is read now: `lexicon` (VADER adapted to support language),
+    `learned` (a classifier learnt from this installation's survey comments) or `blend` (the
+    mean of the two); chosen by accuracy on the newest quarter of the comments."""
+
+    kind: str
+    chosen_at: datetime | None = Field(description="Null: no choice yet (too few comments).")
+    comments: int | None = None
+    held_out: int | None = None
+    accuracy: ReaderAccuracy | None = None
+    labels: dict[str, int] | None = Field(
+        None, description="The comments by how their writers felt (from their scores)."
+    )

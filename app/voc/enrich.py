@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import asyncpg
 
 from app import db
 from app.settings import Settings
-from app.voc import sentiment, themes
+from app.voc import learned, sentiment, themes
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ _STORE = """
     ON CONFLICT (event_id) DO NOTHING"""
 
 
-async def enrich_pending(
-    conn: asyncpg.Connection, analyzer: sentiment.Analyzer, *, limit: int
-) -> int:
+Read = Callable[[str], sentiment.Sentiment]  # the lexicon, or the reader learned.Reader chose
+
+
+async def enrich_pending(conn: asyncpg.Connection, analyzer: Read, *, limit: int) -> int:
     """Enrich up to `limit` texts not enriched yet; how many were."""
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
@@ -78,7 +80,7 @@ async def enrich_pending(
     return len(rows)
 
 
-def _read(analyzer: sentiment.Analyzer, row: asyncpg.Record) -> sentiment.Sentiment:
+def _read(analyzer: Read, row: asyncpg.Record) -> sentiment.Sentiment:
     """A text's sentiment; a text the analyzer fails on reads neutral (and is logged by its
     event id, never its words), so that one text cannot stop every later one being read."""
     try:
@@ -98,10 +100,16 @@ def analyzer_of(settings: Settings) -> sentiment.Analyzer:
     return _analyzer(tuple(sorted(settings.sentiment_words.items())))
 
 
+async def reader(conn: asyncpg.Connection, settings: Settings) -> learned.Reader:
+    """The reader in use (app.voc.learned): the lexicon until survey comments chose another."""
+    lexicon = await asyncio.to_thread(analyzer_of, settings)
+    return learned.reader_of(await learned.current(conn), lexicon)
+
+
 async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
     """Every text stored so far read, before a training set or a batch rescoring reads their
     sentiment (unless another worker is at it); how many this call read."""
-    analyzer = await asyncio.to_thread(analyzer_of, settings)
+    analyzer = await reader(conn, settings)
     done = 0
     while read := await enrich_pending(conn, analyzer, limit=settings.enrich_batch):
         done += read
@@ -109,17 +117,24 @@ async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
 
 
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Enrich new texts every TICK_SECONDS, batch after batch while there are more."""
-    analyzer = await asyncio.to_thread(analyzer_of, settings)
-
+    """Enrich new texts every TICK_SECONDS, batch after batch while there are more; refit the
+    themes and choose the sentiment reader again when they are due."""
+    lexicon = await asyncio.to_thread(analyzer_of, settings)
     refit_every = timedelta(hours=settings.themes_refit_hours)
+    using: dict[str | None, learned.Reader] = {}  # the reader in use, by its id
 
     async def step(conn: asyncpg.Connection) -> None:
+        row = await learned.current(conn)
+        key = None if row is None else row["reader_id"]
+        if key not in using:  # another worker (or this one) chose a new reader
+            using.clear()
+            using[key] = await asyncio.to_thread(learned.reader_of, row, lexicon)
         limit = settings.enrich_batch
-        while await enrich_pending(conn, analyzer, limit=limit) == limit:
+        while await enrich_pending(conn, using[key], limit=limit) == limit:
             pass
         done = await themes.refit_if_due(conn, every=refit_every)
         if done is not None:
             log.info("themes refit", extra=done)
+        await learned.relearn_if_due(conn, lexicon, every=refit_every)
 
     await db.every(pool, TICK_SECONDS, step, what="text enrichment")

@@ -1,0 +1,159 @@
+"""Sentiment learned from survey comments: used where it reads them better than the lexicon,
+and then every text is read again by it."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from app import db, jobs, schedules
+from app.settings import Settings
+from app.voc import enrich, learned, sentiment
+
+# What this installation's customers say, in words the lexicon reads as neutral.
+LEAVING = [
+    "We are moving to another vendor next quarter",
+    "Downgrading to the basic plan",
+    "Half our seats sit unused",
+    "Nobody on the team logs in anymore",
+    "Evaluating alternatives this spring",
+]
+STAYING = [
+    "Rolled it out to every team",
+    "Renewing for three years",
+    "Our whole company lives in it now",
+    "Adding two more departments",
+    "Expanding to our EU offices",
+]
+PLAIN = ["Great product, love it", "Terrible support, awful experience"]
+
+
+def answers(n: int, *, say: dict[str, list[str]], seed: int) -> list[dict[str, Any]]:
+    """n NPS answers over the last n hours, each comment chosen by its score's feeling."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    made = []
+    for i in range(n):
+        score = rng.choice([0, 2, 4, 6, 9, 10])
+        words = say["negative" if score <= 6 else "positive"]
+        made.append(
+            {
+                "event_id": f"nps-{seed}-{i}",
+                "type": "nps_answered",
+                "account_id": f"a{i % 40}",
+                "occurred_at": (now - timedelta(hours=n - i)).isoformat(),
+                "value": score,
+                "text": f"{rng.choice(words)} ({rng.choice(['', 'honestly', 'as said'])})",
+            }
+        )
+    return made
+
+
+def test_an_answer_says_how_its_writer_felt_by_its_scale() -> None:
+    assert [learned.label_of_answer("nps_answered", v) for v in (0, 6, 7, 8, 9, 10)] == [
+        "negative",
+        "negative",
+        "neutral",
+        "neutral",
+        "positive",
+        "positive",
+    ]
+    assert learned.label_of_answer("csat_answered", 3) == "neutral"
+    assert learned.label_of_answer("ces_answered", 5) == "positive"
+    assert learned.label_of_answer("nps_answered", 11) is None
+    assert learned.label_of_answer("nps_answered", 8.5) is None
+
+
+async def run_reread_job(settings: Settings) -> dict[str, Any]:
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        async with pool.acquire() as conn:
+            [queued] = await jobs.listed(conn, kind="sentiment_reread", status="queued", limit=5)
+        assert await jobs.run_one(pool, schedules.handlers(settings))
+        async with pool.acquire() as conn:
+            done = await jobs.get(conn, queued.job_id)
+    finally:
+        await pool.close()
+    assert done.status == "succeeded", done.error
+    return done.result or {}
+
+
+async def test_comments_the_lexicon_misreads_teach_a_reader_that_then_reads_every_text(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    events = answers(600, say={"negative": LEAVING, "positive": STAYING}, seed=1)
+    ticket = {
+        "event_id": "ticket-1",
+        "type": "ticket_opened",
+        "account_id": "a1",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "text": "We are moving to another vendor soon",
+    }
+    body = (await client.post("/v1/events/batch", json={"events": [*events, ticket]})).json()
+    assert body["accepted"] == len(events) + 1
+    lexicon = sentiment.Analyzer()
+    await enrich.enrich_pending(conn, lexicon, limit=1000)
+    before = await conn.fetchrow(
+        "SELECT sentiment, label FROM text_enrichments WHERE event_id = $1", "ticket-1"
+    )
+    assert before["label"] == "neutral"  # the lexicon has no word for leaving
+    assert (await client.get("/v1/voc/sentiment")).json() == {
+        "kind": "lexicon",
+        "chosen_at": None,
+        "comments": None,
+        "held_out": None,
+        "accuracy": None,
+        "labels": None,
+    }
+
+    chosen = await learned.relearn_if_due(conn, lexicon, every=timedelta(hours=1))
+    assert chosen is not None and chosen["kind"] in ("learned", "blend")
+    accuracy = chosen["accuracy"]
+    assert accuracy[chosen["kind"]] > accuracy["lexicon"] + learned.MARGIN
+    assert chosen["held_out"] == 150  # the newest quarter, out of time
+    described = (await client.get("/v1/voc/sentiment")).json()
+    assert described["kind"] == chosen["kind"] and described["accuracy"] == accuracy
+    # Not chosen again within the period.
+    assert await learned.relearn_if_due(conn, lexicon, every=timedelta(hours=1)) is None
+
+    # Every text stored is read again by it; new ones are read by it as they come.
+    result = await run_reread_job(settings)
+    assert result == {"texts": len(events) + 1, "reader": chosen["kind"]}
+    after = await conn.fetchval(
+        "SELECT label FROM text_enrichments WHERE event_id = $1", "ticket-1"
+    )
+    assert after == "negative"
+    later = {**ticket, "event_id": "ticket-2", "text": "We plan on renewing for three years"}
+    assert (await client.post("/v1/events", json=later)).status_code == 202
+    reader = await enrich.reader(conn, settings)
+    assert await enrich.enrich_pending(conn, reader, limit=10) == 1
+    label = await conn.fetchval("SELECT label FROM text_enrichments WHERE event_id = 'ticket-2'")
+    assert label == "positive"
+
+
+async def test_comments_the_lexicon_reads_well_keep_the_lexicon(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    events = answers(400, say={"negative": PLAIN[1:], "positive": PLAIN[:1]}, seed=2)
+    assert (await client.post("/v1/events/batch", json={"events": events})).json()["errors"] == []
+    lexicon = sentiment.Analyzer()
+    chosen = await learned.relearn_if_due(conn, lexicon, every=timedelta(hours=1))
+    assert chosen is not None and chosen["kind"] == "lexicon"
+    assert chosen["accuracy"]["lexicon"] == pytest.approx(1.0)
+    # Nothing to read again.
+    assert await jobs.listed(conn, kind="sentiment_reread", status=None, limit=5) == []
+
+
+async def test_too_few_comments_choose_nothing(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    events = answers(100, say={"negative": LEAVING, "positive": STAYING}, seed=3)
+    await client.post("/v1/events/batch", json={"events": events})
+    assert (
+        await learned.relearn_if_due(conn, sentiment.Analyzer(), every=timedelta(hours=1)) is None
+    )
