@@ -30,6 +30,7 @@ LOCK = 0x7E47_0001  # pg_try_advisory_xact_lock key of the enrichment round
 # minute's texts on each round, so it stays short.
 OVERLAP_SECONDS = 60
 TICK_SECONDS = 1.0
+RELEARN_TRY_SECONDS = 600.0
 
 _PENDING = """
     SELECT e.event_id, e.received_at, e.text
@@ -122,6 +123,7 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     lexicon = await asyncio.to_thread(analyzer_of, settings)
     refit_every = timedelta(hours=settings.themes_refit_hours)
     using: dict[str | None, learned.Reader] = {}  # the reader in use, by its id
+    tried: list[float] = []  # when this worker last looked at the survey comments
 
     async def step(conn: asyncpg.Connection) -> None:
         row = await learned.current(conn)
@@ -135,6 +137,10 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         done = await themes.refit_if_due(conn, every=refit_every)
         if done is not None:
             log.info("themes refit", extra=done)
-        await learned.relearn_if_due(conn, lexicon, every=refit_every)
+        # Reading every comment is not for each tick: at most every RELEARN_TRY_SECONDS.
+        now = asyncio.get_running_loop().time()
+        if not tried or now - tried[0] >= RELEARN_TRY_SECONDS:
+            tried[:] = [now]
+            await learned.relearn_if_due(conn, lexicon, every=refit_every)
 
     await db.every(pool, TICK_SECONDS, step, what="text enrichment")
