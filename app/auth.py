@@ -19,9 +19,10 @@ from app import audit, errors, runtime
 from app.settings import Settings
 
 # ingest: write profiles, events and outcomes; read: read profiles, scores and insights;
-# insights: acknowledge and resolve insights (an inbox in a CRM or support tool); admin: all.
-Scope = Literal["ingest", "read", "insights", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "read", "insights", "admin")
+# insights: acknowledge and resolve insights (an inbox in a CRM or support tool); privacy:
+# erasures and the suppression list; admin: all.
+Scope = Literal["ingest", "read", "insights", "privacy", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "insights", "privacy", "admin")
 KEY_PREFIX = "ci_"
 PRINCIPAL = "custintel.principal"  # the request scope's key for the authenticated principal
 
@@ -275,4 +276,5 @@ async def authenticate(
 Ingest = Annotated[Principal, Depends(ScopeCheck("ingest"))]
 Read = Annotated[Principal, Depends(ScopeCheck("read"))]
 Insights = Annotated[Principal, Depends(ScopeCheck("insights"))]
+Privacy = Annotated[Principal, Depends(ScopeCheck("privacy"))]
 Admin = Annotated[Principal, Depends(ScopeCheck("admin"))]

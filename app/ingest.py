@@ -21,11 +21,11 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import identities, jsonbody, partitions
+from app import identities, jsonbody, partitions, privacy
 from app.schemas.common import EARLIEST, MAX_NESTING
 from app.schemas.signals import EventIn, OutcomeIn
 
-Status = Literal["accepted", "duplicate", "error"]
+Status = Literal["accepted", "duplicate", "error", "suppressed"]
 
 
 @dataclass(slots=True)
@@ -284,9 +284,13 @@ async def ingest_events(
     tolerance: timedelta,
     known: KnownIds,
     partition_manager: partitions.PartitionManager,
+    screen: privacy.Screen | None = None,
 ) -> Stored:
-    """Store valid events; return one result per input, by its index in the request."""
+    """Store valid events; return one result per input, by its index in the request. An event
+    naming a suppressed account, contact or email (app.privacy) is acknowledged and not stored."""
     results: list[ItemResult] = []
+    if screen is not None:
+        events = await _screened(conn, screen, events, results)
     by_contact, by_email = await _resolve_accounts(conn, events)
 
     rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
@@ -457,6 +461,34 @@ RETURNING outcome_id
 """
 
 
+async def _screened(
+    conn: asyncpg.Connection,
+    screen: privacy.Screen,
+    events: Sequence[tuple[int, EventIn]],
+    results: list[ItemResult],
+) -> list[tuple[int, EventIn]]:
+    """The events that name nothing suppressed; a result `suppressed` for each of the others."""
+
+    def names(ev: EventIn) -> list[tuple[privacy.Kind, str | None]]:
+        email = ev.get("email")
+        return [
+            ("account", ev.get("account_id")),
+            ("contact", ev.get("contact_id")),
+            ("email", email.lower() if email else None),
+        ]
+
+    blocked = await screen.blocked(conn, (n for _, ev in events for n in names(ev)))
+    if not blocked:
+        return list(events)
+    kept = []
+    for index, ev in events:
+        if any(n in blocked for n in names(ev)):
+            results.append(ItemResult(index, ev.get("event_id") or "", "suppressed"))
+        else:
+            kept.append((index, ev))
+    return kept
+
+
 async def ingest_outcomes(
     conn: asyncpg.Connection,
     outcomes: Sequence[tuple[int, OutcomeIn]],
@@ -464,10 +496,19 @@ async def ingest_outcomes(
     now: datetime,
     tolerance: timedelta,
     known: KnownIds,
+    screen: privacy.Screen | None = None,
 ) -> Stored:
     results: list[ItemResult] = []
     rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
+    blocked = (
+        await screen.blocked(conn, (("account", oc.account_id) for _, oc in outcomes))
+        if screen is not None
+        else set()
+    )
     for index, oc in outcomes:
+        if ("account", oc.account_id) in blocked:
+            results.append(ItemResult(index, oc.outcome_id or "", "suppressed"))
+            continue
         outcome_id = oc.outcome_id or uuid.uuid4().hex
         result = ItemResult(index, outcome_id, "accepted")
         results.append(result)

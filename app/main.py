@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from app import auth, db, errors, ingest, migrate, notifications, partitions, runtime
+from app import privacy as privacy_domain
 from app.api import (
     admin,
     examples,
@@ -30,6 +31,7 @@ from app.api import (
     hooks,
     insights,
     models,
+    privacy,
     profiles,
     scores,
     segment,
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener=notifications.Listener(),
         migration_head=migrate.head_revision(),
         cpu=asyncio.Semaphore(2),
+        screen=privacy_domain.Screen(settings),
     )
     app.state.runtime = state
     state.listener.subscribe(
@@ -143,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
         sources.router,
         voc.router,
+        privacy.router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(segment.router)

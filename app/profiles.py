@@ -19,7 +19,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import cursors, errors, identities
+from app import cursors, errors, identities, privacy
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
@@ -62,6 +62,7 @@ class Outcome:
     upserted: int
     errors: list[tuple[int, str]]
     conflicts: list[tuple[int, str]]
+    suppressed: list[int] = field(default_factory=list)  # items naming an erased identifier
 
 
 def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
@@ -267,13 +268,23 @@ async def upsert(
     now: datetime,
     limits: TraitLimits,
     answer: bool = True,
+    screen: privacy.Screen | None = None,
 ) -> Outcome:
     """Store a batch of upserts of one kind, inside the caller's transaction (with `answer`, the
     Outcome holds the profiles as they are now; batches skip reading them back). Items are taken in
     id order (so that parallel batches lock profiles in one order), then as sent. An item refused
     by the trait limits is an error entry and writes nothing, not even its new profile. An item
     naming a merged profile (for a contact, also a merged account) is rewritten to name the
-    survivor."""
+    survivor. An item naming a suppressed identifier (app.privacy: its id, its account, its
+    email or one of its identities) writes nothing and is listed as suppressed."""
+    suppressed: list[int] = []
+    if screen is not None:
+        blocked = await screen.blocked(conn, (n for i in items for n in _names(kind, i)))
+        if blocked:
+            suppressed = sorted(i.index for i in items if set(_names(kind, i)) & blocked)
+            items = [i for i in items if i.index not in suppressed]
+            if not items:
+                return Outcome({}, 0, [], [], suppressed)
     await _to_survivors(conn, kind, items)
     items = sorted(items, key=lambda i: (i.profile_id, i.index))
     ids = sorted({i.profile_id for i in items})
@@ -305,7 +316,21 @@ async def upsert(
         )
     current = await _write(conn, kind, plan, rows, now=now, answer=answer)
     await _link(conn, kind, plan, rows, now=now)
-    return Outcome(current, len(plan.kept), sorted(plan.problems), sorted(plan.conflicts))
+    return Outcome(
+        current, len(plan.kept), sorted(plan.problems), sorted(plan.conflicts), suppressed
+    )
+
+
+def _names(kind: Kind, item: Item) -> list[tuple[privacy.Kind, str]]:
+    """The identifiers an upsert names, as the suppression list knows them."""
+    names: list[tuple[privacy.Kind, str]] = [(kind, item.profile_id)]
+    if kind == "contact" and item.changes.get("account_id"):
+        names.append(("account", item.changes["account_id"]))
+    email = item.changes.get("email")
+    if isinstance(email, str):
+        names.append(("email", email.lower()))
+    names += [("identity", f"{k}:{v}") for k, v in item.identities]
+    return names
 
 
 async def _to_survivors(conn: asyncpg.Connection, kind: Kind, items: Sequence[Item]) -> None:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from app import auth, ingest, notifications, partitions
+    from app import auth, ingest, notifications, partitions, privacy
     from app.ml import history, serving
     from app.settings import Settings
 
@@ -29,6 +29,7 @@ class Runtime:
     listener: notifications.Listener
     migration_head: str | None
     cpu: asyncio.Semaphore  # threads doing CPU work on request (scoring), a bounded few
+    screen: privacy.Screen  # suppressed identifiers, asked before anything is stored
     # Opened by the lifespan, before the first request.
     pool: asyncpg.Pool = field(init=False)
     history: history.Buffer = field(init=False)  # on-request scores, written behind

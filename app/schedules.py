@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from app import db, insights, jobs, sources
+from app import db, insights, jobs, privacy, sources
 from app.ml import registry
 from app.settings import Settings
 
@@ -35,6 +35,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
         "evaluate": performance.handler(drift.Rule.of(settings)),
         "themes_rematch": themes.rematch_handler,
         "sentiment_reread": learned.reread_handler(settings),
+        privacy.JOB: privacy.handler(settings),
     }
 
 

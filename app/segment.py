@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app import cursors, identities, ingest, partitions, profiles
+from app import cursors, identities, ingest, partitions, privacy, profiles
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn
 
@@ -75,6 +75,7 @@ class Context:
     known: ingest.KnownIds
     partition_manager: partitions.PartitionManager
     unresolved_days: int
+    screen: privacy.Screen | None = None
 
     async def ingest_events(
         self, conn: asyncpg.Connection, events: Sequence[tuple[int, EventIn]]
@@ -86,6 +87,7 @@ class Context:
             tolerance=self.tolerance,
             known=self.known,
             partition_manager=self.partition_manager,
+            screen=self.screen,
         )
 
 
@@ -252,7 +254,9 @@ async def _upsert(
     item = profiles.item(message.index, profile_id, upsert, now=ctx.now)
     item.observed_at = message.at
     async with conn.transaction():
-        outcome = await profiles.upsert(conn, kind, [item], now=ctx.now, limits=ctx.limits)
+        outcome = await profiles.upsert(
+            conn, kind, [item], now=ctx.now, limits=ctx.limits, screen=ctx.screen
+        )
     for _, detail in outcome.errors + outcome.conflicts:
         raise Invalid(detail)
 

@@ -174,7 +174,9 @@ class SourceDelivery(Base):
 
     __tablename__ = "source_deliveries"
     __table_args__ = (
-        CheckConstraint("status IN ('accepted', 'ignored', 'rejected', 'held')", name="status"),
+        CheckConstraint(
+            "status IN ('accepted', 'ignored', 'rejected', 'held', 'suppressed')", name="status"
+        ),
         Index(None, "source_id", "status", "received_at"),
         Index(None, "received_at"),
     )
@@ -275,6 +277,28 @@ class TextEnrichment(Base):
     label: Mapped[str] = mapped_column(String(16), nullable=False)
     enriched_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     themes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+
+
+class PrivacySuppression(Base):
+    """An erased identifier (app.privacy), as a keyed hash only: signals naming it are
+    acknowledged and not stored."""
+
+    __tablename__ = "privacy_suppressions"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    erasure_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class InstallationSecret(Base):
+    """A secret of the installation itself (the privacy hashing pepper), sealed (app.vault)."""
+
+    __tablename__ = "installation_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class SentimentReader(Base):

@@ -1,6 +1,8 @@
 """Secrets custintel must be able to read back (the signing secrets senders issue, which verify
-their deliveries) are stored encrypted with Fernet (AES-128-CBC and HMAC-SHA256, from
-`cryptography`), never in the clear.
+their deliveries; those destinations sign with; the installation's hashing pepper) are stored
+encrypted with AES-256-GCM (`cryptography`), never in the clear: a version byte, a random
+96-bit nonce, then the ciphertext with its tag. Secrets sealed by earlier versions (Fernet)
+are still read.
 
 The key is CUSTINTEL_SECRET_KEY when set (every process of an installation needs the same one);
 otherwise a key file under the data dir, made on first use, readable by its owner only. Losing
@@ -9,11 +11,14 @@ the key loses the stored secrets, not the data: the sources then need their secr
 
 from __future__ import annotations
 
+import base64
 import os
 from functools import lru_cache
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.settings import Settings
 
@@ -56,12 +61,34 @@ def _file_key(data_dir: str) -> bytes:
     return path.read_bytes().strip()
 
 
+VERSION = b"\x02"  # AES-256-GCM; a Fernet token starts with "gAAAAA"
+NONCE_BYTES = 12
+
+
+@lru_cache(maxsize=8)
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(base64.urlsafe_b64decode(key))
+
+
+def seal_bytes(settings: Settings, secret: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return VERSION + nonce + _aead(_key(settings)).encrypt(nonce, secret, VERSION)
+
+
+def unseal_bytes(settings: Settings, sealed: bytes) -> bytes:
+    key = _key(settings)
+    try:
+        if sealed[:1] == VERSION:
+            nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
+            return _aead(key).decrypt(nonce, body, VERSION)
+        return _fernet(key).decrypt(sealed)
+    except (InvalidTag, InvalidToken, ValueError):
+        raise Unreadable("a stored secret does not decrypt with this key") from None
+
+
 def seal(settings: Settings, secret: str) -> bytes:
-    return _fernet(_key(settings)).encrypt(secret.encode())
+    return seal_bytes(settings, secret.encode())
 
 
 def unseal(settings: Settings, sealed: bytes) -> str:
-    try:
-        return _fernet(_key(settings)).decrypt(sealed).decode()
-    except InvalidToken:
-        raise Unreadable("a stored secret does not decrypt with this key") from None
+    return unseal_bytes(settings, sealed).decode()

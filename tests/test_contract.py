@@ -10,7 +10,17 @@ from pydantic import TypeAdapter
 
 from app.cli import OPENAPI_PATH
 from app.main import create_app
-from app.schemas import admin, common, insights, models, profiles, signals, sources, voc
+from app.schemas import (
+    admin,
+    common,
+    insights,
+    models,
+    privacy,
+    profiles,
+    signals,
+    sources,
+    voc,
+)
 from app.settings import Settings
 
 
@@ -64,7 +74,7 @@ def test_every_v1_operation_requires_a_bearer_key() -> None:
 def _body_types() -> dict[str, Any]:
     """Request body types by their name in the contract."""
     found: dict[str, Any] = {}
-    for module in (admin, common, insights, models, profiles, signals, sources, voc):
+    for module in (admin, common, insights, models, privacy, profiles, signals, sources, voc):
         found.update(
             (name, value)
             for name, value in vars(module).items()

@@ -92,6 +92,7 @@ EXAMPLES: dict[str, Any] = {
     "create_seed_theme": {"name": "Pricing", "keywords": ["price", "expensive", "cost"]},
     "update_theme": {"name": "CSV export failures", "pinned": True},
     "create_api_key": {"name": "segment relay", "scopes": ["ingest"]},
+    "request_erasure": {"email": "bo@acme.io"},
 }
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
 from app import errors, identities, ingest, merges, profiles, runtime, segment, sources
@@ -37,6 +37,7 @@ from app.schemas.profiles import (
     MergeRequest,
     ProfileBatchError,
     ProfileBatchResult,
+    SuppressedProfile,
 )
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
@@ -79,6 +80,7 @@ async def _upsert_each(
     invalid += [{"index": i, "detail": d} for i, d in outcome.errors + outcome.conflicts]
     return ProfileBatchResult(
         upserted=outcome.upserted,
+        suppressed=len(outcome.suppressed),
         errors=[
             ProfileBatchError(index=e["index"], detail=e["detail"])
             for e in sorted(invalid, key=lambda e: e["index"])
@@ -97,7 +99,13 @@ async def _store(
     async with runtime.of(request).pool.acquire() as conn:
         async with conn.transaction():
             outcome = await profiles.upsert(
-                conn, kind, items, now=now, limits=_trait_limits(request), answer=answer_profiles
+                conn,
+                kind,
+                items,
+                now=now,
+                limits=_trait_limits(request),
+                answer=answer_profiles,
+                screen=runtime.of(request).screen,
             )
             if answer_profiles:
                 shown = await profiles.with_identities(conn, kind, list(outcome.profiles.values()))
@@ -134,11 +142,14 @@ def _resolvable(items: list[profiles.Item], outcome: profiles.Outcome) -> set[st
 
 async def _upsert_one(
     request: Request, kind: profiles.Kind, profile_id: str, body: AccountUpsert | ContactUpsert
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """The profile as it is now; None when the upsert names an erased identifier."""
     now = datetime.now(UTC)
     _check_observed(request, body, now)
     item = profiles.item(0, profile_id, body, now=now)
     outcome = await _store(request, kind, [item], now=now, answer_profiles=True)
+    if outcome.suppressed:
+        return None
     if outcome.conflicts:
         [(_, detail)] = outcome.conflicts
         raise errors.Conflict(detail)
@@ -159,12 +170,32 @@ def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now
         )
 
 
-@router.put("/accounts/{account_id}", operation_id="upsert_account", tags=["accounts"])
+def _suppressed(profile_id: str) -> Response:
+    body = SuppressedProfile(profile_id=profile_id).model_dump_json()
+    return Response(body, status_code=202, media_type="application/json")
+
+
+SUPPRESSED = {
+    202: {
+        "model": SuppressedProfile,
+        "description": "The upsert names an erased identifier: acknowledged, not stored.",
+    }
+}
+
+
+@router.put(
+    "/accounts/{account_id}",
+    operation_id="upsert_account",
+    tags=["accounts"],
+    response_model=Account,
+    responses=SUPPRESSED,  # type: ignore[arg-type]
+)
 async def upsert_account(
     request: Request, account_id: Id, body: AccountUpsert, _: Ingest
-) -> Account:
+) -> Account | Response:
     """Create or update an account. Fields left out keep their value; traits merge key by key."""
-    return Account.model_validate(await _upsert_one(request, "account", account_id, body))
+    found = await _upsert_one(request, "account", account_id, body)
+    return _suppressed(account_id) if found is None else Account.model_validate(found)
 
 
 @router.post(
@@ -216,12 +247,19 @@ async def list_accounts(
     )
 
 
-@router.put("/contacts/{contact_id}", operation_id="upsert_contact", tags=["contacts"])
+@router.put(
+    "/contacts/{contact_id}",
+    operation_id="upsert_contact",
+    tags=["contacts"],
+    response_model=Contact,
+    responses=SUPPRESSED,  # type: ignore[arg-type]
+)
 async def upsert_contact(
     request: Request, contact_id: Id, body: ContactUpsert, _: Ingest
-) -> Contact:
+) -> Contact | Response:
     """Create or update a contact of an account (created if unknown)."""
-    return Contact.model_validate(await _upsert_one(request, "contact", contact_id, body))
+    found = await _upsert_one(request, "contact", contact_id, body)
+    return _suppressed(contact_id) if found is None else Contact.model_validate(found)
 
 
 @router.post(

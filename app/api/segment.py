@@ -69,6 +69,7 @@ def context(request: Request, now: datetime) -> segment.Context:
         known=state.known_ids,
         partition_manager=state.partitions,
         unresolved_days=settings.unresolved_days,
+        screen=state.screen,
     )
 
 

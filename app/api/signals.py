@@ -61,6 +61,7 @@ def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) ->
     return BatchResult(
         accepted=sum(r.status == "accepted" for r in results),
         duplicates=sum(r.status == "duplicate" for r in results),
+        suppressed=sum(r.status == "suppressed" for r in results),
         errors=sorted(problems, key=lambda e: e.index),
     )
 
@@ -75,6 +76,7 @@ async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[in
             tolerance=future_tolerance(request),
             known=state.known_ids,
             partition_manager=state.partitions,
+            screen=state.screen,
         )
     state.known_ids.remember(accounts=stored.accounts, contacts=stored.contacts)
     return stored.results
@@ -83,10 +85,16 @@ async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[in
 async def _outcomes(
     request: Request, items: list[tuple[int, OutcomeIn]]
 ) -> list[ingest.ItemResult]:
-    known = runtime.of(request).known_ids
-    async with runtime.of(request).pool.acquire() as conn:
+    state = runtime.of(request)
+    known = state.known_ids
+    async with state.pool.acquire() as conn:
         stored = await ingest.ingest_outcomes(
-            conn, items, now=datetime.now(UTC), tolerance=future_tolerance(request), known=known
+            conn,
+            items,
+            now=datetime.now(UTC),
+            tolerance=future_tolerance(request),
+            known=known,
+            screen=state.screen,
         )
     known.remember(accounts=stored.accounts, contacts=stored.contacts)
     return stored.results
@@ -106,6 +114,8 @@ async def ingest_event(body: EventIn, request: Request, _: Ingest) -> Response:
     # The hottest write: two fields written directly rather than validated and serialised by
     # the response model again (the contract tests check the answer against the schema).
     accepted = {"event_id": result.item_id, "duplicate": result.status == "duplicate"}
+    if result.status == "suppressed":
+        accepted["suppressed"] = True
     return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
 
 
@@ -179,7 +189,11 @@ async def record_outcome(body: OutcomeIn, request: Request, _: Ingest) -> Outcom
     """Record what really happened to an account (churned, renewed, expanded, ...)."""
     [result] = await _outcomes(request, [(0, body)])
     _single(result)
-    return OutcomeAccepted(outcome_id=result.item_id, duplicate=result.status == "duplicate")
+    return OutcomeAccepted(
+        outcome_id=result.item_id,
+        duplicate=result.status == "duplicate",
+        suppressed=result.status == "suppressed",
+    )
 
 
 @router.post(

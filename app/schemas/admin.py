@@ -32,7 +32,7 @@ class ApiKeyCreate(BaseModel):
     model_config = STRICT
 
     name: Name = Field(min_length=1)
-    scopes: list[Literal["ingest", "read", "insights", "admin"]] = Field(min_length=1)
+    scopes: list[Literal["ingest", "read", "insights", "privacy", "admin"]] = Field(min_length=1)
 
 
 class ApiKeyInfo(BaseModel):

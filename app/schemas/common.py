@@ -175,4 +175,7 @@ class ItemError(BaseModel):
 class BatchResult(BaseModel):
     accepted: int
     duplicates: int
+    suppressed: int = Field(
+        0, description="Acknowledged and not stored: they name an erased identifier."
+    )
     errors: list[ItemError]

@@ -79,7 +79,17 @@ class ProfileBatchError(BaseModel):
 
 class ProfileBatchResult(BaseModel):
     upserted: int
+    suppressed: int = Field(
+        0, description="Acknowledged and not stored: they name an erased identifier."
+    )
     errors: list[ProfileBatchError]
+
+
+class SuppressedProfile(BaseModel):
+    """The upsert names an erased identifier: acknowledged, and not stored."""
+
+    profile_id: str
+    suppressed: bool = True
 
 
 class ContactUpsert(BaseModel):

@@ -70,6 +70,9 @@ class EventBatch(TypedDict):
 class EventAccepted(BaseModel):
     event_id: str
     duplicate: bool = Field(description="True when this event_id was already stored.")
+    suppressed: bool = Field(
+        False, description="True when it names an erased identifier: acknowledged, not stored."
+    )
 
 
 class TextSentiment(BaseModel):
@@ -159,6 +162,9 @@ class OutcomeBatch(BaseModel):
 class OutcomeAccepted(BaseModel):
     outcome_id: str
     duplicate: bool
+    suppressed: bool = Field(
+        False, description="True when it names an erased account: acknowledged, not stored."
+    )
 
 
 __all__ = [

@@ -90,4 +90,7 @@ class HookAnswer(BaseModel):
     ignored: int
     rejected: int
     held: int
+    suppressed: int = Field(
+        0, description="Naming an erased identifier: acknowledged, not stored (nor its payload)."
+    )
     duplicates: int

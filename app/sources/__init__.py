@@ -14,6 +14,7 @@ claims one of them.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -23,7 +24,7 @@ import asyncpg
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app import audit, errors, identities, ingest, jsonbody, profiles, vault
+from app import audit, errors, identities, ingest, jsonbody, privacy, profiles, vault
 from app.schemas.common import Id
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn, OutcomeIn
@@ -218,7 +219,7 @@ async def receive(
     except ValueError as problem:
         raise errors.BadRequest(str(problem)) from None
     tally = {"received": len(found), "duplicates": 0}
-    tally.update(accepted=0, ignored=0, rejected=0, held=0)
+    tally.update(accepted=0, ignored=0, rejected=0, held=0, suppressed=0)
     # Mapping needs no database: done first, so that most events are recorded with their
     # final status in one statement.
     meant = {i.delivery_id: _map(kind, i, source_settings) for i in found}
@@ -244,8 +245,10 @@ async def _mark(
     status: str,
     reason: str | None,
 ) -> None:
+    # A suppressed event's payload names an erased identifier: it is not kept.
     await conn.execute(
-        "UPDATE source_deliveries SET status = $3, reason = $4 "
+        "UPDATE source_deliveries SET status = $3::text, reason = $4, "
+        "payload = CASE WHEN $3::text = 'suppressed' THEN NULL ELSE payload END "
         "WHERE source_id = $1 AND delivery_id = $2",
         source_id,
         delivery_id,
@@ -363,6 +366,9 @@ async def _apply(
     return await _land(conn, source_id, kind, item, mapped, ctx)
 
 
+_EMAIL = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+
+
 async def _land(
     conn: asyncpg.Connection,
     source_id: uuid.UUID,
@@ -373,6 +379,19 @@ async def _land(
 ) -> tuple[str, str | None]:
     """Find the account a mapped event is about and store it there, or hold it."""
     account_id, found_by, person = await _account(conn, mapped.party)
+    if ctx.screen is not None:
+        party = mapped.party
+        names: list[tuple[privacy.Kind, str | None]] = [
+            ("identity", f"{k}:{v}") for k, v in party.account_identities + party.contact_pairs()
+        ]
+        names += [("email", party.contact_email.strip().lower() if party.contact_email else None)]
+        names += [("account", account_id), ("account", party.account_id)]
+        names += [("contact", person[0] if person else None)]
+        # Any email the payload holds (a Stripe invoice's customer_email, a CC on a ticket).
+        found = set(_EMAIL.findall(orjson.dumps(item.payload)))
+        names += [("email", e.decode().lower()) for e in found]
+        if await ctx.screen.blocked(conn, names):
+            return "suppressed", None
     if found_by == "contact" and mapped.create_contact is not None:
         # An association: the company decides where the contact belongs, not where it was.
         account_id, found_by, person = None, "", None
@@ -454,7 +473,7 @@ async def _store(
             raise common.Rejected(_first(invalid)) from None
         item = profiles.item(0, account_id, upsert, now=ctx.now)
         outcome = await profiles.upsert(
-            conn, "account", [item], now=ctx.now, limits=ctx.limits, answer=False
+            conn, "account", [item], now=ctx.now, limits=ctx.limits, answer=False, screen=ctx.screen
         )
         for _, detail in outcome.errors + outcome.conflicts:
             raise common.Rejected(detail)
@@ -477,6 +496,7 @@ async def _store(
             now=ctx.now,
             limits=ctx.limits,
             answer=False,
+            screen=ctx.screen,
         )
         for _, detail in outcome.errors + outcome.conflicts:
             raise common.Rejected(detail)
@@ -500,7 +520,12 @@ async def _store(
             raise common.Rejected(_first(invalid)) from None
     if outcomes:
         stored = await ingest.ingest_outcomes(
-            conn, outcomes, now=ctx.now, tolerance=ctx.tolerance, known=ctx.known
+            conn,
+            outcomes,
+            now=ctx.now,
+            tolerance=ctx.tolerance,
+            known=ctx.known,
+            screen=ctx.screen,
         )
         for result in stored.results:
             if result.status == "error":

@@ -260,7 +260,7 @@ async def test_a_batch_naming_one_account_several_times_ends_as_one_by_one(
         {"account_id": "m", "traits": {"seats": 3}, "observed_at": "2025-04-01T00:00:00Z"},
     ]
     batch = await client.post("/v1/accounts/batch", json={"accounts": items})
-    assert batch.json() == {"upserted": 4, "errors": []}
+    assert batch.json() == {"upserted": 4, "suppressed": 0, "errors": []}
     account = (await client.get("/v1/accounts/m")).json()
     # The older item fills only what no newer one set; the replayed one adds no history.
     assert (account["plan"], account["name"], account["mrr"]) == ("pro", "M", 10)
@@ -334,7 +334,11 @@ async def test_an_older_contact_observation_in_a_batch_folds_behind_the_newer(
         "observed_at": "2025-01-01T00:00:00Z",
     }
     batch = await client.post("/v1/contacts/batch", json={"contacts": [older]})
-    assert batch.status_code == 200 and batch.json() == {"upserted": 1, "errors": []}, batch.text
+    assert batch.status_code == 200 and batch.json() == {
+        "upserted": 1,
+        "suppressed": 0,
+        "errors": [],
+    }, batch.text
     contact = (await client.get("/v1/contacts/c1")).json()
     assert (contact["name"], contact["role"], contact["email"]) == ("Bo", "admin", None)
     assert contact["identities"] == [{"kind": "crm", "value": "003X"}]

@@ -187,7 +187,11 @@ async def test_outcome_idempotency_duplicate_and_conflict(
     first = await client.post("/v1/outcomes", json=body)
     again = await client.post("/v1/outcomes", json=body)
     changed = await client.post("/v1/outcomes", json={**body, "kind": "renewed"})
-    assert first.status_code == 202 and first.json() == {"outcome_id": "o-1", "duplicate": False}
+    assert first.status_code == 202 and first.json() == {
+        "outcome_id": "o-1",
+        "duplicate": False,
+        "suppressed": False,
+    }
     assert again.json()["duplicate"] is True
     assert changed.status_code == 409
     assert await conn.fetchval("SELECT kind FROM outcomes WHERE outcome_id = 'o-1'") == "churned"

@@ -130,6 +130,7 @@ async def test_stripe_invoices_become_events_once(
         "ignored": 0,
         "rejected": 0,
         "held": 0,
+        "suppressed": 0,
         "duplicates": 0,
     }
     again = await client.post(source["url"], content=body, headers={"Stripe-Signature": header})

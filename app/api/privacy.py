@@ -1,0 +1,108 @@
+"""Privacy (scope `privacy`, or admin): erasures of a person or an account, and the suppression
+list they leave."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from app import errors, jobs, privacy, runtime
+from app.api.common import StrictJSONRoute, problem_responses
+from app.auth import Privacy
+from app.schemas.common import Email, Id
+from app.schemas.privacy import Erasure, ErasureRequest, Hash, Suppression
+
+router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["privacy"])
+
+
+def _erasure(job: jobs.Job) -> Erasure:
+    result = job.result or {}
+    return Erasure.model_validate(
+        {
+            "erasure_id": job.job_id,
+            "status": job.status,
+            "progress": job.progress,
+            "subject": job.params["hash"],
+            "removed": result.get("removed"),
+            "suppressed": result.get("suppressed"),
+            "error": job.error,
+            "created_at": job.created_at,
+            "finished_at": job.finished_at,
+        }
+    )
+
+
+@router.post("/privacy/erasures", status_code=202, operation_id="request_erasure")
+async def request_erasure(request: Request, body: ErasureRequest, who: Privacy) -> Erasure:
+    """Erase a contact (by `contact_id` or `email`: its profile and history, identities, events
+    with their text, sentiment and themes, and every copy of its identifiers in insights,
+    deliveries, held signals, senders' payloads and audit entries) or an account (all of that
+    for it and its contacts, plus its outcomes, scores and reasons). The worker runs it; poll
+    `GET /v1/privacy/erasures/{id}`. Its identifiers stay suppressed afterwards. A subject that
+    is not stored is still suppressed (and the erasure removes nothing)."""
+    state = runtime.of(request)
+    async with state.pool.acquire() as conn:
+        job = await privacy.request(
+            conn,
+            state.settings,
+            contact_id=body.contact_id,
+            email=body.email,
+            account_id=body.account_id,
+            actor=who.name,
+        )
+    return _erasure(job)
+
+
+@router.get("/privacy/erasures/{erasure_id}", operation_id="get_erasure")
+async def get_erasure(
+    request: Request, erasure_id: Annotated[str, Path(max_length=64)], _: Privacy
+) -> Erasure:
+    """An erasure's progress and, at the end, what it removed (counts, no personal values)."""
+    async with runtime.of(request).pool.acquire() as conn:
+        try:
+            job = await jobs.get(conn, erasure_id)
+        except errors.NotFound:
+            job = None
+    if job is None or job.kind != privacy.JOB:
+        raise errors.NotFound(f"No erasure {erasure_id!r}.")
+    return _erasure(job)
+
+
+@router.get("/privacy/suppressions", operation_id="list_suppressions")
+async def list_suppressions(
+    request: Request,
+    _: Privacy,
+    email: Annotated[Email | None, Query(description="Only this email's entry.")] = None,
+    contact_id: Annotated[Id | None, Query(description="Only this contact id's entry.")] = None,
+    account_id: Annotated[Id | None, Query(description="Only this account id's entry.")] = None,
+    after: Annotated[Hash | None, Query(description="The last hash of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Suppression]:
+    """The suppression list: keyed hashes of erased identifiers (never the identifiers). Name
+    one identifier to find its entry (its hash is computed here)."""
+    named = [
+        (kind, value)
+        for kind, value in (("email", email), ("contact", contact_id), ("account", account_id))
+        if value is not None
+    ]
+    if len(named) > 1:
+        raise errors.BadRequest("name at most one of email, contact_id or account_id")
+    state = runtime.of(request)
+    async with state.pool.acquire() as conn:
+        rows = await privacy.suppressions(
+            conn,
+            state.settings,
+            name=named[0] if named else None,  # type: ignore[arg-type]
+            limit=limit,
+            after=after,
+        )
+    return [Suppression.model_validate(r) for r in rows]
+
+
+@router.delete("/privacy/suppressions/{hash}", status_code=204, operation_id="lift_suppression")
+async def lift_suppression(request: Request, hash: Hash, who: Privacy) -> Response:
+    """Lift a suppression: signals naming the identifier are stored again. Audited."""
+    async with runtime.of(request).pool.acquire() as conn:
+        await privacy.lift(conn, hash, actor=who.name)
+    return Response(status_code=204)

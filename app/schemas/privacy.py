@@ -1,0 +1,57 @@
+"""Bodies of privacy: erasures and the suppression list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from app.schemas.common import STRICT, Email, Id
+
+Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ErasureRequest(BaseModel):
+    """Whom to erase: exactly one of a contact (by id or email) or an account."""
+
+    model_config = STRICT
+
+    contact_id: Id | None = None
+    email: Email | None = None
+    account_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ErasureRequest:
+        named = [n for n in ("contact_id", "email", "account_id") if getattr(self, n) is not None]
+        if len(named) != 1:
+            raise ValueError("name exactly one of contact_id, email or account_id")
+        return self
+
+
+class Erasure(BaseModel):
+    """An erasure job: its progress and, once done, what it removed (counts per kind of row,
+    never a personal value) and how many identifiers are now suppressed. The subject is named by
+    its keyed hash only."""
+
+    erasure_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float
+    subject: Hash = Field(description="The keyed hash of the subject (HMAC-SHA256).")
+    removed: dict[str, int] | None = Field(
+        None, description="Rows deleted or redacted, per table (for example `events`)."
+    )
+    suppressed: int | None = Field(None, description="Identifiers added to the suppression list.")
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class Suppression(BaseModel):
+    """A suppressed identifier, as its keyed hash: signals naming it are acknowledged and not
+    stored."""
+
+    hash: Hash
+    kind: Literal["account", "contact", "email", "identity"]
+    erasure_id: str | None = Field(description="The subject hash of the erasure that made it.")
+    created_at: datetime

@@ -1,0 +1,266 @@
+"""Erasure of a person and of an account, leaving nothing of them in any column; the
+suppression that keeps them out afterwards, and its lifting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app import db, insights, jobs, schedules
+from app.settings import Settings
+from app.voc import enrich, sentiment
+from tests.api.test_hooks import _deliver_stripe, _source, invoice, stripe_event
+from tests.api.test_insights import new_scores, score
+
+# Unique strings that mark the subject: its ids, its email, its words. After an erasure none of
+# them may be anywhere in the database.
+ZEBRA = "c-zebra-4411"
+EMAIL = "Zebra.4411@Example.com"
+SENTENCE = "The zebra export 4411 keeps failing for me"
+COMMENT = "zebra comment 4411: support never answered"
+
+
+async def scan(conn: asyncpg.Connection, needle: str) -> list[str]:
+    """Every table.column holding `needle` (case-insensitive) in a text, varchar, jsonb, array
+    or bytea column."""
+    columns = await conn.fetch(
+        """
+        SELECT c.table_name, c.column_name FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_schema, table_name)
+        WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+          AND (c.data_type IN ('text', 'character varying', 'jsonb', 'bytea', 'ARRAY'))
+        """
+    )
+    found = []
+    for table, column in columns:
+        holds = await conn.fetchval(
+            f'SELECT count(*) FROM "{table}" WHERE "{column}"::text ILIKE $1',
+            f"%{needle}%",
+        )
+        if holds:
+            found.append(f"{table}.{column}")
+    return found
+
+
+async def run_jobs(settings: Settings) -> None:
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        while await jobs.run_one(pool, schedules.handlers(settings)):
+            pass
+    finally:
+        await pool.close()
+
+
+async def world(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> dict[str, Any]:
+    """An account with the subject and another person: profiles, identities, tickets, an NPS
+    comment that raised a routed insight, a Stripe delivery naming the subject's email, and
+    the other person's ticket quoting the subject's email."""
+    now = datetime.now(UTC)
+    ok = await client.put("/v1/accounts/acct-zq", json={"segment": "smb", "owner_email": "o@v.io"})
+    assert ok.status_code == 200
+    subject = {
+        "account_id": "acct-zq",
+        "email": EMAIL,
+        "name": "Zebra Person",
+        "identities": [{"kind": "user_id", "value": "u-zebra-4411"}],
+    }
+    assert (await client.put(f"/v1/contacts/{ZEBRA}", json=subject)).status_code == 200
+    other = {"account_id": "acct-zq", "email": "other@example.org"}
+    assert (await client.put("/v1/contacts/c-other", json=other)).status_code == 200
+    events = [
+        {
+            "event_id": "zebra-ticket-1",
+            "type": "ticket_opened",
+            "contact_id": ZEBRA,
+            "account_id": "acct-zq",
+            "occurred_at": (now - timedelta(days=2)).isoformat(),
+            "text": SENTENCE,
+        },
+        {
+            "event_id": "zebra-login",
+            "type": "login",
+            "email": EMAIL,
+            "occurred_at": (now - timedelta(days=1)).isoformat(),
+        },
+        {
+            "event_id": "other-ticket",
+            "type": "ticket_opened",
+            "contact_id": "c-other",
+            "account_id": "acct-zq",
+            "occurred_at": (now - timedelta(days=1)).isoformat(),
+            "text": f"Please copy {EMAIL.lower()} on this",
+        },
+        {
+            "event_id": "other-login",
+            "type": "login",
+            "contact_id": "c-other",
+            "account_id": "acct-zq",
+            "occurred_at": now.isoformat(),
+        },
+    ]
+    batch = await client.post("/v1/events/batch", json={"events": events})
+    assert batch.json()["accepted"] == len(events), batch.text
+    # A detractor comment while the account's churn risk is high: an insight routed to a
+    # destination carries the comment.
+    app.state.runtime.settings = settings.model_copy(update={"allow_private_destinations": True})
+    destination = await client.post(
+        "/v1/destinations", json={"name": "crm", "url": "http://127.0.0.1:9/hook"}
+    )
+    assert destination.status_code == 201, destination.text
+    rule = {"name": "all", "destination_ids": [destination.json()["destination_id"]]}
+    assert (await client.post("/v1/routing-rules", json=rule)).status_code == 201
+    await new_scores(conn, settings, [score("acct-zq", now - timedelta(days=3), 0.7, "high")])
+    nps = {
+        "event_id": "zebra-nps",
+        "type": "nps_answered",
+        "contact_id": ZEBRA,
+        "account_id": "acct-zq",
+        "value": 2,
+        "text": COMMENT,
+        "occurred_at": now.isoformat(),
+    }
+    assert (await client.post("/v1/events", json=nps)).status_code == 202
+    assert await insights.from_detractors(conn, settings) == 1
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=100)
+    # A Stripe invoice naming the account and the subject's email.
+    source = await _source(client)
+    paid = stripe_event(
+        "invoice.paid",
+        invoice(customer="cus_Q1", customer_email=EMAIL, metadata={"account_id": "acct-zq"}),
+    )
+    assert (await _deliver_stripe(client, source, paid)).json()["accepted"] == 1
+    for needle in ("zebra", EMAIL):
+        assert await scan(conn, needle), needle  # the world really holds them
+    return {"source": source, "paid": paid}
+
+
+async def erase(client: httpx.AsyncClient, settings: Settings, **subject: str) -> dict[str, Any]:
+    asked = await client.post("/v1/privacy/erasures", json=subject)
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["status"] == "queued"
+    await run_jobs(settings)
+    done = await client.get(f"/v1/privacy/erasures/{asked.json()['erasure_id']}")
+    assert done.status_code == 200
+    body: dict[str, Any] = done.json()
+    assert body["status"] == "succeeded", body
+    return body
+
+
+async def test_erasing_a_person_leaves_nothing_of_them_and_keeps_them_out(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    made = await world(client, conn, settings, app)
+    done = await erase(client, settings, email=EMAIL)
+
+    removed = done["removed"]
+    assert removed["events"] == 3 and removed["contacts"] == 1 and removed["insights"] == 1
+    assert removed["events_redacted"] == 1  # the other person's ticket quoting the email
+    assert done["suppressed"] >= 3  # the contact id, the email, the user id
+    for needle in ("zebra", EMAIL, "4411"):
+        assert await scan(conn, needle) == [], needle
+    # The audit names the subject by its hash alone.
+    trail = [
+        r
+        for r in await conn.fetch("SELECT action, target FROM audit_log")
+        if r["action"].startswith("privacy.")
+    ]
+    assert {r["action"] for r in trail} == {"privacy.erasure_requested", "privacy.erased"}
+    assert {r["target"] for r in trail} == {done["subject"]}
+    # The other person, the account and its other signals are still there.
+    kept = (await client.get("/v1/accounts/acct-zq/events")).json()["items"]
+    # (and the account's Stripe invoice, which named the email only in its payload)
+    assert {e["event_id"] for e in kept} - {"other-ticket", "other-login"} == {
+        f"stripe-{made['paid']['id']}"
+    }
+    [quoted] = [e for e in kept if e["event_id"] == "other-ticket"]
+    assert quoted["text"].startswith("Please copy [erased ") and quoted["text"].endswith(" on this")
+    assert (await client.get(f"/v1/contacts/{ZEBRA}")).status_code == 404
+
+    # Later signals naming the subject are acknowledged and not stored.
+    later = {"type": "login", "email": EMAIL.upper(), "occurred_at": datetime.now(UTC).isoformat()}
+    single = await client.post("/v1/events", json=later)
+    assert single.status_code == 202 and single.json()["suppressed"] is True
+    batch = await client.post(
+        "/v1/events/batch",
+        json={
+            "events": [
+                {**later, "event_id": "z2"},
+                {**later, "contact_id": ZEBRA, "account_id": "acct-zq", "email": None},
+            ]
+        },
+    )
+    assert (batch.json()["accepted"], batch.json()["suppressed"]) == (0, 2), batch.text
+    again = await client.put(f"/v1/contacts/{ZEBRA}", json={"account_id": "acct-zq"})
+    assert again.status_code == 202 and again.json() == {"profile_id": ZEBRA, "suppressed": True}
+    stripe_again = stripe_event(
+        "invoice.paid",
+        invoice(
+            id="in_2", customer="cus_Q1", customer_email=EMAIL, metadata={"account_id": "acct-zq"}
+        ),
+    )
+    hooked = await _deliver_stripe(client, made["source"], stripe_again)
+    assert hooked.status_code == 200 and hooked.json()["suppressed"] == 1
+    for needle in ("zebra", EMAIL):
+        assert await scan(conn, needle) == [], needle
+
+    # Lifting the suppression of the email lets it in again (audited).
+    [entry] = (await client.get("/v1/privacy/suppressions", params={"email": EMAIL})).json()
+    assert entry["hash"] != EMAIL and entry["kind"] == "email"
+    assert (await client.delete(f"/v1/privacy/suppressions/{entry['hash']}")).status_code == 204
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'privacy.suppression_lifted'"
+        )
+        == 1
+    )
+    back = {**later, "account_id": "acct-zq"}
+    assert (await client.post("/v1/events", json=back)).json().get("suppressed") is not True
+    assert await scan(conn, EMAIL.lower())
+
+
+async def test_erasing_an_account_removes_it_its_people_and_its_scores(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    await world(client, conn, settings, app)
+    outcome = {
+        "account_id": "acct-zq",
+        "kind": "churned",
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    assert (await client.post("/v1/outcomes", json=outcome)).status_code == 202
+    done = await erase(client, settings, account_id="acct-zq")
+    removed = done["removed"]
+    assert removed["accounts"] == 1 and removed["contacts"] == 2
+    assert removed["outcomes"] == 1 and removed["scores"] == 1
+    for needle in ("acct-zq", "zebra", EMAIL, "other@example.org", "4411"):
+        assert await scan(conn, needle) == [], needle
+    assert (await client.get("/v1/accounts/acct-zq")).status_code == 404
+    refused = await client.post("/v1/outcomes", json=outcome)
+    assert refused.status_code == 202 and refused.json().get("suppressed") is True
+
+
+async def test_an_erasure_names_exactly_one_subject_and_needs_the_privacy_scope(
+    client: httpx.AsyncClient, make_key: Any
+) -> None:
+    two = await client.post("/v1/privacy/erasures", json={"email": EMAIL, "contact_id": ZEBRA})
+    assert two.status_code == 422
+    none = await client.post("/v1/privacy/erasures", json={})
+    assert none.status_code == 422
+    reader = await make_key("read")
+    refused = await client.post(
+        "/v1/privacy/erasures", json={"email": EMAIL}, headers={"Authorization": f"Bearer {reader}"}
+    )
+    assert refused.status_code == 403
+    privacy_key = await make_key("privacy")
+    allowed = await client.post(
+        "/v1/privacy/erasures",
+        json={"email": EMAIL},
+        headers={"Authorization": f"Bearer {privacy_key}"},
+    )
+    assert allowed.status_code == 202
+    assert (await client.get("/v1/privacy/erasures/nope")).status_code == 404
