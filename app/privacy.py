@@ -128,15 +128,16 @@ async def suppressions(
     conn: asyncpg.Connection,
     settings: Settings,
     *,
-    name: tuple[Kind, str] | None,
+    names: Sequence[tuple[Kind, str]],
     limit: int,
     after: str | None,
 ) -> list[dict[str, Any]]:
-    """The suppression list (hashes only), or the entry of one identifier."""
-    wanted = None if name is None else keyed(await pepper(conn, settings), *name)
+    """The suppression list (hashes only), or the entries of these identifiers."""
+    key = await pepper(conn, settings)
+    wanted = [keyed(key, kind, value) for kind, value in names] if names else None
     rows = await conn.fetch(
         "SELECT hash, kind, erasure_id, created_at FROM privacy_suppressions "
-        "WHERE ($1::text IS NULL OR hash = $1) AND ($2::text IS NULL OR hash > $2) "
+        "WHERE ($1::text[] IS NULL OR hash = ANY($1)) AND ($2::text IS NULL OR hash > $2) "
         "ORDER BY hash LIMIT $3",
         wanted,
         after,

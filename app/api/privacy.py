@@ -11,7 +11,15 @@ from app import errors, jobs, privacy, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Privacy
 from app.schemas.common import Email, Id
-from app.schemas.privacy import Erasure, ErasureRequest, Hash, Suppression
+from app.schemas.privacy import (
+    AccountById,
+    ContactByEmail,
+    ContactById,
+    Erasure,
+    ErasureRequest,
+    Hash,
+    Suppression,
+)
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["privacy"])
 
@@ -42,13 +50,14 @@ async def request_erasure(request: Request, body: ErasureRequest, who: Privacy) 
     `GET /v1/privacy/erasures/{id}`. Its identifiers stay suppressed afterwards. A subject that
     is not stored is still suppressed (and the erasure removes nothing)."""
     state = runtime.of(request)
+    subject = body.root
     async with state.pool.acquire() as conn:
         job = await privacy.request(
             conn,
             state.settings,
-            contact_id=body.contact_id,
-            email=body.email,
-            account_id=body.account_id,
+            contact_id=subject.contact_id if isinstance(subject, ContactById) else None,
+            email=subject.email if isinstance(subject, ContactByEmail) else None,
+            account_id=subject.account_id if isinstance(subject, AccountById) else None,
             actor=who.name,
         )
     return _erasure(job)
@@ -73,29 +82,22 @@ async def get_erasure(
 async def list_suppressions(
     request: Request,
     _: Privacy,
-    email: Annotated[Email | None, Query(description="Only this email's entry.")] = None,
-    contact_id: Annotated[Id | None, Query(description="Only this contact id's entry.")] = None,
-    account_id: Annotated[Id | None, Query(description="Only this account id's entry.")] = None,
+    email: Annotated[Email | None, Query(description="This email's entry.")] = None,
+    contact_id: Annotated[Id | None, Query(description="This contact id's entry.")] = None,
+    account_id: Annotated[Id | None, Query(description="This account id's entry.")] = None,
     after: Annotated[Hash | None, Query(description="The last hash of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Suppression]:
     """The suppression list: keyed hashes of erased identifiers (never the identifiers). Name
-    one identifier to find its entry (its hash is computed here)."""
-    named = [
-        (kind, value)
-        for kind, value in (("email", email), ("contact", contact_id), ("account", account_id))
-        if value is not None
-    ]
-    if len(named) > 1:
-        raise errors.BadRequest("name at most one of email, contact_id or account_id")
+    identifiers to find their entries (their hashes are computed here)."""
+    named: list[tuple[privacy.Kind, str]] = []
+    named += [("email", email)] if email is not None else []
+    named += [("contact", contact_id)] if contact_id is not None else []
+    named += [("account", account_id)] if account_id is not None else []
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
         rows = await privacy.suppressions(
-            conn,
-            state.settings,
-            name=named[0] if named else None,  # type: ignore[arg-type]
-            limit=limit,
-            after=after,
+            conn, state.settings, names=named, limit=limit, after=after
         )
     return [Suppression.model_validate(r) for r in rows]
 

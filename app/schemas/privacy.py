@@ -5,28 +5,39 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, RootModel, StringConstraints
 
 from app.schemas.common import STRICT, Email, Id
 
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
-class ErasureRequest(BaseModel):
-    """Whom to erase: exactly one of a contact (by id or email) or an account."""
+class ContactById(BaseModel):
+    """A contact, by its id."""
 
     model_config = STRICT
 
-    contact_id: Id | None = None
-    email: Email | None = None
-    account_id: Id | None = None
+    contact_id: Id
 
-    @model_validator(mode="after")
-    def _one_subject(self) -> ErasureRequest:
-        named = [n for n in ("contact_id", "email", "account_id") if getattr(self, n) is not None]
-        if len(named) != 1:
-            raise ValueError("name exactly one of contact_id, email or account_id")
-        return self
+
+class ContactByEmail(BaseModel):
+    """A contact, by its email (every contact holding it)."""
+
+    model_config = STRICT
+
+    email: Email
+
+
+class AccountById(BaseModel):
+    """An account, with every contact it ever had."""
+
+    model_config = STRICT
+
+    account_id: Id
+
+
+class ErasureRequest(RootModel[ContactById | ContactByEmail | AccountById]):
+    """Whom to erase: exactly one of a contact (by id or email) or an account."""
 
 
 class Erasure(BaseModel):
