@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from app import auth, db, errors, logs, migrate
+from app import audit, auth, db, errors, logs, migrate, vault
 from app.schemas import models as schemas
 from app.settings import Settings, get_settings
 
@@ -30,18 +30,65 @@ OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.jso
 
 
 def _migrate(settings: Settings, *, wait_seconds: float = 60) -> str:
-    """Apply pending migrations, waiting for the database to come up if it is not yet."""
+    """Apply pending migrations, waiting for the database to come up if it is not yet; then
+    make sure every stored secret is sealed and decrypts (app.vault.prepare), or stop."""
     url = db.database_url(settings)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
             migrate.upgrade(url)
+            _check_secrets(settings, url)
             return url
         except Exception as exc:
             if not db.is_unreachable(exc) or time.monotonic() > deadline:
                 raise
             print("database not reachable yet; retrying", file=sys.stderr)
             time.sleep(2)
+
+
+def _check_secrets(settings: Settings, url: str) -> None:
+    try:
+        _with_connection(settings, url, lambda conn: vault.prepare(conn, settings))
+    except vault.Unreadable as unreadable:
+        print(f"custintel cannot start: {unreadable}", file=sys.stderr)
+        sys.exit(EXIT_SECRETS)
+
+
+EXIT_SECRETS = 78  # EX_CONFIG: the configuration (the key) is wrong
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> None:
+    """Seal every stored secret again under a new key (made here unless given). With the key
+    file (no CUSTINTEL_SECRET_KEY), the new key replaces it; with CUSTINTEL_SECRET_KEY, the new
+    key is printed: put it first in CUSTINTEL_SECRET_KEY (`new,old` while processes restart)."""
+    from cryptography.fernet import Fernet
+
+    settings = get_settings()
+    url = _migrate(settings)
+    new_key = (args.new_key or Fernet.generate_key().decode()).strip().encode()
+    Fernet(new_key)  # refuses a malformed key before anything is changed
+    data_dir = Path(settings.data_dir).resolve()
+    following = data_dir / vault.NEXT_KEY_FILE
+    if settings.secret_key is None:
+        # Written before the secrets change: a rotation cut short still finds its key.
+        fd = os.open(following, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(new_key)
+
+    async def reseal(conn: asyncpg.Connection) -> int:
+        done = await vault.rotate(conn, settings, new_key)
+        await audit.record(conn, actor="cli", action="secrets.rotated", details={"count": done})
+        return done
+
+    done = _with_connection(settings, url, reseal)
+    if settings.secret_key is None:
+        os.replace(following, data_dir / vault.KEY_FILE)
+        print(f"{done} secrets sealed under the new key in {data_dir / vault.KEY_FILE}")
+    else:
+        old = settings.secret_key.get_secret_value()
+        print(f"{done} secrets sealed under the new key. Set, on every process:")
+        print(f"CUSTINTEL_SECRET_KEY={new_key.decode()},{old}")
+        print("and, once every process runs with it, drop the old key from the list.")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -218,6 +265,7 @@ def cmd_worker(_: argparse.Namespace) -> None:
 
     settings = get_settings()
     url = db.database_url(settings)
+    _check_secrets(settings, url)  # a worker signs deliveries: it needs the key too
 
     parent = int(os.environ.get("CUSTINTEL_WORKER_PARENT", "0"))
 
@@ -549,6 +597,15 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key at once (audited); idempotent")
     revoke.add_argument("key_id", help="as `custintel keys list` shows it")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    secrets = sub.add_parser("secrets", help="stored secrets: rotate the key").add_subparsers(
+        dest="secrets", required=True
+    )
+    rotate = secrets.add_parser("rotate", help="seal every stored secret under a new key")
+    rotate.add_argument(
+        "--new-key", help="the new key (url-safe base64 of 32 bytes); made if absent"
+    )
+    rotate.set_defaults(func=cmd_secrets_rotate)
 
     openapi = sub.add_parser("openapi", help="write openapi/openapi.json from the app")
     openapi.add_argument("--output", help="another path, or - for stdout")

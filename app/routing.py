@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import errors, insights, webhooks
+from app import errors, insights, vault, webhooks
 from app.schemas.insights import (
     Delivery,
     Destination,
@@ -25,6 +25,7 @@ from app.schemas.insights import (
     RoutingRulePatch,
     Uplift,
 )
+from app.settings import Settings
 
 _INSIGHT_JSON = ("reasons", "details", "decision")
 _RULE_COLUMNS = (
@@ -177,9 +178,14 @@ async def rule_uplift(conn: asyncpg.Connection, rule_id: str, *, horizon_days: i
 
 
 async def create_destination(
-    conn: asyncpg.Connection, *, destination: DestinationIn, allow_private: bool
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    destination: DestinationIn,
+    allow_private: bool,
 ) -> DestinationWithSecret:
-    """A place to deliver insights to; its signing secret is returned this once."""
+    """A place to deliver insights to; its signing secret is returned this once and stored
+    sealed (app.vault)."""
     await webhooks.check_url(destination.url, allow_private=allow_private)
     secret = webhooks.new_secret()
     row = await conn.fetchrow(
@@ -189,7 +195,7 @@ async def create_destination(
         destination.name,
         destination.kind,
         destination.url,
-        secret,
+        vault.seal(settings, secret),
     )
     assert row is not None
     return DestinationWithSecret(**dict(row), secret=secret)
@@ -230,7 +236,7 @@ async def update_destination(
 
 
 async def rotate_secret(
-    conn: asyncpg.Connection, destination_id: str, *, grace_hours: float
+    conn: asyncpg.Connection, settings: Settings, destination_id: str, *, grace_hours: float
 ) -> DestinationWithSecret:
     """A new signing secret, returned this once; both sign for `grace_hours`."""
     secret = webhooks.new_secret()
@@ -239,7 +245,7 @@ async def rotate_secret(
         "previous_secret_until = now() + make_interval(secs => $3) "
         f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
         destination_id,
-        secret,
+        vault.seal(settings, secret),
         grace_hours * 3600,
     )
     if row is None:

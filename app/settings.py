@@ -78,8 +78,9 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="Fernet key that encrypts stored signing secrets; unset: a key file in "
-        "data_dir, made on first use.",
+        description="The key that seals stored secrets (AES-256-GCM; 32 bytes, url-safe "
+        "base64), or a comma-separated list: the first seals, each decrypts (a rotation without "
+        "downtime). Unset: a key file in data_dir, made on first use, readable by its owner only.",
     )
     source_replay_seconds: int = Field(
         300, ge=1, description="How old a signed delivery's timestamp may be before it is refused."
@@ -220,12 +221,14 @@ class Settings(BaseSettings):
             raise ValueError("CUSTINTEL_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
         if self.secret_key is not None:
             try:
-                Fernet(self.secret_key.get_secret_value().encode())
+                for each in self.secret_key.get_secret_value().split(","):
+                    Fernet(each.strip().encode())
             except ValueError:
                 raise ValueError(
-                    "CUSTINTEL_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 "
-                    "(python -c 'from cryptography.fernet import Fernet; "
-                    "print(Fernet.generate_key().decode())')"
+                    "CUSTINTEL_SECRET_KEY must be a key (32 bytes, url-safe base64: python -c "
+                    "'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'), or a comma-separated list of "
+                    "them, the one that seals first"
                 ) from None
         return self
 

@@ -16,6 +16,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,10 +24,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from app.settings import Settings
 
 KEY_FILE = "secret.key"
+NEXT_KEY_FILE = "secret.key.next"  # a rotation's new key, until it is in place
 
 
 class Unreadable(RuntimeError):
-    """A stored secret this key cannot decrypt (the key changed since it was stored)."""
+    """A stored secret no key can decrypt (the key changed since it was stored)."""
 
 
 @lru_cache(maxsize=8)
@@ -34,10 +36,21 @@ def _fernet(key: bytes) -> Fernet:
     return Fernet(key)
 
 
-def _key(settings: Settings) -> bytes:
+def keys(settings: Settings) -> list[bytes]:
+    """The keys, the one that seals first: CUSTINTEL_SECRET_KEY (a comma-separated list: the
+    first seals, every one decrypts, so a rotation needs no downtime), else the key file of the
+    data dir (and, after a rotation interrupted before its end, the next one)."""
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().encode()
-    return _file_key(str(settings.data_dir))
+        return [k.strip().encode() for k in settings.secret_key.get_secret_value().split(",")]
+    found = [_file_key(str(settings.data_dir))]
+    following = Path(settings.data_dir).resolve() / NEXT_KEY_FILE
+    if following.exists():
+        found.append(following.read_bytes().strip())
+    return found
+
+
+def _key(settings: Settings) -> bytes:
+    return keys(settings)[0]
 
 
 @lru_cache(maxsize=8)
@@ -70,20 +83,25 @@ def _aead(key: bytes) -> AESGCM:
     return AESGCM(base64.urlsafe_b64decode(key))
 
 
-def seal_bytes(settings: Settings, secret: bytes) -> bytes:
+def seal_bytes(settings: Settings, secret: bytes, *, key: bytes | None = None) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
-    return VERSION + nonce + _aead(_key(settings)).encrypt(nonce, secret, VERSION)
+    return VERSION + nonce + _aead(key or _key(settings)).encrypt(nonce, secret, VERSION)
+
+
+def is_sealed(value: bytes) -> bool:
+    return value[:1] == VERSION or value[:6] == b"gAAAAA"
 
 
 def unseal_bytes(settings: Settings, sealed: bytes) -> bytes:
-    key = _key(settings)
-    try:
-        if sealed[:1] == VERSION:
-            nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
-            return _aead(key).decrypt(nonce, body, VERSION)
-        return _fernet(key).decrypt(sealed)
-    except (InvalidTag, InvalidToken, ValueError):
-        raise Unreadable("a stored secret does not decrypt with this key") from None
+    for key in keys(settings):
+        try:
+            if sealed[:1] == VERSION:
+                nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
+                return _aead(key).decrypt(nonce, body, VERSION)
+            return _fernet(key).decrypt(sealed)
+        except (InvalidTag, InvalidToken, ValueError):
+            continue
+    raise Unreadable("a stored secret does not decrypt with any key")
 
 
 def seal(settings: Settings, secret: str) -> bytes:
@@ -92,3 +110,78 @@ def seal(settings: Settings, secret: str) -> bytes:
 
 def unseal(settings: Settings, sealed: bytes) -> str:
     return unseal_bytes(settings, sealed).decode()
+
+
+# Every sealed column: (table, key column, sealed columns).
+SEALED = (
+    ("sources", "source_id", ("secret", "previous_secret")),
+    ("destinations", "destination_id", ("secret", "previous_secret")),
+    ("installation_secrets", "name", ("sealed",)),
+)
+UNREADABLE = (
+    "Stored secrets do not decrypt with the configured key ({where}). Start with the key they "
+    "were sealed with (CUSTINTEL_SECRET_KEY, or the key file restored into the data dir); if "
+    "it is lost, delete the sources and destinations and create them again with new secrets."
+)
+
+
+async def _locked(
+    conn: asyncpg.Connection, table: str, key: str, columns: tuple[str, ...]
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {key}, {', '.join(columns)} FROM {table} FOR UPDATE"  # noqa: S608  (constant names)
+    )
+    return rows
+
+
+def _where(settings: Settings) -> str:
+    if settings.secret_key is not None:
+        return "CUSTINTEL_SECRET_KEY"
+    return str(Path(settings.data_dir).resolve() / KEY_FILE)
+
+
+async def prepare(conn: asyncpg.Connection, settings: Settings) -> dict[str, int]:
+    """Before serving: seal any secret still stored in the clear (destinations' from before
+    they were sealed), then check that every sealed secret decrypts; Unreadable, saying what
+    to do, when one does not."""
+    sealed = checked = 0
+    async with conn.transaction():
+        for table, key, columns in SEALED:
+            for row in await _locked(conn, table, key, columns):
+                for column in columns:
+                    value = row[column]
+                    if value is None:
+                        continue
+                    if not is_sealed(value):
+                        await conn.execute(
+                            f"UPDATE {table} SET {column} = $2 WHERE {key} = $1",  # noqa: S608  (constant names)
+                            row[key],
+                            seal_bytes(settings, value),
+                        )
+                        sealed += 1
+                        continue
+                    try:
+                        unseal_bytes(settings, value)
+                    except Unreadable:
+                        raise Unreadable(UNREADABLE.format(where=_where(settings))) from None
+                    checked += 1
+    return {"sealed": sealed, "checked": checked}
+
+
+async def rotate(conn: asyncpg.Connection, settings: Settings, new_key: bytes) -> int:
+    """Every sealed secret sealed again under `new_key`, in the caller's transaction; how
+    many."""
+    done = 0
+    for table, key, columns in SEALED:
+        for row in await _locked(conn, table, key, columns):
+            for column in columns:
+                if row[column] is None:
+                    continue
+                plain = unseal_bytes(settings, row[column])
+                await conn.execute(
+                    f"UPDATE {table} SET {column} = $2 WHERE {key} = $1",  # noqa: S608  (constant names)
+                    row[key],
+                    seal_bytes(settings, plain, key=new_key),
+                )
+                done += 1
+    return done

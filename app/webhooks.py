@@ -29,7 +29,7 @@ import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
-from app import errors
+from app import errors, vault
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ async def _attempt(
     body = orjson.dumps(slack_message(payload) if destination["kind"] == "slack" else payload)
     headers = {"content-type": "application/json", "user-agent": "custintel-webhooks"}
     if destination["kind"] == "webhook":
-        headers |= _signed(delivery["delivery_id"], body, destination)
+        headers |= _signed(delivery["delivery_id"], body, destination, settings)
     status, response, error, retry_after = None, None, None, None
     started = time.perf_counter()
     try:
@@ -307,12 +307,14 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _signed(message_id: str, body: bytes, destination: asyncpg.Record) -> dict[str, str]:
+def _signed(
+    message_id: str, body: bytes, destination: asyncpg.Record, settings: Settings
+) -> dict[str, str]:
     now = datetime.now(UTC)
-    secrets_now = [destination["secret"]]
+    secrets_now = [vault.unseal(settings, destination["secret"])]
     until = destination["previous_secret_until"]
     if destination["previous_secret"] and until is not None and until > now:
-        secrets_now.append(destination["previous_secret"])
+        secrets_now.append(vault.unseal(settings, destination["previous_secret"]))
     signatures = [
         Webhook(s).sign(msg_id=message_id, timestamp=now, data=body.decode()) for s in secrets_now
     ]

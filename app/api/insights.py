@@ -118,9 +118,11 @@ async def create_destination(
     body: DestinationIn, request: Request, _: Admin
 ) -> DestinationWithSecret:
     """A place to deliver insights to; its signing secret is shown once, here."""
-    allow_private = runtime.of(request).settings.allow_private_destinations
+    settings = runtime.of(request).settings
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.create_destination(conn, destination=body, allow_private=allow_private)
+        return await routing.create_destination(
+            conn, settings, destination=body, allow_private=settings.allow_private_destinations
+        )
 
 
 @router.get("/destinations", operation_id="list_destinations", tags=["routing"])
@@ -153,9 +155,11 @@ async def rotate_destination_secret(
 ) -> DestinationWithSecret:
     """A new signing secret, shown once; deliveries are signed with both for
     CUSTINTEL_SECRET_ROTATION_GRACE_HOURS, so receivers can switch without a gap."""
-    grace = runtime.of(request).settings.secret_rotation_grace_hours
+    settings = runtime.of(request).settings
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.rotate_secret(conn, destination_id, grace_hours=grace)
+        return await routing.rotate_secret(
+            conn, settings, destination_id, grace_hours=settings.secret_rotation_grace_hours
+        )
 
 
 @router.get("/deliveries", operation_id="list_deliveries", tags=["routing"])
