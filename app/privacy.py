@@ -25,6 +25,7 @@ import hmac
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 import asyncpg
@@ -518,3 +519,183 @@ def handler(settings: Settings) -> jobs.Handler:
         return result
 
     return erase
+
+
+# --- export --------------------------------------------------------------------------------------
+
+EXPORT_BATCH = 1_000  # rows fetched at a time: an account's million events never sit in memory
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, default=_plain)
+
+
+async def _rows(conn: asyncpg.Connection, query: str, *args: Any) -> Any:
+    """Rows of a query as JSON objects, fetched a batch at a time (a server-side cursor)."""
+    async for row in conn.cursor(query, *args, prefetch=EXPORT_BATCH):
+        yield {
+            k: orjson.loads(v) if isinstance(v, str) and k in _JSON_COLUMNS else v
+            for k, v in row.items()
+        }
+
+
+_JSON_COLUMNS = {"traits", "changes", "properties", "reasons", "details", "decision"}
+
+
+async def exported(
+    conn: asyncpg.Connection,
+    *,
+    contact_id: str | None,
+    email: str | None,
+    account_id: str | None,
+) -> Subject:
+    """Whom an export is of; NotFound when nothing is held about them."""
+    subject = Subject()
+    if account_id is not None:
+        await _account_subject(conn, account_id, subject)
+        exists = await conn.fetchval(
+            "SELECT count(*) FROM accounts WHERE account_id = ANY($1::text[])",
+            sorted(subject.accounts),
+        )
+    else:
+        if contact_id is not None:
+            survivor = await identities.survivor(conn, "contact", contact_id)
+            await _contacts_subject(conn, {contact_id, survivor}, set(), subject)
+        else:
+            assert email is not None
+            await _contacts_subject(conn, set(), {email}, subject)
+        exists = await conn.fetchval(
+            "SELECT count(*) FROM contacts WHERE contact_id = ANY($1::text[])",
+            sorted(subject.contacts),
+        )
+    if not exists:
+        raise errors.NotFound("Nothing is held about this subject.")
+    return subject
+
+
+async def export(conn: asyncpg.Connection, subject: Subject) -> Any:
+    """Everything held about a subject, as one JSON document, in pieces (bytes): profiles with
+    their history and identities, events with their text, sentiment and themes, and for an
+    account its outcomes, scores with their reasons and insights; for a person the insights
+    that quote them. Inside one repeatable-read transaction, so the document is one moment's."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        accounts, contacts = sorted(subject.accounts), sorted(subject.contacts)
+        emails = sorted(subject.emails)
+        places = sorted(subject.touched | subject.accounts)
+        yield b'{"exported_at":' + _json(await conn.fetchval("SELECT now()"))
+        yield b',"accounts":['
+        first = True
+        async for account in _rows(
+            conn, "SELECT * FROM accounts WHERE account_id = ANY($1::text[])", accounts
+        ):
+            account["history"] = [
+                h
+                async for h in _rows(
+                    conn,
+                    "SELECT observed_at, changes, recorded_at FROM account_history "
+                    "WHERE account_id = $1 ORDER BY observed_at, id",
+                    account["account_id"],
+                )
+            ]
+            account["identities"] = [
+                dict(r)
+                for r in await conn.fetch(
+                    "SELECT kind, value FROM account_identities WHERE account_id = $1 "
+                    "ORDER BY kind, value",
+                    account["account_id"],
+                )
+            ]
+            yield (b"" if first else b",") + _json(account)
+            first = False
+        yield b'],"contacts":['
+        first = True
+        async for contact in _rows(
+            conn, "SELECT * FROM contacts WHERE contact_id = ANY($1::text[])", contacts
+        ):
+            contact["history"] = [
+                h
+                async for h in _rows(
+                    conn,
+                    "SELECT account_id, observed_at, changes, recorded_at FROM contact_history "
+                    "WHERE contact_id = $1 ORDER BY observed_at, id",
+                    contact["contact_id"],
+                )
+            ]
+            contact["identities"] = [
+                dict(r)
+                for r in await conn.fetch(
+                    "SELECT kind, value FROM identities WHERE contact_id = $1 ORDER BY kind, value",
+                    contact["contact_id"],
+                )
+            ]
+            yield (b"" if first else b",") + _json(contact)
+            first = False
+        yield b'],"events":['
+        first = True
+        async for event in _rows(
+            conn,
+            "SELECT e.event_id, e.occurred_at, e.account_id, e.contact_id, e.email, e.type, "
+            "e.source, e.value, e.properties, e.text, e.received_at, "
+            "x.sentiment, x.label AS sentiment_label, x.themes "
+            "FROM events e LEFT JOIN text_enrichments x ON x.event_id = e.event_id "
+            "WHERE e.account_id = ANY($1::text[]) AND (e.account_id = ANY($2::text[]) "
+            "OR e.contact_id = ANY($3::text[]) OR e.email = ANY($4::text[])) "
+            "ORDER BY e.occurred_at, e.event_id",
+            places,
+            accounts,
+            contacts,
+            emails,
+        ):
+            yield (b"" if first else b",") + _json(event)
+            first = False
+        yield b'],"outcomes":['
+        first = True
+        async for outcome in _rows(
+            conn,
+            "SELECT outcome_id, account_id, kind, occurred_at, amount, properties, received_at "
+            "FROM outcomes WHERE account_id = ANY($1::text[]) ORDER BY occurred_at",
+            accounts,
+        ):
+            yield (b"" if first else b",") + _json(outcome)
+            first = False
+        yield b'],"scores":['
+        first = True
+        async for scored in _rows(
+            conn,
+            "SELECT account_id, target, model_id, segment, as_of, scored_at, probability, band, "
+            "percentile, reasons FROM scores WHERE account_id = ANY($1::text[]) "
+            "ORDER BY as_of, id",
+            accounts,
+        ):
+            yield (b"" if first else b",") + _json(scored)
+            first = False
+        yield b'],"insights":['
+        first = True
+        async for insight in _rows(
+            conn,
+            "SELECT insight_id, kind, target, account_id, owner_email, probability, band, "
+            "reasons, next_step, details, status, note, created_at FROM insights "
+            "WHERE account_id = ANY($1::text[]) OR details ->> 'event_id' = ANY($2::text[]) "
+            "ORDER BY created_at",
+            accounts,
+            sorted(subject.events)
+            or [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT event_id FROM events WHERE account_id = ANY($1::text[]) "
+                    "AND (contact_id = ANY($2::text[]) OR email = ANY($3::text[]))",
+                    places,
+                    contacts,
+                    emails,
+                )
+            ],
+        ):
+            yield (b"" if first else b",") + _json(insight)
+            first = False
+        yield b"]}"

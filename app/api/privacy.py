@@ -3,9 +3,11 @@ list they leave."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from app import errors, jobs, privacy, runtime
 from app.api.common import StrictJSONRoute, problem_responses
@@ -108,3 +110,58 @@ async def lift_suppression(request: Request, hash: Hash, who: Privacy) -> Respon
     async with runtime.of(request).pool.acquire() as conn:
         await privacy.lift(conn, hash, actor=who.name)
     return Response(status_code=204)
+
+
+EXPORT_SCHEMA = {
+    "type": "object",
+    "description": "Everything held about the subject.",
+    "properties": {
+        "exported_at": {"type": "string", "format": "date-time"},
+        **{
+            name: {"type": "array", "items": {"type": "object"}}
+            for name in ("accounts", "contacts", "events", "outcomes", "scores", "insights")
+        },
+    },
+    "required": ["exported_at", "accounts", "contacts", "events", "outcomes", "scores", "insights"],
+}
+
+
+@router.get(
+    "/privacy/exports",
+    operation_id="export_subject",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/json": {"schema": EXPORT_SCHEMA}}}},
+)
+async def export_subject(
+    request: Request,
+    _: Privacy,
+    contact_id: Annotated[Id | None, Query(description="A contact, by its id.")] = None,
+    email: Annotated[Email | None, Query(description="A contact, by its email.")] = None,
+    account_id: Annotated[Id | None, Query(description="An account and its people.")] = None,
+) -> StreamingResponse:
+    """One JSON document with everything custintel holds about a person (by `contact_id` or
+    `email`) or an account: profiles with their history and identities, events with their
+    text, sentiment and themes, and for an account its outcomes, scores with their reasons and
+    insights (for a person, the insights that quote them). Streamed as it is read: an account
+    with a million events is never held in memory. Name exactly one subject."""
+    named = [n for n in (contact_id, email, account_id) if n is not None]
+    if len(named) != 1:
+        raise errors.BadRequest("name exactly one of contact_id, email or account_id")
+    pool = runtime.of(request).pool
+    conn = await pool.acquire()
+    try:
+        subject = await privacy.exported(
+            conn, contact_id=contact_id, email=email, account_id=account_id
+        )
+    except BaseException:
+        await pool.release(conn)
+        raise
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for piece in privacy.export(conn, subject):
+                yield piece
+        finally:
+            await pool.release(conn)
+
+    return StreamingResponse(stream(), media_type="application/json")

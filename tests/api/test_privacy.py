@@ -264,3 +264,49 @@ async def test_an_erasure_names_exactly_one_subject_and_needs_the_privacy_scope(
     )
     assert allowed.status_code == 202
     assert (await client.get("/v1/privacy/erasures/nope")).status_code == 404
+
+
+async def test_an_export_holds_everything_sent_about_a_person_or_an_account(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    await world(client, conn, settings, app)
+    outcome = {
+        "account_id": "acct-zq",
+        "kind": "renewed",
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    assert (await client.post("/v1/outcomes", json=outcome)).status_code == 202
+
+    person = await client.get("/v1/privacy/exports", params={"email": EMAIL.upper()})
+    assert person.status_code == 200 and person.headers["content-type"] == "application/json"
+    document = person.json()
+    [contact] = document["contacts"]
+    assert (contact["contact_id"], contact["email"], contact["name"]) == (
+        ZEBRA,
+        EMAIL.lower(),
+        "Zebra Person",
+    )
+    assert contact["history"] and contact["history"][0]["changes"]["name"] == "Zebra Person"
+    assert {"kind": "user_id", "value": "u-zebra-4411"} in contact["identities"]
+    by_id = {e["event_id"]: e for e in document["events"]}
+    assert {"zebra-ticket-1", "zebra-login", "zebra-nps"} <= set(by_id)
+    assert "other-ticket" not in by_id and "other-login" not in by_id
+    assert by_id["zebra-ticket-1"]["text"] == SENTENCE
+    assert by_id["zebra-nps"]["text"] == COMMENT and by_id["zebra-nps"]["sentiment_label"]
+    [insight] = document["insights"]
+    assert insight["kind"] == "detractor" and insight["details"]["comment"] == COMMENT
+    assert document["accounts"] == [] and document["scores"] == []
+
+    account = (await client.get("/v1/privacy/exports", params={"account_id": "acct-zq"})).json()
+    [profile] = account["accounts"]
+    assert profile["account_id"] == "acct-zq" and profile["history"]
+    assert {c["contact_id"] for c in account["contacts"]} == {ZEBRA, "c-other"}
+    assert {"zebra-ticket-1", "other-ticket"} <= {e["event_id"] for e in account["events"]}
+    assert [o["kind"] for o in account["outcomes"]] == ["renewed"]
+    assert account["scores"][0]["reasons"][0]["feature"] == "tickets_open"
+
+    assert (
+        await client.get("/v1/privacy/exports", params={"email": "nobody@nowhere.example"})
+    ).status_code == 404
+    both = await client.get("/v1/privacy/exports", params={"email": EMAIL, "account_id": "a"})
+    assert both.status_code == 400
