@@ -206,6 +206,7 @@ def _event_row(
     tolerance: timedelta,
     by_contact: dict[str, str],
     by_email: dict[str, tuple[str, str]],
+    horizon: datetime | None = None,
 ) -> tuple[tuple[Any, ...], bytes] | None:
     """A valid event's row (in EVENT_COLUMNS order, ready for COPY) and the digest of what the
     caller sent; None, with the result rejected and saying why, for an invalid one."""
@@ -215,6 +216,16 @@ def _event_row(
         if occurred_at is None
         else check_moment(occurred_at, now=now, tolerance=tolerance)
     )
+    if (
+        problem is None
+        and horizon is not None
+        and occurred_at is not None
+        and occurred_at < horizon
+    ):
+        problem = (
+            f"occurred_at is before {horizon.date().isoformat()}: events are kept "
+            "only within CUSTINTEL_EVENT_RETENTION_DAYS"
+        )
     if problem is not None:
         result.reject("occurred_at", problem)
         return None
@@ -292,6 +303,7 @@ async def ingest_events(
     if screen is not None:
         events = await _screened(conn, screen, events, results)
     by_contact, by_email = await _resolve_accounts(conn, events)
+    horizon = partition_manager.horizon(now)
 
     rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
     accounts: set[str] = set()
@@ -308,6 +320,7 @@ async def ingest_events(
             tolerance=tolerance,
             by_contact=by_contact,
             by_email=by_email,
+            horizon=horizon,
         )
         if prepared is None:
             continue

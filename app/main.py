@@ -78,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = await asyncio.to_thread(db.database_url, settings)
         timeout = settings.db_statement_timeout_seconds or None
         state.pool = await db.create_pool(url, settings, statement_timeout=timeout)
-        state.partitions = partitions.PartitionManager(state.pool)
+        state.partitions = partitions.PartitionManager(
+            state.pool, retention_days=settings.event_retention_days
+        )
         state.history = history.Buffer(state.pool)
         ready = asyncio.Event()
         keeper = asyncio.create_task(_keep_partitions(state.partitions, settings, ready))

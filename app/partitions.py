@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
@@ -30,9 +30,15 @@ def partition_name(month: date) -> str:
 class PartitionManager:
     """Remembers which months exist so the ingest path asks Postgres only for new ones."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, retention_days: int = 0) -> None:
         self._pool = pool
         self._known: set[date] = set()
+        self.retention_days = retention_days
+
+    def horizon(self, now: datetime) -> datetime | None:
+        """Events before this are past the retention (app.retention drops their months): none
+        is stored, so a dropped month is never written to again."""
+        return now - timedelta(days=self.retention_days) if self.retention_days else None
 
     async def ensure(self, months: Iterable[date]) -> None:
         missing = sorted(set(months) - self._known)

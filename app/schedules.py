@@ -14,14 +14,15 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from app import db, insights, jobs, privacy, sources
+from app import db, insights, jobs, privacy, retention, sources
 from app.ml import registry
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 10.0
-THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted this often
+THEME_JUMP_EVERY = timedelta(hours=1)
+RETENTION_EVERY = timedelta(days=1)  # a week's texts per theme are counted this often
 
 
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
@@ -36,6 +37,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
         "themes_rematch": themes.rematch_handler,
         "sentiment_reread": learned.reread_handler(settings),
         privacy.JOB: privacy.handler(settings),
+        retention.JOB: retention.handler(settings),
     }
 
 
@@ -55,6 +57,10 @@ async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: date
         slot = _slot("evaluate", now, timedelta(hours=settings.evaluate_every_hours))
         if await jobs.enqueue_once(conn, kind="evaluate", params={}, slot=slot):
             created.append(slot)
+    # Retention, daily (it does nothing where every setting keeps data forever).
+    slot = _slot(retention.JOB, now, RETENTION_EVERY)
+    if await jobs.enqueue_once(conn, kind=retention.JOB, params={}, slot=slot):
+        created.append(slot)
     if settings.retrain_every_days > 0:
         every = timedelta(days=settings.retrain_every_days)
         for model in active:

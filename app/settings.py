@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     source_payload_retention_days: int = Field(
         7, ge=0, description="Days the raw payloads of senders' deliveries are kept."
     )
+    event_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Events older than this are dropped a whole month (partition) at a time, "
+        "once the month's last day is past it; 0 keeps them forever. Their monthly rollups stay, "
+        "so lifetime features still count them.",
+    )
+    score_retention_days: int = Field(
+        730, ge=0, description="Days of score history kept (0: forever)."
+    )
+    delivery_attempt_retention_days: int = Field(
+        90, ge=0, description="Days webhook delivery attempts are kept (0: forever)."
+    )
+    job_retention_days: int = Field(
+        90, ge=0, description="Days finished jobs are kept (0: forever)."
+    )
     sentiment_words: dict[str, Annotated[float, Field(ge=-4, le=4)]] = Field(
         default_factory=dict,
         description="Words and their valence (-4 to 4) over the sentiment lexicon and its "

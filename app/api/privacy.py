@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app import errors, jobs, privacy, runtime
+from app import errors, jobs, privacy, retention, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Privacy
 from app.schemas.common import Email, Id
@@ -20,6 +20,7 @@ from app.schemas.privacy import (
     Erasure,
     ErasureRequest,
     Hash,
+    Retention,
     Suppression,
 )
 
@@ -165,3 +166,13 @@ async def export_subject(
             await pool.release(conn)
 
     return StreamingResponse(stream(), media_type="application/json")
+
+
+@router.get("/privacy/retention", operation_id="get_retention")
+async def get_retention(request: Request, _: Privacy) -> Retention:
+    """The retention settings (CUSTINTEL_EVENT_RETENTION_DAYS drops whole monthly partitions of
+    events; score history, delivery attempts, finished jobs and senders' raw payloads have
+    their own), the oldest data of each kind, and when the daily job last applied them."""
+    state = runtime.of(request)
+    async with state.pool.acquire() as conn:
+        return Retention.model_validate(await retention.overview(conn, state.settings))

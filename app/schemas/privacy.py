@@ -58,6 +58,37 @@ class Erasure(BaseModel):
     finished_at: datetime | None
 
 
+class RetentionSettings(BaseModel):
+    """Days each kind of data is kept (0: forever)."""
+
+    event_retention_days: int
+    score_retention_days: int
+    delivery_attempt_retention_days: int
+    job_retention_days: int
+    source_payload_retention_days: int
+
+
+class Oldest(BaseModel):
+    """The oldest record of each kind (null: none)."""
+
+    event: datetime | None
+    event_partition: str | None = Field(description="The oldest monthly partition of events.")
+    score: datetime | None
+    delivery_attempt: datetime | None
+    job: datetime | None
+    source_payload: datetime | None
+    audit_entry: datetime | None
+
+
+class Retention(BaseModel):
+    """What is kept and how old the oldest of each kind is; the daily `retention` job applies
+    the settings (audited as `retention.applied`)."""
+
+    settings: RetentionSettings
+    oldest: Oldest
+    last_applied: datetime | None
+
+
 class Suppression(BaseModel):
     """A suppressed identifier, as its keyed hash: signals naming it are acknowledged and not
     stored."""

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import db, insights, jobs, schedules
+from app import db, insights, jobs, partitions, retention, schedules
 from app.settings import Settings
 from app.voc import enrich, sentiment
 from tests.api.test_hooks import _deliver_stripe, _source, invoice, stripe_event
@@ -310,3 +310,57 @@ async def test_an_export_holds_everything_sent_about_a_person_or_an_account(
     ).status_code == 404
     both = await client.get("/v1/privacy/exports", params={"email": EMAIL, "account_id": "a"})
     assert both.status_code == 400
+
+
+async def test_retention_drops_whole_months_past_the_limit_and_nothing_newer(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": "old",
+            "type": "ticket_opened",
+            "account_id": "a1",
+            "occurred_at": (now - timedelta(days=430)).isoformat(),
+            "text": "Old words",
+        },
+        {
+            "event_id": "kept",
+            "type": "ticket_opened",
+            "account_id": "a1",
+            "occurred_at": (now - timedelta(days=100)).isoformat(),
+            "text": "Newer words",
+        },
+        {"event_id": "today", "type": "login", "account_id": "a1", "occurred_at": now.isoformat()},
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": events})).json()["accepted"] == 3
+    await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=10)
+    await conn.execute(
+        "INSERT INTO jobs (job_id, kind, status, params, created_at, finished_at) VALUES "
+        "('old-job', 'score', 'succeeded', '{}', now() - interval '200 days', "
+        "now() - interval '200 days')"
+    )
+    keep = settings.model_copy(update={"event_retention_days": 365})
+    done = await retention.apply(conn, keep)
+    old_month = partitions.partition_name(partitions.month_of(now - timedelta(days=430)))
+    assert done["event_partitions"] == [old_month]
+    assert done["jobs"] == 1
+    left = {r[0] for r in await conn.fetch("SELECT event_id FROM events")}
+    assert left == {"kept", "today"}
+    assert await conn.fetchval("SELECT count(*) FROM text_enrichments") == 1
+    assert await conn.fetchval("SELECT count(*) FROM event_keys WHERE event_id = 'old'") == 0
+    assert await conn.fetchval("SELECT to_regclass($1)", old_month) is None
+    # Applying again changes nothing.
+    assert (await retention.apply(conn, keep))["event_partitions"] == []
+
+    # What is kept, and the oldest of each kind.
+    app.state.runtime.settings = keep
+    shown = (await client.get("/v1/privacy/retention")).json()
+    assert shown["settings"]["event_retention_days"] == 365
+    assert shown["oldest"]["event"][:10] == (now - timedelta(days=100)).date().isoformat()
+    assert shown["last_applied"] is not None
+    # An event older than the retention is refused, clearly, rather than stored and dropped.
+    app.state.runtime.partitions.retention_days = 365
+    stale = {**events[0], "event_id": "stale"}
+    refused = await client.post("/v1/events", json=stale)
+    assert refused.status_code == 422 and "CUSTINTEL_EVENT_RETENTION_DAYS" in refused.text
