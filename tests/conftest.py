@@ -27,6 +27,11 @@ from app.main import create_app
 from app.settings import Settings
 
 ADMIN_KEY = "test-admin-key-" + "x" * 24
+# One sealing key for every process a test starts (servers, workers, the demo), as an
+# installation with several processes sets CUSTINTEL_SECRET_KEY: otherwise each would make a
+# key file of its own data dir and refuse the secrets another sealed.
+TEST_SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LWZvci1jdXN0aW50ZWwtMDE="
+os.environ.setdefault("CUSTINTEL_SECRET_KEY", TEST_SECRET_KEY)
 
 
 def with_database(url: str, name: str) -> str:

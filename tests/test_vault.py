@@ -22,12 +22,14 @@ from app.settings import Settings
 
 
 def test_a_key_file_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", secret_key=None)
     sealed = vault.seal(settings, "whsec_abc")
     assert b"whsec_abc" not in sealed
     key_file = tmp_path / "data" / vault.KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert vault.unseal(Settings(data_dir=tmp_path / "data"), sealed) == "whsec_abc"
+    assert (
+        vault.unseal(Settings(data_dir=tmp_path / "data", secret_key=None), sealed) == "whsec_abc"
+    )
     assert list((tmp_path / "data").iterdir()) == [key_file]  # no draft left behind
 
 
@@ -47,7 +49,7 @@ def test_a_malformed_secret_key_is_refused_at_start() -> None:
 
 
 def test_secrets_are_sealed_with_aes_gcm_and_older_fernet_tokens_still_read(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, secret_key=None)
     sealed = vault.seal(settings, "whsec_new")
     assert sealed[:1] == vault.VERSION and len(sealed) == 1 + 12 + len("whsec_new") + 16
     assert vault.seal(settings, "whsec_new") != sealed  # a fresh nonce each time
@@ -130,6 +132,8 @@ def _cli(
     env.pop("CUSTINTEL_SECRET_KEY", None)
     if key is not None:
         env["CUSTINTEL_SECRET_KEY"] = key
+    elif settings.secret_key is not None:
+        env["CUSTINTEL_SECRET_KEY"] = settings.secret_key.get_secret_value()
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=env,
@@ -152,14 +156,35 @@ async def test_a_wrong_key_stops_the_service_and_a_rotation_reseals_everything(
     assert "do not decrypt with the configured key (CUSTINTEL_SECRET_KEY)" in wrong.stderr
     assert "sealed with" in wrong.stderr  # and says what to do
 
-    before = vault.keys(settings)[0]
-    rotated = await asyncio.to_thread(_cli, settings, "secrets", "rotate")
+    # With CUSTINTEL_SECRET_KEY: sealed again under a new key, printed to be put first.
+    old = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    rotated = await asyncio.to_thread(_cli, settings, "secrets", "rotate", key=old)
     assert rotated.returncode == 0, rotated.stderr
-    key_file = Path(settings.data_dir) / vault.KEY_FILE
+    line = next(x for x in rotated.stdout.splitlines() if x.startswith("CUSTINTEL_SECRET_KEY="))
+    new, kept = line.removeprefix("CUSTINTEL_SECRET_KEY=").split(",")
+    assert kept == old and new != old
+    [sealed] = await conn.fetch("SELECT secret FROM sources")
+    assert vault.unseal(Settings(secret_key=new), sealed["secret"]) == "whsec_" + "c" * 32
+    assert (await asyncio.to_thread(_cli, settings, "migrate", key=f"{new},{old}")).returncode == 0
+    assert (await asyncio.to_thread(_cli, settings, "migrate", key=old)).returncode == 78
+
+
+async def test_a_rotation_with_the_key_file_replaces_it(
+    conn: asyncpg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    data = Settings(data_dir=tmp_path / "keys", secret_key=None)
+    await conn.execute(
+        "INSERT INTO installation_secrets (name, sealed) VALUES ('x', $1)",
+        vault.seal_bytes(data, b"pepper"),
+    )
+    before = vault.keys(data)[0]
+    rotated = await asyncio.to_thread(
+        _cli, data.model_copy(update={"database_url": settings.database_url}), "secrets", "rotate"
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    key_file = tmp_path / "keys" / vault.KEY_FILE
     after = key_file.read_bytes().strip()
     assert after != before and stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert not (Path(settings.data_dir) / vault.NEXT_KEY_FILE).exists()
-    fresh = Settings(data_dir=settings.data_dir, secret_key=after.decode())
-    [sealed] = await conn.fetch("SELECT secret FROM sources")
-    assert vault.unseal(fresh, sealed["secret"]) == "whsec_" + "c" * 32
-    assert (await asyncio.to_thread(_cli, settings, "migrate")).returncode == 0
+    assert not (tmp_path / "keys" / vault.NEXT_KEY_FILE).exists()
+    sealed = await conn.fetchval("SELECT sealed FROM installation_secrets WHERE name = 'x'")
+    assert vault.unseal_bytes(Settings(secret_key=after.decode()), sealed) == b"pepper"
