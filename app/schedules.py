@@ -21,8 +21,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 10.0
-THEME_JUMP_EVERY = timedelta(hours=1)
-RETENTION_EVERY = timedelta(days=1)  # a week's texts per theme are counted this often
+THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted this often
 
 
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
@@ -57,10 +56,10 @@ async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: date
         slot = _slot("evaluate", now, timedelta(hours=settings.evaluate_every_hours))
         if await jobs.enqueue_once(conn, kind="evaluate", params={}, slot=slot):
             created.append(slot)
-    # Retention, daily (it does nothing where every setting keeps data forever).
-    slot = _slot(retention.JOB, now, RETENTION_EVERY)
-    if await jobs.enqueue_once(conn, kind=retention.JOB, params={}, slot=slot):
-        created.append(slot)
+    if settings.retention_every_hours > 0:
+        slot = _slot(retention.JOB, now, timedelta(hours=settings.retention_every_hours))
+        if await jobs.enqueue_once(conn, kind=retention.JOB, params={}, slot=slot):
+            created.append(slot)
     if settings.retrain_every_days > 0:
         every = timedelta(days=settings.retrain_every_days)
         for model in active:
@@ -83,6 +82,7 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         settings.rescore_every_hours * 3600,
         settings.evaluate_every_hours * 3600,
         settings.retrain_every_days * 86400,
+        settings.retention_every_hours * 3600,
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
 

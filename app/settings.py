@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     evaluate_every_hours: float = Field(
         24, ge=0, description="Realized performance and drift of the active models (0: never)."
     )
+    retention_every_hours: float = Field(
+        24, ge=0, description="How often data past its retention is removed (0: never)."
+    )
     drift_threshold: float = Field(
         0.2, gt=0, description="Population stability index above which drift is recorded."
     )
