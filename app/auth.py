@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import math
@@ -9,6 +11,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import asyncpg
@@ -32,6 +35,8 @@ class Principal:
     key_id: str
     name: str
     scopes: frozenset[str]
+    expires_at: datetime | None = None
+    operations: frozenset[str] | None = None  # None: every operation its scopes allow
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -46,23 +51,35 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-KEY_COLUMNS = "key_id, name, prefix, scopes, created_at, revoked_at"
+KEY_COLUMNS = (
+    "key_id, name, prefix, scopes, created_at, revoked_at, expires_at, operations, "
+    "(SELECT u.last_used_at FROM api_key_usage u WHERE u.key_id = api_keys.key_id) "
+    "AS last_used_at"
+)
 
 
 async def create_key(
-    conn: asyncpg.Connection, *, name: str, scopes: list[Scope], actor: str
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    scopes: list[Scope],
+    actor: str,
+    expires_at: datetime | None = None,
+    operations: list[str] | None = None,
 ) -> tuple[asyncpg.Record, str]:
     """A new key and its secret (shown once, stored as a hash), audited, in the caller's
-    transaction."""
+    transaction; it may expire, and be limited to some operations (by operationId)."""
     secret = generate_key()
     key = await conn.fetchrow(
-        "INSERT INTO api_keys (key_id, name, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5) "  # noqa: S608  (constant columns)
-        "RETURNING " + KEY_COLUMNS,
+        "INSERT INTO api_keys (key_id, name, prefix, key_hash, scopes, expires_at, operations) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING " + KEY_COLUMNS,
         uuid.uuid4(),
         name,
         secret[:10],
         hash_key(secret),
         sorted(set(scopes)),
+        expires_at,
+        None if operations is None else sorted(set(operations)),
     )
     assert key is not None
     await audit.record(
@@ -70,7 +87,12 @@ async def create_key(
         actor=actor,
         action="api_key.created",
         target=str(key["key_id"]),
-        details={"name": name, "scopes": list(key["scopes"])},
+        details={
+            "name": name,
+            "scopes": list(key["scopes"]),
+            "expires_at": None if expires_at is None else expires_at.isoformat(),
+            "operations": key["operations"],
+        },
     )
     return key, secret
 
@@ -80,6 +102,36 @@ async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         "SELECT " + KEY_COLUMNS + " FROM api_keys ORDER BY created_at"  # noqa: S608  (constant columns)
     )
     return rows
+
+
+USAGE_EVERY_SECONDS = 60.0  # how often one process records that a key is being used
+
+
+class Usage:
+    """When keys were last used, recorded without a write per request: at most once a minute
+    per key and process, off the request's path."""
+
+    def __init__(self) -> None:
+        self._written: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def touch(self, pool: asyncpg.Pool, key_id: str) -> None:
+        now = time.monotonic()
+        if now - self._written.get(key_id, -math.inf) < USAGE_EVERY_SECONDS:
+            return
+        self._written[key_id] = now
+        task = asyncio.create_task(self._write(pool, key_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, pool: asyncpg.Pool, key_id: str) -> None:
+        with contextlib.suppress(Exception):  # a missed mark only makes last_used_at older
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, now()) "
+                    "ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+                    uuid.UUID(key_id),
+                )
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: uuid.UUID, *, actor: str) -> asyncpg.Record:
@@ -223,6 +275,11 @@ class ScopeCheck(HTTPBearer):
             raise errors.Forbidden(
                 f"This key lacks the `{self.scope}` scope.", missing_scope=self.scope
             )
+        if principal.operations is not None:
+            route = request.scope.get("route")
+            operation = getattr(route, "operation_id", None)
+            if operation not in principal.operations:
+                raise errors.Forbidden(f"This key may not call `{operation}`.")
         return principal
 
 
@@ -253,20 +310,30 @@ async def authenticate(
                 raise _too_many(wait, "with unknown keys from this address")
             async with state.pool.acquire() as conn:
                 key = await conn.fetchrow(
-                    "SELECT key_id, name, scopes FROM api_keys "
+                    "SELECT key_id, name, scopes, expires_at, operations FROM api_keys "
                     "WHERE key_hash = $1 AND revoked_at IS NULL",
                     digest,
                 )
             cached = (
                 None
                 if key is None
-                else Principal(str(key["key_id"]), key["name"], frozenset(key["scopes"]))
+                else Principal(
+                    str(key["key_id"]),
+                    key["name"],
+                    frozenset(key["scopes"]),
+                    key["expires_at"],
+                    None if key["operations"] is None else frozenset(key["operations"]),
+                )
             )
             cache.put(digest, cached)
         principal = cached
     if principal is None:
         rate.auth_failures.take(address)
         raise errors.Unauthorized("Unknown or revoked API key.")
+    if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+        raise errors.Unauthorized("This API key has expired.")
+    if principal.key_id != "bootstrap":
+        state.key_usage.touch(state.pool, principal.key_id)
     wait = rate.per_key.take(principal.key_id)
     if wait:
         raise _too_many(wait, "with this key")

@@ -1,4 +1,4 @@
-"""The `custintel` command: serve, demo, migrate, worker, train, score, keys, openapi."""
+"""The `custintel` command: serve, demo, migrate, worker, train, score, keys, secrets, openapi."""
 
 from __future__ import annotations
 

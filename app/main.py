@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = runtime.Runtime(
         settings=settings,
         key_cache=auth.KeyCache(settings.api_key_cache_seconds),
+        key_usage=auth.Usage(),
         limits=auth.limits(settings),
         bootstrap_key_hash=(
             None if bootstrap is None else auth.hash_key(bootstrap.get_secret_value())

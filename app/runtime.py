@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class Runtime:
     settings: Settings
     key_cache: auth.KeyCache
+    key_usage: auth.Usage
     limits: auth.Limits
     bootstrap_key_hash: str | None  # CUSTINTEL_BOOTSTRAP_ADMIN_KEY, hashed
     known_ids: ingest.KnownIds

@@ -392,6 +392,20 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    operations: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))  # None: any
+
+
+class ApiKeyUsage(Base):
+    """When a key was last used, written at most once a minute per key and process (apart from
+    api_keys, whose changes empty every process's key cache)."""
+
+    __tablename__ = "api_key_usage"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("api_keys.key_id", ondelete="CASCADE"), primary_key=True
+    )
+    last_used_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class AuditEntry(Base):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request
 
-from app import audit, auth, runtime
+from app import audit, auth, errors, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin
 from app.schemas.admin import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, AuditEntry
@@ -25,15 +26,41 @@ def _info(key: asyncpg.Record) -> ApiKeyInfo:
         scopes=list(key["scopes"]),
         created_at=key["created_at"],
         revoked_at=key["revoked_at"],
+        expires_at=key["expires_at"],
+        operations=key["operations"],
+        last_used_at=key["last_used_at"],
     )
 
 
 @router.post("/keys", status_code=201, operation_id="create_api_key")
 async def create_api_key(request: Request, body: ApiKeyCreate, principal: Admin) -> ApiKeyCreated:
-    """Create a key. The secret is in the response once and stored only as a hash."""
+    """Create a key. The secret is in the response once and stored only as a hash. A key may
+    expire (`expires_at`) and be limited to some operations (`operations`, by operationId)."""
+    if body.operations is not None:
+        known = {
+            op.get("operationId")
+            for ops in request.app.openapi()["paths"].values()
+            for op in ops.values()
+        }
+        unknown = sorted(set(body.operations) - known)
+        if unknown:
+            raise errors.InvalidPayload(
+                f"operations: no operation {unknown[0]!r} in this contract",
+                errors=[{"loc": ["body", "operations"], "msg": "unknown", "type": "value_error"}],
+            )
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise errors.InvalidPayload(
+            "expires_at lies in the past",
+            errors=[{"loc": ["body", "expires_at"], "msg": "in the past", "type": "value_error"}],
+        )
     async with runtime.of(request).pool.acquire() as conn, conn.transaction():
         key, secret = await auth.create_key(
-            conn, name=body.name, scopes=list(body.scopes), actor=principal.name
+            conn,
+            name=body.name,
+            scopes=list(body.scopes),
+            actor=principal.name,
+            expires_at=body.expires_at,
+            operations=body.operations,
         )
     return ApiKeyCreated(**_info(key).model_dump(), key=secret)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas.common import STRICT, Name
+from app.schemas.common import STRICT, Name, Timestamp
+
+OperationId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class FieldError(BaseModel):
@@ -33,6 +35,13 @@ class ApiKeyCreate(BaseModel):
 
     name: Name = Field(min_length=1)
     scopes: list[Literal["ingest", "read", "insights", "privacy", "admin"]] = Field(min_length=1)
+    expires_at: Timestamp | None = Field(None, description="After this moment the key is refused.")
+    operations: list[OperationId] | None = Field(
+        None,
+        max_length=200,
+        description="Only these operations (their operationId in this contract), within the "
+        "scopes; unset: every operation the scopes allow.",
+    )
 
 
 class ApiKeyInfo(BaseModel):
@@ -42,6 +51,11 @@ class ApiKeyInfo(BaseModel):
     scopes: list[str]
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    operations: list[str] | None = None
+    last_used_at: datetime | None = Field(
+        None, description="When it was last used (recorded at most once a minute)."
+    )
 
 
 class ApiKeyCreated(ApiKeyInfo):

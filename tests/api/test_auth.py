@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -184,3 +185,47 @@ async def test_an_address_over_its_rate_gets_429(settings: Settings) -> None:
         statuses = [(await other.get("/v1/accounts", headers=admin)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
         assert (await other.get("/healthz")).status_code == 200  # outside /v1
+
+
+async def test_a_key_limited_to_operations_calls_only_those(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/v1/keys", json={"name": "relay", "scopes": ["ingest"], "operations": ["ingest_event"]}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["operations"] == ["ingest_event"]
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    event = {"type": "login", "account_id": "a", "occurred_at": "2026-01-01T00:00:00Z"}
+    assert (await client.post("/v1/events", json=event, headers=key)).status_code == 202
+    batch = await client.post("/v1/events/batch", json={"events": [event]}, headers=key)
+    assert batch.status_code == 403 and "ingest_events_batch" in batch.json()["detail"]
+    unknown = await client.post(
+        "/v1/keys", json={"name": "x", "scopes": ["read"], "operations": ["steal_everything"]}
+    )
+    assert unknown.status_code == 422 and "steal_everything" in unknown.json()["detail"]
+
+
+async def test_a_key_expires_and_records_when_it_was_last_used(client: httpx.AsyncClient) -> None:
+    past = await client.post(
+        "/v1/keys", json={"name": "x", "scopes": ["read"], "expires_at": "2020-01-01T00:00:00Z"}
+    )
+    assert past.status_code == 422
+    soon = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    created = await client.post(
+        "/v1/keys", json={"name": "brief", "scopes": ["read"], "expires_at": soon}
+    )
+    assert created.status_code == 201, created.text
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    assert (await client.get("/v1/accounts", headers=key)).status_code == 200
+    # Its use is recorded off the request's path, at most once a minute.
+    deadline = time.monotonic() + 10
+    while True:
+        [listed] = [k for k in (await client.get("/v1/keys")).json() if k["name"] == "brief"]
+        if listed["last_used_at"] is not None or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert listed["last_used_at"] is not None and listed["expires_at"] is not None
+    await asyncio.sleep(
+        max(0.0, (datetime.fromisoformat(soon) - datetime.now(UTC)).total_seconds())
+    )
+    expired = await client.get("/v1/accounts", headers=key)
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
