@@ -344,6 +344,15 @@ async def ingest_events(
 
     if rows:
         rows, accounts, contacts = await _to_survivors(conn, rows, accounts, contacts)
+    if screen is not None and rows:
+        # A person's signals need the consent the installation requires (app.privacy).
+        refused = await screen.without_consent(conn, contacts)
+        if refused:
+            for event_id, (result, row, _) in list(rows.items()):
+                if row[3] in refused:
+                    result.status = "suppressed"
+                    del rows[event_id]
+            contacts = {c: a for c, a in contacts.items() if c not in refused}
     stored = Stored(results, accounts, set(contacts))
     if not rows:
         return stored

@@ -96,6 +96,24 @@ class Screen:
     ) -> set[tuple[Kind, str]]:
         return await suppressed(conn, self.settings, ((k, v) for k, v in names if v))
 
+    async def without_consent(self, conn: asyncpg.Connection, contacts: Iterable[str]) -> set[str]:
+        """Which of these contacts lack a category CUSTINTEL_CONSENT_REQUIRED names (a contact
+        not stored yet has given none)."""
+        required = self.settings.consent_required
+        wanted = sorted(set(contacts))
+        if not required or not wanted:
+            return set()
+        given = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT contact_id FROM contacts WHERE contact_id = ANY($1::text[]) "
+                "AND consent @> $2::jsonb",
+                wanted,
+                orjson.dumps(dict.fromkeys(required, True)).decode(),
+            )
+        }
+        return set(wanted) - given
+
 
 async def suppress(
     conn: asyncpg.Connection,

@@ -67,7 +67,9 @@ class Outcome:
 
 def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
     for key, value in changes.items():
-        if key == "traits":
+        if key == "consent":  # by category, merged
+            state["consent"] = {**(state.get("consent") or {}), **value}
+        elif key == "traits":
             traits = dict(state.get("traits") or {})
             for trait, trait_value in value.items():
                 if trait_value is None:
@@ -171,10 +173,11 @@ _UPDATE = {
     "contact": """
         UPDATE contacts c
         SET account_id = u.account_id, email = u.email, name = u.name, role = u.role,
-            traits = u.traits::jsonb, observed_at = u.observed_at, updated_at = $8
+            traits = u.traits::jsonb, observed_at = u.observed_at, updated_at = $9,
+            consent = u.consent::jsonb
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::timestamptz[])
-             AS u(contact_id, account_id, email, name, role, traits, observed_at)
+                    $7::timestamptz[], $8::text[])
+             AS u(contact_id, account_id, email, name, role, traits, observed_at, consent)
         WHERE c.contact_id = u.contact_id
         RETURNING c.*""",
 }
@@ -197,12 +200,19 @@ def _state(kind: Kind, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         state["mrr"] = float(state["mrr"])
     traits = row["traits"]
     state["traits"] = orjson.loads(traits) if isinstance(traits, str) else dict(traits or {})
+    if kind == "contact":
+        consent = row["consent"]
+        state["consent"] = (
+            orjson.loads(consent) if isinstance(consent, str) else dict(consent or {})
+        )
     return state
 
 
 def _view(row: asyncpg.Record) -> dict[str, Any]:
     view = dict(row)
     view["traits"] = orjson.loads(view["traits"]) if view["traits"] else {}
+    if "consent" in view:
+        view["consent"] = orjson.loads(view["consent"]) if view["consent"] else {}
     if view.get("mrr") is not None:
         view["mrr"] = float(view["mrr"])
     return view
@@ -491,6 +501,8 @@ def _update_args(
     columns += [[states[p].get(f) for p in order] for f in fields]
     columns.append([orjson.dumps(states[p].get("traits") or {}).decode() for p in order])
     columns.append([observed[p] for p in order])
+    if kind == "contact":
+        columns.append([orjson.dumps(states[p].get("consent") or {}).decode() for p in order])
     return [*columns, now]
 
 
@@ -619,5 +631,9 @@ async def get_contact(
     if not history:
         raise errors.NotFound(f"Contact {contact_id!r} was not observed by {as_of.isoformat()}.")
     state = fold(orjson.loads(r[0]) for r in history)
-    view.update({f: state.get(f) for f in CONTACT_FIELDS}, traits=state.get("traits") or {})
+    view.update(
+        {f: state.get(f) for f in CONTACT_FIELDS},
+        traits=state.get("traits") or {},
+        consent=state.get("consent") or {},
+    )
     return view

@@ -294,6 +294,9 @@ async def _profile_call(
             del traits[said]
         traits = {k: v for k, v in traits.items() if not k.startswith("company.")}
         fields["traits"] = traits
+        consent = _consent_of(body)
+        if consent:
+            fields["consent"] = consent
         fields["identities"] = [{"kind": "user_id", "value": user}] + [
             {"kind": k, "value": v} for k, v in held
         ]
@@ -337,6 +340,17 @@ async def _profile_call(
         tally.known |= {f"user_id:{user}", f"anonymous_id:{previous}"}
     tally.accepted += 1
     tally.stored.add(message.index)
+
+
+def _consent_of(body: dict[str, Any]) -> dict[str, bool]:
+    """Segment's consent: `context.consent.categoryPreferences` ({"analytics": true, ...}); the
+    categories with a yes or no, others left out."""
+    context = body.get("context")
+    consent = context.get("consent") if isinstance(context, dict) else None
+    preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    if not isinstance(preferences, dict):
+        return {}
+    return {str(k): v for k, v in preferences.items() if isinstance(v, bool)}
 
 
 async def _event_calls(

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     source_payload_retention_days: int = Field(
         7, ge=0, description="Days the raw payloads of senders' deliveries are kept."
     )
+    consent_required: list[str] = Field(
+        default_factory=list,
+        description="Consent categories a contact must have given (true) for its signals to be "
+        "stored (JSON list); signals of other contacts are acknowledged and not stored. Empty: "
+        "none required.",
+    )
     event_retention_days: int = Field(
         0,
         ge=0,

@@ -82,6 +82,7 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(Text)
     role: Mapped[str | None] = mapped_column(String(64))
     traits: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    consent: Mapped[dict[str, bool]] = mapped_column(JSONB, server_default="{}")  # by category
     observed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from app.schemas.common import (
     STRICT,
@@ -20,6 +20,17 @@ from app.schemas.common import (
 )
 
 MAX_PROFILE_BATCH = 1000
+
+# Consent categories: the names a consent manager uses ("analytics", "marketing", "C0002").
+Consent = Annotated[
+    dict[
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+        ],
+        bool,
+    ],
+    Field(max_length=50),
+]
 
 
 class AccountUpsert(BaseModel):
@@ -102,6 +113,13 @@ class ContactUpsert(BaseModel):
     traits: Traits = Field(
         default_factory=dict, description="Merged key by key; null removes a key."
     )
+    consent: Consent | None = Field(
+        None,
+        description="Consent by category, merged key by key (its history kept): with "
+        "CUSTINTEL_CONSENT_REQUIRED, a contact's signals are stored only when every required "
+        "category is true.",
+        examples=[{"analytics": True, "marketing": False}],
+    )
     identities: Identities = Field(
         default_factory=list,
         examples=[[{"kind": "user_id", "value": "u-812"}, {"kind": "crm", "value": "003A1"}]],
@@ -139,6 +157,7 @@ class Contact(BaseModel):
     name: str | None
     role: str | None
     traits: dict[str, str | bool | int | float]
+    consent: dict[str, bool] = Field(default_factory=dict, description="Consent by category.")
     identities: list[Identity] = Field(
         description="By kind, then value; the email field is one of them."
     )

@@ -9,11 +9,13 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import db, insights, jobs, partitions, retention, schedules
+from app import db, insights, jobs, partitions, privacy, retention, schedules
 from app.settings import Settings
 from app.voc import enrich, sentiment
 from tests.api.test_hooks import _deliver_stripe, _source, invoice, stripe_event
 from tests.api.test_insights import new_scores, score
+from tests.api.test_segment import basic
+from tests.conftest import ADMIN_KEY
 
 # Unique strings that mark the subject: its ids, its email, its words. After an erasure none of
 # them may be anywhere in the database.
@@ -364,3 +366,66 @@ async def test_retention_drops_whole_months_past_the_limit_and_nothing_newer(
     stale = {**events[0], "event_id": "stale"}
     refused = await client.post("/v1/events", json=stale)
     assert refused.status_code == 422 and "CUSTINTEL_EVENT_RETENTION_DAYS" in refused.text
+
+
+async def test_consent_by_category_keeps_history_and_gates_a_persons_signals(
+    client: httpx.AsyncClient, settings: Settings, app: Any
+) -> None:
+    base = {"account_id": "acme", "observed_at": "2026-01-01T00:00:00Z"}
+    given = {**base, "consent": {"analytics": True, "marketing": False}}
+    assert (await client.put("/v1/contacts/c1", json=given)).status_code == 200
+    later = {**base, "consent": {"marketing": True}, "observed_at": "2026-02-01T00:00:00Z"}
+    now = (await client.put("/v1/contacts/c1", json=later)).json()
+    assert now["consent"] == {"analytics": True, "marketing": True}  # merged by category
+    then = await client.get("/v1/contacts/c1", params={"as_of": "2026-01-15T00:00:00Z"})
+    assert then.json()["consent"] == {"analytics": True, "marketing": False}  # its history
+    assert (await client.put("/v1/contacts/c2", json=base)).status_code == 200
+    # Segment's consent preferences on identify set it too.
+    segment = await client.post(
+        "/segment/v1/identify",
+        headers=basic(ADMIN_KEY),
+        json={
+            "userId": "c3",
+            "traits": {"email": "c3@acme.io"},
+            "context": {
+                "groupId": "acme",
+                "consent": {"categoryPreferences": {"analytics": True, "ads": False}},
+            },
+        },
+    )
+    assert segment.status_code == 200, segment.text
+    c3 = (await client.get("/v1/contacts/c3")).json()
+    assert c3["consent"] == {"analytics": True, "ads": False}
+
+    required = settings.model_copy(update={"consent_required": ["analytics"]})
+    app.state.runtime.settings = required
+    app.state.runtime.screen = privacy.Screen(required)
+    at = datetime.now(UTC).isoformat()
+    events = [
+        {
+            "event_id": "e1",
+            "type": "login",
+            "contact_id": "c1",
+            "account_id": "acme",
+            "occurred_at": at,
+        },
+        {
+            "event_id": "e2",
+            "type": "login",
+            "contact_id": "c2",
+            "account_id": "acme",
+            "occurred_at": at,
+        },
+        {
+            "event_id": "e3",
+            "type": "login",
+            "contact_id": "c9",
+            "account_id": "acme",
+            "occurred_at": at,
+        },
+        {"event_id": "e4", "type": "invoice_paid", "account_id": "acme", "occurred_at": at},
+    ]
+    answer = (await client.post("/v1/events/batch", json={"events": events})).json()
+    assert (answer["accepted"], answer["suppressed"]) == (2, 2), answer
+    kept = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    assert {e["event_id"] for e in kept} == {"e1", "e4"}
