@@ -563,7 +563,7 @@ async def _rows(conn: asyncpg.Connection, query: str, *args: Any) -> Any:
         }
 
 
-_JSON_COLUMNS = {"traits", "changes", "properties", "reasons", "details", "decision"}
+_JSON_COLUMNS = {"traits", "consent", "changes", "properties", "reasons", "details", "decision"}
 
 
 async def exported(

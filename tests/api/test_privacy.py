@@ -290,6 +290,7 @@ async def test_an_export_holds_everything_sent_about_a_person_or_an_account(
     )
     assert contact["history"] and contact["history"][0]["changes"]["name"] == "Zebra Person"
     assert {"kind": "user_id", "value": "u-zebra-4411"} in contact["identities"]
+    assert contact["consent"] == {}
     by_id = {e["event_id"]: e for e in document["events"]}
     assert {"zebra-ticket-1", "zebra-login", "zebra-nps"} <= set(by_id)
     assert "other-ticket" not in by_id and "other-login" not in by_id
