@@ -105,6 +105,8 @@ def item(
     held = [(i.kind, identities.normalize(i.kind, i.value)) for i in upsert.identities]
     if isinstance(upsert, ContactUpsert):
         changes["account_id"] = upsert.account_id
+        if changes.get("consent") is None:  # null says nothing about consent
+            changes.pop("consent", None)
         if changes.get("email") is not None:
             changes["email"] = identities.normalize("email", changes["email"])
     return Item(index, profile_id, upsert.observed_at or now, changes, list(dict.fromkeys(held)))

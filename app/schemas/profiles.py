@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.schemas.common import (
     STRICT,
@@ -22,14 +23,23 @@ from app.schemas.common import (
 MAX_PROFILE_BATCH = 1000
 
 # Consent categories: the names a consent manager uses ("analytics", "marketing", "C0002").
+CONSENT_CATEGORY = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+def _categories(consent: dict[str, bool]) -> dict[str, bool]:
+    for category in consent:
+        if not re.fullmatch(CONSENT_CATEGORY, category):
+            raise ValueError(f"consent category {category!r}: letters, digits, _ . - (1-64)")
+    return consent
+
+
 Consent = Annotated[
-    dict[
-        Annotated[
-            str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-        ],
-        bool,
-    ],
-    Field(max_length=50),
+    dict[str, bool],
+    Field(
+        max_length=50,
+        json_schema_extra={"propertyNames": {"pattern": CONSENT_CATEGORY}},
+    ),
+    AfterValidator(_categories),
 ]
 
 
