@@ -597,6 +597,52 @@ async def exported(
     return subject
 
 
+_PROFILE = {  # per kind: the profiles, one's history, one's identities
+    "account": (
+        "SELECT * FROM accounts WHERE account_id = ANY($1::text[])",
+        "SELECT observed_at, changes, recorded_at FROM account_history "
+        "WHERE account_id = $1 ORDER BY observed_at, id",
+        "SELECT kind, value FROM account_identities WHERE account_id = $1 ORDER BY kind, value",
+    ),
+    "contact": (
+        "SELECT * FROM contacts WHERE contact_id = ANY($1::text[])",
+        "SELECT account_id, observed_at, changes, recorded_at FROM contact_history "
+        "WHERE contact_id = $1 ORDER BY observed_at, id",
+        "SELECT kind, value FROM identities WHERE contact_id = $1 ORDER BY kind, value",
+    ),
+}
+_EXPORT_EVENTS = """
+    SELECT e.event_id, e.occurred_at, e.account_id, e.contact_id, e.email, e.type, e.source,
+           e.value, e.properties, e.text, e.received_at,
+           x.sentiment, x.label AS sentiment_label, x.themes
+    FROM events e LEFT JOIN text_enrichments x ON x.event_id = e.event_id
+    WHERE e.account_id = ANY($1::text[]) AND (e.account_id = ANY($2::text[])
+      OR e.contact_id = ANY($3::text[]) OR e.email = ANY($4::text[]))
+    ORDER BY e.occurred_at, e.event_id"""
+_EXPORT_OUTCOMES = """
+    SELECT outcome_id, account_id, kind, occurred_at, amount, properties, received_at
+    FROM outcomes WHERE account_id = ANY($1::text[]) ORDER BY occurred_at"""
+_EXPORT_SCORES = """
+    SELECT account_id, target, model_id, segment, as_of, scored_at, probability, band,
+           percentile, reasons
+    FROM scores WHERE account_id = ANY($1::text[]) ORDER BY as_of, id"""
+_EXPORT_INSIGHTS = """
+    SELECT insight_id, kind, target, account_id, owner_email, probability, band, reasons,
+           next_step, details, status, note, created_at
+    FROM insights
+    WHERE account_id = ANY($1::text[]) OR details ->> 'event_id' = ANY($2::text[])
+    ORDER BY created_at"""
+
+
+async def _profiles(conn: asyncpg.Connection, kind: str, ids: list[str]) -> Any:
+    select, history, held = _PROFILE[kind]
+    async for profile in _rows(conn, select, ids):
+        key = profile[f"{kind}_id"]
+        profile["history"] = [h async for h in _rows(conn, history, key)]
+        profile["identities"] = [dict(r) for r in await conn.fetch(held, key)]
+        yield profile
+
+
 async def export(conn: asyncpg.Connection, subject: Subject) -> Any:
     """Everything held about a subject, as one JSON document, in pieces (bytes): profiles with
     their history and identities, events with their text, sentiment and themes, and for an
@@ -606,114 +652,30 @@ async def export(conn: asyncpg.Connection, subject: Subject) -> Any:
         accounts, contacts = sorted(subject.accounts), sorted(subject.contacts)
         emails = sorted(subject.emails)
         places = sorted(subject.touched | subject.accounts)
+        events = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT event_id FROM events WHERE account_id = ANY($1::text[]) "
+                "AND (contact_id = ANY($2::text[]) OR email = ANY($3::text[]))",
+                places,
+                contacts,
+                emails,
+            )
+        ]
+        sections = (
+            ("accounts", _profiles(conn, "account", accounts)),
+            ("contacts", _profiles(conn, "contact", contacts)),
+            ("events", _rows(conn, _EXPORT_EVENTS, places, accounts, contacts, emails)),
+            ("outcomes", _rows(conn, _EXPORT_OUTCOMES, accounts)),
+            ("scores", _rows(conn, _EXPORT_SCORES, accounts)),
+            ("insights", _rows(conn, _EXPORT_INSIGHTS, accounts, events)),
+        )
         yield b'{"exported_at":' + _json(await conn.fetchval("SELECT now()"))
-        yield b',"accounts":['
-        first = True
-        async for account in _rows(
-            conn, "SELECT * FROM accounts WHERE account_id = ANY($1::text[])", accounts
-        ):
-            account["history"] = [
-                h
-                async for h in _rows(
-                    conn,
-                    "SELECT observed_at, changes, recorded_at FROM account_history "
-                    "WHERE account_id = $1 ORDER BY observed_at, id",
-                    account["account_id"],
-                )
-            ]
-            account["identities"] = [
-                dict(r)
-                for r in await conn.fetch(
-                    "SELECT kind, value FROM account_identities WHERE account_id = $1 "
-                    "ORDER BY kind, value",
-                    account["account_id"],
-                )
-            ]
-            yield (b"" if first else b",") + _json(account)
-            first = False
-        yield b'],"contacts":['
-        first = True
-        async for contact in _rows(
-            conn, "SELECT * FROM contacts WHERE contact_id = ANY($1::text[])", contacts
-        ):
-            contact["history"] = [
-                h
-                async for h in _rows(
-                    conn,
-                    "SELECT account_id, observed_at, changes, recorded_at FROM contact_history "
-                    "WHERE contact_id = $1 ORDER BY observed_at, id",
-                    contact["contact_id"],
-                )
-            ]
-            contact["identities"] = [
-                dict(r)
-                for r in await conn.fetch(
-                    "SELECT kind, value FROM identities WHERE contact_id = $1 ORDER BY kind, value",
-                    contact["contact_id"],
-                )
-            ]
-            yield (b"" if first else b",") + _json(contact)
-            first = False
-        yield b'],"events":['
-        first = True
-        async for event in _rows(
-            conn,
-            "SELECT e.event_id, e.occurred_at, e.account_id, e.contact_id, e.email, e.type, "
-            "e.source, e.value, e.properties, e.text, e.received_at, "
-            "x.sentiment, x.label AS sentiment_label, x.themes "
-            "FROM events e LEFT JOIN text_enrichments x ON x.event_id = e.event_id "
-            "WHERE e.account_id = ANY($1::text[]) AND (e.account_id = ANY($2::text[]) "
-            "OR e.contact_id = ANY($3::text[]) OR e.email = ANY($4::text[])) "
-            "ORDER BY e.occurred_at, e.event_id",
-            places,
-            accounts,
-            contacts,
-            emails,
-        ):
-            yield (b"" if first else b",") + _json(event)
-            first = False
-        yield b'],"outcomes":['
-        first = True
-        async for outcome in _rows(
-            conn,
-            "SELECT outcome_id, account_id, kind, occurred_at, amount, properties, received_at "
-            "FROM outcomes WHERE account_id = ANY($1::text[]) ORDER BY occurred_at",
-            accounts,
-        ):
-            yield (b"" if first else b",") + _json(outcome)
-            first = False
-        yield b'],"scores":['
-        first = True
-        async for scored in _rows(
-            conn,
-            "SELECT account_id, target, model_id, segment, as_of, scored_at, probability, band, "
-            "percentile, reasons FROM scores WHERE account_id = ANY($1::text[]) "
-            "ORDER BY as_of, id",
-            accounts,
-        ):
-            yield (b"" if first else b",") + _json(scored)
-            first = False
-        yield b'],"insights":['
-        first = True
-        async for insight in _rows(
-            conn,
-            "SELECT insight_id, kind, target, account_id, owner_email, probability, band, "
-            "reasons, next_step, details, status, note, created_at FROM insights "
-            "WHERE account_id = ANY($1::text[]) OR details ->> 'event_id' = ANY($2::text[]) "
-            "ORDER BY created_at",
-            accounts,
-            sorted(subject.events)
-            or [
-                r[0]
-                for r in await conn.fetch(
-                    "SELECT event_id FROM events WHERE account_id = ANY($1::text[]) "
-                    "AND (contact_id = ANY($2::text[]) OR email = ANY($3::text[]))",
-                    places,
-                    contacts,
-                    emails,
-                )
-            ],
-        ):
-            yield (b"" if first else b",") + _json(insight)
-            first = False
-        yield b"]}"
+        for name, items in sections:
+            yield f',"{name}":['.encode()
+            first = True
+            async for item in items:
+                yield (b"" if first else b",") + _json(item)
+                first = False
+            yield b"]"
+        yield b"}"

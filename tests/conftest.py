@@ -197,3 +197,21 @@ async def another_process(
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         ) as other:
             yield other
+
+
+async def run_queued_job(settings: Settings, kind: str) -> dict[str, object]:
+    """Run the one queued job of `kind` as a worker does (with every handler a worker has);
+    its result, once it succeeded."""
+    from app import jobs, schedules
+
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        async with pool.acquire() as conn:
+            [queued] = await jobs.listed(conn, kind=kind, status="queued", limit=10)
+        assert await jobs.run_one(pool, schedules.handlers(settings))
+        async with pool.acquire() as conn:
+            done = await jobs.get(conn, queued.job_id)
+    finally:
+        await pool.close()
+    assert done.status == "succeeded", done.error
+    return done.result or {}

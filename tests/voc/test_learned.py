@@ -11,9 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
-from app import db, jobs, schedules
+from app import jobs
 from app.settings import Settings
 from app.voc import enrich, learned, sentiment
+from tests.conftest import run_queued_job
 
 # What this installation's customers say, in words the lexicon reads as neutral.
 LEAVING = [
@@ -69,20 +70,6 @@ def test_an_answer_says_how_its_writer_felt_by_its_scale() -> None:
     assert learned.label_of_answer("nps_answered", 8.5) is None
 
 
-async def run_reread_job(settings: Settings) -> dict[str, Any]:
-    pool = await db.create_pool(str(settings.database_url), settings)
-    try:
-        async with pool.acquire() as conn:
-            [queued] = await jobs.listed(conn, kind="sentiment_reread", status="queued", limit=5)
-        assert await jobs.run_one(pool, schedules.handlers(settings))
-        async with pool.acquire() as conn:
-            done = await jobs.get(conn, queued.job_id)
-    finally:
-        await pool.close()
-    assert done.status == "succeeded", done.error
-    return done.result or {}
-
-
 async def test_comments_the_lexicon_misreads_teach_a_reader_that_then_reads_every_text(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
@@ -122,7 +109,7 @@ async def test_comments_the_lexicon_misreads_teach_a_reader_that_then_reads_ever
     assert await learned.relearn_if_due(conn, lexicon, every=timedelta(hours=1)) is None
 
     # Every text stored is read again by it; new ones are read by it as they come.
-    result = await run_reread_job(settings)
+    result = await run_queued_job(settings, "sentiment_reread")
     assert result == {"texts": len(events) + 1, "reader": chosen["kind"]}
     after = await conn.fetchval(
         "SELECT label FROM text_enrichments WHERE event_id = $1", "ticket-1"

@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import db, jobs, schedules
 from app.settings import Settings
 from app.voc import enrich, sentiment, themes
+from tests.conftest import run_queued_job
 
 PLANTED = {
     "export": ["the csv export keeps failing", "export to csv is broken", "csv export times out"],
@@ -24,16 +24,8 @@ PLANTED = {
 
 async def run_rematch_job(settings: Settings) -> None:
     """Run the `themes_rematch` job queued by the request, as a worker does."""
-    pool = await db.create_pool(str(settings.database_url), settings)
-    try:
-        async with pool.acquire() as conn:
-            [queued] = await jobs.listed(conn, kind="themes_rematch", status="queued", limit=10)
-        assert await jobs.run_one(pool, schedules.handlers(settings))
-        async with pool.acquire() as conn:
-            done = await jobs.get(conn, queued.job_id)
-    finally:
-        await pool.close()
-    assert done.status == "succeeded" and (done.result or {}).get("texts", 0) > 0
+    done = await run_queued_job(settings, "themes_rematch")
+    assert int(str(done.get("texts", 0))) > 0
 
 
 def texts(n: int, seed: int) -> tuple[list[str], list[str]]:
