@@ -723,19 +723,6 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         "estimate": [est_rounds(f) for f in estimate],
         "served": rounds,
     }
-    import sys
-
-    print(
-        search["chosen"],
-        search["columns"],
-        search["best"],
-        [
-            (c["name"][:3], c["columns"][:3], round(c["auc"], 4), round(c["difference_error"], 4))
-            for c in search["candidates"]
-        ],
-        search["blend"],
-        file=sys.stderr,
-    )
     return Trained(
         features=cols,
         categorical=used,

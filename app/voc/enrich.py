@@ -31,6 +31,7 @@ LOCK = 0x7E47_0001  # pg_try_advisory_xact_lock key of the enrichment round
 OVERLAP_SECONDS = 60
 TICK_SECONDS = 1.0
 RELEARN_TRY_SECONDS = 600.0
+REFIT_TRY_SECONDS = 10.0
 
 _PENDING = """
     SELECT e.event_id, e.received_at, e.text
@@ -124,6 +125,7 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     refit_every = timedelta(hours=settings.themes_refit_hours)
     using: dict[str | None, learned.Reader] = {}  # the reader in use, by its id
     tried: list[float] = []  # when this worker last looked at the survey comments
+    refitted: list[float] = []  # ... and whether the themes are due
 
     async def step(conn: asyncpg.Connection) -> None:
         row = await learned.current(conn)
@@ -134,11 +136,13 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         limit = settings.enrich_batch
         while await enrich_pending(conn, using[key], limit=limit) == limit:
             pass
-        done = await themes.refit_if_due(conn, every=refit_every)
-        if done is not None:
-            log.info("themes refit", extra=done)
-        # Reading every comment is not for each tick: at most every RELEARN_TRY_SECONDS.
         now = asyncio.get_running_loop().time()
+        if not refitted or now - refitted[0] >= REFIT_TRY_SECONDS:
+            refitted[:] = [now]
+            done = await themes.refit_if_due(conn, every=refit_every)
+            if done is not None:
+                log.info("themes refit", extra=done)
+        # Reading every comment is not for each tick: at most every RELEARN_TRY_SECONDS.
         if not tried or now - tried[0] >= RELEARN_TRY_SECONDS:
             tried[:] = [now]
             await learned.relearn_if_due(conn, lexicon, every=refit_every)

@@ -214,8 +214,10 @@ _REFIT_LOCK = 0x7E47_0003  # one worker refits at a time
 
 
 async def refit_if_due(conn: asyncpg.Connection, *, every: timedelta) -> dict[str, int] | None:
-    """Refit when no theme was learnt yet and there are texts enough, or the last refit is
-    older than `every`; what the refit did, or None."""
+    """Refit when no theme was learnt yet and there are texts enough, when the last refit is
+    older than `every`, or when the texts have doubled since it (while they are fewer than a
+    refit reads: themes learnt from a new installation's first few hundred texts would
+    otherwise stand for a day); what the refit did, or None."""
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _REFIT_LOCK):
             return None
@@ -223,7 +225,22 @@ async def refit_if_due(conn: asyncpg.Connection, *, every: timedelta) -> dict[st
             "SELECT max(updated_at) FROM themes WHERE NOT seed AND merged_into IS NULL"
         )
         if last is not None and await conn.fetchval("SELECT now() - $1::timestamptz", last) < every:
-            return None
+            before = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM text_enrichments WHERE enriched_at <= $1 "
+                "LIMIT $2) t",
+                last,
+                REFIT_TEXTS,
+            )
+            if before >= REFIT_TEXTS:
+                return None
+            since = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM text_enrichments WHERE enriched_at > $1 "
+                "LIMIT $2) t",
+                last,
+                max(before, 1),
+            )
+            if since < max(before, 1):
+                return None
         if last is None:
             enough = 2 * TEXTS_PER_THEME
             have = await conn.fetchval(

@@ -182,3 +182,33 @@ async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
         assert kept[first["theme_id"]]["name"] == "Exports"
     summary = (await client.get("/v1/voc/summary")).json()
     assert summary["themes"] and summary["themes"][0]["texts"] > 0
+
+
+async def test_themes_are_learnt_again_once_the_texts_have_doubled(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    written, _ = texts(1200, seed=5)
+    now = datetime.now(UTC)
+
+    async def send(part: list[str], first: int) -> None:
+        events = [
+            {
+                "event_id": f"d-{first + n}",
+                "type": "ticket_opened",
+                "occurred_at": (now - timedelta(hours=n)).isoformat(),
+                "account_id": f"a{n % 30}",
+                "text": t,
+            }
+            for n, t in enumerate(part)
+        ]
+        assert (await client.post("/v1/events/batch", json={"events": events})).status_code == 200
+        await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=2000)
+
+    day = timedelta(days=1)
+    await send(written[:300], 0)
+    assert await themes.refit_if_due(conn, every=day) is not None  # the first themes
+    await send(written[300:500], 300)
+    assert await themes.refit_if_due(conn, every=day) is None  # 200 more: not doubled
+    await send(written[500:], 500)
+    again = await themes.refit_if_due(conn, every=day)
+    assert again is not None and again["texts"] == 1200
