@@ -248,18 +248,14 @@ def _sql() -> str:
                 count(*) FILTER (WHERE x.label = 'negative'),
                 avg(x.sentiment) FILTER (WHERE e.occurred_at > s.t30),
                 avg(x.sentiment) FILTER (WHERE e.occurred_at <= s.t30),
-                avg(x.sentiment))
+                avg(x.sentiment),
+                -- each text's themes, and whether it is a negative one of the last 30 days
+                json_agg(json_build_array(x.themes,
+                                          e.occurred_at > s.t30 AND x.label = 'negative'))
+                    FILTER (WHERE cardinality(x.themes) > 0))
        FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
        WHERE e.account_id = s.account_id AND e.text IS NOT NULL
-         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}) AS texts,
-      (SELECT json_object_agg(u.theme_id, json_build_array(u.texts, u.negative30)) FROM (
-          SELECT t.theme_id, count(*) AS texts,
-            count(*) FILTER (WHERE e.occurred_at > s.t30 AND x.label = 'negative') AS negative30
-          FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
-          CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
-          WHERE e.account_id = s.account_id AND e.text IS NOT NULL
-            AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}
-          GROUP BY t.theme_id) u) AS themes
+         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}) AS texts
     FROM s
     ORDER BY s.i
     """  # noqa: S608  (windows and event type names are constants)
@@ -312,12 +308,10 @@ def assemble(
         per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
         before = orjson.loads(agg["before"] or "{}")
         values = _event_values(catalog, per_type, before, t.timestamp())
-        values |= _text_values(orjson.loads(agg["texts"] or "null"), per_type)
-        about = orjson.loads(agg["themes"] or "{}")
-        for theme_id, _ in catalog.themes:
-            texts, negative30 = about.get(theme_id, (0, 0))
-            values[f"texts_{theme_id}_90d"] = texts
-            values[f"negative_{theme_id}_30d"] = negative30
+        texts = orjson.loads(agg["texts"] or "null")
+        values |= _text_values(texts, per_type)
+        if catalog.themes:
+            values |= _theme_values(catalog, (texts[7] if texts else None) or [])
         values["tickets_open"] = _open_tickets(per_type)
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
@@ -423,12 +417,28 @@ def _event_values(
     return values
 
 
+def _theme_values(catalog: Catalog, about: list[list[Any]]) -> dict[str, int]:
+    """Per theme of the catalog: texts about it over 90 days, and negative ones over 30, from
+    each text's [themes, negative in the last 30 days]."""
+    texts: Counter[str] = Counter()
+    negative: Counter[str] = Counter()
+    for themes_of, negative30 in about:
+        texts.update(themes_of)
+        if negative30:
+            negative.update(themes_of)
+    values: dict[str, int] = {}
+    for theme_id, _ in catalog.themes:
+        values[f"texts_{theme_id}_90d"] = texts[theme_id]
+        values[f"negative_{theme_id}_30d"] = negative[theme_id]
+    return values
+
+
 def _text_values(texts: list[Any] | None, per_type: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What the account's people wrote in the 90 days up to t (the sentiment the worker read,
     app.voc.enrich) and how their NPS and CSAT answers stand."""
     values: dict[str, Any] = {}
     if texts:  # counts over none are 0, means null
-        n30, negative30, n90, negative90, mean30, mean_before, mean90 = texts
+        n30, negative30, n90, negative90, mean30, mean_before, mean90, _ = texts
         values |= {
             "negative_texts_30d": negative30,
             "negative_texts_90d": negative90,

@@ -11,7 +11,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 # Serializes partition DDL across processes; the value is arbitrary but fixed.
-_LOCK_KEY = 7310002
+LOCK_KEY = 7310002
 
 
 def month_of(moment: datetime) -> date:
@@ -45,7 +45,7 @@ class PartitionManager:
         if not missing:
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             rows = await conn.fetch(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = 'events'::regclass"

@@ -250,7 +250,7 @@ async def _contacts_subject(
         ):
             contact_ids.add(r[0])
     subject.contacts |= contact_ids
-    subject.emails |= {e.lower() for e in emails}
+    subject.emails |= emails
     ids = sorted(subject.contacts)
     for r in await conn.fetch(
         "SELECT kind, value, account_id FROM identities WHERE contact_id = ANY($1::text[])", ids

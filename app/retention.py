@@ -23,7 +23,6 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB = "retention"
-_PARTITION_LOCK = 7310002  # the partitions' DDL lock (app.partitions)
 
 
 async def _months(conn: asyncpg.Connection) -> list[date]:
@@ -48,7 +47,7 @@ async def drop_old_events(conn: asyncpg.Connection, *, before: datetime) -> list
             continue
         name = partitions.partition_name(month)  # made here from a date, never from a client
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", partitions.LOCK_KEY)
             await conn.execute(f"ALTER TABLE events DETACH PARTITION {name}")
             await conn.execute(
                 f"DELETE FROM text_enrichments x USING {name} e WHERE x.event_id = e.event_id"  # noqa: S608  (a name made from a date)

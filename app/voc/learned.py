@@ -262,8 +262,7 @@ def reread_handler(settings: Settings) -> jobs.Handler:
     async def reread(
         conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
     ) -> dict[str, Any]:
-        lexicon = await asyncio.to_thread(enrich.analyzer_of, settings)
-        reader = reader_of(await current(conn), lexicon)
+        reader = await enrich.reader(conn, settings)
         total = await conn.fetchval("SELECT count(*) FROM text_enrichments") or 1
         after, done = "", 0
         while True:
