@@ -37,6 +37,19 @@ class Principal:
     scopes: frozenset[str]
     expires_at: datetime | None = None
     operations: frozenset[str] | None = None  # None: every operation its scopes allow
+    sources: frozenset[str] | None = None  # None: every source (ids as text)
+
+    def reaches(self, source_id: object) -> bool:
+        """Whether this key may act on a source (a key limited to some sources, on others not)."""
+        return self.sources is None or str(source_id) in self.sources
+
+    def within(self, operations: list[str] | None, sources: list[str] | None) -> bool:
+        """Whether a key limited so would hold no more than this one does."""
+        if self.operations is not None and (
+            operations is None or set(operations) - self.operations
+        ):
+            return False
+        return self.sources is None or (sources is not None and set(sources) <= self.sources)
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -52,7 +65,7 @@ def generate_key() -> str:
 
 
 KEY_COLUMNS = (
-    "key_id, name, prefix, scopes, created_at, revoked_at, expires_at, operations, "
+    "key_id, name, prefix, scopes, created_at, revoked_at, expires_at, operations, sources, "
     "(SELECT u.last_used_at FROM api_key_usage u WHERE u.key_id = api_keys.key_id) "
     "AS last_used_at"
 )
@@ -66,13 +79,26 @@ async def create_key(
     actor: str,
     expires_at: datetime | None = None,
     operations: list[str] | None = None,
+    sources: list[uuid.UUID] | None = None,
 ) -> tuple[asyncpg.Record, str]:
     """A new key and its secret (shown once, stored as a hash), audited, in the caller's
-    transaction; it may expire, and be limited to some operations (by operationId)."""
+    transaction; it may expire, and be limited to some operations (by operationId) and to some
+    sources (which must exist)."""
+    if sources:
+        unknown = await conn.fetchval(
+            "SELECT min(s::text) FROM unnest($1::uuid[]) s "
+            "WHERE NOT EXISTS (SELECT 1 FROM sources WHERE source_id = s)",
+            sources,
+        )
+        if unknown is not None:
+            raise errors.InvalidPayload(
+                f"sources: no source {unknown!r}",
+                errors=[{"loc": ["body", "sources"], "msg": "unknown", "type": "value_error"}],
+            )
     secret = generate_key()
     key = await conn.fetchrow(
-        "INSERT INTO api_keys (key_id, name, prefix, key_hash, scopes, expires_at, operations) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING " + KEY_COLUMNS,
+        "INSERT INTO api_keys (key_id, name, prefix, key_hash, scopes, expires_at, operations, "  # noqa: S608  (constant columns)
+        "sources) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING " + KEY_COLUMNS,
         uuid.uuid4(),
         name,
         secret[:10],
@@ -80,6 +106,7 @@ async def create_key(
         sorted(set(scopes)),
         expires_at,
         None if operations is None else sorted(set(operations)),
+        None if sources is None else sorted(set(sources)),
     )
     assert key is not None
     await audit.record(
@@ -92,6 +119,7 @@ async def create_key(
             "scopes": list(key["scopes"]),
             "expires_at": None if expires_at is None else expires_at.isoformat(),
             "operations": key["operations"],
+            "sources": None if key["sources"] is None else [str(s) for s in key["sources"]],
         },
     )
     return key, secret
@@ -280,6 +308,10 @@ class ScopeCheck(HTTPBearer):
             operation = getattr(route, "operation_id", None)
             if operation not in principal.operations:
                 raise errors.Forbidden(f"This key may not call `{operation}`.")
+        if principal.sources is not None:
+            source = request.path_params.get("source_id")
+            if source is not None and not principal.reaches(source):
+                raise errors.Forbidden("This key is limited to other sources.")
         return principal
 
 
@@ -310,7 +342,7 @@ async def authenticate(
                 raise _too_many(wait, "with unknown keys from this address")
             async with state.pool.acquire() as conn:
                 key = await conn.fetchrow(
-                    "SELECT key_id, name, scopes, expires_at, operations FROM api_keys "
+                    "SELECT key_id, name, scopes, expires_at, operations, sources FROM api_keys "
                     "WHERE key_hash = $1 AND revoked_at IS NULL",
                     digest,
                 )
@@ -323,6 +355,7 @@ async def authenticate(
                     frozenset(key["scopes"]),
                     key["expires_at"],
                     None if key["operations"] is None else frozenset(key["operations"]),
+                    None if key["sources"] is None else frozenset(str(s) for s in key["sources"]),
                 )
             )
             cache.put(digest, cached)

@@ -50,8 +50,8 @@ _DETRACTOR_LOCK = 0x7E47_0002  # one worker raises them at a time
 _THEME_JUMP_LOCK = 0x7E47_0004
 
 _DETRACTORS = """
-    SELECT e.event_id, e.account_id, e.value, e.text, e.occurred_at, s.model_id, s.segment,
-           s.probability, s.band, s.reasons, s.as_of, a.owner_email, a.plan,
+    SELECT e.event_id, e.account_id, e.contact_id, e.value, e.text, e.occurred_at, s.model_id,
+           s.segment, s.probability, s.band, s.reasons, s.as_of, a.owner_email, a.plan,
            a.segment AS account_segment, a.traits
     FROM events e
     JOIN LATERAL (
@@ -104,6 +104,7 @@ class Choice(TypedDict):
     holdout: bool
     owner: str | None
     destination_ids: list[str]
+    withheld: dict[str, str]  # destination_id: why it was left out
 
 
 class Decision(TypedDict):
@@ -141,8 +142,27 @@ def matches(match: dict[str, Any], insight: Raised, profile: Profile) -> bool:
     return all(one(v, profile.traits.get(k)) for k, v in (match.get("traits") or {}).items())
 
 
+async def _withheld(conn: asyncpg.Connection, insight: Raised, chosen: set[str]) -> dict[str, str]:
+    """The chosen destinations an insight may not go to: those requiring a consent category
+    that the person it names (a detractor's contact) has not given. An insight about an account
+    as a whole names no person."""
+    contact = insight.details.get("contact_id")
+    if not chosen or not isinstance(contact, str):
+        return {}
+    rows = await conn.fetch(
+        "SELECT d.destination_id, d.consent_category FROM destinations d "
+        "WHERE d.destination_id = ANY($1::text[]) AND d.consent_category IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.contact_id = $2 "
+        "AND c.consent -> d.consent_category = 'true'::jsonb)",
+        sorted(chosen),
+        contact,
+    )
+    return {r["destination_id"]: f"consent: {r['consent_category']}" for r in rows}
+
+
 async def route(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> Decision:
-    """The routing decision for an insight: every rule that matched and what it chose."""
+    """The routing decision for an insight: every rule that matched, what it chose, and which
+    destinations were withheld for want of consent."""
     chosen: list[Choice] = []
     for rule in await conn.fetch(
         "SELECT rule_id, name, match, destination_ids, owner, holdout_share FROM routing_rules "
@@ -158,8 +178,13 @@ async def route(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> 
                 holdout=holdout,
                 owner=rule["owner"] or profile.owner_email,
                 destination_ids=[] if holdout else list(rule["destination_ids"]),
+                withheld={},
             )
         )
+    withheld = await _withheld(conn, insight, {d for c in chosen for d in c["destination_ids"]})
+    for choice in chosen:
+        choice["withheld"] = {d: withheld[d] for d in choice["destination_ids"] if d in withheld}
+        choice["destination_ids"] = [d for d in choice["destination_ids"] if d not in withheld]
     return Decision(rules=chosen)
 
 
@@ -325,6 +350,7 @@ async def from_detractors(conn: asyncpg.Connection, settings: Settings) -> int:
                     ],
                     details={
                         "event_id": r["event_id"],
+                        "contact_id": r["contact_id"],
                         "nps": r["value"],
                         "comment": r["text"],
                         "answered_at": r["occurred_at"].isoformat(),

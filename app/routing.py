@@ -31,7 +31,9 @@ _INSIGHT_JSON = ("reasons", "details", "decision")
 _RULE_COLUMNS = (
     "rule_id, name, match, destination_ids, owner, holdout_share, enabled, created_at, updated_at"
 )
-_DESTINATION_COLUMNS = "destination_id, name, kind, url, enabled, disabled_reason, created_at"
+_DESTINATION_COLUMNS = (
+    "destination_id, name, kind, url, enabled, disabled_reason, consent_category, created_at"
+)
 _DELIVERY_COLUMNS = (
     "delivery_id, insight_id, destination_id, status, attempts, next_attempt_at, created_at, "
     "delivered_at"
@@ -189,13 +191,14 @@ async def create_destination(
     await webhooks.check_url(destination.url, allow_private=allow_private)
     secret = webhooks.new_secret()
     row = await conn.fetchrow(
-        "INSERT INTO destinations (destination_id, name, kind, url, secret, enabled) "  # noqa: S608  (constant columns)
-        f"VALUES ($1, $2, $3, $4, $5, true) RETURNING {_DESTINATION_COLUMNS}",
+        "INSERT INTO destinations (destination_id, name, kind, url, secret, enabled, "  # noqa: S608  (constant columns)
+        f"consent_category) VALUES ($1, $2, $3, $4, $5, true, $6) RETURNING {_DESTINATION_COLUMNS}",
         "dst_" + uuid.uuid4().hex,
         destination.name,
         destination.kind,
         destination.url,
         vault.seal(settings, secret),
+        destination.consent_category,
     )
     assert row is not None
     return DestinationWithSecret(**dict(row), secret=secret)
@@ -218,17 +221,22 @@ async def update_destination(
     patch: DestinationPatch,
     allow_private: bool,
 ) -> Destination:
-    """Rename, move or (re-)enable a destination; the fields left out keep their value."""
+    """Rename, move or (re-)enable a destination, or change the consent it requires; the
+    fields left out keep their value."""
     if patch.url is not None:
         await webhooks.check_url(patch.url, allow_private=allow_private)
     row = await conn.fetchrow(
         "UPDATE destinations SET name = coalesce($2, name), url = coalesce($3, url), "  # noqa: S608  (constant columns)
         "enabled = coalesce($4, enabled), disabled_reason = CASE WHEN $4 THEN NULL "
-        f"ELSE disabled_reason END WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
+        "ELSE disabled_reason END, "
+        "consent_category = CASE WHEN $5 THEN $6 ELSE consent_category END "
+        f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
         destination_id,
         patch.name,
         patch.url,
         patch.enabled,
+        "consent_category" in patch.model_fields_set,
+        patch.consent_category,
     )
     if row is None:
         raise errors.NotFound(f"No destination {destination_id!r}.")

@@ -57,6 +57,7 @@ class Tally:
     accepted: int = 0
     duplicates: int = 0
     unresolved: int = 0
+    suppressed: int = 0  # acknowledged, not stored: an erased identifier, or no consent
     errors: list[tuple[int, str]] = field(default_factory=list)
     held: list[tuple[Message, list[str], str]] = field(default_factory=list)
     stored: set[int] = field(default_factory=set)  # indexes taken (stored, or duplicates)
@@ -369,6 +370,8 @@ async def _event_calls(
         )
     }
     items: list[tuple[int, EventIn]] = []
+    required = ctx.screen.settings.consent_required if ctx.screen is not None else []
+    said: dict[str, tuple[Message, str, dict[str, bool]]] = {}  # contact: its latest consent
     for m in messages:
         try:
             event = _event(m, contacts, by_anonymous)
@@ -377,6 +380,19 @@ async def _event_calls(
             continue
         if event is None:
             tally.held.append((m, keys(m.body), "no account yet: no identify or group for it"))
+            continue
+        preferences = _consent_of(m.body)
+        contact = event.get("contact_id")
+        if (
+            preferences
+            and contact is not None
+            and (contact not in said or said[contact][0].at <= m.at)
+        ):
+            said[contact] = (m, event["account_id"], preferences)
+        if any(preferences.get(c) is False for c in required):
+            # The call itself says the person declined a required category.
+            tally.suppressed += 1
+            tally.stored.add(m.index)
             continue
         try:
             items.append((m.index, _events_in.validate_python(event)))
@@ -396,6 +412,8 @@ async def _event_calls(
     tally.duplicates += sum(e["event_id"] in seen for _, e in items)
     tally.stored |= {i for i, e in items if e["event_id"] in seen}
     items = [(i, e) for i, e in items if e["event_id"] not in seen]
+    if said:
+        await _consent_said(conn, said, ctx)
     if not items:
         return
     stored = await ctx.ingest_events(conn, items)
@@ -407,8 +425,37 @@ async def _event_calls(
         tally.stored.add(result.index)
         if result.status == "duplicate":
             tally.duplicates += 1
+        elif result.status == "suppressed":
+            tally.suppressed += 1
         else:
             tally.accepted += 1
+
+
+async def _consent_said(
+    conn: asyncpg.Connection, said: dict[str, tuple[Message, str, dict[str, bool]]], ctx: Context
+) -> None:
+    """Keep the consent the calls carried on their contacts' profiles, as Segment keeps the
+    consent object of every event (its `Segment Consent Preference Updated` track included):
+    only where it changes something, so a stream of calls repeating it writes nothing."""
+    stored = {
+        r[0]: (r[1], orjson.loads(r[2]))
+        for r in await conn.fetch(
+            "SELECT contact_id, account_id, consent FROM contacts "
+            "WHERE contact_id = ANY($1::text[])",
+            sorted(said),
+        )
+    }
+    for contact, (message, account, preferences) in sorted(said.items()):
+        if contact in stored:
+            account, before = stored[contact]  # consent moves no one to another account
+            if {**before, **preferences} == before:
+                continue
+        fields = {"account_id": account, "consent": preferences}
+        try:
+            upsert = _validated(ContactUpsert, fields, message.call)
+            await _upsert(conn, "contact", contact, upsert, message, ctx)
+        except Invalid:
+            continue  # a consent object the contract refuses changes nothing; the call stands
 
 
 def _safe_id(body: dict[str, Any], name: str) -> str | None:

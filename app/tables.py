@@ -395,6 +395,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     operations: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))  # None: any
+    sources: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(UUID))  # None: any
 
 
 class ApiKeyUsage(Base):
@@ -616,8 +617,9 @@ class RoutingRule(Base):
 
 class Destination(Base):
     """Where insights are delivered: a webhook signed per Standard Webhooks, or a Slack
-    incoming webhook. The signing secret must be usable to sign, so it is stored as is (in the
-    database, never in the repository or the logs) and shown once, at creation or rotation."""
+    incoming webhook. The signing secret must be usable to sign, so it is sealed (app.vault),
+    not hashed, and shown once, at creation or rotation. A destination may require a consent
+    category of the people an insight names (app.insights.route)."""
 
     __tablename__ = "destinations"
     __table_args__ = (CheckConstraint("kind IN ('webhook', 'slack')", name="kind"),)
@@ -631,6 +633,7 @@ class Destination(Base):
     previous_secret_until: Mapped[datetime | None] = mapped_column(Timestamp)
     enabled: Mapped[bool] = mapped_column(Boolean)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    consent_category: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

@@ -71,6 +71,8 @@ def _depends_on_time_or_state(case: schemathesis.Case[Any]) -> bool:
         return True  # a key must expire after now: a moment the schema cannot bound
     if case.path == "/v1/keys" and body.get("operations"):
         return True  # operationIds of this very contract, which its schema does not list
+    if case.path == "/v1/keys" and body.get("sources"):
+        return True  # sources stored before (an unknown one is rightly a 422)
     if case.path == "/v1/privacy/exports":
         return True  # its subject is named once (an exclusion no query schema says) and stored
     if "voc" in case.path and "since" in (case.query or {}):

@@ -28,6 +28,7 @@ def _info(key: asyncpg.Record) -> ApiKeyInfo:
         revoked_at=key["revoked_at"],
         expires_at=key["expires_at"],
         operations=key["operations"],
+        sources=None if key["sources"] is None else [str(s) for s in key["sources"]],
         last_used_at=key["last_used_at"],
     )
 
@@ -35,7 +36,11 @@ def _info(key: asyncpg.Record) -> ApiKeyInfo:
 @router.post("/keys", status_code=201, operation_id="create_api_key")
 async def create_api_key(request: Request, body: ApiKeyCreate, principal: Admin) -> ApiKeyCreated:
     """Create a key. The secret is in the response once and stored only as a hash. A key may
-    expire (`expires_at`) and be limited to some operations (`operations`, by operationId)."""
+    expire (`expires_at`) and be limited to some operations (`operations`, by operationId) and
+    to some sources (`sources`). A limited key creates only keys limited at least as much."""
+    sources = None if body.sources is None else [str(s) for s in body.sources]
+    if not principal.within(body.operations, sources):
+        raise errors.Forbidden("A limited key creates only keys within its own limits.")
     if body.operations is not None:
         known = {
             op.get("operationId")
@@ -61,6 +66,7 @@ async def create_api_key(request: Request, body: ApiKeyCreate, principal: Admin)
             actor=principal.name,
             expires_at=body.expires_at,
             operations=body.operations,
+            sources=body.sources,
         )
     return ApiKeyCreated(**_info(key).model_dump(), key=secret)
 

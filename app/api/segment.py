@@ -105,6 +105,7 @@ async def _handle(request: Request, call: str | None) -> Response:
         "accepted": tally.accepted,
         "duplicates": tally.duplicates,
         "unresolved": tally.unresolved,
+        "suppressed": tally.suppressed,
         "errors": [{"index": i, "detail": d} for i, d in refused],
     }
     return Response(orjson.dumps(answer), media_type="application/json")

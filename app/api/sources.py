@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from app import runtime, sources
+from app import errors, runtime, sources
 from app.api import segment as segment_api
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin
@@ -22,6 +22,8 @@ async def create_source(request: Request, body: SourceCreate, who: Admin) -> Sou
     """Register a sender. Paste the answer's `url` (behind this server's address) into the
     sender's webhook console; `secret` is the signing secret it issued, stored encrypted and
     never returned."""
+    if who.sources is not None:
+        raise errors.Forbidden("This key is limited to some sources and creates none.")
     state = runtime.of(request)
     async with state.pool.acquire() as conn, conn.transaction():
         created = await sources.create(
@@ -37,10 +39,14 @@ async def create_source(request: Request, body: SourceCreate, who: Admin) -> Sou
 
 
 @router.get("/sources", operation_id="list_sources")
-async def list_sources(request: Request, _: Admin) -> list[Source]:
-    """Every source with what it delivered."""
+async def list_sources(request: Request, who: Admin) -> list[Source]:
+    """Every source with what it delivered (those the key is limited to, if it is)."""
     async with runtime.of(request).pool.acquire() as conn:
-        return [Source.model_validate(s) for s in await sources.list_all(conn)]
+        return [
+            Source.model_validate(s)
+            for s in await sources.list_all(conn)
+            if who.reaches(s["source_id"])
+        ]
 
 
 @router.get("/sources/{source_id}", operation_id="get_source")

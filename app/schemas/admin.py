@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from app.schemas.common import STRICT, Name, Timestamp
 
@@ -42,6 +43,12 @@ class ApiKeyCreate(BaseModel):
         description="Only these operations (their operationId in this contract), within the "
         "scopes; unset: every operation the scopes allow.",
     )
+    sources: list[Annotated[uuid.UUID, Strict(False)]] | None = Field(
+        None,
+        max_length=200,
+        description="Only these sources: the key lists, reads, changes and replays no other "
+        "source, and creates none; unset: every source its scopes allow.",
+    )
 
 
 class ApiKeyInfo(BaseModel):
@@ -53,6 +60,7 @@ class ApiKeyInfo(BaseModel):
     revoked_at: datetime | None
     expires_at: datetime | None = None
     operations: list[str] | None = None
+    sources: list[str] | None = None
     last_used_at: datetime | None = Field(
         None, description="When it was last used (recorded at most once a minute)."
     )

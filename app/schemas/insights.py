@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.schemas.common import STRICT, Email, Id, Kind
+from app.schemas.profiles import CONSENT_CATEGORY
 
 Band = Literal["high", "medium", "low"]
 InsightKind = Literal["band_entered", "score_rise", "drift", "detractor", "theme_jump"]
@@ -16,6 +17,12 @@ DestinationId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+ConsentCategory = Annotated[str, StringConstraints(pattern=CONSENT_CATEGORY)]
+CONSENT_CATEGORY_DOC = (
+    "Only insights whose people (the contact a detractor insight quotes) gave consent in this "
+    "category are delivered here; insights about an account as a whole name no person and are "
+    "delivered. Left out of a delivery, a destination is listed in the decision's `withheld`."
+)
 
 
 class InsightReason(BaseModel):
@@ -30,6 +37,11 @@ class RuleDecision(BaseModel):
     holdout: bool = Field(description="The account is in this rule's holdout: not delivered.")
     owner: str | None
     destination_ids: list[str]
+    withheld: dict[str, str] = Field(
+        default_factory=dict,
+        description="Destinations this rule chose that were left out, with why (the consent "
+        "category the insight's person has not given).",
+    )
 
 
 class Decision(BaseModel):
@@ -124,6 +136,7 @@ class DestinationIn(BaseModel):
         "message for a Slack incoming webhook.",
     )
     url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://\S+$")]
+    consent_category: ConsentCategory | None = Field(None, description=CONSENT_CATEGORY_DOC)
 
 
 class DestinationPatch(BaseModel):
@@ -135,6 +148,9 @@ class DestinationPatch(BaseModel):
         | None
     ) = None
     enabled: bool | None = Field(None, description="true re-enables one a 410 disabled.")
+    consent_category: ConsentCategory | None = Field(
+        None, description="Require this consent category; null (sent) removes the requirement."
+    )
 
 
 class Destination(BaseModel):
@@ -144,6 +160,7 @@ class Destination(BaseModel):
     url: str
     enabled: bool
     disabled_reason: str | None
+    consent_category: str | None = Field(None, description=CONSENT_CATEGORY_DOC)
     created_at: datetime
 
 

@@ -204,6 +204,43 @@ async def test_a_key_limited_to_operations_calls_only_those(client: httpx.AsyncC
     assert unknown.status_code == 422 and "steal_everything" in unknown.json()["detail"]
 
 
+async def test_a_key_limited_to_sources_reaches_only_those(client: httpx.AsyncClient) -> None:
+    from tests.api.test_hooks import _source
+
+    billing, support = await _source(client), await _source(client, "zendesk", "zd-secret")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    refused = await client.post(
+        "/v1/keys", json={"name": "x", "scopes": ["admin"], "sources": [unknown]}
+    )
+    assert refused.status_code == 422 and unknown in refused.json()["detail"]
+    body = {
+        "name": "billing team",
+        "scopes": ["admin"],
+        "operations": ["list_sources", "get_source", "update_source", "create_api_key"],
+        "sources": [billing["source_id"]],
+    }
+    created = await client.post("/v1/keys", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["sources"] == [billing["source_id"]]
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    listed = (await client.get("/v1/sources", headers=key)).json()
+    assert [s["source_id"] for s in listed] == [billing["source_id"]]
+    assert (await client.get(f"/v1/sources/{billing['source_id']}", headers=key)).status_code == 200
+    other = await client.get(f"/v1/sources/{support['source_id']}", headers=key)
+    assert other.status_code == 403 and "sources" in other.json()["detail"]
+    renamed = await client.patch(
+        f"/v1/sources/{support['source_id']}", json={"name": "mine now"}, headers=key
+    )
+    assert renamed.status_code == 403
+    # It cannot mint a key wider than itself.
+    wider = await client.post("/v1/keys", json={**body, "sources": None}, headers=key)
+    assert wider.status_code == 403
+    narrower = await client.post(
+        "/v1/keys", json={**body, "operations": ["get_source"]}, headers=key
+    )
+    assert narrower.status_code == 201, narrower.text
+
+
 async def test_a_key_expires_and_records_when_it_was_last_used(client: httpx.AsyncClient) -> None:
     past = await client.post(
         "/v1/keys", json={"name": "x", "scopes": ["read"], "expires_at": "2020-01-01T00:00:00Z"}

@@ -430,3 +430,114 @@ async def test_consent_by_category_keeps_history_and_gates_a_persons_signals(
     assert (answer["accepted"], answer["suppressed"]) == (2, 2), answer
     kept = (await client.get("/v1/accounts/acme/events")).json()["items"]
     assert {e["event_id"] for e in kept} == {"e1", "e4"}
+
+
+async def test_segment_calls_carry_consent_the_profile_keeps_and_each_call_obeys(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    required = settings.model_copy(update={"consent_required": ["analytics"]})
+    app.state.runtime.settings = required
+    app.state.runtime.screen = privacy.Screen(required)
+    assert (await client.put("/v1/accounts/acme", json={"segment": "smb"})).status_code == 200
+    at = datetime.now(UTC)
+
+    def track(message: str, seconds: int, preferences: dict[str, bool] | None) -> dict[str, Any]:
+        context: dict[str, Any] = {"groupId": "acme"}
+        if preferences is not None:
+            context["consent"] = {"categoryPreferences": preferences}
+        return {
+            "type": "track",
+            "event": "Report Exported",
+            "userId": "u-1",
+            "messageId": message,
+            "timestamp": (at + timedelta(seconds=seconds)).isoformat(),
+            "context": context,
+        }
+
+    async def send(*calls: dict[str, Any]) -> dict[str, Any]:
+        answer = await client.post(
+            "/segment/v1/batch", headers=basic(ADMIN_KEY), json={"batch": list(calls)}
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    # No consent known for u-1: suppressed; a call that grants it is stored, and the profile
+    # keeps what it said.
+    assert (await send(track("m1", 0, None)))["suppressed"] == 1
+    assert (await send(track("m2", 1, {"analytics": True, "ads": False})))["accepted"] == 1
+    contact = (await client.get("/v1/contacts/u-1")).json()
+    assert contact["consent"] == {"analytics": True, "ads": False}
+    # Consent on the profile lets calls without a consent object in.
+    assert (await send(track("m3", 2, None)))["accepted"] == 1
+    # Segment's preference update withdraws it: that call and later ones are suppressed.
+    withdrawn = track("m4", 3, {"analytics": False})
+    withdrawn["event"] = "Segment Consent Preference Updated"
+    assert (await send(withdrawn))["suppressed"] == 1
+    assert (await send(track("m5", 4, None)))["suppressed"] == 1
+    contact = (await client.get("/v1/contacts/u-1")).json()
+    assert contact["consent"] == {"analytics": False, "ads": False}
+    changes = await conn.fetch(
+        "SELECT changes FROM contact_history WHERE contact_id = 'u-1' ORDER BY observed_at"
+    )
+    assert len(changes) == 2  # a call repeating consent changed nothing
+    then = (at + timedelta(seconds=2.5)).isoformat()
+    before = (await client.get("/v1/contacts/u-1", params={"as_of": then})).json()
+    assert before["consent"] == {"analytics": True, "ads": False}  # with its history
+    kept = (await client.get("/v1/accounts/acme/events")).json()["items"]
+    assert sorted(e["event_id"] for e in kept) == ["m2", "m3"]
+
+
+async def test_a_destination_requiring_consent_gets_only_insights_on_people_who_gave_it(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    app.state.runtime.settings = settings.model_copy(update={"allow_private_destinations": True})
+    made = []
+    for name, category in (("crm", None), ("marketing-tool", "marketing")):
+        body = {"name": name, "url": "http://127.0.0.1:9/hook", "consent_category": category}
+        answer = await client.post("/v1/destinations", json=body)
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["consent_category"] == category
+        made.append(answer.json()["destination_id"])
+    crm, marketing = made
+    rule = {"name": "all", "destination_ids": [crm, marketing]}
+    assert (await client.post("/v1/routing-rules", json=rule)).status_code == 201
+    now = datetime.now(UTC)
+    for account, consent in (("yes-co", {"marketing": True}), ("no-co", {"marketing": False})):
+        await client.put(f"/v1/accounts/{account}", json={"segment": "smb"})
+        body = {"account_id": account, "consent": consent}
+        assert (await client.put(f"/v1/contacts/p-{account}", json=body)).status_code == 200
+        await new_scores(conn, settings, [score(account, now - timedelta(days=1), 0.7, "high")])
+    await conn.execute("DELETE FROM deliveries")  # the scores' own insights name no person
+    events = [
+        {
+            "event_id": f"nps-{account}",
+            "type": "nps_answered",
+            "contact_id": f"p-{account}",
+            "account_id": account,
+            "value": 1,
+            "text": "Support never answered",
+            "occurred_at": now.isoformat(),
+        }
+        for account in ("yes-co", "no-co")
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": events})).json()["errors"] == []
+    assert await insights.from_detractors(conn, settings) == 2
+
+    sent = await conn.fetch(
+        "SELECT i.account_id, d.destination_id FROM deliveries d JOIN insights i USING "
+        "(insight_id) WHERE i.kind = 'detractor'"
+    )
+    assert sorted((r[0], r[1]) for r in sent) == sorted(
+        [("yes-co", crm), ("yes-co", marketing), ("no-co", crm)]
+    )
+    listed = (await client.get("/v1/insights", params={"kind": "detractor"})).json()
+    decisions = {i["account_id"]: i["decision"]["rules"][0] for i in listed}
+    assert decisions["no-co"]["withheld"] == {marketing: "consent: marketing"}
+    assert decisions["no-co"]["destination_ids"] == [crm]
+    assert decisions["yes-co"]["withheld"] == {}
+    # The requirement can be lifted (null) and read back.
+    patched = await client.patch(f"/v1/destinations/{marketing}", json={"consent_category": None})
+    assert patched.json()["consent_category"] is None
+    renamed = await client.patch(f"/v1/destinations/{crm}", json={"name": "crm 2"})
+    assert renamed.json()["consent_category"] is None
