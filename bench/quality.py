@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import hashlib
 import os
 import subprocess
@@ -560,6 +561,8 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
                 raise RuntimeError(f"{case.name}: training {job['status']}: {job.get('error')}")
             model_id = job["result"]["model_id"]
             model = (await client.get(f"/v1/models/{model_id}")).json()
+            [manifest] = (scratch / case.name).glob(f"**/{model_id}/manifest.json")
+            search = json.loads(manifest.read_text())["search"]
             if model["status"] != "active":  # the gate kept it: score with it all the same
                 await client.post(f"/v1/models/{model_id}/activate")
             if case.after_training is not None:
@@ -604,6 +607,7 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
         "held_out": model["metrics"],
         "load_seconds": loaded,
         "train_seconds": trained,
+        "search": search,
     }
 
 
@@ -660,6 +664,15 @@ async def main() -> None:
             f"held-out AUC {_fmt(held.get('auc'))}, baselines {held.get('baselines')}; gate: "
             f"{outcome['status']} ({outcome['status_reason']}). Loaded in "
             f"{outcome['load_seconds']:.0f} s, trained in {outcome['train_seconds']:.0f} s."
+        )
+        search = outcome["search"]
+        tried = ", ".join(
+            f"{t['name']}/{t['columns']} {t['auc']:.3f}" for t in search["candidates"]
+        )
+        print(
+            f"  search ({search['scored_on']}, {search['seconds']:.0f} s): chose {search['chosen']} "
+            f"on {search['columns']} columns, blend {search['blend']['weights']} "
+            f"(out-of-fold AUC {search['blend']['auc']}); tried {tried}"
         )
 
 

@@ -505,8 +505,8 @@ async def test_a_destination_requiring_consent_gets_only_insights_on_people_who_
     now = datetime.now(UTC)
     for account, consent in (("yes-co", {"marketing": True}), ("no-co", {"marketing": False})):
         await client.put(f"/v1/accounts/{account}", json={"segment": "smb"})
-        body = {"account_id": account, "consent": consent}
-        assert (await client.put(f"/v1/contacts/p-{account}", json=body)).status_code == 200
+        person: dict[str, Any] = {"account_id": account, "consent": consent}
+        assert (await client.put(f"/v1/contacts/p-{account}", json=person)).status_code == 200
         await new_scores(conn, settings, [score(account, now - timedelta(days=1), 0.7, "high")])
     await conn.execute("DELETE FROM deliveries")  # the scores' own insights name no person
     events = [
