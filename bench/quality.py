@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -670,8 +670,9 @@ async def main() -> None:
             f"{t['name']}/{t['columns']} {t['auc']:.3f}" for t in search["candidates"]
         )
         print(
-            f"  search ({search['scored_on']}, {search['seconds']:.0f} s): chose {search['chosen']} "
-            f"on {search['columns']} columns, blend {search['blend']['weights']} "
+            f"  search ({search['scored_on']}, {search['seconds']:.0f} s): chose "
+            f"{search['chosen']} on {search['columns']} columns, blend "
+            f"{search['blend']['weights']} "
             f"(out-of-fold AUC {search['blend']['auc']}); tried {tried}"
         )
 
