@@ -205,3 +205,38 @@ def test_the_error_of_an_auc_difference_matches_a_bootstrap() -> None:
         i = rng.integers(0, len(y), len(y))
         differences.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
     assert training._auc_difference_error(y, a, b) == pytest.approx(np.std(differences), rel=0.15)
+
+
+def test_auc_within_snapshots_compares_only_accounts_of_the_same_moment() -> None:
+    # Each moment ranks its own accounts perfectly; the second moment's scores sit lower
+    # across the board (another base rate), which pooling would count against the model.
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=float)
+    p = np.array([0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.3, 0.4])
+    moments = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert roc_auc_score(y, p) < 1.0
+    assert training.auc_within(y, p, moments) == 1.0
+    # Strata weigh by their pairs; one with a single class adds none.
+    y2 = np.array([1, 0, 0, 1, 1], dtype=float)
+    p2 = np.array([0.9, 0.1, 0.8, 0.2, 0.3])
+    strata = np.array([0, 0, 1, 1, 2])
+    assert training.auc_within(y2, p2, strata) == pytest.approx((1 * 1 + 0 * 1) / 2)
+    assert training.auc_within(y2[4:], p2[4:], strata[4:]) is None
+
+
+def test_two_blocks_of_time_are_each_measured_with_the_other_blocks_choice(
+    trained: training.Trained,
+) -> None:
+    search, validation = trained.search, trained.metrics["validation"]
+    assert search["scored_on"] == "both blocks, each choosing for the other"
+    # The earlier block's choice measures the later block's rows, and the later block's
+    # choice the earlier block's (the search folds' evaluation rows): both count.
+    chosen_early, chosen_late = search["blocks"]
+    measured = validation["estimate_folds"]
+    assert chosen_late["measured"] == validation["search_folds"]
+    assert measured == chosen_early["measured"] + chosen_late["measured"]
+    later = {s for f in chosen_early["measured"] for s in f["evaluated_snapshots"]}
+    earlier = {s for f in chosen_late["measured"] for s in f["evaluated_snapshots"]}
+    assert max(earlier) < min(later)
+    assert trained.metrics["valid_positives"] == sum(f["evaluation_positives"] for f in measured)
+    for block in (chosen_early, chosen_late):
+        assert block["auc"] is not None and block["auc"] > 0.7
