@@ -725,10 +725,9 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     restricted = cols != chosen.cols  # then every estimate uses the served columns
     used = [c for c in categorical if c in cols]
     xs = x[:, [names.index(c) for c in cols]]
-    held = np.zeros(len(y), dtype=bool)
-    for folds, _ in plans:
-        for fold in folds:
-            held |= fold.evaluate
+    # Each plan's evaluated rows (a block), and all of them: the held-out rows.
+    blocks = [np.logical_or.reduce([fold.evaluate for fold in folds]) for folds, _ in plans]
+    held = np.logical_or.reduce(blocks)
 
     def out_of_fold(rows: np.ndarray) -> np.ndarray:
         """Margins of `rows`' held-out rows from models that never saw their accounts, each
@@ -756,10 +755,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     est_margin = out_of_fold(everything)
     est_p = np.full(len(y), np.nan)
     aucs: list[float | None] = []
-    for folds, choice in plans:
-        block = np.zeros(len(y), dtype=bool)
-        for fold in folds:
-            block |= fold.evaluate
+    for block, (_, choice) in zip(blocks, plans, strict=True):
         known = ~np.isnan(choice.oof)
         if restricted or not searched:
             a_b = _calibration(est_margin[block], y[block])
