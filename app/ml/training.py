@@ -17,10 +17,13 @@ How a model is made from a training set:
 - blend: the chosen trees and a logistic regression on the same features (app.ml.linear),
   weighted by a regression on both out-of-fold margins, where that ranks the search's rows
   better than the trees alone (`_blend`);
-- estimate: the chosen parameters and blend, with a fixed number of rounds, trained on the
-  latest fold's training rows and measured on its evaluation rows, which neither the search nor
-  the choice of rounds has seen; the baselines (app.ml.baselines) are fitted and measured on
-  the same rows. These are the recorded metrics, with their counts and a 95% interval;
+- estimate: the latest snapshots' two blocks each measured with what the other block's search
+  chose (cross-fitting), with a fixed number of rounds, so no held-out row chose the parameters
+  or the rounds it is measured with; with one snapshot, the last account group measured with
+  what the others chose. The baselines (app.ml.baselines) are fitted and measured on the same
+  rows. These are the recorded metrics, with their counts and a 95% interval. The served model
+  is chosen on every evaluated row: both blocks, or with one snapshot every account group,
+  each learning from the others;
 - the served model is refit on every row, the latest included, with the chosen parameters and
   the rounds scaled to the extra rows; its calibration, probability = sigmoid(a * margin + b)
   (Platt scaling of the log-odds), is fitted on the folds' out-of-fold margins and kept where it
@@ -39,6 +42,7 @@ import hashlib
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,6 +50,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 from scipy.stats import rankdata
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
@@ -322,6 +327,14 @@ def make_folds(
     last = k - 1
     search = [fold(g, estimate_block, (groups != g) & (groups != last)) for g in range(last)]
     return search, [fold(last, estimate_block, groups != last)]
+
+
+def _groups(hashes: np.ndarray, options: Options, y: np.ndarray) -> list[Fold]:
+    """Each account group evaluated by learning from all the others (plain k-fold): the usable
+    ones."""
+    groups = hashes % options.folds
+    folds = [Fold(groups != g, groups == g, (0,)) for g in range(options.folds)]
+    return [f for f in folds if _usable(f, y)]
 
 
 def _usable(fold: Fold, y: np.ndarray) -> bool:
@@ -615,7 +628,7 @@ def _blend(
         regression[fold.evaluate] = fitted.margin(fitter.x[fold.evaluate][:, idx])
     known = ~np.isnan(trees) & ~np.isnan(regression)
     both = np.column_stack([trees[known], regression[known]])
-    weights = LogisticRegression(C=1e6, solver="lbfgs").fit(both, y[known]).coef_[0]
+    weights = _unpenalised(both, y[known]).coef_[0]
     a, b = float(weights[0]), float(weights[1])
     aucs = {
         "trees": fitter.auc(known, trees),
@@ -694,12 +707,23 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         chosen = _choose(fitter, searched + estimate, columns, _pooled(fitter, first, second))
         plans = [(estimate, early), (searched, late)]
     else:
-        chosen = _choose(fitter, searched or estimate, columns, first)
-        plans = [(estimate, chosen)]
+        early = _choose(fitter, searched or estimate, columns, first)
+        plans = [(estimate, early)]
+        # One moment: the served model is chosen on every group, each measured by models that
+        # learnt from all the others (plain k-fold), as it will learn from all of them; the
+        # search above, on fewer rows and without the last group, chose for the estimate only.
+        every = [_thinned(f, y, hashes, limit) for f in _groups(hashes, options, y)]
+        chosen = (
+            _choose(fitter, every, columns, _trials(fitter, every, columns))
+            if searched and len(every) == options.folds
+            else early
+        )
     search = chosen.record
     search["scored_on"] = (
         "both blocks, each choosing for the other"
         if crossed
+        else "every group, each learning from the others; the estimate's by the earlier groups"
+        if chosen is not plans[0][1]
         else "earlier folds"
         if searched
         else "the held-out rows (optimistic)"
@@ -1005,7 +1029,7 @@ def _calibration(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     score; else (1, 0)."""
     if len(np.unique(y)) < 2:
         return 1.0, 0.0
-    model = LogisticRegression(C=1e6, solver="lbfgs").fit(margin.reshape(-1, 1), y)
+    model = _unpenalised(margin.reshape(-1, 1), y)
     a, b = float(model.coef_[0][0]), float(model.intercept_[0])
     if brier_score_loss(y, _sigmoid(a * margin + b)) >= brier_score_loss(y, _sigmoid(margin)):
         return 1.0, 0.0
@@ -1013,6 +1037,16 @@ def _calibration(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 _sigmoid = linear.sigmoid
+
+
+def _unpenalised(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+    """A logistic regression of y on a margin or two (calibration, stacking), all but
+    unpenalised. lbfgs may stop on a line search it cannot improve (margins of nearly separated
+    rows): what it has reached is used all the same, and each caller keeps it only where it
+    measures better than going without."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=1e6, solver="lbfgs").fit(x, y)
 
 
 def _importance(model: SegmentModel, x: np.ndarray, hashes: np.ndarray) -> np.ndarray:

@@ -121,12 +121,10 @@ def test_no_positives_is_a_clear_error() -> None:
         training.train(ts, training.Options())
 
 
-def test_where_the_signal_is_linear_the_regression_is_blended_in_and_the_model_keeps_up() -> None:
-    # A few hundred accounts whose churn is a smooth logistic function of usage and payments:
-    # trees alone fall below a logistic regression here; the blend must not.
+def _linear_world(n: int, snapshots: int) -> TrainingSet:
+    """Accounts whose churn is a smooth logistic function of usage, payments and mrr."""
     rng = np.random.default_rng(8)
     catalog = world(n_accounts=2, snapshots=1).frame.catalog
-    n, snapshots = 500, 3
     rows, labels, keys, snap = [], [], [], []
     start = datetime(2025, 1, 1, tzinfo=UTC)
     for s in range(snapshots):
@@ -150,12 +148,28 @@ def test_where_the_signal_is_linear_the_regression_is_blended_in_and_the_model_k
             snap.append(s)
     frame = features.Frame(catalog, keys, np.array(rows, dtype=float), [None] * len(keys))
     dates = [start + timedelta(days=30 * s) for s in range(snapshots)]
-    ts = TrainingSet(frame, np.array(labels), np.array(snap), dates)
-    trained = training.train(ts, training.Options(min_segment_rows=10**9))
+    return TrainingSet(frame, np.array(labels), np.array(snap), dates)
+
+
+def test_where_the_signal_is_linear_the_regression_is_blended_in_and_the_model_keeps_up() -> None:
+    # A few hundred accounts: trees alone fall below a logistic regression here; the blend
+    # must not.
+    trained = training.train(_linear_world(500, 3), training.Options(min_segment_rows=10**9))
     model = trained.models[training.GLOBAL]
     assert model.regression is not None and model.blend.regression > 0, trained.search["blend"]
     metrics = trained.metrics
     assert metrics["auc"] >= metrics["baselines"]["logistic_regression"] - 0.01, metrics
+
+
+def test_one_snapshot_chooses_the_served_model_on_every_group_and_measures_it_on_the_last() -> None:
+    trained = training.train(_linear_world(1500, 1), training.Options(min_segment_rows=10**9))
+    search, validation = trained.search, trained.metrics["validation"]
+    assert search["scored_on"].startswith("every group"), search["scored_on"]
+    assert search["folds"] == 3
+    assert all(len(c["fold_aucs"]) == 3 for c in search["candidates"])
+    # The honest estimate is still the last group's, measured with the earlier groups' choice.
+    assert len(validation["estimate_folds"]) == 1
+    assert len(validation["search_folds"]) == 2
 
 
 def test_where_per_type_columns_are_noise_the_search_keeps_the_compact_ones() -> None:
