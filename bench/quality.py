@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import db, simulator  # noqa: E402
-from app.ml import baselines  # noqa: E402
+from app.ml import baselines, training  # noqa: E402
 from bench.ingest import ADMIN_KEY, create_database, scratch_dir, verdict  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -595,10 +595,12 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
     scored = ~np.isnan(ours)
     y = case.y_test
     results: dict[str, float | None] = {"custintel": _auc(y[scored], ours[scored])}
-    for name, scores in peer_scores(case.peers).items():
+    peers = peer_scores(case.peers)
+    for name, scores in peers.items():
         results[name] = None if scores is None else _auc(y, scores)
     return {
         "results": results,
+        "against_best": _against_best(y, scored, ours, peers, results),
         "scored": int(scored.sum()),
         "test": len(y),
         "positives": int(y.sum()),
@@ -613,6 +615,32 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+
+
+def _against_best(
+    y: np.ndarray,
+    scored: np.ndarray,
+    ours: np.ndarray,
+    peers: dict[str, np.ndarray | None],
+    results: dict[str, float | None],
+) -> dict[str, Any] | None:
+    """custintel's AUC less the best peer's on the rows both scored, with the standard error of
+    that paired difference (DeLong): how far a verdict either way is from the noise of one
+    split."""
+    measured = {n: v for n, v in results.items() if n != "custintel" and v is not None}
+    if not measured or results["custintel"] is None:
+        return None
+    name = max(measured, key=lambda n: measured[n] or 0.0)
+    peer = peers[name]
+    assert peer is not None
+    rows = scored & ~np.isnan(peer)
+    return {
+        "peer": name,
+        "difference": float(
+            roc_auc_score(y[rows], ours[rows]) - roc_auc_score(y[rows], peer[rows])
+        ),
+        "error": training.auc_difference_error(y[rows], ours[rows], peer[rows]),
+    }
 
 
 def _fmt(value: float | None) -> str:
@@ -658,6 +686,13 @@ async def main() -> None:
     print()
     for case, outcome in rows:
         held = outcome["held_out"]
+        against = outcome["against_best"]
+        if against is not None:
+            d, e = against["difference"], against["error"]
+            print(
+                f"{case.name}: custintel - {against['peer']} = {d:+.4f}, standard error of the "
+                f"paired difference {e:.4f} (95%: {d - 1.96 * e:+.4f} to {d + 1.96 * e:+.4f})"
+            )
         print(
             f"{case.name}: {case.shape}. Test: {outcome['test']:,} account-moments "
             f"({outcome['positives']:,} positive, {outcome['scored']:,} scored). custintel's own "

@@ -587,7 +587,7 @@ def _choose(
     top = best_of(list(range(len(tried))))
     evaluated = ~np.isnan(margins[top])
     errors_ = [
-        _auc_difference_error(y[evaluated], margins[top][evaluated], m[evaluated]) for m in margins
+        auc_difference_error(y[evaluated], margins[top][evaluated], m[evaluated]) for m in margins
     ]
     best = top
     for name in columns:
@@ -829,7 +829,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             # rows are few, and a model chosen on a lucky draw serves worse (the simulator's
             # test rows: 0.832 with the global model alone, 0.787 with the segment models the
             # plain comparison kept).
-            error = _auc_difference_error(y[evaluated], own_p, est_p[evaluated])
+            error = auc_difference_error(y[evaluated], own_p, est_p[evaluated])
             entry["difference_error"] = error
             if own_auc is not None and (global_auc is None or own_auc - global_auc > error):
                 ratio = rows / max(1, (in_seg & ~held).sum())
@@ -955,7 +955,7 @@ def _baselines(
     }
 
 
-def _auc_difference_error(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+def auc_difference_error(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """The standard error of AUC(a) - AUC(b) on the same rows (DeLong, DeLong and
     Clarke-Pearson, 1988; with midranks as in Sun and Xu, 2014)."""
     positive = y == 1

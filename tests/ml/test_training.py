@@ -213,12 +213,12 @@ def test_the_error_of_an_auc_difference_matches_a_bootstrap() -> None:
     y = (rng.random(2000) < 0.3).astype(float)
     a = y + rng.normal(0, 1.0, len(y))
     b = 0.5 * a + y + rng.normal(0, 1.0, len(y))
-    assert training._auc_difference_error(y, a, a) == 0.0
+    assert training.auc_difference_error(y, a, a) == 0.0
     differences = []
     for _ in range(400):
         i = rng.integers(0, len(y), len(y))
         differences.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
-    assert training._auc_difference_error(y, a, b) == pytest.approx(np.std(differences), rel=0.15)
+    assert training.auc_difference_error(y, a, b) == pytest.approx(np.std(differences), rel=0.15)
 
 
 def test_auc_within_snapshots_compares_only_accounts_of_the_same_moment() -> None:
