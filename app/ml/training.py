@@ -17,13 +17,13 @@ How a model is made from a training set:
 - blend: the chosen trees and a logistic regression on the same features (app.ml.linear),
   weighted by a regression on both out-of-fold margins, where that ranks the search's rows
   better than the trees alone (`_blend`);
-- estimate: the latest snapshots' two blocks each measured with what the other block's search
-  chose (cross-fitting), with a fixed number of rounds, so no held-out row chose the parameters
-  or the rounds it is measured with; with one snapshot, the last account group measured with
-  what the others chose. The baselines (app.ml.baselines) are fitted and measured on the same
-  rows. These are the recorded metrics, with their counts and a 95% interval. The served model
-  is chosen on every evaluated row: both blocks, or with one snapshot every account group,
-  each learning from the others;
+- estimate: the latest snapshots' two blocks (as many snapshots each) each measured with what
+  the other block's search chose (cross-fitting), with a fixed number of rounds, so no held-out
+  row chose the parameters or the rounds it is measured with; with one snapshot, the last
+  account group measured with what the others chose. The baselines (app.ml.baselines) are
+  fitted and measured on the same rows. These are the recorded metrics, with their counts and a
+  95% interval. The served model is chosen on every evaluated row: both blocks, or with one
+  snapshot every account group, each learning from the others;
 - the served model is refit on every row, the latest included, with the chosen parameters and
   the rounds scaled to the extra rows; its calibration, probability = sigmoid(a * margin + b)
   (Platt scaling of the log-odds), is fitted on the folds' out-of-fold margins and kept where it
@@ -312,6 +312,8 @@ def make_folds(
     groups = hashes % k
     snap = ts.snapshot_of_row
     held = max(min(2, n_snap - 1), round(n_snap * options.holdout_share), 1)
+    if held % 2 and held + 1 < n_snap:
+        held += 1  # two equal blocks, each choosing for the other on as much evidence
     latest = tuple(range(n_snap - held, n_snap))
     cut = max(1, held // 2)
     estimate_block, search_block = latest[-cut:], latest[:-cut]

@@ -254,3 +254,31 @@ def test_two_blocks_of_time_are_each_measured_with_the_other_blocks_choice(
     assert trained.metrics["valid_positives"] == sum(f["evaluation_positives"] for f in measured)
     for block in (chosen_early, chosen_late):
         assert block["auc"] is not None and block["auc"] > 0.7
+
+
+@pytest.mark.parametrize("n_snap", range(2, 13))
+def test_the_latest_snapshots_split_in_two_blocks_of_as_many_snapshots(n_snap: int) -> None:
+    # An odd count of held-out snapshots would let the smaller block choose the parameters
+    # the larger one is measured with: it is rounded up, keeping earlier snapshots to learn from.
+    catalog = Catalog(
+        event_types=(), numeric_traits=(), string_traits={}, plans=(), segments=(), roles=()
+    )
+    accounts, start = 30, datetime(2025, 1, 1, tzinfo=UTC)
+    dates = [start + timedelta(days=7 * s) for s in range(n_snap)]
+    keys = [(f"acct-{a}", date) for date in dates for a in range(accounts)]
+    frame = features.Frame(
+        catalog, keys, np.zeros((len(keys), len(catalog.names))), [None] * len(keys)
+    )
+    snap = np.repeat(np.arange(n_snap), accounts)
+    ts = TrainingSet(frame, np.zeros(len(keys)), snap, dates)
+    options = training.Options()
+    search, estimate = training.make_folds(ts, options, np.tile(np.arange(accounts), n_snap))
+    later = set(estimate[0].snapshots)
+    earlier = set(search[0].snapshots)
+    assert all(set(f.snapshots) == later for f in estimate)
+    assert len(later | earlier) >= round(n_snap * options.holdout_share)
+    if earlier == later:  # too few snapshots for two blocks: the accounts are split instead
+        assert n_snap == 2 and len(estimate) == 1
+        return
+    assert len(earlier) == len(later) and max(earlier) < min(later)
+    assert all(f.train.any() and snap[f.train].max() < min(earlier) for f in search)
