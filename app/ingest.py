@@ -497,6 +497,8 @@ async def _screened(
             ("account", ev.get("account_id")),
             ("contact", ev.get("contact_id")),
             ("email", email.lower() if email else None),
+            # an erased email in the text or the properties keeps the event out too
+            *privacy.emails_in((ev.get("text"), ev.get("properties"))),
         ]
 
     blocked = await screen.blocked(conn, (n for _, ev in events for n in names(ev)))
@@ -522,13 +524,16 @@ async def ingest_outcomes(
 ) -> Stored:
     results: list[ItemResult] = []
     rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
+    def names(oc: OutcomeIn) -> list[tuple[privacy.Kind, str]]:
+        return [("account", oc.account_id), *privacy.emails_in(oc.properties)]
+
     blocked = (
-        await screen.blocked(conn, (("account", oc.account_id) for _, oc in outcomes))
+        await screen.blocked(conn, (n for _, oc in outcomes for n in names(oc)))
         if screen is not None
         else set()
     )
     for index, oc in outcomes:
-        if ("account", oc.account_id) in blocked:
+        if blocked and set(names(oc)) & blocked:
             results.append(ItemResult(index, oc.outcome_id or "", "suppressed"))
             continue
         outcome_id = oc.outcome_id or uuid.uuid4().hex

@@ -2,10 +2,11 @@
 erased.
 
 Erasure (a `privacy_erasure` job): a contact's profile with its history, identities and merged
-ids, its events with their text and properties, their sentiment and themes; then every copy of
-its identifiers anywhere else (insights, delivery payloads and attempts, unresolved signals,
-senders' raw payloads, audit entries, findings, jobs, other events' texts and properties,
-accounts' traits): a copy is found by any of the subject's markers (its ids, emails,
+ids, its events (at any account) with their text and properties, their sentiment and themes;
+then every copy of its identifiers anywhere else (insights, delivery payloads and attempts,
+unresolved signals, senders' raw payloads, audit entries, findings, jobs, other events' texts
+and properties, accounts' and other contacts' traits and history; owners' emails are emptied):
+a copy is found by any of the subject's markers (its ids, emails,
 identifiers and the ids of its erased events) in a text or JSON column, and the row is deleted
 where it exists for the subject (an insight, a delivery, a held signal, a finding) or redacted
 where it belongs to others (a marker in a string becomes ERASED). An account: all of that for
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +85,19 @@ async def suppressed(
         "SELECT hash FROM privacy_suppressions WHERE hash = ANY($1::text[])", list(hashes)
     )
     return {hashes[r["hash"]] for r in found}
+
+
+_EMAIL = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+
+
+def emails_in(value: object) -> list[tuple[Kind, str]]:
+    """Every email anywhere in a value (a sender's payload, an event's text and properties, a
+    profile's traits), as names to screen: an erased person named in any field keeps the whole
+    item out, at every door alike."""
+    raw = orjson.dumps(value, default=str)
+    if b"@" not in raw:  # most items: no regex at all
+        return []
+    return [("email", e.decode().lower()) for e in set(_EMAIL.findall(raw))]
 
 
 @dataclass(frozen=True)
@@ -176,7 +191,6 @@ class Subject:
     contacts: set[str] = field(default_factory=set)
     emails: set[str] = field(default_factory=set)
     identities: set[tuple[str, str]] = field(default_factory=set)  # contacts' and accounts'
-    touched: set[str] = field(default_factory=set)  # accounts whose events may hold copies
     events: set[str] = field(default_factory=set)
 
     def markers(self) -> list[str]:
@@ -253,19 +267,17 @@ async def _contacts_subject(
     subject.emails |= emails
     ids = sorted(subject.contacts)
     for r in await conn.fetch(
-        "SELECT kind, value, account_id FROM identities WHERE contact_id = ANY($1::text[])", ids
+        "SELECT kind, value FROM identities WHERE contact_id = ANY($1::text[])", ids
     ):
         subject.identities.add((r["kind"], r["value"]))
-        subject.touched.add(r["account_id"])
         if r["kind"] == "email":
             subject.emails.add(r["value"].lower())
     for r in await conn.fetch(
-        "SELECT account_id, lower(email) AS email FROM contacts WHERE contact_id = ANY($1::text[]) "
-        "UNION SELECT account_id, lower(changes ->> 'email') FROM contact_history "
+        "SELECT lower(email) AS email FROM contacts WHERE contact_id = ANY($1::text[]) "
+        "UNION SELECT lower(changes ->> 'email') FROM contact_history "
         "WHERE contact_id = ANY($1::text[])",
         ids,
     ):
-        subject.touched.add(r["account_id"])
         if r["email"]:
             subject.emails.add(r["email"])
 
@@ -279,18 +291,17 @@ async def _account_subject(conn: asyncpg.Connection, account_id: str, subject: S
     ):
         accounts.add(r[0])
     subject.accounts |= accounts
-    subject.touched |= accounts
     for r in await conn.fetch(
         "SELECT kind, value FROM account_identities WHERE account_id = ANY($1::text[])",
         sorted(accounts),
     ):
         subject.identities.add((r["kind"], r["value"]))
+    # Its people are its contacts now: one who has moved to another account is that account's
+    # (what was sent about this account while they were here goes with the account's events).
     contacts = {
         r[0]
         for r in await conn.fetch(
-            "SELECT contact_id FROM contacts WHERE account_id = ANY($1::text[]) "
-            "UNION SELECT contact_id FROM contact_history WHERE account_id = ANY($1::text[])",
-            sorted(accounts),
+            "SELECT contact_id FROM contacts WHERE account_id = ANY($1::text[])", sorted(accounts)
         )
     }
     await _contacts_subject(conn, contacts, set(), subject)
@@ -309,8 +320,11 @@ _COPIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str
     ("jobs", ("job_id",), ("params", "result"), ("error",), "redact"),
     ("accounts", ("account_id",), ("traits",), ("name",), "redact"),
     ("account_history", ("id",), ("changes",), (), "redact"),
+    ("contacts", ("contact_id",), ("traits",), ("name",), "redact"),
+    ("contact_history", ("id",), ("changes",), ("account_id",), "redact"),
     ("outcomes", ("outcome_id",), ("properties",), (), "redact"),
 )
+_OWNERS = (("accounts", "owner_email"), ("insights", "owner_email"), ("routing_rules", "owner"))
 # A JSON document holds a marker where a string (or a number: senders' numeric ids) anywhere
 # in it is one, or contains one of the emails ($2).
 _JSON_HOLDS = """EXISTS (SELECT 1 FROM unnest($1::text[]) m
@@ -399,27 +413,40 @@ async def _copies(
                 match = " AND ".join(f"{k} = ${n + 1}" for n, k in enumerate(keys))
                 await conn.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE {match}", *values)  # noqa: S608  (constant names)
         counts[f"{table}_redacted"] = len(rows)
-    # Other people's events at the accounts the subject was part of: a marker in their text
-    # or properties is redacted.
-    others = sorted(subject.touched - subject.accounts)
-    if others:
-        rows = await conn.fetch(
-            "SELECT event_id, occurred_at, text, properties FROM events "  # noqa: S608  (constant names)
-            f"WHERE account_id = ANY($3::text[]) AND ({_holding(('properties',), ('text',))})",
-            exact,
-            emails,
-            others,
+    # Other people's events anywhere (a person's events may be sent to any account): a marker in
+    # their text or properties is redacted. A scan of every partition, as an erasure is rare.
+    rows = await conn.fetch(
+        "SELECT event_id, occurred_at, text, properties FROM events "  # noqa: S608  (constant names)
+        f"WHERE {_holding(('properties',), ('text',))}",
+        exact,
+        emails,
+    )
+    for r in rows:
+        await conn.execute(
+            "UPDATE events SET text = $3, properties = $4::jsonb "
+            "WHERE event_id = $1 AND occurred_at = $2",
+            r["event_id"],
+            r["occurred_at"],
+            _redact(r["text"], marks, emails, token),
+            orjson.dumps(_redact(orjson.loads(r["properties"]), marks, emails, token)).decode(),
         )
-        for r in rows:
-            await conn.execute(
-                "UPDATE events SET text = $3, properties = $4::jsonb "
-                "WHERE event_id = $1 AND occurred_at = $2",
-                r["event_id"],
-                r["occurred_at"],
-                _redact(r["text"], marks, emails, token),
-                orjson.dumps(_redact(orjson.loads(r["properties"]), marks, emails, token)).decode(),
-            )
-        counts["events_redacted"] = len(rows)
+    counts["events_redacted"] = len(rows)
+    # Where a whole column names a person (an account's or an insight's owner, the owner a rule
+    # assigns), the value is emptied: an insight then goes to the account's owner.
+    for table, column in _OWNERS:
+        done = await conn.execute(
+            f"UPDATE {table} SET {column} = NULL WHERE lower({column}) = ANY($1::text[])",  # noqa: S608  (constant names)
+            emails,
+        )
+        counts[f"{table}_{column}"] = int(done.split()[-1])
+
+
+# A subject's events, wherever they were sent (any account: a person's events may name another
+# account than their own): everything sent about its accounts, by its contacts, or with one of
+# its emails ($1 accounts, $2 contacts, $3 emails). No index serves the last two: a scan, as
+# erasures and exports are rare and ingest would pay for an index on every event.
+_SUBJECTS_EVENTS = """e.account_id = ANY($1::text[]) OR e.contact_id = ANY($2::text[])
+    OR lower(e.email) = ANY($3::text[])"""
 
 
 async def _erase(conn: asyncpg.Connection, subject: Subject, token: str) -> dict[str, int]:
@@ -431,14 +458,10 @@ async def _erase(conn: asyncpg.Connection, subject: Subject, token: str) -> dict
 
     contacts, emails = sorted(subject.contacts), sorted(subject.emails)
     accounts = sorted(subject.accounts)
-    places = sorted(subject.touched | subject.accounts)
     subject.events |= {
         r[0]
         for r in await conn.fetch(
-            "SELECT event_id FROM events WHERE account_id = ANY($1::text[]) "
-            "AND (account_id = ANY($2::text[]) OR contact_id = ANY($3::text[]) "
-            "OR email = ANY($4::text[]))",
-            places,
+            f"SELECT event_id FROM events e WHERE {_SUBJECTS_EVENTS}",  # noqa: S608  (constant text)
             accounts,
             contacts,
             emails,
@@ -449,12 +472,7 @@ async def _erase(conn: asyncpg.Connection, subject: Subject, token: str) -> dict
         "text_enrichments", "DELETE FROM text_enrichments WHERE event_id = ANY($1::text[])", events
     )
     await run("event_keys", "DELETE FROM event_keys WHERE event_id = ANY($1::text[])", events)
-    await run(
-        "events",
-        "DELETE FROM events WHERE account_id = ANY($1::text[]) AND event_id = ANY($2::text[])",
-        places,
-        events,
-    )
+    await run("events", "DELETE FROM events WHERE event_id = ANY($1::text[])", events)
     await run("identities", "DELETE FROM identities WHERE contact_id = ANY($1::text[])", contacts)
     await run(
         "contact_history",
@@ -616,9 +634,9 @@ _EXPORT_EVENTS = """
            e.value, e.properties, e.text, e.received_at,
            x.sentiment, x.label AS sentiment_label, x.themes
     FROM events e LEFT JOIN text_enrichments x ON x.event_id = e.event_id
-    WHERE e.account_id = ANY($1::text[]) AND (e.account_id = ANY($2::text[])
-      OR e.contact_id = ANY($3::text[]) OR e.email = ANY($4::text[]))
-    ORDER BY e.occurred_at, e.event_id"""
+    WHERE e.account_id = ANY($1::text[]) OR e.contact_id = ANY($2::text[])
+      OR lower(e.email) = ANY($3::text[])
+    ORDER BY e.occurred_at, e.event_id"""  # the subject's events (_SUBJECTS_EVENTS)
 _EXPORT_OUTCOMES = """
     SELECT outcome_id, account_id, kind, occurred_at, amount, properties, received_at
     FROM outcomes WHERE account_id = ANY($1::text[]) ORDER BY occurred_at"""
@@ -651,13 +669,11 @@ async def export(conn: asyncpg.Connection, subject: Subject) -> Any:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         accounts, contacts = sorted(subject.accounts), sorted(subject.contacts)
         emails = sorted(subject.emails)
-        places = sorted(subject.touched | subject.accounts)
         events = [
             r[0]
             for r in await conn.fetch(
-                "SELECT event_id FROM events WHERE account_id = ANY($1::text[]) "
-                "AND (contact_id = ANY($2::text[]) OR email = ANY($3::text[]))",
-                places,
+                f"SELECT event_id FROM events e WHERE {_SUBJECTS_EVENTS}",  # noqa: S608  (constant text)
+                accounts,
                 contacts,
                 emails,
             )
@@ -665,7 +681,7 @@ async def export(conn: asyncpg.Connection, subject: Subject) -> Any:
         sections = (
             ("accounts", _profiles(conn, "account", accounts)),
             ("contacts", _profiles(conn, "contact", contacts)),
-            ("events", _rows(conn, _EXPORT_EVENTS, places, accounts, contacts, emails)),
+            ("events", _rows(conn, _EXPORT_EVENTS, accounts, contacts, emails)),
             ("outcomes", _rows(conn, _EXPORT_OUTCOMES, accounts)),
             ("scores", _rows(conn, _EXPORT_SCORES, accounts)),
             ("insights", _rows(conn, _EXPORT_INSIGHTS, accounts, events)),

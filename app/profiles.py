@@ -341,6 +341,7 @@ def _names(kind: Kind, item: Item) -> list[tuple[privacy.Kind, str]]:
     email = item.changes.get("email")
     if isinstance(email, str):
         names.append(("email", email.lower()))
+    names += privacy.emails_in(item.changes)  # an email anywhere: a trait, the owner's address
     names += [("identity", f"{k}:{v}") for k, v in item.identities]
     return names
 

@@ -14,7 +14,6 @@ claims one of them.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -366,7 +365,6 @@ async def _apply(
     return await _land(conn, source_id, kind, item, mapped, ctx)
 
 
-_EMAIL = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 
 
 async def _land(
@@ -388,8 +386,7 @@ async def _land(
         names += [("account", account_id), ("account", party.account_id)]
         names += [("contact", person[0] if person else None)]
         # Any email the payload holds (a Stripe invoice's customer_email, a CC on a ticket).
-        found = set(_EMAIL.findall(orjson.dumps(item.payload)))
-        names += [("email", e.decode().lower()) for e in found]
+        names += privacy.emails_in(item.payload)
         if await ctx.screen.blocked(conn, names):
             return "suppressed", None
     if found_by == "contact" and mapped.create_contact is not None:

@@ -541,3 +541,110 @@ async def test_a_destination_requiring_consent_gets_only_insights_on_people_who_
     assert patched.json()["consent_category"] is None
     renamed = await client.patch(f"/v1/destinations/{crm}", json={"name": "crm 2"})
     assert renamed.json()["consent_category"] is None
+
+
+async def test_an_erasure_follows_a_person_to_every_account_and_every_field(
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    app: Any,
+    make_key: Any,
+) -> None:
+    # The subject's events sent to an account they were never linked to (through REST and
+    # Segment), another person's ticket there quoting them, an event carrying their email,
+    # and their email as an account's owner, in another contact's traits and in a rule.
+    await world(client, conn, settings, app)
+    now = datetime.now(UTC)
+    far = {"segment": "smb", "owner_email": EMAIL, "traits": {"champion": EMAIL}}
+    assert (await client.put("/v1/accounts/acct-far", json=far)).status_code == 200
+    colleague = {"account_id": "acct-far", "email": "c@far.io", "traits": {"manager": EMAIL}}
+    assert (await client.put("/v1/contacts/c-far", json=colleague)).status_code == 200
+    rule = {"name": "theirs", "destination_ids": [], "owner": EMAIL.lower()}
+    assert (await client.post("/v1/routing-rules", json=rule)).status_code == 201, "rule"
+    sent = [
+        {
+            "event_id": "zebra-far-1",
+            "type": "ticket_opened",
+            "contact_id": ZEBRA,
+            "account_id": "acct-far",
+            "occurred_at": (now - timedelta(hours=5)).isoformat(),
+            "text": "zebra writes from far away",
+            "properties": {"browser": "zebra-browser"},
+        },
+        {
+            "event_id": "far-by-email",
+            "type": "login",
+            "email": EMAIL,
+            "account_id": "acct-far",
+            "occurred_at": (now - timedelta(hours=4)).isoformat(),
+        },
+        {
+            "event_id": "far-quote",
+            "type": "ticket_opened",
+            "contact_id": "c-far",
+            "account_id": "acct-far",
+            "occurred_at": (now - timedelta(hours=3)).isoformat(),
+            "text": f"Ask {EMAIL} about it",
+            "properties": {"cc": EMAIL.upper()},
+        },
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": sent})).json()["accepted"] == 3
+    track = {
+        "userId": ZEBRA,
+        "event": "Zebra Report Exported",
+        "messageId": "zebra-seg-1",
+        "properties": {"note": "zebra 4411 from segment"},
+        "context": {"groupId": "acct-far"},
+        "timestamp": (now - timedelta(hours=2)).isoformat(),
+    }
+    key = await make_key("ingest", name="segment")
+    tracked = await client.post("/segment/v1/track", headers=basic(key), json=track)
+    assert tracked.json()["accepted"] == 1, tracked.text
+    at_far = {
+        e["event_id"] for e in (await client.get("/v1/accounts/acct-far/events")).json()["items"]
+    }
+    assert {"zebra-far-1", "far-by-email", "far-quote", "zebra-seg-1"} <= at_far
+
+    # The export finds the person's events wherever they were sent, and not the colleague's.
+    exported = (await client.get("/v1/privacy/exports", params={"contact_id": ZEBRA})).json()
+    mine = {e["event_id"] for e in exported["events"]}
+    assert {"zebra-far-1", "far-by-email", "zebra-seg-1", "zebra-ticket-1"} <= mine
+    assert "far-quote" not in mine
+
+    done = await erase(client, settings, contact_id=ZEBRA)
+    for needle in ("zebra", EMAIL, "4411"):
+        assert await scan(conn, needle) == [], needle
+    kept = (await client.get("/v1/accounts/acct-far/events")).json()["items"]
+    assert {e["event_id"] for e in kept} == {"far-quote"}
+    assert kept[0]["text"].startswith("Ask [erased ")
+    far_now = (await client.get("/v1/accounts/acct-far")).json()
+    assert far_now["owner_email"] is None and far_now["segment"] == "smb"
+    assert (await client.get("/v1/contacts/c-far")).json()["email"] == "c@far.io"
+    assert done["removed"]["events"] >= 6
+
+    # Afterwards the email is kept out whichever field it comes back in.
+    later = now.isoformat()
+    back = [
+        {"type": "note", "account_id": "acct-far", "occurred_at": later, "text": f"hi {EMAIL}"},
+        {"type": "x", "account_id": "acct-far", "occurred_at": later, "properties": {"e": EMAIL}},
+    ]
+    batch = (await client.post("/v1/events/batch", json={"events": back})).json()
+    assert (batch["accepted"], batch["suppressed"]) == (0, 2), batch
+    trait = await client.put(
+        "/v1/contacts/c-far", json={"account_id": "acct-far", "traits": {"boss": EMAIL}}
+    )
+    assert trait.status_code == 202 and trait.json()["suppressed"] is True
+    owner = await client.put("/v1/accounts/acct-far", json={"owner_email": EMAIL})
+    assert owner.status_code == 202 and owner.json()["suppressed"] is True
+    outcome = {
+        "account_id": "acct-far",
+        "kind": "renewed",
+        "occurred_at": later,
+        "properties": {"signed_by": EMAIL},
+    }
+    assert (await client.post("/v1/outcomes", json=outcome)).json().get("suppressed") is True
+    again = {**track, "userId": "someone-else", "messageId": "m-far-2"}
+    again["properties"] = {"invited": EMAIL}
+    seg = (await client.post("/segment/v1/track", headers=basic(key), json=again)).json()
+    assert (seg["accepted"], seg.get("suppressed")) == (0, 1), seg
+    assert await scan(conn, EMAIL) == []
