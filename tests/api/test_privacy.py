@@ -648,3 +648,21 @@ async def test_an_erasure_follows_a_person_to_every_account_and_every_field(
     seg = (await client.post("/segment/v1/track", headers=basic(key), json=again)).json()
     assert (seg["accepted"], seg.get("suppressed")) == (0, 1), seg
     assert await scan(conn, EMAIL) == []
+
+
+async def test_erasing_an_account_spares_a_former_contact_who_moved_elsewhere(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings, app: Any
+) -> None:
+    await world(client, conn, settings, app)
+    moved = {"account_id": "acct-new", "email": "other@example.org"}
+    assert (await client.put("/v1/contacts/c-other", json=moved)).status_code == 200
+    done = await erase(client, settings, account_id="acct-zq")
+    assert done["removed"]["contacts"] == 1  # the subject, not the one who moved
+    kept = (await client.get("/v1/contacts/c-other")).json()
+    assert (kept["account_id"], kept["email"]) == ("acct-new", "other@example.org")
+    # ... and is not suppressed: their later upserts are stored.
+    assert (await client.put("/v1/contacts/c-other", json=moved)).status_code == 200
+    for needle in ("acct-zq", "zebra", EMAIL):
+        assert await scan(conn, needle) == [], needle
+    # What was sent about the erased account went with it, theirs included.
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE contact_id = 'c-other'") == 0
