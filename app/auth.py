@@ -23,9 +23,22 @@ from app.settings import Settings
 
 # ingest: write profiles, events and outcomes; read: read profiles, scores and insights;
 # insights: acknowledge and resolve insights (an inbox in a CRM or support tool); privacy:
-# erasures and the suppression list; admin: all.
-Scope = Literal["ingest", "read", "insights", "privacy", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "read", "insights", "privacy", "admin")
+# erasures and the suppression list; sources: register and manage webhook sources; admin: all.
+Scope = Literal["ingest", "read", "insights", "privacy", "sources", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "insights", "privacy", "sources", "admin")
+# What a key limited to some sources may call: those sources' own routes, the list (filtered),
+# and minting keys limited at least as much. Nothing else, whatever its scopes.
+SOURCE_OPERATIONS = frozenset(
+    {
+        "list_sources",
+        "get_source",
+        "update_source",
+        "delete_source",
+        "list_source_rejections",
+        "replay_source_rejection",
+        "create_api_key",
+    }
+)
 KEY_PREFIX = "ci_"
 PRINCIPAL = "custintel.principal"  # the request scope's key for the authenticated principal
 
@@ -43,11 +56,18 @@ class Principal:
         """Whether this key may act on a source (a key limited to some sources, on others not)."""
         return self.sources is None or str(source_id) in self.sources
 
-    def within(self, operations: list[str] | None, sources: list[str] | None) -> bool:
-        """Whether a key limited so would hold no more than this one does."""
+    def within(
+        self,
+        operations: list[str] | None,
+        sources: list[str] | None,
+        expires_at: datetime | None = None,
+    ) -> bool:
+        """Whether a key limited so would hold no more than this one does (and no longer)."""
         if self.operations is not None and (
             operations is None or set(operations) - self.operations
         ):
+            return False
+        if self.expires_at is not None and (expires_at is None or expires_at > self.expires_at):
             return False
         return self.sources is None or (sources is not None and set(sources) <= self.sources)
 
@@ -303,12 +323,12 @@ class ScopeCheck(HTTPBearer):
             raise errors.Forbidden(
                 f"This key lacks the `{self.scope}` scope.", missing_scope=self.scope
             )
-        if principal.operations is not None:
-            route = request.scope.get("route")
-            operation = getattr(route, "operation_id", None)
-            if operation not in principal.operations:
-                raise errors.Forbidden(f"This key may not call `{operation}`.")
+        operation = getattr(request.scope.get("route"), "operation_id", None)
+        if principal.operations is not None and operation not in principal.operations:
+            raise errors.Forbidden(f"This key may not call `{operation}`.")
         if principal.sources is not None:
+            if operation not in SOURCE_OPERATIONS:
+                raise errors.Forbidden("This key is limited to webhook sources.")
             source = request.path_params.get("source_id")
             if source is not None and not principal.reaches(source):
                 raise errors.Forbidden("This key is limited to other sources.")
@@ -377,4 +397,5 @@ Ingest = Annotated[Principal, Depends(ScopeCheck("ingest"))]
 Read = Annotated[Principal, Depends(ScopeCheck("read"))]
 Insights = Annotated[Principal, Depends(ScopeCheck("insights"))]
 Privacy = Annotated[Principal, Depends(ScopeCheck("privacy"))]
+Sources = Annotated[Principal, Depends(ScopeCheck("sources"))]
 Admin = Annotated[Principal, Depends(ScopeCheck("admin"))]

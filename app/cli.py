@@ -589,7 +589,7 @@ def parser() -> argparse.ArgumentParser:
     )
     create = keys.add_parser("create", help="create a key; prints it as the last line")
     create.add_argument("--name", required=True)
-    create.add_argument("--scopes", required=True, help="comma-separated: ingest,read,admin")
+    create.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(auth.SCOPES))
     create.set_defaults(func=cmd_keys_create)
     keys.add_parser("list", help="every key: id, prefix, scopes, created, state").set_defaults(
         func=cmd_keys_list

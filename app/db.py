@@ -8,11 +8,13 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 from sqlalchemy import MetaData
 
+from app import errors
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,16 +125,63 @@ def database_url(settings: Settings) -> str:
     return url
 
 
+class Pool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool, where an acquire waits at most `acquire_timeout` for a free connection
+    (None: as long as it takes), so a request that finds every connection busy ends in 503 with
+    Retry-After instead of hanging behind them."""
+
+    acquire_timeout: float | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        waiting = super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+        return waiting if self.acquire_timeout is None else _Busy(waiting)
+
+
+class _Busy:
+    """An acquire whose timeout says the connections are busy (not that Postgres is away)."""
+
+    def __init__(self, waiting: Any) -> None:
+        self.waiting = waiting
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            return await self.waiting.__aenter__()
+        except TimeoutError:
+            raise errors.ServiceUnavailable(
+                "Every database connection is busy; retry shortly.", retry_after=1
+            ) from None
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.waiting.__aexit__(*exc)
+
+    def __await__(self) -> Any:
+        return self.waiting.__await__()
+
+
 async def create_pool(
-    url: str, settings: Settings, *, statement_timeout: float | None = None
+    url: str,
+    settings: Settings,
+    *,
+    statement_timeout: float | None = None,
+    acquire_timeout: float | None = None,
 ) -> asyncpg.Pool:
     """The process's connections to Postgres (see "Reaching Postgres" in the README): at most
     CUSTINTEL_DB_POOL_SIZE. None is opened until needed, so the service starts (and answers 503)
     while the database is away. statement_timeout (API processes): a statement not answered
     within it fails, and its request gets 503 with Retry-After, instead of hanging while Postgres
-    stalls (asyncpg's client-side timeout: it also holds when Postgres is frozen)."""
-    return await asyncpg.create_pool(
+    stalls (asyncpg's client-side timeout: it also holds when Postgres is frozen).
+    acquire_timeout (API processes): the longest wait for a free connection (see Pool)."""
+    pool = Pool(
         plain_url(url),
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        init_size=None,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connect=None,
+        setup=None,
+        init=None,
         min_size=0,
         max_size=settings.db_pool_size,
         timeout=settings.db_timeout_seconds,
@@ -149,6 +198,8 @@ async def create_pool(
         # session state behind (no LISTEN, no advisory locks, no SET), so there is none to clear.
         reset=_keep,
     )
+    pool.acquire_timeout = acquire_timeout
+    return await pool
 
 
 async def _keep(connection: asyncpg.Connection) -> None:

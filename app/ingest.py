@@ -524,6 +524,7 @@ async def ingest_outcomes(
 ) -> Stored:
     results: list[ItemResult] = []
     rows: dict[str, tuple[ItemResult, tuple[Any, ...], bytes]] = {}
+
     def names(oc: OutcomeIn) -> list[tuple[privacy.Kind, str]]:
         return [("account", oc.account_id), *privacy.emails_in(oc.properties)]
 

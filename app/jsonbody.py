@@ -6,7 +6,8 @@ beyond a double, such as 1e309); on top of it a body is refused (400) when it ha
 - a key twice in one object (JSON parsers silently keep the last: an idempotency key among them),
 - an integer beyond 64 bits or a number that only underflows to zero (orjson would store either
   as a different value),
-- nesting too deep for the standard library's reader (orjson's own limit is 1024 levels).
+- nesting deeper than orjson writes (254 levels; it reads 1024): the one limit of the service
+  for a whole body (fields have their own, smaller ones).
 
 `parse` checks every body exactly. Batches of thousands of events take `plain` first: a test at
 the speed of a few byte scans that a body cannot hold any of these, so that the one-pass
@@ -23,6 +24,7 @@ import orjson
 
 from app import errors
 
+WRITABLE_DEPTH = 254  # orjson writes no deeper
 _INT64 = (-(1 << 63), (1 << 64) - 1)  # orjson's range (signed and unsigned 64-bit)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
@@ -55,8 +57,10 @@ def _as_written(body: bytes, data: Any) -> bool:
         return False
     try:
         written = orjson.dumps(data)
-    except (orjson.JSONEncodeError, TypeError):  # nested deeper than orjson writes
-        return False
+    except (orjson.JSONEncodeError, TypeError):
+        # Nested deeper than orjson writes (254 levels): nothing could store or answer it, so
+        # every route refuses it here, once, rather than fail wherever it is written.
+        raise errors.BadRequest(f"JSON nested deeper than {WRITABLE_DEPTH} levels") from None
     return body.count(b":") == written.count(b":")
 
 

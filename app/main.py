@@ -77,7 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = await asyncio.to_thread(db.database_url, settings)
         timeout = settings.db_statement_timeout_seconds or None
-        state.pool = await db.create_pool(url, settings, statement_timeout=timeout)
+        state.pool = await db.create_pool(
+            url, settings, statement_timeout=timeout, acquire_timeout=settings.db_timeout_seconds
+        )
         state.partitions = partitions.PartitionManager(
             state.pool, retention_days=settings.event_retention_days
         )

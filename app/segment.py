@@ -10,6 +10,7 @@ as soon as a profile call or upsert makes one of them known. The README has the 
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,12 +22,16 @@ import asyncpg
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app import cursors, identities, ingest, partitions, privacy, profiles
+from app import cursors, identities, ingest, jsonbody, partitions, privacy, profiles
+from app.schemas.common import MAX_NESTING
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn
 
 MAX_CALL_BYTES = 32 * 1024  # per call, and per message of a batch
 MAX_BATCH_BYTES = 500 * 1024
+# A call's properties, traits and context nest at most as deep as the REST routes' fields do,
+# with two levels for the call itself and its context.
+MAX_CALL_NESTING = MAX_NESTING + 2
 CALLS = ("identify", "group", "track", "page", "screen", "alias")
 PROFILE_CALLS = ("identify", "group", "alias")
 SOURCE = "segment"
@@ -59,6 +64,7 @@ class Tally:
     unresolved: int = 0
     suppressed: int = 0  # acknowledged, not stored: an erased identifier, or no consent
     errors: list[tuple[int, str]] = field(default_factory=list)
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # fields left out of a call
     held: list[tuple[Message, list[str], str]] = field(default_factory=list)
     stored: set[int] = field(default_factory=set)  # indexes taken (stored, or duplicates)
     known: set[str] = field(default_factory=set)  # keys profile calls made resolvable
@@ -110,6 +116,8 @@ def read(
     if not isinstance(payload, dict):
         raise Invalid("the body must be a JSON object")
     if call is not None:
+        if jsonbody.nested_deeper(payload, MAX_CALL_NESTING):
+            raise Invalid(f"nested deeper than {MAX_CALL_NESTING} levels")
         return [_message(0, {**payload, "type": call}, {}, payload.get("sentAt"), received_at)], []
     batch = payload.get("batch")
     if not isinstance(batch, list):
@@ -121,6 +129,8 @@ def read(
     problems: list[tuple[int, str]] = []
     for index, item in enumerate(batch):
         try:
+            if isinstance(item, dict) and jsonbody.nested_deeper(item, MAX_CALL_NESTING):
+                raise Invalid(f"nested deeper than {MAX_CALL_NESTING} levels")
             if len(orjson.dumps(item)) > MAX_CALL_BYTES:
                 raise Invalid(f"larger than {MAX_CALL_BYTES // 1024} KB")
             if not isinstance(item, dict):
@@ -137,6 +147,12 @@ def _message(
     call = item.get("type")
     if call not in CALLS:
         raise Invalid(f"type must be one of {', '.join(CALLS)}")
+    if not keys(item):
+        raise Invalid("a call needs a userId or an anonymousId")
+    if b"\\u0000" in orjson.dumps(item):  # Postgres stores no NUL in text or JSON
+        where = jsonbody.find_nul(item, "call")
+        if where is not None:
+            raise Invalid(f"NUL character (\\u0000) in {where}: strings may not contain it")
     context = item.get("context") or {}
     if not isinstance(context, dict):
         raise Invalid("context must be an object")
@@ -153,7 +169,10 @@ def _message(
     elif sent is None:
         at = _moment(original, "timestamp")
     else:
-        at = received_at - (_moment(sent, "sentAt") - _moment(original, "timestamp"))
+        try:
+            at = received_at - (_moment(sent, "sentAt") - _moment(original, "timestamp"))
+        except OverflowError:
+            raise Invalid("timestamp and sentAt lie too far apart to correct the clock") from None
     body["timestamp"] = at.isoformat()
     return Message(index, call, body, at)
 
@@ -201,8 +220,9 @@ def _group_of(body: dict[str, Any]) -> str | None:
 
 
 def _traits(raw: Any, name: str = "traits") -> dict[str, Any]:
-    """Traits as custintel keeps them: nested objects flattened to dotted keys; lists refused
-    (a trait is one value)."""
+    """Traits as custintel keeps them: nested objects flattened to dotted keys; a list (a trait
+    holds one value) kept as its items joined by ", " when they are plain values
+    (`["a", "b"]` is "a, b"), else as its JSON text."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -212,10 +232,23 @@ def _traits(raw: Any, name: str = "traits") -> dict[str, Any]:
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in _traits(value, f"{name}.{key}").items()})
         elif isinstance(value, list):
-            raise Invalid(f"{name}.{key} is a list; a trait holds one value")
+            plain = all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value)
+            flat[key] = ", ".join(map(str, value)) if plain else orjson.dumps(value).decode()
         else:
             flat[key] = value
     return flat
+
+
+def _number(value: Any) -> Any:
+    """A number sent as a string ("990", " 12.5 ") as the number; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return value
+        if math.isfinite(number):
+            return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    return value
 
 
 def _role(value: Any) -> str | None:
@@ -226,13 +259,32 @@ def _role(value: Any) -> str | None:
     return word if word and word[0].isalpha() else None
 
 
-def _validated(model: type[Upsert], body: dict[str, Any], what: str) -> Upsert:
-    try:
-        return model.model_validate_json(orjson.dumps(body))
-    except ValidationError as invalid:
-        first = invalid.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise Invalid(f"{what}: {where}: {first['msg']}") from None
+# Fields without which a call means nothing: a problem there refuses the call.
+_NEEDED = frozenset({"account_id", "identities"})
+
+
+def _validated(model: type[Upsert], body: dict[str, Any], message: Message, tally: Tally) -> Upsert:
+    """The upsert a call makes. A field that cannot be kept (a trait or field of the wrong
+    type, too long, ...) is left out and named in the answer (`dropped`); the rest is kept."""
+    while True:
+        try:
+            return model.model_validate_json(orjson.dumps(body))
+        except ValidationError as invalid:
+            first = invalid.errors()[0]
+            loc = [str(p) for p in first["loc"]]
+            where = ".".join(loc)
+            field_name = loc[0] if loc else ""
+            if field_name in _NEEDED or field_name not in body:
+                raise Invalid(f"{where}: {first['msg']}") from None
+            traits = body.get("traits")
+            if field_name == "traits" and len(loc) > 1 and isinstance(traits, dict):
+                if loc[1] not in traits:
+                    raise Invalid(f"{where}: {first['msg']}") from None
+                del traits[loc[1]]
+                where = f"traits.{loc[1]}"
+            else:
+                del body[field_name]
+            tally.dropped.append((message.index, f"{where}: {first['msg']}"))
 
 
 async def _account_of(conn: asyncpg.Connection, contact_id: str) -> str | None:
@@ -301,7 +353,7 @@ async def _profile_call(
         fields["identities"] = [{"kind": "user_id", "value": user}] + [
             {"kind": k, "value": v} for k, v in held
         ]
-        upsert = _validated(ContactUpsert, fields, "identify")
+        upsert = _validated(ContactUpsert, fields, message, tally)
         await _upsert(conn, "contact", user, upsert, message, ctx)
         tally.contacts.add(user)
         tally.known |= {f"user_id:{user}", *(f"{k}:{v}" for k, v in held)}
@@ -311,9 +363,11 @@ async def _profile_call(
             raise Invalid("group needs a groupId")
         traits = _traits(_traits_of(body))
         fields = {f: traits.pop(f) for f in ACCOUNT_FIELDS if traits.get(f) is not None}
+        if "mrr" in fields:
+            fields["mrr"] = _number(fields["mrr"])
         fields["traits"] = traits
         await _upsert(
-            conn, "account", group, _validated(AccountUpsert, fields, "group"), message, ctx
+            conn, "account", group, _validated(AccountUpsert, fields, message, tally), message, ctx
         )
         tally.accounts.add(group)
         if user is not None:
@@ -322,7 +376,7 @@ async def _profile_call(
                 "identities": [{"kind": "user_id", "value": user}]
                 + [{"kind": k, "value": v} for k, v in held],
             }
-            contact = _validated(ContactUpsert, link, "group")
+            contact = _validated(ContactUpsert, link, message, tally)
             await _upsert(conn, "contact", user, contact, message, ctx)
             tally.contacts.add(user)
             tally.known |= {f"user_id:{user}", *(f"{k}:{v}" for k, v in held)}
@@ -336,7 +390,7 @@ async def _profile_call(
             return
         alias = {"account_id": account, "identities": [{"kind": "anonymous_id", "value": previous}]}
         await _upsert(
-            conn, "contact", user, _validated(ContactUpsert, alias, "alias"), message, ctx
+            conn, "contact", user, _validated(ContactUpsert, alias, message, tally), message, ctx
         )
         tally.known |= {f"user_id:{user}", f"anonymous_id:{previous}"}
     tally.accepted += 1
@@ -452,7 +506,7 @@ async def _consent_said(
                 continue
         fields = {"account_id": account, "consent": preferences}
         try:
-            upsert = _validated(ContactUpsert, fields, message.call)
+            upsert = _validated(ContactUpsert, fields, message, Tally())
             await _upsert(conn, "contact", contact, upsert, message, ctx)
         except Invalid:
             continue  # a consent object the contract refuses changes nothing; the call stands

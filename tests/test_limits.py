@@ -140,3 +140,42 @@ def test_connections_beyond_the_limit_get_503(database_url: str, tmp_path: Path)
                 sock.close()
         time.sleep(0.3)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+
+
+def test_slow_uploads_to_a_hook_leave_the_database_to_every_other_route(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Two connections in the pool and four senders trickling their bodies: the receiver reads
+    # a body holding no connection, so the other routes are answered while they trickle.
+    with service(database_url, tmp_path, db_pool_size="2", body_timeout_seconds="30") as port:
+        base = f"http://127.0.0.1:{port}"
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        source = httpx.post(
+            f"{base}/v1/sources",
+            json={"kind": "stripe", "name": "billing", "secret": "whsec_slow"},
+            headers=admin,
+        ).json()
+        slow = [connect(port) for _ in range(4)]
+        try:
+            for sock in slow:
+                send(
+                    sock,
+                    f"POST {source['url']} HTTP/1.1\r\nHost: x\r\n".encode()
+                    + b"Content-Type: application/json\r\nStripe-Signature: t=1,v1=00\r\n"
+                    b"Content-Length: 1000\r\n\r\n{",
+                )
+            for _ in range(6):  # a byte each from every sender, then the others ask
+                time.sleep(0.3)
+                for sock in slow:
+                    send(sock, b" ")
+            ready = httpx.get(f"{base}/readyz", timeout=4)
+            assert ready.status_code == 200, ready.text
+            account = httpx.get(f"{base}/v1/accounts/nobody", headers=admin, timeout=4)
+            assert account.status_code == 404
+            for sock in slow:  # still uploading: nothing was answered yet
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1)
+        finally:
+            for sock in slow:
+                sock.close()

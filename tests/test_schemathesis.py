@@ -63,6 +63,8 @@ def _depends_on_time_or_state(case: schemathesis.Case[Any]) -> bool:
     or an event that names no account and so resolves through a contact or email stored before
     (one the service has never seen is rightly a 422)."""
     body = case.body if isinstance(case.body, dict) else {}
+    if case.path.startswith("/segment/"):
+        return True  # Segment's spec decides (a call needs userId or anonymousId, ...)
     if case.path.startswith("/v1/destinations") and body.get("url") is not None:
         return True
     if case.path == "/v1/models/train":
@@ -128,7 +130,7 @@ def test_every_operation_honours_the_contract(case: schemathesis.Case[Any], live
     component = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
     bad_headers = component is not None and component.mode == GenerationMode.NEGATIVE
     headers = {} if bad_headers else {"Authorization": f"Bearer {ADMIN_KEY}"}
-    if not case.path.endswith("/batch"):
+    if not case.path.endswith("/batch") or case.path.startswith("/segment/"):
         excluded: list[Any] = []
         if "cursor" in (case.query or {}):
             # Cursors are opaque tokens the service issued; a made-up one is rightly a 400.
@@ -136,7 +138,8 @@ def test_every_operation_honours_the_contract(case: schemathesis.Case[Any], live
         if _depends_on_time_or_state(case):
             excluded.append(positive_data_acceptance)
         response = case.call(base_url=live, headers=headers)
-        if response.status_code == 413:
+        if response.status_code == 413 or case.path == "/segment/v1/batch":
+            # (a Segment batch answers 200 with an error entry per call it could not take)
             # Over CUSTINTEL_MAX_BODY_BYTES: refused before anything is parsed, which the
             # generic check does not count as a refusal.
             excluded.append(negative_data_rejection)

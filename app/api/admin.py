@@ -39,7 +39,7 @@ async def create_api_key(request: Request, body: ApiKeyCreate, principal: Admin)
     expire (`expires_at`) and be limited to some operations (`operations`, by operationId) and
     to some sources (`sources`). A limited key creates only keys limited at least as much."""
     sources = None if body.sources is None else [str(s) for s in body.sources]
-    if not principal.within(body.operations, sources):
+    if not principal.within(body.operations, sources, body.expires_at):
         raise errors.Forbidden("A limited key creates only keys within its own limits.")
     if body.operations is not None:
         known = {

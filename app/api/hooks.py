@@ -32,18 +32,19 @@ async def receive_hook(request: Request, source_id: str) -> HookAnswer:
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
         row = await sources.receiver(conn, source)  # before anything of the body is read
-        delivery = common.Request(
+    # The body is read and verified holding no connection: ten slow uploads must not take the
+    # pool from every other route.
+    delivery = sources.verify(
+        row,
+        common.Request(
             method=request.method,
             url=str(request.url),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=await request.body(),
             received_at=received_at,
-        )
-        tally = await sources.receive(
-            conn,
-            row,
-            delivery,
-            settings=state.settings,
-            ctx=segment_api.context(request, received_at),
-        )
+        ),
+        settings=state.settings,
+    )
+    async with state.pool.acquire() as conn:
+        tally = await sources.receive(conn, delivery, ctx=segment_api.context(request, received_at))
     return HookAnswer.model_validate(tally)

@@ -11,14 +11,14 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from app import errors, runtime, sources
 from app.api import segment as segment_api
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin
+from app.auth import Sources
 from app.schemas.sources import Rejection, Replay, Source, SourceCreate, SourceUpdate
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["sources"])
 
 
 @router.post("/sources", status_code=201, operation_id="create_source")
-async def create_source(request: Request, body: SourceCreate, who: Admin) -> Source:
+async def create_source(request: Request, body: SourceCreate, who: Sources) -> Source:
     """Register a sender. Paste the answer's `url` (behind this server's address) into the
     sender's webhook console; `secret` is the signing secret it issued, stored encrypted and
     never returned."""
@@ -39,7 +39,7 @@ async def create_source(request: Request, body: SourceCreate, who: Admin) -> Sou
 
 
 @router.get("/sources", operation_id="list_sources")
-async def list_sources(request: Request, who: Admin) -> list[Source]:
+async def list_sources(request: Request, who: Sources) -> list[Source]:
     """Every source with what it delivered (those the key is limited to, if it is)."""
     async with runtime.of(request).pool.acquire() as conn:
         return [
@@ -50,7 +50,7 @@ async def list_sources(request: Request, who: Admin) -> list[Source]:
 
 
 @router.get("/sources/{source_id}", operation_id="get_source")
-async def get_source(request: Request, source_id: uuid.UUID, _: Admin) -> Source:
+async def get_source(request: Request, source_id: uuid.UUID, _: Sources) -> Source:
     """A source with its counts: received, accepted, ignored, rejected, held, duplicates."""
     async with runtime.of(request).pool.acquire() as conn:
         return Source.model_validate(await sources.get(conn, source_id))
@@ -58,7 +58,7 @@ async def get_source(request: Request, source_id: uuid.UUID, _: Admin) -> Source
 
 @router.patch("/sources/{source_id}", operation_id="update_source")
 async def update_source(
-    request: Request, source_id: uuid.UUID, body: SourceUpdate, who: Admin
+    request: Request, source_id: uuid.UUID, body: SourceUpdate, who: Sources
 ) -> Source:
     """Rename, replace the settings, disable or enable, or give a new secret: the current one
     keeps verifying for `grace_hours`, so the sender can be switched over meanwhile."""
@@ -74,7 +74,7 @@ async def update_source(
 
 
 @router.delete("/sources/{source_id}", status_code=204, operation_id="delete_source")
-async def delete_source(request: Request, source_id: uuid.UUID, who: Admin) -> Response:
+async def delete_source(request: Request, source_id: uuid.UUID, who: Sources) -> Response:
     """Remove a source; its receiver answers 401 from now on."""
     async with runtime.of(request).pool.acquire() as conn, conn.transaction():
         await sources.delete(conn, source_id, actor=who.name)
@@ -85,7 +85,7 @@ async def delete_source(request: Request, source_id: uuid.UUID, who: Admin) -> R
 async def list_rejections(
     request: Request,
     source_id: uuid.UUID,
-    _: Admin,
+    _: Sources,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> list[Rejection]:
@@ -103,7 +103,7 @@ async def replay_rejection(
     request: Request,
     source_id: uuid.UUID,
     rejection_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
-    who: Admin,
+    who: Sources,
 ) -> Replay:
     """Map a rejected event again with the source's settings as they are now (after fixing
     them); 409 once its payload is past the retention."""

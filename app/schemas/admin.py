@@ -35,7 +35,9 @@ class ApiKeyCreate(BaseModel):
     model_config = STRICT
 
     name: Name = Field(min_length=1)
-    scopes: list[Literal["ingest", "read", "insights", "privacy", "admin"]] = Field(min_length=1)
+    scopes: list[Literal["ingest", "read", "insights", "privacy", "sources", "admin"]] = Field(
+        min_length=1
+    )
     expires_at: Timestamp | None = Field(None, description="After this moment the key is refused.")
     operations: list[OperationId] | None = Field(
         None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -199,31 +200,46 @@ def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) ->
     return source_settings
 
 
-async def receive(
-    conn: asyncpg.Connection,
-    row: asyncpg.Record,
-    request: common.Request,
-    *,
-    settings: Settings,
-    ctx: Context,
-) -> dict[str, int]:
-    """Verify a delivery to the source `row` (from receiver()), then store and map each of its
-    events that is new; what became of them, counted."""
+@dataclass(frozen=True)
+class Delivery:
+    """A verified delivery, its events found and mapped: all that storing it needs."""
+
+    source_id: uuid.UUID
+    kind: str
+    received_at: datetime
+    found: list[common.Item]
+    meant: dict[str, Any]
+
+
+def verify(row: asyncpg.Record, request: common.Request, *, settings: Settings) -> Delivery:
+    """Verify a delivery to the source `row` (from receiver()) and map its events: no database,
+    so a slow sender's upload holds no connection (the receiver reads the body before this)."""
     source_settings = _verify(row, request, settings)
-    source_id, kind = row["source_id"], row["kind"]
-    sender = SENDERS[kind]
+    kind = row["kind"]
     try:
         payload = common.without_nul(jsonbody.parse(request.body, refuse_nul=False))
-        found = sender.items(payload, request)
+        found = SENDERS[kind].items(payload, request)
     except ValueError as problem:
         raise errors.BadRequest(str(problem)) from None
+    meant = {i.delivery_id: _map(kind, i, source_settings) for i in found}
+    return Delivery(row["source_id"], kind, request.received_at, found, meant)
+
+
+async def receive(conn: asyncpg.Connection, delivery: Delivery, *, ctx: Context) -> dict[str, int]:
+    """Store and land each event of a verified delivery that is new; what became of them,
+    counted."""
+    source_id, kind, found, meant = (
+        delivery.source_id,
+        delivery.kind,
+        delivery.found,
+        delivery.meant,
+    )
     tally = {"received": len(found), "duplicates": 0}
     tally.update(accepted=0, ignored=0, rejected=0, held=0, suppressed=0)
-    # Mapping needs no database: done first, so that most events are recorded with their
-    # final status in one statement.
-    meant = {i.delivery_id: _map(kind, i, source_settings) for i in found}
+    # Mapping needed no database: most events are recorded with their final status in one
+    # statement.
     async with conn.transaction():
-        fresh = await _claim(conn, source_id, found, meant, request.received_at)
+        fresh = await _claim(conn, source_id, found, meant, delivery.received_at)
         tally["duplicates"] = len(found) - len(fresh)
         for item in fresh:
             mapped = meant[item.delivery_id]
@@ -363,8 +379,6 @@ async def _apply(
     if isinstance(mapped, tuple):
         return mapped
     return await _land(conn, source_id, kind, item, mapped, ctx)
-
-
 
 
 async def _land(

@@ -239,6 +239,47 @@ async def test_a_key_limited_to_sources_reaches_only_those(client: httpx.AsyncCl
         "/v1/keys", json={**body, "operations": ["get_source"]}, headers=key
     )
     assert narrower.status_code == 201, narrower.text
+    # Outside its sources it may do nothing, whatever its scopes.
+    wide = await client.post(
+        "/v1/keys", json={"name": "s", "scopes": ["admin"], "sources": [billing["source_id"]]}
+    )
+    wide_key = {"Authorization": f"Bearer {wide.json()['key']}"}
+    unlimited = (await client.post("/v1/keys", json={"name": "u", "scopes": ["read"]})).json()
+    for method, path, payload in (
+        ("DELETE", f"/v1/keys/{unlimited['key_id']}", None),
+        ("POST", "/v1/privacy/erasures", {"email": "a@b.io"}),
+        ("POST", "/v1/models/train", {"target": "churn"}),
+        ("GET", "/v1/accounts", None),
+        ("POST", "/v1/sources", {"kind": "stripe", "name": "n", "secret": "whsec_x"}),
+    ):
+        answer = await client.request(method, path, json=payload, headers=wide_key)
+        assert answer.status_code == 403, (path, answer.text)
+    segment = await client.post(
+        "/segment/v1/track", json={"userId": "u", "event": "e"}, headers=wide_key
+    )
+    assert segment.status_code == 403
+    assert (await client.get(f"/v1/sources/{billing['source_id']}", headers=wide_key)).is_success
+    # A key with the `sources` scope alone manages sources and nothing else.
+    manager = await client.post("/v1/keys", json={"name": "m", "scopes": ["sources"]})
+    manager_key = {"Authorization": f"Bearer {manager.json()['key']}"}
+    assert (await client.get("/v1/sources", headers=manager_key)).status_code == 200
+    assert (await client.get("/v1/accounts", headers=manager_key)).status_code == 403
+
+
+async def test_an_expiring_key_mints_only_keys_that_expire_no_later(
+    client: httpx.AsyncClient,
+) -> None:
+    ends = datetime.now(UTC) + timedelta(hours=1)
+    body = {"name": "brief", "scopes": ["admin"], "expires_at": ends.isoformat()}
+    brief = await client.post("/v1/keys", json=body)
+    assert brief.status_code == 201, brief.text
+    key = {"Authorization": f"Bearer {brief.json()['key']}"}
+    forever = await client.post("/v1/keys", json={"name": "f", "scopes": ["read"]}, headers=key)
+    assert forever.status_code == 403
+    later = {**body, "expires_at": (ends + timedelta(days=1)).isoformat()}
+    assert (await client.post("/v1/keys", json=later, headers=key)).status_code == 403
+    sooner = {**body, "expires_at": (ends - timedelta(minutes=1)).isoformat()}
+    assert (await client.post("/v1/keys", json=sooner, headers=key)).status_code == 201
 
 
 async def test_a_key_expires_and_records_when_it_was_last_used(client: httpx.AsyncClient) -> None:

@@ -135,7 +135,16 @@ async def test_jitsu_paths_and_its_write_key_header(
     h = {"Authorization": "", "X-Write-Key": key}
     at = (NOW - timedelta(minutes=5)).isoformat()
     calls: list[tuple[str, dict[str, Any]]] = [
-        ("s2s/group", {"type": "group", "groupId": "jit-co", "traits": {"name": "Jit"}}),
+        # (Jitsu's SDK sends an anonymousId with every call; one without either is refused)
+        (
+            "s2s/group",
+            {
+                "type": "group",
+                "groupId": "jit-co",
+                "anonymousId": "jit-a",
+                "traits": {"name": "Jit"},
+            },
+        ),
         ("identify", {"type": "identify", "userId": "jit-u", "traits": {"companyId": "x"}}),
         ("track", {"type": "track", "event": "Signed Up", "userId": "jit-u", "messageId": "j-1"}),
         ("s2s/page", {"type": "page", "userId": "jit-u", "messageId": "j-2"}),
@@ -332,3 +341,124 @@ async def test_a_contact_upserted_through_the_api_attaches_what_was_held_for_it(
         ("v-2", "crm-7"),
     ]
     assert (await client.get("/v1/unresolved")).json()["items"] == []
+
+
+async def test_a_key_limited_to_operations_makes_only_the_segment_calls_they_stand_for(
+    client: httpx.AsyncClient,
+) -> None:
+    async def key_for(*operations: str) -> dict[str, str]:
+        body = {"name": "limited", "scopes": ["ingest"], "operations": list(operations)}
+        created = await client.post("/v1/keys", json=body)
+        assert created.status_code == 201, created.text
+        return basic(created.json()["key"])
+
+    events_only = await key_for("ingest_event")
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    track = {"userId": "u-lim", "event": "Login", "timestamp": at, "context": {"groupId": "g"}}
+    taken = await client.post("/segment/v1/track", headers=events_only, json=track)
+    assert taken.status_code == 200 and taken.json()["accepted"] == 1, taken.text
+    calls: dict[str, dict[str, Any]] = {
+        "identify": {"userId": "u-lim", "traits": {"email": "new@x.io", "name": "Renamed"}},
+        "group": {"userId": "u-lim", "groupId": "g2", "traits": {"plan": "free", "mrr": 1}},
+        "alias": {"userId": "u-lim", "previousId": "anon-lim"},
+    }
+    for call, body in calls.items():
+        refused = await client.post(f"/segment/v1/{call}", headers=events_only, json=body)
+        assert refused.status_code == 403, (call, refused.text)
+        assert call in refused.json()["detail"]
+    mixed = {"batch": [{**track, "type": "track"}, {**calls["identify"], "type": "identify"}]}
+    refused = await client.post("/segment/v1/batch", headers=events_only, json=mixed)
+    assert refused.status_code == 403 and "identify" in refused.json()["detail"]
+    contact = await client.get("/v1/contacts/u-lim")
+    assert contact.status_code == 404 or contact.json()["name"] != "Renamed"
+    assert (await client.get("/v1/accounts/g2")).status_code == 404  # nothing moved
+    # Its own operation, or the REST one it stands for, allows a call.
+    for allowed in (await key_for("segment_identify"), await key_for("upsert_contact")):
+        ok = await client.post("/segment/v1/identify", headers=allowed, json=calls["identify"])
+        assert ok.status_code == 200, ok.text
+    # group with a userId also moves a contact: it needs both.
+    accounts_only = await key_for("upsert_account")
+    half = await client.post("/segment/v1/group", headers=accounts_only, json=calls["group"])
+    assert half.status_code == 403
+    no_user = {k: v for k, v in calls["group"].items() if k != "userId"} | {"anonymousId": "a"}
+    whole = await client.post("/segment/v1/group", headers=accounts_only, json=no_user)
+    assert whole.status_code == 200, whole.text
+    # The routes are in the contract, so a key can name them.
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert paths["/segment/v1/track"]["post"]["operationId"] == "segment_track"
+
+
+async def test_a_call_keeps_what_can_be_kept_and_names_what_was_dropped(
+    client: httpx.AsyncClient, make_key: Callable[..., Awaitable[str]]
+) -> None:
+    h = basic(await _ingest_key(make_key))
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    group = {"userId": "u-k", "groupId": "keep", "timestamp": at}
+    ok = await client.post(
+        "/segment/v1/group", headers=h, json={**group, "traits": {"mrr": "990", "plan": "pro"}}
+    )
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
+    assert (await client.get("/v1/accounts/keep")).json()["mrr"] == 990
+    identify = {
+        "userId": "u-k",
+        "timestamp": at,
+        "traits": {"email": "k@keep.io", "tags": ["a", "b"], "pets": [{"n": 1}]},
+    }
+    taken = await client.post("/segment/v1/identify", headers=h, json=identify)
+    assert taken.status_code == 200 and taken.json()["accepted"] == 1, taken.text
+    contact = (await client.get("/v1/contacts/u-k")).json()
+    assert contact["email"] == "k@keep.io"
+    assert contact["traits"]["tags"] == "a, b" and contact["traits"]["pets"] == '[{"n":1}]'
+    # A field that cannot be kept is left out, named in the answer; the rest is stored.
+    bad_mrr = {**group, "traits": {"mrr": "lots", "plan": "team"}}
+    partly = await client.post("/segment/v1/group", headers=h, json=bad_mrr)
+    assert partly.status_code == 200 and partly.json()["accepted"] == 1, partly.text
+    [dropped] = partly.json()["dropped"]
+    assert dropped["index"] == 0 and dropped["detail"].startswith("mrr: ")
+    account = (await client.get("/v1/accounts/keep")).json()
+    assert (account["plan"], account["mrr"]) == ("team", 990)
+    # A call refused whole says why once, not "group: group: ...".
+    refused = await client.post("/segment/v1/group", headers=h, json={"userId": "u-k"})
+    assert refused.status_code == 400
+    assert refused.json()["detail"].count("group:") == 1
+
+
+async def test_one_bad_call_in_a_batch_fails_alone(
+    client: httpx.AsyncClient, make_key: Callable[..., Awaitable[str]]
+) -> None:
+    h = basic(await _ingest_key(make_key))
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    good = {"type": "track", "userId": "u-b", "event": "Login", "timestamp": at}
+    deep: dict[str, Any] = {"x": 1}
+    for _ in range(20):
+        deep = {"d": deep}
+    batch = [
+        {**good, "messageId": "b-ok-1", "context": {"groupId": "acct-b"}},
+        {
+            **good,
+            "messageId": "b-skew",
+            "timestamp": "0001-01-01T00:00:00Z",
+            "sentAt": "9999-12-31T23:59:59Z",
+        },
+        {**good, "messageId": "b-deep", "properties": deep},
+        {**good, "messageId": "b-nul", "properties": {"note": "a\u0000b"}},
+        {"type": "track", "event": "Nobody", "messageId": "b-anon", "timestamp": at},
+        {**good, "messageId": "b-ok-2", "context": {"groupId": "acct-b"}},
+    ]
+    answer = await client.post("/segment/v1/batch", headers=h, json={"batch": batch})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["accepted"] == 2
+    assert sorted(e["index"] for e in body["errors"]) == [1, 2, 3, 4]
+    by_index = {e["index"]: e["detail"] for e in body["errors"]}
+    assert "NUL" in by_index[3] and "userId or an anonymousId" in by_index[4]
+    stored = (await client.get("/v1/accounts/acct-b/events")).json()["items"]
+    assert {e["event_id"] for e in stored} == {"b-ok-1", "b-ok-2"}
+    # A call with neither id is refused on its own too, as Segment refuses it.
+    alone = await client.post("/segment/v1/track", headers=h, json={"event": "x"})
+    assert alone.status_code == 400
+    # A body nested deeper than the service writes is refused whole with words, never a 500.
+    for _ in range(300):
+        deep = {"d": deep}
+    too_deep = await client.post("/segment/v1/track", headers=h, json={**good, "properties": deep})
+    assert too_deep.status_code == 400 and "nested" in too_deep.json()["detail"]
