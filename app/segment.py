@@ -67,6 +67,7 @@ class Tally:
     dropped: list[tuple[int, str]] = field(default_factory=list)  # fields left out of a call
     held: list[tuple[Message, list[str], str]] = field(default_factory=list)
     stored: set[int] = field(default_factory=set)  # indexes taken (stored, or duplicates)
+    screened: set[int] = field(default_factory=set)  # indexes suppressed (among `stored`)
     known: set[str] = field(default_factory=set)  # keys profile calls made resolvable
     accounts: set[str] = field(default_factory=set)
     contacts: set[str] = field(default_factory=set)
@@ -310,6 +311,8 @@ async def _upsert(
         outcome = await profiles.upsert(
             conn, kind, [item], now=ctx.now, limits=ctx.limits, screen=ctx.screen
         )
+    if outcome.suppressed:
+        raise _Suppressed
     for _, detail in outcome.errors + outcome.conflicts:
         raise Invalid(detail)
 
@@ -595,14 +598,61 @@ async def store(conn: asyncpg.Connection, messages: Sequence[Message], *, ctx: C
     return tally
 
 
+def _names(body: dict[str, Any]) -> list[tuple[privacy.Kind, str]]:
+    """What a call names, as the suppression list knows it: its person (the contact and its
+    identities), its account, and any email anywhere in it."""
+    names: list[tuple[privacy.Kind, str]] = [("identity", k) for k in keys(body)]
+    pairs: tuple[tuple[privacy.Kind, str], ...] = (("contact", "userId"), ("account", "groupId"))
+    for kind, name in pairs:
+        value = _safe_id(body, name)
+        if value is not None:
+            names.append((kind, value))
+    context = body.get("context")
+    group = context.get("groupId") if isinstance(context, dict) else None
+    if isinstance(group, str | int) and not isinstance(group, bool):
+        names.append(("account", str(group)))
+    return names + privacy.emails_in(body)
+
+
+async def _screened(
+    conn: asyncpg.Connection, messages: Sequence[Message], ctx: Context, tally: Tally
+) -> list[Message]:
+    """The calls that name no erased person or account; the others are counted `suppressed`
+    and go no further: not stored, and not held either."""
+    if ctx.screen is None or not messages:
+        return list(messages)
+    named = {m.index: _names(m.body) for m in messages}
+    blocked = await ctx.screen.blocked(conn, (n for names in named.values() for n in names))
+    if not blocked:
+        return list(messages)
+    kept = []
+    for m in messages:
+        if blocked.intersection(named[m.index]):
+            tally.suppressed += 1
+            tally.stored.add(m.index)
+            tally.screened.add(m.index)
+        else:
+            kept.append(m)
+    return kept
+
+
+class _Suppressed(Exception):
+    """An upsert the profile's own screen kept out (an identifier only it resolves)."""
+
+
 async def _store(conn: asyncpg.Connection, messages: Sequence[Message], ctx: Context) -> Tally:
     tally = Tally()
+    messages = await _screened(conn, messages, ctx, tally)
     for m in messages:
         if m.call in PROFILE_CALLS:
             try:
                 await _profile_call(conn, m, ctx, tally)
             except Invalid as problem:
                 tally.errors.append((m.index, str(problem)))
+            except _Suppressed:
+                tally.suppressed += 1
+                tally.stored.add(m.index)
+                tally.screened.add(m.index)
     await _event_calls(conn, [m for m in messages if m.call not in PROFILE_CALLS], ctx, tally)
     tally.errors.sort()
     return tally
@@ -631,10 +681,15 @@ async def attach(conn: asyncpg.Connection, known: Iterable[str], *, ctx: Context
             body = orjson.loads(r["message"])
             messages.append(Message(r["id"], r["call"], body, _moment(body["timestamp"], "t")))
         tally = await _store(conn, messages, ctx)
-        if tally.stored:
+        if tally.screened:  # naming someone erased since it was held: forgotten
+            await conn.execute(
+                "DELETE FROM unresolved_signals WHERE id = ANY($1::bigint[])",
+                sorted(tally.screened),
+            )
+        if tally.stored - tally.screened:
             await conn.execute(
                 "UPDATE unresolved_signals SET attached_at = $2 WHERE id = ANY($1::bigint[])",
-                sorted(tally.stored),
+                sorted(tally.stored - tally.screened),
                 ctx.now,
             )
         for index, detail in tally.errors:  # still held, saying why

@@ -666,3 +666,44 @@ async def test_erasing_an_account_spares_a_former_contact_who_moved_elsewhere(
         assert await scan(conn, needle) == [], needle
     # What was sent about the erased account went with it, theirs included.
     assert await conn.fetchval("SELECT count(*) FROM events WHERE contact_id = 'c-other'") == 0
+
+
+async def test_segment_calls_naming_an_erased_person_are_neither_stored_nor_held(
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    app: Any,
+    make_key: Any,
+) -> None:
+    await world(client, conn, settings, app)
+    h = basic(await make_key("ingest", name="segment"))
+    at = datetime.now(UTC).isoformat()
+    # Held before the erasure: an unknown user's track whose properties name the subject.
+    early = {"userId": "u-stranger", "event": "Shared", "properties": {"with": EMAIL}}
+    held = await client.post("/segment/v1/track", headers=h, json={**early, "timestamp": at})
+    assert held.json()["unresolved"] == 1
+    await erase(client, settings, email=EMAIL)
+    calls = [
+        ("identify", {"userId": "u-new-z", "traits": {"email": EMAIL}}),
+        (
+            "identify",
+            {"userId": "u-new-z", "traits": {"email": EMAIL}, "context": {"groupId": "acct-zq"}},
+        ),
+        ("track", {"userId": "u-zebra-4411", "event": "Login"}),
+        ("track", {"userId": ZEBRA, "event": "Login", "context": {"groupId": "acct-zq"}}),
+        ("group", {"userId": ZEBRA, "groupId": "acct-zq"}),
+    ]
+    for call, body in calls:
+        answer = await client.post(f"/segment/v1/{call}", headers=h, json={**body, "timestamp": at})
+        assert answer.status_code == 200, answer.text
+        counts = answer.json()
+        assert (counts["accepted"], counts["unresolved"], counts["suppressed"]) == (0, 0, 1), (
+            call,
+            counts,
+        )
+    # The stranger arrives: what was held for them names the erased email, so it is forgotten.
+    group = {"userId": "u-stranger", "groupId": "acct-zq", "timestamp": at}
+    assert (await client.post("/segment/v1/group", headers=h, json=group)).json()["accepted"] == 1
+    assert (await client.get("/v1/unresolved")).json()["items"] == []
+    for needle in (EMAIL, "zebra"):
+        assert await scan(conn, needle) == [], needle
