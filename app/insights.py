@@ -60,6 +60,7 @@ _DETRACTORS = """
         ORDER BY as_of DESC, scored_at DESC LIMIT 1) s ON true
     JOIN accounts a ON a.account_id = e.account_id
     WHERE e.type = 'nps_answered' AND e.received_at > now() - $1::interval
+      AND e.occurred_at > now() - $1::interval
       AND e.value >= 0 AND e.value <= $2 AND s.band = ANY($3::text[])
       AND NOT EXISTS (
           SELECT 1 FROM insights i
@@ -311,7 +312,8 @@ async def from_scores(
 
 
 async def from_detractors(conn: asyncpg.Connection, settings: Settings) -> int:
-    """Raise a `detractor` insight for each NPS answer of 0-6 received lately from an account
+    """Raise a `detractor` insight for each NPS answer of 0-6 given and received lately (an
+    imported history of old answers raises none) from an account
     whose latest churn score is medium or high (once per answer, and at most once per account
     within the cooldown); how many were raised."""
     from app.voc import surveys  # the NPS scale lives there

@@ -284,3 +284,28 @@ async def test_a_theme_whose_week_jumps_across_accounts_raises_one_insight_with_
     assert (
         decision["owner"] == "pm@vendor.example" and decision["rule_id"] == rule.json()["rule_id"]
     )
+
+
+async def test_old_survey_answers_imported_today_raise_no_detractor_insight(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    body = {"segment": "enterprise", "owner_email": "owner@vendor.example"}
+    assert (await client.put("/v1/accounts/risky", json=body)).status_code == 200
+    await new_scores(conn, settings, [score("risky", T0, 0.6, "high")])
+    now = datetime.now(UTC)
+    backfill = [
+        {
+            "event_id": f"old-{days}",
+            "type": "nps_answered",
+            "account_id": "risky",
+            "value": 2,
+            "text": "Imported from last year's survey",
+            "occurred_at": (now - timedelta(days=days)).isoformat(),
+        }
+        for days in (2, 40, 300)
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": backfill})).json()["errors"] == []
+    assert await insights.from_detractors(conn, settings) == 0
+    fresh = {**backfill[0], "event_id": "today", "occurred_at": now.isoformat()}
+    assert (await client.post("/v1/events", json=fresh)).status_code == 202
+    assert await insights.from_detractors(conn, settings) == 1
