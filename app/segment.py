@@ -299,6 +299,7 @@ async def _upsert(
     upsert: AccountUpsert | ContactUpsert,
     message: Message,
     ctx: Context,
+    tally: Tally | None = None,
 ) -> None:
     problem = ingest.check_moment(
         message.at, now=ctx.now, tolerance=ctx.tolerance, name="timestamp"
@@ -315,6 +316,8 @@ async def _upsert(
         raise _Suppressed
     for _, detail in outcome.errors + outcome.conflicts:
         raise Invalid(detail)
+    if tally is not None:  # what the upsert made known (its email too): for app.held.attach
+        tally.known |= {f"{k}:{v}" for k, v in item.claims()}
 
 
 async def _profile_call(
@@ -357,7 +360,7 @@ async def _profile_call(
             {"kind": k, "value": v} for k, v in held
         ]
         upsert = _validated(ContactUpsert, fields, message, tally)
-        await _upsert(conn, "contact", user, upsert, message, ctx)
+        await _upsert(conn, "contact", user, upsert, message, ctx, tally)
         tally.contacts.add(user)
         tally.known |= {f"user_id:{user}", *(f"{k}:{v}" for k, v in held)}
     elif message.call == "group":
@@ -380,7 +383,7 @@ async def _profile_call(
                 + [{"kind": k, "value": v} for k, v in held],
             }
             contact = _validated(ContactUpsert, link, message, tally)
-            await _upsert(conn, "contact", user, contact, message, ctx)
+            await _upsert(conn, "contact", user, contact, message, ctx, tally)
             tally.contacts.add(user)
             tally.known |= {f"user_id:{user}", *(f"{k}:{v}" for k, v in held)}
     else:  # alias
@@ -580,8 +583,8 @@ def _event(
 
 async def store(conn: asyncpg.Connection, messages: Sequence[Message], *, ctx: Context) -> Tally:
     """Store the calls of one request: profile calls first, in order (so a batch's identify
-    resolves its own tracks), then the events; hold what names no account yet, and attach the
-    held calls the profile calls made resolvable."""
+    resolves its own tracks), then the events; hold what names no account yet. `tally.known`
+    says which identifiers the calls made known, for app.held.attach."""
     tally = await _store(conn, messages, ctx)
     if tally.held:
         await conn.executemany(
@@ -593,9 +596,7 @@ async def store(conn: asyncpg.Connection, messages: Sequence[Message], *, ctx: C
             ],
         )
         tally.unresolved = len(tally.held)
-    if tally.known:
-        await attach(conn, tally.known, ctx=ctx)
-    return tally
+    return tally  # the caller lands what its calls made resolvable (app.held.attach)
 
 
 def _names(body: dict[str, Any]) -> list[tuple[privacy.Kind, str]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
-from app import errors, identities, ingest, merges, profiles, runtime, segment, sources
+from app import errors, held, identities, ingest, merges, profiles, runtime
 from app.api import segment as segment_api
 from app.api.common import (
     StrictJSONRoute,
@@ -110,34 +110,13 @@ async def _store(
             if answer_profiles:
                 shown = await profiles.with_identities(conn, kind, list(outcome.profiles.values()))
                 outcome.profiles = {p[f"{kind}_id"]: p for p in shown}
-        if kind == "contact" and outcome.upserted:
-            # Signals held for these people (a Segment track before its identify) land now.
-            await segment.attach(
-                conn, _resolvable(items, outcome), ctx=segment_api.context(request, now)
-            )
         if outcome.upserted:
-            # Senders' deliveries held for these identities (a Stripe customer, a domain, a
-            # Zendesk or HubSpot id, an email) too.
-            claimed = _claimed(items, outcome)
-            if claimed:
-                async with conn.transaction():
-                    await sources.attach(conn, claimed, ctx=segment_api.context(request, now))
+            # Signals held for these people and identities (a Segment track before its
+            # identify, a Stripe customer, a domain, a Zendesk id, an email) land now.
+            refused = {i for i, _ in outcome.errors + outcome.conflicts}
+            made = {k for it in items if it.index not in refused for k in held.known(kind, it)}
+            await held.attach(conn, made, ctx=segment_api.context(request, now))
         return outcome
-
-
-def _claimed(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:
-    refused = {i for i, _ in outcome.errors + outcome.conflicts}
-    return {f"{k}:{v}" for it in items if it.index not in refused for k, v in it.claims()}
-
-
-def _resolvable(items: list[profiles.Item], outcome: profiles.Outcome) -> set[str]:
-    refused = {i for i, _ in outcome.errors + outcome.conflicts}
-    known: set[str] = set()
-    for it in items:
-        if it.index not in refused:
-            known.add(f"user_id:{it.profile_id}")
-            known |= {f"{k}:{v}" for k, v in it.identities if k in ("user_id", "anonymous_id")}
-    return known
 
 
 async def _upsert_one(

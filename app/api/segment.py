@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app import auth, errors, jsonbody, profiles, runtime, segment
+from app import auth, errors, held, jsonbody, profiles, runtime, segment
 from app.api.common import future_tolerance, manual_body, problem_responses
 from app.schemas.segment import SegmentAnswer, SegmentBatch, SegmentCall
 
@@ -144,7 +144,9 @@ async def _handle(request: Request, call: str | None) -> Response:
         raise errors.BadRequest(f"{call or 'batch'}: {invalid}") from None
     _check_operations(principal, messages)
     async with runtime.of(request).pool.acquire() as conn:
-        tally = await segment.store(conn, messages, ctx=context(request, received_at))
+        ctx = context(request, received_at)
+        tally = await segment.store(conn, messages, ctx=ctx)
+        await held.attach(conn, tally.known, ctx=ctx)
     refused = sorted(problems + tally.errors)
     if call is not None and refused:
         raise errors.BadRequest(f"{call}: {refused[0][1]}")

@@ -683,7 +683,7 @@ async def test_segment_calls_naming_an_erased_person_are_neither_stored_nor_held
     held = await client.post("/segment/v1/track", headers=h, json={**early, "timestamp": at})
     assert held.json()["unresolved"] == 1
     await erase(client, settings, email=EMAIL)
-    calls = [
+    calls: list[tuple[str, dict[str, Any]]] = [
         ("identify", {"userId": "u-new-z", "traits": {"email": EMAIL}}),
         (
             "identify",

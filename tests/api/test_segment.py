@@ -462,3 +462,47 @@ async def test_one_bad_call_in_a_batch_fails_alone(
         deep = {"d": deep}
     too_deep = await client.post("/segment/v1/track", headers=h, json={**good, "properties": deep})
     assert too_deep.status_code == 400 and "nested" in too_deep.json()["detail"]
+
+
+async def test_a_delivery_held_for_an_email_lands_when_the_person_arrives_through_segment(
+    client: httpx.AsyncClient, make_key: Callable[..., Awaitable[str]]
+) -> None:
+    # One attach rule for every door: an Intercom conversation from an unknown email waits,
+    # and lands when a Segment identify brings that email, as it does for a REST upsert.
+    import time
+
+    from tests.api.test_hooks import _intercom, _source
+
+    secret = "intercom-client-secret"
+    source = await _source(client, "intercom", secret)
+    conversation = {
+        "type": "conversation",
+        "id": "77",
+        "source": {
+            "type": "conversation",
+            "body": "<p>Where is my invoice?</p>",
+            "author": {"type": "user", "id": "x9", "email": "new.person@held.io"},
+        },
+    }
+    body = orjson.dumps(
+        {
+            "type": "notification_event",
+            "id": "notif_held",
+            "topic": "conversation.user.created",
+            "created_at": int(time.time()) - 30,
+            "data": {"type": "notification_event_data", "item": conversation},
+        }
+    )
+    sent = await client.post(source["url"], content=body, headers=_intercom(body, secret))
+    assert sent.json()["held"] == 1, sent.text
+    identify = {
+        "userId": "u-held",
+        "traits": {"email": "New.Person@held.io"},
+        "context": {"groupId": "held-co"},
+        "timestamp": (NOW - timedelta(minutes=1)).isoformat(),
+    }
+    h = basic(await _ingest_key(make_key))
+    assert (await client.post("/segment/v1/identify", headers=h, json=identify)).status_code == 200
+    events = (await client.get("/v1/accounts/held-co/events")).json()["items"]
+    assert [(e["type"], e["contact_id"]) for e in events] == [("conversation_opened", "u-held")]
+    assert (await client.get("/v1/unresolved", params={"status": "held"})).json()["items"] == []
