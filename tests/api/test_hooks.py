@@ -644,8 +644,8 @@ async def test_a_hubspot_contact_is_created_by_its_association_with_a_company(
 async def test_zendesk_trigger_bodies_find_the_requester_by_email(
     client: httpx.AsyncClient,
 ) -> None:
-    # The body a Zendesk trigger sends with the placeholders the README gives; its invocation
-    # id is the delivery's.
+    # The body a Zendesk trigger sends with the placeholders the README gives; a hash of the
+    # signed body is the delivery's id (the invocation id is signed by nothing).
     secret = "zendesk-signing-secret"
     source = await _source(client, "zendesk", secret)
     await client.put("/v1/contacts/c1", json={"account_id": "acme", "email": "bo@acme.io"})
@@ -678,6 +678,15 @@ async def test_zendesk_trigger_bodies_find_the_requester_by_email(
         assert sent.status_code == 200, sent.text
         answers.append((sent.json()["accepted"], sent.json()["rejected"]))
     assert answers == [(1, 0), (1, 0), (0, 1)]
+    # A captured delivery replayed with new invocation ids is one delivery.
+    body = orjson.dumps(bodies[0])
+    for n in range(3):
+        headers = {
+            **_zendesk(body, secret, datetime.now(UTC)),
+            "X-Zendesk-Webhook-Invocation-Id": f"replayed-{n}",
+        }
+        again = await client.post(source["url"], content=body, headers=headers)
+        assert again.json()["duplicates"] == 1, again.text
     events = (await client.get("/v1/accounts/acme/events")).json()["items"]
     assert sorted((e["type"], e["value"], e["text"], e["contact_id"]) for e in events) == [
         ("csat_answered", 1.0, "Slow", "c1"),
