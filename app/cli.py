@@ -279,9 +279,10 @@ def cmd_worker(_: argparse.Namespace) -> None:
         pool = await db.create_pool(url, settings)
         tasks = {
             asyncio.create_task(
-                jobs.work(
+                jobs.work_in_lanes(
                     pool,
                     schedules.handlers(settings),
+                    short=schedules.SHORT_JOBS,
                     stale=settings.job_stale_seconds,
                     limit=settings.job_timeout_seconds,
                 )

@@ -23,7 +23,7 @@ import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,9 +167,10 @@ UPDATE jobs SET status = 'running', started_at = now(), heartbeat_at = now(),
                 attempts = attempts + 1, error = NULL
 WHERE job_id = (
     SELECT job_id FROM jobs
-    WHERE status = 'queued'
+    WHERE (status = 'queued'
        OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
-           AND cancel_requested_at IS NULL)
+           AND cancel_requested_at IS NULL))
+      AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
     ORDER BY created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1
@@ -178,11 +179,17 @@ RETURNING {_COLUMNS}
 """  # noqa: S608  (constant columns)
 
 
-async def claim(conn: asyncpg.Connection, *, stale: float = STALE_SECONDS) -> Job | None:
-    """Take the oldest queued job, or one whose worker stopped beating; fail it for good when it
-    has been tried MAX_ATTEMPTS times. A cancelled job whose worker died ends as cancelled."""
+async def claim(
+    conn: asyncpg.Connection,
+    *,
+    stale: float = STALE_SECONDS,
+    kinds: Sequence[str] | None = None,
+) -> Job | None:
+    """Take the oldest queued job (of these kinds, if given), or one whose worker stopped
+    beating; fail it for good when it has been tried MAX_ATTEMPTS times. A cancelled job whose
+    worker died ends as cancelled."""
     while True:
-        row = await conn.fetchrow(_CLAIM, stale)
+        row = await conn.fetchrow(_CLAIM, stale, None if kinds is None else list(kinds))
         if row is None:
             return None
         job = record(row)
@@ -235,10 +242,11 @@ async def run_one(
     *,
     stale: float = STALE_SECONDS,
     limit: float = TIMEOUT_SECONDS,
+    kinds: Sequence[str] | None = None,
 ) -> bool:
-    """Claim and run one job; False when there was none."""
+    """Claim and run one job (of these kinds, if given); False when there was none."""
     async with pool.acquire() as conn:
-        job = await claim(conn, stale=stale)
+        job = await claim(conn, stale=stale, kinds=kinds)
     if job is None:
         return False
     handler = handlers.get(job.kind)
@@ -435,13 +443,14 @@ async def work(
     idle: float = 0.5,
     stale: float = STALE_SECONDS,
     limit: float = TIMEOUT_SECONDS,
+    kinds: Sequence[str] | None = None,
 ) -> None:
-    """Run jobs until cancelled. While the database is unreachable, wait longer each time (up to
-    MAX_BACKOFF_SECONDS) and say so once, not on every try."""
+    """Run jobs (of these kinds, if given) until cancelled. While the database is unreachable,
+    wait longer each time (up to MAX_BACKOFF_SECONDS) and say so once, not on every try."""
     backoff = idle
     while True:
         try:
-            ran = await run_one(pool, handlers, stale=stale, limit=limit)
+            ran = await run_one(pool, handlers, stale=stale, limit=limit, kinds=kinds)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             if backoff == idle:
                 log.warning("database unreachable; worker waiting")
@@ -456,3 +465,21 @@ async def work(
             backoff = idle
         if not ran:
             await asyncio.sleep(idle)
+
+
+async def work_in_lanes(
+    pool: asyncpg.Pool,
+    handlers: dict[str, Handler],
+    *,
+    short: Sequence[str],
+    idle: float = 0.5,
+    stale: float = STALE_SECONDS,
+    limit: float = TIMEOUT_SECONDS,
+) -> None:
+    """Two lanes in one worker: one runs any job, oldest first; the other only the `short`
+    kinds (an erasure, ...), so they never wait behind a long training. Training runs in a
+    thread, so the lanes share the process without waiting on each other."""
+    await asyncio.gather(
+        work(pool, handlers, idle=idle, stale=stale, limit=limit),
+        work(pool, handlers, idle=idle, stale=stale, limit=limit, kinds=short),
+    )

@@ -24,6 +24,11 @@ TICK_SECONDS = 10.0
 THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted this often
 
 
+# Jobs of a few seconds that people wait on (an erasure owed within a deadline, a theme merge
+# shown at once): a worker's second lane runs them while a training takes minutes.
+SHORT_JOBS = (privacy.JOB, "themes_rematch")
+
+
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
     """What a worker can run, by job kind."""
     from app.ml import batch, drift, performance, pipeline

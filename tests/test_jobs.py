@@ -13,12 +13,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import psutil
 import pytest
 
-from app import errors, simulator
+from app import db, errors, jobs, privacy, schedules, simulator
 from app.ml import training
 from app.settings import Settings
 from tests.api.test_models import load
@@ -200,3 +202,43 @@ def test_serve_replaces_its_job_worker_when_it_dies_and_readiness_says_so(
         assert answer.status_code == 200
         serve.terminate()
         assert serve.wait(30) == 128 + signal.SIGTERM
+
+
+async def test_a_short_job_does_not_wait_behind_a_long_one(
+    conn: asyncpg.Connection, settings: Settings
+) -> None:
+    release = asyncio.Event()
+
+    async def long(_: asyncpg.Connection, __: dict[str, Any], ___: jobs.Progress) -> dict[str, Any]:
+        await release.wait()  # a training of many minutes
+        return {}
+
+    async def short(
+        _: asyncpg.Connection, __: dict[str, Any], ___: jobs.Progress
+    ) -> dict[str, Any]:
+        return {"erased": True}
+
+    training_job = await jobs.enqueue(conn, kind="train", params={})
+    erasure = await jobs.enqueue(conn, kind=privacy.JOB, params={})
+    pool = await db.create_pool(str(settings.database_url), settings)
+    lanes = asyncio.create_task(
+        jobs.work_in_lanes(
+            pool, {"train": long, privacy.JOB: short}, short=schedules.SHORT_JOBS, idle=0.05
+        )
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (await jobs.get(conn, erasure.job_id)).status != "succeeded":
+            assert time.monotonic() < deadline, "the erasure waited behind the training"
+            await asyncio.sleep(0.05)
+        assert (await jobs.get(conn, training_job.job_id)).status == "running"
+        release.set()
+        while (await jobs.get(conn, training_job.job_id)).status != "succeeded":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+        lanes.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lanes
+        await pool.close()
