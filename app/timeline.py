@@ -1,4 +1,4 @@
-"""An account's signals read back, newest first, a page at a time.
+"""An account's signals read back, newest first, a page at a time; its outcomes.
 
 Pages are keyset pages on (occurred_at, event_id), the order the events index serves, so a deep
 page costs what the first one does and events arriving meanwhile never shift a page.
@@ -86,3 +86,20 @@ async def events(
         last = page[-1]
         next_cursor = cursors.encode(_micros(last["occurred_at"]), last["event_id"])
     return page, next_cursor
+
+
+async def outcomes(
+    conn: asyncpg.Connection, account_id: str, *, kinds: Sequence[str] | None, limit: int
+) -> list[dict[str, Any]]:
+    """What really happened to an account (churned, renewed, expanded, ...), newest first; a
+    merged account's id reads its survivor's. An account has a few of them, so no pages."""
+    account_id = await identities.existing_account(conn, account_id)
+    rows = await conn.fetch(
+        "SELECT outcome_id, account_id, kind, occurred_at, amount, properties, received_at "
+        "FROM outcomes WHERE account_id = $1 AND ($2::text[] IS NULL OR kind = ANY($2::text[])) "
+        "ORDER BY occurred_at DESC, outcome_id DESC LIMIT $3",
+        account_id,
+        None if kinds is None else list(kinds),
+        limit,
+    )
+    return [dict(r, properties=orjson.loads(r["properties"])) for r in rows]

@@ -30,6 +30,7 @@ from app.schemas.signals import (
     OutcomeAccepted,
     OutcomeBatch,
     OutcomeIn,
+    OutcomeOut,
     UnresolvedPage,
     UnresolvedSignal,
 )
@@ -156,6 +157,26 @@ async def list_account_events(
             conn, account_id, since=since, until=until, types=types, cursor=cursor, limit=limit
         )
     return EventPage(items=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/accounts/{account_id}/outcomes", operation_id="list_account_outcomes", tags=["outcomes"]
+)
+async def list_account_outcomes(
+    request: Request,
+    account_id: Id,
+    _: Read,
+    kinds: Annotated[
+        list[Name] | None,
+        Query(alias="kind", max_length=100, description="Only these kinds (repeatable)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[OutcomeOut]:
+    """What really happened to the account (churned, renewed, expanded, ...), newest first,
+    with what was sent about it (a Stripe cancellation's reason and comment)."""
+    async with runtime.of(request).pool.acquire() as conn:
+        rows = await timeline.outcomes(conn, account_id, kinds=kinds, limit=limit)
+    return [OutcomeOut.model_validate(r) for r in rows]
 
 
 @router.get("/unresolved", operation_id="list_unresolved", tags=["events"])

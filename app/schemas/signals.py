@@ -153,6 +153,19 @@ class OutcomeIn(BaseModel):
     properties: Properties = Field(default_factory=dict)
 
 
+class OutcomeOut(BaseModel):
+    outcome_id: str
+    account_id: str
+    kind: str
+    occurred_at: datetime
+    amount: float | None
+    properties: dict[str, Any] = Field(
+        description="As sent; a Stripe cancellation carries `cancellation_reason`, "
+        "`cancellation_feedback` and `cancellation_comment` when Stripe has them."
+    )
+    received_at: datetime
+
+
 class OutcomeBatch(BaseModel):
     model_config = STRICT
 
@@ -177,6 +190,7 @@ __all__ = [
     "OutcomeAccepted",
     "OutcomeBatch",
     "OutcomeIn",
+    "OutcomeOut",
     "UnresolvedPage",
     "UnresolvedSignal",
 ]

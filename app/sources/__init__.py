@@ -193,9 +193,13 @@ def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) ->
         raise errors.Unauthorized(_REFUSED) from None
     sender = SENDERS[row["kind"]]
     source_settings: dict[str, Any] = orjson.loads(row["settings"])
-    if not sender.verify(
-        request, secrets, window=settings.source_replay_seconds, settings=source_settings
-    ):
+    try:
+        verified = sender.verify(
+            request, secrets, window=settings.source_replay_seconds, settings=source_settings
+        )
+    except (OverflowError, OSError, ValueError):  # a signed moment no calendar holds
+        verified = False
+    if not verified:
         raise errors.Unauthorized(_REFUSED)
     return source_settings
 
@@ -363,6 +367,10 @@ def _map(
         return "ignored", str(ignored)
     except common.Rejected as rejected:
         return "rejected", str(rejected)
+    except (OverflowError, OSError, ValueError):
+        # A sender's timestamp no calendar holds (year 10000, 1e20 seconds): this event alone is
+        # refused, saying so; never a 500, nor the 503 an OSError would otherwise read as.
+        return "rejected", "a timestamp in it lies outside the years 1 to 9999"
     return mapped
 
 

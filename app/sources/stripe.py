@@ -201,13 +201,21 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
         lost = monthly(obj)
         ended = obj.get("ended_at") or obj.get("canceled_at") or created
         ended_at = datetime.fromtimestamp(ended, UTC) if isinstance(ended, int) else at
+        properties = {"subscription_id": text(obj.get("id")), "source": "stripe"}
+        # Why they left, in their words where Stripe asked: what a CSM reads first.
+        details = obj.get("cancellation_details")
+        if isinstance(details, dict):
+            for name in ("reason", "feedback", "comment"):
+                said = text(details.get(name))
+                if said:
+                    properties[f"cancellation_{name}"] = said
         mapped.outcomes.append(
             {
                 "outcome_id": key,
                 "kind": "churned",
                 "occurred_at": ended_at.isoformat(),
                 "amount": lost,
-                "properties": {"subscription_id": text(obj.get("id")), "source": "stripe"},
+                "properties": properties,
             }
         )
         mapped.account = {"mrr": 0, "observed_at": ended_at.isoformat()}

@@ -692,3 +692,37 @@ async def test_zendesk_trigger_bodies_find_the_requester_by_email(
         ("csat_answered", 1.0, "Slow", "c1"),
         ("ticket_opened", None, "Invoice wrong\n\nWe were billed twice.", "c1"),
     ]
+
+
+async def test_a_stripe_cancellation_keeps_why_and_the_outcomes_read_back(
+    client: httpx.AsyncClient,
+) -> None:
+    source = await _source(client)
+    cancelled = {
+        **subscription(5000),
+        "cancellation_details": {
+            "reason": "cancellation_requested",
+            "feedback": "too_expensive",
+            "comment": "Budget cut for next year",
+        },
+    }
+    ended = stripe_event("customer.subscription.deleted", cancelled)
+    assert (await _deliver_stripe(client, source, ended)).json()["accepted"] == 1
+    [outcome] = (await client.get("/v1/accounts/acme/outcomes")).json()
+    assert (outcome["kind"], outcome["amount"]) == ("churned", 50.0)
+    assert outcome["properties"]["cancellation_reason"] == "cancellation_requested"
+    assert outcome["properties"]["cancellation_feedback"] == "too_expensive"
+    assert outcome["properties"]["cancellation_comment"] == "Budget cut for next year"
+    filtered = await client.get("/v1/accounts/acme/outcomes", params={"kind": "renewed"})
+    assert filtered.json() == []
+    assert (await client.get("/v1/accounts/nobody/outcomes")).status_code == 404
+    # A timestamp no calendar holds refuses that event, never a 500 or a false 503.
+    far = {**subscription(100), "id": "sub_far", "ended_at": 10**14}
+    answer = await _deliver_stripe(
+        client, source, stripe_event("customer.subscription.deleted", far)
+    )
+    assert answer.status_code == 200 and answer.json()["rejected"] == 1, answer.text
+    body = orjson.dumps(stripe_event("invoice.paid", invoice(metadata={"account_id": "acme"})))
+    signed_far = {"Stripe-Signature": stripe_header(body, at=10**20)}
+    refused = await client.post(source["url"], content=body, headers=signed_far)
+    assert refused.status_code == 401, refused.text
