@@ -36,7 +36,8 @@ CALLS = ("identify", "group", "track", "page", "screen", "alias")
 PROFILE_CALLS = ("identify", "group", "alias")
 SOURCE = "segment"
 # Reserved group traits that are account fields; the rest are account traits.
-ACCOUNT_FIELDS = ("name", "plan", "mrr")
+ACCOUNT_FIELDS = ("name", "plan", "mrr", "segment")
+DOMAIN_TRAITS = ("domain", "website")  # a group's site: the account's `domain` identity
 _EVENT_TYPE = {"page": "page_viewed", "screen": "screen_viewed"}
 _events_in = TypeAdapter(EventIn)
 Upsert = TypeVar("Upsert", AccountUpsert, ContactUpsert)
@@ -240,6 +241,17 @@ def _traits(raw: Any, name: str = "traits") -> dict[str, Any]:
     return flat
 
 
+def _domain(value: Any) -> str | None:
+    """A site as the domain identity custintel keys accounts by: "https://www.Acme.io/about"
+    is "acme.io"."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    host = value.strip().lower()
+    host = host.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("@")[-1]
+    host = host.split(":", 1)[0].removeprefix("www.").strip(".")
+    return host if "." in host and len(host) <= 253 else None
+
+
 def _number(value: Any) -> Any:
     """A number sent as a string ("990", " 12.5 ") as the number; anything else as it is."""
     if isinstance(value, str):
@@ -275,7 +287,8 @@ def _validated(model: type[Upsert], body: dict[str, Any], message: Message, tall
             loc = [str(p) for p in first["loc"]]
             where = ".".join(loc)
             field_name = loc[0] if loc else ""
-            if field_name in _NEEDED or field_name not in body:
+            needed = _NEEDED if model is ContactUpsert else frozenset()
+            if field_name in needed or field_name not in body:
                 raise Invalid(f"{where}: {first['msg']}") from None
             traits = body.get("traits")
             if field_name == "traits" and len(loc) > 1 and isinstance(traits, dict):
@@ -371,10 +384,21 @@ async def _profile_call(
         fields = {f: traits.pop(f) for f in ACCOUNT_FIELDS if traits.get(f) is not None}
         if "mrr" in fields:
             fields["mrr"] = _number(fields["mrr"])
+        domains = sorted({d for t in DOMAIN_TRAITS if (d := _domain(traits.get(t)))})
+        if domains:
+            fields["identities"] = [{"kind": "domain", "value": d} for d in domains]
         fields["traits"] = traits
-        await _upsert(
-            conn, "account", group, _validated(AccountUpsert, fields, message, tally), message, ctx
-        )
+        account_upsert = _validated(AccountUpsert, fields, message, tally)
+        try:
+            await _upsert(conn, "account", group, account_upsert, message, ctx, tally)
+        except Invalid as taken:
+            if not account_upsert.identities:
+                raise
+            # The site is another account's: the rest of the call is kept, the claim named.
+            tally.dropped.append((message.index, f"traits.domain: {taken}"))
+            del fields["identities"]
+            account_upsert = _validated(AccountUpsert, fields, message, tally)
+            await _upsert(conn, "account", group, account_upsert, message, ctx, tally)
         tally.accounts.add(group)
         if user is not None:
             link = {

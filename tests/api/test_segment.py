@@ -506,3 +506,22 @@ async def test_a_delivery_held_for_an_email_lands_when_the_person_arrives_throug
     events = (await client.get("/v1/accounts/held-co/events")).json()["items"]
     assert [(e["type"], e["contact_id"]) for e in events] == [("conversation_opened", "u-held")]
     assert (await client.get("/v1/unresolved", params={"status": "held"})).json()["items"] == []
+
+
+async def test_a_groups_segment_is_the_accounts_and_its_site_a_domain_identity(
+    client: httpx.AsyncClient, make_key: Callable[..., Awaitable[str]]
+) -> None:
+    h = basic(await _ingest_key(make_key))
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    traits = {"name": "Seg Co", "segment": "enterprise", "website": "https://www.Seg-Co.io/about"}
+    group = {"anonymousId": "a-seg", "groupId": "seg-co", "traits": traits, "timestamp": at}
+    assert (await client.post("/segment/v1/group", headers=h, json=group)).status_code == 200
+    account = (await client.get("/v1/accounts/seg-co")).json()
+    assert account["segment"] == "enterprise" and "segment" not in account["traits"]
+    assert {"kind": "domain", "value": "seg-co.io"} in account["identities"]
+    # Another account naming the same site keeps the rest of its call; the claim is named.
+    other = {**group, "groupId": "seg-other", "traits": {"plan": "pro", "domain": "seg-co.io"}}
+    answer = await client.post("/segment/v1/group", headers=h, json=other)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    assert answer.json()["dropped"][0]["detail"].startswith("traits.domain")
+    assert (await client.get("/v1/accounts/seg-other")).json()["plan"] == "pro"
