@@ -741,10 +741,15 @@ async def held(
     cutoff = now - timedelta(days=days)
     rows = await conn.fetch(
         """
-        SELECT id, received_at, source, call, keys, message, reason FROM unresolved_signals
-        WHERE attached_at IS NULL AND ($1::bigint IS NULL OR id < $1)
-          AND ($2::text IS NULL OR ($2 = 'held') = (received_at > $3))
-        ORDER BY id DESC LIMIT $4""",
+        SELECT u.id, u.received_at, coalesce(s.kind, u.source) AS source, u.call, u.keys,
+               u.message, u.reason
+        FROM unresolved_signals u
+        LEFT JOIN sources s ON s.source_id = CASE WHEN u.source = 'hooks'
+            AND u.message ->> 'source_id' ~ '^[0-9a-f-]{36}$'
+            THEN (u.message ->> 'source_id')::uuid END
+        WHERE u.attached_at IS NULL AND ($1::bigint IS NULL OR u.id < $1)
+          AND ($2::text IS NULL OR ($2 = 'held') = (u.received_at > $3))
+        ORDER BY u.id DESC LIMIT $4""",
         before,
         status,
         cutoff,

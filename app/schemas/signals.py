@@ -122,7 +122,10 @@ class UnresolvedSignal(BaseModel):
     status: Literal["held", "expired"] = Field(
         description="held: attached as soon as an identity resolves it; expired: no longer."
     )
-    source: str = Field(description="Where it came from: segment, or hooks (a sender's webhook).")
+    source: str = Field(
+        description="Where it came from: segment, or the sender of a webhook (stripe, zendesk, "
+        "hubspot, intercom; hooks when its source was deleted since)."
+    )
     call: str = Field(
         description="identify, group, track, page, screen or alias; for hooks, the sender's "
         "event type."

@@ -248,7 +248,7 @@ async def test_an_unmapped_customer_is_held_then_attached_by_an_identity(
     assert [sorted((k["kind"], k["value"]) for k in h["keys"]) for h in held] == [
         [("domain", "zeta.io"), ("stripe", "cus_Z")]
     ]
-    assert (held[0]["source"], held[0]["call"]) == ("hooks", "invoice.paid")
+    assert (held[0]["source"], held[0]["call"]) == ("stripe", "invoice.paid")  # the sender
     claimed = await client.put(
         "/v1/accounts/zeta", json={"identities": [{"kind": "domain", "value": "zeta.io"}]}
     )
