@@ -530,6 +530,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         asyncio.run(main())
     except demo.DemoFailed as exc:
         sys.exit(f"custintel demo: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C: the service has shut down; nothing went wrong
+        print("custintel demo: stopped", file=sys.stderr)
+        sys.exit(130)
     finally:
         worker.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -87,7 +88,18 @@ def supervise_embedded(data_dir: Path, *, every: float = 2.0) -> threading.Event
             except Exception:  # tried again on the next round
                 log.exception("could not start the embedded Postgres; trying again")
 
-    threading.Thread(target=watch, name="embedded-postgres", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="embedded-postgres", daemon=True)
+    watcher.start()
+
+    def end() -> None:
+        # Before embedded_postgres stops the server at exit (atexit runs last-registered
+        # first): its process lock is one per process, so a watch round holding it while the
+        # server is stopped would release it under the stop ("Unable to release an unacquired
+        # lock" at every SIGTERM).
+        stop.set()
+        watcher.join(timeout=10)
+
+    atexit.register(end)
     return stop
 
 

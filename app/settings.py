@@ -22,7 +22,11 @@ class Settings(BaseSettings):
         description="postgresql:// URL. Unset: an embedded Postgres is started under data_dir.",
     )
     data_dir: Path = Field(Path(".custintel"), description="Embedded Postgres data lives here.")
-    models_dir: Path = Field(Path("models_store"), description="Trained model artefacts.")
+    models_dir: Path = Field(
+        Path(".custintel/models_store"),
+        description="Trained model artefacts. Unset: models_store inside data_dir, so one "
+        "directory holds everything an installation keeps.",
+    )
     host: str = Field("127.0.0.1", description="Address `custintel serve` binds.")
     port: int = Field(8000, description="Port `custintel serve` binds.")
     workers: int = Field(1, ge=1, description="API processes for `custintel serve`.")
@@ -238,6 +242,12 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
     access_log: bool = Field(True, description="One JSON line per request.")
+
+    @model_validator(mode="after")
+    def _models_beside_the_data(self) -> Settings:
+        if "models_dir" not in self.model_fields_set:
+            self.models_dir = self.data_dir / "models_store"
+        return self
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:

@@ -77,3 +77,7 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
                 demo.kill()
                 pytest.fail("the demo did not stop on Ctrl-C")
             errors.close()
+    # Ctrl-C is a way to stop it, not an error: a line, no traceback.
+    said = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in said and "Exception ignored" not in said, said[-3000:]
+    assert "custintel demo: stopped" in said, said[-3000:]

@@ -376,3 +376,8 @@ def test_serve_starts_its_embedded_postgres_again_when_it_dies(tmp_path: Path) -
         serve.wait(30)
     with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
         os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # do not leak it
+
+
+def test_models_are_kept_inside_the_data_dir_unless_placed_elsewhere(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).models_dir == tmp_path / "models_store"
+    assert Settings(data_dir=tmp_path, models_dir=tmp_path / "m").models_dir == tmp_path / "m"
