@@ -82,6 +82,11 @@ async def apply(conn: asyncpg.Connection, settings: Settings) -> dict[str, Any]:
             "DELETE FROM jobs WHERE finished_at < $1 AND status IN "
             "('succeeded', 'failed', 'cancelled')",
         ),
+        (
+            "unresolved_signals",
+            settings.held_retention_days,
+            "DELETE FROM unresolved_signals WHERE received_at < $1",
+        ),
     ):
         if days:
             status = await conn.execute(sql, now - timedelta(days=days))
@@ -114,6 +119,7 @@ async def overview(conn: asyncpg.Connection, settings: Settings) -> dict[str, An
             "score_retention_days": settings.score_retention_days,
             "delivery_attempt_retention_days": settings.delivery_attempt_retention_days,
             "job_retention_days": settings.job_retention_days,
+            "held_retention_days": settings.held_retention_days,
             "source_payload_retention_days": settings.source_payload_retention_days,
         },
         "oldest": {

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(
         90, ge=0, description="Days finished jobs are kept (0: forever)."
     )
+    held_retention_days: int = Field(
+        90,
+        ge=0,
+        description="Days a held signal (attached since, or expired) is kept after it arrived "
+        "(0: forever).",
+    )
     sentiment_words: dict[str, Annotated[float, Field(ge=-4, le=4)]] = Field(
         default_factory=dict,
         description="Words and their valence (-4 to 4) over the sentiment lexicon and its "

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
@@ -274,16 +275,26 @@ async def get_contact(
 async def _merge(
     request: Request, kind: profiles.Kind, survivor_id: str, body: MergeRequest, who: Principal
 ) -> Merge:
-    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
-        merged = await merges.merge(
-            conn,
-            kind,
-            survivor_id=survivor_id,
-            merged_id=body.merged_from,
-            actor=who.name,
-            now=datetime.now(UTC),
-        )
-    return Merge.model_validate(merged)
+    for attempt in (1, 2):
+        try:
+            async with runtime.of(request).pool.acquire() as conn, conn.transaction():
+                merged = await merges.merge(
+                    conn,
+                    kind,
+                    survivor_id=survivor_id,
+                    merged_id=body.merged_from,
+                    actor=who.name,
+                    now=datetime.now(UTC),
+                )
+            return Merge.model_validate(merged)
+        except asyncpg.DeadlockDetectedError:
+            # Two merges crossing over the same rows: Postgres ended one; it is tried once more
+            # (the other has committed by then), then left to the caller.
+            if attempt == 2:
+                raise errors.Conflict(
+                    "Another merge of these profiles ran at the same moment; send it again."
+                ) from None
+    raise AssertionError("unreachable")
 
 
 @router.post(

@@ -65,6 +65,7 @@ class RetentionSettings(BaseModel):
     score_retention_days: int
     delivery_attempt_retention_days: int
     job_retention_days: int
+    held_retention_days: int
     source_payload_retention_days: int
 
 

@@ -343,11 +343,20 @@ async def test_retention_drops_whole_months_past_the_limit_and_nothing_newer(
         "('old-job', 'score', 'succeeded', '{}', now() - interval '200 days', "
         "now() - interval '200 days')"
     )
+    for days in (200, 10):  # a held call long expired, and one still waiting
+        await conn.execute(
+            "INSERT INTO unresolved_signals (received_at, source, call, keys, message, reason) "
+            "VALUES (now() - make_interval(days => $1), 'segment', 'track', '{user_id:x}', "
+            "'{}', 'no account yet')",
+            days,
+        )
     keep = settings.model_copy(update={"event_retention_days": 365})
     done = await retention.apply(conn, keep)
     old_month = partitions.partition_name(partitions.month_of(now - timedelta(days=430)))
     assert done["event_partitions"] == [old_month]
     assert done["jobs"] == 1
+    assert done["unresolved_signals"] == 1
+    assert await conn.fetchval("SELECT count(*) FROM unresolved_signals") == 1
     left = {r[0] for r in await conn.fetch("SELECT event_id FROM events")}
     assert left == {"kept", "today"}
     assert await conn.fetchval("SELECT count(*) FROM text_enrichments") == 1
