@@ -194,3 +194,30 @@ async def test_merging_accounts_moves_contacts_signals_and_history(
         "SELECT details FROM audit_log WHERE action = 'account.merged' AND target = 'acme'"
     )
     assert orjson.loads(details)["moved"] == moved
+
+
+async def test_crossing_merges_at_once_end_in_answers_never_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    import asyncio
+
+    now = datetime.now(UTC)
+    pairs = [(f"cross-{n}", f"cross-{n + 1}") for n in range(0, 12, 2)]
+    for a, b in pairs:
+        for account in (a, b):
+            assert (await client.put(f"/v1/accounts/{account}", json={"plan": "p"})).is_success
+            contact = {"account_id": account, "email": f"{account}@x.io"}
+            assert (await client.put(f"/v1/contacts/c-{account}", json=contact)).is_success
+            event = {"type": "login", "account_id": account, "occurred_at": now.isoformat()}
+            assert (await client.post("/v1/events", json=event)).status_code == 202
+    # Each pair merged both ways at once, several times over.
+    calls = [
+        client.post(f"/v1/accounts/{into}/merge", json={"from": away})
+        for a, b in pairs
+        for into, away in ((a, b), (b, a), (a, b), (b, a))
+    ]
+    answers = await asyncio.gather(*calls)
+    assert {r.status_code for r in answers} <= {200, 404, 409}, [r.text for r in answers]
+    for a, b in pairs:  # each pair ended as one account, whichever won
+        alive = [(await client.get(f"/v1/accounts/{x}")).json()["account_id"] for x in (a, b)]
+        assert alive[0] == alive[1]
