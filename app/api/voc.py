@@ -87,10 +87,17 @@ async def list_themes(request: Request, _: Read) -> list[ThemeOut]:
 async def update_theme(request: Request, theme_id: ThemeId, body: ThemePatch, _: Admin) -> ThemeOut:
     """Rename a theme (the name is kept across refits), pin it (kept even when a refit does not
     find it again), or merge it into another (its texts then count for that one, once the
-    worker has matched the recent texts again: a `themes_rematch` job, seconds)."""
+    worker has matched the recent texts again: a `themes_rematch` job, seconds);
+    `"merge_into": null` undoes a merge."""
+    unmerge = "merge_into" in body.model_fields_set and body.merge_into is None
     async with runtime.of(request).pool.acquire() as conn:
         theme = await themes.update(
-            conn, theme_id, name=body.name, pinned=body.pinned, merge_into=body.merge_into
+            conn,
+            theme_id,
+            name=body.name,
+            pinned=body.pinned,
+            merge_into=body.merge_into,
+            unmerge=unmerge,
         )
     return ThemeOut.model_validate(theme)
 

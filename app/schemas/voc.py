@@ -158,7 +158,9 @@ class ThemePatch(BaseModel):
 
     name: ThemeName | None = None
     pinned: bool | None = None
-    merge_into: ThemeId | None = Field(None, description="Merge this theme into that one.")
+    merge_into: ThemeId | None = Field(
+        None, description="Merge this theme into that one; null undoes a merge."
+    )
 
 
 class SeedTheme(BaseModel):

@@ -445,15 +445,23 @@ async def update(
     name: str | None,
     pinned: bool | None,
     merge_into: str | None,
+    unmerge: bool = False,
 ) -> dict[str, Any]:
-    """Rename (kept across refits), pin (kept even when a refit does not find it again) or
-    merge into another theme (its texts count for that one once the `themes_rematch` job this
-    enqueues has matched them again)."""
+    """Rename (kept across refits), pin (kept even when a refit does not find it again), merge
+    into another theme (its texts count for that one once the `themes_rematch` job this
+    enqueues has matched them again) or stand alone again (`unmerge`)."""
     async with conn.transaction():
         await _one(conn, theme_id)
         if merge_into is not None:
             if merge_into == theme_id:
                 raise errors.Conflict("A theme cannot be merged into itself.")
+            # Both rows locked in one order: two crossing merges (A into B, B into A) at once
+            # would otherwise both see the other unmerged and make a cycle.
+            await conn.execute(
+                "SELECT 1 FROM themes WHERE theme_id = ANY($1::text[]) ORDER BY theme_id "
+                "FOR UPDATE",
+                sorted({theme_id, merge_into}),
+            )
             into = await _one(conn, merge_into)
             if into["merged_into"] is not None:
                 raise errors.Conflict(f"{merge_into!r} is merged into another theme already.")
@@ -462,6 +470,11 @@ async def update(
                 "WHERE theme_id = $1 OR merged_into = $1",
                 theme_id,
                 merge_into,
+            )
+        if unmerge:
+            await conn.execute(
+                "UPDATE themes SET merged_into = NULL, updated_at = now() WHERE theme_id = $1",
+                theme_id,
             )
         if name is not None:
             await conn.execute(
@@ -476,9 +489,18 @@ async def update(
                 theme_id,
                 pinned,
             )
-        if merge_into is not None:
-            await jobs.enqueue(conn, kind="themes_rematch", params={})
+        if merge_into is not None or unmerge:
+            await _rematch_soon(conn)
     return await _read_one(conn, theme_id)
+
+
+async def _rematch_soon(conn: asyncpg.Connection) -> None:
+    """Queue a `themes_rematch` job unless one is queued already (it will see this change)."""
+    queued = await conn.fetchval(
+        "SELECT 1 FROM jobs WHERE kind = 'themes_rematch' AND status = 'queued' LIMIT 1"
+    )
+    if queued is None:
+        await jobs.enqueue(conn, kind="themes_rematch", params={})
 
 
 async def create_seed(
@@ -499,7 +521,7 @@ async def create_seed(
         )
         if inserted is None:
             raise errors.Conflict(f"A seed theme named {name!r} exists already.")
-        await jobs.enqueue(conn, kind="themes_rematch", params={})
+        await _rematch_soon(conn)
     return await _read_one(conn, theme_id)
 
 

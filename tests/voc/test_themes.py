@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,6 +154,22 @@ async def test_operators_rename_merge_pin_and_seed_themes_over_the_api(
     )
     assert itself.status_code == 409
     assert (await client.patch("/v1/voc/themes/nope", json={"pinned": True})).status_code == 404
+    # Two crossing merges at once: one wins, the other is refused; no cycle.
+    third = listed[2]["theme_id"]
+    crossing = await asyncio.gather(
+        client.patch(f"/v1/voc/themes/{third}", json={"merge_into": first["theme_id"]}),
+        client.patch(f"/v1/voc/themes/{first['theme_id']}", json={"merge_into": third}),
+    )
+    assert sorted(r.status_code for r in crossing) == [200, 409], [r.text for r in crossing]
+    rows = dict(await conn.fetch("SELECT theme_id, merged_into FROM themes"))
+    assert not any(rows.get(into) == theme for theme, into in rows.items() if into)
+    # A merge undone: the theme stands alone again, and its texts count for it once more.
+    for theme in (second["theme_id"], third, first["theme_id"]):
+        undone = await client.patch(f"/v1/voc/themes/{theme}", json={"merge_into": None})
+        assert undone.status_code == 200 and undone.json()["merged_into"] is None
+    await run_rematch_job(settings)
+    again_listed = {t["theme_id"]: t for t in (await client.get("/v1/voc/themes")).json()}
+    assert again_listed[second["theme_id"]]["texts_30d"] > 0
 
     seeded = await client.post(
         "/v1/voc/themes", json={"name": "Pricing", "keywords": ["price", "expensive"]}
