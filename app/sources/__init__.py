@@ -24,7 +24,7 @@ import asyncpg
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app import audit, errors, identities, ingest, jsonbody, privacy, profiles, vault
+from app import audit, errors, identities, ingest, jsonbody, merges, privacy, profiles, vault
 from app.schemas.common import Id
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn, OutcomeIn
@@ -434,9 +434,26 @@ async def _land(
             reason,
         )
         return "held", reason
-    linking = found_by in ("metadata", "created") and not all(
-        p in ctx.known.linked for p in mapped.party.account_identities
-    )
+    if found_by == "identity" and account_id == mapped.create_account and mapped.party.domain:
+        # An account this sender made for want of another (`hubspot-<id>`), whose domain turns
+        # out to be an account's already: it is that account, merged into it with its history.
+        holder = await identities.owners(conn, "account", [("domain", mapped.party.domain)])
+        survivor = next(iter(holder.values()), None)
+        if survivor is not None and survivor != account_id:
+            async with conn.transaction():
+                await merges.merge(
+                    conn,
+                    "account",
+                    survivor_id=survivor,
+                    merged_id=account_id,
+                    actor=f"{kind} (same domain)",
+                    now=ctx.now,
+                )
+            account_id, found_by = survivor, "domain"
+    linking = (
+        found_by in ("metadata", "created")
+        or (found_by == "domain" and mapped.create_account is not None)
+    ) and not all(p in ctx.known.linked for p in mapped.party.account_identities)
     writes = (bool(mapped.account) or linking) + len(mapped.contacts)
     writes += bool(mapped.events) + bool(mapped.outcomes)
     try:
@@ -472,7 +489,9 @@ async def _store(
     if person is not None and person[1] == account_id:  # the person, at this account
         mapped.events = [{"contact_id": person[0], **e} for e in mapped.events]
     unknown = [p for p in mapped.party.account_identities if p not in ctx.known.linked]
-    if found_by in ("metadata", "created") and unknown:
+    # A company record found by its domain (HubSpot's) is that account's too.
+    by_domain = found_by == "domain" and mapped.create_account is not None
+    if (found_by in ("metadata", "created") or by_domain) and unknown:
         # The metadata names the account (or the sender just made it): the sender's id for it
         # becomes the account's, unless another account holds it already (the metadata still
         # decides where this event goes).

@@ -180,7 +180,11 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
             _field(settings, "mrr_property"): "mrr",
         }
         if name == "domain" and text(value):
-            fields["identities"] = [{"kind": "domain", "value": text(value)}]
+            domain = str(text(value)).strip().lower()
+            fields["identities"] = [{"kind": "domain", "value": domain}]
+            # A company whose domain an account holds already is that account (as Stripe's
+            # customers are found by their email's domain), not a new `hubspot-<id>`.
+            party.domain = domain
         elif name in account_fields:
             target = account_fields[name]
             if target == "mrr":

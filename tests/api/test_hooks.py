@@ -726,3 +726,51 @@ async def test_a_stripe_cancellation_keeps_why_and_the_outcomes_read_back(
     signed_far = {"Stripe-Signature": stripe_header(body, at=10**20)}
     refused = await client.post(source["url"], content=body, headers=signed_far)
     assert refused.status_code == 401, refused.text
+
+
+async def test_a_hubspot_company_whose_domain_an_account_holds_is_that_account(
+    client: httpx.AsyncClient,
+) -> None:
+    secret = "hubspot-client-secret"
+    source = await _source(client, "hubspot", secret)
+    held = {"identities": [{"kind": "domain", "value": "globex.com"}], "plan": "pro"}
+    assert (await client.put("/v1/accounts/globex", json=held)).status_code == 200
+    assert (
+        await client.put(
+            "/v1/accounts/umbrella",
+            json={**held, "identities": [{"kind": "domain", "value": "umbrella.com"}]},
+        )
+    ).status_code == 200
+    at = int(time.time() * 1000) - 5_000
+
+    def change(n: int, kind: str, object_id: int, name: str | None, value: str | None) -> Any:
+        return {
+            "eventId": 5000 + n,
+            "occurredAt": at + n,
+            "subscriptionType": kind,
+            "objectId": object_id,
+            **({"propertyName": name, "propertyValue": value} if name else {}),
+        }
+
+    events = [
+        # A company new to custintel whose domain an account holds: found by it.
+        change(0, "company.propertyChange", 71, "domain", "Globex.com"),
+        change(1, "company.propertyChange", 71, "name", "Globex Inc"),
+        # One HubSpot creates first (so custintel makes hubspot-72), then names its domain.
+        change(2, "company.creation", 72, None, None),
+        change(3, "company.propertyChange", 72, "name", "Umbrella Corp"),
+        change(4, "company.propertyChange", 72, "domain", "umbrella.com"),
+    ]
+    body = orjson.dumps(events)
+    v1 = Signature.get_signature(secret, body.decode(), "v1")
+    sent = await client.post(source["url"], content=body, headers={"X-HubSpot-Signature": v1})
+    assert sent.status_code == 200 and sent.json()["accepted"] == 5, sent.text
+    globex = (await client.get("/v1/accounts/globex")).json()
+    assert globex["name"] == "Globex Inc"
+    assert {"kind": "hubspot", "value": "71"} in globex["identities"]
+    assert (await client.get("/v1/accounts/hubspot-71")).status_code == 404
+    umbrella = (await client.get("/v1/accounts/umbrella")).json()
+    assert umbrella["name"] == "Umbrella Corp" and umbrella["plan"] == "pro"
+    assert {"kind": "hubspot", "value": "72"} in umbrella["identities"]
+    # The account made for want of it now resolves to the one that holds the domain.
+    assert (await client.get("/v1/accounts/hubspot-72")).json()["account_id"] == "umbrella"
