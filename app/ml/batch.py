@@ -53,7 +53,11 @@ async def rescore(
     await rollups.catch_up(conn, as_of=as_of)
     if settings is not None:
         await enrich.catch_up(conn, settings)  # the texts' sentiment, which features read
-    accounts = await datasets.population(conn, at=as_of, exclude_kinds=[datasets.CHURNED])
+    # An account with no signal yet (a CRM record, just created) gets no score, and so raises
+    # no insight: every feature would be a default, and its band would say nothing.
+    accounts = await datasets.population(
+        conn, at=as_of, exclude_kinds=[datasets.CHURNED], with_signals=True
+    )
     catalogs = {id(m.catalog): m.catalog for m in models}
     chunks = [accounts[i : i + chunk] for i in range(0, len(accounts), chunk)]
 

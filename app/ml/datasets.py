@@ -146,11 +146,14 @@ async def population(
     at: datetime,
     exclude_kinds: list[str],
     active: tuple[list[str], timedelta] | None = None,
+    with_signals: bool = False,
 ) -> list[str]:
     """Accounts that existed at `at` (a profile observation or an event at or before it), less
     those with an outcome of exclude_kinds at or before it (a churned account cannot churn);
     with `active` (event types, a span), only those with such an event in the span up to `at`
-    (an account that has already lapsed cannot lapse)."""
+    (an account that has already lapsed cannot lapse); `with_signals`, only those with an
+    event at or before `at` in the rollups (a CRM record with no activity yet has nothing a
+    score could say)."""
     types, span = active if active is not None else (None, timedelta(0))
     rows = await conn.fetch(
         """
@@ -163,12 +166,16 @@ async def population(
                 SELECT 1 FROM events e WHERE e.account_id = a.account_id
                   AND e.type = ANY($3::text[]) AND e.occurred_at > $1 - $4::interval
                   AND e.occurred_at <= $1))
+          AND (NOT $5::bool OR EXISTS (
+                SELECT 1 FROM event_rollups r
+                WHERE r.account_id = a.account_id AND r.first_at <= $1))
         ORDER BY account_id
         """,
         at,
         exclude_kinds,
         types,
         span,
+        with_signals,
     )
     return [r[0] for r in rows]
 

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app import errors, features
+from app import errors, features, rollups
 from app.ml import datasets
 
 AS_OF = datetime(2025, 12, 31, tzinfo=UTC)
@@ -204,3 +204,18 @@ async def test_a_long_silence_before_much_data_is_not_taken_for_strays(
     start = await datasets.first_data(conn, as_of=datetime(2027, 1, 1, tzinfo=UTC))
     assert start is not None and start.at == datetime(2025, 1, 1, tzinfo=UTC)
     assert start.ignored == 0
+
+
+async def test_an_account_with_no_signal_yet_is_not_scored(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    # A CRM record (a HubSpot company, say) with no activity: batch scoring leaves it out, so
+    # no band and no insight stand for defaults.
+    await seed(client)
+    assert (await client.put("/v1/accounts/crm-only", json={"plan": "pro"})).status_code == 200
+    now = datetime.now(UTC)
+    await rollups.catch_up(conn, as_of=now)
+    everyone = await datasets.population(conn, at=now, exclude_kinds=["churned"])
+    scored = await datasets.population(conn, at=now, exclude_kinds=["churned"], with_signals=True)
+    assert "crm-only" in everyone and "crm-only" not in scored
+    assert scored == ["a"]  # c has profile observations and no event either; b churned
