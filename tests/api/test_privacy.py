@@ -350,8 +350,13 @@ async def test_retention_drops_whole_months_past_the_limit_and_nothing_newer(
             "'{}', 'no account yet')",
             days,
         )
+    for traits in ({"temp": 1, "kept": 2}, {"temp": None}):  # a trait key no one holds now
+        assert (await client.put("/v1/accounts/a1", json={"traits": traits})).status_code == 200
+    await conn.execute("UPDATE trait_keys SET created_at = now() - interval '2 days'")
     keep = settings.model_copy(update={"event_retention_days": 365})
     done = await retention.apply(conn, keep)
+    assert done["trait_keys"] == 1
+    assert {r[0] for r in await conn.fetch("SELECT key FROM trait_keys")} == {"kept"}
     old_month = partitions.partition_name(partitions.month_of(now - timedelta(days=430)))
     assert done["event_partitions"] == [old_month]
     assert done["jobs"] == 1

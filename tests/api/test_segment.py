@@ -525,3 +525,24 @@ async def test_a_groups_segment_is_the_accounts_and_its_site_a_domain_identity(
     assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
     assert answer.json()["dropped"][0]["detail"].startswith("traits.domain")
     assert (await client.get("/v1/accounts/seg-other")).json()["plan"] == "pro"
+
+
+async def test_a_call_over_the_trait_key_budget_keeps_its_other_fields(
+    client: httpx.AsyncClient, make_key: Callable[..., Awaitable[str]], app: Any
+) -> None:
+    app.state.runtime.settings = app.state.runtime.settings.model_copy(update={"max_trait_keys": 3})
+    h = basic(await _ingest_key(make_key))
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    group = {"userId": "u-tb", "groupId": "budget", "timestamp": at, "traits": {"tier": "a"}}
+    assert (await client.post("/segment/v1/group", headers=h, json=group)).status_code == 200
+    flood = {f"junk_{n}": n for n in range(10)}
+    identify = {
+        "userId": "u-tb",
+        "timestamp": at,
+        "traits": {"email": "tb@budget.io", "name": "Tee Bee", **flood},
+    }
+    answer = await client.post("/segment/v1/identify", headers=h, json=identify)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    assert len(answer.json()["dropped"]) == 10
+    contact = (await client.get("/v1/contacts/u-tb")).json()
+    assert (contact["email"], contact["name"], contact["traits"]) == ("tb@budget.io", "Tee Bee", {})
