@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -193,3 +193,10 @@ class SentimentReaderOut(BaseModel):
     labels: dict[str, int] | None = Field(
         None, description="The comments by how their writers felt (from their scores)."
     )
+    mix: dict[str, Any] | None = Field(
+        None,
+        description="How the best learnt reader and the lexicon label a sample of the other "
+        "texts (`texts`: its size), each label's share: a reader that cannot say neutral there, "
+        "or reads them as another mix altogether, is refused.",
+    )
+    refused: str | None = Field(None, description="Why the best learnt reader was not used.")

@@ -96,6 +96,8 @@ async def test_comments_the_lexicon_misreads_teach_a_reader_that_then_reads_ever
         "held_out": None,
         "accuracy": None,
         "labels": None,
+        "mix": None,
+        "refused": None,
     }
 
     chosen = await learned.relearn_if_due(conn, lexicon, every=timedelta(hours=1))
@@ -144,3 +146,40 @@ async def test_too_few_comments_choose_nothing(
     assert (
         await learned.relearn_if_due(conn, sentiment.Analyzer(), every=timedelta(hours=1)) is None
     )
+
+
+async def test_a_reader_that_reads_the_other_texts_implausibly_is_refused(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    # Comments teach a reader that "moving" and "another" mean leaving; the tickets it would
+    # then read use those words for something else, and the lexicon reads them as neutral.
+    events = answers(600, say={"negative": LEAVING, "positive": STAYING}, seed=5)
+    rng = random.Random(5)
+    tickets = [
+        {
+            "event_id": f"t-{n}",
+            "type": "ticket_opened",
+            "account_id": f"a{n % 40}",
+            "occurred_at": (datetime.now(UTC) - timedelta(hours=n)).isoformat(),
+            "text": rng.choice(
+                [
+                    "We are moving the export to another folder",
+                    "Moving our invoices to another cost centre next quarter",
+                    "Evaluating the new report for another team",
+                ]
+            ),
+        }
+        for n in range(120)
+    ]
+    batch = {"events": [*events, *tickets]}
+    assert (await client.post("/v1/events/batch", json=batch)).json()["errors"] == []
+    chosen = await learned.relearn_if_due(conn, sentiment.Analyzer(), every=timedelta(hours=1))
+    assert chosen is not None and chosen["kind"] == "lexicon", chosen
+    best = max(("learned", "blend"), key=lambda k: (chosen["accuracy"][k], k == "blend"))
+    assert chosen["accuracy"][best] > chosen["accuracy"]["lexicon"] + learned.MARGIN
+    assert chosen["refused"].startswith(best) and chosen["mix"]["texts"] == 120
+    assert chosen["mix"]["lexicon"]["neutral"] > 0.5
+    described = (await client.get("/v1/voc/sentiment")).json()
+    assert described["kind"] == "lexicon" and described["refused"] == chosen["refused"]
+    # Nothing is read again.
+    assert await jobs.listed(conn, kind="sentiment_reread", status=None, limit=5) == []
