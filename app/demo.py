@@ -82,7 +82,7 @@ async def _voice(client: httpx.AsyncClient, out: TextIO) -> None:
             break
         await asyncio.sleep(1)
     print("  What they wrote about (GET /v1/voc/themes), the last 30 days:", file=out)
-    for theme in learnt[:5]:
+    for theme in [t for t in learnt if t["coherent"]][:5]:  # unnamed ones are about no subject
         print(f"    {theme['name']}: {theme['texts_30d']:,} texts", file=out)
     if not learnt:
         print("    (the themes are not learnt yet)", file=out)

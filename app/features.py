@@ -131,7 +131,7 @@ async def build_catalog(
         as_of,
     )
     reach = history.days if history is not None else 0
-    about = await themes.active(conn)
+    about = [t for t in await themes.active(conn) if t.coherent]  # one subject each
     return Catalog(
         event_types=tuple(r["type"] for r in types),
         valued_types=tuple(r["type"] for r in types if r["valued"]),

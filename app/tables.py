@@ -336,6 +336,10 @@ class Theme(Base):
     retired_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    # NPMI of its leading words over the texts it was learnt from (a seed: none); a theme
+    # whose first word is written with none of the others, or shared, is about no one subject.
+    coherence: Mapped[float | None] = mapped_column(Double)
+    coherent: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
 
 
 class EventRollup(Base):

@@ -17,6 +17,7 @@ from app.schemas import (
     models,
     privacy,
     profiles,
+    segment,
     signals,
     sources,
     voc,
@@ -74,7 +75,18 @@ def test_every_v1_operation_requires_a_bearer_key() -> None:
 def _body_types() -> dict[str, Any]:
     """Request body types by their name in the contract."""
     found: dict[str, Any] = {}
-    for module in (admin, common, insights, models, privacy, profiles, signals, sources, voc):
+    for module in (
+        admin,
+        common,
+        insights,
+        models,
+        privacy,
+        profiles,
+        segment,
+        signals,
+        sources,
+        voc,
+    ):
         found.update(
             (name, value)
             for name, value in vars(module).items()

@@ -93,6 +93,35 @@ EXAMPLES: dict[str, Any] = {
     "update_theme": {"name": "CSV export failures", "pinned": True},
     "create_api_key": {"name": "segment relay", "scopes": ["ingest"]},
     "request_erasure": {"email": "bo@acme.io"},
+    "segment_identify": {
+        "userId": "u-17",
+        "traits": {"email": "bo@acme.io", "name": "Bo Lind", "title": "VP Operations"},
+        "context": {"groupId": "acme"},
+        "timestamp": "2026-02-04T10:00:00Z",
+    },
+    "segment_group": {
+        "userId": "u-17",
+        "groupId": "acme",
+        "traits": {"name": "Acme", "plan": "pro", "mrr": 4200, "website": "https://acme.io"},
+    },
+    "segment_track": {
+        "userId": "u-17",
+        "event": "Report Exported",
+        "properties": {"format": "csv"},
+        "messageId": "m-2026-02-04-0001",
+        "timestamp": "2026-02-04T10:00:00Z",
+    },
+    "segment_page": {"userId": "u-17", "name": "Pricing", "messageId": "m-2026-02-04-0002"},
+    "segment_screen": {"userId": "u-17", "name": "Dashboard", "messageId": "m-2026-02-04-0003"},
+    "segment_alias": {"userId": "u-17", "previousId": "anon-5f1c"},
+    "segment_batch": {
+        "batch": [
+            {"type": "identify", "userId": "u-17", "traits": {"email": "bo@acme.io"}},
+            {"type": "track", "userId": "u-17", "event": "Login", "messageId": "m-3"},
+        ],
+        "context": {"groupId": "acme"},
+        "sentAt": "2026-02-04T10:00:01Z",
+    },
 }
 
 

@@ -144,11 +144,22 @@ class ThemeOut(BaseModel):
     """A theme of what customers write: learnt from the installation's texts, or a seed."""
 
     theme_id: str = Field(description="Stable across refits while the theme is found again.")
-    name: str = Field(description="Made from its top terms, unless an operator renamed it.")
+    name: str = Field(
+        description="Made from its top terms written together, unless an operator renamed "
+        "it; empty for a theme about no one subject (`coherent` false)."
+    )
     terms: list[str] = Field(description="Its top terms (a seed: its keywords).")
     seed: bool = Field(description="Defined by an operator's keywords, kept across refits.")
     pinned: bool = Field(description="Kept even when a refit does not find it again.")
     merged_into: str | None = Field(description="Its texts count for this theme.")
+    coherence: float | None = Field(
+        description="NPMI of its first word with its next leading words over the texts it was "
+        "learnt from: 1 always written together, 0 independent, -1 never (a seed: null)."
+    )
+    coherent: bool = Field(
+        description="About one subject: its first word is written with another of its leading "
+        "words and leads no other theme's terms. Only such themes are model features."
+    )
     texts_30d: int = Field(description="Texts about it written in the last 30 days.")
     texts_previous_30d: int = Field(description="... and in the 30 days before.")
 

@@ -50,6 +50,8 @@ class Theme:
     theme_id: str
     name: str
     terms: list[tuple[str, float]]  # the top terms and their weights, heaviest first
+    coherence: float | None = None  # NPMI of its first word with its next leading words
+    coherent: bool = True  # about one subject: named, and a feature
 
 
 @dataclass
@@ -59,14 +61,57 @@ class Fitted:
     themes: list[Theme] = field(default_factory=list)
 
 
-def _name(terms: list[tuple[str, float]]) -> str:
+def _name(terms: list[tuple[str, float]], together: set[str] | None = None) -> str:
+    """Up to three of its top terms, none inside another; with `together`, only terms written
+    with its first word (a theme named "excellent, reporting, failing" joined two subjects)."""
     words: list[str] = []
     for term, _ in terms:
+        if words and together is not None and term not in together:
+            continue
         if not any(term in w or w in term for w in words):
             words.append(term)
         if len(words) == 3:
             break
     return ", ".join(words)
+
+
+def _npmi(present: Any, a: int, b: int) -> float:
+    """Normalised pointwise mutual information of two terms' presence in the texts: 1 always
+    together, 0 independent, -1 never together."""
+    n = present.shape[0]
+    pa, pb = present[:, a].sum() / n, present[:, b].sum() / n
+    pab = present[:, a].multiply(present[:, b]).sum() / n
+    if pab == 0:
+        return -1.0
+    if pab == 1:
+        return 1.0
+    return float(math.log(pab / (pa * pb)) / -math.log(pab))
+
+
+def assess(
+    found: list[list[tuple[str, float]]], present: Any, column: dict[str, int]
+) -> list[tuple[float | None, bool, set[str]]]:
+    """For each theme: its coherence (the mean NPMI of its first word with its next leading
+    words, over the texts), whether it is about one subject (its first word is written with at
+    least one of them, and one of its leading words leads no other theme), and the terms
+    written with its first word (its name is made of those)."""
+    heads = [[t for t, _ in terms if " " not in t and t in column][:HEAD_WORDS] for terms in found]
+    assessed: list[tuple[float | None, bool, set[str]]] = []
+    for i, terms in enumerate(found):
+        words = heads[i]
+        if len(words) < 2:
+            assessed.append((None, True, {t for t, _ in terms}))
+            continue
+        first, partners = words[0], words[1:]
+        scores = {w: _npmi(present, column[first], column[w]) for w in partners}
+        # terms written with the first: its partners that co-occur, and phrases of those
+        together = {w for w, v in scores.items() if v > 0}
+        together |= {t for t, _ in terms if " " in t and set(t.split()) <= together | {first}}
+        others = {w for j, head in enumerate(heads) if j != i for w in head}
+        own = any(w not in others for w in words)
+        coherence = sum(scores.values()) / len(scores)
+        assessed.append((coherence, max(scores.values()) > 0 and own, together))
+    return assessed
 
 
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
@@ -143,9 +188,11 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
             break
     assert chosen is not None
     _, nmf, found = chosen
+    present = (x > 0).astype(np.int64).tocsc()
+    assessed = assess(found, present, column)
     taken: set[str] = set()
     themes = []
-    for terms in found:
+    for terms, (coherence, coherent, together) in zip(found, assessed, strict=True):
         weights = dict(terms)
         best = max(
             (p for p in previous if p.theme_id not in taken),
@@ -157,7 +204,9 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
         else:
             theme_id = _new_id(terms)
         taken.add(theme_id)
-        themes.append(Theme(theme_id, _name(terms), terms))
+        # A theme about no one subject stays unnamed ("") and is no feature (app.features).
+        name = _name(terms, together) if coherent else ""
+        themes.append(Theme(theme_id, name, terms, coherence, coherent))
     return Fitted(vectorizer, nmf, themes)
 
 
@@ -192,14 +241,19 @@ async def active(conn: asyncpg.Connection) -> list[Theme]:
     """The themes texts are matched against: not retired, not merged into another (a merged
     theme's terms count for the one it was merged into)."""
     rows = await conn.fetch(
-        "SELECT theme_id, name, terms, merged_into FROM themes WHERE retired_at IS NULL"
+        "SELECT theme_id, name, terms, merged_into, coherence, coherent FROM themes "
+        "WHERE retired_at IS NULL"
     )
     themes: dict[str, Theme] = {}
     merged: list[asyncpg.Record] = []
     for r in rows:
         if r["merged_into"] is None:
             themes[r["theme_id"]] = Theme(
-                r["theme_id"], r["name"], [tuple(t) for t in orjson.loads(r["terms"])]
+                r["theme_id"],
+                r["name"],
+                [tuple(t) for t in orjson.loads(r["terms"])],
+                r["coherence"],
+                r["coherent"],
             )
         else:
             merged.append(r)
@@ -271,13 +325,17 @@ async def refit(conn: asyncpg.Connection, *, seed: int = 0) -> dict[str, int]:
     async with conn.transaction():
         for theme in found:
             await conn.execute(
-                "INSERT INTO themes (theme_id, name, terms) VALUES ($1, $2, $3::jsonb) "
+                "INSERT INTO themes (theme_id, name, terms, coherence, coherent) "
+                "VALUES ($1, $2, $3::jsonb, $4, $5) "
                 "ON CONFLICT (theme_id) DO UPDATE SET terms = excluded.terms, "
                 "name = CASE WHEN themes.renamed THEN themes.name ELSE excluded.name END, "
+                "coherence = excluded.coherence, coherent = excluded.coherent, "
                 "retired_at = NULL, updated_at = now()",
                 theme.theme_id,
                 theme.name,
                 orjson.dumps(theme.terms).decode(),
+                theme.coherence,
+                theme.coherent,
             )
         retired = await conn.execute(
             "UPDATE themes SET retired_at = now() WHERE NOT seed AND NOT pinned "
@@ -399,12 +457,14 @@ def _view(r: asyncpg.Record, now: dict[str, int], before: dict[str, int]) -> dic
         "seed": r["seed"],
         "pinned": r["pinned"],
         "merged_into": r["merged_into"],
+        "coherence": r["coherence"],
+        "coherent": r["coherent"],
         "texts_30d": now.get(r["theme_id"], 0),
         "texts_previous_30d": before.get(r["theme_id"], 0),
     }
 
 
-_THEME = "SELECT theme_id, name, terms, seed, pinned, merged_into FROM themes"
+_THEME = "SELECT theme_id, name, terms, seed, pinned, merged_into, coherence, coherent FROM themes"
 
 
 async def _monthly(
@@ -545,7 +605,7 @@ _WEEKS = """
     JOIN text_enrichments x ON x.event_id = e.event_id
     CROSS JOIN LATERAL unnest(x.themes) AS t(theme_id)
     JOIN themes th ON th.theme_id = t.theme_id
-      AND th.retired_at IS NULL AND th.merged_into IS NULL
+      AND th.retired_at IS NULL AND th.merged_into IS NULL AND th.coherent
     WHERE e.text IS NOT NULL AND e.occurred_at <= $1::timestamptz
       AND e.occurred_at > $1::timestamptz - make_interval(days => 7 * ($2 + 1))
     GROUP BY 1, 2"""

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import numpy as np
 
 from app.settings import Settings
 from app.voc import enrich, sentiment, themes
@@ -229,3 +230,28 @@ async def test_themes_are_learnt_again_once_the_texts_have_doubled(
     await send(written[500:], 500)
     again = await themes.refit_if_due(conn, every=day)
     assert again is not None and again["texts"] == 1200
+
+
+def test_a_theme_is_named_by_words_written_together_and_one_about_no_subject_is_flagged() -> None:
+    from scipy import sparse
+
+    texts = (
+        ["alpha beta"] * 20  # alpha and beta are written together
+        + ["gamma"] * 20  # gamma never with alpha
+        + ["delta"] * 20
+        + ["eps"] * 20  # delta and eps never together
+    )
+    column = {w: i for i, w in enumerate(["alpha", "beta", "gamma", "delta", "eps"])}
+    present = sparse.csc_matrix(
+        [[int(w in t.split()) for w in column] for t in texts], dtype=np.int64
+    )
+    found = [
+        [("alpha", 0.4), ("gamma", 0.3), ("beta", 0.2), ("alpha beta", 0.1)],
+        [("delta", 0.5), ("eps", 0.5)],
+    ]
+    (one, one_ok, together), (two, two_ok, _) = themes.assess(found, present, column)
+    assert one_ok and one is not None and two_ok is False and two == -1.0
+    assert themes._name(found[0], together) == "alpha, beta"  # not "alpha, gamma, beta"
+    # A theme whose leading words all lead other themes is no subject of its own.
+    shared = [found[0], [("beta", 0.6), ("alpha", 0.4)], [("gamma", 0.5), ("alpha", 0.5)]]
+    assert [ok for _, ok, _ in themes.assess(shared, present, column)][1] is False
