@@ -171,6 +171,8 @@ WHERE job_id = (
        OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
            AND cancel_requested_at IS NULL))
       AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
+      -- a job may wait to be due (a merge's catch-up)
+      AND (params ->> 'not_before' IS NULL OR (params ->> 'not_before')::timestamptz <= now())
     ORDER BY created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1

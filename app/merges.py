@@ -7,17 +7,24 @@ merged id is kept in `merged_ids`, and every write and read that names it resolv
 survivor, so late events still land. Each merge is audited with what moved.
 
 A merge can be sent again: for a pair already merged it moves whatever reached the merged id
-meanwhile (a batch that resolved its ids just before the merge committed) and says so.
+meanwhile (a batch that resolved its ids just before the merge committed) and says so. A first
+merge does that itself: it queues `merge_catch_up` jobs that send it again once every request
+that could have resolved the merged id before the commit has ended (past the API's statement
+timeout), and once more later (2,400 of 33,450 events acknowledged during one merge stayed on
+the merged id before).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from app import audit, errors, identities, profiles
+from app import audit, errors, identities, jobs, profiles
+
+CATCH_UP = "merge_catch_up"
+CATCH_UP_AFTER = (timedelta(seconds=45), timedelta(minutes=10))
 
 _LOCK = {
     "account": "SELECT account_id FROM accounts WHERE account_id = ANY($1::text[]) "
@@ -125,6 +132,18 @@ async def merge(
     await conn.execute(_RECORD, kind, merged_id, survivor, now)
     await conn.execute(_REPOINT, kind, merged_id, survivor)
     await profiles.refold(conn, kind, survivor, now=now)
+    if earlier is None:  # what was in flight when this commits is caught up later
+        for delay in CATCH_UP_AFTER:
+            await jobs.enqueue(
+                conn,
+                kind=CATCH_UP,
+                params={
+                    "kind": kind,
+                    "survivor_id": survivor,
+                    "merged_id": merged_id,
+                    "not_before": (now + delay).isoformat(),
+                },
+            )
     await audit.record(
         conn,
         actor=actor,
@@ -139,3 +158,24 @@ async def merge(
         "moved": moved,
         "merged_at": now,
     }
+
+
+async def catch_up(
+    conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
+) -> dict[str, Any]:
+    """The `merge_catch_up` job: the merge sent again, moving what reached the merged id
+    while it ran; nothing when the pair is gone since (erased, or merged elsewhere)."""
+    kind: profiles.Kind = "account" if params.get("kind") == "account" else "contact"
+    try:
+        async with conn.transaction():
+            done = await merge(
+                conn,
+                kind,
+                survivor_id=str(params.get("survivor_id")),
+                merged_id=str(params.get("merged_id")),
+                actor="merge catch-up",
+                now=datetime.now(UTC),
+            )
+    except (errors.NotFound, errors.Conflict) as gone:
+        return {"moved": {}, "skipped": gone.detail}
+    return {"moved": done["moved"]}

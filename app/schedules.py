@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from app import db, insights, jobs, privacy, retention, sources
+from app import db, insights, jobs, merges, privacy, retention, sources
 from app.ml import registry
 from app.settings import Settings
 
@@ -26,7 +26,7 @@ THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted th
 
 # Jobs of a few seconds that people wait on (an erasure owed within a deadline, a theme merge
 # shown at once): a worker's second lane runs them while a training takes minutes.
-SHORT_JOBS = (privacy.JOB, "themes_rematch")
+SHORT_JOBS = (privacy.JOB, "themes_rematch", merges.CATCH_UP)
 
 
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
@@ -41,6 +41,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
         "themes_rematch": themes.rematch_handler,
         "sentiment_reread": learned.reread_handler(settings),
         privacy.JOB: privacy.handler(settings),
+        merges.CATCH_UP: merges.catch_up,
         retention.JOB: retention.handler(settings),
     }
 

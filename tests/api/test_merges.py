@@ -221,3 +221,38 @@ async def test_crossing_merges_at_once_end_in_answers_never_a_500(
     for a, b in pairs:  # each pair ended as one account, whichever won
         alive = [(await client.get(f"/v1/accounts/{x}")).json()["account_id"] for x in (a, b)]
         assert alive[0] == alive[1]
+
+
+async def test_events_that_reached_the_merged_id_while_it_merged_are_caught_up(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Any
+) -> None:
+    from app import db, jobs, merges, schedules
+
+    now = datetime.now(UTC)
+    for account in ("late-a", "late-b"):
+        assert (await client.put(f"/v1/accounts/{account}", json={"plan": "p"})).is_success
+    merged = await client.post("/v1/accounts/late-b/merge", json={"from": "late-a"})
+    assert merged.status_code == 200, merged.text
+    # A batch that resolved its ids just before the merge committed lands on the merged id.
+    event = {"type": "login", "account_id": "late-b", "occurred_at": now.isoformat()}
+    assert (await client.post("/v1/events", json={**event, "event_id": "straggler"})).is_success
+    await conn.execute("UPDATE events SET account_id = 'late-a' WHERE event_id = 'straggler'")
+    pool = await db.create_pool(str(settings.database_url), settings)
+    try:
+        handlers = schedules.handlers(settings)
+        # Not before every request in flight at the merge has ended.
+        assert not await jobs.run_one(pool, handlers, kinds=[merges.CATCH_UP])
+        await conn.execute(
+            "UPDATE jobs SET params = jsonb_set(params, '{not_before}', to_jsonb(now()::text)) "
+            "WHERE kind = $1 AND job_id = (SELECT job_id FROM jobs WHERE kind = $1 "
+            "ORDER BY params ->> 'not_before' LIMIT 1)",
+            merges.CATCH_UP,
+        )
+        assert await jobs.run_one(pool, handlers, kinds=[merges.CATCH_UP])
+    finally:
+        await pool.close()
+    [done] = await jobs.listed(conn, kind=merges.CATCH_UP, status="succeeded", limit=5)
+    assert done.result is not None and done.result["moved"]["events"] == 1
+    found = await conn.fetchval("SELECT account_id FROM events WHERE event_id = 'straggler'")
+    assert found == "late-b"
+    assert len(await jobs.listed(conn, kind=merges.CATCH_UP, status="queued", limit=5)) == 1
