@@ -35,6 +35,10 @@ class TraitLimits:
 
     per_profile: int
     overall: int
+    # One writer (an API key, a webhook source) adds at most this many keys of the overall
+    # budget (CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER), so one cannot take it all for good.
+    per_writer: int | None = None
+    writer: str | None = None
 
 
 @dataclass
@@ -221,42 +225,64 @@ def _view(row: asyncpg.Record) -> dict[str, Any]:
 
 
 class _TraitKeys:
-    """The installation-wide trait key count, checked item by item as a batch is read."""
+    """The installation-wide trait key count, and the writer's own, checked item by item as a
+    batch is read."""
 
-    def __init__(self, kind: Kind, known: set[str], count: int, limit: int) -> None:
-        self.kind, self.known, self.count, self.limit = kind, known, count, limit
+    def __init__(
+        self,
+        kind: Kind,
+        known: set[str],
+        count: int,
+        limits: TraitLimits,
+        written: int = 0,
+    ) -> None:
+        self.kind, self.known, self.count, self.limits = kind, known, count, limits
+        self.written = written  # keys this writer added before
         self.new: list[str] = []
 
     def admit(self, keys: set[str]) -> str | None:
         new = sorted(keys - self.known)
-        if new and self.count + len(new) > self.limit:
+        limit, per_writer = self.limits.overall, self.limits.per_writer
+        if new and self.count + len(new) > limit:
             return (
                 f"{len(new)} new {self.kind} trait key(s) would make {self.count + len(new)}; "
-                f"at most {self.limit} (CUSTINTEL_MAX_TRAIT_KEYS): reuse existing keys"
+                f"at most {limit} (CUSTINTEL_MAX_TRAIT_KEYS): reuse existing keys"
+            )
+        if new and per_writer is not None and self.written + len(new) > per_writer:
+            return (
+                f"{len(new)} new {self.kind} trait key(s) would make {self.written + len(new)} "
+                f"added by this key or source; at most {per_writer} "
+                "(CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER): reuse existing keys"
             )
         self.known |= set(new)
         self.count += len(new)
+        self.written += len(new)
         self.new += new
         return None
 
 
 async def _trait_keys(
-    conn: asyncpg.Connection, kind: Kind, items: Sequence[Item], limit: int
+    conn: asyncpg.Connection, kind: Kind, items: Sequence[Item], limits: TraitLimits
 ) -> _TraitKeys:
     traits = [i.changes.get("traits") or {} for i in items]
     added = sorted({k for t in traits for k, v in t.items() if v is not None})
     if not added:  # most batches: nothing to look up
-        return _TraitKeys(kind, set(), 0, limit)
+        return _TraitKeys(kind, set(), 0, limits)
     known = {
         r[0]
         for r in await conn.fetch(
             "SELECT key FROM trait_keys WHERE kind = $1 AND key = ANY($2::text[])", kind, added
         )
     }
-    count = 0
-    if set(added) - known:  # the overall count matters only when keys would be added
-        count = await conn.fetchval("SELECT count(*) FROM trait_keys WHERE kind = $1", kind)
-    return _TraitKeys(kind, known, count, limit)
+    count = written = 0
+    if set(added) - known:  # the counts matter only when keys would be added
+        count, written = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE added_by = $2) FROM trait_keys "
+            "WHERE kind = $1",
+            kind,
+            limits.writer,
+        )
+    return _TraitKeys(kind, known, count, limits, written)
 
 
 @dataclass
@@ -315,16 +341,17 @@ async def upsert(
             _REPLAYS[kind], [i.profile_id for i in items], [i.observed_at for i in items]
         )
     }
-    keys = await _trait_keys(conn, kind, items, limits.overall)
+    keys = await _trait_keys(conn, kind, items, limits)
     refused = await _refuse_taken(conn, kind, items)
     plan = _plan(kind, items, rows, replays, keys, limits, refused)
     await _take_back(conn, kind, plan, {r[0] for r in created}, created_accounts)
     if keys.new:
         await conn.execute(
-            "INSERT INTO trait_keys (kind, key) SELECT $1, k FROM unnest($2::text[]) AS k "
-            "ON CONFLICT DO NOTHING",
+            "INSERT INTO trait_keys (kind, key, added_by) "
+            "SELECT $1, k, $3 FROM unnest($2::text[]) AS k ON CONFLICT DO NOTHING",
             kind,
             keys.new,
+            limits.writer,
         )
     current = await _write(conn, kind, plan, rows, now=now, answer=answer)
     await _link(conn, kind, plan, rows, now=now)

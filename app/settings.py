@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Distinct trait keys of accounts (and of contacts) overall; more is 422.",
     )
+    max_trait_keys_per_writer: int = Field(
+        500,
+        ge=1,
+        description="Trait keys one API key or webhook source may add of that budget (of "
+        "accounts, and of contacts); more is 422 (a Segment call keeps its other fields).",
+    )
     feature_max_traits: int = Field(
         50, ge=0, le=1000, description="Most used traits that become features."
     )

@@ -508,11 +508,16 @@ class TraitKey(Base):
     can become a feature."""
 
     __tablename__ = "trait_keys"
-    __table_args__ = (CheckConstraint("kind IN ('account', 'contact')", name="kind"),)
+    __table_args__ = (
+        CheckConstraint("kind IN ('account', 'contact')", name="kind"),
+        Index("ix_trait_keys_added_by", "kind", "added_by"),
+    )
 
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    # the writer that added it ("key:<id>" or "source:<id>"), whose own budget it counts against
+    added_by: Mapped[str | None] = mapped_column(String(80))
 
 
 class Worker(Base):

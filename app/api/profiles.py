@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
-from app import errors, held, identities, ingest, merges, profiles, runtime
+from app import auth, errors, held, identities, ingest, merges, profiles, runtime
 from app.api import segment as segment_api
 from app.api.common import (
     StrictJSONRoute,
@@ -54,8 +54,12 @@ def _observed_problem(
 
 def _trait_limits(request: Request) -> profiles.TraitLimits:
     settings = runtime.of(request).settings
+    principal: auth.Principal | None = request.scope.get(auth.PRINCIPAL)
     return profiles.TraitLimits(
-        per_profile=settings.max_traits_per_profile, overall=settings.max_trait_keys
+        per_profile=settings.max_traits_per_profile,
+        overall=settings.max_trait_keys,
+        per_writer=settings.max_trait_keys_per_writer,
+        writer=None if principal is None else f"key:{principal.key_id}",
     )
 
 

@@ -64,6 +64,7 @@ async def _principal(request: Request, credentials: HTTPAuthorizationCredentials
         raise errors.Forbidden("This key lacks the `ingest` scope.", missing_scope="ingest")
     if principal.sources is not None:
         raise errors.Forbidden("This key is limited to webhook sources; Segment is not one.")
+    request.scope[auth.PRINCIPAL] = principal  # the writer its trait keys count against
     return principal
 
 
@@ -101,14 +102,21 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def context(request: Request, now: datetime) -> segment.Context:
+def context(request: Request, now: datetime, *, writer: str | None = None) -> segment.Context:
+    """What storing needs; `writer` (else the request's key) is whose trait-key budget counts."""
     state = runtime.of(request)
     settings = state.settings
+    if writer is None:
+        principal: auth.Principal | None = request.scope.get(auth.PRINCIPAL)
+        writer = None if principal is None else f"key:{principal.key_id}"
     return segment.Context(
         now=now,
         tolerance=future_tolerance(request),
         limits=profiles.TraitLimits(
-            per_profile=settings.max_traits_per_profile, overall=settings.max_trait_keys
+            per_profile=settings.max_traits_per_profile,
+            overall=settings.max_trait_keys,
+            per_writer=settings.max_trait_keys_per_writer,
+            writer=writer,
         ),
         known=state.known_ids,
         partition_manager=state.partitions,

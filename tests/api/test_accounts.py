@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
@@ -342,3 +343,21 @@ async def test_an_older_contact_observation_in_a_batch_folds_behind_the_newer(
     contact = (await client.get("/v1/contacts/c1")).json()
     assert (contact["name"], contact["role"], contact["email"]) == ("Bo", "admin", None)
     assert contact["identities"] == [{"kind": "crm", "value": "003X"}]
+
+
+async def test_one_writer_cannot_take_the_whole_trait_key_budget(
+    settings: Settings, make_key: Any
+) -> None:
+    flooder = {"Authorization": f"Bearer {await make_key('ingest', name='flooder')}"}
+    other = {"Authorization": f"Bearer {await make_key('ingest', name='other')}"}
+    async with another_process(settings, max_trait_keys=10, max_trait_keys_per_writer=4) as c:
+        flood = {"traits": {f"junk_{i}": i for i in range(4)}}
+        assert (await c.put("/v1/accounts/a", json=flood, headers=flooder)).status_code == 200
+        more = await c.put("/v1/accounts/a", json={"traits": {"junk_9": 1}}, headers=flooder)
+        assert more.status_code == 422
+        assert "CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER" in more.json()["detail"]
+        # Keys it added before cost it nothing again; another writer still has room.
+        again = {"traits": {"junk_0": 5}}
+        assert (await c.put("/v1/accounts/b", json=again, headers=flooder)).status_code == 200
+        mine = {"traits": {"tier": "gold", "seats": 40}}
+        assert (await c.put("/v1/accounts/c", json=mine, headers=other)).status_code == 200
