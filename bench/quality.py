@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import db, simulator  # noqa: E402
-from app.ml import baselines, training  # noqa: E402
+from app.ml import baselines, metrics  # noqa: E402
 from bench.ingest import ADMIN_KEY, create_database, scratch_dir, verdict  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -639,7 +639,7 @@ def _against_best(
         "difference": float(
             roc_auc_score(y[rows], ours[rows]) - roc_auc_score(y[rows], peer[rows])
         ),
-        "error": training.auc_difference_error(y[rows], ours[rows], peer[rows]),
+        "error": metrics.auc_difference_error(y[rows], ours[rows], peer[rows]),
     }
 
 

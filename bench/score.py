@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from app import db, features, ingest, partitions, profiles, simulator  # noqa: E402
 from app.ml import batch, pipeline, scoring, training  # noqa: E402
+from app.ml.model import Trained  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Connection,
@@ -178,7 +179,7 @@ async def train(url: str, models_dir: Path, snapshots: int) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     real_train = training.train
 
-    def timed(ts: Any, options: training.Options) -> training.Trained:
+    def timed(ts: Any, options: training.Options) -> Trained:
         t0 = time.perf_counter()
         trained = real_train(ts, options)
         seen["train_seconds"] = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """A regularised logistic regression written out in the open: the simple peer every model is
 measured against (app.ml.baselines) and the regression blended with the trees
-(app.ml.training.Blend).
+(app.ml.model.Blend).
 
 Numbers are log-scaled (signed log1p) after missing values are replaced by the training median
 (with an indicator of the missing ones), then standardised on the training rows; categories are
@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 MISSING_CODE = -1  # a category's missing value, one-hot like any level
 
@@ -150,6 +148,10 @@ def fit(
                 columns.append((codes == code).astype(np.float64)[:, None])
     design = np.hstack(columns)
     signs = np.array([directions[j] if directions else 0 for j in numbers.tolist()])
+
+    # Imported here: serving loads fitted regressions and never needs scikit-learn.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
 
     def regression(design: np.ndarray) -> LogisticRegression:
         model = LogisticRegression(C=c, max_iter=2000)

@@ -21,7 +21,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from app import errors, insights, jobs
-from app.ml import datasets, drift, history, registry, training
+from app.ml import datasets, drift, history, metrics, registry
 from app.ml.catalog import Catalog
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
@@ -131,7 +131,7 @@ async def _not_yet_churned(
 
 
 def _measure(y: np.ndarray, p: np.ndarray) -> Measures:
-    measured = training.metrics(y, p)
+    measured = metrics.metrics(y, p)
     return Measures(
         n=int(measured["n"] or 0),
         positives=int(y.sum()),
@@ -139,7 +139,7 @@ def _measure(y: np.ndarray, p: np.ndarray) -> Measures:
         brier=measured["brier"],
         lift_at_10=measured["lift_at_10"],
         positive_rate=measured["positive_rate"],
-        calibration=training.reliability(y, p),
+        calibration=metrics.reliability(y, p),
     )
 
 

@@ -14,6 +14,7 @@ import orjson
 from app import errors, features, jobs, rollups
 from app.ml import datasets, promotion, registry, training
 from app.ml.catalog import Catalog
+from app.ml.model import Trained
 from app.schemas.models import TrainRequest
 from app.settings import Settings
 from app.voc import enrich, themes
@@ -145,7 +146,7 @@ def handler(settings: Settings) -> jobs.Handler:
 
 
 async def register(
-    conn: asyncpg.Connection, settings: Settings, prepared: Prepared, trained: training.Trained
+    conn: asyncpg.Connection, settings: Settings, prepared: Prepared, trained: Trained
 ) -> dict[str, Any]:
     """Write the model to the registry, pass it through the promotion gate, record it."""
     request, as_of, label, catalog = (

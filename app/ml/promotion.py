@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from app import audit, errors, features
-from app.ml import baselines, datasets, registry, serving, training
+from app.ml import baselines, datasets, metrics, registry, serving
 
 
 @dataclass
@@ -65,7 +65,7 @@ def probabilities(loaded: registry.Loaded, frame: features.Frame) -> np.ndarray:
 
 def calibration_error(y: np.ndarray, p: np.ndarray) -> float | None:
     """Expected calibration error over deciles: mean |predicted - observed|, weighted by n."""
-    table = training.reliability(y, p)
+    table = metrics.reliability(y, p)
     n = sum(b["n"] for b in table)
     return sum(abs(b["predicted"] - b["observed"]) * b["n"] for b in table) / n if n else None
 
@@ -111,7 +111,7 @@ class Verdict:
 async def evaluate(conn: asyncpg.Connection, loaded: registry.Loaded, window: Window) -> Measured:
     frame = await features.compute(conn, loaded.catalog, window.keys)
     p = await asyncio.to_thread(probabilities, loaded, frame)
-    measured = training.metrics(window.labels, p)
+    measured = metrics.metrics(window.labels, p)
     return Measured(
         auc=measured["auc"],
         brier=measured["brier"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -29,12 +30,11 @@ import asyncpg
 import lightgbm as lgb
 import numpy as np
 import orjson
-import shap
-import sklearn
 
 from app import errors
-from app.ml import linear, training
+from app.ml import linear
 from app.ml.catalog import Catalog
+from app.ml.model import GLOBAL, Blend, SegmentModel, SegmentStats, Trained
 from app.schemas.models import ModelInfo
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ class Loaded:
     manifest: Manifest
     catalog: Catalog
     features: list[str]
-    models: dict[str, training.SegmentModel]
-    stats: dict[str, training.SegmentStats]
+    models: dict[str, SegmentModel]
+    stats: dict[str, SegmentStats]
 
     @functools.cached_property
     def positions(self) -> list[int]:
@@ -126,8 +126,8 @@ class Loaded:
             return frame.matrix[:, self.positions]
         return frame.matrix[:, [frame.names.index(f) for f in self.features]]
 
-    def serving(self, segment: str | None) -> tuple[str, training.SegmentModel]:
-        name = segment if segment in self.models else training.GLOBAL
+    def serving(self, segment: str | None) -> tuple[str, SegmentModel]:
+        name = segment if segment in self.models else GLOBAL
         return name, self.models[name]
 
     def served(self, segments: Sequence[str | None]) -> dict[str, list[int]]:
@@ -137,8 +137,8 @@ class Loaded:
             out.setdefault(self.serving(segment)[0], []).append(i)
         return out
 
-    def stats_for(self, segment: str | None) -> training.SegmentStats:
-        return self.stats.get(segment or "", self.stats[training.GLOBAL])
+    def stats_for(self, segment: str | None) -> SegmentStats:
+        return self.stats.get(segment or "", self.stats[GLOBAL])
 
 
 def new_model_id() -> str:
@@ -158,7 +158,7 @@ def write(
     *,
     target: str,
     model_id: str,
-    trained: training.Trained,
+    trained: Trained,
     catalog: Catalog,
     window: dict[str, Any],
 ) -> Path:
@@ -169,7 +169,7 @@ def write(
     try:
         files: dict[str, str] = {}
         for name, model in trained.models.items():
-            relative = "model.txt" if name == training.GLOBAL else _segment_file(name)
+            relative = "model.txt" if name == GLOBAL else _segment_file(name)
             path = staging / relative
             path.parent.mkdir(exist_ok=True)
             model.booster.save_model(str(path))
@@ -211,9 +211,10 @@ def write(
             },
             "libraries": {
                 "lightgbm": lgb.__version__,
-                "shap": shap.__version__,
+                # versions without the imports: shap alone cost an API process 3 s to start
+                "shap": importlib.metadata.version("shap"),
                 "numpy": np.__version__,
-                "scikit-learn": sklearn.__version__,
+                "scikit-learn": importlib.metadata.version("scikit-learn"),
                 "python": platform.python_version(),
             },
         }
@@ -242,7 +243,7 @@ def load(path: Path) -> Loaded:
         manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise DamagedModel(f"Model at {path.name} has no readable manifest.") from exc
-    models: dict[str, training.SegmentModel] = {}
+    models: dict[str, SegmentModel] = {}
     for name, entry in manifest["models"].items():
         file = path / entry["file"]
         try:
@@ -258,14 +259,14 @@ def load(path: Path) -> Loaded:
         a, b = entry["calibration"]
         regression = entry.get("regression")
         trees, weight = entry.get("blend", (1.0, 0.0))
-        models[name] = training.SegmentModel(
+        models[name] = SegmentModel(
             booster,
             (float(a), float(b)),
             None if regression is None else linear.Linear.from_json(regression),
-            training.Blend(float(trees), float(weight)),
+            Blend(float(trees), float(weight)),
         )
     stats = {
-        name: training.SegmentStats(
+        name: SegmentStats(
             (float(s["thresholds"][0]), float(s["thresholds"][1])),
             [float(v) for v in s["reference"]],
             {k: float(v) for k, v in s["typical"].items()},
@@ -291,7 +292,7 @@ def catalog_at(path: Path) -> Catalog | None:
         return None
 
 
-def summary(trained: training.Trained) -> dict[str, Any]:
+def summary(trained: Trained) -> dict[str, Any]:
     """What the models table keeps for listing without opening the folder."""
     return {
         "metrics": trained.metrics,

@@ -21,7 +21,8 @@ import numpy as np
 import orjson
 
 from app import errors, features
-from app.ml import datasets, performance, registry, scoring, training
+from app.ml import datasets, performance, registry, scoring
+from app.ml.model import GLOBAL
 
 SAMPLE = 1000  # accounts in the SHAP summaries
 
@@ -53,7 +54,7 @@ def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> li
     x = loaded.matrix(frame)
     if not len(x):
         return []
-    parts = scoring.contributions(loaded.models[training.GLOBAL], x)[:, :-1]
+    parts = scoring.contributions(loaded.models[GLOBAL], x)[:, :-1]
     outcome = scoring.OUTCOME_WORDS.get(loaded.target, f"the {loaded.target} score")
     levels = loaded.catalog.levels()
     lines = []
@@ -160,7 +161,7 @@ def _plots(
     if frame.keys:
         images["shap"] = _b64(scoring.summary_png(loaded, frame))
         for segment in sorted({s for s in frame.segments if s}):
-            if loaded.serving(segment)[0] != training.GLOBAL:
+            if loaded.serving(segment)[0] != GLOBAL:
                 images[f"shap {segment}"] = _b64(
                     scoring.summary_png(loaded, frame, segment=segment)
                 )

@@ -2,7 +2,7 @@
 
 For each account: margin = base_value + the sum of every feature's contribution (LightGBM's
 TreeSHAP, pred_contrib, plus the exact contribution of the logistic regression blended with the
-trees when there is one, each times its weight: app.ml.training.Blend, app.ml.linear). The
+trees when there is one, each times its weight: app.ml.Blend, app.ml.linear). The
 reasons are the largest contributions that push the score the way it points (above the average
 account: what raises it; below: what lowers it), among features a person can act on;
 other_contribution sums the rest, so base_value + sum(reasons) + other_contribution = margin.
@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from app import features
-from app.ml import registry, training
+from app.ml import registry
 from app.ml.catalog import Feature
+from app.ml.model import SegmentModel
 
 HEADLINE, COUNTER, CONTEXT = "headline", "counter", "context"
 
@@ -65,7 +66,7 @@ class Score:
 SMALL = 256
 
 
-def contributions(model: training.SegmentModel, x: np.ndarray) -> np.ndarray:
+def contributions(model: SegmentModel, x: np.ndarray) -> np.ndarray:
     """TreeSHAP contributions per feature, last column the base value; rows sum to the margin."""
     threads = 1 if len(x) < SMALL else 0  # 0: LightGBM's default, every core
     return model.contributions(x, threads=threads)

@@ -49,20 +49,24 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
-    average_precision_score,
     brier_score_loss,
-    log_loss,
-    roc_auc_score,
-    roc_curve,
 )
 
 from app import errors
 from app.ml import baselines, linear, psi
 from app.ml.datasets import TrainingSet
+from app.ml.metrics import (
+    auc_difference_error,
+    auc_interval,
+    auc_within,
+    curves,
+    metrics,
+    reliability,
+)
+from app.ml.model import GLOBAL, Blend, SegmentModel, SegmentStats, Trained
 
 SEED = 7
 
@@ -185,83 +189,6 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 SEARCH_TIE = 0.001
 MAX_ROUNDS_SCALE = 2.0  # the served model's rounds grow with its extra rows, at most this much
-
-
-@dataclass(frozen=True)
-class Blend:
-    """margin = trees x the trees' margin + regression x the logistic regression's (when the
-    regression is used), weights fitted on the search's out-of-fold margins."""
-
-    trees: float = 1.0
-    regression: float = 0.0
-
-
-@dataclass
-class SegmentModel:
-    """One booster, the logistic regression blended with it (if any) and its calibration:
-    margin = blend.trees x the trees' margin + blend.regression x the regression's,
-    probability = sigmoid(a * margin + b)."""
-
-    booster: lgb.Booster
-    calibration: tuple[float, float]
-    regression: linear.Linear | None = None
-    blend: Blend = field(default_factory=Blend)
-
-    def probability(self, raw: np.ndarray) -> np.ndarray:
-        a, b = self.calibration
-        return _sigmoid(a * raw + b)
-
-    def margin(self, x: np.ndarray) -> np.ndarray:
-        """The model's raw score, in log-odds."""
-        trees = np.asarray(self.booster.predict(x, raw_score=True), dtype=np.float64)
-        if self.regression is None:
-            return trees
-        result: np.ndarray = (
-            self.blend.trees * trees + self.blend.regression * self.regression.margin(x)
-        )
-        return result
-
-    def contributions(self, x: np.ndarray, *, threads: int = 0) -> np.ndarray:
-        """Per feature, the trees' TreeSHAP contribution plus the regression's, each times its
-        weight in the blend; the last column is the base value. Each row sums to the margin."""
-        out = np.asarray(
-            self.booster.predict(x, pred_contrib=True, num_threads=threads), dtype=np.float64
-        )
-        if self.regression is not None:
-            out *= self.blend.trees
-            out[:, :-1] += self.blend.regression * self.regression.contributions(x)
-            out[:, -1] += self.blend.regression * self.regression.base
-        return out
-
-
-@dataclass
-class SegmentStats:
-    """What explains a score within a segment, from its training rows."""
-
-    thresholds: tuple[float, float]  # probability at or above which a score is high, medium
-    reference: list[float]  # sorted training probabilities, for percentiles
-    typical: dict[str, float]  # median of each feature
-
-
-@dataclass
-class Trained:
-    features: list[str]
-    categorical: list[str]
-    models: dict[str, SegmentModel]  # "__global__" and segment names
-    stats: dict[str, SegmentStats]  # per segment, and "__global__" for the rest
-    metrics: dict[str, Any]
-    segments: dict[str, Any]
-    importance: list[tuple[str, float]]
-    reliability: list[dict[str, float]]
-    params: dict[str, Any]
-    data_hash: str
-    rows: dict[str, int] = field(default_factory=dict)
-    reference: dict[str, Any] = field(default_factory=dict)  # training distributions (drift)
-    curves: dict[str, Any] = field(default_factory=dict)  # held-out ROC and lift (report)
-    search: dict[str, Any] = field(default_factory=dict)  # candidates, scores, choice, time
-
-
-GLOBAL = "__global__"
 
 
 def base_params(options: Options) -> dict[str, Any]:
@@ -957,29 +884,6 @@ def _baselines(
     }
 
 
-def auc_difference_error(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """The standard error of AUC(a) - AUC(b) on the same rows (DeLong, DeLong and
-    Clarke-Pearson, 1988; with midranks as in Sun and Xu, 2014)."""
-    positive = y == 1
-    m, n = int(positive.sum()), int((~positive).sum())
-    if not m or not n:
-        return 0.0
-    placements = []
-    for s in (a, b):
-        ranks = rankdata(s)
-        pos_ranks, neg_ranks = rankdata(s[positive]), rankdata(s[~positive])
-        placements.append(
-            (
-                (ranks[positive] - pos_ranks) / n,  # per positive: share of negatives below
-                1.0 - (ranks[~positive] - neg_ranks) / m,  # per negative: share of positives above
-            )
-        )
-    (a10, a01), (b10, b01) = placements
-    d10, d01 = a10 - b10, a01 - b01
-    variance = float(np.var(d10, ddof=1) / m + np.var(d01, ddof=1) / n) if m > 1 and n > 1 else 0.0
-    return math.sqrt(max(variance, 0.0))
-
-
 def _varying(x: np.ndarray, names: list[str], cols: list[str]) -> list[str]:
     """The columns of `cols` with more than one value (NaN counting as one)."""
     varying = []
@@ -1003,19 +907,6 @@ def _distinct(x: np.ndarray, names: list[str]) -> list[str]:
             seen.add(digest)
             kept.add(names[j])
     return [n for n in names if n in kept]
-
-
-def auc_interval(auc: float | None, y: np.ndarray) -> list[float] | None:
-    """A 95% interval of an AUC measured on labels y (Hanley and McNeil, 1982)."""
-    positives, negatives = int(y.sum()), int(len(y) - y.sum())
-    if auc is None or not positives or not negatives:
-        return None
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (
-        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
-    ) / (positives * negatives)
-    half = 1.96 * math.sqrt(max(variance, 0.0))
-    return [max(0.0, auc - half), min(1.0, auc + half)]
 
 
 def _stopper(stop_requested: Callable[[], bool]) -> Callable[[Any], None]:
@@ -1060,77 +951,6 @@ def _importance(model: SegmentModel, x: np.ndarray, hashes: np.ndarray) -> np.nd
 
 
 IMPORTANCE_ROWS = 5_000
-
-
-def auc_within(y: np.ndarray, p: np.ndarray, strata: np.ndarray) -> float | None:
-    """The AUC over pairs of the same stratum (a snapshot: an account that churned and one
-    that renewed, as of the same moment), the strata weighted by their pairs; None without a
-    pair. Scores are only ever compared within a moment; pooled over moments, a model is also
-    marked on how well its probabilities follow each moment's base rate, which nobody asks of
-    a ranking (an online shop's two blocks of weeks: 0.61 and 0.66 each, 0.46 pooled)."""
-    total = pairs = 0.0
-    for stratum in np.unique(strata):
-        rows = strata == stratum
-        positives = int(y[rows].sum())
-        negatives = int(rows.sum()) - positives
-        if positives and negatives:
-            total += float(roc_auc_score(y[rows], p[rows])) * positives * negatives
-            pairs += positives * negatives
-    return total / pairs if pairs else None
-
-
-def metrics(
-    y: np.ndarray, p: np.ndarray, strata: np.ndarray | None = None
-) -> dict[str, float | int | None]:
-    """AUC (within strata, when given: auc_within), PR-AUC, Brier, log loss and lift in the
-    top 10%; None where undefined."""
-    n = len(y)
-    both = n > 0 and 0 < y.sum() < n
-    top = max(1, math.ceil(n * 0.1)) if n else 0
-    order = np.argsort(-p, kind="stable")
-    rate = float(y.mean()) if n else None
-    lift = float(y[order[:top]].mean()) / rate if n and rate else None
-    return {
-        "auc": (float(roc_auc_score(y, p)) if both else None)
-        if strata is None
-        else auc_within(y, p, strata),
-        "pr_auc": float(average_precision_score(y, p)) if both else None,
-        "brier": float(brier_score_loss(y, p)) if n else None,
-        "log_loss": float(log_loss(y, np.clip(p, 1e-9, 1 - 1e-9), labels=[0, 1])) if n else None,
-        "lift_at_10": lift,
-        "positive_rate": rate,
-        "n": n,
-    }
-
-
-def curves(y: np.ndarray, p: np.ndarray, points: int = 101) -> dict[str, Any]:
-    """The ROC curve (thinned to about `points` points) and the lift of each decile, highest
-    scores first: what the model report draws."""
-    if len(y) == 0 or not 0 < y.sum() < len(y):
-        return {}
-    fpr, tpr, _ = roc_curve(y, p)
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
-    rate = float(y.mean())
-    order = np.argsort(-p, kind="stable")
-    lift = [float(y[chunk].mean()) / rate for chunk in np.array_split(order, 10) if len(chunk)]
-    return {"roc": [[float(fpr[i]), float(tpr[i])] for i in keep], "lift": lift}
-
-
-def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
-    """Mean predicted against observed, by decile of the prediction."""
-    if len(y) == 0:
-        return []
-    order = np.argsort(p, kind="stable")
-    table = []
-    for chunk in np.array_split(order, min(bins, len(order))):
-        table.append(
-            {
-                "predicted": float(p[chunk].mean()),
-                "observed": float(y[chunk].mean()),
-                "n": len(chunk),
-            }
-        )
-    return table
 
 
 def _data_hash(x: np.ndarray, y: np.ndarray) -> str:

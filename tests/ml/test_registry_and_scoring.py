@@ -15,11 +15,12 @@ from app import features
 from app.ml import registry, scoring, training
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
+from app.ml.model import GLOBAL, Trained
 from tests.ml.synthetic import CATALOG, world
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, training.Trained]:
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trained]:
     ts = world(n_accounts=800, snapshots=4)
     trained = training.train(ts, training.Options(min_segment_rows=200, min_segment_positives=20))
     root = tmp_path_factory.mktemp("models")
@@ -34,7 +35,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, training.Trai
     return path, trained
 
 
-def test_round_trip_gives_identical_predictions(saved: tuple[Path, training.Trained]) -> None:
+def test_round_trip_gives_identical_predictions(saved: tuple[Path, Trained]) -> None:
     path, trained = saved
     loaded = registry.load(path)
     x = world(n_accounts=50, snapshots=1, seed=11).frame.matrix
@@ -57,7 +58,7 @@ def test_round_trip_gives_identical_predictions(saved: tuple[Path, training.Trai
 
 
 def test_a_truncated_model_file_is_refused_and_not_loaded(
-    saved: tuple[Path, training.Trained], tmp_path: Path
+    saved: tuple[Path, Trained], tmp_path: Path
 ) -> None:
     path, _ = saved
     copy = tmp_path / "m1"
@@ -69,10 +70,10 @@ def test_a_truncated_model_file_is_refused_and_not_loaded(
     with pytest.raises(registry.DamagedModel, match="sha256"):
         registry.load(copy)
     # The intact model still loads and serves.
-    assert registry.load(path).models[training.GLOBAL].booster.num_trees() > 0
+    assert registry.load(path).models[GLOBAL].booster.num_trees() > 0
 
 
-def test_reasons_add_up_to_the_margin(saved: tuple[Path, training.Trained]) -> None:
+def test_reasons_add_up_to_the_margin(saved: tuple[Path, Trained]) -> None:
     path, _ = saved
     loaded = registry.load(path)
     frame = world(n_accounts=40, snapshots=1, seed=12).frame
@@ -90,7 +91,7 @@ def test_reasons_add_up_to_the_margin(saved: tuple[Path, training.Trained]) -> N
 
 
 def test_headline_reasons_push_the_way_the_score_points_and_can_be_acted_on(
-    saved: tuple[Path, training.Trained],
+    saved: tuple[Path, Trained],
 ) -> None:
     path, _ = saved
     loaded = registry.load(path)
@@ -146,11 +147,11 @@ def test_a_random_static_trait_never_leads_a_reason(tmp_path: Path) -> None:
 
 
 def test_lightgbm_contributions_match_shap_tree_explainer(
-    saved: tuple[Path, training.Trained],
+    saved: tuple[Path, Trained],
 ) -> None:
     path, _ = saved
     loaded = registry.load(path)
-    model = loaded.models[training.GLOBAL]
+    model = loaded.models[GLOBAL]
     x = world(n_accounts=30, snapshots=1, seed=13).frame.matrix
     ours = scoring.contributions(model, x)
     explainer = shap.TreeExplainer(model.booster)
@@ -221,7 +222,7 @@ def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
 
 
 def test_shap_draws_the_global_summary_from_the_served_contributions(
-    saved: tuple[Path, training.Trained],
+    saved: tuple[Path, Trained],
 ) -> None:
     path, _ = saved
     loaded = registry.load(path)

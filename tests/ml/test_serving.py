@@ -13,20 +13,19 @@ import httpx
 import pytest
 
 from app.ml import registry, training
+from app.ml.model import Trained
 from app.settings import Settings
 from tests.ml.synthetic import CATALOG, world
 
 
 @pytest.fixture(scope="module")
-def trained() -> training.Trained:
+def trained() -> Trained:
     ts = world(n_accounts=400, snapshots=2)
     return training.train(ts, training.Options(min_segment_rows=10_000))
 
 
 @pytest.fixture
-async def two_models(
-    trained: training.Trained, settings: Settings, conn: asyncpg.Connection
-) -> None:
+async def two_models(trained: Trained, settings: Settings, conn: asyncpg.Connection) -> None:
     """m1 active and m2 a candidate, both real models on disk, registered for churn."""
     for model_id, status in (("m1", "active"), ("m2", "candidate")):
         path = registry.write(

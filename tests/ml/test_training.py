@@ -12,15 +12,17 @@ from app import errors, features
 from app.ml import training
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
+from app.ml.metrics import auc_difference_error, auc_within
+from app.ml.model import GLOBAL, Trained
 from tests.ml.synthetic import world
 
 
 @pytest.fixture(scope="module")
-def trained() -> training.Trained:
+def trained() -> Trained:
     return training.train(world(), training.Options())
 
 
-def test_held_out_auc_is_useful_and_metrics_are_complete(trained: training.Trained) -> None:
+def test_held_out_auc_is_useful_and_metrics_are_complete(trained: Trained) -> None:
     m = trained.metrics
     assert m["auc"] >= 0.75
     assert {
@@ -38,7 +40,7 @@ def test_held_out_auc_is_useful_and_metrics_are_complete(trained: training.Train
 
 
 def test_each_segment_model_is_kept_only_when_it_does_as_well_on_held_out_rows(
-    trained: training.Trained,
+    trained: Trained,
 ) -> None:
     for segment in ("enterprise", "smb"):
         entry = trained.segments[segment]
@@ -51,7 +53,7 @@ def test_each_segment_model_is_kept_only_when_it_does_as_well_on_held_out_rows(
 def test_a_segment_too_small_for_its_own_model_uses_the_global_one() -> None:
     options = training.Options(min_segment_rows=10**6)
     trained = training.train(world(n_accounts=300, snapshots=3), options)
-    assert set(trained.models) == {training.GLOBAL}
+    assert set(trained.models) == {GLOBAL}
     assert "needs" in trained.segments["smb"]["reason"]
 
 
@@ -64,7 +66,7 @@ def test_training_and_its_search_are_deterministic() -> None:
         c["auc"] for c in second.search["candidates"]
     ]
     # Same data, same model bytes, and the same blend.
-    one, two = first.models[training.GLOBAL], second.models[training.GLOBAL]
+    one, two = first.models[GLOBAL], second.models[GLOBAL]
     assert one.booster.model_to_string() == two.booster.model_to_string()
     assert one.blend == two.blend and first.search["blend"] == second.search["blend"]
     assert (one.regression and one.regression.to_json()) == (
@@ -73,7 +75,7 @@ def test_training_and_its_search_are_deterministic() -> None:
 
 
 def test_the_served_model_learns_from_every_row_the_held_out_ones_included(
-    trained: training.Trained,
+    trained: Trained,
 ) -> None:
     assert trained.rows["train"] == trained.rows["total"] == trained.metrics["n_train"]
     assert 0 < trained.rows["holdout"] == trained.metrics["n_valid"] < trained.rows["total"]
@@ -100,7 +102,7 @@ def test_a_spent_search_budget_skips_the_candidates_left_and_names_them() -> Non
     assert trained.search["skipped"] == every[1:]
 
 
-def test_bands_put_about_a_tenth_of_each_segment_high(trained: training.Trained) -> None:
+def test_bands_put_about_a_tenth_of_each_segment_high(trained: Trained) -> None:
     for segment in ("enterprise", "smb"):
         stats = trained.stats[segment]
         ref = np.array(stats.reference)
@@ -109,7 +111,7 @@ def test_bands_put_about_a_tenth_of_each_segment_high(trained: training.Trained)
         assert 0.25 <= (ref >= medium).mean() <= 0.35
 
 
-def test_feature_cap_keeps_the_most_important(trained: training.Trained) -> None:
+def test_feature_cap_keeps_the_most_important(trained: Trained) -> None:
     capped = training.train(world(n_accounts=600, snapshots=4), training.Options(max_features=3))
     assert len(capped.features) == 3
 
@@ -155,7 +157,7 @@ def test_where_the_signal_is_linear_the_regression_is_blended_in_and_the_model_k
     # A few hundred accounts: trees alone fall below a logistic regression here; the blend
     # must not.
     trained = training.train(_linear_world(500, 3), training.Options(min_segment_rows=10**9))
-    model = trained.models[training.GLOBAL]
+    model = trained.models[GLOBAL]
     assert model.regression is not None and model.blend.regression > 0, trained.search["blend"]
     metrics = trained.metrics
     assert metrics["auc"] >= metrics["baselines"]["logistic_regression"] - 0.01, metrics
@@ -213,12 +215,12 @@ def test_the_error_of_an_auc_difference_matches_a_bootstrap() -> None:
     y = (rng.random(2000) < 0.3).astype(float)
     a = y + rng.normal(0, 1.0, len(y))
     b = 0.5 * a + y + rng.normal(0, 1.0, len(y))
-    assert training.auc_difference_error(y, a, a) == 0.0
+    assert auc_difference_error(y, a, a) == 0.0
     differences = []
     for _ in range(400):
         i = rng.integers(0, len(y), len(y))
         differences.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
-    assert training.auc_difference_error(y, a, b) == pytest.approx(np.std(differences), rel=0.15)
+    assert auc_difference_error(y, a, b) == pytest.approx(np.std(differences), rel=0.15)
 
 
 def test_auc_within_snapshots_compares_only_accounts_of_the_same_moment() -> None:
@@ -228,17 +230,17 @@ def test_auc_within_snapshots_compares_only_accounts_of_the_same_moment() -> Non
     p = np.array([0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.3, 0.4])
     moments = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     assert roc_auc_score(y, p) < 1.0
-    assert training.auc_within(y, p, moments) == 1.0
+    assert auc_within(y, p, moments) == 1.0
     # Strata weigh by their pairs; one with a single class adds none.
     y2 = np.array([1, 0, 0, 1, 1], dtype=float)
     p2 = np.array([0.9, 0.1, 0.8, 0.2, 0.3])
     strata = np.array([0, 0, 1, 1, 2])
-    assert training.auc_within(y2, p2, strata) == pytest.approx((1 * 1 + 0 * 1) / 2)
-    assert training.auc_within(y2[4:], p2[4:], strata[4:]) is None
+    assert auc_within(y2, p2, strata) == pytest.approx((1 * 1 + 0 * 1) / 2)
+    assert auc_within(y2[4:], p2[4:], strata[4:]) is None
 
 
 def test_two_blocks_of_time_are_each_measured_with_the_other_blocks_choice(
-    trained: training.Trained,
+    trained: Trained,
 ) -> None:
     search, validation = trained.search, trained.metrics["validation"]
     assert search["scored_on"] == "both blocks, each choosing for the other"
