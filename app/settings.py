@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Distinct trait keys of accounts (and of contacts) overall; more is 422.",
     )
+    currency: str = Field(
+        "USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code money is shown in (reasons: revenue, MRR), whole units.",
+    )
     max_trait_keys_per_writer: int = Field(
         500,
         ge=1,

@@ -22,8 +22,9 @@ CHANGE_DAYS = 90  # profile changes (mrr, numeric traits) are measured over this
 
 # How a value is shown: count and days as whole numbers, ago as a time since ("2 hours ago",
 # "none in the last year"), trend as a percent change (it is a log ratio), flag as yes/no, score
-# and number with one decimal when not whole, money likewise, category as its level.
-# ratio as "3.2 times", share as a percentage
+# and number with one decimal when not whole, money as whole units of the installation's
+# currency ("$13,758"; CUSTINTEL_CURRENCY), sentiment in words ("mostly negative"), category as
+# its level, ratio as "3.2 times", share as a percentage
 Unit = Literal[
     "count",
     "days",
@@ -36,6 +37,7 @@ Unit = Literal[
     "category",
     "ratio",
     "share",
+    "sentiment",
 ]
 Direction = Literal[1, -1] | None  # +1: a higher value raises the target's probability
 
@@ -130,7 +132,7 @@ SPECS: tuple[Spec, ...] = (
         True,
         1,
     ),
-    Spec("sentiment_90d", "Mean sentiment of the last 90 days' texts", "score", True, -1, 1),
+    Spec("sentiment_90d", "Mean sentiment of the last 90 days' texts", "sentiment", True, -1, 1),
     Spec(
         "negative_{theme}_30d",
         "Negative texts about {theme} in the last 30 days",
@@ -239,7 +241,13 @@ class Feature:
             return f"{value:.0%}"
         if unit == "ratio":
             return f"{value:,.1f} times"
-        if abs(value - round(value)) < 1e-9:
+        if unit == "sentiment":
+            return _feeling(value)
+        if unit == "money":
+            from app.settings import get_settings  # the installation's, at display time
+
+            return money(value, get_settings().currency)
+        if unit in ("count", "days") or abs(value - round(value)) < 1e-9:
             return f"{round(value):,}"
         return f"{value:,.1f}"
 
@@ -247,6 +255,31 @@ class Feature:
 def is_number(value: Any) -> bool:
     """A JSON number (not a boolean, which Python counts as an int)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Symbols of the commonest currencies; any other is written after the amount ("1,200 CHF").
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹", "CAD": "CA$", "AUD": "A$"}
+
+
+def money(value: float, currency: str) -> str:
+    """An amount in whole units of a currency: "$13,758", "-€300", "1,200 CHF"."""
+    amount = f"{abs(round(value)):,}"
+    sign = "-" if round(value) < 0 else ""
+    symbol = _SYMBOLS.get(currency.upper())
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency.upper()}"
+
+
+def _feeling(score: float) -> str:
+    """A sentiment score (-1 to 1) in words."""
+    if score <= -0.5:
+        return "mostly negative"
+    if score < -0.05:
+        return "somewhat negative"
+    if score <= 0.05:
+        return "neutral"
+    if score < 0.5:
+        return "somewhat positive"
+    return "mostly positive"
 
 
 def _ago(days: float) -> str:

@@ -13,7 +13,7 @@ import shap
 
 from app import features
 from app.ml import registry, scoring, training
-from app.ml.catalog import Catalog
+from app.ml.catalog import Catalog, money
 from app.ml.datasets import TrainingSet
 from app.ml.model import GLOBAL, Trained
 from tests.ml.synthetic import CATALOG, world
@@ -216,6 +216,13 @@ def test_every_feature_of_a_catalog_has_its_spec_and_words() -> None:
     assert catalog.feature("trait_tier").spec.unit == "category"
     assert catalog.feature("tickets_open").spec.churn == 1
     assert not catalog.feature("segment").spec.actionable
+    # Money in whole units of the installation's currency, days whole, sentiment in words.
+    assert catalog.feature("revenue_90d").show(13757.5) == "$13,758"
+    assert catalog.feature("mrr_change_90d").show(-300.4) == "-$300"
+    assert catalog.feature("tenure_days").show(947.96) == "948"
+    assert catalog.feature("sentiment_90d").show(-0.52) == "mostly negative"
+    assert catalog.feature("sentiment_90d").show(0.0) == "neutral"
+    assert money(1200.0, "CHF") == "1,200 CHF"
     # Names from clients are data: a brace in an event type is not a placeholder.
     odd = Catalog(("{window}",), (), {}, (), (), ())
     assert odd.feature("events_{window}_30d").words == "{window} in the last 30 days"
