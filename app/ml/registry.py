@@ -117,6 +117,11 @@ class Loaded:
         return np.array([self.catalog.feature(f).spec.actionable for f in self.features])
 
     @functools.cached_property
+    def families(self) -> list[str]:
+        """For each of the model's features, the family of features saying nearly the same."""
+        return [self.catalog.feature(f).family for f in self.features]
+
+    @functools.cached_property
     def levels(self) -> dict[str, tuple[str, ...]]:
         return self.catalog.levels()
 

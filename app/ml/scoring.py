@@ -175,10 +175,11 @@ def _score(
     pointing = 1.0 if parts.sum() > 0 else -1.0
     ranked = order[parts[order] != 0]  # by magnitude, largest first
     acts, along = actionable[ranked], parts[ranked] * pointing > 0
+    families = loaded.families
     picked = {
-        HEADLINE: ranked[acts & along][:top],
-        COUNTER: ranked[acts & ~along][:top],
-        CONTEXT: ranked[~acts][:top],
+        HEADLINE: _one_per_family(ranked[acts & along], families, top),
+        COUNTER: _one_per_family(ranked[acts & ~along], families, top),
+        CONTEXT: _one_per_family(ranked[~acts], families, top),
     }
     lists: dict[str, list[Reason]] = {}
     for kind, columns in picked.items():
@@ -214,6 +215,21 @@ def _score(
         counter_reasons=lists[COUNTER],
         context=lists[CONTEXT],
     )
+
+
+def _one_per_family(columns: np.ndarray, families: list[str], top: int) -> list[int]:
+    """The first `top` columns (strongest first) of distinct families: near-duplicates ("Failed
+    payments in the last 90 days", "Payment failed in the last 30 days") take one slot, the
+    stronger's; the other's contribution stays in the score's `other_contribution`."""
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for j in columns.tolist():
+        if families[j] not in seen:
+            seen.add(families[j])
+            chosen.append(j)
+            if len(chosen) == top:
+                break
+    return chosen
 
 
 def _value(name: str, raw: float, levels: dict[str, tuple[str, ...]]) -> float | str | None:

@@ -239,3 +239,17 @@ def test_shap_draws_the_global_summary_from_the_served_contributions(
     width, height = struct.unpack(">II", png[16:24])
     assert width > 300 and height > 200
     assert scoring.summary_png(loaded, frame, segment="smb") != png
+
+
+def test_near_duplicate_features_share_one_reason_slot() -> None:
+    catalog = Catalog(("payment_failed", "login", "Login"), (), {}, (), (), ())
+    family = {n: catalog.feature(n).family for n in catalog.names}
+    assert family["payments_failed_90d"] == family["events_payment_failed_30d"]
+    assert family["events_login_30d"] == family["days_since_login"] == "type:login"
+    assert family["events_Login_30d"] != family["events_login_30d"]  # ids, not words
+    assert family["tickets_open"] != family["tickets_opened_90d"]  # open now, opened lately
+    names = ["payments_failed_90d", "events_payment_failed_30d", "events_login_30d", "mrr"]
+    families = [family.get(n, n) for n in names]
+    # strongest first: the 90-day count, then its 30-day twin, then logins
+    assert scoring._one_per_family(np.array([0, 1, 2, 3]), families, 2) == [0, 2]
+    assert scoring._one_per_family(np.array([1, 0, 3]), families, 3) == [1, 3]
