@@ -501,12 +501,13 @@ async def _screened(
             *privacy.emails_in((ev.get("text"), ev.get("properties"))),
         ]
 
-    blocked = await screen.blocked(conn, (n for _, ev in events for n in names(ev)))
+    named = [names(ev) for _, ev in events]  # once: the emails in texts are searched for
+    blocked = await screen.blocked(conn, (n for each in named for n in each))
     if not blocked:
         return list(events)
     kept = []
-    for index, ev in events:
-        if any(n in blocked for n in names(ev)):
+    for (index, ev), each in zip(events, named, strict=True):
+        if any(n in blocked for n in each):
             results.append(ItemResult(index, ev.get("event_id") or "", "suppressed"))
         else:
             kept.append((index, ev))
@@ -528,13 +529,14 @@ async def ingest_outcomes(
     def names(oc: OutcomeIn) -> list[tuple[privacy.Kind, str]]:
         return [("account", oc.account_id), *privacy.emails_in(oc.properties)]
 
+    named = [names(oc) for _, oc in outcomes] if screen is not None else []
     blocked = (
-        await screen.blocked(conn, (n for _, oc in outcomes for n in names(oc)))
+        await screen.blocked(conn, (n for each in named for n in each))
         if screen is not None
         else set()
     )
-    for index, oc in outcomes:
-        if blocked and set(names(oc)) & blocked:
+    for n, (index, oc) in enumerate(outcomes):
+        if blocked and set(named[n]) & blocked:
             results.append(ItemResult(index, oc.outcome_id or "", "suppressed"))
             continue
         outcome_id = oc.outcome_id or uuid.uuid4().hex

@@ -39,6 +39,10 @@ class TraitLimits:
     # budget (CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER), so one cannot take it all for good.
     per_writer: int | None = None
     writer: str | None = None
+    # Over a budget of keys (overall or the writer's), leave the keys new to the installation
+    # out and keep the rest of the item (Segment's SDKs and the senders never read an error),
+    # naming them in Outcome.dropped; otherwise the item is refused whole.
+    keep_rest: bool = False
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Outcome:
     errors: list[tuple[int, str]]
     conflicts: list[tuple[int, str]]
     suppressed: list[int] = field(default_factory=list)  # items naming an erased identifier
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # keys left out (keep_rest)
 
 
 def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
@@ -296,6 +301,7 @@ class _Plan:
     refold: set[str] = field(default_factory=set)  # profiles that got an older observation
     problems: list[tuple[int, str]] = field(default_factory=list)
     conflicts: list[tuple[int, str]] = field(default_factory=list)
+    dropped: list[tuple[int, str]] = field(default_factory=list)
 
 
 async def upsert(
@@ -356,7 +362,12 @@ async def upsert(
     current = await _write(conn, kind, plan, rows, now=now, answer=answer)
     await _link(conn, kind, plan, rows, now=now)
     return Outcome(
-        current, len(plan.kept), sorted(plan.problems), sorted(plan.conflicts), suppressed
+        current,
+        len(plan.kept),
+        sorted(plan.problems),
+        sorted(plan.conflicts),
+        suppressed,
+        sorted(plan.dropped),
     )
 
 
@@ -431,14 +442,19 @@ def _plan(
         state = plan.states[it.profile_id]
         added = {k for k, v in (it.changes.get("traits") or {}).items() if v is not None}
         held = set(state["traits"]) | added
-        problem = (
-            keys.admit(added)
-            if len(held) <= limits.per_profile
-            else (
+        if len(held) > limits.per_profile:
+            problem: str | None = (
                 f"this {kind} would hold {len(held)} trait keys; at most {limits.per_profile} "
                 "(CUSTINTEL_MAX_TRAITS_PER_PROFILE): remove some with null values first"
             )
-        )
+        else:
+            problem = keys.admit(added)
+            if problem is not None and limits.keep_rest:
+                new = sorted(added - keys.known)
+                traits = {k: v for k, v in it.changes["traits"].items() if k not in new}
+                it.changes = {**it.changes, "traits": traits}
+                plan.dropped += [(it.index, f"traits.{k}: {problem}") for k in new]
+                problem = None
         if problem is not None:
             plan.problems.append((it.index, problem))
             continue

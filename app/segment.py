@@ -331,6 +331,7 @@ async def _upsert(
         raise Invalid(detail)
     if tally is not None:  # what the upsert made known (its email too): for app.held.attach
         tally.known |= {f"{k}:{v}" for k, v in item.claims()}
+        tally.dropped += [(message.index, detail) for _, detail in outcome.dropped]
 
 
 async def _profile_call(
@@ -373,13 +374,7 @@ async def _profile_call(
             {"kind": k, "value": v} for k, v in held
         ]
         upsert = _validated(ContactUpsert, fields, message, tally)
-        try:
-            await _upsert(conn, "contact", user, upsert, message, ctx, tally)
-        except Invalid as over:
-            if not await _without_new_traits(conn, "contact", fields, message, tally, over):
-                raise
-            upsert = _validated(ContactUpsert, fields, message, tally)
-            await _upsert(conn, "contact", user, upsert, message, ctx, tally)
+        await _upsert(conn, "contact", user, upsert, message, ctx, tally)
         tally.contacts.add(user)
         tally.known |= {f"user_id:{user}", *(f"{k}:{v}" for k, v in held)}
     elif message.call == "group":
@@ -398,14 +393,11 @@ async def _profile_call(
         try:
             await _upsert(conn, "account", group, account_upsert, message, ctx, tally)
         except Invalid as refused:
-            if await _without_new_traits(conn, "account", fields, message, tally, refused):
-                pass
-            elif account_upsert.identities:
-                # The site is another account's: the rest of the call is kept, the claim named.
-                tally.dropped.append((message.index, f"traits.domain: {refused}"))
-                del fields["identities"]
-            else:
+            if not account_upsert.identities:
                 raise
+            # The site is another account's: the rest of the call is kept, the claim named.
+            tally.dropped.append((message.index, f"traits.domain: {refused}"))
+            del fields["identities"]
             account_upsert = _validated(AccountUpsert, fields, message, tally)
             await _upsert(conn, "account", group, account_upsert, message, ctx, tally)
         tally.accounts.add(group)
@@ -668,37 +660,6 @@ async def _screened(
         else:
             kept.append(m)
     return kept
-
-
-async def _without_new_traits(
-    conn: asyncpg.Connection,
-    kind: profiles.Kind,
-    fields: dict[str, Any],
-    message: Message,
-    tally: Tally,
-    refused: Invalid,
-) -> bool:
-    """When a call was refused because the installation's trait keys are at their limit: its
-    traits less the keys new to the installation, each named in `dropped`, so the rest of the
-    call (an email, a name) is kept. False when that was not the refusal."""
-    traits = fields.get("traits")
-    if "CUSTINTEL_MAX_TRAIT_KEYS" not in str(refused) or not isinstance(traits, dict):
-        return False
-    known = {
-        r[0]
-        for r in await conn.fetch(
-            "SELECT key FROM trait_keys WHERE kind = $1 AND key = ANY($2::text[])",
-            kind,
-            sorted(traits),
-        )
-    }
-    new = sorted(k for k, v in traits.items() if v is not None and k not in known)
-    for key in new:
-        del traits[key]
-        tally.dropped.append(
-            (message.index, f"traits.{key}: no new trait keys (CUSTINTEL_MAX_TRAIT_KEYS reached)")
-        )
-    return bool(new)
 
 
 class _Suppressed(Exception):

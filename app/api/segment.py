@@ -117,6 +117,7 @@ def context(request: Request, now: datetime, *, writer: str | None = None) -> se
             overall=settings.max_trait_keys,
             per_writer=settings.max_trait_keys_per_writer,
             writer=writer,
+            keep_rest=True,  # SDKs and senders never read an error: keep what can be kept
         ),
         known=state.known_ids,
         partition_manager=state.partitions,
