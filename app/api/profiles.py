@@ -27,10 +27,12 @@ from app.schemas.profiles import (
     AccountBatch,
     AccountBatchItem,
     AccountPage,
+    AccountUpserted,
     AccountUpsert,
     Contact,
     ContactBatch,
     ContactBatchItem,
+    ContactUpserted,
     ContactUpsert,
     IdentityMatch,
     IdentityMatches,
@@ -60,6 +62,7 @@ def _trait_limits(request: Request) -> profiles.TraitLimits:
         overall=settings.max_trait_keys,
         per_writer=settings.max_trait_keys_per_writer,
         writer=None if principal is None else f"key:{principal.key_id}",
+        keep_rest=True,  # a client's other fields are not lost for one key over a budget
     )
 
 
@@ -90,6 +93,7 @@ async def _upsert_each(
             ProfileBatchError(index=e["index"], detail=e["detail"])
             for e in sorted(invalid, key=lambda e: e["index"])
         ],
+        dropped=[ProfileBatchError(index=i, detail=d) for i, d in outcome.dropped],
     )
 
 
@@ -142,7 +146,8 @@ async def _upsert_one(
         raise errors.InvalidPayload(
             detail, errors=[{"loc": ["body", "traits"], "msg": detail, "type": "too_long"}]
         )
-    return outcome.profiles[item.profile_id]  # a merged id's survivor
+    found = outcome.profiles[item.profile_id]  # a merged id's survivor
+    return {**found, "dropped": [d for _, d in outcome.dropped]}
 
 
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
@@ -171,15 +176,16 @@ SUPPRESSED = {
     "/accounts/{account_id}",
     operation_id="upsert_account",
     tags=["accounts"],
-    response_model=Account,
+    response_model=AccountUpserted,
     responses=SUPPRESSED,  # type: ignore[arg-type]
 )
 async def upsert_account(
     request: Request, account_id: Id, body: AccountUpsert, _: Ingest
-) -> Account | Response:
-    """Create or update an account. Fields left out keep their value; traits merge key by key."""
+) -> AccountUpserted | Response:
+    """Create or update an account. Fields left out keep their value; traits merge key by key.
+    Trait keys new to the installation past its budget are left out and named in `dropped`."""
     found = await _upsert_one(request, "account", account_id, body)
-    return _suppressed(account_id) if found is None else Account.model_validate(found)
+    return _suppressed(account_id) if found is None else AccountUpserted.model_validate(found)
 
 
 @router.post(
@@ -235,15 +241,16 @@ async def list_accounts(
     "/contacts/{contact_id}",
     operation_id="upsert_contact",
     tags=["contacts"],
-    response_model=Contact,
+    response_model=ContactUpserted,
     responses=SUPPRESSED,  # type: ignore[arg-type]
 )
 async def upsert_contact(
     request: Request, contact_id: Id, body: ContactUpsert, _: Ingest
-) -> Contact | Response:
-    """Create or update a contact of an account (created if unknown)."""
+) -> ContactUpserted | Response:
+    """Create or update a contact of an account (created if unknown). Trait keys new to the
+    installation past its budget are left out and named in `dropped`."""
     found = await _upsert_one(request, "contact", contact_id, body)
-    return _suppressed(contact_id) if found is None else Contact.model_validate(found)
+    return _suppressed(contact_id) if found is None else ContactUpserted.model_validate(found)
 
 
 @router.post(

@@ -75,6 +75,13 @@ class AccountBatch(BaseModel):
     accounts: list[AccountBatchItem] = Field(max_length=MAX_PROFILE_BATCH)
 
 
+DROPPED = (
+    "Trait keys left out of a stored upsert because the installation's or this writer's budget "
+    "of distinct keys is spent (CUSTINTEL_MAX_TRAIT_KEYS, CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER); "
+    "the upsert's other fields were stored."
+)
+
+
 class Account(BaseModel):
     account_id: str
     name: str | None
@@ -86,6 +93,10 @@ class Account(BaseModel):
     identities: list[Identity] = Field(description="By kind, then value.")
     created_at: datetime
     updated_at: datetime
+
+
+class AccountUpserted(Account):
+    dropped: list[str] = Field(default_factory=list, description=DROPPED)
 
 
 class AccountPage(BaseModel):
@@ -104,6 +115,7 @@ class ProfileBatchResult(BaseModel):
         0, description="Acknowledged and not stored: they name an erased identifier."
     )
     errors: list[ProfileBatchError]
+    dropped: list[ProfileBatchError] = Field(default_factory=list, description=DROPPED)
 
 
 class SuppressedProfile(BaseModel):
@@ -173,6 +185,10 @@ class Contact(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+
+
+class ContactUpserted(Contact):
+    dropped: list[str] = Field(default_factory=list, description=DROPPED)
 
 
 class MergeRequest(BaseModel):

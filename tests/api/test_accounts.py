@@ -45,7 +45,9 @@ async def test_upsert_creates_then_merges_traits_key_by_key(client: httpx.AsyncC
         "identities",
         "created_at",
         "updated_at",
+        "dropped",
     }
+    assert body["dropped"] == []
 
 
 async def test_null_clears_a_field_and_absence_keeps_it(client: httpx.AsyncClient) -> None:
@@ -226,10 +228,14 @@ async def test_trait_keys_are_capped_per_profile_and_overall(settings: Settings)
         )
         assert batch.status_code == 200
         result = batch.json()
-        assert result["upserted"] == 2
-        [error] = result["errors"]
-        assert error["index"] == 1 and "CUSTINTEL_MAX_TRAIT_KEYS" in error["detail"]
-        assert (await c.get("/v1/accounts/d")).status_code == 404
+        # Over the installation's budget the new key is left out and named; the item's other
+        # fields (here: the account itself) are kept.
+        assert result["upserted"] == 3 and result["errors"] == []
+        [dropped] = result["dropped"]
+        assert dropped["index"] == 1 and "CUSTINTEL_MAX_TRAIT_KEYS" in dropped["detail"]
+        assert "traits.n4" in dropped["detail"]
+        d = await c.get("/v1/accounts/d")
+        assert d.status_code == 200 and d.json()["traits"] == {}
         contact = await c.put(
             "/v1/contacts/p", json={"account_id": "a", "traits": {f"t{i}": i for i in range(6)}}
         )
@@ -261,7 +267,12 @@ async def test_a_batch_naming_one_account_several_times_ends_as_one_by_one(
         {"account_id": "m", "traits": {"seats": 3}, "observed_at": "2025-04-01T00:00:00Z"},
     ]
     batch = await client.post("/v1/accounts/batch", json={"accounts": items})
-    assert batch.json() == {"upserted": 4, "suppressed": 0, "errors": []}
+    assert batch.json() == {
+        "upserted": 4,
+        "suppressed": 0,
+        "errors": [],
+        "dropped": [],
+    }
     account = (await client.get("/v1/accounts/m")).json()
     # The older item fills only what no newer one set; the replayed one adds no history.
     assert (account["plan"], account["name"], account["mrr"]) == ("pro", "M", 10)
@@ -339,6 +350,7 @@ async def test_an_older_contact_observation_in_a_batch_folds_behind_the_newer(
         "upserted": 1,
         "suppressed": 0,
         "errors": [],
+        "dropped": [],
     }, batch.text
     contact = (await client.get("/v1/contacts/c1")).json()
     assert (contact["name"], contact["role"], contact["email"]) == ("Bo", "admin", None)
@@ -353,9 +365,18 @@ async def test_one_writer_cannot_take_the_whole_trait_key_budget(
     async with another_process(settings, max_trait_keys=10, max_trait_keys_per_writer=4) as c:
         flood = {"traits": {f"junk_{i}": i for i in range(4)}}
         assert (await c.put("/v1/accounts/a", json=flood, headers=flooder)).status_code == 200
-        more = await c.put("/v1/accounts/a", json={"traits": {"junk_9": 1}}, headers=flooder)
-        assert more.status_code == 422
-        assert "CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER" in more.json()["detail"]
+        more = await c.put(
+            "/v1/accounts/a",
+            json={"name": "Acme", "traits": {"junk_9": 1, "junk_0": 7}},
+            headers=flooder,
+        )
+        # The key over the writer's budget is left out and named; the rest of the call stays.
+        assert more.status_code == 200, more.text
+        [dropped] = more.json()["dropped"]
+        assert "traits.junk_9" in dropped and "CUSTINTEL_MAX_TRAIT_KEYS_PER_WRITER" in dropped
+        stored = (await c.get("/v1/accounts/a")).json()
+        assert stored["name"] == "Acme" and stored["traits"]["junk_0"] == 7
+        assert "junk_9" not in stored["traits"]
         # Keys it added before cost it nothing again; another writer still has room.
         again = {"traits": {"junk_0": 5}}
         assert (await c.put("/v1/accounts/b", json=again, headers=flooder)).status_code == 200
