@@ -94,7 +94,7 @@ class Comparison:
 
 MIN_AUC = 0.55  # a held-out AUC at or below this is chance: never activated automatically
 CHANCE = 0.5  # ... nor one whose 95% interval reaches this
-BASELINE_TOLERANCE = 0.01  # how far below its best simple peer a model may be and still serve
+BASELINE_TOLERANCE = 0.01  # how far below its best simple peer a model is before its reason says so
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,12 @@ async def gate(
     calibration_tolerance: float,
 ) -> Verdict:
     """The gate's verdict on a new model of `target`. A model no better than chance on its own
-    held-out rows (AUC at most MIN_AUC, or a 95% interval reaching CHANCE), or more than
-    BASELINE_TOLERANCE below its best baseline there, is never activated automatically, not even
-    as its target's first."""
+    held-out rows (AUC at most MIN_AUC, or a 95% interval reaching CHANCE) is never activated
+    automatically, not even as its target's first. Otherwise the first model of a target serves,
+    and a later one replaces the active model only when it does at least as well on the recent
+    window. A model more than BASELINE_TOLERANCE below its best simple peer is still judged so
+    (the reason says how far below): the peer is measured, never served, and a target is never
+    left without a model that beats chance."""
     measured = candidate.manifest["metrics"]
     held_out, interval = measured.get("auc"), measured.get("auc_interval")
     try_next = (
@@ -180,18 +183,18 @@ async def gate(
             f"clearly better than chance; {try_next}",
         )
     peer = baselines.best(candidate.manifest["metrics"].get("baselines") or {})
+    below = ""
     if peer is not None and held_out < peer[1] - BASELINE_TOLERANCE:
-        name, auc = peer[0].replace("_", " "), peer[1]
-        return Verdict(
-            "candidate",
-            f"kept as a candidate: its held-out AUC ({held_out:.3f}) is more than "
-            f"{BASELINE_TOLERANCE} below the {name} baseline's ({auc:.3f}) on the same rows; "
-            "try a longer history, more snapshots (a smaller snapshot_every_days) or another "
-            "horizon. POST /v1/models/{id}/activate can still activate it.",
+        below = (
+            f"its held-out AUC ({held_out:.3f}) is more than {BASELINE_TOLERANCE} below the "
+            f"{peer[0].replace('_', ' ')} baseline's ({peer[1]:.3f}) on the same rows: try a "
+            "longer history, more snapshots (a smaller snapshot_every_days) or another horizon"
         )
     active = await registry.active(conn, target)
     if active is None:
-        return Verdict("active", "the first model of its target")
+        # Better than chance and the best this training could serve: a target is never left
+        # without scores, bands and insights while a peer is only measured.
+        return Verdict("active", "the first model of its target" + (f"; {below}" if below else ""))
     try:
         current = await asyncio.to_thread(registry.load, active.path)
     except registry.DamagedModel:
@@ -202,6 +205,8 @@ async def gate(
     promoted, reason = decide(
         ours, theirs, auc_tolerance=auc_tolerance, calibration_tolerance=calibration_tolerance
     )
+    if below:
+        reason += f"; {below}"
     comparison = Comparison(current.model_id, promoted, reason, window.describe(), ours, theirs)
     return Verdict("active" if promoted else "candidate", reason, current.model_id, comparison)
 

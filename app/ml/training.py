@@ -546,10 +546,11 @@ def _blend(
 ) -> tuple[Blend, dict[str, Any], np.ndarray]:
     """How the chosen trees and a logistic regression on the same features are blended
     (stacking): the regression is fitted on each search fold's training rows as the trees were,
-    and the two weights on both out-of-fold margins. Kept only where the blend ranks those rows
-    better than the trees alone (on a few thousand rows a smooth linear signal is where trees
-    lose to the simple peer they are measured against); the regression alone where the trees add
-    nothing to it. Returns the blend, what was measured, and the blended out-of-fold margins."""
+    and the two weights on both out-of-fold margins. The regression alone, the trees alone or
+    the blend, whichever ranks those rows best, the simpler within the paired standard error
+    (on a few thousand rows a smooth linear signal is where trees lose to the simple peer they
+    are measured against). Returns the blend, what was measured, and the blended out-of-fold
+    margins."""
     y, idx = fitter.y, [fitter.names.index(c) for c in cols]
     regression = np.full(len(y), np.nan)
     for fold in folds:
@@ -559,21 +560,32 @@ def _blend(
     both = np.column_stack([trees[known], regression[known]])
     weights = _unpenalised(both, y[known]).coef_[0]
     a, b = float(weights[0]), float(weights[1])
-    aucs = {
-        "trees": fitter.auc(known, trees),
-        "logistic_regression": fitter.auc(known, regression),
-        "blend": fitter.auc(known, both @ weights, packed=True),
+    # Simplest first: the regression alone, the trees alone, then both (only with weights of
+    # the same sign: a blend that subtracts one from the other is no explanation a person can
+    # follow). The simplest within one standard error of the paired difference from the best
+    # is chosen (the rule _choose follows between column sets): on a near-linear world the
+    # trees' hair of extra AUC on the search's rows is noise, and the regression serves.
+    shown = {
+        "logistic_regression": (Blend(0.0, 1.0), regression[known]),
+        "trees": (Blend(), trees[known]),
     }
-    # The best of the three, ties to the simpler (the trees alone, then the regression alone).
-    choices = [(aucs["trees"], Blend())]
-    if b > 0:
-        choices.append((aucs["logistic_regression"], Blend(0.0, 1.0)))
-        if a > 0:
-            choices.append((aucs["blend"], Blend(a, b)))
-    best = max(auc for auc, _ in choices)
-    blend = next(choice for auc, choice in choices if auc == best)
+    if a > 0 and b > 0:
+        shown["blend"] = (Blend(a, b), both @ weights)
+    aucs = {name: fitter.auc(known, m, packed=True) for name, (_, m) in shown.items()}
+    top = max(aucs, key=lambda name: aucs[name])
+    errors_ = {
+        name: auc_difference_error(y[known], shown[top][1], m) for name, (_, m) in shown.items()
+    }
+    name = next(n for n in shown if aucs[n] >= aucs[top] - errors_[n])
+    blend = shown[name][0]
     margins = trees if not blend.regression else blend.trees * trees + blend.regression * regression
-    record = {"weights": [blend.trees, blend.regression], "fitted": [a, b], "auc": aucs}
+    record = {
+        "chosen": name,
+        "weights": [blend.trees, blend.regression],
+        "fitted": [a, b],
+        "auc": aucs,
+        "difference_error": errors_,
+    }
     return blend, record, margins
 
 
