@@ -83,7 +83,10 @@ async def build_catalog(
     """The features the data up to as_of supports: the most frequent event types, the
     max_traits traits observed most often (numbers as numbers, strings as categories with at
     most max_levels levels), and the long windows the `history` (how far back the bulk of the
-    data reaches) covers."""
+    data reaches) covers. `history` is the shortest any training snapshot sees: a long
+    window that the earliest snapshots cannot fill would count less there than at serving,
+    and days on record and since a first event may be capped at it (a stationary catalog,
+    app.ml.stationarity)."""
     types = await conn.fetch(
         "SELECT type, bool_or(value IS NOT NULL) AS valued FROM events WHERE occurred_at <= $1 "
         "GROUP BY type ORDER BY count(*) DESC, type LIMIT $2",
@@ -144,6 +147,8 @@ async def build_catalog(
         themes=tuple(sorted((t.theme_id, t.name) for t in about)),
         include=tuple(include),
         exclude=tuple(exclude),
+        stationary=True,
+        cap_days=max(1, history.days) if history is not None else None,
     )
 
 
@@ -372,7 +377,8 @@ def _event_values(
         )
         firsts = [f for f in ((p or {}).get("first_scanned"), old[2] if old else None) if f]
         if firsts:
-            values[f"days_since_first_{kind}"] = (t - min(firsts)) / 86400
+            name = f"days_since_first_{kind}"
+            values[name] = catalog.cap(name, (t - min(firsts)) / 86400)
         if p is None or not p["c365"]:
             values[f"days_since_{kind}"] = RECENCY_CAP_DAYS
             values[f"value_{kind}_365d"] = 0
@@ -406,13 +412,18 @@ def _event_values(
         "days_since_active": min(
             [(t - p["last"]) / 86400 for p in types if p["c365"]], default=RECENCY_CAP_DAYS
         ),
-        "events_lifetime": sum(p["scanned"] for p in types)
-        + sum(old[0] for old in before.values()),
-        "data_days": max(
-            [(t - p["first_scanned"]) / 86400 for p in types]
-            + [(t - old[2]) / 86400 for old in before.values()],
-            default=0,
-        ),
+    }
+    lifetime = sum(p["scanned"] for p in types) + sum(old[0] for old in before.values())
+    on_record = max(
+        [(t - p["first_scanned"]) / 86400 for p in types]
+        + [(t - old[2]) / 86400 for old in before.values()],
+        default=0,
+    )
+    values |= {
+        "events_lifetime": lifetime,
+        # a day at least: a first event an hour ago is a day's events, not 24 days'
+        "events_per_day": lifetime / max(on_record, 1.0) if lifetime else 0.0,
+        "data_days": catalog.cap("data_days", on_record),
     }
     return values
 

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,7 @@ from app.ml import baselines, metrics  # noqa: E402
 from bench.ingest import ADMIN_KEY, create_database, scratch_dir, verdict  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+DESIGN_HIGH = 0.10  # CUSTINTEL_BAND_HIGH_SHARE's default: the top 10% of each segment
 
 
 @dataclass
@@ -562,12 +564,15 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
             model_id = job["result"]["model_id"]
             model = (await client.get(f"/v1/models/{model_id}")).json()
             [manifest] = (scratch / case.name).glob(f"**/{model_id}/manifest.json")
-            search = json.loads(manifest.read_text())["search"]
+            written = json.loads(manifest.read_text())
+            search = written["search"]
+            stable = written["window"].get("stationarity") or {}
             if model["status"] != "active":  # the gate kept it: score with it all the same
                 await client.post(f"/v1/models/{model_id}/activate")
             if case.after_training is not None:
                 await case.after_training(client)
             probability: dict[tuple[str, datetime], float] = {}
+            bands: dict[str, Counter[str]] = {}  # per segment at serving: band -> count
             by_moment: dict[datetime, list[str]] = {}
             for account, moment in case.test:
                 by_moment.setdefault(moment, []).append(account)
@@ -583,6 +588,8 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
                     for result in reply["results"]:
                         for score in result["scores"]:
                             probability[result["account_id"], moment] = score["probability"]
+                            segment = score["segment"] or "(none)"
+                            bands.setdefault(segment, Counter())[score["band"]] += 1
     finally:
         server.terminate()
         try:
@@ -610,6 +617,9 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
         "load_seconds": loaded,
         "train_seconds": trained,
         "search": search,
+        "served": model.get("served"),
+        "stationarity": stable,
+        "bands": bands,
     }
 
 
@@ -700,6 +710,20 @@ async def main() -> None:
             f"{outcome['status']} ({outcome['status_reason']}). Loaded in "
             f"{outcome['load_seconds']:.0f} s, trained in {outcome['train_seconds']:.0f} s."
         )
+        shares = {
+            segment: f"{counts['high'] / max(1, counts.total()):.0%}"
+            for segment, counts in sorted(outcome["bands"].items())
+        }
+        print(
+            f"  served: {outcome['served']}; share of scored test rows in the high band per "
+            f"segment {shares} (design: the top {DESIGN_HIGH:.0%})"
+        )
+        acted = [
+            f"{f['feature']} {f['action']} (PSI {f['psi']:.2f})"
+            for f in outcome["stationarity"].get("features", [])
+            if f["action"] != "reported"
+        ]
+        print(f"  stationarity: {', '.join(acted) or 'nothing dropped or capped'}")
         search = outcome["search"]
         tried = ", ".join(
             f"{t['name']}/{t['columns']} {t['auc']:.3f}" for t in search["candidates"]

@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from standardwebhooks.webhooks import Webhook
 
-from app import db, errors, webhooks
+from app import errors, webhooks
 from app.settings import Settings
 from tests.api.test_insights import T0, new_scores, score
-
-
-class Receiver:
-    """A webhook receiver that verifies every signature; it can be down (503) or gone (410)."""
-
-    def __init__(self) -> None:
-        self.secrets: list[str] = []
-        self.answer = 200
-        self.reply = b"ok"
-        self.received: Counter[str] = Counter()
-        self.verified: list[bool] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                for secret in receiver.secrets:
-                    Webhook(secret).verify(body, headers)  # raises when it does not verify
-                receiver.verified.append(True)
-                if receiver.answer == 200:
-                    receiver.received[headers["webhook-id"]] += 1
-                self.send_response(receiver.answer)
-                self.send_header("content-length", str(len(receiver.reply)))
-                self.end_headers()
-                self.wfile.write(receiver.reply)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+from tests.fixtures.delivery import Receiver, deliver_for
 
 
 @pytest.fixture
@@ -59,18 +22,6 @@ def receiver() -> Iterator[Receiver]:
     yield r
     r.server.shutdown()
     r.server.server_close()
-
-
-async def deliver_for(settings: Settings, seconds: float) -> None:
-    pool = await db.create_pool(str(settings.database_url), settings)
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-            deadline = asyncio.get_running_loop().time() + seconds
-            while asyncio.get_running_loop().time() < deadline:
-                if not await webhooks.send_due(pool, settings, http):
-                    await asyncio.sleep(0.1)
-    finally:
-        await pool.close()
 
 
 async def setup(

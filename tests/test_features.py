@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,9 +66,14 @@ async def seed(client: httpx.AsyncClient) -> None:
     assert response.json()["errors"] == []
 
 
-async def frame_at(conn: asyncpg.Connection, t: datetime) -> features.Frame:
-    """The catalog and the features both as of t, as a model trained at t would see them."""
+async def frame_at(
+    conn: asyncpg.Connection, t: datetime, *, stationary: bool = True
+) -> features.Frame:
+    """The catalog and the features both as of t, as a model trained at t would see them (or,
+    not stationary, as a model trained before stationary catalogs)."""
     catalog = await features.build_catalog(conn, as_of=t, max_event_types=10, max_levels=10)
+    if not stationary:
+        catalog = dataclasses.replace(catalog, stationary=False)
     return await features.compute(conn, catalog, [("acme", t)])
 
 
@@ -222,14 +228,21 @@ async def test_lifetime_aggregates_reach_past_the_year_through_the_rollups(
     for _ in range(2):  # sent twice: the duplicates are not counted again
         reply = await client.post("/v1/events/batch", json={"events": purchases})
         assert reply.status_code == 200
-    frame = await frame_at(conn, T)
+    # A catalog of a model trained before stationary catalogs still has the lifetime features.
+    frame = await frame_at(conn, T, stationary=False)
     value = {name: frame.column(name)[0] for name in frame.names}
     assert value["events_purchase_lifetime"] == 6 and value["value_purchase_lifetime"] == 21
+    assert "events_per_day" not in value
     assert value["days_since_first_purchase"] == 800 and value["data_days"] == 800
     assert value["days_since_purchase"] == 20 and value["value_purchase_365d"] == 6
     assert np.isnan(value["gap_purchase"])  # one purchase in the year: no cadence
+    # A stationary catalog adds the rate over the account's days on record, which does not
+    # grow with the installation's age (app.ml.stationarity drops the lifetime counts that do).
+    stationary = await frame_at(conn, T)
+    assert stationary.column("events_purchase_lifetime")[0] == 6
+    assert stationary.column("events_per_day")[0] == pytest.approx(6 / 800)
     # As of 450 days before T: only what happened by then (800, 700 and 500 days before T).
-    earlier = await frame_at(conn, T - timedelta(days=450))
+    earlier = await frame_at(conn, T - timedelta(days=450), stationary=False)
     assert earlier.column("events_purchase_lifetime")[0] == 3
     assert earlier.column("value_purchase_lifetime")[0] == 6
     assert earlier.column("days_since_first_purchase")[0] == 350
@@ -252,19 +265,19 @@ async def test_a_backfill_into_a_rolled_up_month_counts_once_recounted(
         }
 
     await client.post("/v1/events/batch", json={"events": [purchase(0, 600), purchase(1, 5)]})
-    assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 2
+    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 2
     # A backfill into the month already rolled up: scores on request keep the rolled count
     # until a training or batch rescoring recounts the months.
     await client.post("/v1/events/batch", json={"events": [purchase(2, 601)]})
     assert await rollups.ensure(conn, until=T) == 0
     assert await rollups.ensure(conn, until=T, recount=True) == 1
-    assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 3
+    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 3
     # What a training or batch rescoring does first: recount, and roll the months that scores
     # on request will need in the coming weeks (T is in the past: the month of 5 days before T).
     await client.post("/v1/events/batch", json={"events": [purchase(3, 602)]})
     assert await rollups.catch_up(conn, as_of=T) == 2
     assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 2
-    assert (await frame_at(conn, T)).column("events_purchase_lifetime")[0] == 4
+    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 4
 
 
 async def test_cadence_is_the_median_gap_between_days_with_the_event(

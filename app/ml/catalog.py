@@ -62,6 +62,10 @@ class Spec:
     # days" and "Payment failed in the last 30 days"): a score's reasons name one of each, the
     # stronger. Same placeholders; None: a family of its own.
     family: str | None = None
+    # It can grow with the installation's own age (days on record, days since a first event,
+    # tenure where the record is the only start known): the stationarity check at training
+    # (app.ml.stationarity) drops it when its values now have shifted from the snapshots'.
+    grows: bool = False
 
 
 SPECS: tuple[Spec, ...] = (
@@ -96,9 +100,16 @@ SPECS: tuple[Spec, ...] = (
         False,
         compact=False,
         family="type:{type}",
+        grows=True,
     ),
     Spec(
-        "events_{type}_lifetime", "{Type} ever", "count", False, compact=False, family="type:{type}"
+        "events_{type}_lifetime",
+        "{Type} ever",
+        "count",
+        False,
+        compact=False,
+        family="type:{type}",
+        grows=True,
     ),
     Spec(
         "gap_{type}",
@@ -128,10 +139,20 @@ SPECS: tuple[Spec, ...] = (
         False,
         compact=False,
     ),
-    Spec("value_{type}_lifetime", "Value of {type} events ever", "number", False, compact=False),
+    Spec(
+        "value_{type}_lifetime",
+        "Value of {type} events ever",
+        "number",
+        False,
+        compact=False,
+        grows=True,
+    ),
     Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1, family="activity"),
     Spec("days_since_active", "Last activity", "ago", True, none="No activity in the last year"),
-    Spec("events_lifetime", "Events ever", "count", False),
+    Spec("events_lifetime", "Events ever", "count", False, grows=True),
+    # The lifetime count re-expressed so it does not grow with the installation's age: the
+    # rate over the account's own days on record.
+    Spec("events_per_day", "Events per day on record", "number", False, family="activity"),
     Spec(
         "events_trend", "Activity in the last 30 days against the 30 before", "trend", True, -1, 1
     ),
@@ -230,8 +251,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("plan", "Plan", "category", False),
     Spec("segment", "Segment", "category", False),
     Spec("mrr", "MRR", "money", False),
-    Spec("tenure_days", "Days as a customer", "days", False),
-    Spec("data_days", "Days of activity on record", "days", False),
+    Spec("tenure_days", "Days as a customer", "days", False, grows=True),
+    Spec("data_days", "Days of activity on record", "days", False, grows=True),
     Spec("mrr_change_90d", "MRR change over the last 90 days", "money", False, -1),
     Spec("mrr_decreases_365d", "MRR decreases in the last year", "count", False, 1),
     Spec("plan_changes_365d", "Plan changes in the last year", "count", False),
@@ -256,6 +277,8 @@ SPECS: tuple[Spec, ...] = (
     ),
 )
 SPEC = {s.key: s for s in SPECS}
+# Capped at the shortest history a training snapshot saw, in a stationary catalog.
+CAPPED = ("data_days", "days_since_first_{type}")
 
 
 @dataclass(frozen=True)
@@ -381,6 +404,7 @@ def _features(
     numeric_traits: tuple[str, ...],
     string_traits: tuple[str, ...],
     themes: tuple[tuple[str, str], ...],
+    stationary: bool,
 ) -> list[Feature]:
     found: list[Feature] = []
     for kind in event_types:
@@ -402,6 +426,13 @@ def _features(
                 found.append(Feature(key.format(type=kind), SPEC[key], kind))
     fixed = [s for s in SPECS if "{" not in s.key]
     found += [Feature(s.key, s) for s in fixed if s.key != "executive_sponsor_active_30d"]
+    # Lifetime counts grow with the installation where accounts are as old as it (a model
+    # trained on snapshots that saw 150 days scores accounts that have 365); where accounts
+    # keep arriving they need not. A stationary catalog adds the rate per day on record, which
+    # does not grow, and the stationarity check drops the lifetime counts where they shifted
+    # (app.ml.stationarity). Catalogs of models trained before keep what they were trained on.
+    if not stationary:
+        found = [f for f in found if f.spec is not SPEC["events_per_day"]]
     found += [Feature(f"contacts_{role}", SPEC["contacts_{role}"], role) for role in roles]
     found.append(Feature("executive_sponsor_active_30d", SPEC["executive_sponsor_active_30d"]))
     for t in numeric_traits:
@@ -429,6 +460,15 @@ class Catalog:
     windows: tuple[int, ...] = WINDOWS
     valued_types: tuple[str, ...] = ()  # event types that carry a value
     themes: tuple[tuple[str, str], ...] = ()  # (theme id, name) of what texts are about
+    # What the stationarity of features asks (app.ml.stationarity): a rate per day on record
+    # beside lifetime counts; the shortest history a training snapshot had (cap_days), at
+    # which the features of `capped` (days on record, since a first event) are capped where
+    # their values at serving had shifted from the training rows'; the features left out for
+    # the same reason (shifted). False in catalogs of models trained before.
+    stationary: bool = False
+    cap_days: int | None = None
+    capped: tuple[str, ...] = ()
+    shifted: tuple[str, ...] = ()
     names: tuple[str, ...] = field(init=False)
     features: dict[str, Feature] = field(init=False, repr=False, compare=False)
 
@@ -441,8 +481,9 @@ class Catalog:
             self.numeric_traits,
             tuple(self.string_traits),
             self.themes,
+            self.stationary,
         )
-        kept = {f.name: f for f in every if self._wanted(f.name)}
+        kept = {f.name: f for f in every if self._wanted(f.name) and f.name not in self.shifted}
         object.__setattr__(self, "features", kept)
         object.__setattr__(self, "names", tuple(kept))
 
@@ -488,4 +529,15 @@ class Catalog:
             windows=tuple(data.get("windows", WINDOWS)),
             valued_types=tuple(data.get("valued_types", ())),
             themes=tuple((t[0], t[1]) for t in data.get("themes", ())),
+            stationary=bool(data.get("stationary", False)),
+            cap_days=data.get("cap_days"),
+            capped=tuple(data.get("capped", ())),
+            shifted=tuple(data.get("shifted", ())),
         )
+
+    def cap(self, name: str, days: float) -> float:
+        """Days on record or since a first event, as far as every training snapshot saw where
+        the feature is capped."""
+        if self.cap_days is None or name not in self.capped:
+            return days
+        return min(days, float(self.cap_days))

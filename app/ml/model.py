@@ -27,6 +27,8 @@ class Blend:
 
     trees: float = 1.0
     regression: float = 0.0
+    # The regression's inverse regularisation strength, chosen out of fold (only used to fit).
+    c: float = 1.0
 
 
 @dataclass

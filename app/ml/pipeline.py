@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from app import errors, features, jobs, rollups
-from app.ml import datasets, promotion, registry, training
+from app.ml import datasets, promotion, registry, stationarity, training
 from app.ml.catalog import Catalog
 from app.ml.model import Trained
 from app.schemas.models import TrainRequest
@@ -40,6 +40,7 @@ class Prepared:
     label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel
     catalog: Catalog
     training_set: datasets.TrainingSet
+    stationarity: stationarity.Described | None = None  # what app.ml.stationarity did
 
 
 async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRequest) -> Prepared:
@@ -51,6 +52,22 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     # The themes of the texts, learnt once there are texts enough (then by the worker's refit).
     await themes.refit_if_due(conn, every=timedelta(hours=settings.themes_refit_hours))
     first = await datasets.first_data(conn, as_of=as_of)
+    horizon = timedelta(days=request.horizon_days)
+    warm_up = timedelta(days=request.warm_up_days)
+    dates = request.snapshot_dates or (
+        []
+        if first is None
+        else datasets.snapshot_dates(
+            as_of=as_of,
+            horizon=horizon,
+            every=timedelta(days=request.snapshot_every_days),
+            first_data=first.at,
+            warm_up=warm_up,
+        )
+    )
+    # The shortest history a snapshot sees: what features that grow with the installation's
+    # age are capped at, and the longest window every snapshot can fill.
+    shortest = min(dates) - first.at if first is not None and dates else None
     catalog = await features.build_catalog(
         conn,
         as_of=as_of,
@@ -59,21 +76,34 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         max_traits=settings.feature_max_traits,
         include=settings.feature_include,
         exclude=settings.feature_exclude,
-        history=as_of - first.at if first is not None else None,
+        history=max(shortest, timedelta(0)) if shortest is not None else None,
     )
     ts = await datasets.build(
         conn,
         target=request.target,
         label=label,
         as_of=as_of,
-        horizon=timedelta(days=request.horizon_days),
+        horizon=horizon,
         every=timedelta(days=request.snapshot_every_days),
         dates=request.snapshot_dates,
         catalog=catalog,
         first=first,
-        warm_up=timedelta(days=request.warm_up_days),
+        warm_up=warm_up,
     )
-    return Prepared(request, as_of, label, catalog, ts)
+    # The accounts a model of this target scores now, as batch scoring finds them.
+    scored = await datasets.population(
+        conn,
+        at=as_of,
+        exclude_kinds=datasets.excluded_outcomes(request.target),
+        with_signals=True,
+    )
+    now = await features.compute(conn, catalog, [(a, as_of) for a in scored])
+    threshold = stationarity.SHIFT
+    measured = stationarity.check(ts, now, threshold=threshold)
+    ts = stationarity.stable(ts, measured)
+    catalog = ts.frame.catalog
+    stable = stationarity.describe(catalog, measured, threshold)
+    return Prepared(request, as_of, label, catalog, ts, stable)
 
 
 async def check_size(
@@ -165,6 +195,7 @@ async def register(
         "first_snapshot": ts.snapshots[0].isoformat(),
         "last_snapshot": ts.snapshots[-1].isoformat(),
         "stray_events": ts.stray_events,  # dated before the bulk of the data: not followed
+        "stationarity": prepared.stationarity,
     }
     path = await asyncio.to_thread(
         registry.write,

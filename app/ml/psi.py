@@ -20,14 +20,14 @@ def reference(
     """The training distribution of every feature and of the score."""
     return {
         "features": {
-            name: _distribution(x[:, j], categorical=name in categorical)
+            name: distribution(x[:, j], categorical=name in categorical)
             for j, name in enumerate(names)
         },
-        "score": _distribution(p, categorical=False),
+        "score": distribution(p, categorical=False),
     }
 
 
-def _distribution(values: np.ndarray, *, categorical: bool) -> dict[str, Any]:
+def distribution(values: np.ndarray, *, categorical: bool) -> dict[str, Any]:
     present = values[~np.isnan(values)]
     missing = 1 - len(present) / len(values) if len(values) else 0.0
     if categorical:

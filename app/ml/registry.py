@@ -125,6 +125,24 @@ class Loaded:
     def levels(self) -> dict[str, tuple[str, ...]]:
         return self.catalog.levels()
 
+    @functools.cached_property
+    def directions(self) -> np.ndarray:
+        """For each of the model's features, +1 or -1 where the catalog knows which way it
+        pushes the target, else 0."""
+        known = self.catalog.directions(self.target)
+        return np.array([known.get(f, 0) for f in self.features], dtype=np.float64)
+
+    @functools.cached_property
+    def _typical(self) -> dict[str, np.ndarray]:
+        return {
+            name: np.array([s.typical.get(f, np.nan) for f in self.features], dtype=np.float64)
+            for name, s in self.stats.items()
+        }
+
+    def typical_for(self, segment: str | None) -> np.ndarray:
+        """The segment's median of each of the model's features (NaN where none)."""
+        return self._typical.get(segment or "", self._typical[GLOBAL])
+
     def matrix(self, frame: Frame) -> np.ndarray:
         """The frame's values of the model's features, in the model's order."""
         if frame.names == self.catalog.names:
@@ -303,6 +321,7 @@ def summary(trained: Trained) -> dict[str, Any]:
         "metrics": trained.metrics,
         "segments": trained.segments,
         "features": [{"name": n, "importance": v} for n, v in trained.importance],
+        "served": trained.search.get("blend", {}).get("chosen"),
     }
 
 
@@ -393,6 +412,7 @@ def _info(row: asyncpg.Record, comparisons: Sequence[asyncpg.Record] = ()) -> Mo
         metrics=summary["metrics"],
         segments=summary["segments"],
         features=summary["features"],
+        served=summary.get("served"),
         comparisons=[
             {
                 **dict(c),

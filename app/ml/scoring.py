@@ -173,7 +173,13 @@ def _score(
         100.0 * bisect.bisect_right(reference, probability) / len(reference) if reference else 50.0
     )
     pointing = 1.0 if parts.sum() > 0 else -1.0
-    ranked = order[parts[order] != 0]  # by magnitude, largest first
+    # A contribution whose sign is against what the catalog says of the account's value (more
+    # use "raises churn risk", an NPS that rose does too) comes from a missing value's share of
+    # the baseline or from an interaction, not from the value: said as a reason it would
+    # mislead. It stays in other_contribution.
+    with np.errstate(invalid="ignore"):
+        against = loaded.directions * (row - loaded.typical_for(segment)) * parts < 0
+    ranked = order[(parts[order] != 0) & ~against[order]]  # by magnitude, largest first
     acts, along = actionable[ranked], parts[ranked] * pointing > 0
     families = loaded.families
     picked = {

@@ -175,6 +175,11 @@ class ModelInfo(BaseModel):
     )
     metrics: ModelMetrics
     features: list[FeatureImportance]
+    served: Literal["logistic_regression", "trees", "blend"] | None = Field(
+        None,
+        description="Which candidate of the search serves: the logistic regression alone, the "
+        "trees alone, or their blend (null for models trained before it was recorded).",
+    )
     replaced_model_id: str | None = Field(
         None, description="The model this one replaced when it became active."
     )

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from app import errors, features
-from app.ml import training
+from app.ml import search, training
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 from app.ml.metrics import auc_difference_error, auc_within
@@ -81,24 +81,24 @@ def test_the_served_model_learns_from_every_row_the_held_out_ones_included(
     assert 0 < trained.rows["holdout"] == trained.metrics["n_valid"] < trained.rows["total"]
     low, high = trained.metrics["auc_interval"]
     assert low < trained.metrics["auc"] < high
-    search = trained.search
-    tried = {(c["name"], c["columns"]) for c in search["candidates"]}
-    assert (search["chosen"], search["columns"]) in tried
+    found = trained.search
+    tried = {(c["name"], c["columns"]) for c in found["candidates"]}
+    assert (found["chosen"], found["columns"]) in tried
     sets = {columns for _, columns in tried}
-    assert {f"{name} ({columns})" for name, columns in tried} | set(search["skipped"]) == {
-        f"{c.name} ({columns})" for c in training.CANDIDATES for columns in sets
+    assert {f"{name} ({columns})" for name, columns in tried} | set(found["skipped"]) == {
+        f"{c.name} ({columns})" for c in search.CANDIDATES for columns in sets
     }
-    assert search["seconds"] >= 0 and search["rounds"]["served"] >= 1
+    assert found["seconds"] >= 0 and found["rounds"]["served"] >= 1
 
 
 def test_a_spent_search_budget_skips_the_candidates_left_and_names_them() -> None:
     ts = world(n_accounts=300, snapshots=3, seed=6)
     trained = training.train(ts, training.Options(search_seconds=1e-9))
     [(name, columns)] = [(c["name"], c["columns"]) for c in trained.search["candidates"]]
-    assert name == training.CANDIDATES[0].name
+    assert name == search.CANDIDATES[0].name
     # The compact columns come first where they differ from all of them.
     sets = [columns] + (["full"] if columns == "compact" else [])
-    every = [f"{c.name} ({s})" for c in training.CANDIDATES for s in sets]
+    every = [f"{c.name} ({s})" for c in search.CANDIDATES for s in sets]
     assert trained.search["skipped"] == every[1:]
 
 
@@ -274,13 +274,13 @@ def test_the_latest_snapshots_split_in_two_blocks_of_as_many_snapshots(n_snap: i
     snap = np.repeat(np.arange(n_snap), accounts)
     ts = TrainingSet(frame, np.zeros(len(keys)), snap, dates)
     options = training.Options()
-    search, estimate = training.make_folds(ts, options, np.tile(np.arange(accounts), n_snap))
+    searched, estimate = search.make_folds(ts, options, np.tile(np.arange(accounts), n_snap))
     later = set(estimate[0].snapshots)
-    earlier = set(search[0].snapshots)
+    earlier = set(searched[0].snapshots)
     assert all(set(f.snapshots) == later for f in estimate)
     assert len(later | earlier) >= round(n_snap * options.holdout_share)
     if earlier == later:  # too few snapshots for two blocks: the accounts are split instead
         assert n_snap == 2 and len(estimate) == 1
         return
     assert len(earlier) == len(later) and max(earlier) < min(later)
-    assert all(f.train.any() and snap[f.train].max() < min(earlier) for f in search)
+    assert all(f.train.any() and snap[f.train].max() < min(earlier) for f in searched)
