@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     max_trait_keys: int = Field(
         2000,
         ge=1,
-        description="Distinct trait keys of accounts (and of contacts) overall; more is 422.",
+        description="Distinct trait keys of accounts (and of contacts) overall; keys past it are "
+        "left out of a call and named in its answer's `dropped`.",
     )
     currency: str = Field(
         "USD",
@@ -154,7 +155,8 @@ class Settings(BaseSettings):
         500,
         ge=1,
         description="Trait keys one API key or webhook source may add of that budget (of "
-        "accounts, and of contacts); more is 422 (a Segment call keeps its other fields).",
+        "accounts, and of contacts); past it the new keys are left out of a call and named in its "
+        "answer's `dropped`, its other fields stored.",
     )
     feature_max_traits: int = Field(
         50, ge=0, le=1000, description="Most used traits that become features."

