@@ -47,6 +47,9 @@ from app.voc import surveys, themes
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
 PAYMENT_FAILED = "payment_failed"
+# Where product use comes from: Segment's track, page and screen calls, and events a client
+# marks `"source": "product"`. Most of a type's events from these make it a usage type.
+USAGE_SOURCES = ("segment", "product")
 REVENUE_TYPES = ("invoice_paid",)
 EXECUTIVE_SPONSOR = "executive_sponsor"
 YEAR_WORDS = 6  # 64-day words of days_{k}: days 0 to 383 before t's day, the year's 366 within
@@ -88,10 +91,13 @@ async def build_catalog(
     and days on record and since a first event may be capped at it (a stationary catalog,
     app.ml.stationarity)."""
     types = await conn.fetch(
-        "SELECT type, bool_or(value IS NOT NULL) AS valued FROM events WHERE occurred_at <= $1 "
+        "SELECT type, bool_or(value IS NOT NULL) AS valued, "
+        "avg(coalesce(source = ANY($3::text[]), false)::int) > 0.5 AS usage "
+        "FROM events WHERE occurred_at <= $1 "
         "GROUP BY type ORDER BY count(*) DESC, type LIMIT $2",
         as_of,
         max_event_types,
+        list(USAGE_SOURCES),
     )
     traits = await conn.fetch(
         """
@@ -138,6 +144,7 @@ async def build_catalog(
     return Catalog(
         event_types=tuple(r["type"] for r in types),
         valued_types=tuple(r["type"] for r in types if r["valued"]),
+        usage_types=tuple(r["type"] for r in types if r["usage"]),
         windows=WINDOWS + tuple(w for w in LONG_WINDOWS if reach >= w),
         numeric_traits=numeric,
         string_traits=strings,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app import features, rollups
+from app.ml.catalog import Catalog
 from app.voc import enrich, sentiment
 
 T = datetime(2025, 6, 30, 12, tzinfo=UTC)
@@ -334,3 +335,34 @@ async def test_what_people_wrote_and_how_they_answered_surveys_as_of_t(
     assert (value[f"texts_{theme_id}_90d"], value[f"negative_{theme_id}_30d"]) == (1, 1)
     feature = frame.catalog.feature(f"negative_{theme_id}_30d")
     assert feature.words == "Negative texts about Broken exports in the last 30 days"
+
+
+async def test_product_use_is_known_by_its_source_and_given_its_directions(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    sent = [
+        ("login", "product"),
+        ("login", "product"),
+        ("login", None),
+        ("dashboard_viewed", "segment"),
+        ("ticket_opened", "zendesk"),
+        ("export", None),
+        ("export", "product"),  # one of two: not most of them
+    ]
+    events = [
+        {"type": kind, "account_id": "acme", "occurred_at": at(5 + n)}
+        | ({"source": source} if source else {})
+        for n, (kind, source) in enumerate(sent)
+    ]
+    assert (await client.post("/v1/events/batch", json={"events": events})).status_code == 200
+    catalog = await features.build_catalog(conn, as_of=T, max_event_types=10, max_levels=10)
+    assert set(catalog.usage_types) == {"login", "dashboard_viewed"}
+    churn, expansion = catalog.directions("churn"), catalog.directions("expansion")
+    # More use never raises churn risk, nor does a recent one; an opened ticket never lowers it.
+    assert churn["events_login_30d"] == -1 and expansion["events_login_30d"] == 1
+    assert churn["days_since_dashboard_viewed"] == 1 and churn["events_login_trend"] == -1
+    assert churn["events_ticket_opened_90d"] == 1 and churn["days_since_ticket_opened"] == -1
+    assert "events_ticket_opened_90d" not in expansion
+    assert "events_export_30d" not in churn  # its meaning is not known
+    # A model keeps what its catalog knew.
+    assert Catalog.from_json(catalog.to_json()).directions("churn") == churn

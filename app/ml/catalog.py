@@ -63,7 +63,9 @@ class Spec:
     # stronger. Same placeholders; None: a family of its own.
     family: str | None = None
     # It can grow with the installation's own age (days on record, days since a first event,
-    # tenure where the record is the only start known): the stationarity check at training
+    # tenure where the record is the only start known, lifetime counts, and a year's counts
+    # until the installation is a year old: the demo's invoice value over the year shifted by
+    # 0.41 between its latest snapshot and now): the stationarity check at training
     # (app.ml.stationarity) drops it when its values now have shifted from the snapshots'.
     grows: bool = False
 
@@ -131,6 +133,7 @@ SPECS: tuple[Spec, ...] = (
         "number",
         False,
         compact=False,
+        grows=True,  # until the installation is a year old, as the year's other counts
     ),
     Spec(
         "value_per_{type}",
@@ -254,8 +257,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("tenure_days", "Days as a customer", "days", False, grows=True),
     Spec("data_days", "Days of activity on record", "days", False, grows=True),
     Spec("mrr_change_90d", "MRR change over the last 90 days", "money", False, -1),
-    Spec("mrr_decreases_365d", "MRR decreases in the last year", "count", False, 1),
-    Spec("plan_changes_365d", "Plan changes in the last year", "count", False),
+    Spec("mrr_decreases_365d", "MRR decreases in the last year", "count", False, 1, grows=True),
+    Spec("plan_changes_365d", "Plan changes in the last year", "count", False, grows=True),
     Spec("contacts", "Contacts", "count", True),
     Spec("contacts_{role}", "Contacts who are {role}", "count", True),
     Spec(
@@ -277,6 +280,22 @@ SPECS: tuple[Spec, ...] = (
     ),
 )
 SPEC = {s.key: s for s in SPECS}
+# Directions of an event type's own features (churn, expansion) where the type's meaning is
+# known. Product use: more of it, and more recently, never raises churn risk nor lowers the
+# chance of expansion ("Login in the last 30 days: 247 (typical 35); raises churn risk" was a
+# model's reading of noise). Tickets opened and payments failed never lower churn risk.
+Pair = tuple[Direction, Direction]
+USAGE: dict[str, Pair] = {
+    "events_{type}_{window}d": (-1, 1),
+    "events_{type}_trend": (-1, 1),
+    "days_since_{type}": (1, -1),
+    "overdue_{type}": (1, -1),
+}
+_TROUBLE: dict[str, Pair] = {"events_{type}_{window}d": (1, None), "days_since_{type}": (-1, None)}
+TYPE_DIRECTIONS: dict[str, dict[str, Pair]] = {
+    "ticket_opened": _TROUBLE,
+    "payment_failed": _TROUBLE,
+}
 # Capped at the shortest history a training snapshot saw, in a stationary catalog.
 CAPPED = ("data_days", "days_since_first_{type}")
 
@@ -466,6 +485,9 @@ class Catalog:
     # their values at serving had shifted from the training rows'; the features left out for
     # the same reason (shifted). False in catalogs of models trained before.
     stationary: bool = False
+    # Event types that are product use (sent through the Segment door or with source
+    # "product"): more of them never raises churn risk (app.ml.catalog.USAGE).
+    usage_types: tuple[str, ...] = ()
     cap_days: int | None = None
     capped: tuple[str, ...] = ()
     shifted: tuple[str, ...] = ()
@@ -497,11 +519,21 @@ class Catalog:
 
     def directions(self, target: str) -> dict[str, int]:
         """The features whose direction on `target` the specs know (churn, expansion): +1 where
-        a higher value raises its probability, -1 where it lowers it."""
+        a higher value raises its probability, -1 where it lowers it. An event type's own
+        features have one where the type's meaning is known: product use (usage_types) and the
+        support and billing types of TYPE_DIRECTIONS."""
         if target not in ("churn", "expansion"):
             return {}
-        known = {n: getattr(f.spec, target) for n, f in self.features.items()}
-        return {n: d for n, d in known.items() if d is not None}
+        column = 0 if target == "churn" else 1
+        known: dict[str, int] = {}
+        for name, f in self.features.items():
+            d = getattr(f.spec, target)
+            if d is None and f.about is not None:
+                per_type = USAGE if f.about in self.usage_types else TYPE_DIRECTIONS.get(f.about)
+                d = (per_type or {}).get(f.spec.key, (None, None))[column]
+            if d is not None:
+                known[name] = d
+        return known
 
     def levels(self) -> dict[str, tuple[str, ...]]:
         """Categorical features and their levels; a value's code is its index."""
@@ -530,6 +562,7 @@ class Catalog:
             valued_types=tuple(data.get("valued_types", ())),
             themes=tuple((t[0], t[1]) for t in data.get("themes", ())),
             stationary=bool(data.get("stationary", False)),
+            usage_types=tuple(data.get("usage_types", ())),
             cap_days=data.get("cap_days"),
             capped=tuple(data.get("capped", ())),
             shifted=tuple(data.get("shifted", ())),

@@ -50,14 +50,22 @@ async def test_a_candidate_trained_on_shuffled_labels_is_not_promoted(
     worse = await asyncio.to_thread(training.train, prepared.training_set, options)
     result = await pipeline.register(conn, settings, prepared, worse)
 
-    # No better than chance on its own held-out rows: kept before any comparison.
+    # Never promoted: kept by the chance guard on its own held-out rows or, where its
+    # estimate is a lucky draw above it (this world's shuffle: 0.595; seeds 1 to 3 gave
+    # 0.557, 0.503 and 0.516), by the comparison with the active model on the recent window.
     assert result["status"] == "candidate"
     candidate = (await client.get(f"/v1/models/{result['model_id']}")).json()
     assert candidate["status_reason"].startswith("kept as a candidate")
-    assert "chance" in candidate["status_reason"], candidate["status_reason"]
-    assert candidate["comparisons"] == []
     kept = (await client.get(f"/v1/models/{active}")).json()
-    assert kept["status"] == "active" and kept["comparisons"] == candidate["comparisons"]
+    assert kept["status"] == "active"
+    assert candidate["metrics"]["auc"] < kept["metrics"]["auc"]
+    if "chance" in candidate["status_reason"]:
+        assert candidate["comparisons"] == []
+    else:
+        [comparison] = candidate["comparisons"]
+        assert comparison["active_id"] == active and comparison["promoted"] is False
+        ours, theirs = comparison["candidate_metrics"], comparison["active_metrics"]
+        assert ours["auc"] < theirs["auc"] - 0.05, (ours, theirs)
 
 
 @pytest.mark.slow  # trains on a simulated world: 20 s or more
