@@ -117,7 +117,6 @@ def telco() -> Case:
     ids = [f"cust-{i:05d}" for i in range(len(frame))]
     churned = (frame["churn"].astype(str) == "Yes").to_numpy().astype(float)
     traits = frame.drop(columns=["churn"])
-    test = np.array([_bucket(a) < 30 for a in ids])
 
     def profile(i: int) -> dict[str, Any]:
         row = traits.iloc[i]
@@ -134,31 +133,6 @@ def telco() -> Case:
             "observed_at": t0.isoformat(),
         }
 
-    train_ids = [i for i in range(len(ids)) if not test[i]]
-    test_ids = [i for i in range(len(ids)) if test[i]]
-
-    async def load(client: httpx.AsyncClient) -> None:
-        await post_all(
-            client, "/v1/accounts/batch", "accounts", [profile(i) for i in train_ids], 1000
-        )
-        outcomes = [
-            {
-                "outcome_id": f"churn-{ids[i]}",
-                "account_id": ids[i],
-                "kind": "churned",
-                "occurred_at": (t0 + timedelta(days=10)).isoformat(),
-            }
-            for i in train_ids
-            if churned[i]
-        ]
-        await post_all(client, "/v1/outcomes/batch", "outcomes", outcomes, 5000)
-
-    async def after(client: httpx.AsyncClient) -> None:
-        # The test customers arrive after training, so no model learnt from their outcomes.
-        await post_all(
-            client, "/v1/accounts/batch", "accounts", [profile(i) for i in test_ids], 1000
-        )
-
     names = list(traits.columns)
     categorical = [
         c for c in names if traits[c].dtype == object or str(traits[c].dtype) == "category"
@@ -174,21 +148,80 @@ def telco() -> Case:
             for c in names
         ]
     )
-    return Case(
+    return _one_snapshot(
         name="telco",
         shape=f"subscriber table, {len(ids):,} customers, {len(names)} traits, one snapshot",
         target="churn",
+        kind="churned",
+        t0=t0,
+        ids=ids,
+        labels=churned,
+        profile=profile,
+        names=names,
+        categorical=categorical,
+        matrix=matrix,
+    )
+
+
+def _one_snapshot(
+    *,
+    name: str,
+    shape: str,
+    target: str,
+    kind: str,
+    t0: datetime,
+    ids: list[str],
+    labels: np.ndarray,
+    profile: Callable[[int], dict[str, Any]],
+    names: list[str],
+    categorical: list[str],
+    matrix: np.ndarray,
+    settings: dict[str, str] | None = None,
+) -> Case:
+    """A table of customers as of one moment, split by account: 70% are loaded with their
+    outcome (`kind`, for the positives of `labels`) and learnt from; the other 30% arrive
+    after training, so no model learnt from their outcomes, and are scored as of t0."""
+    test = np.array([_bucket(a) < 30 for a in ids])
+    train_ids = [i for i in range(len(ids)) if not test[i]]
+    test_ids = [i for i in range(len(ids)) if test[i]]
+
+    async def load(client: httpx.AsyncClient) -> None:
+        await post_all(
+            client, "/v1/accounts/batch", "accounts", [profile(i) for i in train_ids], 1000
+        )
+        outcomes = [
+            {
+                "outcome_id": f"{kind}-{ids[i]}",
+                "account_id": ids[i],
+                "kind": kind,
+                "occurred_at": (t0 + timedelta(days=10)).isoformat(),
+            }
+            for i in train_ids
+            if labels[i]
+        ]
+        await post_all(client, "/v1/outcomes/batch", "outcomes", outcomes, 5000)
+
+    async def after(client: httpx.AsyncClient) -> None:
+        await post_all(
+            client, "/v1/accounts/batch", "accounts", [profile(i) for i in test_ids], 1000
+        )
+
+    return Case(
+        name=name,
+        shape=shape,
+        target=target,
         train_request={
-            "target": "churn",
+            "target": target,
             "as_of": (t0 + timedelta(days=30)).isoformat(),
             "horizon_days": 30,
             "snapshot_dates": [t0.isoformat()],
         },
         test=[(ids[i], t0) for i in test_ids],
-        y_test=churned[test],
-        peers=Peers(names, categorical, matrix[~test], churned[~test], matrix[test], None),
+        y_test=labels[test],
+        peers=Peers(names, categorical, matrix[~test], labels[~test], matrix[test], None),
         load=load,
         after_training=after,
+        settings=settings or {},
     )
 
 
@@ -206,7 +239,6 @@ def caravan() -> Case:
     ids = [f"cust-{i:05d}" for i in range(len(frame))]
     bought = (frame["Purchase"].astype(str) == "Yes").to_numpy().astype(float)
     traits = frame.drop(columns=["Purchase", "rownames"])
-    test = np.array([_bucket(a) < 30 for a in ids])
     names = [str(c) for c in traits.columns]
     matrix = traits.to_numpy(dtype=float)
 
@@ -214,46 +246,19 @@ def caravan() -> Case:
         values = {name: float(v) for name, v in zip(names, matrix[i], strict=True)}
         return {"account_id": ids[i], "traits": values, "observed_at": t0.isoformat()}
 
-    train_ids = [i for i in range(len(ids)) if not test[i]]
-    test_ids = [i for i in range(len(ids)) if test[i]]
-
-    async def load(client: httpx.AsyncClient) -> None:
-        await post_all(
-            client, "/v1/accounts/batch", "accounts", [profile(i) for i in train_ids], 1000
-        )
-        outcomes = [
-            {
-                "outcome_id": f"caravan-{ids[i]}",
-                "account_id": ids[i],
-                "kind": "expanded",
-                "occurred_at": (t0 + timedelta(days=10)).isoformat(),
-            }
-            for i in train_ids
-            if bought[i]
-        ]
-        await post_all(client, "/v1/outcomes/batch", "outcomes", outcomes, 5000)
-
-    async def after(client: httpx.AsyncClient) -> None:
-        await post_all(
-            client, "/v1/accounts/batch", "accounts", [profile(i) for i in test_ids], 1000
-        )
-
-    return Case(
+    return _one_snapshot(
         name="caravan",
         shape=f"cross-sell table, {len(ids):,} customers, {len(names)} traits, "
         f"{bought.mean():.0%} positive, one snapshot",
         target="expansion",
-        train_request={
-            "target": "expansion",
-            "as_of": (t0 + timedelta(days=30)).isoformat(),
-            "horizon_days": 30,
-            "snapshot_dates": [t0.isoformat()],
-        },
-        test=[(ids[i], t0) for i in test_ids],
-        y_test=bought[test],
-        peers=Peers(names, [], matrix[~test], bought[~test], matrix[test], None),
-        load=load,
-        after_training=after,
+        kind="expanded",
+        t0=t0,
+        ids=ids,
+        labels=bought,
+        profile=profile,
+        names=names,
+        categorical=[],
+        matrix=matrix,
         # Every one of its traits a feature (the default keeps the 50 used most).
         settings={"CUSTINTEL_FEATURE_MAX_TRAITS": "100"},
     )
