@@ -278,6 +278,8 @@ class TextEnrichment(Base):
     label: Mapped[str] = mapped_column(String(16), nullable=False)
     enriched_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     themes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    # The sentiment reader that read it (app.voc.learned); NULL: the lexicon.
+    reader_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class PrivacySuppression(Base):

@@ -260,21 +260,30 @@ async def create_database(server_url: str, name: str) -> str:
     return url
 
 
-def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
-    """`custintel serve`, as deployed, without its job worker and access log."""
-    env = {
+def start_server(
+    database_url: str, port: int, workers: int, *, root: Path = ROOT, **env: str
+) -> subprocess.Popen[bytes]:
+    """`custintel serve` of the source tree at `root`, as deployed, without its job worker and
+    access log; `env`: more settings."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        env=source_env(database_url, root) | env,
+        cwd=root,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def source_env(database_url: str, root: Path) -> dict[str, str]:
+    """The environment of a custintel process of the source tree at `root` (its own `app`
+    first on the path, whatever the virtualenv has installed)."""
+    return {
         **os.environ,
+        "PYTHONPATH": str(root),
         "CUSTINTEL_DATABASE_URL": database_url,
         "CUSTINTEL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
         "CUSTINTEL_RUN_WORKER": "false",
         "CUSTINTEL_ACCESS_LOG": "false",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def wait_ready(port: int) -> None:

@@ -2,26 +2,35 @@
 over real HTTP, batch scoring of every account, and training time against bare lightgbm.train.
 
     .venv/bin/python bench/score.py [--accounts 100000] [--usage 0.05] [--seconds 30]
+                                    [--compare REV]
 
 The simulator's world is loaded with COPY (the ingest path has its own benchmark). Starts its own
-embedded Postgres (or uses CUSTINTEL_DATABASE_URL, creating a scratch database there) and
-custintel under uvicorn on loopback. Prints each figure next to its target.
+embedded Postgres (or uses CUSTINTEL_DATABASE_URL, creating scratch databases there) and
+custintel under uvicorn on loopback, with a worker process that runs the training and the batch
+rescoring as jobs. Prints each figure next to its target. With --compare REV, that revision is
+checked out in a scratch worktree and measured the same way on the same world right after, and
+the ratios are printed: a figure never depends on which machine or hour it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import lightgbm as lgb
@@ -31,14 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import db, features, ingest, partitions, profiles, simulator  # noqa: E402
-from app.ml import batch, pipeline, scoring, training  # noqa: E402
-from app.ml.model import Trained  # noqa: E402
+from app.ml import batch, pipeline, scoring  # noqa: E402
+from app.schemas.models import TrainRequest  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Connection,
     CpuMeter,
-    create_database,
     scratch_dir,
+    source_env,
     start_server,
     verdict,
     wait_ready,
@@ -50,9 +59,7 @@ TARGET_P99_MS = 25.0
 TARGET_BATCH_APS = 3_000
 TARGET_BATCH_RATIO = 0.7
 TARGET_TRAIN_RATIO = 5.0  # the parameter search included
-# Measured before the broader feature catalog (one quiet run on this machine): it must not cost
-# the serving path more than 15%.
-BEFORE_RPS, BEFORE_BATCH_APS, KEPT = 1_040, 2_408, 0.85
+TARGET_PIPELINE_RATIO = 2.0  # of the revision compared with (--compare), in the same run
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 PIECE = 2_000
@@ -117,102 +124,210 @@ def _piece(first: int, count: int, usage: float) -> dict[str, list[tuple[Any, ..
     return rows
 
 
-async def load(url: str, accounts: int, usage: float) -> tuple[int, float]:
-    pool = await db.create_pool(url, Settings(database_url=url))
-    months = []
-    month = partitions.month_of(END - timedelta(days=400))
-    while month <= partitions.month_of(END):
-        months.append(month)
-        month = partitions.next_month(month)
-    await partitions.PartitionManager(pool).ensure(months)
-    await pool.close()
-    started = time.perf_counter()
-    conn = await asyncpg.connect(url)
-    events = 0
+async def world(accounts: int, usage: float) -> list[dict[str, list[tuple[Any, ...]]]]:
+    """The simulated world's rows for COPY, in pieces made in parallel; made once per run, so
+    that every revision measured loads the same world."""
     loop = asyncio.get_running_loop()
-    firsts = list(range(0, accounts, PIECE))
     with ProcessPoolExecutor(max_workers=2) as pool:
         futures = [
-            loop.run_in_executor(pool, _piece, f, min(PIECE, accounts - f), usage) for f in firsts
+            loop.run_in_executor(pool, _piece, f, min(PIECE, accounts - f), usage)
+            for f in range(0, accounts, PIECE)
         ]
-        for future in futures:
-            rows = await future
-            tables = [
-                (
-                    "accounts",
-                    rows["a"],
-                    ("account_id", "name", "segment", "plan", "mrr", "owner_email", "traits"),
-                ),
-                ("account_history", rows["ah"], ("account_id", "observed_at", "changes")),
-                (
-                    "contacts",
-                    rows["c"],
-                    ("contact_id", "account_id", "email", "role", "observed_at"),
-                ),
-                (
-                    "contact_history",
-                    rows["ch"],
-                    ("contact_id", "account_id", "observed_at", "changes"),
-                ),
-                ("events", rows["e"], ingest.EVENT_COLUMNS),
-                (
-                    "outcomes",
-                    rows["o"],
-                    ("outcome_id", "account_id", "kind", "occurred_at", "amount", "digest"),
-                ),
-            ]
-            async with conn.transaction():
-                for table, records, columns in tables:
-                    await conn.copy_records_to_table(table, records=records, columns=columns)
-            events += len(rows["e"])
-            print(f"\r  loaded {events:,} events", end="", flush=True)
+        return [await future for future in futures]
+
+
+async def load(url: str, pieces: list[dict[str, list[tuple[Any, ...]]]]) -> tuple[int, float]:
+    """The world into a migrated database with COPY, its month partitions made by plain SQL (as
+    every revision makes them), so that any revision's schema takes it."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    month = partitions.month_of(END - timedelta(days=400))
+    while month <= partitions.month_of(END):
+        following = partitions.next_month(month)
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS events_{month:%Y_%m} PARTITION OF events FOR VALUES "
+            f"FROM ('{month.isoformat()} 00:00:00+00') TO ('{following.isoformat()} 00:00:00+00')"
+        )
+        month = following
+    events = 0
+    for rows in pieces:
+        tables = [
+            (
+                "accounts",
+                rows["a"],
+                ("account_id", "name", "segment", "plan", "mrr", "owner_email", "traits"),
+            ),
+            ("account_history", rows["ah"], ("account_id", "observed_at", "changes")),
+            ("contacts", rows["c"], ("contact_id", "account_id", "email", "role", "observed_at")),
+            ("contact_history", rows["ch"], ("contact_id", "account_id", "observed_at", "changes")),
+            ("events", rows["e"], ingest.EVENT_COLUMNS),
+            (
+                "outcomes",
+                rows["o"],
+                ("outcome_id", "account_id", "kind", "occurred_at", "amount", "digest"),
+            ),
+        ]
+        async with conn.transaction():
+            for table, records, columns in tables:
+                await conn.copy_records_to_table(table, records=records, columns=columns)
+        events += len(rows["e"])
+        print(f"\r  loaded {events:,} events", end="", flush=True)
     print()
     await conn.execute("ANALYZE")
     await conn.close()
     return events, time.perf_counter() - started
 
 
-async def train(url: str, models_dir: Path, snapshots: int) -> dict[str, Any]:
-    """Train through the real pipeline, timing training.train and a bare lightgbm.train with the
-    same parameters and early stopping on the same rows."""
-    settings = Settings(database_url=url, models_dir=models_dir)
-    seen: dict[str, Any] = {}
-    real_train = training.train
+@dataclass
+class Revision:
+    """A source tree measured: this one, or a scratch worktree of another commit."""
 
-    def timed(ts: Any, options: training.Options) -> Trained:
-        t0 = time.perf_counter()
-        trained = real_train(ts, options)
-        seen["train_seconds"] = time.perf_counter() - t0
-        seen["ts"], seen["options"], seen["search"] = ts, options, trained.search
-        return trained
+    label: str
+    root: Path
 
-    training.train = timed
-    dates = [END - timedelta(days=90 + 30 * k) for k in reversed(range(snapshots))]
 
-    async def progress(_: float) -> None:
-        return None
+def worktree(rev: str, scratch: Path) -> Revision:
+    """`rev` checked out in a scratch worktree (removed again at exit)."""
+    path = scratch / f"rev-{rev}"
+    git = ["git", "-C", str(ROOT)]
+    subprocess.run([*git, "worktree", "add", "--detach", "-q", str(path), rev], check=True)
+    atexit.register(subprocess.run, [*git, "worktree", "remove", "--force", str(path)], check=False)
+    commit = subprocess.run(
+        [*git, "rev-parse", "--short", rev], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Revision(commit, path)
 
-    conn = await asyncpg.connect(url)
-    t0 = time.perf_counter()
+
+async def database_of(server_url: str, name: str, revision: Revision) -> str:
+    """A new database migrated by the revision's own migrations."""
+    conn = await asyncpg.connect(server_url)
     try:
-        result = await pipeline.handler(settings)(
-            conn,
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await db.create_database(conn, name)
+    finally:
+        await conn.close()
+    parts = urlsplit(server_url)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env=source_env(url, revision.root),
+        cwd=revision.root,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return url
+
+
+async def run_job(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Queue a job over HTTP and wait for it; the finished job."""
+    conn = await Connection.open(port)
+    try:
+        status, reply = await conn.post(path, orjson.dumps(body))
+        if status != 202:
+            raise RuntimeError(f"{path} answered {status}: {reply[:500]!r}")
+        job_id = orjson.loads(reply)["job_id"]
+        while True:
+            status, reply = await conn.request("GET", f"/v1/jobs/{job_id}")
+            job: dict[str, Any] = orjson.loads(reply)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        conn.close()
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"{path}: {job['status']}: {job.get('error')}")
+    return job
+
+
+def job_seconds(job: dict[str, Any]) -> float:
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return (finished - started).total_seconds()
+
+
+def start_worker(url: str, root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`custintel worker` of the source tree at `root`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=source_env(url, root) | env,
+        cwd=root,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def measure(
+    revision: Revision, url: str, models_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every figure one revision gives through its public API: training and batch rescoring as
+    jobs run by its worker process, scores on request from its server."""
+    port = 18000 + os.getpid() % 1000
+    env = {"CUSTINTEL_MODELS_DIR": str(models_dir), "CUSTINTEL_RESCORE_EVERY_HOURS": "0"}
+    server = start_server(url, port, args.workers, root=revision.root, **env)
+    worker = start_worker(url, revision.root, env)
+    figures: dict[str, Any] = {}
+    try:
+        await wait_ready(port)
+        dates = [END - timedelta(days=90 + 30 * k) for k in reversed(range(args.snapshots))]
+        meter = await CpuMeter.of(url, server=worker.pid)
+        trained = await run_job(
+            port,
+            "/v1/models/train",
             {
                 "target": "churn",
                 "as_of": END.isoformat(),
                 "snapshot_dates": [d.isoformat() for d in dates],
             },
-            progress,
         )
-    finally:
-        training.train = real_train
-        await conn.close()
-    seen["pipeline_seconds"] = time.perf_counter() - t0
-    seen["model_id"] = result["model_id"]
+        figures["pipeline_seconds"] = job_seconds(trained)
+        figures["train_cpu"] = meter.report(1, "training", micro=False)
+        model_id = trained["result"]["model_id"]
+        figures["model_id"] = model_id
+        manifest = json.loads((models_dir / model_id / "manifest.json").read_text())
+        figures["auc"] = manifest["metrics"]["auc"]
+        figures["timings"] = manifest.get("timings")
+        figures["search"] = manifest.get("search")
 
-    # The peer: one lightgbm.train with LightGBM's defaults on the same matrix, as a team
-    # would start.
-    ts, options = seen["ts"], seen["options"]
+        meter = await CpuMeter.of(url, server=worker.pid)
+        rescored = await run_job(port, "/v1/scores/rescore", {"as_of": END.isoformat(), "top": 3})
+        accounts = rescored["result"]["accounts"]
+        figures["batch_aps"] = accounts / job_seconds(rescored)
+        figures["batch_accounts"] = accounts
+        figures["batch_cpu"] = meter.report(accounts, "account")
+
+        await on_request(port, args.accounts, 3, args.concurrency)  # warm: models load once
+        meter = await CpuMeter.of(url, server=server.pid)
+        seconds, latencies = await on_request(port, args.accounts, args.seconds, args.concurrency)
+        figures["request_cpu"] = meter.report(len(latencies), "request")
+    finally:
+        for process in (server, worker):
+            process.terminate()
+            process.wait(30)
+    latencies.sort()
+    figures["rps"] = len(latencies) / seconds
+    figures["p50"] = statistics.median(latencies) * 1000
+    figures["p99"] = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    return figures
+
+
+async def details(url: str, models_dir: Path, model_id: str, snapshots: int) -> dict[str, Any]:
+    """This revision only, in process: one bare lightgbm.train (LightGBM's defaults, 100 rounds,
+    as a team would start) on the training matrix the pipeline builds, and reasons on one
+    matrix against bare pred_contrib."""
+    settings = Settings(database_url=url, models_dir=models_dir)
+    dates = [END - timedelta(days=90 + 30 * k) for k in reversed(range(snapshots))]
+    request = TrainRequest(target="churn", as_of=END, snapshot_dates=dates)
+    conn = await asyncpg.connect(url)
+    try:
+        t0 = time.perf_counter()
+        prepared = await pipeline.prepare(conn, settings, request)
+        prepare_seconds = time.perf_counter() - t0
+        [loaded] = await batch.active_models(conn, ["churn"])
+        accounts = await conn.fetch("SELECT account_id FROM accounts ORDER BY account_id")
+        keys = [(r[0], END) for r in accounts[:20_000]]
+        frame = await features.compute(conn, loaded.catalog, keys)
+    finally:
+        await conn.close()
+    ts = prepared.training_set
     x, y = ts.frame.matrix, ts.labels
     names = list(ts.frame.names)
     categorical = [n for n in ts.frame.catalog.levels() if n in names]
@@ -223,14 +338,25 @@ async def train(url: str, models_dir: Path, snapshots: int) -> dict[str, Any]:
         feature_name=[f"f{j}" for j in range(len(names))],
         categorical_feature=[names.index(c) for c in categorical],
     )
-    lgb.train(
-        {"objective": "binary", "num_threads": options.num_threads, "verbose": -1},
-        dtrain,
-        num_boost_round=100,
-    )
-    seen["bare_seconds"] = time.perf_counter() - t0
-    seen["rows"] = len(y)
-    return seen
+    lgb.train({"objective": "binary", "num_threads": 2, "verbose": -1}, dtrain, 100)
+    bare = time.perf_counter() - t0
+
+    matrix = loaded.matrix(frame)
+    served = loaded.served(frame.segments)  # each segment's rows through the model serving it
+    t0 = time.perf_counter()
+    for name, rows in served.items():
+        loaded.models[name].booster.predict(matrix[rows], pred_contrib=True)
+    raw = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scoring.score_frame(loaded, frame, top=3)
+    ours = time.perf_counter() - t0
+    return {
+        "rows": len(y),
+        "bare_seconds": bare,
+        "prepare_seconds": prepare_seconds,
+        "raw_aps": len(keys) / raw,
+        "ours_aps": len(keys) / ours,
+    }
 
 
 async def on_request(
@@ -258,41 +384,38 @@ async def on_request(
     return time.perf_counter() - started, latencies
 
 
-async def batch_scoring(url: str, models_dir: Path, model_id: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(url)
-    try:
-
-        async def progress(_: float) -> None:
-            return None
-
-        meter = await CpuMeter.of(url)
-        t0 = time.perf_counter()
-        result = await batch.rescore(conn, targets=["churn"], as_of=END, top=3, progress=progress)
-        end_to_end = time.perf_counter() - t0
-        cpu = meter.report(result["accounts"], "account")
-        [loaded] = await batch.active_models(conn, ["churn"])
-        accounts = await conn.fetch("SELECT account_id FROM accounts ORDER BY account_id")
-        keys = [(r[0], END) for r in accounts[:20_000]]
-        frame = await features.compute(conn, loaded.catalog, keys)
-    finally:
-        await conn.close()
-    x = loaded.matrix(frame)
-    # The same models on the same rows: each segment's rows through the model that serves it.
-    served = loaded.served(frame.segments)
-    t0 = time.perf_counter()
-    for name, rows in served.items():
-        loaded.models[name].booster.predict(x[rows], pred_contrib=True)
-    raw = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scoring.score_frame(loaded, frame, top=3)
-    ours = time.perf_counter() - t0
-    return {
-        "accounts": result["accounts"],
-        "end_to_end_aps": result["accounts"] / end_to_end,
-        "raw_aps": len(keys) / raw,
-        "ours_aps": len(keys) / ours,
-        "cpu": cpu,
-    }
+def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
+    """One revision's figures, each next to its target."""
+    rps, p50, p99 = figures["rps"], figures["p50"], figures["p99"]
+    print(
+        f"  on-request GET /v1/accounts/{{id}}/scores (top 3), concurrency {args.concurrency}, "
+        f"{args.workers} uvicorn workers:"
+    )
+    print(f"    {rps:>8,.0f} requests/s   target >= {TARGET_RPS:,}: {verdict(rps >= TARGET_RPS)}")
+    print(f"    p50 {p50:6.1f} ms     target <= {TARGET_P50_MS}: {verdict(p50 <= TARGET_P50_MS)}")
+    print(f"    p99 {p99:6.1f} ms     target <= {TARGET_P99_MS}: {verdict(p99 <= TARGET_P99_MS)}")
+    print(f"    {figures['request_cpu']}")
+    aps = figures["batch_aps"]
+    print(
+        f"  batch rescoring job (features in Postgres, scores with 3 reasons, stored): "
+        f"{aps:,.0f} accounts/s over {figures['batch_accounts']:,}   target >= "
+        f"{TARGET_BATCH_APS:,}: {verdict(aps >= TARGET_BATCH_APS)}"
+    )
+    print(f"    {figures['batch_cpu']}")
+    print(
+        f"  training job (training set built in Postgres, search, estimate, refit, segment "
+        f"models, calibration): {figures['pipeline_seconds']:.1f} s; held-out AUC "
+        f"{figures['auc']:.3f}"
+    )
+    if figures.get("timings"):
+        spent = ", ".join(f"{k} {v:.1f}" for k, v in figures["timings"].items())
+        print(f"    where the time went (s): {spent}")
+    search = figures.get("search") or {}
+    if "chosen" in search:
+        print(
+            f"    search: chose {search['chosen']} on the {search.get('columns')} columns, "
+            f"{search.get('seconds', 0):.0f} s; skipped {search.get('skipped')}"
+        )
 
 
 async def main() -> None:
@@ -303,95 +426,87 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also measure this git revision (built in a scratch worktree) on the same world, "
+        "right after this one, and print the ratios",
+    )
     args = parser.parse_args()
 
     external = os.environ.get("CUSTINTEL_DATABASE_URL")
     scratch = scratch_dir()
+    revisions = [Revision("this tree", ROOT)]
+    if args.compare:
+        revisions.append(worktree(args.compare, scratch))
     server_url = (
         db.plain_url(external)
         if external
         else await asyncio.to_thread(db.start_embedded, scratch / "pg")
     )
-    url = await create_database(server_url, "bench_score")
-    print(f"loading {args.accounts:,} simulated accounts with COPY ...", flush=True)
-    events, load_seconds = await load(url, args.accounts, args.usage)
-    print(f"  {events:,} events in {load_seconds:.0f} s")
+    print(f"simulating {args.accounts:,} accounts ...", flush=True)
+    pieces = await world(args.accounts, args.usage)
+    measured: list[dict[str, Any]] = []
+    for n, revision in enumerate(revisions):
+        print(f"{revision.label}: migrating and loading with COPY ...", flush=True)
+        url = await database_of(server_url, f"bench_score_{n}", revision)
+        events, load_seconds = await load(url, pieces)
+        print(f"  {events:,} events in {load_seconds:.0f} s; training, batch, on request ...")
+        figures = await measure(revision, url, scratch / f"models-{n}", args)
+        if n == 0:
+            figures |= await details(
+                url, scratch / f"models-{n}", figures["model_id"], args.snapshots
+            )
+        measured.append(figures)
 
-    print("training churn ...", flush=True)
-    trained = await train(url, scratch / "models", args.snapshots)
-    print("batch scoring every account ...", flush=True)
-    batch_figures = await batch_scoring(url, scratch / "models", trained["model_id"])
-
-    port = 18000 + os.getpid() % 1000
-    os.environ["CUSTINTEL_MODELS_DIR"] = str(scratch / "models")
-    server = start_server(url, port, args.workers)
-    try:
-        await wait_ready(port)
-        await on_request(port, args.accounts, 3, args.concurrency)  # warm: models load once
-        meter = await CpuMeter.of(url, server=server.pid)
-        seconds, latencies = await on_request(port, args.accounts, args.seconds, args.concurrency)
-        request_cpu = meter.report(len(latencies), "request")
-    finally:
-        server.terminate()
-        server.wait(30)
-
-    latencies.sort()
-    rps = len(latencies) / seconds
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-    ratio = batch_figures["ours_aps"] / batch_figures["raw_aps"]
-    train_ratio = trained["train_seconds"] / trained["bare_seconds"]
     print()
     print(f"machine: {os.cpu_count()} cores; {args.accounts:,} accounts, {events:,} events")
+    for revision, figures in zip(revisions, measured, strict=True):
+        print(f"{revision.label}:")
+        report(figures, args)
+    now = measured[0]
+    ratio = now["ours_aps"] / now["raw_aps"]
     print(
-        f"on-request GET /v1/accounts/{{id}}/scores (top 3), concurrency {args.concurrency}, "
-        f"{args.workers} uvicorn workers:"
+        f"reasons on one matrix: {now['ours_aps']:,.0f} accounts/s, bare pred_contrib "
+        f"{now['raw_aps']:,.0f}; ratio {ratio:.2f}   target >= {TARGET_BATCH_RATIO}: "
+        f"{verdict(ratio >= TARGET_BATCH_RATIO)}"
     )
-    print(f"  {rps:>8,.0f} requests/s   target >= {TARGET_RPS:,}: {verdict(rps >= TARGET_RPS)}")
-    kept_rps = BEFORE_RPS * KEPT
-    print(
-        f"  {rps / BEFORE_RPS:>8.0%} of the {BEFORE_RPS:,} before the broader catalog   target "
-        f">= {KEPT:.0%}: {verdict(rps >= kept_rps)}"
-    )
-    print(f"  p50 {p50:6.1f} ms       target <= {TARGET_P50_MS}: {verdict(p50 <= TARGET_P50_MS)}")
-    print(f"  p99 {p99:6.1f} ms       target <= {TARGET_P99_MS}: {verdict(p99 <= TARGET_P99_MS)}")
-    print(f"  {request_cpu}")
-    aps = batch_figures["end_to_end_aps"]
-    print(
-        f"batch scoring (features in Postgres, scores with 3 reasons, stored): "
-        f"{aps:,.0f} accounts/s over {batch_figures['accounts']:,}   target >= "
-        f"{TARGET_BATCH_APS:,}: {verdict(aps >= TARGET_BATCH_APS)}"
-    )
-    print(
-        f"  {aps / BEFORE_BATCH_APS:.0%} of the {BEFORE_BATCH_APS:,} before the broader catalog   "
-        f"target >= {KEPT:.0%}: {verdict(aps >= BEFORE_BATCH_APS * KEPT)}"
-    )
-    print(f"  {batch_figures['cpu']}")
-    print(
-        f"  on one matrix: reasons {batch_figures['ours_aps']:,.0f} accounts/s, bare "
-        f"pred_contrib {batch_figures['raw_aps']:,.0f}; ratio {ratio:.2f}   target >= "
-        f"{TARGET_BATCH_RATIO}: {verdict(ratio >= TARGET_BATCH_RATIO)}"
-    )
-    print(
-        f"training on {trained['rows']:,} rows: custintel {trained['train_seconds']:.1f} s "
-        f"(search, estimate, baselines, refit, segment models, calibration), one bare "
-        f"lightgbm.train (defaults, 100 rounds) "
-        f"{trained['bare_seconds']:.1f} s; ratio {train_ratio:.2f}   target <= "
-        f"{TARGET_TRAIN_RATIO}: {verdict(train_ratio <= TARGET_TRAIN_RATIO)}"
-    )
-    whole = trained["pipeline_seconds"]
-    print(f"  (whole pipeline, with the training set built in Postgres: {whole:.0f} s)")
-    search = trained["search"]
-    chosen = next(
-        c
-        for c in search["candidates"]
-        if (c["name"], c["columns"]) == (search["chosen"], search["columns"])
-    )
-    print(
-        f"  search: chose {search['chosen']} on the {search['columns']} columns "
-        f"({chosen['features']} features; {chosen['params']}), rounds "
-        f"{search['rounds']}; {search['seconds']:.0f} s; skipped {search['skipped']}"
-    )
+    training_seconds = (now.get("timings") or {}).get("train")
+    if training_seconds is not None:
+        train_ratio = training_seconds / now["bare_seconds"]
+        print(
+            f"training on {now['rows']:,} rows: {training_seconds:.1f} s, one bare "
+            f"lightgbm.train {now['bare_seconds']:.1f} s; ratio {train_ratio:.1f}   target <= "
+            f"{TARGET_TRAIN_RATIO}: {verdict(train_ratio <= TARGET_TRAIN_RATIO)}"
+        )
+    print(f"  (the training set alone, built in process: {now['prepare_seconds']:.0f} s)")
+    if args.compare:
+        old = measured[1]
+        label = revisions[1].label
+        print(f"against {label}, same run, same world:")
+        rows = [
+            ("on-request requests/s", now["rps"] / old["rps"], ">= 1"),
+            (
+                "on-request p99 (ms, lower is better)",
+                now["p99"] / old["p99"],
+                f"p99 <= {TARGET_P99_MS}",
+            ),
+            ("batch rescoring accounts/s", now["batch_aps"] / old["batch_aps"], ">= 1"),
+            (
+                "training job seconds (lower is better)",
+                now["pipeline_seconds"] / old["pipeline_seconds"],
+                f"<= {TARGET_PIPELINE_RATIO}",
+            ),
+        ]
+        for name, value, target in rows:
+            print(f"  {name}: {value:.2f} of {label}'s   target {target}")
+        ok = (
+            now["rps"] >= old["rps"]
+            and now["batch_aps"] >= old["batch_aps"]
+            and now["pipeline_seconds"] <= TARGET_PIPELINE_RATIO * old["pipeline_seconds"]
+            and now["p99"] <= TARGET_P99_MS
+        )
+        print(f"  {verdict(ok)}")
 
 
 if __name__ == "__main__":

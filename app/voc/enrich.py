@@ -43,8 +43,8 @@ _PENDING = """
     LIMIT $2"""
 
 _STORE = """
-    INSERT INTO text_enrichments (event_id, received_at, sentiment, label, themes)
-    SELECT u.event_id, u.received_at, u.sentiment, u.label, u.themes::text[]
+    INSERT INTO text_enrichments (event_id, received_at, sentiment, label, themes, reader_id)
+    SELECT u.event_id, u.received_at, u.sentiment, u.label, u.themes::text[], $6
     FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::text[], $5::text[])
         AS u(event_id, received_at, sentiment, label, themes)
     ON CONFLICT (event_id) DO NOTHING"""
@@ -78,6 +78,7 @@ async def enrich_pending(conn: asyncpg.Connection, analyzer: Read, *, limit: int
             [s.score for s in read],
             [s.label for s in read],
             ["{" + ",".join(f'"{t}"' for t in ids) + "}" for ids in about],
+            analyzer.reader_id if isinstance(analyzer, learned.Reader) else None,
         )
     return len(rows)
 
@@ -109,13 +110,15 @@ async def reader(conn: asyncpg.Connection, settings: Settings) -> learned.Reader
 
 
 async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
-    """Every text stored so far read, before a training set or a batch rescoring reads their
-    sentiment (unless another worker is at it); how many this call read."""
+    """Every text stored so far read, and read by the reader in use, before a training set or a
+    batch rescoring reads their sentiment: one reader for all of them, even while the
+    `sentiment_reread` job is under way (unless another worker is enriching the newest);
+    how many this call read."""
     analyzer = await reader(conn, settings)
     done = 0
     while read := await enrich_pending(conn, analyzer, limit=settings.enrich_batch):
         done += read
-    return done
+    return done + await learned.reread(conn, analyzer)
 
 
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:

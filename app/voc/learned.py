@@ -31,6 +31,7 @@ import logging
 import math
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -55,6 +56,9 @@ OTHER_TEXTS = 2_000  # texts other than survey comments sampled to check a reade
 MIN_OTHER_TEXTS = 50  # fewer: the mix check rests on the held-out comments alone
 MAX_MIX_SHIFT = 0.3  # total variation between a reader's label mix and the lexicon's
 MAX_COMMENTS = 50_000  # the newest comments learnt from
+# A reader learnt from some comments is learnt again, before its period is over, once there are
+# this many times as many (the first choice of a new installation is made on its first few).
+GROWTH = 1.5
 LABELS: tuple[sentiment.Label, ...] = ("negative", "neutral", "positive")
 # type: (negative up to, positive from)
 BOUNDS = {surveys.NPS: (6, 9), surveys.CSAT: (2, 4), surveys.CES: (3, 5)}
@@ -138,6 +142,9 @@ class Reader:
     kind: str  # lexicon, learned, blend
     lexicon: sentiment.Analyzer
     classifier: Classifier | None = None
+    # Its row in sentiment_readers, stored beside each text it reads; None for the lexicon,
+    # which reads a text the same way whichever row chose it.
+    reader_id: str | None = None
 
     def __call__(self, text: str) -> sentiment.Sentiment:
         if self.classifier is None or self.kind == "lexicon":
@@ -226,6 +233,14 @@ _COMMENTS = """
     ORDER BY occurred_at, event_id"""
 
 
+_COUNT = """
+    SELECT count(*) FROM (
+        SELECT 1 FROM events e
+        WHERE e.type IN ('nps_answered', 'csat_answered', 'ces_answered')  -- ix_events_surveys
+          AND e.text IS NOT NULL AND e.value IS NOT NULL AND e.occurred_at <= now()
+        LIMIT $1) newest"""
+
+
 _OTHERS = """
     SELECT text FROM events
     WHERE text IS NOT NULL AND occurred_at > now() - interval '90 days' AND occurred_at <= now()
@@ -271,23 +286,38 @@ async def described(conn: asyncpg.Connection) -> dict[str, Any]:
 def reader_of(row: asyncpg.Record | None, lexicon: sentiment.Analyzer) -> Reader:
     if row is None or row["kind"] == "lexicon":
         return Reader("lexicon", lexicon)
-    return Reader(row["kind"], lexicon, Classifier.from_json(orjson.loads(row["model"])))
+    return Reader(
+        row["kind"],
+        lexicon,
+        Classifier.from_json(orjson.loads(row["model"])),
+        reader_id=row["reader_id"],
+    )
 
 
 async def relearn_if_due(
-    conn: asyncpg.Connection, lexicon: sentiment.Analyzer, *, every: timedelta
+    conn: asyncpg.Connection,
+    lexicon: sentiment.Analyzer,
+    *,
+    every: timedelta,
+    wait: bool = False,
 ) -> dict[str, Any] | None:
-    """Choose the reader again when the last choice is older than `every` (or there is none)
-    and there are comments enough; when the reader changes, enqueue the re-reading of every
-    text. What was chosen, or None."""
+    """Choose the reader again when the last choice is older than `every`, or learnt from
+    fewer than 1/GROWTH of the comments there are now (or there is none), and there are
+    comments enough; when the reader changes, enqueue the re-reading of every text. With
+    `wait`, a choice another process is making is waited for (a training that reads sentiment
+    next); without, it is left to that process. What was chosen, or None."""
     async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
+        if wait:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+        elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
             return None
         last = await current(conn)
         if last is not None and await conn.fetchval(
             "SELECT now() - $1::timestamptz < $2", last["created_at"], every
         ):
-            return None
+            learnt_from = orjson.loads(last["metrics"]).get("comments") or 0
+            if await conn.fetchval(_COUNT, MAX_COMMENTS) < GROWTH * learnt_from:
+                return None
         texts, labels = await comments(conn)
         felt = Counter(labels)
         if len(texts) < MIN_COMMENTS or min(felt["negative"], felt["positive"]) < MIN_PER_LABEL:
@@ -311,43 +341,68 @@ async def relearn_if_due(
 
 
 REREAD_BATCH = 5_000
+_REREAD_LOCK = 0x7E47_0006
+
+_STALE = """
+    SELECT x.event_id, e.text FROM text_enrichments x
+    JOIN events e ON e.event_id = x.event_id
+    WHERE x.event_id > $1 AND x.reader_id IS DISTINCT FROM $2 AND e.text IS NOT NULL
+    ORDER BY x.event_id LIMIT $3"""
 
 
 def _read_all(reader: Reader, texts: list[str]) -> list[sentiment.Sentiment]:
     return [reader(t) for t in texts]
 
 
-def reread_handler(settings: Settings) -> jobs.Handler:
-    """The `sentiment_reread` job: every enriched text read again by the reader in use."""
-    from app.voc import enrich
-
-    async def reread(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
-        reader = await enrich.reader(conn, settings)
-        total = await conn.fetchval("SELECT count(*) FROM text_enrichments") or 1
-        after, done = "", 0
-        while True:
-            rows = await conn.fetch(
-                "SELECT x.event_id, e.text FROM text_enrichments x "
-                "JOIN events e ON e.event_id = x.event_id "
-                "WHERE x.event_id > $1 AND e.text IS NOT NULL ORDER BY x.event_id LIMIT $2",
-                after,
-                REREAD_BATCH,
-            )
+async def reread(
+    conn: asyncpg.Connection,
+    reader: Reader,
+    *,
+    progress: Callable[[int, int], Awaitable[None]] | None = None,
+) -> int:
+    """Every stored text that another reader read, read again by `reader`; how many were.
+    Batches of REREAD_BATCH, each in its own transaction under one lock, so that the job and a
+    training's catch-up can both run it: whoever comes second finds those texts done."""
+    total = await conn.fetchval(
+        "SELECT count(*) FROM text_enrichments WHERE reader_id IS DISTINCT FROM $1",
+        reader.reader_id,
+    )
+    after, done = "", 0
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _REREAD_LOCK)
+            rows = await conn.fetch(_STALE, after, reader.reader_id, REREAD_BATCH)
             if not rows:
                 break
             read = await asyncio.to_thread(_read_all, reader, [r["text"] for r in rows])
             await conn.execute(
-                "UPDATE text_enrichments x SET sentiment = u.sentiment, label = u.label "
-                "FROM unnest($1::text[], $2::float8[], $3::text[]) "
+                "UPDATE text_enrichments x SET sentiment = u.sentiment, label = u.label, "
+                "reader_id = $4 FROM unnest($1::text[], $2::float8[], $3::text[]) "
                 "AS u(event_id, sentiment, label) WHERE x.event_id = u.event_id",
                 [r["event_id"] for r in rows],
                 [s.score for s in read],
                 [s.label for s in read],
+                reader.reader_id,
             )
-            after, done = rows[-1]["event_id"], done + len(rows)
-            await progress(min(1.0, done / total))
-        return {"texts": done, "reader": reader.kind}
+        after, done = rows[-1]["event_id"], done + len(rows)
+        if progress is not None:
+            await progress(done, max(total, done))
+    return done
 
-    return reread
+
+def reread_handler(settings: Settings) -> jobs.Handler:
+    """The `sentiment_reread` job: every enriched text that another reader read, read again by
+    the reader in use."""
+    from app.voc import enrich
+
+    async def run(
+        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
+    ) -> dict[str, Any]:
+        reader = await enrich.reader(conn, settings)
+
+        async def told(done: int, total: int) -> None:
+            await progress(done / total)
+
+        return {"texts": await reread(conn, reader, progress=told), "reader": reader.kind}
+
+    return run

@@ -183,3 +183,58 @@ async def test_a_reader_that_reads_the_other_texts_implausibly_is_refused(
     assert described["kind"] == "lexicon" and described["refused"] == chosen["refused"]
     # Nothing is read again.
     assert await jobs.listed(conn, kind="sentiment_reread", status=None, limit=5) == []
+
+
+async def test_a_training_reads_every_text_by_the_reader_in_use_before_the_reread_job_runs(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    events = answers(600, say={"negative": LEAVING, "positive": STAYING}, seed=7)
+    ticket = {
+        "event_id": "ticket-1",
+        "type": "ticket_opened",
+        "account_id": "a1",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "text": "We are moving to another vendor soon",
+    }
+    assert (await client.post("/v1/events/batch", json={"events": [*events, ticket]})).json()[
+        "errors"
+    ] == []
+    lexicon = sentiment.Analyzer()
+    assert await enrich.enrich_pending(conn, lexicon, limit=1000) == len(events) + 1
+    chosen = await learned.relearn_if_due(conn, lexicon, every=timedelta(hours=1), wait=True)
+    assert chosen is not None and chosen["kind"] in ("learned", "blend")
+    [queued] = await jobs.listed(conn, kind="sentiment_reread", status=None, limit=5)
+    assert queued.status == "queued"
+
+    # A training's catch-up does not wait for the job: it reads what the new reader has not.
+    assert await enrich.catch_up(conn, settings) == len(events) + 1
+    current = await learned.current(conn)
+    assert current is not None
+    in_use = current["reader_id"]
+    readers = await conn.fetch("SELECT DISTINCT reader_id FROM text_enrichments")
+    assert [r["reader_id"] for r in readers] == [in_use]
+    label = await conn.fetchval("SELECT label FROM text_enrichments WHERE event_id = 'ticket-1'")
+    assert label == "negative"
+    assert await run_queued_job(settings, "sentiment_reread") == {
+        "texts": 0,
+        "reader": chosen["kind"],
+    }
+
+
+async def test_a_reader_learnt_from_few_comments_is_learnt_again_once_they_grow(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    say = {"negative": LEAVING, "positive": STAYING}
+    first = answers(400, say=say, seed=8)
+    assert (await client.post("/v1/events/batch", json={"events": first})).json()["errors"] == []
+    lexicon = sentiment.Analyzer()
+    every = timedelta(hours=1)
+    chosen = await learned.relearn_if_due(conn, lexicon, every=every)
+    assert chosen is not None and chosen["comments"] == 400
+    more = answers(150, say=say, seed=9)
+    assert (await client.post("/v1/events/batch", json={"events": more})).json()["errors"] == []
+    assert await learned.relearn_if_due(conn, lexicon, every=every) is None  # 550 < 1.5 x 400
+    more = answers(100, say=say, seed=10)
+    assert (await client.post("/v1/events/batch", json={"events": more})).json()["errors"] == []
+    again = await learned.relearn_if_due(conn, lexicon, every=every)
+    assert again is not None and again["comments"] == 650
