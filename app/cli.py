@@ -339,17 +339,14 @@ def _run_here(
     url: str,
     label: str,
 ) -> dict[str, Any]:
-    """Run a job in the foreground with a progress bar on stderr; exit with its error."""
+    """Run a job in the foreground with its progress on stderr (a bar redrawn in place on a
+    terminal, whole lines elsewhere); exit with its error."""
     from app import jobs
 
-    async def progress(value: float) -> None:
-        filled = round(value * 30)
-        print(
-            f"\r{label} [{'#' * filled}{' ' * (30 - filled)}] {value:4.0%}",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+    shown = jobs.Shown(sys.stderr, label)
+
+    async def progress(report: jobs.Report) -> None:
+        shown.show(report)
 
     async def run() -> dict[str, Any]:
         pool = await db.create_pool(url, settings)
@@ -362,7 +359,7 @@ def _run_here(
                 progress=progress,
                 limit=settings.job_timeout_seconds,
             )
-            await progress(1.0)
+            shown.show(jobs.Report(1.0))
             return result
         finally:
             await pool.close()
@@ -373,7 +370,7 @@ def _run_here(
         sys.exit(f"\ncustintel {kind}: {exc.detail}")
     except errors.Stopped as exc:
         sys.exit(f"\ncustintel {kind}: {exc}")
-    print(file=sys.stderr)
+    shown.end()
     return result
 
 

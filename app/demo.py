@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from app import simulator
+from app import jobs, simulator
 
 TARGETS = ("churn", "expansion")
 
@@ -179,17 +179,13 @@ async def _job(
     if queued.status_code != 202:
         raise DemoFailed(f"{label}: {queued.text[:500]}")
     job_id = queued.json()["job_id"]
+    shown = jobs.Shown(out, f"{label:<10}")
     while True:
         job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
-        filled = round(job["progress"] * 30)
-        print(
-            f"\r{label:<10} [{'#' * filled}{' ' * (30 - filled)}] {job['progress']:4.0%}",
-            end="",
-            file=out,
-            flush=True,
-        )
+        stage = None if job.get("stage") is None else jobs.Stage(**job["stage"])
+        shown.show(jobs.Report(job["progress"], stage, job.get("eta_seconds")))
         if job["status"] == "succeeded":
-            print(file=out)
+            shown.end()
             return job
         if job["status"] == "failed":
             raise DemoFailed(f"{label} failed: {job['error']}")

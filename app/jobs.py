@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -26,8 +27,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
 
 import asyncpg
 import orjson
@@ -49,9 +50,98 @@ Handler = Callable[[asyncpg.Connection, dict[str, Any], Progress], Awaitable[dic
 
 _COLUMNS = (
     "job_id, kind, status, params, progress, result, error, attempts, created_at, "
-    "started_at, finished_at, cancel_requested_at"
+    "started_at, finished_at, cancel_requested_at, stage"
 )
 _STOP: ContextVar[threading.Event | None] = ContextVar("custintel_job_stop", default=None)
+# Below this share done, an estimate of the time left is a guess, not a measurement.
+ETA_FROM = 0.05
+REPORT_EVERY_SECONDS = 1.0  # the most often a stage's steps are written to the job's row
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a running job is: its stage, and the steps of that stage done so far of all."""
+
+    name: str
+    done: int
+    total: int
+
+    def words(self) -> str:
+        return f"{self.name} {self.done} of {self.total}" if self.total > 1 else self.name
+
+
+Reporter = Callable[[float, Stage], None]
+Watch = Callable[["Report"], Awaitable[None]]  # what a job run in the foreground shows
+_REPORT: ContextVar[Reporter | None] = ContextVar("custintel_job_report", default=None)
+
+
+def reporter() -> Reporter:
+    """A callable for the running job's work to say where it is (the share of the whole job
+    done, and the stage); safe to call from a thread started by asyncio.to_thread, which sees
+    the job's context, and cheap to call often (a stage's first and last steps are written,
+    the others at most every REPORT_EVERY_SECONDS). Outside a job it does nothing."""
+    return _REPORT.get() or _ignore
+
+
+def _ignore(value: float, stage: Stage) -> None:
+    return None
+
+
+def eta_seconds(elapsed: float, value: float) -> float | None:
+    """The time a job `value` done after `elapsed` seconds has left, at the pace so far."""
+    if not ETA_FROM <= value < 1:
+        return None
+    return elapsed * (1 - value) / value
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a job in the foreground shows: the share done, the stage, the time left."""
+
+    value: float
+    stage: Stage | None = None
+    eta: float | None = None
+
+    def line(self, label: str, *, bar: bool = True) -> str:
+        """E.g. "training churn [#########           ]  31%  search 3 of 8, about 2 min
+        left"."""
+        filled = round(self.value * 30)
+        head = f"{label} [{'#' * filled}{' ' * (30 - filled)}]" if bar else label
+        tail = [] if self.stage is None else [self.stage.words()]
+        if self.eta is not None:
+            tail.append(f"about {_duration(self.eta)} left")
+        return f"{head} {self.value:4.0%}" + (f"  {', '.join(tail)}" if tail else "")
+
+
+class Shown:
+    """A job's progress shown on a stream: one line redrawn in place on a terminal; elsewhere
+    (a log, a CI run, a pipe) a whole line each time the stage moves or the share done moves by
+    a tenth, never a carriage return."""
+
+    def __init__(self, out: TextIO, label: str) -> None:
+        self.out, self.label = out, label
+        self.tty = out.isatty()
+        self.said: tuple[str, int] | None = None
+
+    def show(self, report: Report) -> None:
+        if self.tty:
+            print(f"\r{report.line(self.label)}", end="", file=self.out, flush=True)
+            return
+        now = ("" if report.stage is None else report.stage.words(), int(report.value * 10))
+        if now != self.said:
+            self.said = now
+            print(report.line(self.label, bar=False), file=self.out, flush=True)
+
+    def end(self) -> None:
+        if self.tty:
+            print(file=self.out, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def stop_requested() -> Callable[[], bool]:
@@ -97,13 +187,24 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested_at: datetime | None
+    stage: Stage | None = None  # while it runs, where it is (the jobs that report stages)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """While it runs: the time it has left at its pace so far."""
+        if self.status != "running" or self.started_at is None:
+            return None
+        elapsed = (datetime.now(UTC) - self.started_at).total_seconds()
+        return eta_seconds(max(0.0, elapsed), self.progress)
 
 
 def record(row: asyncpg.Record) -> Job:
     data = dict(row)
-    for key in ("params", "result"):
+    for key in ("params", "result", "stage"):
         if isinstance(data.get(key), str):
             data[key] = orjson.loads(data[key])
+    if data.get("stage") is not None:
+        data["stage"] = Stage(**data["stage"])
     return Job(**data)
 
 
@@ -164,7 +265,7 @@ WITH ended AS (
       AND heartbeat_at < now() - make_interval(secs => $1)
 )
 UPDATE jobs SET status = 'running', started_at = now(), heartbeat_at = now(),
-                attempts = attempts + 1, error = NULL
+                attempts = attempts + 1, error = NULL, stage = NULL
 WHERE job_id = (
     SELECT job_id FROM jobs
     WHERE (status = 'queued'
@@ -211,7 +312,8 @@ async def finish(
     status = "cancelled" if cancelled else "failed" if error else "succeeded"
     await conn.execute(
         "UPDATE jobs SET status = $2::text, result = $3::jsonb, error = $4, finished_at = now(), "
-        "progress = CASE WHEN $2::text = 'succeeded' THEN 1 ELSE progress END WHERE job_id = $1",
+        "progress = CASE WHEN $2::text = 'succeeded' THEN 1 ELSE progress END, stage = NULL "
+        "WHERE job_id = $1",
         job_id,
         status,
         orjson.dumps(result).decode() if result is not None else None,
@@ -276,7 +378,7 @@ async def run_here(
     kind: str,
     params: dict[str, Any],
     handler: Handler,
-    progress: Progress | None = None,
+    progress: Watch | None = None,
     limit: float = TIMEOUT_SECONDS,
 ) -> dict[str, Any]:
     """Run a job in this process now (the CLI's foreground commands), recorded in the jobs table
@@ -305,34 +407,67 @@ async def _run(
     job: Job,
     handler: Handler,
     *,
-    also: Progress | None = None,
+    also: Watch | None = None,
     stale: float = STALE_SECONDS,
     limit: float = TIMEOUT_SECONDS,
 ) -> dict[str, Any]:
     """Run the handler while watching for a cancel and the time limit; raises errors.Stopped
     (after recording it) when either stops the job."""
     job_id = job.job_id
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # The latest word from the work, and whether it is written: one writer at a time, which
+    # always writes the latest, so a stage's steps land in order however fast they come.
+    latest: dict[str, Any] = {"value": 0.0, "stage": None, "written_at": -math.inf}
+    writing = asyncio.Lock()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def write() -> None:
+        async with writing:
+            value, stage = latest["value"], latest["stage"]
+            latest["written_at"] = loop.time()
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE jobs SET progress = $2, stage = $3::jsonb, heartbeat_at = now() "
+                    "WHERE job_id = $1",
+                    job_id,
+                    value,
+                    None if stage is None else orjson.dumps(stage).decode(),
+                )
+            if also is not None:
+                eta = eta_seconds(loop.time() - started, value)
+                await also(Report(value, stage, eta))
 
     async def progress(value: float) -> None:
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE jobs SET progress = $2, heartbeat_at = now() WHERE job_id = $1",
-                job_id,
-                max(0.0, min(1.0, value)),
-            )
-        if also is not None:
-            await also(value)
+        latest["value"] = max(0.0, min(1.0, value))
+        await write()
+
+    def report(value: float, stage: Stage) -> None:
+        def note() -> None:
+            # A stage's first and last steps are always written, the ones between at most
+            # every REPORT_EVERY_SECONDS.
+            edge = stage.done in (0, stage.total) or latest["stage"] is None
+            edge = edge or latest["stage"].name != stage.name
+            latest["value"], latest["stage"] = max(0.0, min(1.0, value)), stage
+            if edge or loop.time() - latest["written_at"] >= REPORT_EVERY_SECONDS:
+                latest["written_at"] = loop.time()
+                task = loop.create_task(write())
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+        loop.call_soon_threadsafe(note)
 
     async def call() -> dict[str, Any]:
         async with pool.acquire() as conn:
             return await handler(conn, job.params, progress)
 
     stop = threading.Event()
-    token = _STOP.set(stop)
+    token, told = _STOP.set(stop), _REPORT.set(report)
     try:
-        work = asyncio.create_task(call())  # the task keeps the context with `stop` in it
+        work = asyncio.create_task(call())  # the task keeps the context with them in it
     finally:
         _STOP.reset(token)
+        _REPORT.reset(told)
     watch = asyncio.create_task(_watch(pool, job_id, stale=stale, limit=limit))
     try:
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)

@@ -492,6 +492,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     progress: Mapped[float] = mapped_column(Double, server_default="0")
+    # While it runs, the stage it is at: {"name", "done", "total"} (app.jobs.Stage).
+    stage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -215,6 +215,7 @@ async def database_of(server_url: str, name: str, revision: Revision) -> str:
         cwd=revision.root,
         check=True,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return url
 
@@ -243,6 +244,12 @@ async def run_job(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
 def job_seconds(job: dict[str, Any]) -> float:
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
     return (finished - started).total_seconds()
+
+
+def read_manifest(models_dir: Path, model_id: str) -> dict[str, Any]:
+    [path] = models_dir.rglob(f"{model_id}/manifest.json")
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
 
 
 def start_worker(url: str, root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -282,7 +289,7 @@ async def measure(
         figures["train_cpu"] = meter.report(1, "training", micro=False)
         model_id = trained["result"]["model_id"]
         figures["model_id"] = model_id
-        manifest = json.loads((models_dir / model_id / "manifest.json").read_text())
+        manifest = read_manifest(models_dir, model_id)
         figures["auc"] = manifest["metrics"]["auc"]
         figures["timings"] = manifest.get("timings")
         figures["search"] = manifest.get("search")

@@ -7,6 +7,7 @@ Nothing dated after as_of is read: snapshots end at as_of - horizon, so every la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,6 +95,7 @@ def snapshot_count(
     return 0
 
 
+PAGE = 5_000  # (account, moment) rows whose features one statement reads
 STRAY_GAP = timedelta(days=60)  # a silence this long before a few events sets them apart
 STRAY_SHARE = 0.01  # ... when they are fewer than this share of all events
 STRAY_FEW = 10  # ... or no more than this many
@@ -261,8 +263,10 @@ async def build(
     catalog: Catalog,
     first: DataStart | None,
     warm_up: timedelta,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> TrainingSet:
-    """`first` is first_data(conn, as_of=as_of), which the caller has read already."""
+    """`first` is first_data(conn, as_of=as_of), which the caller has read already; `progress`
+    is told the rows built so far, and of how many."""
     stray = 0
     if dates is None:
         if first is None:
@@ -293,6 +297,10 @@ async def build(
             snapshot_of_row.append(n)
     if not keys:
         raise errors.InvalidPayload("No account existed at any snapshot.")
-    frame = await features.compute(conn, catalog, keys)
+    records: list[asyncpg.Record] = []
+    for start in range(0, len(keys), PAGE):  # a page at a time, each told to `progress`
+        records += await features.fetch(conn, keys[start : start + PAGE])
+        progress(len(records), len(keys))
+    frame = features.assemble(catalog, keys, records)
     y = await labels(conn, label, keys=keys, horizon=horizon)
     return TrainingSet(frame, y, np.array(snapshot_of_row), list(dates), stray)

@@ -94,6 +94,7 @@ class Trained:
     reference: dict[str, Any] = field(default_factory=dict)  # training distributions (drift)
     curves: dict[str, Any] = field(default_factory=dict)  # held-out ROC and lift (report)
     search: dict[str, Any] = field(default_factory=dict)  # candidates, scores, choice, time
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (the manifest's)
 
 
 GLOBAL = "__global__"

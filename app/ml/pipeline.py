@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +32,33 @@ def options(settings: Settings, request: TrainRequest, catalog: Catalog) -> trai
         high_share=settings.band_high_share,
         medium_share=settings.band_medium_share,
         stop_requested=jobs.stop_requested(),
+        report=_training_reporter(),
     )
+
+
+# Where a training job's stages fall in its progress: preparing (the texts read, the catalog,
+# the training set and the features of now), training (app.ml.training.STAGES within it) and
+# saving the model.
+PREPARE = {"catching up": (0.0, 0.05), "catalog": (0.05, 0.08), "training set": (0.08, 0.3)}
+NOW = (0.3, 0.35)
+TRAINING = (0.35, 0.93)
+SAVING = 0.93
+
+
+def _within(span: tuple[float, float], done: int, total: int) -> float:
+    lo, hi = span
+    return lo + (hi - lo) * done / max(1, total)
+
+
+def _training_reporter() -> Callable[[str, int, int], None]:
+    """training.train's stages told to the running job, as its share of the whole job."""
+    report = jobs.reporter()
+
+    def told(name: str, done: int, total: int) -> None:
+        share = _within(training.STAGES.get(name, (0.0, 1.0)), done, total)
+        report(_within(TRAINING, round(share * 1000), 1000), jobs.Stage(name, done, total))
+
+    return told
 
 
 @dataclass
@@ -41,12 +69,26 @@ class Prepared:
     catalog: Catalog
     training_set: datasets.TrainingSet
     stationarity: stationarity.Described | None = None  # what app.ml.stationarity did
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of preparing
 
 
 async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRequest) -> Prepared:
     """The feature catalog and the training set, from Postgres, reading nothing after as_of."""
     as_of = request.as_of or datetime.now(UTC)
     label = request.label or datasets.default_label(request.target)
+    report = jobs.reporter()
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def stage(name: str, span: tuple[float, float], done: int = 0, total: int = 1) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        if done == 0:  # a new stage: the one before ends
+            mark = now
+        timings[name] = round(now - mark, 3)
+        report(_within(span, done, total), jobs.Stage(name, done, total))
+
+    stage("catching up", PREPARE["catching up"])
     await rollups.catch_up(conn, as_of=as_of)
     # The sentiment reader chosen again if it is due (or the comments grew since), here rather
     # than whenever the worker's round comes: otherwise the same data trains on one reader's
@@ -74,6 +116,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     # The shortest history a snapshot sees: what features that grow with the installation's
     # age are capped at, and the longest window every snapshot can fill.
     shortest = min(dates) - first.at if first is not None and dates else None
+    stage("catching up", PREPARE["catching up"], 1, 1)
+    stage("catalog", PREPARE["catalog"])
     catalog = await features.build_catalog(
         conn,
         as_of=as_of,
@@ -84,6 +128,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         exclude=settings.feature_exclude,
         history=max(shortest, timedelta(0)) if shortest is not None else None,
     )
+    stage("catalog", PREPARE["catalog"], 1, 1)
+    stage("training set", PREPARE["training set"])
     ts = await datasets.build(
         conn,
         target=request.target,
@@ -95,7 +141,9 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         catalog=catalog,
         first=first,
         warm_up=warm_up,
+        progress=lambda done, total: stage("training set", PREPARE["training set"], done, total),
     )
+    stage("features now", NOW)
     # The accounts a model of this target scores now, as batch scoring finds them.
     scored = await datasets.population(
         conn,
@@ -109,7 +157,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     ts = stationarity.stable(ts, measured)
     catalog = ts.frame.catalog
     stable = stationarity.describe(catalog, measured, threshold)
-    return Prepared(request, as_of, label, catalog, ts, stable)
+    stage("features now", NOW, 1, 1)
+    return Prepared(request, as_of, label, catalog, ts, stable, timings)
 
 
 async def check_size(
@@ -167,15 +216,15 @@ def handler(settings: Settings) -> jobs.Handler:
     ) -> dict[str, Any]:
         request = TrainRequest.model_validate_json(orjson.dumps(params))
         await check_size(conn, settings, request, now=datetime.now(UTC))
-        await progress(0.05)
-        prepared = await prepare(conn, settings, request)
-        await progress(0.4)
+        prepared = await prepare(conn, settings, request)  # its stages, then training's, told
         trained = await asyncio.to_thread(
             training.train,
             prepared.training_set,
             options(settings, request, prepared.catalog),
         )
-        await progress(0.9)
+        jobs.reporter()(SAVING, jobs.Stage("saving", 0, 1))
+        # Where the time went, in the manifest: the preparing stages, then training's.
+        trained.timings = prepared.timings | trained.timings
         return await register(conn, settings, prepared, trained)
 
     return train_job

@@ -91,6 +91,7 @@ class Manifest(TypedDict):
     stats: dict[str, StatsEntry]
     libraries: dict[str, str]
     search: dict[str, Any]  # the parameter search: candidates, their scores, the choice, time
+    timings: dict[str, float]  # seconds per stage: building the training set, search, refit...
 
 
 @dataclass
@@ -213,6 +214,7 @@ def write(
             "window": window,
             "rows": trained.rows,
             "search": trained.search,
+            "timings": trained.timings,
             "data_hash": trained.data_hash,
             "models": {
                 name: {

@@ -61,6 +61,8 @@ class Options:
     medium_share: float = 0.20
     # Checked after every boosting round: true once the job is cancelled or out of time.
     stop_requested: Callable[[], bool] = field(default=lambda: False, compare=False)
+    # Told where the training is: a stage's name, its steps done and in all (app.jobs).
+    report: Callable[[str, int, int], None] = field(default=lambda *_: None, compare=False)
 
 
 # What one served model may cost to explain: TreeSHAP of one row on one core, in microseconds.
@@ -402,9 +404,16 @@ class Choice:
         return scaled(self.candidate, self.rounds, rows / self.train_rows)
 
 
-def trials(fitter: Fitter, folds: list[Fold], columns: dict[str, list[str]]) -> Trials:
+def trials(
+    fitter: Fitter,
+    folds: list[Fold],
+    columns: dict[str, list[str]],
+    *,
+    tried_one: Callable[[], None] = lambda: None,
+) -> Trials:
     """Every candidate on each column set (the compact one first: simpler), each stopped early
-    on its folds' evaluation rows, until the search's time is spent."""
+    on its folds' evaluation rows, until the search's time is spent; `tried_one` is called
+    after each (or each skipped)."""
     options, y = fitter.options, fitter.y
     started = time.monotonic()
     tried: list[dict[str, Any]] = []
@@ -413,6 +422,7 @@ def trials(fitter: Fitter, folds: list[Fold], columns: dict[str, list[str]]) -> 
     for candidate, (columns_name, cols) in itertools.product(CANDIDATES, columns.items()):
         if tried and time.monotonic() - started > options.search_seconds:
             skipped.append(f"{candidate.name} ({columns_name})")
+            tried_one()
             continue
         aucs, rounds, rows = [], [], []
         oof = np.full(len(y), np.nan)
@@ -436,6 +446,7 @@ def trials(fitter: Fitter, folds: list[Fold], columns: dict[str, list[str]]) -> 
                 "train_rows": float(np.mean(rows)),
             }
         )
+        tried_one()
     return Trials(tried, margins, skipped, time.monotonic() - started, len(folds))
 
 

@@ -30,11 +30,27 @@ class JobResult(BaseModel):
     )
 
 
+class JobStage(BaseModel):
+    """Where a running job is: a training's "training set" (rows built), "search" (candidates
+    tried), "estimate" (folds), "refit", "segments", "bands", "baselines", "saving"."""
+
+    name: str
+    done: int = Field(description="Steps of this stage done.")
+    total: int = Field(description="Steps of this stage in all.")
+
+
 class Job(BaseModel):
     job_id: str
     kind: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    progress: float
+    progress: float = Field(description="The share of the job done, 0 to 1.")
+    stage: JobStage | None = Field(
+        None, description="While it runs, the stage it is at (the jobs that report stages)."
+    )
+    eta_seconds: float | None = Field(
+        None,
+        description="While it runs, the seconds it has left at its pace so far (once 5% is done).",
+    )
     result: JobResult | None
     error: str | None
     created_at: datetime

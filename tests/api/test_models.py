@@ -139,7 +139,11 @@ async def test_cli_trains_with_progress_and_scores_every_live_account(
         subprocess.run, [*command, "--target", "churn"], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "100%" in done.stderr
+    # Not a terminal: whole lines, each stage named, no carriage returns.
+    assert "\r" not in done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("training churn")]
+    assert any("search 1 of" in line for line in said), said
+    assert said[-1] == "training churn 100%"
     model_id = done.stdout.split()[1]
     listed = (await client.get("/v1/models", params={"target": "churn"})).json()
     assert [m["model_id"] for m in listed] == [model_id]
