@@ -113,9 +113,9 @@ class Loaded:
         return [position[f] for f in self.features]
 
     @functools.cached_property
-    def actionable(self) -> np.ndarray:
+    def actionable_list(self) -> list[bool]:
         """For each of the model's features, whether a person can act on it."""
-        return np.array([self.catalog.feature(f).spec.actionable for f in self.features])
+        return [self.catalog.feature(f).spec.actionable for f in self.features]
 
     @functools.cached_property
     def families(self) -> list[str]:

@@ -119,32 +119,46 @@ def _literal(text: str) -> str:
 
 def score_frame(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Score]:
     """Scores of every row of a frame computed with loaded.catalog. Margins, probabilities,
-    bands, percentiles and the order of reasons are computed for all rows at once; only the
-    reasons' words are made row by row."""
+    which contributions may be said as reasons and their order are computed for all rows at
+    once (matrices); only the picking of reasons and their words are made row by row, and a
+    reason's words are made once per feature, value, segment and direction."""
     x = loaded.matrix(frame)
     out: list[Score | None] = [None] * len(frame.keys)
-    levels, actionable = loaded.levels, loaded.actionable
+    words: dict[tuple[int, Any, str | None, bool], str] = {}
     for name, rows in loaded.served(frame.segments).items():
         model = loaded.models[name]
-        contrib = contributions(model, x[rows])
+        values = x[rows]
+        contrib = contributions(model, values)
         base, parts = contrib[:, -1], contrib[:, :-1]
         margins = base + parts.sum(axis=1)
         probabilities = model.probability(margins)
-        order = np.argsort(-np.abs(parts), axis=1, kind="stable")
+        segments = [frame.segments[i] for i in rows]
+        typical = np.vstack([loaded.typical_for(s) for s in segments])
+        # A contribution whose sign is against what the catalog says of the account's value
+        # (more use "raises churn risk", an NPS that rose does too) comes from a missing
+        # value's share of the baseline or from an interaction, not from the value: said as a
+        # reason it would mislead. It stays in other_contribution, as do zeros.
+        with np.errstate(invalid="ignore"):
+            against = loaded.directions * (values - typical) * parts < 0
+        strength = np.where((parts != 0) & ~against, np.abs(parts), 0.0)
+        order = np.argsort(-strength, axis=1, kind="stable")  # strongest first, ties by column
+        pointing = np.where(parts.sum(axis=1) > 0, 1.0, -1.0)
+        along = parts * pointing[:, None] > 0
         for n, i in enumerate(rows):
             out[i] = _score(
                 loaded,
                 frame,
                 i,
-                x[i],
+                values[n],
                 parts[n],
                 order[n],
+                strength[n],
+                along[n],
                 float(base[n]),
                 float(margins[n]),
                 float(probabilities[n]),
-                levels,
                 top,
-                actionable,
+                words,
             )
     return [s for s in out if s is not None]
 
@@ -156,12 +170,13 @@ def _score(
     row: np.ndarray,
     parts: np.ndarray,
     order: np.ndarray,
+    strength: np.ndarray,
+    along: np.ndarray,
     base: float,
     margin: float,
     probability: float,
-    levels: dict[str, tuple[str, ...]],
     top: int,
-    actionable: np.ndarray,
+    words: dict[tuple[int, Any, str | None, bool], str],
 ) -> Score:
     account_id, as_of = frame.keys[i]
     segment = frame.segments[i]
@@ -172,36 +187,34 @@ def _score(
     percentile = (
         100.0 * bisect.bisect_right(reference, probability) / len(reference) if reference else 50.0
     )
-    pointing = 1.0 if parts.sum() > 0 else -1.0
-    # A contribution whose sign is against what the catalog says of the account's value (more
-    # use "raises churn risk", an NPS that rose does too) comes from a missing value's share of
-    # the baseline or from an interaction, not from the value: said as a reason it would
-    # mislead. It stays in other_contribution.
-    with np.errstate(invalid="ignore"):
-        against = loaded.directions * (row - loaded.typical_for(segment)) * parts < 0
-    ranked = order[(parts[order] != 0) & ~against[order]]  # by magnitude, largest first
-    acts, along = actionable[ranked], parts[ranked] * pointing > 0
-    families = loaded.families
-    picked = {
-        HEADLINE: _one_per_family(ranked[acts & along], families, top),
-        COUNTER: _one_per_family(ranked[acts & ~along], families, top),
-        CONTEXT: _one_per_family(ranked[~acts], families, top),
-    }
+    levels = loaded.levels
+    values, contributions_ = row.tolist(), parts.tolist()
     lists: dict[str, list[Reason]] = {}
+    picked = _pick(
+        order.tolist(),
+        strength.tolist(),
+        along.tolist(),
+        loaded.actionable_list,
+        loaded.families,
+        top,
+    )
     for kind, columns in picked.items():
         lists[kind] = []
         for j in columns:
-            name, contribution = loaded.features[j], float(parts[j])
-            value = _value(name, row[j], levels)
-            typical = _value(name, stats.typical.get(name, math.nan), levels)
-            text = describe(
-                loaded.catalog.feature(name),
-                value,
-                typical,
-                segment,
-                contribution=contribution,
-                target=loaded.target,
-            )
+            name, contribution = loaded.features[j], contributions_[j]
+            value = _value(name, values[j], levels)
+            key = (j, value, segment, contribution > 0)
+            text = words.get(key)
+            if text is None:
+                typical = _value(name, stats.typical.get(name, math.nan), levels)
+                text = words[key] = describe(
+                    loaded.catalog.feature(name),
+                    value,
+                    typical,
+                    segment,
+                    contribution=contribution,
+                    target=loaded.target,
+                )
             lists[kind].append(Reason(name, value, contribution, text, kind))
     reasons = lists[HEADLINE]
     other = float(parts.sum() - sum(r.contribution for r in reasons))
@@ -223,19 +236,32 @@ def _score(
     )
 
 
-def _one_per_family(columns: np.ndarray, families: list[str], top: int) -> list[int]:
-    """The first `top` columns (strongest first) of distinct families: near-duplicates ("Failed
-    payments in the last 90 days", "Payment failed in the last 30 days") take one slot, the
-    stronger's; the other's contribution stays in the score's `other_contribution`."""
-    chosen: list[int] = []
-    seen: set[str] = set()
-    for j in columns.tolist():
-        if families[j] not in seen:
-            seen.add(families[j])
-            chosen.append(j)
-            if len(chosen) == top:
-                break
-    return chosen
+def _pick(
+    order: list[int],
+    strength: list[float],
+    along: list[bool],
+    actionable: list[bool],
+    families: list[str],
+    top: int,
+) -> dict[str, list[int]]:
+    """The columns said, strongest first (`order`; a strength of 0: not to be said), each to
+    its list: headline (actionable, along the score's direction), counter (actionable, against
+    it), context (not actionable); one per family of near-duplicates ("Failed payments in the
+    last 90 days", "Payment failed in the last 30 days" take one slot, the stronger's), `top`
+    per list."""
+    picked: dict[str, list[int]] = {HEADLINE: [], COUNTER: [], CONTEXT: []}
+    seen: dict[str, set[str]] = {HEADLINE: set(), COUNTER: set(), CONTEXT: set()}
+    full = 0
+    for j in order:
+        if strength[j] == 0 or full == len(picked):
+            break
+        kind = (HEADLINE if along[j] else COUNTER) if actionable[j] else CONTEXT
+        if len(picked[kind]) == top or families[j] in seen[kind]:
+            continue
+        seen[kind].add(families[j])
+        picked[kind].append(j)
+        full += len(picked[kind]) == top
+    return picked
 
 
 def _value(name: str, raw: float, levels: dict[str, tuple[str, ...]]) -> float | str | None:

@@ -250,6 +250,15 @@ def test_near_duplicate_features_share_one_reason_slot() -> None:
     assert family["tickets_open"] != family["tickets_opened_90d"]  # open now, opened lately
     names = ["payments_failed_90d", "events_payment_failed_30d", "events_login_30d", "mrr"]
     families = [family.get(n, n) for n in names]
-    # strongest first: the 90-day count, then its 30-day twin, then logins
-    assert scoring._one_per_family(np.array([0, 1, 2, 3]), families, 2) == [0, 2]
-    assert scoring._one_per_family(np.array([1, 0, 3]), families, 3) == [1, 3]
+    # strongest first: the 90-day count, then its 30-day twin, then logins; all raise it
+    up, acts = [True] * 4, [True, True, True, False]
+
+    def headline(order: list[int], top: int) -> list[int]:
+        picked = scoring._pick(order, [1.0] * 4, up, acts, families, top)
+        return picked[scoring.HEADLINE]
+
+    assert headline([0, 1, 2, 3], 2) == [0, 2]
+    assert headline([1, 0, 3], 3) == [1]  # mrr is context, not a headline reason
+    assert scoring._pick([1, 0, 3], [1.0] * 4, up, acts, families, 3)[scoring.CONTEXT] == [3]
+    # A strength of 0 (a zero, or a contribution against the catalog's direction) is not said.
+    assert scoring._pick([2, 0], [1.0, 0, 0.0, 0], up, acts, families, 3)[scoring.HEADLINE] == []
