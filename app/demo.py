@@ -141,10 +141,12 @@ async def _send(
             if response.status_code != 200 or body.get("errors"):
                 raise DemoFailed(f"{path} refused data: {str(body)[:500]}")
             sent += len(chunk)
-            print(f"\rSending {field} through the API: {sent:,}", end="", file=out, flush=True)
+            if tty:  # elsewhere (a log, a pipe) one whole line once they are sent
+                print(f"\rSending {field} through the API: {sent:,}", end="", file=out, flush=True)
 
+    tty = out.isatty()
     await asyncio.gather(*(lane(n) for n in range(lanes)))
-    print(file=out)
+    print("" if tty else f"Sent {field} through the API: {sent:,}", file=out, flush=True)
 
 
 async def _train(client: httpx.AsyncClient, target: str, *, out: TextIO) -> None:

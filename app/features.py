@@ -52,7 +52,6 @@ PAYMENT_FAILED = "payment_failed"
 USAGE_SOURCES = ("segment", "product")
 REVENUE_TYPES = ("invoice_paid",)
 EXECUTIVE_SPONSOR = "executive_sponsor"
-YEAR_WORDS = 6  # 64-day words of days_{k}: days 0 to 383 before t's day, the year's 366 within
 
 
 @dataclass
@@ -184,16 +183,12 @@ def _sql() -> str:
     # partitions by parameters when the statement starts, but by per-row values only when it runs,
     # after it has opened every partition for every subquery (most of a single score's time).
     in_range = "e.occurred_at >= $3 AND e.occurred_at <= $4"
-    # The UTC days of the year with an event of the type, as bits over YEAR_WORDS bigints: day
-    # d before t's day is bit d % 64 of word d // 64 (the cadence is the median gap between them).
+    # The UTC days of the year with an event of the type, each as its distance from t's day
+    # (the cadence is the median gap between them). One sorted array per type: six 64-bit words
+    # of day bits, each its own filtered aggregate, took half of a score's time in Postgres.
     day = (
         "(floor(extract(epoch FROM s.t) / 86400)"
         " - floor(extract(epoch FROM e.occurred_at) / 86400))::int"
-    )
-    days_of_year = ",\n            ".join(
-        f"bit_or(1::bigint << ({day} - {64 * k})) "
-        f"FILTER (WHERE {year} AND {day} >= {64 * k} AND {day} < {64 * (k + 1)}) AS days_{k}"
-        for k in range(YEAR_WORDS)
     )
     return f"""
     WITH s AS (
@@ -232,7 +227,7 @@ def _sql() -> str:
             bit_or(1::bigint << (floor(extract(epoch FROM s.t) / 86400)
                                  - floor(extract(epoch FROM e.occurred_at) / 86400))::int)
                 FILTER (WHERE e.occurred_at > s.t30) AS days30,
-            {days_of_year},
+            array_agg(DISTINCT {day} ORDER BY {day}) FILTER (WHERE {year}) AS days_year,
             array_agg(DISTINCT e.contact_id)
                 FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
             sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
@@ -392,7 +387,7 @@ def _event_values(
             continue
         since = min((t - p["last"]) / 86400, RECENCY_CAP_DAYS)
         values[f"days_since_{kind}"] = since
-        gap = _median_gap([p[f"days_{k}"] for k in range(YEAR_WORDS)])
+        gap = _median_gap(p["days_year"] or ())
         if gap is not None:
             values[f"gap_{kind}"] = gap
             values[f"overdue_{kind}"] = since / gap
@@ -515,18 +510,10 @@ def _profile_changes(history: list[list[Any]], t: float) -> tuple[dict[str, Any]
     return profile, values
 
 
-def _median_gap(words: Sequence[int | None]) -> float | None:
-    """The median number of days between consecutive days with an event, from the day bits of
-    the year (several events on one day are one day); None with fewer than two such days."""
-    bits = 0
-    for k, word in enumerate(words):
-        if word:
-            bits |= (word & (1 << 64) - 1) << (64 * k)  # a set bit 63 comes back negative
-    days = []
-    while bits:
-        lowest = bits & -bits
-        days.append(lowest.bit_length() - 1)
-        bits ^= lowest
+def _median_gap(days: Sequence[int]) -> float | None:
+    """The median number of days between consecutive days with an event, from the days of the
+    year with one (each its distance from t's day, ascending; several events on one day are one
+    day); None with fewer than two such days."""
     if len(days) < 2:
         return None
     return float(statistics.median(b - a for a, b in itertools.pairwise(days)))

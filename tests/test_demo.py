@@ -43,7 +43,12 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
                 lines.append(line)
                 if "Ctrl-C stops the service" in line:
                     break
-            out = "".join(lines).replace("\r", "\n")
+            out = "".join(lines)
+            # Not a terminal: whole lines, the training's stages and the time left among them.
+            assert "\r" not in out
+            assert re.search(r"\nSent events through the API: [\d,]+\n", out), out[:3000]
+            assert re.search(r"\nchurn +\d+%  search \d+ of \d+", out), out[-3000:]
+            assert re.search(r"left\n", out), out[-3000:]
             assert "Ctrl-C stops the service" in out, (
                 out[-3000:],
                 (tmp_path / "stderr").read_text(),
