@@ -242,22 +242,26 @@ async def run_job(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def texts_read(url: str) -> float | None:
-    """Seconds until the worker has read every text stored (None: a revision without text
-    enrichment)."""
+    """Seconds until the worker has read every text stored, by the sentiment reader it chose,
+    and learnt the themes (None: a revision without text enrichment); at most 15 minutes."""
     conn = await asyncpg.connect(url)
     started = time.perf_counter()
     try:
-        while True:
+        while time.perf_counter() - started < 900:
             try:
                 left = await conn.fetchval(
                     "SELECT (SELECT count(*) FROM events WHERE text IS NOT NULL) "
-                    "- (SELECT count(*) FROM text_enrichments)"
+                    "- (SELECT count(*) FROM text_enrichments) "
+                    "+ (SELECT count(*) FROM jobs WHERE kind = 'sentiment_reread' "
+                    "   AND status IN ('queued', 'running')) "
+                    "+ (SELECT CASE WHEN EXISTS (SELECT 1 FROM themes) THEN 0 ELSE 1 END)"
                 )
             except asyncpg.UndefinedTableError:
                 return None
             if left <= 0:
-                return time.perf_counter() - started
+                break
             await asyncio.sleep(1.0)
+        return time.perf_counter() - started
     finally:
         await conn.close()
 

@@ -113,7 +113,9 @@ async def test_a_training_tells_each_stage_and_records_where_the_time_went(
     stages = [r.stage for r in seen if r.stage is not None]
     order = list(dict.fromkeys(s.name for s in stages))
     assert order == [
-        "catching up",
+        "rollups",
+        "texts",
+        "themes",
         "catalog",
         "training set",
         "features now",
@@ -137,6 +139,6 @@ async def test_a_training_tells_each_stage_and_records_where_the_time_went(
     [manifest] = settings.models_dir.rglob(f"{result['model_id']}/manifest.json")
     timings = json.loads(manifest.read_text())["timings"]
     trained = ("search", "estimate", "refit", "segments", "bands", "baselines")
-    assert set(order[:4]) | set(trained) | {"train"} == set(timings)
+    assert set(order[:6]) | set(trained) | {"train"} == set(timings)
     assert sum(timings[k] for k in trained) == pytest.approx(timings["train"], abs=0.05)
     assert all(v >= 0 for v in timings.values())

@@ -39,7 +39,13 @@ def options(settings: Settings, request: TrainRequest, catalog: Catalog) -> trai
 # Where a training job's stages fall in its progress: preparing (the texts read, the catalog,
 # the training set and the features of now), training (app.ml.training.STAGES within it) and
 # saving the model.
-PREPARE = {"catching up": (0.0, 0.05), "catalog": (0.05, 0.08), "training set": (0.08, 0.3)}
+PREPARE = {
+    "rollups": (0.0, 0.02),  # the months features read from the rollups, rolled and recounted
+    "texts": (0.02, 0.04),  # the sentiment reader chosen if due, every text read by it
+    "themes": (0.04, 0.05),  # learnt if due
+    "catalog": (0.05, 0.08),
+    "training set": (0.08, 0.3),
+}
 NOW = (0.3, 0.35)
 TRAINING = (0.35, 0.93)
 SAVING = 0.93
@@ -88,8 +94,10 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         timings[name] = round(now - mark, 3)
         report(_within(span, done, total), jobs.Stage(name, done, total))
 
-    stage("catching up", PREPARE["catching up"])
+    stage("rollups", PREPARE["rollups"])
     await rollups.catch_up(conn, as_of=as_of)
+    stage("rollups", PREPARE["rollups"], 1, 1)
+    stage("texts", PREPARE["texts"])
     # The sentiment reader chosen again if it is due (or the comments grew since), here rather
     # than whenever the worker's round comes: otherwise the same data trains on one reader's
     # sentiment or another's depending on timing (seen: held-out AUC 0.717 and 0.763).
@@ -97,6 +105,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     lexicon = await asyncio.to_thread(enrich.analyzer_of, settings)
     await learned.relearn_if_due(conn, lexicon, every=refit_every, wait=True)
     await enrich.catch_up(conn, settings)  # the texts' sentiment, by that reader
+    stage("texts", PREPARE["texts"], 1, 1)
+    stage("themes", PREPARE["themes"])
     # The themes of the texts, learnt once there are texts enough (then by the worker's refit).
     await themes.refit_if_due(conn, every=refit_every)
     first = await datasets.first_data(conn, as_of=as_of)
@@ -116,7 +126,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     # The shortest history a snapshot sees: what features that grow with the installation's
     # age are capped at, and the longest window every snapshot can fill.
     shortest = min(dates) - first.at if first is not None and dates else None
-    stage("catching up", PREPARE["catching up"], 1, 1)
+    stage("themes", PREPARE["themes"], 1, 1)
     stage("catalog", PREPARE["catalog"])
     catalog = await features.build_catalog(
         conn,
