@@ -283,25 +283,6 @@ class Fitter:
         self.hashes = hashes
         self.snapshots = snapshots
         self.regressions: dict[tuple[tuple[str, ...], bytes, float], linear.Linear] = {}
-        self.datasets: dict[tuple[str, ...], lgb.Dataset] = {}
-
-    def dataset(self, cols: list[str]) -> lgb.Dataset:
-        """The columns' values binned once, for every row: each fit learns from a subset of
-        it. Binning (a histogram's bounds per feature, from the values alone, no label) cost
-        a tenth of a training when every fold binned its own rows again."""
-        key = tuple(cols)
-        if key not in self.datasets:
-            idx = [self.names.index(c) for c in cols]
-            self.datasets[key] = lgb.Dataset(
-                self.x[:, idx],
-                self.y,
-                feature_name=[f"f{j}" for j in range(len(cols))],
-                categorical_feature=[cols.index(c) for c in self.categorical if c in cols],
-                free_raw_data=False,
-                # Candidates differ in min_data_in_leaf: no feature is dropped for it here.
-                params={"feature_pre_filter": False, "verbose": -1},
-            ).construct()
-        return self.datasets[key]
 
     def regression(self, cols: list[str], rows: np.ndarray, c: float = 1.0) -> linear.Linear:
         """The logistic regression on `rows`, fitted once per columns and rows, on at most
@@ -353,12 +334,22 @@ class Fitter:
         # refuses some characters in them (JSON's special ones) and writes them into model.txt.
         # It gets positions only: our names live in the manifest, in the same order as the
         # columns.
-        binned = self.dataset(cols)
-        data = binned if rows.all() else binned.subset(np.flatnonzero(rows).tolist())
+        # Each fit bins its own training rows. Bins made once from every row (evaluation rows
+        # and later snapshots included) and shared by every fit saved a tenth of a training, but
+        # moved an online shop's choice from the blend to the regression: 0.639 against 0.654
+        # on its later weeks (paired error 0.0055).
+        idx = [self.names.index(c) for c in cols]
+        data = lgb.Dataset(
+            self.x[rows][:, idx],
+            self.y[rows],
+            feature_name=[f"f{j}" for j in range(len(cols))],
+            categorical_feature=[cols.index(c) for c in self.categorical if c in cols],
+            free_raw_data=False,
+        )
         callbacks = [stopper(self.options.stop_requested)]
         valid = []
         if stop_on is not None:
-            valid = [binned.subset(np.flatnonzero(stop_on).tolist())]
+            valid = [lgb.Dataset(self.x[stop_on][:, idx], self.y[stop_on], reference=data)]
             callbacks.append(lgb.early_stopping(self.options.early_stopping_rounds, verbose=False))
         # The search stops early within half the served trees: the served model's rounds grow
         # with its extra rows, up to MAX_ROUNDS_SCALE times.
