@@ -38,7 +38,11 @@ def worker(settings: Settings) -> Iterator[Callable[[], None]]:
     yield start
     for process in started:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # busy in a thread (a refit) on a loaded machine
+            process.kill()
+            process.wait(30)
 
 
 async def load(client: httpx.AsyncClient, world: simulator.World) -> None:
