@@ -55,7 +55,9 @@ class Options:
     search_seconds: float = 300.0  # candidates left when this is spent are skipped
     # At most about this many training rows per fold, in the search and the estimate (whole
     # accounts by hash); the served model learns from every row.
-    search_rows: int = 20_000
+    # (20,000 cost a purchase log of 23,570 customers 0.0012 AUC on its later months, twice the
+    # paired error: 0.7746 against 0.7758.)
+    search_rows: int = 50_000
     monotone: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1, from the catalog
     high_share: float = 0.10
     medium_share: float = 0.20
