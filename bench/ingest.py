@@ -247,7 +247,9 @@ def make_profiles(count: int, *, days_ago: int, seed: int) -> tuple[list[bytes],
     return bodies("accounts", accounts), bodies("contacts", contacts)
 
 
-async def create_database(server_url: str, name: str) -> str:
+async def create_database(server_url: str, name: str, *, root: Path | None = None) -> str:
+    """A new database, migrated by this tree's migrations, or by those of the source tree at
+    `root` (another revision: its own `custintel migrate`)."""
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -256,7 +258,18 @@ async def create_database(server_url: str, name: str) -> str:
         await conn.close()
     parts = urlsplit(server_url)
     url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    await asyncio.to_thread(migrate.upgrade, url)
+    if root is None:
+        await asyncio.to_thread(migrate.upgrade, url)
+        return url
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env=source_env(url, root),
+        cwd=root,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return url
 
 

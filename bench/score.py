@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import lightgbm as lgb
@@ -46,6 +45,7 @@ from app.settings import Settings  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Connection,
     CpuMeter,
+    create_database,
     scratch_dir,
     source_env,
     start_server,
@@ -196,28 +196,6 @@ def worktree(rev: str, scratch: Path) -> Revision:
         [*git, "rev-parse", "--short", rev], check=True, capture_output=True, text=True
     ).stdout.strip()
     return Revision(commit, path)
-
-
-async def database_of(server_url: str, name: str, revision: Revision) -> str:
-    """A new database migrated by the revision's own migrations."""
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await db.create_database(conn, name)
-    finally:
-        await conn.close()
-    parts = urlsplit(server_url)
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "app.cli", "migrate"],
-        env=source_env(url, revision.root),
-        cwd=revision.root,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return url
 
 
 async def run_job(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -489,7 +467,7 @@ async def main() -> None:
     measured: list[dict[str, Any]] = []
     for n, revision in enumerate(revisions):
         print(f"{revision.label}: migrating and loading with COPY ...", flush=True)
-        url = await database_of(server_url, f"bench_score_{n}", revision)
+        url = await create_database(server_url, f"bench_score_{n}", root=revision.root)
         events, load_seconds = await load(url, pieces)
         print(f"  {events:,} events in {load_seconds:.0f} s; training, batch, on request ...")
         figures = await measure(revision, url, scratch / f"models-{n}", args)
