@@ -308,6 +308,10 @@ async def measure(
         figures["batch_accounts"] = accounts
         figures["batch_cpu"] = meter.report(accounts, "account")
 
+        # Scores on request are measured alone: the worker's rounds (texts, insights, the
+        # jobs the rescoring queued) would count in Postgres's CPU per request.
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 60)
         await on_request(port, args.accounts, 3, args.concurrency)  # warm: models load once
         meter = await CpuMeter.of(url, server=server.pid)
         seconds, latencies = await on_request(port, args.accounts, args.seconds, args.concurrency)
