@@ -220,7 +220,7 @@ async def run_job(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def texts_read(url: str) -> float | None:
-    """Seconds until the worker has read every text stored, by the sentiment reader it chose,
+    """Seconds until the worker has chosen its sentiment reader, read every text stored by it
     and learnt the themes (None: a revision without text enrichment); at most 15 minutes."""
     conn = await asyncpg.connect(url)
     started = time.perf_counter()
@@ -233,6 +233,8 @@ async def texts_read(url: str) -> float | None:
                     "+ (SELECT count(*) FROM jobs WHERE kind = 'sentiment_reread' "
                     "   AND status IN ('queued', 'running')) "
                     "+ (SELECT CASE WHEN EXISTS (SELECT 1 FROM themes) THEN 0 ELSE 1 END)"
+                    # the reader chosen from the comments (then the texts read by it)
+                    "+ (SELECT CASE WHEN EXISTS (SELECT 1 FROM sentiment_readers) THEN 0 ELSE 1 END)"
                 )
             except asyncpg.UndefinedTableError:
                 return None
