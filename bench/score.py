@@ -234,7 +234,8 @@ async def texts_read(url: str) -> float | None:
                     "   AND status IN ('queued', 'running')) "
                     "+ (SELECT CASE WHEN EXISTS (SELECT 1 FROM themes) THEN 0 ELSE 1 END)"
                     # the reader chosen from the comments (then the texts read by it)
-                    "+ (SELECT CASE WHEN EXISTS (SELECT 1 FROM sentiment_readers) THEN 0 ELSE 1 END)"
+                    "+ (SELECT CASE WHEN EXISTS (SELECT 1 FROM sentiment_readers) "
+                    "   THEN 0 ELSE 1 END)"
                 )
             except asyncpg.UndefinedTableError:
                 return None
