@@ -51,7 +51,7 @@ TRAINING = (0.35, 0.93)
 SAVING = 0.93
 
 
-def _within(span: tuple[float, float], done: int, total: int) -> float:
+def _within(span: tuple[float, float], done: float, total: float = 1) -> float:
     lo, hi = span
     return lo + (hi - lo) * done / max(1, total)
 
@@ -62,7 +62,7 @@ def _training_reporter() -> Callable[[str, int, int], None]:
 
     def told(name: str, done: int, total: int) -> None:
         share = _within(training.STAGES.get(name, (0.0, 1.0)), done, total)
-        report(_within(TRAINING, round(share * 1000), 1000), jobs.Stage(name, done, total))
+        report(_within(TRAINING, share), jobs.Stage(name, done, total))
 
     return told
 

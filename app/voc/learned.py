@@ -224,21 +224,19 @@ def choose(
     return Reader(best, lexicon, train(texts, labels)), metrics
 
 
-_COMMENTS = """
+# The survey answers with a comment: what a reader is learnt from (its count: whether it is due).
+_ANSWERED = """
+        FROM events e
+        WHERE e.type IN ('nps_answered', 'csat_answered', 'ces_answered')  -- ix_events_surveys
+          AND e.text IS NOT NULL AND e.value IS NOT NULL AND e.occurred_at <= now()"""
+
+_COMMENTS = f"""
     SELECT type, value, text FROM (
-        SELECT e.type, e.value, e.text, e.occurred_at, e.event_id FROM events e
-        WHERE e.type IN ('nps_answered', 'csat_answered', 'ces_answered')  -- ix_events_surveys
-          AND e.text IS NOT NULL AND e.value IS NOT NULL AND e.occurred_at <= now()
+        SELECT e.type, e.value, e.text, e.occurred_at, e.event_id {_ANSWERED}
         ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT $1) newest
-    ORDER BY occurred_at, event_id"""
+    ORDER BY occurred_at, event_id"""  # noqa: S608  (constant SQL)
 
-
-_COUNT = """
-    SELECT count(*) FROM (
-        SELECT 1 FROM events e
-        WHERE e.type IN ('nps_answered', 'csat_answered', 'ces_answered')  -- ix_events_surveys
-          AND e.text IS NOT NULL AND e.value IS NOT NULL AND e.occurred_at <= now()
-        LIMIT $1) newest"""
+_COUNT = f"SELECT count(*) FROM (SELECT 1 {_ANSWERED} LIMIT $1) newest"  # noqa: S608
 
 
 _OTHERS = """
@@ -363,10 +361,13 @@ async def reread(
     """Every stored text that another reader read, read again by `reader`; how many were.
     Batches of REREAD_BATCH, each in its own transaction under one lock, so that the job and a
     training's catch-up can both run it: whoever comes second finds those texts done."""
-    total = await conn.fetchval(
-        "SELECT count(*) FROM text_enrichments WHERE reader_id IS DISTINCT FROM $1",
-        reader.reader_id,
-    )
+    # How many there are, only for a progress to tell: it costs a scan of every text.
+    total = 0
+    if progress is not None:
+        total = await conn.fetchval(
+            "SELECT count(*) FROM text_enrichments WHERE reader_id IS DISTINCT FROM $1",
+            reader.reader_id,
+        )
     after, done = "", 0
     while True:
         async with conn.transaction():
