@@ -42,7 +42,7 @@ import orjson
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from app import jobs
+from app import jobs, voc
 from app.settings import Settings
 from app.voc import sentiment, surveys
 
@@ -376,6 +376,7 @@ async def reread(
             if not rows:
                 break
             read = await asyncio.to_thread(_read_all, reader, [r["text"] for r in rows])
+            await voc.lock_enrichments(conn, [r["event_id"] for r in rows])
             await conn.execute(
                 "UPDATE text_enrichments x SET sentiment = u.sentiment, label = u.label, "
                 "reader_id = $4 FROM unnest($1::text[], $2::float8[], $3::text[]) "

@@ -385,6 +385,7 @@ async def rematch(conn: asyncpg.Connection, event_ids: list[str], texts: list[st
     """Match these texts against the active themes again; how many are about one or more."""
     candidates = await active(conn)
     found = await asyncio.to_thread(lambda: [match(terms_of(t), candidates) for t in texts])
+    await voc.lock_enrichments(conn, event_ids)
     await conn.execute(
         "UPDATE text_enrichments x SET themes = u.themes::text[] "
         "FROM (SELECT * FROM unnest($1::text[], $2::text[])) AS u(event_id, themes) "

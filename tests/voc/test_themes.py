@@ -255,3 +255,46 @@ def test_a_theme_is_named_by_words_written_together_and_one_about_no_subject_is_
     # A theme whose leading words all lead other themes is no subject of its own.
     shared = [found[0], [("beta", 0.6), ("alpha", 0.4)], [("gamma", 0.5), ("alpha", 0.5)]]
     assert [ok for _, ok, _ in themes.assess(shared, present, column)][1] is False
+
+
+async def test_matching_themes_waits_for_a_writer_of_the_same_texts_without_a_deadlock(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, database_url: str
+) -> None:
+    # Another writer (the re-reading of sentiment) locks texts in the order of their ids. The
+    # matching must take them in that order too, whatever order it is given them and whatever
+    # order its UPDATE's join visits them in: then it waits on the first one held and holds none
+    # that the other writer reaches next.
+    written, _ = texts(40, seed=5)
+    await load(client, conn, written, spread_hours=len(written))
+    stored = [r[0] for r in await conn.fetch("SELECT event_id FROM text_enrichments ORDER BY ctid")]
+    given = stored[2:11]  # as stored, so that a scan or the array meets given[0] first
+    first = min(given)
+    assert first != given[0]  # what the test rests on
+    other = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE text_enrichments SET label = label WHERE event_id = $1", first
+            )
+
+            async def match() -> int:
+                async with other.transaction():
+                    return await themes.rematch(other, given, [written[int(i[2:])] for i in given])
+
+            matching = asyncio.create_task(match())
+            for _ in range(200):  # until the matching waits on a lock
+                if await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 "
+                    "AND wait_event_type = 'Lock'",
+                    other.get_server_pid(),
+                ):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the matching never waited on the locked text")
+            await conn.execute(
+                "UPDATE text_enrichments SET label = label WHERE event_id = $1", given[0]
+            )
+        assert await asyncio.wait_for(matching, 30) >= 0
+    finally:
+        await other.close()
