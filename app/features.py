@@ -81,6 +81,7 @@ async def build_catalog(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     history: timedelta | None = None,
+    longest: timedelta | None = None,
 ) -> Catalog:
     """The features the data up to as_of supports: the most frequent event types, the
     max_traits traits observed most often (numbers as numbers, strings as categories with at
@@ -88,7 +89,8 @@ async def build_catalog(
     data reaches) covers. `history` is the shortest any training snapshot sees: a long
     window that the earliest snapshots cannot fill would count less there than at serving,
     and days on record and since a first event may be capped at it (a stationary catalog,
-    app.ml.stationarity)."""
+    app.ml.stationarity). `longest` is the longest any snapshot sees: recency beyond it is
+    none (Catalog.recency_days)."""
     types = await conn.fetch(
         "SELECT type, bool_or(value IS NOT NULL) AS valued, "
         "avg(coalesce(source = ANY($3::text[]), false)::int) > 0.5 AS usage "
@@ -155,7 +157,15 @@ async def build_catalog(
         exclude=tuple(exclude),
         stationary=True,
         cap_days=max(1, history.days) if history is not None else None,
+        recency_days=_whole_days(longest) if longest is not None else None,
     )
+
+
+def _whole_days(span: timedelta) -> int | None:
+    """A history in whole days, rounded up (so that no value a snapshot saw lies beyond it),
+    or None where it covers the year."""
+    days = math.ceil(span / timedelta(days=1))
+    return days if days < RECENCY_CAP_DAYS else None
 
 
 def _sql() -> str:
@@ -386,7 +396,7 @@ def _event_values(
             values[f"value_{kind}_365d"] = 0
             continue
         since = min((t - p["last"]) / 86400, RECENCY_CAP_DAYS)
-        values[f"days_since_{kind}"] = since
+        values[f"days_since_{kind}"] = catalog.recency(since)
         gap = _median_gap(p["days_year"] or ())
         if gap is not None:
             values[f"gap_{kind}"] = gap
@@ -411,8 +421,8 @@ def _event_values(
         "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
         "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
-        "days_since_active": min(
-            [(t - p["last"]) / 86400 for p in types if p["c365"]], default=RECENCY_CAP_DAYS
+        "days_since_active": catalog.recency(
+            min([(t - p["last"]) / 86400 for p in types if p["c365"]], default=RECENCY_CAP_DAYS)
         ),
     }
     lifetime = sum(p["scanned"] for p in types) + sum(old[0] for old in before.values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 WINDOWS = (7, 30, 90)  # every catalog counts events in these
@@ -91,7 +91,7 @@ SPECS: tuple[Spec, ...] = (
         "Last {type}",
         "ago",
         True,
-        none="No {type} in the last year",
+        none="No {type} in the last {span}",
         compact=False,
         family="type:{type}",
     ),
@@ -151,7 +151,7 @@ SPECS: tuple[Spec, ...] = (
         grows=True,
     ),
     Spec("events_30d", "Events in the last 30 days", "count", True, -1, 1, family="activity"),
-    Spec("days_since_active", "Last activity", "ago", True, none="No activity in the last year"),
+    Spec("days_since_active", "Last activity", "ago", True, none="No activity in the last {span}"),
     Spec("events_lifetime", "Events ever", "count", False, grows=True),
     # The lifetime count re-expressed so it does not grow with the installation's age: the
     # rate over the account's own days on record.
@@ -309,6 +309,9 @@ class Feature:
     about: str | None = None  # the event type, role, trait key or theme id
     window: int | None = None
     title: str | None = None  # a theme's name when the feature was made
+    # How far back a recency ("ago") looks: a year, or less where the catalog's recency_days
+    # says so; beyond it, there was none.
+    within: int = RECENCY_CAP_DAYS
 
     @property
     def words(self) -> str:
@@ -345,6 +348,7 @@ class Feature:
             Trait=about.capitalize(),
             theme=self.title or about,
             window=self.window,
+            span=_span(self.within),
         )
 
     def show(self, value: Any) -> str:
@@ -357,7 +361,7 @@ class Feature:
         if unit == "flag":
             return "yes" if value >= 0.5 else "no"
         if unit == "ago":
-            return _ago(value)
+            return _ago(value, self.within)
         if unit == "trend":
             return f"{math.exp(value) - 1:+.0%}"
         if unit == "share":
@@ -405,9 +409,13 @@ def _feeling(score: float) -> str:
     return "mostly positive"
 
 
-def _ago(days: float) -> str:
+def _span(days: int) -> str:
+    return "year" if days >= RECENCY_CAP_DAYS else f"{days:,} days"
+
+
+def _ago(days: float, within: int = RECENCY_CAP_DAYS) -> str:
     if days >= RECENCY_CAP_DAYS:
-        return "none in the last year"
+        return f"none in the last {_span(within)}"
     if days < 1:
         hours = round(days * 24)
         return "within the hour" if hours < 1 else f"{hours} hour{'s' * (hours != 1)} ago"
@@ -490,6 +498,12 @@ class Catalog:
     usage_types: tuple[str, ...] = ()
     cap_days: int | None = None
     capped: tuple[str, ...] = ()
+    # The longest history a training snapshot saw (the latest's), in whole days, where it is
+    # under a year: a recency longer than it, which no snapshot could show, is none at serving
+    # too. Without it a young installation's days since a rare event reach values at serving
+    # that training never had (the demo: days since a failed payment, PSI 0.26 at the first
+    # evaluation, every snapshot's history under 280 days and the year's 365 now).
+    recency_days: int | None = None
     shifted: tuple[str, ...] = ()
     names: tuple[str, ...] = field(init=False)
     features: dict[str, Feature] = field(init=False, repr=False, compare=False)
@@ -505,6 +519,10 @@ class Catalog:
             self.themes,
             self.stationary,
         )
+        if self.recency_days is not None:
+            every = [
+                replace(f, within=self.recency_days) if f.spec.unit == "ago" else f for f in every
+            ]
         kept = {f.name: f for f in every if self._wanted(f.name) and f.name not in self.shifted}
         object.__setattr__(self, "features", kept)
         object.__setattr__(self, "names", tuple(kept))
@@ -566,7 +584,15 @@ class Catalog:
             cap_days=data.get("cap_days"),
             capped=tuple(data.get("capped", ())),
             shifted=tuple(data.get("shifted", ())),
+            recency_days=data.get("recency_days"),
         )
+
+    def recency(self, days: float) -> float:
+        """Days since the last event of a kind, as a training snapshot could have seen them:
+        RECENCY_CAP_DAYS (none) beyond the year or the recency_days."""
+        if days > min(self.recency_days or RECENCY_CAP_DAYS, RECENCY_CAP_DAYS):
+            return float(RECENCY_CAP_DAYS)
+        return days
 
     def cap(self, name: str, days: float) -> float:
         """Days on record or since a first event, as far as every training snapshot saw where

@@ -126,6 +126,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     # The shortest history a snapshot sees: what features that grow with the installation's
     # age are capped at, and the longest window every snapshot can fill.
     shortest = min(dates) - first.at if first is not None and dates else None
+    longest = max(dates) - first.at if first is not None and dates else None
     stage("themes", PREPARE["themes"], 1, 1)
     stage("catalog", PREPARE["catalog"])
     catalog = await features.build_catalog(
@@ -137,6 +138,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
         include=settings.feature_include,
         exclude=settings.feature_exclude,
         history=max(shortest, timedelta(0)) if shortest is not None else None,
+        longest=max(longest, timedelta(0)) if longest is not None else None,
     )
     stage("catalog", PREPARE["catalog"], 1, 1)
     stage("training set", PREPARE["training set"])

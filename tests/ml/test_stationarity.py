@@ -4,6 +4,7 @@ evaluation after training finds no drift on unchanged data."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from app import features, simulator
-from app.ml import batch, drift, pipeline, registry, stationarity
+from app.ml import batch, datasets, drift, pipeline, registry, stationarity
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 from app.settings import Settings
@@ -94,6 +95,32 @@ def test_a_feature_that_grows_with_the_installation_is_dropped_when_it_shifted()
     }
 
 
+def test_a_recency_no_snapshot_could_see_is_none_at_serving() -> None:
+    """An installation younger than a year plus the horizon: its latest snapshot saw 200 days
+    of history, so no snapshot had a last failed payment 250 days back. At serving, one that
+    long ago reads as none, as training would have seen it, and the words say over what."""
+    young = Catalog.from_json(
+        {**CATALOG.to_json(), "event_types": ["payment_failed"], "include": [], "recency_days": 200}
+    )
+    assert young.recency_days == 200
+    assert [young.recency(d) for d in (0.5, 199.9, 200.0, 250.0, 400.0)] == [
+        0.5,
+        199.9,
+        200.0,
+        365.0,
+        365.0,
+    ]
+    last = young.feature("days_since_payment_failed")
+    assert last.stated(young.recency(250.0)) == "No payment failed in the last 200 days"
+    assert young.feature("days_since_active").show(365.0) == "none in the last 200 days"
+    # An installation whose snapshots saw a year or more reads recency over the year.
+    old = Catalog.from_json({**CATALOG.to_json(), "event_types": ["payment_failed"], "include": []})
+    assert old.recency(250.0) == 250.0
+    assert old.feature("days_since_payment_failed").stated(365.0) == (
+        "No payment failed in the last year"
+    )
+
+
 @pytest.mark.slow  # trains two models on a simulated year
 async def test_bands_at_serving_hold_the_design_and_the_first_evaluation_finds_no_drift(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
@@ -109,6 +136,12 @@ async def test_bands_at_serving_hold_the_design_and_the_first_evaluation_finds_n
         assert "events_per_day" in registry.catalog_at(record.path).features  # type: ignore[union-attr]
         stable = loaded.manifest["window"]["stationarity"]
         assert stable["cap_days"] == loaded.catalog.cap_days and stable["cap_days"] < 100
+        # Recency looks back as far as the latest snapshot could (its history under a year).
+        latest = datetime.fromisoformat(loaded.manifest["window"]["snapshots"][-1])
+        first = await datasets.first_data(conn, as_of=END)
+        assert first is not None
+        history = math.ceil((latest - first.at).total_seconds() / 86400)
+        assert history < 365 and loaded.catalog.recency_days == history
         actions = {f["feature"]: f["action"] for f in stable["features"]}
         # Whatever grows with the installation's age and shifted is dropped, from serving too;
         # what grows and is kept is capped, or did not shift.
