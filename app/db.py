@@ -218,6 +218,19 @@ async def _keep(connection: asyncpg.Connection) -> None:
     return None
 
 
+async def plan_for_these_rows(conn: asyncpg.Connection) -> None:
+    """Plan the rest of this transaction's statements for their own parameters.
+
+    The pool plans each statement once per connection (plan_cache_mode above), with the table
+    sizes of that moment. A connection that starts on empty tables, as a first import does, keeps
+    plans that read accounts, contacts and identities whole; every later batch of the import then
+    paid a scan of all that came before (accounts: 100 ms a batch of 1,000 at 10,000 stored,
+    against 4 ms). Planning a batch's dozen statements costs about a millisecond."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("plan_for_these_rows holds only inside a transaction")
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,

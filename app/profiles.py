@@ -19,7 +19,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import cursors, errors, identities, privacy
+from app import cursors, db, errors, identities, privacy
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
@@ -321,6 +321,8 @@ async def upsert(
     naming a merged profile (for a contact, also a merged account) is rewritten to name the
     survivor. An item naming a suppressed identifier (app.privacy: its id, its account, its
     email or one of its identities) writes nothing and is listed as suppressed."""
+    if len(items) > 1:  # a single upsert keeps the connection's plans
+        await db.plan_for_these_rows(conn)
     suppressed: list[int] = []
     if screen is not None:
         blocked = await screen.blocked(conn, (n for i in items for n in _names(kind, i)))

@@ -296,7 +296,8 @@ async def batch_items(
             f"`{key}` holds {len(items)} items; at most {limit} per request.",
             errors=[{"loc": ["body", key], "msg": f"at most {limit} items", "type": "too_long"}],
         )
-    return validate_items(item, items)
+    # JSON can carry a NUL only escaped: a body without the escape holds none to look for.
+    return validate_items(item, items, nul=b"\\u0000" in body)
 
 
 def _nul_problem(node: Any, path: str) -> str | None:
@@ -307,15 +308,16 @@ def _nul_problem(node: Any, path: str) -> str | None:
 
 
 def validate_items(
-    adapter: TypeAdapter[T], items: list[Any]
+    adapter: TypeAdapter[T], items: list[Any], *, nul: bool = True
 ) -> tuple[list[tuple[int, T]], list[dict[str, Any]]]:
-    """Valid items with their index, and an error entry for each invalid one."""
+    """Valid items with their index, and an error entry for each invalid one (`nul`: whether
+    the items may hold a NUL character, to be named)."""
     valid: list[tuple[int, T]] = []
     invalid: list[dict[str, Any]] = []
     for index, item in enumerate(items):
-        nul = _nul_problem(item, f"item {index}")
-        if nul is not None:
-            invalid.append({"index": index, "detail": nul, "errors": None})
+        problem = _nul_problem(item, f"item {index}") if nul else None
+        if problem is not None:
+            invalid.append({"index": index, "detail": problem, "errors": None})
             continue
         try:
             valid.append((index, adapter.validate_python(item)))

@@ -29,6 +29,7 @@ MAX_NESTING = 8
 MAX_KEYS = 500
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
 
 # The earliest moment custintel takes. Python's datetime.min and max, and the moments that
@@ -39,7 +40,7 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 def _rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
-    if not isinstance(value, str) or not re.match(TIMESTAMP_PATTERN, value):
+    if not isinstance(value, str) or not _TIMESTAMP.match(value):
         raise ValueError(TIMESTAMP_RULE)
     try:
         moment = datetime.fromisoformat(value.upper().replace(" ", "T"))
