@@ -21,6 +21,7 @@ that hash alone, and the erasure job's own parameters are replaced by it when it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -69,7 +70,14 @@ def keyed(key: bytes, kind: Kind, value: str) -> str:
     """The hash an identifier is suppressed and audited by (emails by their lower case)."""
     if kind == "email":
         value = value.strip().lower()
-    return hmac.new(key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+    mac = _keyed_with(key).copy()  # keyed once: half of the cost of each hash (ingest's names)
+    mac.update(f"{kind}\x00{value}".encode())
+    return mac.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed_with(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 async def suppressed(
