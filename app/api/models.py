@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from app import jobs, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Read
-from app.ml import drift, performance, pipeline, promotion, registry, report
+from app.ml import datasets, drift, performance, promotion, registry, report
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     DriftReport,
@@ -31,7 +31,7 @@ async def train_model(body: TrainRequest, request: Request, _: Admin) -> Job:
     whose training set would pass CUSTINTEL_TRAIN_MAX_SNAPSHOTS or _MAX_ROWS is refused (422)."""
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
-        await pipeline.check_size(conn, state.settings, body, now=datetime.now(UTC))
+        await datasets.check_size(conn, state.settings, body, now=datetime.now(UTC))
         job = await jobs.enqueue(conn, kind="train", params=body.model_dump(mode="json"))
     return Job.model_validate(job, from_attributes=True)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from app.ml import linear
 
@@ -55,6 +54,8 @@ def recency(
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score  # here: an API process imports this module
+
     return float(roc_auc_score(y, p)) if len(y) and 0 < y.sum() < len(y) else None
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from app import errors, features, profiles
 from app.ml.catalog import Catalog
-from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel
+from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel, TrainRequest
+from app.settings import Settings
 
 __all__ = ["InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
 
@@ -304,3 +305,52 @@ async def build(
     frame = features.assemble(catalog, keys, records)
     y = await labels(conn, label, keys=keys, horizon=horizon)
     return TrainingSet(frame, y, np.array(snapshot_of_row), list(dates), stray)
+
+
+async def check_size(
+    conn: asyncpg.Connection, settings: Settings, request: TrainRequest, *, now: datetime
+) -> None:
+    """Refuse, before any work, a request whose training set would pass the settings' limits
+    (one asking for a snapshot every day until the year 9999 ran without end)."""
+    as_of = request.as_of or now
+    tolerance = timedelta(hours=settings.future_tolerance_hours)
+    if as_of > now + tolerance:
+        raise _too_large(
+            "as_of", f"as_of lies more than {settings.future_tolerance_hours:g} h in the future"
+        )
+    if request.snapshot_dates:
+        snapshots = len(request.snapshot_dates)
+    else:
+        first = await first_data(conn, as_of=as_of)
+        snapshots = (
+            0
+            if first is None
+            else snapshot_count(
+                as_of=as_of,
+                horizon=timedelta(days=request.horizon_days),
+                every=timedelta(days=request.snapshot_every_days),
+                first_data=first.at,
+                warm_up=timedelta(days=request.warm_up_days),
+            )
+        )
+    if snapshots > settings.train_max_snapshots:
+        raise _too_large(
+            "snapshot_every_days",
+            f"this request makes {snapshots:,} snapshots; at most {settings.train_max_snapshots:,} "
+            "(CUSTINTEL_TRAIN_MAX_SNAPSHOTS): take a larger snapshot_every_days or an earlier "
+            "as_of",
+        )
+    accounts: int = await conn.fetchval("SELECT count(*) FROM accounts")
+    if snapshots * accounts > settings.train_max_rows:
+        raise _too_large(
+            "snapshot_every_days",
+            f"this request makes up to {snapshots * accounts:,} rows ({snapshots:,} snapshots of "
+            f"{accounts:,} accounts); at most {settings.train_max_rows:,} "
+            "(CUSTINTEL_TRAIN_MAX_ROWS): take a larger snapshot_every_days",
+        )
+
+
+def _too_large(field: str, detail: str) -> errors.InvalidPayload:
+    return errors.InvalidPayload(
+        detail, errors=[{"loc": ["body", field], "msg": detail, "type": "value_error"}]
+    )

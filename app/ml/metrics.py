@@ -8,19 +8,16 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    roc_auc_score,
-    roc_curve,
-)
+
+# scipy and scikit-learn are imported in the functions that use them: an API process imports
+# this module (the closed loop's measures) and would otherwise pay a second for them at start.
 
 
 def auc_difference_error(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """The standard error of AUC(a) - AUC(b) on the same rows (DeLong, DeLong and
     Clarke-Pearson, 1988; with midranks as in Sun and Xu, 2014)."""
+    from scipy.stats import rankdata
+
     positive = y == 1
     m, n = int(positive.sum()), int((~positive).sum())
     if not m or not n:
@@ -60,6 +57,8 @@ def auc_within(y: np.ndarray, p: np.ndarray, strata: np.ndarray) -> float | None
     pair. Scores are only ever compared within a moment; pooled over moments, a model is also
     marked on how well its probabilities follow each moment's base rate, which nobody asks of
     a ranking (an online shop's two blocks of weeks: 0.61 and 0.66 each, 0.46 pooled)."""
+    from sklearn.metrics import roc_auc_score
+
     total = pairs = 0.0
     for stratum in np.unique(strata):
         rows = strata == stratum
@@ -76,6 +75,13 @@ def metrics(
 ) -> dict[str, float | int | None]:
     """AUC (within strata, when given: auc_within), PR-AUC, Brier, log loss and lift in the
     top 10%; None where undefined."""
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        roc_auc_score,
+    )
+
     n = len(y)
     both = n > 0 and 0 < y.sum() < n
     top = max(1, math.ceil(n * 0.1)) if n else 0
@@ -98,6 +104,8 @@ def metrics(
 def curves(y: np.ndarray, p: np.ndarray, points: int = 101) -> dict[str, Any]:
     """The ROC curve (thinned to about `points` points) and the lift of each decile, highest
     scores first: what the model report draws."""
+    from sklearn.metrics import roc_curve
+
     if len(y) == 0 or not 0 < y.sum() < len(y):
         return {}
     fpr, tpr, _ = roc_curve(y, p)

@@ -10,12 +10,14 @@ values)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 
 from app.ml import linear
+
+if TYPE_CHECKING:  # imported where a model is loaded (app.ml.registry) or trained
+    import lightgbm as lgb
 
 _sigmoid = linear.sigmoid
 

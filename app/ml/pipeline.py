@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import errors, features, jobs, rollups
+from app import features, jobs, rollups
 from app.ml import datasets, promotion, registry, stationarity, training
 from app.ml.catalog import Catalog
 from app.ml.model import Trained
@@ -173,61 +173,12 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     return Prepared(request, as_of, label, catalog, ts, stable, timings)
 
 
-async def check_size(
-    conn: asyncpg.Connection, settings: Settings, request: TrainRequest, *, now: datetime
-) -> None:
-    """Refuse, before any work, a request whose training set would pass the settings' limits
-    (one asking for a snapshot every day until the year 9999 ran without end)."""
-    as_of = request.as_of or now
-    tolerance = timedelta(hours=settings.future_tolerance_hours)
-    if as_of > now + tolerance:
-        raise _too_large(
-            "as_of", f"as_of lies more than {settings.future_tolerance_hours:g} h in the future"
-        )
-    if request.snapshot_dates:
-        snapshots = len(request.snapshot_dates)
-    else:
-        first = await datasets.first_data(conn, as_of=as_of)
-        snapshots = (
-            0
-            if first is None
-            else datasets.snapshot_count(
-                as_of=as_of,
-                horizon=timedelta(days=request.horizon_days),
-                every=timedelta(days=request.snapshot_every_days),
-                first_data=first.at,
-                warm_up=timedelta(days=request.warm_up_days),
-            )
-        )
-    if snapshots > settings.train_max_snapshots:
-        raise _too_large(
-            "snapshot_every_days",
-            f"this request makes {snapshots:,} snapshots; at most {settings.train_max_snapshots:,} "
-            "(CUSTINTEL_TRAIN_MAX_SNAPSHOTS): take a larger snapshot_every_days or an earlier "
-            "as_of",
-        )
-    accounts: int = await conn.fetchval("SELECT count(*) FROM accounts")
-    if snapshots * accounts > settings.train_max_rows:
-        raise _too_large(
-            "snapshot_every_days",
-            f"this request makes up to {snapshots * accounts:,} rows ({snapshots:,} snapshots of "
-            f"{accounts:,} accounts); at most {settings.train_max_rows:,} "
-            "(CUSTINTEL_TRAIN_MAX_ROWS): take a larger snapshot_every_days",
-        )
-
-
-def _too_large(field: str, detail: str) -> errors.InvalidPayload:
-    return errors.InvalidPayload(
-        detail, errors=[{"loc": ["body", field], "msg": detail, "type": "value_error"}]
-    )
-
-
 def handler(settings: Settings) -> jobs.Handler:
     async def train_job(
         conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
     ) -> dict[str, Any]:
         request = TrainRequest.model_validate_json(orjson.dumps(params))
-        await check_size(conn, settings, request, now=datetime.now(UTC))
+        await datasets.check_size(conn, settings, request, now=datetime.now(UTC))
         prepared = await prepare(conn, settings, request)  # its stages, then training's, told
         trained = await asyncio.to_thread(
             training.train,

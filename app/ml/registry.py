@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import asyncpg
-import lightgbm as lgb
 import numpy as np
 import orjson
 
@@ -235,7 +234,7 @@ def write(
                 for name, s in trained.stats.items()
             },
             "libraries": {
-                "lightgbm": lgb.__version__,
+                "lightgbm": importlib.metadata.version("lightgbm"),
                 # versions without the imports: shap alone cost an API process 3 s to start
                 "shap": importlib.metadata.version("shap"),
                 "numpy": np.__version__,
@@ -280,6 +279,8 @@ def load(path: Path) -> Loaded:
                 f"Model file {entry['file']} of {path.name} does not match its sha256; "
                 "it was not loaded."
             )
+        import lightgbm as lgb  # here, not at import: it brings scikit-learn and pandas (1 s)
+
         booster = lgb.Booster(model_str=text.decode())
         a, b = entry["calibration"]
         regression = entry.get("regression")

@@ -27,6 +27,7 @@ then a softmax of the weights; its score is P(positive) - P(negative), in [-1, 1
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import uuid
@@ -39,8 +40,6 @@ from typing import Any
 import asyncpg
 import numpy as np
 import orjson
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from app import jobs, voc
 from app.settings import Settings
@@ -85,7 +84,7 @@ class Classifier:
 
     def score(self, text: str) -> float:
         counts = Counter(
-            self.terms[t] for t in _ANALYZE(text[: sentiment.MAX_CHARS]) if t in self.terms
+            self.terms[t] for t in _analyzer()(text[: sentiment.MAX_CHARS]) if t in self.terms
         )
         if not counts:
             return 0.0
@@ -115,10 +114,20 @@ class Classifier:
         )
 
 
-_ANALYZE = TfidfVectorizer(ngram_range=(1, 2)).build_analyzer()
+@functools.cache
+def _analyzer() -> Callable[[str], list[str]]:
+    # scikit-learn is imported when a text is first read or a reader trained, not with the
+    # module: an API process that reads no text does not pay its second of import.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    analyze: Callable[[str], list[str]] = TfidfVectorizer(ngram_range=(1, 2)).build_analyzer()
+    return analyze
 
 
 def train(texts: list[str], labels: list[sentiment.Label]) -> Classifier:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     x = vectorizer.fit_transform(texts)
     model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)

@@ -19,20 +19,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import numpy as np
 import orjson
-from sklearn.decomposition import NMF
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from app import errors, jobs, voc
+
+if TYPE_CHECKING:  # scikit-learn is imported where a fit or a text's terms need it: an API
+    # process that never reads a text does not pay its second of import
+    from sklearn.decomposition import NMF
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 MIN_DF = 5
 MAX_THEMES = 20
@@ -158,6 +163,9 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
     most = min(MAX_THEMES, len(texts) // TEXTS_PER_THEME)
     if most < 2:
         return None
+    from sklearn.decomposition import NMF
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vectorizer = TfidfVectorizer(
         stop_words="english",
         ngram_range=(1, 2),
@@ -214,12 +222,21 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
 
 MATCH_SCORE = 0.2  # a text is about a theme when its terms hold this much of the theme's weight
 REFIT_TEXTS = 50_000  # a refit learns from this many texts, the newest
-_ANALYZE = TfidfVectorizer(stop_words="english", ngram_range=(1, 2)).build_analyzer()
+
+
+@functools.cache
+def _analyzer() -> Callable[[str], list[str]]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    analyze: Callable[[str], list[str]] = TfidfVectorizer(
+        stop_words="english", ngram_range=(1, 2)
+    ).build_analyzer()
+    return analyze
 
 
 def terms_of(text: str) -> set[str]:
     """The words and word pairs of a text, as the fit reads them."""
-    return set(_ANALYZE(text[:5_000]))
+    return set(_analyzer()(text[:5_000]))
 
 
 def match(terms: set[str], candidates: list[Theme]) -> list[str]:
@@ -234,7 +251,7 @@ def match(terms: set[str], candidates: list[Theme]) -> list[str]:
 
 
 def seed_terms(keywords: list[str]) -> list[tuple[str, float]]:
-    return [(" ".join(_ANALYZE(k)) or k.lower(), 1.0) for k in keywords]
+    return [(" ".join(_analyzer()(k)) or k.lower(), 1.0) for k in keywords]
 
 
 async def active(conn: asyncpg.Connection) -> list[Theme]:
