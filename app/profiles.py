@@ -321,6 +321,7 @@ async def upsert(
     naming a merged profile (for a contact, also a merged account) is rewritten to name the
     survivor. An item naming a suppressed identifier (app.privacy: its id, its account, its
     email or one of its identities) writes nothing and is listed as suppressed."""
+    await db.plan_by_key(conn)
     suppressed: list[int] = []
     if screen is not None:
         blocked = await screen.blocked(conn, (n for i in items for n in _names(kind, i)))
@@ -340,8 +341,7 @@ async def upsert(
         created = await conn.fetch(_CREATE[kind], ids, [first_owner[p] for p in ids], now)
     else:
         created = await conn.fetch(_CREATE[kind], ids, now)
-    async with db.planned_for(conn, len(ids)):
-        rows = {r[0]: r for r in await conn.fetch(_LOCK[kind], ids)}
+    rows = {r[0]: r for r in await conn.fetch(_LOCK[kind], ids)}
     replays = {
         (r[0], r[1], _canonical(orjson.loads(r[2])))
         for r in await conn.fetch(
@@ -519,11 +519,10 @@ async def _write(
     args = _update_args(kind, touched, plan.states, plan.observed, now) if touched else []
     current = {i.profile_id: _view(rows[i.profile_id]) for i in plan.kept} if answer else {}
     if touched:
-        async with db.planned_for(conn, len(touched)):
-            if answer:
-                current.update((r[0], _view(r)) for r in await conn.fetch(_UPDATE[kind], *args))
-            else:
-                await conn.execute(_UPDATE[kind], *args)
+        if answer:
+            current.update((r[0], _view(r)) for r in await conn.fetch(_UPDATE[kind], *args))
+        else:
+            await conn.execute(_UPDATE[kind], *args)
     return current
 
 
@@ -588,9 +587,7 @@ async def _link(
     await identities.release(conn, kind, released)
     await identities.claim(conn, kind, claims, now=now)
     if kind == "contact" and kept:
-        moved = sorted({i.profile_id for i in kept})
-        async with db.planned_for(conn, len(moved)):
-            await conn.execute(_FOLLOW, moved, now)
+        await conn.execute(_FOLLOW, sorted({i.profile_id for i in kept}), now)
 
 
 async def refold(conn: asyncpg.Connection, kind: Kind, profile_id: str, *, now: datetime) -> None:
