@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -218,8 +219,12 @@ async def _keep(connection: asyncpg.Connection) -> None:
     return None
 
 
-async def plan_by_key(conn: asyncpg.Connection) -> None:
-    """The statements this transaction plans find rows by key: plan them with index probes.
+_BY_KEY = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
+
+
+@contextlib.asynccontextmanager
+async def planned_by_key(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Statements first planned inside find rows by key: they are planned with index probes.
 
     The pool plans each statement once per connection and keeps the plan (plan_cache_mode
     above). Planned on empty tables, as a first import's batches are, Postgres chose to read a
@@ -228,14 +233,15 @@ async def plan_by_key(conn: asyncpg.Connection) -> None:
     a batch of 1,000 took 100-180 ms, growing with the table until an ANALYZE made the plans
     again. Planned for each batch's own keys instead, Postgres chose hash joins over whole
     tables, a fifth slower than index probes at 50,000 profiles. Index probes are right for a
-    batch's keys at any size; this is said for the transaction, before its statements are
-    first planned."""
+    batch's keys at any size. Inside a transaction only, and only for the statements inside:
+    a join of two batches (an events batch with its own keys) needs its hash join."""
     if not conn.is_in_transaction():  # a statement alone keeps the connection's plans
+        yield
         return
-    await conn.execute(
-        "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
-        "SET LOCAL enable_mergejoin = off"
-    )
+    await conn.execute("; ".join(f"SET LOCAL {name} = off" for name in _BY_KEY))
+    yield
+    # Not reached after an error: the settings then end with the failed transaction.
+    await conn.execute("; ".join(f"SET LOCAL {name} TO DEFAULT" for name in _BY_KEY))
 
 
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (

@@ -314,6 +314,24 @@ async def upsert(
     answer: bool = True,
     screen: privacy.Screen | None = None,
 ) -> Outcome:
+    """Store a batch of upserts of one kind (_upsert), its statements planned to find their rows
+    by key (db.planned_by_key)."""
+    async with db.planned_by_key(conn):
+        return await _upsert(
+            conn, kind, items, now=now, limits=limits, answer=answer, screen=screen
+        )
+
+
+async def _upsert(
+    conn: asyncpg.Connection,
+    kind: Kind,
+    items: Sequence[Item],
+    *,
+    now: datetime,
+    limits: TraitLimits,
+    answer: bool,
+    screen: privacy.Screen | None,
+) -> Outcome:
     """Store a batch of upserts of one kind, inside the caller's transaction (with `answer`, the
     Outcome holds the profiles as they are now; batches skip reading them back). Items are taken in
     id order (so that parallel batches lock profiles in one order), then as sent. An item refused
@@ -321,7 +339,6 @@ async def upsert(
     naming a merged profile (for a contact, also a merged account) is rewritten to name the
     survivor. An item naming a suppressed identifier (app.privacy: its id, its account, its
     email or one of its identities) writes nothing and is listed as suppressed."""
-    await db.plan_by_key(conn)
     suppressed: list[int] = []
     if screen is not None:
         blocked = await screen.blocked(conn, (n for i in items for n in _names(kind, i)))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import asyncpg
+
 from app import db, profiles
 from app.schemas.profiles import AccountUpsert
 from app.settings import Settings
@@ -60,3 +62,19 @@ async def test_a_batch_reads_only_its_own_profiles_on_a_connection_that_began_on
         await pool.close()
     assert stored == 14
     assert read < 200, f"a batch of 10 upserts read {read} rows of accounts"
+
+
+async def test_a_batch_leaves_the_rest_of_its_transaction_planned_as_before(
+    conn: asyncpg.Connection,
+) -> None:
+    # A sender's delivery upserts an account, then ingests its events in the same transaction:
+    # a join of an events batch with its own keys needs the hash join a batch of upserts does
+    # without.
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        await profiles.upsert(conn, "account", _batch(range(3), now=now), now=now, limits=LIMITS)
+        after = [
+            await conn.fetchval(f"SHOW {name}")
+            for name in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
+        ]
+    assert after == ["on", "on", "on"]
