@@ -42,7 +42,7 @@ def keys(settings: Settings) -> list[bytes]:
     first seals, every one decrypts, so a rotation needs no downtime), else the key file of the
     data dir (and, after a rotation interrupted before its end, the next one)."""
     if settings.secret_key is not None:
-        return [k.strip().encode() for k in settings.secret_key.get_secret_value().split(",")]
+        return _listed(settings.secret_key.get_secret_value())
     found = [_file_key(str(settings.data_dir))]
     following = Path(settings.data_dir).resolve() / NEXT_KEY_FILE
     if following.exists():
@@ -50,10 +50,14 @@ def keys(settings: Settings) -> list[bytes]:
     return found
 
 
+def _listed(setting: str) -> list[bytes]:
+    return [k.strip().encode() for k in setting.split(",")]
+
+
 def _key(settings: Settings) -> bytes:
     """The key that seals, without looking for a rotation's next key (a file on disk)."""
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().split(",")[0].strip().encode()
+        return _listed(settings.secret_key.get_secret_value())[0]
     return _file_key(str(settings.data_dir))
 
 
