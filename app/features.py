@@ -27,14 +27,14 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import numpy as np
 import orjson
 
-from app import profiles, rollups
+from app import partitions, profiles, rollups
 from app.ml.catalog import (
     CHANGE_DAYS,
     LONG_WINDOWS,
@@ -52,6 +52,7 @@ PAYMENT_FAILED = "payment_failed"
 USAGE_SOURCES = ("segment", "product")
 REVENUE_TYPES = ("invoice_paid",)
 EXECUTIVE_SPONSOR = "executive_sponsor"
+SURVEY_TYPES = (surveys.NPS, surveys.CSAT, surveys.CES)  # as the partial index on events names them
 
 
 @dataclass
@@ -170,44 +171,48 @@ def _whole_days(span: timedelta) -> int | None:
 
 def _sql() -> str:
     """Everything Postgres knows about each (account, t) in one statement, one row per pair (so
-    one round trip per call, however many pairs): the events from the start of the UTC month a
-    year before t up to t aggregated per event type (a handful of aggregates per event, pivoted
-    in Python: filtering every event once per feature cost most of the time; the ticket events'
-    ids and instants come along in the same scan), the event rollups of the months before that
-    (lifetime counts, values and first instants without reading every event an account ever
-    sent), when the account was first seen, and its and its contacts' history up to t. Window
-    bounds are computed once per pair, not per event; instants come as epoch seconds (ticket
-    instants as whole microseconds, compared exactly) and days are UTC days, whatever the
-    session's zone."""
+    one round trip per call, however many pairs), each family of features by one set-based
+    join of the pairs with its table:
+
+    - `per_type`: events read one by one, aggregated per event type (a handful of aggregates
+      per event, pivoted in Python), in three ranges: from the start of the UTC month RAW_DAYS
+      before t (`lo`, earlier where a month is not rolled up) up to t (part 1), and the parts
+      of the months where the 180 and 365 day windows begin that come before `lo` (parts 2
+      and 3);
+    - `rolled`: the event rollups of the months before `lo` (app.rollups), with each window's
+      months that lie wholly inside it (a window's first month is its part 2 or 3 above);
+    - `surveys` and `tickets`: the year's survey answers and ticket events (partial indexes:
+      the account's other events are not read);
+    - `texts`: the 90 days' texts with their sentiment and themes;
+    - the account's and its contacts' history up to t, and when it was first seen.
+
+    Window bounds are computed once per pair, not per event; instants come as epoch seconds
+    (ticket instants as whole microseconds, compared exactly) and days are UTC days, whatever
+    the session's zone."""
     bounds = ", ".join(
         f"s.t - interval '{d} days' AS t{d}"
         for d in sorted({*WINDOWS, *LONG_WINDOWS, 60, RECENCY_CAP_DAYS})
     )
     year = f"e.occurred_at > s.t{RECENCY_CAP_DAYS}"
-    survey = f"{year} AND e.type LIKE '%\\_answered'"  # nps_answered, csat_answered, ...
-    tickets = (
-        f"{year} AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') "
-        "AND e.properties ? 'ticket_id'"
-    )
-    # The same bounds again as parameters, over every pair at once: Postgres prunes month
-    # partitions by parameters when the statement starts, but by per-row values only when it runs,
-    # after it has opened every partition for every subquery (most of a single score's time).
-    in_range = "e.occurred_at >= $3 AND e.occurred_at <= $4"
-    # The UTC days of the year with an event of the type, each as its distance from t's day
-    # (the cadence is the median gap between them). One sorted array per type: six 64-bit words
-    # of day bits, each its own filtered aggregate, took half of a score's time in Postgres.
-    day = (
-        "(floor(extract(epoch FROM s.t) / 86400)"
-        " - floor(extract(epoch FROM e.occurred_at) / 86400))::int"
-    )
+    yearly = f"e.part <> 2 AND {year}"  # part 2 is in a month the rollups count for the year
+    # The UTC days with an event of the type, each as its distance from t's day (the cadence
+    # is the median gap between them). One sorted array per type: six 64-bit words of day
+    # bits, each its own filtered aggregate, took half of a score's time in Postgres.
+    t_day = "floor(extract(epoch FROM s.t) / 86400)"
+    day = f"({t_day} - floor(extract(epoch FROM e.occurred_at) / 86400))::int"
+    # Each range again as parameters, over every pair at once: Postgres prunes month partitions
+    # by parameters when the statement starts, but by per-row values only when it runs, after
+    # it has opened every partition for every join (most of a single score's time).
+    columns = "e.type, e.occurred_at, e.value, e.contact_id"
+    month = "(r.month::timestamp AT TIME ZONE 'UTC')"
     return f"""
     WITH s AS (
-        SELECT s.i, s.account_id, s.t, {bounds},
-          date_trunc('month', s.t - interval '{RECENCY_CAP_DAYS} days', 'UTC') AS scanned
-        FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(account_id, t, i)
+        SELECT s.i, s.account_id, s.t, s.lo, s.r2, s.r3, {bounds}
+        FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
+                    $5::timestamptz[]) WITH ORDINALITY AS s(account_id, t, lo, r2, r3, i)
     )
     SELECT s.i,
-      ({rollups.UNROLLED_SQL.replace("$1", "$5")}) AS unrolled,
+      ({rollups.UNROLLED_SQL.replace("$1", "$12")}) AS unrolled,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
       account_first_seen(s.account_id) AS first_seen,
       (SELECT json_agg(json_build_array(extract(epoch FROM h.observed_at), h.changes)
@@ -216,48 +221,74 @@ def _sql() -> str:
       (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
        FROM contact_history h
        WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS contact_history,
-      (SELECT json_object_agg(r.type, json_build_array(r.events, r.value_sum, r.first))
-       FROM (SELECT r.type, sum(r.events) AS events, sum(r.value_sum) AS value_sum,
-                    extract(epoch FROM min(r.first_at)) AS first
-             FROM event_rollups r
-             WHERE r.account_id = s.account_id AND r.month < (s.scanned AT TIME ZONE 'UTC')::date
-             GROUP BY r.type) r) AS before,
-      (SELECT json_agg(per_type) FROM (
+      (SELECT json_agg(p) FROM (
           SELECT e.type,
             count(*) FILTER (WHERE e.occurred_at > s.t7) AS c7,
             count(*) FILTER (WHERE e.occurred_at > s.t30) AS c30,
             count(*) FILTER (WHERE e.occurred_at > s.t90) AS c90,
-            count(*) FILTER (WHERE e.occurred_at > s.t180) AS c180,
-            count(*) FILTER (WHERE {year}) AS c365,
-            count(*) AS scanned,
+            count(*) FILTER (WHERE e.part <> 3 AND e.occurred_at > s.t180) AS c180,
+            count(*) FILTER (WHERE {yearly}) AS c365,
+            count(*) FILTER (WHERE e.part = 1) AS scanned,
             count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60) AS p30,
-            extract(epoch FROM max(e.occurred_at)) AS last,
-            extract(epoch FROM min(e.occurred_at) FILTER (WHERE {year})) AS first,
-            extract(epoch FROM min(e.occurred_at)) AS first_scanned,
-            bit_or(1::bigint << (floor(extract(epoch FROM s.t) / 86400)
-                                 - floor(extract(epoch FROM e.occurred_at) / 86400))::int)
-                FILTER (WHERE e.occurred_at > s.t30) AS days30,
-            array_agg(DISTINCT {day} ORDER BY {day}) FILTER (WHERE {year}) AS days_year,
+            extract(epoch FROM max(e.occurred_at) FILTER (WHERE {yearly})) AS last,
+            extract(epoch FROM min(e.occurred_at) FILTER (WHERE e.part = 1)) AS first_scanned,
+            bit_or(1::bigint << {day}) FILTER (WHERE e.occurred_at > s.t30) AS days30,
+            array_agg(DISTINCT {day} ORDER BY {day}) FILTER (WHERE {yearly}) AS days_year,
             array_agg(DISTINCT e.contact_id)
                 FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
             sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
-            sum(e.value) FILTER (WHERE {year}) AS value365,
-            count(e.value) FILTER (WHERE {year}) AS valued365,
-            sum(e.value) AS value_scanned,
-            sum(e.value) FILTER (WHERE {survey}) AS survey_sum,
-            count(e.value) FILTER (WHERE {survey}) AS survey_count,
-            max(array[extract(epoch FROM e.occurred_at)::float8, e.value])
-                FILTER (WHERE {survey} AND e.value IS NOT NULL) AS survey_latest,
-            (array_agg(e.value ORDER BY e.occurred_at DESC)
-                FILTER (WHERE {survey} AND e.value IS NOT NULL))[2] AS survey_previous,
-            json_agg(json_build_array(e.properties ->> 'ticket_id',
-                                      (extract(epoch FROM e.occurred_at) * 1e6)::bigint))
-                FILTER (WHERE {tickets}) AS tickets
-          FROM events e
-          WHERE e.account_id = s.account_id
-            AND e.occurred_at <= s.t AND e.occurred_at >= s.scanned AND {in_range}
+            sum(e.value) FILTER (WHERE {yearly}) AS value365,
+            count(e.value) FILTER (WHERE {yearly}) AS valued365,
+            sum(e.value) FILTER (WHERE e.part = 1) AS value_scanned
+          FROM (
+            SELECT 1 AS part, {columns} FROM events e
+            WHERE e.account_id = s.account_id AND e.occurred_at >= s.lo
+              AND e.occurred_at <= s.t AND e.occurred_at >= $6 AND e.occurred_at <= $7
+            UNION ALL
+            SELECT 2, {columns} FROM events e
+            WHERE e.account_id = s.account_id AND e.occurred_at > s.t{LONG_WINDOWS[0]}
+              AND e.occurred_at < s.r2 AND e.occurred_at > $8 AND e.occurred_at < $9
+            UNION ALL
+            SELECT 3, {columns} FROM events e
+            WHERE e.account_id = s.account_id AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+              AND e.occurred_at < s.r3 AND e.occurred_at > $10 AND e.occurred_at < $11
+          ) e
           GROUP BY e.type
-       ) per_type) AS per_type,
+       ) p) AS per_type,
+      (SELECT json_object_agg(r.type, json_build_array(
+            r.events, r.value_sum, r.first, r.c180, r.c365, r.value365, r.valued365, r.last,
+            r.days))
+       FROM (
+          SELECT r.type, sum(r.events) AS events, sum(r.value_sum) AS value_sum,
+            extract(epoch FROM min(r.first_at)) AS first,
+            coalesce(sum(r.events) FILTER (WHERE {month} > s.t180), 0) AS c180,
+            coalesce(sum(r.events) FILTER (WHERE {month} > s.t365), 0) AS c365,
+            sum(r.value_sum) FILTER (WHERE {month} > s.t365) AS value365,
+            coalesce(sum(r.valued) FILTER (WHERE {month} > s.t365), 0) AS valued365,
+            extract(epoch FROM max(r.last_at) FILTER (WHERE {month} > s.t365)) AS last,
+            -- the days of the year's months with an event, as distances from t's day
+            json_agg(json_build_array({t_day} - (r.month - date '1970-01-01'), r.days))
+                FILTER (WHERE {month} > s.t365) AS days
+          FROM event_rollups r
+          WHERE r.account_id = s.account_id AND r.month < (s.lo AT TIME ZONE 'UTC')::date
+          GROUP BY r.type
+       ) r) AS rolled,
+      -- the year's two latest answers of each survey, the latest first
+      (SELECT json_object_agg(a.type, a.answers) FROM (
+          SELECT e.type,
+            (array_agg(e.value ORDER BY e.occurred_at DESC, e.value DESC))[1:2] AS answers
+          FROM events e
+          WHERE e.account_id = s.account_id AND {year} AND e.occurred_at <= s.t
+            AND e.type IN ({", ".join(f"'{k}'" for k in SURVEY_TYPES)})
+            AND e.value IS NOT NULL AND e.occurred_at > $10 AND e.occurred_at <= $7
+          GROUP BY e.type
+       ) a) AS surveys,
+      (SELECT json_agg(json_build_array(e.type, e.properties ->> 'ticket_id',
+                                        (extract(epoch FROM e.occurred_at) * 1e6)::bigint))
+       FROM events e
+       WHERE e.account_id = s.account_id AND {year} AND e.occurred_at <= s.t
+         AND e.type IN ('{TICKET_OPENED}', '{TICKET_CLOSED}') AND e.properties ? 'ticket_id'
+         AND e.occurred_at > $10 AND e.occurred_at <= $7) AS tickets,
       (SELECT json_build_array(
                 count(*) FILTER (WHERE e.occurred_at > s.t30),
                 count(*) FILTER (WHERE e.occurred_at > s.t30 AND x.label = 'negative'),
@@ -272,27 +303,80 @@ def _sql() -> str:
                     FILTER (WHERE cardinality(x.themes) > 0))
        FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
        WHERE e.account_id = s.account_id AND e.text IS NOT NULL
-         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t AND {in_range}) AS texts
+         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t
+         AND e.occurred_at >= $6 AND e.occurred_at <= $7) AS texts
     FROM s
     ORDER BY s.i
     """  # noqa: S608  (windows and event type names are constants)
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """Where features as of each t read events one by one (app.rollups): from `lo` on, and the
+    parts before `lo` of the months where the 180 and 365 day windows begin (up to r2, r3)."""
+
+    lo: list[datetime]
+    r2: list[datetime]
+    r3: list[datetime]
+
+
+def _ranges(moments: Sequence[datetime], floor: datetime | None) -> _Ranges:
+    """The ranges of each moment, with every month from `floor` on (not rolled up) read event by
+    event too."""
+    lo: list[datetime] = []
+    r2: list[datetime] = []
+    r3: list[datetime] = []
+    for t in moments:
+        start = rollups.read_from(t)
+        if floor is not None and floor < start:
+            start = floor
+        lo.append(start)
+        for long, ends in ((LONG_WINDOWS[0], r2), (RECENCY_CAP_DAYS, r3)):
+            begins = partitions.month_of(t - timedelta(days=long))
+            following = partitions.next_month(begins)
+            end = datetime(following.year, following.month, 1, tzinfo=UTC)
+            ends.append(min(end, start))
+    return _Ranges(lo, r2, r3)
 
 
 async def fetch(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, datetime]]
 ) -> list[asyncpg.Record]:
     """What Postgres knows about each (account_id, t), one record per pair in order. It does not
-    depend on a catalog, so one fetch serves every model that scores the same pairs."""
+    depend on a catalog, so one fetch serves every model that scores the same pairs. Months
+    that are not rolled up are read event by event (the same features, slower)."""
     if not keys:
         return []
     moments = [t for _, t in keys]
-    lower, upper = rollups.scanned_from(min(moments)), max(moments)
-    args = ([a for a, _ in keys], moments, lower, upper, rollups.before(upper))
-    records: list[asyncpg.Record] = await conn.fetch(_SQL, *args)
-    if records[0]["unrolled"]:  # months the rollups must hold are not rolled up yet
-        await rollups.ensure(conn, until=upper)
-        records = await conn.fetch(_SQL, *args)
+    records: list[asyncpg.Record] = await conn.fetch(
+        _SQL, *_arguments(keys, _ranges(moments, None))
+    )
+    if records[0]["unrolled"]:  # a month the rollups should hold is not rolled up
+        floor = await rollups.first_unrolled(conn)
+        records = await conn.fetch(_SQL, *_arguments(keys, _ranges(moments, floor)))
     return records
+
+
+def _arguments(keys: Sequence[tuple[str, datetime]], ranges: _Ranges) -> tuple[Any, ...]:
+    moments = [t for _, t in keys]
+    upper = max(moments)
+    r180 = [t - timedelta(days=LONG_WINDOWS[0]) for t in moments]
+    r365 = [t - timedelta(days=RECENCY_CAP_DAYS) for t in moments]
+    lo = min(ranges.lo)
+    return (
+        [a for a, _ in keys],
+        moments,
+        ranges.lo,
+        ranges.r2,
+        ranges.r3,
+        lo,
+        upper,
+        min(r180),
+        max(ranges.r2),
+        min(r365),
+        max(ranges.r3),
+        partitions.partition_name(partitions.month_of(lo)),
+    )
 
 
 def known(record: asyncpg.Record) -> bool:
@@ -322,14 +406,14 @@ def assemble(
     matrix = np.full((len(keys), len(names)), np.nan)
     segments: list[str | None] = []
     for row, ((_, t), agg) in enumerate(zip(keys, records, strict=True)):
-        per_type = {p["type"]: p for p in orjson.loads(agg["per_type"] or "[]")}
-        before = orjson.loads(agg["before"] or "{}")
-        values = _event_values(catalog, per_type, before, t.timestamp())
+        per_type = _per_type(agg)
+        answers = orjson.loads(agg["surveys"] or "{}")
+        values = _event_values(catalog, per_type, answers, t.timestamp())
         texts = orjson.loads(agg["texts"] or "null")
-        values |= _text_values(texts, per_type)
+        values |= _text_values(texts, answers)
         if catalog.themes:
             values |= _theme_values(catalog, (texts[7] if texts else None) or [])
-        values["tickets_open"] = _open_tickets(per_type)
+        values["tickets_open"] = _open_tickets(orjson.loads(agg["tickets"] or "[]"))
         active = set().union(*(p["contacts30"] or () for p in per_type.values()))
         values["active_contacts_30d"] = len(active)
         history = orjson.loads(agg["account_history"] or "[]")
@@ -369,45 +453,105 @@ def assemble(
 _SQL = _sql()
 
 
+def _per_type(record: asyncpg.Record) -> dict[str, dict[str, Any]]:
+    """Per event type, the events read one by one and the rolled-up months of one (account, t)
+    as one set of aggregates: counts over each window, the year's value, last instant and days
+    with an event, and the lifetime's count, value and first instant."""
+    rolled: dict[str, list[Any]] = orjson.loads(record["rolled"] or "{}")
+    merged: dict[str, dict[str, Any]] = {}
+    for p in orjson.loads(record["per_type"] or "[]"):
+        p["lifetime"], p["value_lifetime"], p["first"] = (
+            p["scanned"],
+            p["value_scanned"] or 0,
+            p["first_scanned"],
+        )
+        p["days_year"] = p["days_year"] or []
+        p["value365"] = p["value365"] or 0
+        merged[p["type"]] = p
+    for kind, old in rolled.items():
+        events, value_sum, first, c180, c365, value365, valued365, last, days = old
+        p = merged.setdefault(kind, dict(_NO_EVENTS, type=kind))
+        p["lifetime"] += events
+        p["value_lifetime"] += value_sum
+        p["first"] = first if p["first"] is None else min(first, p["first"])
+        p["c180"] += c180
+        p["c365"] += c365
+        p["value365"] += value365 or 0
+        p["valued365"] += valued365
+        if last is not None and (p["last"] is None or last > p["last"]):
+            p["last"] = last
+        if days:  # bit d-1 of a month's days: the month's day d, d-1 days after its first
+            p["days_year"] = sorted(
+                {
+                    *p["days_year"],
+                    *(
+                        distance - d
+                        for distance, bits in days
+                        for d in range(bits.bit_length())
+                        if bits >> d & 1
+                    ),
+                }
+            )
+    return merged
+
+
+# A type with rolled-up months but no event read one by one.
+_NO_EVENTS: dict[str, Any] = {
+    "c7": 0,
+    "c30": 0,
+    "c90": 0,
+    "c180": 0,
+    "c365": 0,
+    "p30": 0,
+    "last": None,
+    "days30": None,
+    "days_year": [],
+    "contacts30": None,
+    "value90": None,
+    "value365": 0,
+    "valued365": 0,
+    "lifetime": 0,
+    "value_lifetime": 0,
+    "first": None,
+}
+
+
 def _event_values(
     catalog: Catalog,
     per_type: dict[str, dict[str, Any]],
-    before: dict[str, list[Any]],
+    answers: dict[str, list[float]],
     t: float,
 ) -> dict[str, Any]:
-    """The event features from the per-type aggregates of one (account, t) and the rollups of
-    the months before them ([events, value, first instant] per type); t in epoch seconds."""
+    """The event features from the per-type aggregates of one (account, t) (`_per_type`) and
+    the year's latest survey answers; t in epoch seconds."""
     values: dict[str, Any] = {}
     for kind in catalog.event_types:
-        p, old = per_type.get(kind), before.get(kind)
+        p = per_type.get(kind)
         for w in catalog.windows:
             values[f"events_{kind}_{w}d"] = p[f"c{w}"] if p else 0
         values[f"events_{kind}_trend"] = _trend(p["c30"], p["p30"]) if p else 0.0
-        values[f"events_{kind}_lifetime"] = (p["scanned"] if p else 0) + (old[0] if old else 0)
-        values[f"value_{kind}_lifetime"] = ((p and p["value_scanned"]) or 0) + (
-            old[1] if old else 0
-        )
-        firsts = [f for f in ((p or {}).get("first_scanned"), old[2] if old else None) if f]
-        if firsts:
+        values[f"events_{kind}_lifetime"] = p["lifetime"] if p else 0
+        values[f"value_{kind}_lifetime"] = p["value_lifetime"] if p else 0
+        if p and p["first"] is not None:
             name = f"days_since_first_{kind}"
-            values[name] = catalog.cap(name, (t - min(firsts)) / 86400)
+            values[name] = catalog.cap(name, (t - p["first"]) / 86400)
         if p is None or not p["c365"]:
             values[f"days_since_{kind}"] = RECENCY_CAP_DAYS
             values[f"value_{kind}_365d"] = 0
             continue
         since = min((t - p["last"]) / 86400, RECENCY_CAP_DAYS)
         values[f"days_since_{kind}"] = catalog.recency(since)
-        gap = _median_gap(p["days_year"] or ())
+        gap = _median_gap(p["days_year"])
         if gap is not None:
             values[f"gap_{kind}"] = gap
             values[f"overdue_{kind}"] = since / gap
-        values[f"value_{kind}_365d"] = p["value365"] or 0
+        values[f"value_{kind}_365d"] = p["value365"]
         if p["valued365"]:
             values[f"value_per_{kind}"] = p["value365"] / p["valued365"]
     types = per_type.values()
     events_30d = sum(p["c30"] for p in types)
     nps = per_type.get(surveys.NPS) or {}  # not CSAT's or CES's answers: other scales
-    latest, counted = nps.get("survey_latest"), nps.get("survey_count") or 0
+    latest, counted = answers.get(surveys.NPS), nps.get("valued365") or 0
     values |= {
         "events_30d": events_30d,
         "events_trend": _trend(events_30d, sum(p["p30"] for p in types)),
@@ -416,8 +560,8 @@ def _event_values(
             operator.or_, (p["days30"] or 0 for p in types), 0
         ).bit_count(),
         "tickets_opened_90d": per_type[TICKET_OPENED]["c90"] if TICKET_OPENED in per_type else 0,
-        "nps_latest": latest[1] if latest else None,
-        "nps_average": nps["survey_sum"] / counted if counted else None,
+        "nps_latest": latest[0] if latest else None,
+        "nps_average": nps["value365"] / counted if counted else None,
         "payments_failed_90d": per_type[PAYMENT_FAILED]["c90"] if PAYMENT_FAILED in per_type else 0,
         "revenue_90d": sum(per_type[k]["value90"] or 0 for k in REVENUE_TYPES if k in per_type),
         "value_sum_90d": sum(p["value90"] or 0 for p in types),
@@ -425,12 +569,8 @@ def _event_values(
             min([(t - p["last"]) / 86400 for p in types if p["c365"]], default=RECENCY_CAP_DAYS)
         ),
     }
-    lifetime = sum(p["scanned"] for p in types) + sum(old[0] for old in before.values())
-    on_record = max(
-        [(t - p["first_scanned"]) / 86400 for p in types]
-        + [(t - old[2]) / 86400 for old in before.values()],
-        default=0,
-    )
+    lifetime = sum(p["lifetime"] for p in types)
+    on_record = max([(t - p["first"]) / 86400 for p in types if p["first"] is not None], default=0)
     values |= {
         "events_lifetime": lifetime,
         # a day at least: a first event an hour ago is a day's events, not 24 days'
@@ -456,9 +596,9 @@ def _theme_values(catalog: Catalog, about: list[list[Any]]) -> dict[str, int]:
     return values
 
 
-def _text_values(texts: list[Any] | None, per_type: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _text_values(texts: list[Any] | None, answers: dict[str, list[float]]) -> dict[str, Any]:
     """What the account's people wrote in the 90 days up to t (the sentiment the worker read,
-    app.voc.enrich) and how their NPS and CSAT answers stand."""
+    app.voc.enrich) and how their NPS and CSAT answers stand (the year's two latest of each)."""
     values: dict[str, Any] = {}
     if texts:  # counts over none are 0, means null
         n30, negative30, n90, negative90, mean30, mean_before, mean90, _ = texts
@@ -469,15 +609,15 @@ def _text_values(texts: list[Any] | None, per_type: dict[str, dict[str, Any]]) -
             "sentiment_90d": mean90,
             "sentiment_trend": mean30 - mean_before if n30 and mean_before is not None else None,
         }
-    nps = per_type.get(surveys.NPS)
-    if nps and nps["survey_latest"]:
-        latest = nps["survey_latest"][1]
+    nps = answers.get(surveys.NPS)
+    if nps:
+        latest: Any = nps[0]
         values["nps_detractor"] = float(latest <= surveys.SCALES[surveys.NPS][3])
-        if nps["survey_previous"] is not None:
-            values["nps_change"] = latest - nps["survey_previous"]
-    csat = per_type.get(surveys.CSAT)
-    if csat and csat["survey_latest"]:
-        values["csat_latest"] = csat["survey_latest"][1]
+        if len(nps) > 1:
+            values["nps_change"] = nps[0] - nps[1]
+    csat = answers.get(surveys.CSAT)
+    if csat:
+        values["csat_latest"] = csat[0]
     return values
 
 
@@ -529,12 +669,13 @@ def _median_gap(days: Sequence[int]) -> float | None:
     return float(statistics.median(b - a for a, b in itertools.pairwise(days)))
 
 
-def _open_tickets(per_type: dict[str, dict[str, Any]]) -> int:
-    """Tickets whose latest event in the window is an opening (a close at the same instant wins)."""
+def _open_tickets(tickets: list[list[Any]]) -> int:
+    """Tickets whose latest event in the year is an opening (a close at the same instant wins),
+    from the year's [type, ticket id, instant] of ticket events."""
     latest: dict[str, dict[str | None, int]] = {TICKET_OPENED: {}, TICKET_CLOSED: {}}
-    for kind, last in latest.items():
-        for ticket, at in (per_type.get(kind) or {}).get("tickets") or ():
-            last[ticket] = max(at, last.get(ticket, at))
+    for kind, ticket, at in tickets:
+        last = latest[kind]
+        last[ticket] = max(at, last.get(ticket, at))
     closed = latest[TICKET_CLOSED]
     return sum(1 for ticket, at in latest[TICKET_OPENED].items() if at > closed.get(ticket, at - 1))
 

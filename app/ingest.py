@@ -21,7 +21,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import identities, jsonbody, partitions, privacy
+from app import identities, jsonbody, partitions, privacy, rollups
 from app.schemas.common import EARLIEST, MAX_NESTING
 from app.schemas.signals import EventIn, OutcomeIn
 
@@ -359,7 +359,12 @@ async def ingest_events(
     await partition_manager.ensure({partitions.month_of(r[1][1]) for r in rows.values()})
     if len(rows) == 1:
         [(result, row, digest)] = rows.values()
-        await _store_one_event(conn, result, row, digest, known)
+        if row[1] >= rollups.rollable(now):  # a live event: one statement
+            await _store_one_event(conn, result, row, digest, known)
+            return stored
+        async with conn.transaction():  # a backfill, into a month that may be rolled up
+            await rollups.unroll(conn, [row[1]], now=now)
+            await _store_one_event(conn, result, row, digest, known)
         return stored
     # Profile stubs are committed on their own, before the events: inside the events'
     # transaction, every concurrent batch naming the same new account or contact waited for
@@ -378,6 +383,7 @@ async def ingest_events(
             )
         )
         fresh = [row for event_id, (_, row, _) in rows.items() if event_id in inserted]
+        await rollups.unroll(conn, [row[1] for row in fresh], now=now)
         if len(fresh) >= _COPY_FROM:
             await conn.copy_records_to_table("events", records=fresh, columns=EVENT_COLUMNS)
         elif fresh:

@@ -67,14 +67,14 @@ _MOVES: dict[profiles.Kind, tuple[tuple[str | None, str], ...]] = {
             None,
             """
             INSERT INTO event_rollups AS r
-                (account_id, type, month, events, valued, value_sum, first_at, last_at)
-            SELECT $1, type, month, events, valued, value_sum, first_at, last_at
+                (account_id, type, month, events, valued, value_sum, first_at, last_at, days)
+            SELECT $1, type, month, events, valued, value_sum, first_at, last_at, days
             FROM event_rollups WHERE account_id = $2
             ON CONFLICT (account_id, type, month) DO UPDATE
             SET events = r.events + excluded.events, valued = r.valued + excluded.valued,
                 value_sum = r.value_sum + excluded.value_sum,
                 first_at = least(r.first_at, excluded.first_at),
-                last_at = greatest(r.last_at, excluded.last_at)""",
+                last_at = greatest(r.last_at, excluded.last_at), days = r.days | excluded.days""",
         ),
         (None, "DELETE FROM event_rollups WHERE account_id = $2 AND account_id <> $1"),
         ("outcomes", "UPDATE outcomes SET account_id = $1 WHERE account_id = $2"),

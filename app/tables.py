@@ -245,6 +245,20 @@ class Event(Base):
             "occurred_at",
             postgresql_where=text("type IN ('nps_answered', 'csat_answered', 'ces_answered')"),
         ),
+        # An account's survey answers and ticket events of the year, for its features
+        # (app.features), without reading its other events; only they pay for it.
+        Index(
+            "ix_events_account_surveys",
+            "account_id",
+            "occurred_at",
+            postgresql_where=text("type IN ('nps_answered', 'csat_answered', 'ces_answered')"),
+        ),
+        Index(
+            "ix_events_account_tickets",
+            "account_id",
+            "occurred_at",
+            postgresql_where=text("type IN ('ticket_opened', 'ticket_closed')"),
+        ),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
     __mapper_args__ = {"primary_key": ["event_id", "occurred_at"]}
@@ -345,9 +359,9 @@ class Theme(Base):
 
 
 class EventRollup(Base):
-    """Per account, event type and UTC month: the events' count, value and first and last
-    instants (app.rollups). Lifetime aggregates read it for the months before the year they
-    scan event by event."""
+    """Per account, event type and UTC month: the events' count, value, first and last instants
+    and days (app.rollups). Features read it for every month before the ones they read event by
+    event."""
 
     __tablename__ = "event_rollups"
     __table_args__ = (Index(None, "month"),)
@@ -360,6 +374,8 @@ class EventRollup(Base):
     value_sum: Mapped[float] = mapped_column(Double)
     first_at: Mapped[datetime] = mapped_column(Timestamp)
     last_at: Mapped[datetime] = mapped_column(Timestamp)
+    # The month's days with an event: bit d-1 for day d (UTC), for the cadence.
+    days: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class EventRollupMonth(Base):

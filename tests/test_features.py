@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -247,14 +249,19 @@ async def test_lifetime_aggregates_reach_past_the_year_through_the_rollups(
     assert earlier.column("events_purchase_lifetime")[0] == 3
     assert earlier.column("value_purchase_lifetime")[0] == 6
     assert earlier.column("days_since_first_purchase")[0] == 350
-    # The months before the year's scan are rolled up (800, 700, 500 and 400 days before T).
+    # Rolled up, the months before the last three are read from the rollups (all but the
+    # purchase of 20 days before T), and every feature stays what it was.
+    assert await rollups.ensure(conn, until=T) == 5
     rolled = await conn.fetchval(
         "SELECT sum(events) FROM event_rollups WHERE account_id = 'acme' AND type = 'purchase'"
     )
-    assert rolled == 4
+    assert rolled == 5
+    for frame_then, t in ((stationary, T), (earlier, T - timedelta(days=450))):
+        again = await frame_at(conn, t, stationary=frame_then is stationary)
+        np.testing.assert_array_equal(again.matrix, frame_then.matrix)
 
 
-async def test_a_backfill_into_a_rolled_up_month_counts_once_recounted(
+async def test_a_backfill_into_a_rolled_up_month_counts_at_once(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
     def purchase(n: int, days: int) -> dict[str, Any]:
@@ -265,20 +272,96 @@ async def test_a_backfill_into_a_rolled_up_month_counts_once_recounted(
             "occurred_at": at(days),
         }
 
+    def lifetime(frame: features.Frame) -> float:
+        return float(frame.column("events_purchase_lifetime")[0])
+
     await client.post("/v1/events/batch", json={"events": [purchase(0, 600), purchase(1, 5)]})
-    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 2
-    # A backfill into the month already rolled up: scores on request keep the rolled count
-    # until a training or batch rescoring recounts the months.
-    await client.post("/v1/events/batch", json={"events": [purchase(2, 601)]})
-    assert await rollups.ensure(conn, until=T) == 0
-    assert await rollups.ensure(conn, until=T, recount=True) == 1
-    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 3
+    assert await rollups.ensure(conn, until=T) == 1  # the month of 600 days before T
+    assert lifetime(await frame_at(conn, T, stationary=False)) == 2
+    # A backfill into the month rolled up, alone and in a batch: the month is read event by
+    # event again at once, for scores on request as for a training.
+    await client.post("/v1/events", json=purchase(2, 601))
+    assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 0
+    assert lifetime(await frame_at(conn, T, stationary=False)) == 3
+    assert await rollups.ensure(conn, until=T) == 1
+    await client.post("/v1/events/batch", json={"events": [purchase(3, 602), purchase(4, 4)]})
+    assert lifetime(await frame_at(conn, T, stationary=False)) == 5
     # What a training or batch rescoring does first: recount, and roll the months that scores
-    # on request will need in the coming weeks (T is in the past: the month of 5 days before T).
-    await client.post("/v1/events/batch", json={"events": [purchase(3, 602)]})
+    # on request will need in the coming weeks (T is in the past: every month with an event).
     assert await rollups.catch_up(conn, as_of=T) == 2
     assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 2
-    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 4
+    assert lifetime(await frame_at(conn, T, stationary=False)) == 5
+
+
+async def test_a_backfill_waits_for_the_rolling_of_its_month_and_unrolls_it(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, database_url: str
+) -> None:
+    def purchase(n: int, days: int) -> dict[str, Any]:
+        return {
+            "event_id": f"p{n}",
+            "type": "purchase",
+            "account_id": "acme",
+            "occurred_at": at(days),
+        }
+
+    await client.post("/v1/events", json=purchase(0, 600))
+    other = await asyncpg.connect(database_url)
+    try:
+        async with other.transaction():  # a rolling of the month, not committed yet
+            assert await rollups.ensure(other, until=T) == 1
+            backfill = asyncio.ensure_future(client.post("/v1/events", json=purchase(1, 601)))
+            await asyncio.sleep(0.5)
+            assert not backfill.done()  # it waits for the rolling to end
+    finally:
+        await other.close()
+    assert (await backfill).status_code == 202
+    # The month rolled without the backfill is read event by event, with it.
+    assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 0
+    assert (await frame_at(conn, T, stationary=False)).column("events_purchase_lifetime")[0] == 2
+
+
+async def test_features_are_the_same_read_from_the_rollups_or_event_by_event(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    # Two years of events of every kind features read, at random instants: as of any moment,
+    # each feature is the same whether the months are rolled up or read event by event.
+    rng = random.Random(7)
+    kinds = ["login", "purchase", "nps_answered", "csat_answered", "payment_failed", "meeting"]
+    events: list[dict[str, Any]] = []
+    for n in range(900):
+        kind = rng.choice([*kinds, "ticket_opened", "ticket_closed"])
+        event: dict[str, Any] = {
+            "event_id": f"r{n}",
+            "type": kind,
+            "account_id": rng.choice(["acme", "beta", "gamma"]),
+            "occurred_at": at(rng.uniform(0, 730)),
+        }
+        if kind in ("purchase", "nps_answered", "csat_answered"):
+            event["value"] = rng.randint(0, 10)
+        if kind.startswith("ticket"):
+            event["properties"] = {"ticket_id": f"T{rng.randint(0, 60)}"}
+        if kind in ("login", "meeting"):
+            event["contact_id"] = rng.choice(["c1", "c2", "c3", None])
+        events.append(event)
+    for chunk in range(0, len(events), 300):
+        reply = await client.post("/v1/events/batch", json={"events": events[chunk : chunk + 300]})
+        assert reply.json()["errors"] == []
+    catalog = await features.build_catalog(
+        conn, as_of=T, max_event_types=20, max_levels=10, history=timedelta(days=400)
+    )
+    catalog = dataclasses.replace(catalog, stationary=False)  # the lifetime counts too
+    assert 365 in catalog.windows
+    moments = [
+        T - timedelta(days=d, hours=h) for d in (0, 29, 95, 181, 200, 366, 500) for h in (0, 7)
+    ]
+    keys = [(a, t) for a in ("acme", "beta", "gamma") for t in moments]
+    unrolled = await features.compute(conn, catalog, keys)
+    assert await conn.fetchval("SELECT count(*) FROM event_rollup_months") == 0
+    assert await rollups.ensure(conn, until=T) > 20
+    rolled = await features.compute(conn, catalog, keys)
+    for j, name in enumerate(catalog.names):
+        np.testing.assert_array_equal(rolled.matrix[:, j], unrolled.matrix[:, j], err_msg=name)
+    assert np.isfinite(rolled.column("gap_login")).sum() > 30  # the cadence was compared
 
 
 async def test_cadence_is_the_median_gap_between_days_with_the_event(

@@ -159,8 +159,8 @@ async def population(
     those with an outcome of exclude_kinds at or before it (a churned account cannot churn);
     with `active` (event types, a span), only those with such an event in the span up to `at`
     (an account that has already lapsed cannot lapse); `with_signals`, only those with an
-    event at or before `at` in the rollups (a CRM record with no activity yet has nothing a
-    score could say)."""
+    event at or before `at`, in the rollups (most) or not rolled up yet (a CRM record with no
+    activity yet has nothing a score could say)."""
     types, span = active if active is not None else (None, timedelta(0))
     rows = await conn.fetch(
         """
@@ -173,9 +173,11 @@ async def population(
                 SELECT 1 FROM events e WHERE e.account_id = a.account_id
                   AND e.type = ANY($3::text[]) AND e.occurred_at > $1 - $4::interval
                   AND e.occurred_at <= $1))
-          AND (NOT $5::bool OR EXISTS (
-                SELECT 1 FROM event_rollups r
-                WHERE r.account_id = a.account_id AND r.first_at <= $1))
+          AND (NOT $5::bool
+               OR EXISTS (SELECT 1 FROM event_rollups r
+                          WHERE r.account_id = a.account_id AND r.first_at <= $1)
+               OR EXISTS (SELECT 1 FROM events e
+                          WHERE e.account_id = a.account_id AND e.occurred_at <= $1))
         ORDER BY account_id
         """,
         at,

@@ -219,3 +219,20 @@ async def test_an_account_with_no_signal_yet_is_not_scored(
     scored = await datasets.population(conn, at=now, exclude_kinds=["churned"], with_signals=True)
     assert "crm-only" in everyone and "crm-only" not in scored
     assert scored == ["a"]  # c has profile observations and no event either; b churned
+
+
+async def test_an_account_whose_signals_are_all_recent_is_scored(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    # Its months are not rolled up yet (training and batch rescoring roll only the months before
+    # the last two): its events alone make it an account with signals.
+    await seed(client)
+    now = datetime.now(UTC)
+    reply = await client.post(
+        "/v1/events",
+        json={"type": "login", "account_id": "new", "occurred_at": now.isoformat()},
+    )
+    assert reply.status_code == 202
+    await rollups.catch_up(conn, as_of=now)
+    scored = await datasets.population(conn, at=now, exclude_kinds=["churned"], with_signals=True)
+    assert scored == ["a", "new"]
