@@ -480,19 +480,21 @@ def _per_type(record: asyncpg.Record) -> dict[str, dict[str, Any]]:
         p["valued365"] += valued365
         if last is not None and (p["last"] is None or last > p["last"]):
             p["last"] = last
-        if days:  # bit d-1 of a month's days: the month's day d, d-1 days after its first
-            p["days_year"] = sorted(
-                {
-                    *p["days_year"],
-                    *(
-                        distance - d
-                        for distance, bits in days
-                        for d in range(bits.bit_length())
-                        if bits >> d & 1
-                    ),
-                }
-            )
+        if days:
+            p["days_year"] = sorted({*p["days_year"], *_days(days)})
     return merged
+
+
+def _days(months: list[list[int]]) -> list[int]:
+    """The days with an event of rolled-up months, as distances from t's day, from each month's
+    [distance of its first day, bits]: bit d-1 is the month's day d, d-1 days after its first."""
+    days = []
+    for distance, bits in months:
+        while bits:  # one turn per day with an event
+            low = bits & -bits
+            days.append(distance - low.bit_length() + 1)
+            bits ^= low
+    return days
 
 
 # A type with rolled-up months but no event read one by one.
