@@ -12,8 +12,8 @@ import pytest
 
 from app import errors, webhooks
 from app.settings import Settings
-from tests.api.test_insights import T0, new_scores, score
 from tests.fixtures.delivery import Receiver, deliver_for
+from tests.fixtures.scores import T0, new_scores, score
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.live import free_port
+from tests.fixtures.live import free_port
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

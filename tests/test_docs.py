@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from tests import browser
-from tests.live import serve
+from tests.fixtures import browser
+from tests.fixtures.live import serve
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

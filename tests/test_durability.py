@@ -15,7 +15,7 @@ import pytest
 from app import db, migrate
 from app.settings import Settings
 from tests.conftest import ADMIN_KEY, another_process
-from tests.live import serve
+from tests.fixtures.live import serve
 
 
 def _stop(server: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from app.cli import OPENAPI_PATH
 from tests.conftest import ADMIN_KEY
-from tests.live import serve
+from tests.fixtures.live import serve
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

@@ -23,10 +23,9 @@ import pytest
 from app import db, errors, jobs, privacy, schedules, simulator
 from app.ml import training
 from app.settings import Settings
-from tests.api.test_models import load
-from tests.live import free_port
-from tests.ml import synthetic
-from tests.test_operations import serve_env, serving
+from tests.fixtures import synthetic
+from tests.fixtures.http import load
+from tests.fixtures.live import free_port, serve_env, serving
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from tests.live import free_port
-from tests.test_operations import serve_env, serving, wait_ready
+from tests.fixtures.live import free_port, serve_env, serving, wait_ready
 
 pytestmark = pytest.mark.slow
 

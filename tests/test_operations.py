@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,9 +25,9 @@ from pydantic import ValidationError
 
 from app import cli, logs, partitions
 from app.settings import Settings
-from tests.api.test_auth import eventually
 from tests.conftest import ADMIN_KEY
-from tests.live import free_port
+from tests.fixtures.http import eventually
+from tests.fixtures.live import free_port, serve_env, serving, wait_ready
 
 
 @pytest.mark.slow
@@ -201,37 +200,6 @@ def test_production_refuses_a_weak_bootstrap_key() -> None:
     with pytest.raises(ValidationError, match="at least 32"):
         Settings(environment="production", bootstrap_admin_key="short")
     assert Settings(environment="production", bootstrap_admin_key="k" * 32).bootstrap_admin_key
-
-
-@contextlib.contextmanager
-def serving(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`custintel serve` in a subprocess, killed at the end if it is still running."""
-    command = [sys.executable, "-m", "app.cli", "serve", *args]
-    with subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    ) as serve:
-        try:
-            yield serve
-        finally:
-            if serve.poll() is None:
-                serve.kill()
-
-
-def wait_ready(serve: subprocess.Popen[bytes], port: int, *, within: float = 120) -> None:
-    """Until the served /readyz answers 200; fails if serve ends or `within` passes."""
-    deadline = time.monotonic() + within
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).is_success:
-                return
-        assert serve.poll() is None and time.monotonic() < deadline, "not ready"
-        time.sleep(0.2)
-
-
-def serve_env(port: int, **settings: str) -> dict[str, str]:
-    """The environment of a `custintel serve` under test: only the settings given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTINTEL_")}
-    return env | {f"CUSTINTEL_{k.upper()}": v for k, v in {"port": str(port), **settings}.items()}
 
 
 @pytest.mark.slow

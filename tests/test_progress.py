@@ -16,7 +16,7 @@ import pytest
 from app import db, jobs, simulator
 from app.ml import pipeline, search
 from app.settings import Settings
-from tests.api.test_models import load
+from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -14,11 +14,11 @@ import pytest
 from app import simulator
 from app.ml import batch
 from app.settings import Settings
-from tests import browser
-from tests.api.test_models import load
 from tests.conftest import ADMIN_KEY
-from tests.live import serve
-from tests.ml.test_closed_loop import train
+from tests.fixtures import browser
+from tests.fixtures.http import load
+from tests.fixtures.live import serve
+from tests.fixtures.training import train
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

@@ -23,7 +23,7 @@ from app import errors, jsonbody
 from app.cli import OPENAPI_PATH
 from app.schemas.common import EARLIEST
 from tests.conftest import ADMIN_KEY, with_database
-from tests.live import serve
+from tests.fixtures.live import serve
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

@@ -12,7 +12,7 @@ from segment.analytics.client import Client as SegmentClient
 
 from app.settings import Settings
 from tests.conftest import ADMIN_KEY
-from tests.live import serve
+from tests.fixtures.live import serve
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

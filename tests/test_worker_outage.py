@@ -13,7 +13,7 @@ import pytest
 from app import jobs, schedules, webhooks
 from app.settings import Settings
 from app.voc import enrich
-from tests.live import free_port
+from tests.fixtures.live import free_port
 
 
 @pytest.mark.parametrize("loop", ["jobs", "schedules", "deliveries", "enrichment"])

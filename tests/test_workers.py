@@ -18,7 +18,7 @@ import pytest
 
 from app import simulator
 from app.settings import Settings
-from tests.api.test_models import load
+from tests.fixtures.http import load
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser
 

@@ -12,6 +12,7 @@ import pytest
 from app import auth
 from app.settings import Settings
 from tests.conftest import ADMIN_KEY, another_process
+from tests.fixtures.http import eventually
 
 MakeKey = Callable[..., Awaitable[str]]
 EVENT = {"type": "login", "occurred_at": "2025-01-01T00:00:00Z", "account_id": "a"}
@@ -94,15 +95,6 @@ async def test_health_and_readiness_need_no_key(client: httpx.AsyncClient) -> No
     ready = await client.get("/readyz", headers={"Authorization": ""})
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready" and ready.json()["migrations"] == "current"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
-    """Seconds until check() held; fails after `within`."""
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < within
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 async def test_a_revoked_key_stops_working_in_every_process_at_once(
@@ -205,9 +197,9 @@ async def test_a_key_limited_to_operations_calls_only_those(client: httpx.AsyncC
 
 
 async def test_a_key_limited_to_sources_reaches_only_those(client: httpx.AsyncClient) -> None:
-    from tests.api.test_hooks import _source
+    from tests.fixtures.senders import make_source
 
-    billing, support = await _source(client), await _source(client, "zendesk", "zd-secret")
+    billing, support = await make_source(client), await make_source(client, "zendesk", "zd-secret")
     unknown = "00000000-0000-4000-8000-000000000000"
     refused = await client.post(
         "/v1/keys", json={"name": "x", "scopes": ["admin"], "sources": [unknown]}

@@ -19,55 +19,15 @@ import stripe
 from hubspot.utils.signature import Signature
 
 from app import sources
-
-STRIPE_SECRET = "whsec_" + "test" * 8
-
-
-def stripe_header(body: bytes, secret: str = STRIPE_SECRET, at: float | None = None) -> str:
-    t = int(time.time() if at is None else at)
-    v1 = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={v1}"
-
-
-async def _source(
-    client: httpx.AsyncClient,
-    kind: str = "stripe",
-    secret: str = STRIPE_SECRET,
-    settings: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    created = await client.post(
-        "/v1/sources",
-        json={"kind": kind, "name": f"our {kind}", "secret": secret, "settings": settings or {}},
-    )
-    assert created.status_code == 201, created.text
-    source: dict[str, Any] = created.json()
-    assert source["url"] == f"/hooks/{source['source_id']}" and "secret" not in source
-    return source
-
-
-def stripe_event(event_type: str, obj: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "id": f"evt_{uuid.uuid4().hex[:24]}",
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": int(time.time()) - 60,
-        "type": event_type,
-        "data": {"object": obj, **extra},
-        "livemode": False,
-    }
-
-
-def invoice(**fields: Any) -> dict[str, Any]:
-    return {
-        "id": "in_1",
-        "object": "invoice",
-        "customer": "cus_A",
-        "currency": "eur",
-        "amount_paid": 12345,
-        "amount_due": 12345,
-        "subscription": "sub_1",
-        **fields,
-    }
+from tests.fixtures.senders import (
+    STRIPE_SECRET,
+    deliver_stripe,
+    intercom_signature,
+    invoice,
+    make_source,
+    stripe_event,
+    stripe_header,
+)
 
 
 def subscription(unit_amount: int, quantity: int = 1, interval: str = "month") -> dict[str, Any]:
@@ -101,22 +61,10 @@ def subscription(unit_amount: int, quantity: int = 1, interval: str = "month") -
     }
 
 
-async def _deliver_stripe(
-    client: httpx.AsyncClient, source: dict[str, Any], event: dict[str, Any], **header: Any
-) -> httpx.Response:
-    body = orjson.dumps(event)
-    signature = stripe_header(body, **header)
-    return await client.post(
-        source["url"],
-        content=body,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )
-
-
 async def test_stripe_invoices_become_events_once(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     event = stripe_event("invoice.paid", invoice(metadata={"account_id": "acme"}))
     body = orjson.dumps(event)
     header = stripe_header(body)
@@ -142,7 +90,7 @@ async def test_stripe_invoices_become_events_once(
     assert events[0]["properties"]["currency"] == "eur"
     # The metadata linked the customer: later events without it find the account.
     failed = stripe_event("invoice.payment_failed", invoice(id="in_2", amount_due=990))
-    assert (await _deliver_stripe(client, source, failed)).json()["accepted"] == 1
+    assert (await deliver_stripe(client, source, failed)).json()["accepted"] == 1
     account = (await client.get("/v1/accounts/acme")).json()
     assert {"kind": "stripe", "value": "cus_A"} in account["identities"]
     types = {e["type"] for e in (await client.get("/v1/accounts/acme/events")).json()["items"]}
@@ -158,28 +106,28 @@ async def test_stripe_invoices_become_events_once(
 async def test_subscription_changes_are_outcomes_with_the_monthly_amount(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     before = subscription(5000, quantity=2)["items"]
     upgraded = stripe_event(
         "customer.subscription.updated",
         subscription(5000, quantity=5),
         previous_attributes={"items": before},
     )
-    assert (await _deliver_stripe(client, source, upgraded)).json()["accepted"] == 1
+    assert (await deliver_stripe(client, source, upgraded)).json()["accepted"] == 1
     yearly = stripe_event(
         "customer.subscription.updated",
         subscription(120000, interval="year"),
         previous_attributes={"items": subscription(5000, quantity=5)["items"]},
     )
-    assert (await _deliver_stripe(client, source, yearly)).json()["accepted"] == 1
+    assert (await deliver_stripe(client, source, yearly)).json()["accepted"] == 1
     assert (await client.get("/v1/accounts/acme")).json()["mrr"] == 100  # $1,200 a year
     ended = stripe_event("customer.subscription.deleted", subscription(120000, interval="year"))
-    assert (await _deliver_stripe(client, source, ended)).json()["accepted"] == 1
+    assert (await deliver_stripe(client, source, ended)).json()["accepted"] == 1
     assert (await client.get("/v1/accounts/acme")).json()["mrr"] == 0
     untouched = stripe_event(
         "customer.subscription.updated", subscription(100), previous_attributes={"status": "x"}
     )
-    assert (await _deliver_stripe(client, source, untouched)).json()["ignored"] == 1
+    assert (await deliver_stripe(client, source, untouched)).json()["ignored"] == 1
     rows = await conn.fetch("SELECT kind, amount FROM outcomes WHERE account_id = 'acme'")
     assert sorted((r[0], float(r[1])) for r in rows) == [
         ("churned", 100.0),  # the monthly revenue lost
@@ -191,7 +139,7 @@ async def test_subscription_changes_are_outcomes_with_the_monthly_amount(
 async def test_refusals_are_401_and_store_nothing(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     event = stripe_event("invoice.paid", invoice(metadata={"account_id": "acme"}))
     body = orjson.dumps(event)
     good = stripe_header(body)
@@ -223,26 +171,26 @@ async def test_refusals_are_401_and_store_nothing(
 async def test_a_rotated_secret_verifies_during_its_grace_period(
     client: httpx.AsyncClient,
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     new_secret = "whsec_" + "next" * 8
     path = f"/v1/sources/{source['source_id']}"
     rotated = await client.patch(path, json={"secret": new_secret, "grace_hours": 1})
     assert rotated.status_code == 200 and rotated.json()["secret_rotating_until"] is not None
     for secret, invoice_id in ((STRIPE_SECRET, "in_old"), (new_secret, "in_new")):
         event = stripe_event("invoice.paid", invoice(id=invoice_id, metadata={"account_id": "a"}))
-        sent = await _deliver_stripe(client, source, event, secret=secret)
+        sent = await deliver_stripe(client, source, event, secret=secret)
         assert sent.status_code == 200, (secret, sent.text)
     await client.patch(path, json={"secret": "whsec_" + "last" * 8, "grace_hours": 0})
     event = stripe_event("invoice.paid", invoice(id="in_late", metadata={"account_id": "a"}))
-    assert (await _deliver_stripe(client, source, event, secret=new_secret)).status_code == 401
+    assert (await deliver_stripe(client, source, event, secret=new_secret)).status_code == 401
 
 
 async def test_an_unmapped_customer_is_held_then_attached_by_an_identity(
     client: httpx.AsyncClient,
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     event = stripe_event("invoice.paid", invoice(customer="cus_Z", customer_email="bo@Zeta.io"))
-    sent = await _deliver_stripe(client, source, event)
+    sent = await deliver_stripe(client, source, event)
     assert sent.json()["held"] == 1, sent.text
     held = (await client.get("/v1/unresolved")).json()["items"]
     assert [sorted((k["kind"], k["value"]) for k in h["keys"]) for h in held] == [
@@ -263,13 +211,13 @@ async def test_an_unmapped_customer_is_held_then_attached_by_an_identity(
 async def test_a_rejection_is_listed_and_replays_after_a_settings_fix(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     bad = invoice(metadata={"account_id": "team/acme", "crm_id": "acme"})
-    sent = await _deliver_stripe(client, source, stripe_event("invoice.paid", bad))
+    sent = await deliver_stripe(client, source, stripe_event("invoice.paid", bad))
     assert sent.json()["rejected"] == 1, sent.text
     missing = stripe_event("invoice.paid", invoice(id="in_9", amount_paid=None))
     missing["data"]["object"]["metadata"] = {"account_id": "acme"}
-    assert (await _deliver_stripe(client, source, missing)).json()["rejected"] == 1
+    assert (await deliver_stripe(client, source, missing)).json()["rejected"] == 1
     path = f"/v1/sources/{source['source_id']}"
     listed = (await client.get(f"{path}/rejections")).json()
     assert [r["reason"] for r in listed] == [
@@ -309,7 +257,7 @@ def _zendesk(body: bytes, secret: str, at: datetime) -> dict[str, str]:
 async def test_zendesk_hubspot_and_intercom_signatures(client: httpx.AsyncClient) -> None:
     secret = "s3cret-" + "x" * 20
     now = datetime.now(UTC)
-    zendesk = await _source(client, "zendesk", secret)
+    zendesk = await make_source(client, "zendesk", secret)
     body = orjson.dumps({"id": "zd-1", "type": "zen:event-type:ticket.created", "detail": {}})
     ok = await client.post(zendesk["url"], content=body, headers=_zendesk(body, secret, now))
     assert ok.status_code == 200 and ok.json()["received"] == 1, ok.text
@@ -318,7 +266,7 @@ async def test_zendesk_hubspot_and_intercom_signatures(client: httpx.AsyncClient
     wrong = _zendesk(body, "another-secret", now)
     assert (await client.post(zendesk["url"], content=body, headers=wrong)).status_code == 401
 
-    hubspot = await _source(client, "hubspot", secret)
+    hubspot = await make_source(client, "hubspot", secret)
     events = [
         {"eventId": 101, "subscriptionType": "contact.creation", "objectId": 7},
         {"eventId": 102, "subscriptionType": "contact.creation", "objectId": 8},
@@ -341,7 +289,7 @@ async def test_zendesk_hubspot_and_intercom_signatures(client: httpx.AsyncClient
     stale = {"X-HubSpot-Signature-v3": stale_v3, "X-HubSpot-Request-Timestamp": old}
     assert (await client.post(hubspot["url"], content=body, headers=stale)).status_code == 401
 
-    intercom = await _source(client, "intercom", secret)
+    intercom = await make_source(client, "intercom", secret)
     body = orjson.dumps(
         {"type": "notification_event", "id": "notif_1", "topic": "conversation.user.created"}
     )
@@ -382,7 +330,7 @@ def _ticket(event_type: str, ticket: dict[str, Any], **event: Any) -> dict[str, 
 
 async def test_zendesk_tickets_become_support_signals(client: httpx.AsyncClient) -> None:
     secret = "zendesk-signing-secret"
-    source = await _source(client, "zendesk", secret)
+    source = await make_source(client, "zendesk", secret)
     org = {"identities": [{"kind": "zendesk", "value": "9"}]}
     await client.put("/v1/accounts/acme", json=org)
     person = {"account_id": "acme", "identities": [{"kind": "zendesk", "value": "77"}]}
@@ -441,13 +389,9 @@ async def test_zendesk_tickets_become_support_signals(client: httpx.AsyncClient)
     ]
 
 
-def _intercom(body: bytes, secret: str) -> dict[str, str]:
-    return {"X-Hub-Signature": "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
-
-
 async def test_intercom_conversations_become_support_signals(client: httpx.AsyncClient) -> None:
     secret = "intercom-client-secret"
-    source = await _source(client, "intercom", secret)
+    source = await make_source(client, "intercom", secret)
     await client.put(
         "/v1/contacts/u-1",
         json={"account_id": "acme", "identities": [{"kind": "user_id", "value": "u-1"}]},
@@ -473,7 +417,9 @@ async def test_intercom_conversations_become_support_signals(client: httpx.Async
                 "data": {"type": "notification_event_data", "item": conversation},
             }
         )
-        sent = await client.post(source["url"], content=body, headers=_intercom(body, secret))
+        sent = await client.post(
+            source["url"], content=body, headers=intercom_signature(body, secret)
+        )
         assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
     events = (await client.get("/v1/accounts/acme/events")).json()["items"]
     assert sorted((e["type"], e["value"], e["text"], e["contact_id"]) for e in events) == [
@@ -499,7 +445,9 @@ async def test_intercom_conversations_become_support_signals(client: httpx.Async
                 "data": {"type": "notification_event_data", "item": record},
             }
         )
-        sent = await client.post(source["url"], content=body, headers=_intercom(body, secret))
+        sent = await client.post(
+            source["url"], content=body, headers=intercom_signature(body, secret)
+        )
         assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
     contact = (await client.get("/v1/contacts/u-1")).json()
     assert {"kind": "intercom", "value": "650f"} in contact["identities"]
@@ -513,7 +461,7 @@ async def test_hubspot_companies_and_contacts_become_profile_changes(
     client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
     secret = "hubspot-client-secret"
-    source = await _source(client, "hubspot", secret, settings={"segment_property": "tier"})
+    source = await make_source(client, "hubspot", secret, settings={"segment_property": "tier"})
     await client.put(
         "/v1/accounts/acme", json={"identities": [{"kind": "hubspot", "value": "556"}]}
     )
@@ -585,7 +533,7 @@ async def test_a_hubspot_contact_is_created_by_its_association_with_a_company(
     client: httpx.AsyncClient,
 ) -> None:
     secret = "hubspot-client-secret"
-    source = await _source(client, "hubspot", secret)
+    source = await make_source(client, "hubspot", secret)
     await client.put("/v1/accounts/acme", json={"identities": [{"kind": "hubspot", "value": "7"}]})
     known = {
         "account_id": "acme",
@@ -647,7 +595,7 @@ async def test_zendesk_trigger_bodies_find_the_requester_by_email(
     # The body a Zendesk trigger sends with the placeholders the README gives; a hash of the
     # signed body is the delivery's id (the invocation id is signed by nothing).
     secret = "zendesk-signing-secret"
-    source = await _source(client, "zendesk", secret)
+    source = await make_source(client, "zendesk", secret)
     await client.put("/v1/contacts/c1", json={"account_id": "acme", "email": "bo@acme.io"})
     ticket = {
         "ticket_id": "812",
@@ -697,7 +645,7 @@ async def test_zendesk_trigger_bodies_find_the_requester_by_email(
 async def test_a_stripe_cancellation_keeps_why_and_the_outcomes_read_back(
     client: httpx.AsyncClient,
 ) -> None:
-    source = await _source(client)
+    source = await make_source(client)
     cancelled = {
         **subscription(5000),
         "cancellation_details": {
@@ -707,7 +655,7 @@ async def test_a_stripe_cancellation_keeps_why_and_the_outcomes_read_back(
         },
     }
     ended = stripe_event("customer.subscription.deleted", cancelled)
-    assert (await _deliver_stripe(client, source, ended)).json()["accepted"] == 1
+    assert (await deliver_stripe(client, source, ended)).json()["accepted"] == 1
     [outcome] = (await client.get("/v1/accounts/acme/outcomes")).json()
     assert (outcome["kind"], outcome["amount"]) == ("churned", 50.0)
     assert outcome["properties"]["cancellation_reason"] == "cancellation_requested"
@@ -718,7 +666,7 @@ async def test_a_stripe_cancellation_keeps_why_and_the_outcomes_read_back(
     assert (await client.get("/v1/accounts/nobody/outcomes")).status_code == 404
     # A timestamp no calendar holds refuses that event, never a 500 or a false 503.
     far = {**subscription(100), "id": "sub_far", "ended_at": 10**14}
-    answer = await _deliver_stripe(
+    answer = await deliver_stripe(
         client, source, stripe_event("customer.subscription.deleted", far)
     )
     assert answer.status_code == 200 and answer.json()["rejected"] == 1, answer.text
@@ -732,7 +680,7 @@ async def test_a_hubspot_company_whose_domain_an_account_holds_is_that_account(
     client: httpx.AsyncClient,
 ) -> None:
     secret = "hubspot-client-secret"
-    source = await _source(client, "hubspot", secret)
+    source = await make_source(client, "hubspot", secret)
     held = {"identities": [{"kind": "domain", "value": "globex.com"}], "plan": "pro"}
     assert (await client.put("/v1/accounts/globex", json=held)).status_code == 200
     assert (

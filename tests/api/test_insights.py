@@ -10,39 +10,9 @@ import httpx
 import pytest
 
 from app import insights
-from app.ml import history, scoring
 from app.settings import Settings
 from app.voc import enrich, sentiment
-
-T0 = datetime(2026, 9, 1, tzinfo=UTC)
-
-
-def score(account: str, when: datetime, p: float, band: str) -> scoring.Score:
-    reason = scoring.Reason("tickets_open", 3.0, 0.8, "Support tickets still open: 3")
-    return scoring.Score(
-        account_id=account,
-        target="churn",
-        model_id="m1",
-        segment="enterprise",
-        as_of=when,
-        probability=p,
-        band=band,
-        percentile=50.0,
-        margin=0.0,
-        base_value=-0.8,
-        other_contribution=0.0,
-        reasons=[reason],
-        counter_reasons=[],
-        context=[],
-    )
-
-
-async def new_scores(
-    conn: asyncpg.Connection, settings: Settings, scores: list[scoring.Score]
-) -> int:
-    async with conn.transaction():  # as batch scoring does
-        await history.store(conn, scores)
-        return await insights.from_scores(conn, settings, scores)
+from tests.fixtures.scores import T0, new_scores, score
 
 
 async def test_entering_high_and_sharp_rises_raise_routed_insights_once(

@@ -18,6 +18,7 @@ import pytest
 from app import db, jobs, simulator
 from app.ml import batch, history, pipeline
 from app.settings import Settings
+from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -44,25 +45,6 @@ def worker(settings: Settings) -> Iterator[Callable[[], None]]:
         except subprocess.TimeoutExpired:  # busy in a thread (a refit) on a loaded machine
             process.kill()
             process.wait(30)
-
-
-async def load(client: httpx.AsyncClient, world: simulator.World) -> None:
-    for chunk in simulator.batches(world.accounts, 1000):
-        assert (await client.post("/v1/accounts/batch", json={"accounts": chunk})).json()[
-            "errors"
-        ] == []
-    for chunk in simulator.batches(world.contacts, 1000):
-        assert (await client.post("/v1/contacts/batch", json={"contacts": chunk})).json()[
-            "errors"
-        ] == []
-    for chunk in simulator.batches(world.events, 5000):
-        assert (await client.post("/v1/events/batch", json={"events": chunk})).json()[
-            "errors"
-        ] == []
-    for chunk in simulator.batches(world.outcomes, 5000):
-        assert (await client.post("/v1/outcomes/batch", json={"outcomes": chunk})).json()[
-            "errors"
-        ] == []
 
 
 async def test_no_active_model_is_409_with_how_to_train(client: httpx.AsyncClient) -> None:

@@ -12,10 +12,10 @@ import httpx
 from app import db, insights, jobs, partitions, privacy, retention, schedules
 from app.settings import Settings
 from app.voc import enrich, sentiment
-from tests.api.test_hooks import _deliver_stripe, _source, invoice, stripe_event
-from tests.api.test_insights import new_scores, score
-from tests.api.test_segment import basic
 from tests.conftest import ADMIN_KEY
+from tests.fixtures.http import basic
+from tests.fixtures.scores import new_scores, score
+from tests.fixtures.senders import deliver_stripe, invoice, make_source, stripe_event
 
 # Unique strings that mark the subject: its ids, its email, its words. After an erasure none of
 # them may be anywhere in the database.
@@ -130,12 +130,12 @@ async def world(
     assert await insights.from_detractors(conn, settings) == 1
     await enrich.enrich_pending(conn, sentiment.Analyzer(), limit=100)
     # A Stripe invoice naming the account and the subject's email.
-    source = await _source(client)
+    source = await make_source(client)
     paid = stripe_event(
         "invoice.paid",
         invoice(customer="cus_Q1", customer_email=EMAIL, metadata={"account_id": "acct-zq"}),
     )
-    assert (await _deliver_stripe(client, source, paid)).json()["accepted"] == 1
+    assert (await deliver_stripe(client, source, paid)).json()["accepted"] == 1
     for needle in ("zebra", EMAIL):
         assert await scan(conn, needle), needle  # the world really holds them
     return {"source": source, "paid": paid}
@@ -205,7 +205,7 @@ async def test_erasing_a_person_leaves_nothing_of_them_and_keeps_them_out(
             id="in_2", customer="cus_Q1", customer_email=EMAIL, metadata={"account_id": "acct-zq"}
         ),
     )
-    hooked = await _deliver_stripe(client, made["source"], stripe_again)
+    hooked = await deliver_stripe(client, made["source"], stripe_again)
     assert hooked.status_code == 200 and hooked.json()["suppressed"] == 1
     for needle in ("zebra", EMAIL):
         assert await scan(conn, needle) == [], needle

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -12,11 +11,9 @@ import asyncpg
 import httpx
 import orjson
 
+from tests.fixtures.http import basic
+
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 async def _ingest_key(make_key: Callable[..., Awaitable[str]]) -> str:
@@ -471,10 +468,10 @@ async def test_a_delivery_held_for_an_email_lands_when_the_person_arrives_throug
     # and lands when a Segment identify brings that email, as it does for a REST upsert.
     import time
 
-    from tests.api.test_hooks import _intercom, _source
+    from tests.fixtures.senders import intercom_signature, make_source
 
     secret = "intercom-client-secret"
-    source = await _source(client, "intercom", secret)
+    source = await make_source(client, "intercom", secret)
     conversation = {
         "type": "conversation",
         "id": "77",
@@ -493,7 +490,7 @@ async def test_a_delivery_held_for_an_email_lands_when_the_person_arrives_throug
             "data": {"type": "notification_event_data", "item": conversation},
         }
     )
-    sent = await client.post(source["url"], content=body, headers=_intercom(body, secret))
+    sent = await client.post(source["url"], content=body, headers=intercom_signature(body, secret))
     assert sent.json()["held"] == 1, sent.text
     identify = {
         "userId": "u-held",

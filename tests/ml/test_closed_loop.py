@@ -15,17 +15,10 @@ from app import simulator
 from app.ml import batch, drift, performance, pipeline, training
 from app.schemas.models import TrainRequest
 from app.settings import Settings
-from tests.api.test_models import load
+from tests.fixtures.http import load
+from tests.fixtures.training import train
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-async def train(conn: asyncpg.Connection, settings: Settings, *, as_of: datetime) -> dict[str, str]:
-    async def progress(_: float) -> None:
-        return None
-
-    params = {"target": "churn", "as_of": as_of.isoformat()}
-    return await pipeline.handler(settings)(conn, params, progress)
 
 
 @pytest.mark.slow  # trains on a simulated world: 20 s or more

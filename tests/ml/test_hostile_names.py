@@ -12,8 +12,8 @@ import pytest
 
 from app import simulator
 from app.settings import Settings
-from tests.api.test_models import load
-from tests.ml.test_closed_loop import train
+from tests.fixtures.http import load
+from tests.fixtures.training import train
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 # Each of these made LightGBM refuse the feature names ("special JSON characters"), which failed

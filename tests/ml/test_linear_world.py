@@ -14,8 +14,8 @@ import pytest
 
 from app.ml import batch, pipeline, registry
 from app.settings import Settings
-from tests.api.test_models import load
 from tests.fixtures.delivery import Receiver, deliver_for
+from tests.fixtures.http import load
 from tests.fixtures.worlds import near_linear
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

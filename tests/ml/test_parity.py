@@ -17,7 +17,7 @@ import pytest
 from app import features, simulator
 from app.ml import datasets, pipeline, registry, scoring
 from app.settings import Settings
-from tests.api.test_models import load
+from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 # Equal but for the last bit of a float: Postgres sums float8 in the order its plan reads the

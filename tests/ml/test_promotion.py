@@ -12,7 +12,7 @@ import asyncpg
 import numpy as np
 
 from app.ml import datasets, promotion, registry, training
-from tests.ml.synthetic import CATALOG, world
+from tests.fixtures.synthetic import CATALOG, world
 
 
 async def _gate(conn: asyncpg.Connection, path: Path) -> promotion.Verdict:

@@ -16,7 +16,7 @@ from app.ml import registry, scoring, training
 from app.ml.catalog import Catalog, money
 from app.ml.datasets import TrainingSet
 from app.ml.model import GLOBAL, Trained
-from tests.ml.synthetic import CATALOG, world
+from tests.fixtures.synthetic import CATALOG, world
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from app.ml import registry, training
 from app.ml.model import Trained
 from app.settings import Settings
-from tests.ml.synthetic import CATALOG, world
+from tests.fixtures.synthetic import CATALOG, world
 
 
 @pytest.fixture(scope="module")

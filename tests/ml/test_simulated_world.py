@@ -18,7 +18,7 @@ from app import simulator
 from app.ml import datasets, pipeline, registry
 from app.settings import Settings
 from app.voc import enrich, themes
-from tests.api.test_models import load
+from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 AS_OF = datetime(2026, 2, 1, tzinfo=UTC)

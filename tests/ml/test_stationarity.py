@@ -18,7 +18,7 @@ from app.ml import batch, datasets, drift, pipeline, registry, stationarity
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 from app.settings import Settings
-from tests.api.test_models import load
+from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 from app.ml.metrics import auc_difference_error, auc_within
 from app.ml.model import GLOBAL, Trained
-from tests.ml.synthetic import world
+from tests.fixtures.synthetic import world
 
 
 @pytest.fixture(scope="module")
