@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from app import audit, jobs, partitions
+from app import audit, jobs, partitions, rollups
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ async def drop_old_events(conn: asyncpg.Connection, *, before: datetime) -> list
         if ends > before:
             continue
         name = partitions.partition_name(month)  # made here from a date, never from a client
+        await rollups.roll(conn, month)  # its counts stay: lifetime features still count them
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", partitions.LOCK_KEY)
             await conn.execute(f"ALTER TABLE events DETACH PARTITION {name}")

@@ -148,6 +148,12 @@ async def catch_up(conn: asyncpg.Connection, *, as_of: datetime) -> int:
     return await ensure(conn, until=until, recount=True)
 
 
+async def roll(conn: asyncpg.Connection, month: date) -> int:
+    """The month rolled up, or counted again if its events changed since (1), before its
+    partition is dropped (app.retention): lifetime features keep counting what it held."""
+    return await _roll(conn, partitions.partition_name(month), month, recount=True)
+
+
 async def _roll(conn: asyncpg.Connection, partition: str, month: date, *, recount: bool) -> int:
     start = datetime(month.year, month.month, 1, tzinfo=UTC)
     end_month = partitions.next_month(month)

@@ -367,6 +367,11 @@ async def test_retention_drops_whole_months_past_the_limit_and_nothing_newer(
     assert await conn.fetchval("SELECT count(*) FROM text_enrichments") == 1
     assert await conn.fetchval("SELECT count(*) FROM event_keys WHERE event_id = 'old'") == 0
     assert await conn.fetchval("SELECT to_regclass($1)", old_month) is None
+    # The month dropped was rolled up first: lifetime features still count its ticket.
+    lifetime = await conn.fetchval(
+        "SELECT sum(events) FROM event_rollups WHERE account_id = 'a1' AND type = 'ticket_opened'"
+    )
+    assert lifetime == 1
     # Applying again changes nothing.
     assert (await retention.apply(conn, keep))["event_partitions"] == []
 
