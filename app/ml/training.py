@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,94 @@ class Stages:
         self.mark = now
 
 
+@dataclass
+class _Run:
+    """What every stage of one training reads."""
+
+    ts: TrainingSet
+    options: Options
+    stages: Stages
+    y: np.ndarray
+    x: np.ndarray
+    names: list[str]
+    categorical: list[str]
+    hashes: np.ndarray  # each row's account, hashed (its fold)
+    snapshots: np.ndarray
+    fitter: search.Fitter
+
+
+@dataclass
+class _Searched:
+    """What the search chose: for each block of the estimate, its folds and the choice made on
+    the other block (`plans`), and the choice the served model is made with."""
+
+    searched: list[search.Fold]
+    estimate: list[search.Fold]
+    crossed: bool
+    plans: list[tuple[list[search.Fold], search.Choice]]
+    chosen: search.Choice
+    found: dict[str, Any]
+
+
 def train(ts: TrainingSet, options: Options) -> Trained:
+    run, searched, estimate = _prepare(ts, options)
+    choice = _search(run, searched, estimate)
+    y, stages = run.y, run.stages
+    cols = _served_columns(run, choice)
+    restricted = cols != choice.chosen.cols  # then every estimate uses the served columns
+    xs = run.x[:, [run.names.index(c) for c in cols]]
+    # Each plan's evaluated rows (a block), and all of them: the held-out rows.
+    blocks = [np.logical_or.reduce([fold.evaluate for fold in folds]) for folds, _ in choice.plans]
+    held = np.logical_or.reduce(blocks)
+    est_margin, est_p = _estimate(run, choice, cols, blocks, restricted=restricted)
+    # The served model: every row, the rounds scaled to them; calibrated on out-of-fold margins
+    # (the search's, and the estimate's where the search has none).
+    chosen = choice.chosen
+    rounds = chosen.rounds_for(len(y))
+    stages.enter("refit")
+    everything = np.ones(len(y), dtype=bool)
+    served = run.fitter.fit(chosen.candidate, cols, everything, rounds=rounds, blend=chosen.blend)
+    oof = np.full(len(y), np.nan) if restricted or not searched else chosen.oof.copy()
+    fill = held & np.isnan(oof)
+    oof[fill] = est_margin[fill]
+    known = ~np.isnan(oof)
+    models = {GLOBAL: replace(served, calibration=_calibration(oof[known], y[known]))}
+    segments = np.array([s or "" for s in ts.frame.segments])
+    report = _segment_models(
+        run, choice, cols, segments, models, held=held, est_p=est_p, rounds=rounds
+    )
+    stages.enter("bands")
+    p = np.empty(len(y))
+    served_by = np.array([s if s in models else GLOBAL for s in segments])
+    for name, model in models.items():
+        rows_of = served_by == name
+        if rows_of.any():
+            p[rows_of] = model.probability(model.margin(xs[rows_of]))
+    # Bands and percentiles place a score among the served model's scores of the latest
+    # snapshot, the moment most like the one scored next. Over every snapshot, a world whose
+    # base rate moves (a cohort that has mostly expanded already) put 4% of the simulator's
+    # enterprise accounts in the expansion `high` band where the design is 10%. A segment
+    # with too few rows there is ranked among all of its rows.
+    latest = run.snapshots == run.snapshots.max()
+    stats = {GLOBAL: _stats(_ranked(p, latest), xs, cols, options)}
+    for segment in sorted(str(s) for s in set(segments) - {""}):
+        rows_of = segments == segment
+        stats[segment] = _stats(_ranked(p[rows_of], latest[rows_of]), xs[rows_of], cols, options)
+    choice.found["rounds"] = {
+        "searched": chosen.rounds,
+        "estimate": [c.rounds_for(f.train.sum()) for folds, c in choice.plans for f in folds],
+        "served": rounds,
+    }
+    return _trained(
+        run, choice, cols, xs, models, stats, report, held=held, est_p=est_p, p=p, latest=latest
+    )
+
+
+def _prepare(
+    ts: TrainingSet, options: Options
+) -> tuple[_Run, list[search.Fold], list[search.Fold]]:
+    """The training's rows, its folds (the search's and the estimate's, each thinned to at most
+    `search_rows` rows to learn from) and its fitter; refuses a set it cannot measure."""
     stages = Stages(options.report)
     y = ts.labels
     if y.sum() == 0 or y.sum() == len(y):
@@ -133,11 +220,19 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         )
     snapshots = np.asarray(ts.snapshot_of_row)
     fitter = search.Fitter(x, y, names, categorical, options, hashes, snapshots)
+    run = _Run(ts, options, stages, y, x, names, categorical, hashes, snapshots, fitter)
+    return run, searched, estimate
+
+
+def _search(run: _Run, searched: list[search.Fold], estimate: list[search.Fold]) -> _Searched:
+    """The parameters, columns and blend, chosen for each block of the estimate by the other
+    block's search, and for the served model on every evaluated row."""
+    fitter, stages, x, names = run.fitter, run.stages, run.x, run.names
     distinct = _distinct(x, names)
     # The search tries the compact columns alone too, where they are fewer than the others
     # that vary (app.ml.catalog: a few thousand rows cannot afford a hundred per-type columns).
     columns = {"full": distinct}
-    compact = [c for c in distinct if ts.frame.catalog.feature(c).compact]
+    compact = [c for c in distinct if run.ts.frame.catalog.feature(c).compact]
     if compact and _varying(x, names, compact) != _varying(x, names, distinct):
         columns = {"compact": compact} | columns
     # Two blocks of time (the usual case): each block's search chooses for the other block's
@@ -167,6 +262,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         # One moment: the served model is chosen on every group, each measured by models that
         # learnt from all the others (plain k-fold), as it will learn from all of them; the
         # search above, on fewer rows and without the last group, chose for the estimate only.
+        y, options, hashes, limit = run.y, run.options, run.hashes, run.options.search_rows
         every = [search.thinned(f, y, hashes, limit) for f in search.groups(hashes, options, y)]
         chosen = (
             search.choose(
@@ -191,82 +287,105 @@ def train(ts: TrainingSet, options: Options) -> Trained:
     if crossed:
         found["blocks"] = [
             {k: choice.record[k] for k in ("chosen", "columns", "blend")}
-            | {"measured": [f.describe(ts, y) for f in folds]}
+            | {"measured": [f.describe(run.ts, run.y) for f in folds]}
             for folds, choice in plans
         ]
-    candidate, blend = chosen.candidate, chosen.blend
+    return _Searched(searched, estimate, crossed, plans, chosen, found)
 
-    cols = chosen.cols
-    if options.max_features and options.max_features < len(cols):
-        latest = estimate[-1]
-        probe = fitter.fit(
-            candidate, cols, latest.train, rounds=chosen.rounds_for(latest.train.sum())
-        )
-        top = np.argsort(-probe.booster.feature_importance("gain"), kind="stable")[
-            : options.max_features
-        ]
-        cols = [c for c in names if c in {cols[j] for j in top}]
-    restricted = cols != chosen.cols  # then every estimate uses the served columns
-    used = [c for c in categorical if c in cols]
-    xs = x[:, [names.index(c) for c in cols]]
-    # Each plan's evaluated rows (a block), and all of them: the held-out rows.
-    blocks = [np.logical_or.reduce([fold.evaluate for fold in folds]) for folds, _ in plans]
-    held = np.logical_or.reduce(blocks)
 
-    def out_of_fold(rows: np.ndarray, *, step: Callable[[], None] = lambda: None) -> np.ndarray:
-        """Margins of `rows`' held-out rows from models that never saw their accounts, each
-        block's with the choice that was not made on it."""
-        result = np.full(len(y), np.nan)
-        for folds, choice in plans:
-            use = cols if restricted else choice.cols
-            for fold in folds:
-                train_rows, evaluated = fold.train & rows, fold.evaluate & rows
-                if evaluated.any() and 0 < y[train_rows].sum() < train_rows.sum():
-                    model = fitter.fit(
-                        choice.candidate,
-                        use,
-                        train_rows,
-                        rounds=choice.rounds_for(fold.train.sum()),
-                        blend=choice.blend,
-                    )
-                    result[evaluated] = fitter.margin(model, use, evaluated)
-                step()
-        return result
+def _served_columns(run: _Run, choice: _Searched) -> list[str]:
+    """The chosen columns, or with `max_features` the most important of them to a model of the
+    latest estimate fold."""
+    chosen, cols = choice.chosen, choice.chosen.cols
+    if not run.options.max_features or run.options.max_features >= len(cols):
+        return cols
+    latest = choice.estimate[-1]
+    probe = run.fitter.fit(
+        chosen.candidate, cols, latest.train, rounds=chosen.rounds_for(latest.train.sum())
+    )
+    top = np.argsort(-probe.booster.feature_importance("gain"), kind="stable")[
+        : run.options.max_features
+    ]
+    return [c for c in run.names if c in {cols[j] for j in top}]
 
-    # The honest estimate: rows that neither chose the parameters nor the rounds. Each block's
-    # probabilities are calibrated on the margins its choice was made on, unless those were of
-    # other columns or of these very rows (its AUC does not depend on it).
+
+def _out_of_fold(
+    run: _Run,
+    choice: _Searched,
+    cols: list[str],
+    rows: np.ndarray,
+    *,
+    restricted: bool,
+    step: Callable[[], None] = lambda: None,
+) -> np.ndarray:
+    """Margins of `rows`' held-out rows from models that never saw their accounts, each block's
+    with the choice that was not made on it."""
+    y = run.y
+    result = np.full(len(y), np.nan)
+    for folds, made in choice.plans:
+        use = cols if restricted else made.cols
+        for fold in folds:
+            train_rows, evaluated = fold.train & rows, fold.evaluate & rows
+            if evaluated.any() and 0 < y[train_rows].sum() < train_rows.sum():
+                model = run.fitter.fit(
+                    made.candidate,
+                    use,
+                    train_rows,
+                    rounds=made.rounds_for(fold.train.sum()),
+                    blend=made.blend,
+                )
+                result[evaluated] = run.fitter.margin(model, use, evaluated)
+            step()
+    return result
+
+
+def _estimate(
+    run: _Run, choice: _Searched, cols: list[str], blocks: list[np.ndarray], *, restricted: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The honest estimate: margins and probabilities of rows that neither chose the parameters
+    nor the rounds. Each block's probabilities are calibrated on the margins its choice was made
+    on, unless those were of other columns or of these very rows (its AUC does not depend on
+    it). Each block's own held-out AUC goes into the search's record."""
+    y, snapshots = run.y, run.snapshots
+    run.stages.enter("estimate", sum(len(folds) for folds, _ in choice.plans))
     everything = np.ones(len(y), dtype=bool)
-    stages.enter("estimate", sum(len(folds) for folds, _ in plans))
-    est_margin = out_of_fold(everything, step=stages.step)
+    est_margin = _out_of_fold(
+        run, choice, cols, everything, restricted=restricted, step=run.stages.step
+    )
     est_p = np.full(len(y), np.nan)
     aucs: list[float | None] = []
-    for block, (_, choice) in zip(blocks, plans, strict=True):
-        known = ~np.isnan(choice.oof)
-        if restricted or not searched:
+    for block, (_, made) in zip(blocks, choice.plans, strict=True):
+        known = ~np.isnan(made.oof)
+        if restricted or not choice.searched:
             a_b = _calibration(est_margin[block], y[block])
         else:
-            a_b = _calibration(choice.oof[known], y[known])
+            a_b = _calibration(made.oof[known], y[known])
         est_p[block] = _sigmoid(a_b[0] * est_margin[block] + a_b[1])
         aucs.append(auc_within(y[block], est_p[block], snapshots[block]))
-    for block_record, auc in zip(found.get("blocks", []), aucs, strict=False):
+    for block_record, auc in zip(choice.found.get("blocks", []), aucs, strict=False):
         block_record["auc"] = auc  # each block's own held-out AUC
-    # The served model: every row, the rounds scaled to them; calibrated on out-of-fold margins
-    # (the search's, and the estimate's where the search has none).
-    rounds = chosen.rounds_for(len(y))
-    stages.enter("refit")
-    served = fitter.fit(candidate, cols, everything, rounds=rounds, blend=blend)
-    oof = np.full(len(y), np.nan) if restricted or not searched else chosen.oof.copy()
-    fill = held & np.isnan(oof)
-    oof[fill] = est_margin[fill]
-    known = ~np.isnan(oof)
-    calibration = _calibration(oof[known], y[known])
-    models = {GLOBAL: replace(served, calibration=calibration)}
+    return est_margin, est_p
 
-    segments = np.array([s or "" for s in ts.frame.segments])
+
+def _segment_models(
+    run: _Run,
+    choice: _Searched,
+    cols: list[str],
+    segments: np.ndarray,
+    models: dict[str, SegmentModel],
+    *,
+    held: np.ndarray,
+    est_p: np.ndarray,
+    rounds: int,
+) -> dict[str, Any]:
+    """Each named segment's record; a segment whose own model ranks its held-out rows better
+    than the global one by more than the paired error gets it (into `models`, its estimate
+    into `est_p`)."""
+    y, snapshots, options = run.y, run.snapshots, run.options
+    chosen = choice.chosen
     report: dict[str, Any] = {}
     named = sorted(str(s) for s in set(segments) - {""})
-    stages.enter("segments", len(named))
+    run.stages.enter("segments", len(named))
     for segment in named:
         in_seg = segments == segment
         seg_held = in_seg & held
@@ -277,13 +396,13 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             "model": "global",
         }
         entry["global_holdout"] = metrics(y[seg_held], est_p[seg_held], snapshots[seg_held])
-        learnt = in_seg & estimate[-1].train
+        learnt = in_seg & choice.estimate[-1].train
         if (
             int(learnt.sum()) >= options.min_segment_rows
             and int(y[learnt].sum()) >= options.min_segment_positives
             and 0 < y[seg_held].sum() < seg_held.sum()
         ):
-            own_margin = out_of_fold(in_seg)
+            own_margin = _out_of_fold(run, choice, cols, in_seg, restricted=cols != chosen.cols)
             evaluated = seg_held & ~np.isnan(own_margin)
             own_calibration = _calibration(own_margin[evaluated], y[evaluated])
             own_p = _sigmoid(own_calibration[0] * own_margin[evaluated] + own_calibration[1])
@@ -298,12 +417,12 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             entry["difference_error"] = error
             if own_auc is not None and (global_auc is None or own_auc - global_auc > error):
                 ratio = rows / max(1, (in_seg & ~held).sum())
-                own = fitter.fit(
-                    candidate,
+                own = run.fitter.fit(
+                    chosen.candidate,
                     cols,
                     in_seg,
-                    rounds=search.scaled(candidate, rounds, ratio),
-                    blend=blend,
+                    rounds=search.scaled(chosen.candidate, rounds, ratio),
+                    blend=chosen.blend,
                 )
                 models[segment] = replace(own, calibration=own_calibration)
                 est_p[evaluated] = own_p
@@ -314,37 +433,35 @@ def train(ts: TrainingSet, options: Options) -> Trained:
                 "positives among its training rows to train its own model"
             )
         report[segment] = entry
-        stages.step()
+        run.stages.step()
+    return report
 
-    stages.enter("bands")
-    p = np.empty(len(y))
-    served_by = np.array([s if s in models else GLOBAL for s in segments])
-    for name, model in models.items():
-        rows_of = served_by == name
-        if rows_of.any():
-            p[rows_of] = model.probability(model.margin(xs[rows_of]))
-    # Bands and percentiles place a score among the served model's scores of the latest
-    # snapshot, the moment most like the one scored next. Over every snapshot, a world whose
-    # base rate moves (a cohort that has mostly expanded already) put 4% of the simulator's
-    # enterprise accounts in the expansion `high` band where the design is 10%. A segment
-    # with too few rows there is ranked among all of its rows.
-    latest = snapshots == snapshots.max()
-    stats = {GLOBAL: _stats(_ranked(p, latest), xs, cols, options)}
-    for segment in sorted(str(s) for s in set(segments) - {""}):
-        rows_of = segments == segment
-        stats[segment] = _stats(_ranked(p[rows_of], latest[rows_of]), xs[rows_of], cols, options)
+
+def _trained(
+    run: _Run,
+    choice: _Searched,
+    cols: list[str],
+    xs: np.ndarray,
+    models: dict[str, SegmentModel],
+    stats: dict[str, SegmentStats],
+    report: dict[str, Any],
+    *,
+    held: np.ndarray,
+    est_p: np.ndarray,
+    p: np.ndarray,
+    latest: np.ndarray,
+) -> Trained:
+    """The training's record: the served models and what was measured of them."""
+    ts, y, x, options = run.ts, run.y, run.x, run.options
+    used = [c for c in run.categorical if c in cols]
     held_y, held_p = y[held], est_p[held]
-    summary = metrics(held_y, held_p, snapshots[held])
-    measured = [fold for folds, _ in plans for fold in folds]
-    stages.enter("baselines")
+    summary = metrics(held_y, held_p, run.snapshots[held])
+    measured = [fold for folds, _ in choice.plans for fold in folds]
+    run.stages.enter("baselines")
     peers = _baselines(ts, xs, y, cols, used, measured, held)
-    gains = _importance(models[GLOBAL], xs, hashes)
+    gains = _importance(models[GLOBAL], xs, run.hashes)
     total = float(gains.sum()) or 1.0
-    found["rounds"] = {
-        "searched": chosen.rounds,
-        "estimate": [c.rounds_for(f.train.sum()) for folds, c in plans for f in folds],
-        "served": rounds,
-    }
+    rounds = choice.found["rounds"]["served"]
     return Trained(
         features=cols,
         categorical=used,
@@ -363,12 +480,12 @@ def train(ts: TrainingSet, options: Options) -> Trained:
                     f"{options.folds} groups, the latest snapshots in two blocks, each measured "
                     "by models that learnt from earlier snapshots and other accounts, with the "
                     "parameters the other block's search chose"
-                    if crossed
+                    if choice.crossed
                     else "out of time and out of account: accounts hashed into "
                     f"{options.folds} groups; the earlier folds chose the parameters, the latest "
                     "snapshots' accounts that the search did not evaluate measured them"
                 ),
-                "search_folds": [f.describe(ts, y) for f in searched],
+                "search_folds": [f.describe(ts, y) for f in choice.searched],
                 "estimate_folds": [f.describe(ts, y) for f in measured],
             },
         },
@@ -378,7 +495,7 @@ def train(ts: TrainingSet, options: Options) -> Trained:
             key=lambda pair: -pair[1],
         ),
         reliability=reliability(held_y, held_p),
-        params=fitter.params(candidate, cols) | {"num_boost_round": rounds},
+        params=run.fitter.params(choice.chosen.candidate, cols) | {"num_boost_round": rounds},
         data_hash=_data_hash(x, y),
         rows={
             "train": len(y),
@@ -391,8 +508,8 @@ def train(ts: TrainingSet, options: Options) -> Trained:
         # rows. Pooled over a year of snapshots, a world whose accounts age and whose churners
         # leave differs from any one moment, and every evaluation would call that drift.
         reference=psi.reference(xs[latest], cols, used, p[latest]),
-        search=found,
-        timings=stages.finish(),
+        search=choice.found,
+        timings=run.stages.finish(),
     )
 
 
