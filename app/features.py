@@ -176,84 +176,91 @@ _YEARLY = f"e.part <> 2 AND {_YEAR}"
 
 
 def _events_sql() -> str:
-    """Per event type of the pair's account, the aggregates of its events read one by one (a
+    """Per pair and event type, the aggregates of the account's events read one by one (a
     handful per event, pivoted in Python), in three ranges: from the start of the UTC month
     RAW_DAYS before t (`lo`, earlier where a month is not rolled up) up to t (part 1), and the
     parts before `lo` of the months where the 180 and 365 day windows begin (parts 2 and 3).
     Each range again as parameters, over every pair at once: Postgres prunes month partitions
     by parameters when the statement starts, but by per-row values only when it runs, after it
     has opened every partition for every subquery (most of a single score's time)."""
-    yearly = _YEARLY
+    yearly = _YEARLY.replace("s.t", "e.t")
     # The UTC days with an event of the type, each as its distance from t's day (the cadence
     # is the median gap between them). One sorted array per type: six 64-bit words of day
     # bits, each its own filtered aggregate, took half of a score's time in Postgres.
-    day = f"({_T_DAY} - floor(extract(epoch FROM e.occurred_at) / 86400))::int"
-    columns = "e.type, e.occurred_at, e.value, e.contact_id"
+    day = (
+        "(floor(extract(epoch FROM e.t) / 86400)"
+        " - floor(extract(epoch FROM e.occurred_at) / 86400))::int"
+    )
+    columns = (
+        "s.i, s.t, s.t7, s.t30, s.t60, s.t90, s.t180, s.t365, "
+        "e.type, e.occurred_at, e.value, e.contact_id"
+    )
     return f"""
-      (SELECT json_agg(p) FROM (
-          SELECT e.type,
-            count(*) FILTER (WHERE e.occurred_at > s.t7) AS c7,
-            count(*) FILTER (WHERE e.occurred_at > s.t30) AS c30,
-            count(*) FILTER (WHERE e.occurred_at > s.t90) AS c90,
-            count(*) FILTER (WHERE e.part <> 3 AND e.occurred_at > s.t180) AS c180,
-            count(*) FILTER (WHERE {yearly}) AS c365,
-            count(*) FILTER (WHERE e.part = 1) AS scanned,
-            count(*) FILTER (WHERE e.occurred_at <= s.t30 AND e.occurred_at > s.t60) AS p30,
-            extract(epoch FROM max(e.occurred_at) FILTER (WHERE {yearly})) AS last,
-            extract(epoch FROM min(e.occurred_at) FILTER (WHERE e.part = 1)) AS first_scanned,
-            bit_or(1::bigint << {day}) FILTER (WHERE e.occurred_at > s.t30) AS days30,
-            array_agg(DISTINCT {day} ORDER BY {day}) FILTER (WHERE {yearly}) AS days_year,
-            array_agg(DISTINCT e.contact_id)
-                FILTER (WHERE e.occurred_at > s.t30 AND e.contact_id IS NOT NULL) AS contacts30,
-            sum(e.value) FILTER (WHERE e.occurred_at > s.t90) AS value90,
-            sum(e.value) FILTER (WHERE {yearly}) AS value365,
-            count(e.value) FILTER (WHERE {yearly}) AS valued365,
-            sum(e.value) FILTER (WHERE e.part = 1) AS value_scanned
-          FROM (
-            SELECT 1 AS part, {columns} FROM events e
-            WHERE e.account_id = s.account_id AND e.occurred_at >= s.lo
-              AND e.occurred_at <= s.t AND e.occurred_at >= $6 AND e.occurred_at <= $7
-            UNION ALL
-            SELECT 2, {columns} FROM events e
-            WHERE e.account_id = s.account_id AND e.occurred_at > s.t{LONG_WINDOWS[0]}
-              AND e.occurred_at < s.r2 AND e.occurred_at > $8 AND e.occurred_at < $9
-            UNION ALL
-            SELECT 3, {columns} FROM events e
-            WHERE e.account_id = s.account_id AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
-              AND e.occurred_at < s.r3 AND e.occurred_at > $10 AND e.occurred_at < $11
-          ) e
-          GROUP BY e.type
-       ) p)"""  # noqa: S608  (constants)
+      SELECT q.i, json_agg(q) AS per_type FROM (
+        SELECT e.i, e.type,
+          count(*) FILTER (WHERE e.occurred_at > e.t7) AS c7,
+          count(*) FILTER (WHERE e.occurred_at > e.t30) AS c30,
+          count(*) FILTER (WHERE e.occurred_at > e.t90) AS c90,
+          count(*) FILTER (WHERE e.part <> 3 AND e.occurred_at > e.t180) AS c180,
+          count(*) FILTER (WHERE {yearly}) AS c365,
+          count(*) FILTER (WHERE e.part = 1) AS scanned,
+          count(*) FILTER (WHERE e.occurred_at <= e.t30 AND e.occurred_at > e.t60) AS p30,
+          extract(epoch FROM max(e.occurred_at) FILTER (WHERE {yearly})) AS last,
+          extract(epoch FROM min(e.occurred_at) FILTER (WHERE e.part = 1)) AS first_scanned,
+          bit_or(1::bigint << {day}) FILTER (WHERE e.occurred_at > e.t30) AS days30,
+          array_agg(DISTINCT {day} ORDER BY {day}) FILTER (WHERE {yearly}) AS days_year,
+          array_agg(DISTINCT e.contact_id)
+              FILTER (WHERE e.occurred_at > e.t30 AND e.contact_id IS NOT NULL) AS contacts30,
+          sum(e.value) FILTER (WHERE e.occurred_at > e.t90) AS value90,
+          sum(e.value) FILTER (WHERE {yearly}) AS value365,
+          count(e.value) FILTER (WHERE {yearly}) AS valued365,
+          sum(e.value) FILTER (WHERE e.part = 1) AS value_scanned
+        FROM (
+          SELECT 1 AS part, {columns} FROM s JOIN events e
+            ON e.account_id = s.account_id AND e.occurred_at >= s.lo AND e.occurred_at <= s.t
+          WHERE e.occurred_at >= $6 AND e.occurred_at <= $7
+          UNION ALL
+          SELECT 2, {columns} FROM s JOIN events e
+            ON e.account_id = s.account_id AND e.occurred_at > s.t{LONG_WINDOWS[0]}
+               AND e.occurred_at < s.r2
+          WHERE e.occurred_at > $8 AND e.occurred_at < $9
+          UNION ALL
+          SELECT 3, {columns} FROM s JOIN events e
+            ON e.account_id = s.account_id AND e.occurred_at > s.t{RECENCY_CAP_DAYS}
+               AND e.occurred_at < s.r3
+          WHERE e.occurred_at > $10 AND e.occurred_at < $11
+        ) e
+        GROUP BY e.i, e.type
+      ) q GROUP BY q.i"""  # noqa: S608  (constants)
 
 
 _T_DAY = "floor(extract(epoch FROM s.t) / 86400)"
 
 
 def _rolled_sql() -> str:
-    """Per event type, the rolled-up months before `lo` (app.rollups): the lifetime's count,
-    value and first instant, and each window's months that lie wholly inside it (a window's
-    first month is read event by event, _events_sql), with their days."""
+    """Per pair and event type, the rolled-up months before `lo` (app.rollups): the lifetime's
+    count, value and first instant, and each window's months that lie wholly inside it (a
+    window's first month is read event by event, _events_sql), with their days."""
     month = "(r.month::timestamp AT TIME ZONE 'UTC')"
-    t_day = _T_DAY
     return f"""
-      (SELECT json_object_agg(r.type, json_build_array(
-            r.events, r.value_sum, r.first, r.c180, r.c365, r.value365, r.valued365, r.last,
-            r.days))
-       FROM (
-          SELECT r.type, sum(r.events) AS events, sum(r.value_sum) AS value_sum,
-            extract(epoch FROM min(r.first_at)) AS first,
-            coalesce(sum(r.events) FILTER (WHERE {month} > s.t180), 0) AS c180,
-            coalesce(sum(r.events) FILTER (WHERE {month} > s.t365), 0) AS c365,
-            sum(r.value_sum) FILTER (WHERE {month} > s.t365) AS value365,
-            coalesce(sum(r.valued) FILTER (WHERE {month} > s.t365), 0) AS valued365,
-            extract(epoch FROM max(r.last_at) FILTER (WHERE {month} > s.t365)) AS last,
-            -- the days of the year's months with an event, as distances from t's day
-            json_agg(json_build_array({t_day} - (r.month - date '1970-01-01'), r.days))
-                FILTER (WHERE {month} > s.t365) AS days
-          FROM event_rollups r
-          WHERE r.account_id = s.account_id AND r.month < (s.lo AT TIME ZONE 'UTC')::date
-          GROUP BY r.type
-       ) r)"""  # noqa: S608  (constants)
+      SELECT r.i, json_object_agg(r.type, json_build_array(
+          r.events, r.value_sum, r.first, r.c180, r.c365, r.value365, r.valued365, r.last,
+          r.days)) AS rolled
+      FROM (
+        SELECT s.i, r.type, sum(r.events) AS events, sum(r.value_sum) AS value_sum,
+          extract(epoch FROM min(r.first_at)) AS first,
+          coalesce(sum(r.events) FILTER (WHERE {month} > s.t180), 0) AS c180,
+          coalesce(sum(r.events) FILTER (WHERE {month} > s.t365), 0) AS c365,
+          sum(r.value_sum) FILTER (WHERE {month} > s.t365) AS value365,
+          coalesce(sum(r.valued) FILTER (WHERE {month} > s.t365), 0) AS valued365,
+          extract(epoch FROM max(r.last_at) FILTER (WHERE {month} > s.t365)) AS last,
+          -- the days of the year's months with an event, as distances from t's day
+          json_agg(json_build_array({_T_DAY} - (r.month - date '1970-01-01'), r.days))
+              FILTER (WHERE {month} > s.t365) AS days
+        FROM s JOIN event_rollups r
+          ON r.account_id = s.account_id AND r.month < (s.lo AT TIME ZONE 'UTC')::date
+        GROUP BY s.i, r.type
+      ) r GROUP BY r.i"""  # noqa: S608  (constants)
 
 
 def _surveys_sql() -> str:
@@ -285,25 +292,25 @@ def _tickets_sql() -> str:
 
 
 def _texts_sql() -> str:
-    """What the account's people wrote in the 90 days up to t: counts, negative ones, mean
-    sentiment, and each text's themes."""
+    """Per pair, what the account's people wrote in the 90 days up to t: counts, negative ones,
+    mean sentiment, and each text's themes."""
     return """
-      (SELECT json_build_array(
-                count(*) FILTER (WHERE e.occurred_at > s.t30),
-                count(*) FILTER (WHERE e.occurred_at > s.t30 AND x.label = 'negative'),
-                count(*),
-                count(*) FILTER (WHERE x.label = 'negative'),
-                avg(x.sentiment) FILTER (WHERE e.occurred_at > s.t30),
-                avg(x.sentiment) FILTER (WHERE e.occurred_at <= s.t30),
-                avg(x.sentiment),
-                -- each text's themes, and whether it is a negative one of the last 30 days
-                json_agg(json_build_array(x.themes,
-                                          e.occurred_at > s.t30 AND x.label = 'negative'))
-                    FILTER (WHERE cardinality(x.themes) > 0))
-       FROM events e JOIN text_enrichments x ON x.event_id = e.event_id
-       WHERE e.account_id = s.account_id AND e.text IS NOT NULL
-         AND e.occurred_at > s.t90 AND e.occurred_at <= s.t
-         AND e.occurred_at >= $6 AND e.occurred_at <= $7)"""
+      SELECT s.i, json_build_array(
+          count(*) FILTER (WHERE e.occurred_at > s.t30),
+          count(*) FILTER (WHERE e.occurred_at > s.t30 AND x.label = 'negative'),
+          count(*),
+          count(*) FILTER (WHERE x.label = 'negative'),
+          avg(x.sentiment) FILTER (WHERE e.occurred_at > s.t30),
+          avg(x.sentiment) FILTER (WHERE e.occurred_at <= s.t30),
+          avg(x.sentiment),
+          -- each text's themes, and whether it is a negative one of the last 30 days
+          json_agg(json_build_array(x.themes, e.occurred_at > s.t30 AND x.label = 'negative'))
+              FILTER (WHERE cardinality(x.themes) > 0)) AS texts
+      FROM s JOIN events e
+        ON e.account_id = s.account_id AND e.occurred_at > s.t90 AND e.occurred_at <= s.t
+      JOIN text_enrichments x ON x.event_id = e.event_id
+      WHERE e.text IS NOT NULL AND e.occurred_at >= $6 AND e.occurred_at <= $7
+      GROUP BY s.i"""
 
 
 def _sql() -> str:
@@ -336,18 +343,25 @@ def _sql() -> str:
       ({rollups.UNROLLED_SQL.replace("$1", "$12")}) AS unrolled,
       EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = s.account_id) AS known,
       account_first_seen(s.account_id) AS first_seen,
-      (SELECT json_agg(json_build_array(extract(epoch FROM h.observed_at), h.changes)
-                       ORDER BY h.observed_at, h.id) FROM account_history h
-       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS account_history,
-      (SELECT json_agg(json_build_array(h.contact_id, h.changes) ORDER BY h.observed_at, h.id)
-       FROM contact_history h
-       WHERE h.account_id = s.account_id AND h.observed_at <= s.t) AS contact_history,
-      {_events_sql()} AS per_type,
-      {_rolled_sql()} AS rolled,
+      h.account_history, c.contact_history, p.per_type, r.rolled,
       {_surveys_sql()} AS surveys,
       {_tickets_sql()} AS tickets,
-      {_texts_sql()} AS texts
+      -- no texts: counts of none, means of none
+      coalesce(x.texts, json_build_array(0, 0, 0, 0, NULL, NULL, NULL, NULL)) AS texts
     FROM s
+    LEFT JOIN ({_events_sql()}) p ON p.i = s.i
+    LEFT JOIN ({_rolled_sql()}) r ON r.i = s.i
+    LEFT JOIN ({_texts_sql()}) x ON x.i = s.i
+    LEFT JOIN (
+      SELECT s.i, json_agg(json_build_array(extract(epoch FROM h.observed_at), h.changes)
+                           ORDER BY h.observed_at, h.id) AS account_history
+      FROM s JOIN account_history h ON h.account_id = s.account_id AND h.observed_at <= s.t
+      GROUP BY s.i) h ON h.i = s.i
+    LEFT JOIN (
+      SELECT s.i, json_agg(json_build_array(h.contact_id, h.changes)
+                           ORDER BY h.observed_at, h.id) AS contact_history
+      FROM s JOIN contact_history h ON h.account_id = s.account_id AND h.observed_at <= s.t
+      GROUP BY s.i) c ON c.i = s.i
     ORDER BY s.i
     """  # noqa: S608  (windows and event type names are constants)
 
