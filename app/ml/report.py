@@ -210,55 +210,11 @@ def _page(
     drivers: list[str],
 ) -> str:
     manifest = loaded.manifest
-    metrics = manifest["metrics"]
     overall = realized["overall"]
     window = manifest.get("window", {})
     label = row["label"] if isinstance(row["label"], dict) else orjson.loads(row["label"])
-    compared = _table(
-        ["", "AUC", "Brier", "lift in top 10%", "positive rate", "rows"],
-        [
-            [
-                "held out at training",
-                metrics.get("auc"),
-                metrics.get("brier"),
-                metrics.get("lift_at_10"),
-                metrics.get("positive_rate"),
-                metrics.get("n_valid"),
-            ],
-            [
-                "realized (matured scores)",
-                overall["auc"],
-                overall["brier"],
-                overall["lift_at_10"],
-                overall["positive_rate"],
-                overall["n"],
-            ],
-            *(
-                [
-                    f"baseline: {name.replace('_', ' ')}, same held-out rows",
-                    auc,
-                    None,
-                    None,
-                    None,
-                    metrics.get("n_valid"),
-                ]
-                for name, auc in sorted((metrics.get("baselines") or {}).items())
-            ),
-        ],
-    )
-    segments = _table(
-        ["segment", "served by", "held-out AUC, own model", "held-out AUC, global", "realized AUC"],
-        [
-            [
-                name,
-                entry.get("model"),
-                (entry.get("segment_holdout") or {}).get("auc"),
-                (entry.get("global_holdout") or {}).get("auc"),
-                realized["segments"][name]["auc"] if name in realized["segments"] else None,
-            ]
-            for name, entry in sorted(manifest["segments"].items())
-        ],
-    )
+    compared = _compared(manifest["metrics"], overall)
+    segments = _segments(manifest, realized)
     importance = _table(
         ["feature", "in words", "share of gain"],
         [
@@ -333,3 +289,56 @@ then each segment with a model of its own.</p>
 {importance}
 </body></html>
 """
+
+
+def _compared(metrics: dict[str, Any], overall: performance.Measures) -> str:
+    """Held-out and realized measures of the model, and the baselines' on the same rows."""
+    return _table(
+        ["", "AUC", "Brier", "lift in top 10%", "positive rate", "rows"],
+        [
+            [
+                "held out at training",
+                metrics.get("auc"),
+                metrics.get("brier"),
+                metrics.get("lift_at_10"),
+                metrics.get("positive_rate"),
+                metrics.get("n_valid"),
+            ],
+            [
+                "realized (matured scores)",
+                overall["auc"],
+                overall["brier"],
+                overall["lift_at_10"],
+                overall["positive_rate"],
+                overall["n"],
+            ],
+            *(
+                [
+                    f"baseline: {name.replace('_', ' ')}, same held-out rows",
+                    auc,
+                    None,
+                    None,
+                    None,
+                    metrics.get("n_valid"),
+                ]
+                for name, auc in sorted((metrics.get("baselines") or {}).items())
+            ),
+        ],
+    )
+
+
+def _segments(manifest: registry.Manifest, realized: performance.Realized) -> str:
+    """Which model serves each segment, and how each ranked its held-out and matured rows."""
+    return _table(
+        ["segment", "served by", "held-out AUC, own model", "held-out AUC, global", "realized AUC"],
+        [
+            [
+                name,
+                entry.get("model"),
+                (entry.get("segment_holdout") or {}).get("auc"),
+                (entry.get("global_holdout") or {}).get("auc"),
+                realized["segments"][name]["auc"] if name in realized["segments"] else None,
+            ]
+            for name, entry in sorted(manifest["segments"].items())
+        ],
+    )
