@@ -238,25 +238,19 @@ def _account(
         if usage_drop and troubled:
             rate *= max(0.05, 0.75**weeks_in)
         active = min(len(users), max(1, round(len(users) / 3 * growth)))
-        for user in rng.sample(users, k=active):
-            for _ in range(_poisson(rng, rate)):
-                world.events.append(_event(rng, account_id, user, "login", day, week_end))
-            if rng.random() < 0.3 * (rate / login_rate):
-                world.events.append(_event(rng, account_id, user, "report_exported", day, week_end))
-        if kind == "export" and troubled:
-            for _ in range(_poisson(rng, 3.0)):
-                world.events.append(
-                    _event(rng, account_id, rng.choice(users), "report_exported", day, week_end)
-                )
-        if segment != "smb" and not (sponsor_quiet and troubled) and rng.random() < 0.35:
-            world.events.append(
-                _event(
-                    rng, account_id, f"{account_id}-sponsor", "meeting", day, week_end, source="crm"
-                )
-            )
-            world.events.append(
-                _event(rng, account_id, f"{account_id}-sponsor", "login", day, week_end)
-            )
+        _use(
+            world,
+            rng,
+            account_id,
+            users,
+            day,
+            week_end,
+            active=active,
+            rate=rate,
+            share=rate / login_rate,
+            exporting=kind == "export" and troubled,
+            sponsor=segment != "smb" and not (sponsor_quiet and troubled),
+        )
         piling = tickets_pile and troubled
         ticket_n = _tickets(
             world,
@@ -271,43 +265,12 @@ def _account(
             ticket_n,
         )
         if rng.random() < 1 / 13:  # about quarterly
-            warm = growing or rng.random() < 0.6
-            score = rng.randint(9, 10) if warm else rng.randint(5, 8)
-            comment = wording.choice(PRAISE if score >= 9 else GRIPES)
-            if tickets_pile and troubled:  # NPS falls where the trouble is felt: support
-                score = rng.randint(0, 4)
-                comment = _about(wording, cause, COMPLAINTS)
-            who = rng.choice(users)
-            rng.randrange(3)  # the draw the comment once took from the stream (see generate)
-            world.events.append(
-                _event(
-                    rng,
-                    account_id,
-                    who,
-                    "nps_answered",
-                    day,
-                    week_end,
-                    source="survey",
-                    value=score,
-                    text=comment,
-                )
-            )
+            _survey(world, rng, wording, account_id, users, day, week_end, growing, piling, cause)
         # Billed every four weeks from the day it joined (a subscription's anniversary): on one
         # calendar shared by every account, revenue in the last 90 days held three invoices at
         # some moments and four at others for everyone, a shift drift checks rightly flagged.
         if (day - joined).days % 28 < 7:
-            # Cards expire everywhere; a retry a few days later usually pays. In a troubled
-            # SMB account payments fail often and the retry often fails too.
-            failing = usage_drop and troubled
-            invoice = _event(rng, account_id, None, "invoice_paid", day, week_end, source="stripe")
-            invoice["value"] = mrr
-            if rng.random() < (0.6 if failing else 0.03):
-                world.events.append({**invoice, "type": "payment_failed"})
-                retried = datetime.fromisoformat(invoice["occurred_at"]) + timedelta(days=3)
-                if rng.random() < (0.4 if failing else 0.95) and retried < end:
-                    world.events.append({**invoice, "occurred_at": retried.isoformat()})
-            else:
-                world.events.append(invoice)
+            _bill(world, rng, account_id, day, week_end, end, mrr, failing=usage_drop and troubled)
         # Churn follows the segment's own driver once the trouble has lasted a few weeks;
         # expansion follows growth that has lasted, and happens once.
         if troubled and weeks_in > CHURN_AFTER_WEEKS and rng.random() < CHURN_HAZARD:
@@ -323,6 +286,101 @@ def _account(
             expanded_at = week_end - timedelta(hours=rng.uniform(1, 100))
         day = week_end
     _outcomes(world, account_id, mrr, joined, start, end, churned_at, expanded_at)
+
+
+def _use(
+    world: World,
+    rng: random.Random,
+    account_id: str,
+    users: list[str],
+    day: datetime,
+    week_end: datetime,
+    *,
+    active: int,
+    rate: float,
+    share: float,
+    exporting: bool,
+    sponsor: bool,
+) -> None:
+    """A week's product use: logins and exports by its active users, the exports of an export
+    trouble, and the sponsor's meeting and login (about one week in three)."""
+    for user in rng.sample(users, k=active):
+        for _ in range(_poisson(rng, rate)):
+            world.events.append(_event(rng, account_id, user, "login", day, week_end))
+        if rng.random() < 0.3 * share:
+            world.events.append(_event(rng, account_id, user, "report_exported", day, week_end))
+    if exporting:
+        for _ in range(_poisson(rng, 3.0)):
+            world.events.append(
+                _event(rng, account_id, rng.choice(users), "report_exported", day, week_end)
+            )
+    if sponsor and rng.random() < 0.35:
+        world.events.append(
+            _event(rng, account_id, f"{account_id}-sponsor", "meeting", day, week_end, source="crm")
+        )
+        world.events.append(
+            _event(rng, account_id, f"{account_id}-sponsor", "login", day, week_end)
+        )
+
+
+def _survey(
+    world: World,
+    rng: random.Random,
+    wording: random.Random,
+    account_id: str,
+    users: list[str],
+    day: datetime,
+    week_end: datetime,
+    growing: bool,
+    support_trouble: bool,
+    cause: str,
+) -> None:
+    """An NPS answer with its comment: warm while growing, low where support trouble is felt."""
+    warm = growing or rng.random() < 0.6
+    score = rng.randint(9, 10) if warm else rng.randint(5, 8)
+    comment = wording.choice(PRAISE if score >= 9 else GRIPES)
+    if support_trouble:  # NPS falls where the trouble is felt: support
+        score = rng.randint(0, 4)
+        comment = _about(wording, cause, COMPLAINTS)
+    who = rng.choice(users)
+    rng.randrange(3)  # the draw the comment once took from the stream (see generate)
+    world.events.append(
+        _event(
+            rng,
+            account_id,
+            who,
+            "nps_answered",
+            day,
+            week_end,
+            source="survey",
+            value=score,
+            text=comment,
+        )
+    )
+
+
+def _bill(
+    world: World,
+    rng: random.Random,
+    account_id: str,
+    day: datetime,
+    week_end: datetime,
+    end: datetime,
+    mrr: float,
+    *,
+    failing: bool,
+) -> None:
+    """A subscription's invoice. Cards expire everywhere; a retry a few days later usually pays.
+    In a troubled SMB account (`failing`) payments fail often and the retry often fails too."""
+    invoice = _event(rng, account_id, None, "invoice_paid", day, week_end, source="stripe")
+    invoice["value"] = mrr
+    if rng.random() < (0.6 if failing else 0.03):
+        world.events.append({**invoice, "type": "payment_failed"})
+        retried = datetime.fromisoformat(invoice["occurred_at"]) + timedelta(days=3)
+        if rng.random() < (0.4 if failing else 0.95) and retried < end:
+            world.events.append({**invoice, "occurred_at": retried.isoformat()})
+    else:
+        world.events.append(invoice)
 
 
 def _profile(
