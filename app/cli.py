@@ -260,7 +260,7 @@ def _serve_worker(config: Any, log_level: str) -> None:
 
 
 def cmd_worker(_: argparse.Namespace) -> None:
-    from app import jobs, schedules, webhooks
+    from app import deliveries, jobs, schedules
     from app.voc import enrich
 
     settings = get_settings()
@@ -289,7 +289,7 @@ def cmd_worker(_: argparse.Namespace) -> None:
             ),
             asyncio.create_task(jobs.beat_worker(pool, every=settings.job_stale_seconds / 6)),
             asyncio.create_task(schedules.run(pool, settings)),
-            asyncio.create_task(webhooks.run(pool, settings)),
+            asyncio.create_task(deliveries.run(pool, settings)),
             asyncio.create_task(enrich.run(pool, settings)),
         }
         if parent:

@@ -1,4 +1,6 @@
-"""Insights: what is worth acting on, raised from scores and findings, then routed.
+"""Insights: what is worth acting on, raised from scores and findings, routed (app.routing)
+and queued for delivery (app.deliveries) in the same transaction; and the inbox that reads and
+updates them.
 
 Raised (each at most once per account, target and kind within CUSTINTEL_INSIGHT_COOLDOWN_HOURS):
 - band_entered: a score lands in one of CUSTINTEL_INSIGHT_BANDS (default high) that the
@@ -19,18 +21,18 @@ whether the account is in a rule's holdout, and the destinations chosen are stor
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
-from typing import Any, TypedDict
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
 
-from app import webhooks
-from app.ml import datasets, scoring
+from app import deliveries, errors, routing
+from app.ml import scoring
+from app.schemas.insights import Insight, InsightUpdate
 from app.settings import Settings
 
 NEXT_STEPS = {
@@ -97,21 +99,6 @@ class Profile:
     traits: dict[str, Any] = field(default_factory=dict)
 
 
-class Choice(TypedDict):
-    """One rule that matched an insight, and what it chose (stored as JSON with the insight)."""
-
-    rule_id: str
-    name: str
-    holdout: bool
-    owner: str | None
-    destination_ids: list[str]
-    withheld: dict[str, str]  # destination_id: why it was left out
-
-
-class Decision(TypedDict):
-    rules: list[Choice]
-
-
 def next_step(target: str | None, kind: str) -> str:
     if kind == "drift":
         return DRIFT_STEP
@@ -120,78 +107,9 @@ def next_step(target: str | None, kind: str) -> str:
     return NEXT_STEPS.get((target or "", kind), "Review the account's score and its reasons.")
 
 
-def in_holdout(rule_id: str, account_id: str | None, share: float) -> bool:
-    """Stable: the same account and rule always land on the same side."""
-    if share <= 0 or account_id is None:
-        return False
-    digest = hashlib.sha256(f"{rule_id}\x00{account_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
-
-
-def matches(match: dict[str, Any], insight: Raised, profile: Profile) -> bool:
-    """A rule's match: every given key must hold (lists mean any of)."""
-
-    def one(wanted: Any, value: Any) -> bool:
-        return value in wanted if isinstance(wanted, list) else value == wanted
-
-    for key in ("target", "band", "kind"):
-        if key in match and not one(match[key], getattr(insight, key)):
-            return False
-    for key in ("segment", "plan"):
-        if key in match and not one(match[key], getattr(profile, key)):
-            return False
-    return all(one(v, profile.traits.get(k)) for k, v in (match.get("traits") or {}).items())
-
-
-async def _withheld(conn: asyncpg.Connection, insight: Raised, chosen: set[str]) -> dict[str, str]:
-    """The chosen destinations an insight may not go to: those requiring a consent category
-    that the person it names (a detractor's contact) has not given. An insight about an account
-    as a whole names no person."""
-    contact = insight.details.get("contact_id")
-    if not chosen or not isinstance(contact, str):
-        return {}
-    rows = await conn.fetch(
-        "SELECT d.destination_id, d.consent_category FROM destinations d "
-        "WHERE d.destination_id = ANY($1::text[]) AND d.consent_category IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.contact_id = $2 "
-        "AND c.consent -> d.consent_category = 'true'::jsonb)",
-        sorted(chosen),
-        contact,
-    )
-    return {r["destination_id"]: f"consent: {r['consent_category']}" for r in rows}
-
-
-async def route(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> Decision:
-    """The routing decision for an insight: every rule that matched, what it chose, and which
-    destinations were withheld for want of consent."""
-    chosen: list[Choice] = []
-    for rule in await conn.fetch(
-        "SELECT rule_id, name, match, destination_ids, owner, holdout_share FROM routing_rules "
-        "WHERE enabled ORDER BY created_at, rule_id"
-    ):
-        if not matches(orjson.loads(rule["match"]), insight, profile):
-            continue
-        holdout = in_holdout(rule["rule_id"], insight.account_id, rule["holdout_share"])
-        chosen.append(
-            Choice(
-                rule_id=rule["rule_id"],
-                name=rule["name"],
-                holdout=holdout,
-                owner=rule["owner"] or profile.owner_email,
-                destination_ids=[] if holdout else list(rule["destination_ids"]),
-                withheld={},
-            )
-        )
-    withheld = await _withheld(conn, insight, {d for c in chosen for d in c["destination_ids"]})
-    for choice in chosen:
-        choice["withheld"] = {d: withheld[d] for d in choice["destination_ids"] if d in withheld}
-        choice["destination_ids"] = [d for d in choice["destination_ids"] if d not in withheld]
-    return Decision(rules=chosen)
-
-
 async def record(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> str:
     insight_id = uuid.uuid4().hex
-    decision = await route(conn, insight, profile)
+    decision = await routing.route(conn, insight, profile)
     await conn.execute(
         """
         INSERT INTO insights (insight_id, kind, target, account_id, owner_email, model_id,
@@ -216,7 +134,7 @@ async def record(conn: asyncpg.Connection, insight: Raised, profile: Profile) ->
         orjson.dumps(insight.details).decode(),
         orjson.dumps(decision).decode(),
     )
-    payload = webhooks.event(
+    payload = deliveries.event(
         {
             "insight_id": insight_id,
             "owner_email": profile.owner_email,
@@ -225,7 +143,7 @@ async def record(conn: asyncpg.Connection, insight: Raised, profile: Profile) ->
             "decision": decision,
         }
     )
-    await webhooks.enqueue(conn, insight_id=insight_id, payload=payload, decision=decision)
+    await deliveries.enqueue(conn, insight_id=insight_id, payload=payload, decision=decision)
     return insight_id
 
 
@@ -395,55 +313,61 @@ async def from_theme_jumps(conn: asyncpg.Connection, settings: Settings, *, now:
     return raised
 
 
-async def uplift(
-    conn: asyncpg.Connection, *, rule_id: str, horizon_days: int, now: Any
-) -> dict[str, Any]:
-    """Outcome rates of the accounts a rule delivered to against those it held out: each
-    account counted once, from its first insight by the rule, the outcome being the target's
-    (churned for churn, expanded for expansion, else the target's name) within horizon_days
-    after it. The difference comes with a 95% interval (normal approximation)."""
+_INSIGHT_JSON = ("reasons", "details", "decision")
+
+
+def _insight(row: asyncpg.Record) -> Insight:
+    data = dict(row)
+    for key in _INSIGHT_JSON:
+        data[key] = orjson.loads(data[key])
+    return Insight.model_validate(data)
+
+
+async def list_insights(
+    conn: asyncpg.Connection,
+    *,
+    owner: str | None,
+    target: str | None,
+    band: str | None,
+    kind: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[Insight]:
+    """Newest first."""
     rows = await conn.fetch(
         """
-        WITH firsts AS (
-            SELECT DISTINCT ON (i.account_id) i.account_id, i.target, i.created_at,
-                   (r.value ->> 'holdout')::boolean AS holdout
-            FROM insights i, jsonb_array_elements(i.decision -> 'rules') r
-            WHERE r.value ->> 'rule_id' = $1 AND i.account_id IS NOT NULL
-            ORDER BY i.account_id, i.created_at
-        )
-        SELECT f.holdout, f.created_at, EXISTS (
-            SELECT 1 FROM outcomes o
-            WHERE o.account_id = f.account_id
-              AND o.kind = coalesce($2::jsonb ->> f.target, f.target)
-              AND o.occurred_at > f.created_at AND o.occurred_at <= f.created_at + $3
-        ) AS happened
-        FROM firsts f
+        SELECT * FROM insights
+        WHERE ($1::text IS NULL OR owner_email = $1) AND ($2::text IS NULL OR target = $2)
+          AND ($3::text IS NULL OR band = $3) AND ($4::text IS NULL OR kind = $4)
+          AND ($5::text IS NULL OR status = $5)
+          AND ($6::timestamptz IS NULL OR created_at >= $6)
+          AND ($7::timestamptz IS NULL OR created_at <= $7)
+        ORDER BY created_at DESC, insight_id LIMIT $8
         """,
-        rule_id,
-        orjson.dumps(datasets.OUTCOME_OF).decode(),
-        timedelta(days=horizon_days),
+        owner,
+        target,
+        band,
+        kind,
+        status,
+        since,
+        until,
+        limit,
     )
-    groups: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}
-    for row in rows:
-        groups[row["holdout"]][0] += 1
-        groups[row["holdout"]][1] += int(row["happened"])
+    return [_insight(r) for r in rows]
 
-    def rate(n: int, k: int) -> float | None:
-        return k / n if n else None
 
-    delivered, held = groups[False], groups[True]
-    p1, p0 = rate(*delivered), rate(*held)
-    difference = interval = None
-    if p1 is not None and p0 is not None:
-        difference = p1 - p0
-        se = (p1 * (1 - p1) / delivered[0] + p0 * (1 - p0) / held[0]) ** 0.5
-        interval = [difference - 1.96 * se, difference + 1.96 * se]
-    return {
-        "rule_id": rule_id,
-        "horizon_days": horizon_days,
-        "delivered": {"accounts": delivered[0], "outcomes": delivered[1], "rate": p1},
-        "held_out": {"accounts": held[0], "outcomes": held[1], "rate": p0},
-        "difference": difference,
-        "interval_95": interval,
-        "window_closed": all(r["created_at"] + timedelta(days=horizon_days) <= now for r in rows),
-    }
+async def update_insight(
+    conn: asyncpg.Connection, insight_id: str, *, update: InsightUpdate
+) -> Insight:
+    row = await conn.fetchrow(
+        "UPDATE insights SET status = coalesce($2, status), note = coalesce($3, note), "
+        "updated_at = now() WHERE insight_id = $1 RETURNING *",
+        insight_id,
+        update.status,
+        update.note,
+    )
+    if row is None:
+        raise errors.NotFound(f"No insight {insight_id!r}.")
+    return _insight(row)

@@ -1,106 +1,174 @@
-"""Routing: the inbox of insights, the rules that direct them, the destinations they go to, and
-the deliveries that record every try. Raising and routing an insight lives in app.insights,
-sending in app.webhooks; this module owns what the API reads and changes of them."""
+"""Routing: the rules that direct insights, and how an insight is matched to them: which rules
+match it, whether its account is in a rule's holdout (stable per rule and account), the owner
+and destinations each chose, and the destinations withheld for want of consent; and whether
+acting helped (each rule's uplift against its holdout). Raising an insight lives in
+app.insights, which records this decision with it; delivering it in app.deliveries."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import asyncpg
 import orjson
 
-from app import errors, insights, vault, webhooks
-from app.schemas.insights import (
-    Delivery,
-    Destination,
-    DestinationIn,
-    DestinationPatch,
-    DestinationWithSecret,
-    Insight,
-    InsightUpdate,
-    RoutingRule,
-    RoutingRuleIn,
-    RoutingRulePatch,
-    Uplift,
-)
-from app.settings import Settings
+from app import errors
+from app.ml import datasets
+from app.schemas.insights import RoutingRule, RoutingRuleIn, RoutingRulePatch, Uplift
 
-_INSIGHT_JSON = ("reasons", "details", "decision")
+if TYPE_CHECKING:
+    from app.insights import Profile, Raised
+
+
+class Choice(TypedDict):
+    """One rule that matched an insight, and what it chose (stored as JSON with the insight)."""
+
+    rule_id: str
+    name: str
+    holdout: bool
+    owner: str | None
+    destination_ids: list[str]
+    withheld: dict[str, str]  # destination_id: why it was left out
+
+
+class Decision(TypedDict):
+    rules: list[Choice]
+
+
+def in_holdout(rule_id: str, account_id: str | None, share: float) -> bool:
+    """Stable: the same account and rule always land on the same side."""
+    if share <= 0 or account_id is None:
+        return False
+    digest = hashlib.sha256(f"{rule_id}\x00{account_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def matches(match: dict[str, Any], insight: Raised, profile: Profile) -> bool:
+    """A rule's match: every given key must hold (lists mean any of)."""
+
+    def one(wanted: Any, value: Any) -> bool:
+        return value in wanted if isinstance(wanted, list) else value == wanted
+
+    for key in ("target", "band", "kind"):
+        if key in match and not one(match[key], getattr(insight, key)):
+            return False
+    for key in ("segment", "plan"):
+        if key in match and not one(match[key], getattr(profile, key)):
+            return False
+    return all(one(v, profile.traits.get(k)) for k, v in (match.get("traits") or {}).items())
+
+
+async def _withheld(conn: asyncpg.Connection, insight: Raised, chosen: set[str]) -> dict[str, str]:
+    """The chosen destinations an insight may not go to: those requiring a consent category
+    that the person it names (a detractor's contact) has not given. An insight about an account
+    as a whole names no person."""
+    contact = insight.details.get("contact_id")
+    if not chosen or not isinstance(contact, str):
+        return {}
+    rows = await conn.fetch(
+        "SELECT d.destination_id, d.consent_category FROM destinations d "
+        "WHERE d.destination_id = ANY($1::text[]) AND d.consent_category IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.contact_id = $2 "
+        "AND c.consent -> d.consent_category = 'true'::jsonb)",
+        sorted(chosen),
+        contact,
+    )
+    return {r["destination_id"]: f"consent: {r['consent_category']}" for r in rows}
+
+
+async def route(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> Decision:
+    """The routing decision for an insight: every rule that matched, what it chose, and which
+    destinations were withheld for want of consent."""
+    chosen: list[Choice] = []
+    for rule in await conn.fetch(
+        "SELECT rule_id, name, match, destination_ids, owner, holdout_share FROM routing_rules "
+        "WHERE enabled ORDER BY created_at, rule_id"
+    ):
+        if not matches(orjson.loads(rule["match"]), insight, profile):
+            continue
+        holdout = in_holdout(rule["rule_id"], insight.account_id, rule["holdout_share"])
+        chosen.append(
+            Choice(
+                rule_id=rule["rule_id"],
+                name=rule["name"],
+                holdout=holdout,
+                owner=rule["owner"] or profile.owner_email,
+                destination_ids=[] if holdout else list(rule["destination_ids"]),
+                withheld={},
+            )
+        )
+    withheld = await _withheld(conn, insight, {d for c in chosen for d in c["destination_ids"]})
+    for choice in chosen:
+        choice["withheld"] = {d: withheld[d] for d in choice["destination_ids"] if d in withheld}
+        choice["destination_ids"] = [d for d in choice["destination_ids"] if d not in withheld]
+    return Decision(rules=chosen)
+
+
+async def uplift(
+    conn: asyncpg.Connection, *, rule_id: str, horizon_days: int, now: Any
+) -> dict[str, Any]:
+    """Outcome rates of the accounts a rule delivered to against those it held out: each
+    account counted once, from its first insight by the rule, the outcome being the target's
+    (churned for churn, expanded for expansion, else the target's name) within horizon_days
+    after it. The difference comes with a 95% interval (normal approximation)."""
+    rows = await conn.fetch(
+        """
+        WITH firsts AS (
+            SELECT DISTINCT ON (i.account_id) i.account_id, i.target, i.created_at,
+                   (r.value ->> 'holdout')::boolean AS holdout
+            FROM insights i, jsonb_array_elements(i.decision -> 'rules') r
+            WHERE r.value ->> 'rule_id' = $1 AND i.account_id IS NOT NULL
+            ORDER BY i.account_id, i.created_at
+        )
+        SELECT f.holdout, f.created_at, EXISTS (
+            SELECT 1 FROM outcomes o
+            WHERE o.account_id = f.account_id
+              AND o.kind = coalesce($2::jsonb ->> f.target, f.target)
+              AND o.occurred_at > f.created_at AND o.occurred_at <= f.created_at + $3
+        ) AS happened
+        FROM firsts f
+        """,
+        rule_id,
+        orjson.dumps(datasets.OUTCOME_OF).decode(),
+        timedelta(days=horizon_days),
+    )
+    groups: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}
+    for row in rows:
+        groups[row["holdout"]][0] += 1
+        groups[row["holdout"]][1] += int(row["happened"])
+
+    def rate(n: int, k: int) -> float | None:
+        return k / n if n else None
+
+    delivered, held = groups[False], groups[True]
+    p1, p0 = rate(*delivered), rate(*held)
+    difference = interval = None
+    if p1 is not None and p0 is not None:
+        difference = p1 - p0
+        se = (p1 * (1 - p1) / delivered[0] + p0 * (1 - p0) / held[0]) ** 0.5
+        interval = [difference - 1.96 * se, difference + 1.96 * se]
+    return {
+        "rule_id": rule_id,
+        "horizon_days": horizon_days,
+        "delivered": {"accounts": delivered[0], "outcomes": delivered[1], "rate": p1},
+        "held_out": {"accounts": held[0], "outcomes": held[1], "rate": p0},
+        "difference": difference,
+        "interval_95": interval,
+        "window_closed": all(r["created_at"] + timedelta(days=horizon_days) <= now for r in rows),
+    }
+
+
 _RULE_COLUMNS = (
     "rule_id, name, match, destination_ids, owner, holdout_share, enabled, created_at, updated_at"
 )
-_DESTINATION_COLUMNS = (
-    "destination_id, name, kind, url, enabled, disabled_reason, consent_category, created_at"
-)
-_DELIVERY_COLUMNS = (
-    "delivery_id, insight_id, destination_id, status, attempts, next_attempt_at, created_at, "
-    "delivered_at"
-)
-
-
-def _insight(row: asyncpg.Record) -> Insight:
-    data = dict(row)
-    for key in _INSIGHT_JSON:
-        data[key] = orjson.loads(data[key])
-    return Insight.model_validate(data)
 
 
 def _rule(row: asyncpg.Record) -> RoutingRule:
     data = dict(row)
     data["match"] = orjson.loads(data["match"])
     return RoutingRule.model_validate(data)
-
-
-async def list_insights(
-    conn: asyncpg.Connection,
-    *,
-    owner: str | None,
-    target: str | None,
-    band: str | None,
-    kind: str | None,
-    status: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-) -> list[Insight]:
-    """Newest first."""
-    rows = await conn.fetch(
-        """
-        SELECT * FROM insights
-        WHERE ($1::text IS NULL OR owner_email = $1) AND ($2::text IS NULL OR target = $2)
-          AND ($3::text IS NULL OR band = $3) AND ($4::text IS NULL OR kind = $4)
-          AND ($5::text IS NULL OR status = $5)
-          AND ($6::timestamptz IS NULL OR created_at >= $6)
-          AND ($7::timestamptz IS NULL OR created_at <= $7)
-        ORDER BY created_at DESC, insight_id LIMIT $8
-        """,
-        owner,
-        target,
-        band,
-        kind,
-        status,
-        since,
-        until,
-        limit,
-    )
-    return [_insight(r) for r in rows]
-
-
-async def update_insight(
-    conn: asyncpg.Connection, insight_id: str, *, update: InsightUpdate
-) -> Insight:
-    row = await conn.fetchrow(
-        "UPDATE insights SET status = coalesce($2, status), note = coalesce($3, note), "
-        "updated_at = now() WHERE insight_id = $1 RETURNING *",
-        insight_id,
-        update.status,
-        update.note,
-    )
-    if row is None:
-        raise errors.NotFound(f"No insight {insight_id!r}.")
-    return _insight(row)
 
 
 async def create_rule(conn: asyncpg.Connection, *, rule: RoutingRuleIn) -> RoutingRule:
@@ -175,126 +243,5 @@ async def rule_uplift(conn: asyncpg.Connection, rule_id: str, *, horizon_days: i
     if await conn.fetchval("SELECT 1 FROM routing_rules WHERE rule_id = $1", rule_id) is None:
         raise errors.NotFound(f"No routing rule {rule_id!r}.")
     now = await conn.fetchval("SELECT now()")
-    result = await insights.uplift(conn, rule_id=rule_id, horizon_days=horizon_days, now=now)
+    result = await uplift(conn, rule_id=rule_id, horizon_days=horizon_days, now=now)
     return Uplift.model_validate(result)
-
-
-async def create_destination(
-    conn: asyncpg.Connection,
-    settings: Settings,
-    *,
-    destination: DestinationIn,
-    allow_private: bool,
-) -> DestinationWithSecret:
-    """A place to deliver insights to; its signing secret is returned this once and stored
-    sealed (app.vault)."""
-    await webhooks.check_url(destination.url, allow_private=allow_private)
-    secret = webhooks.new_secret()
-    row = await conn.fetchrow(
-        "INSERT INTO destinations (destination_id, name, kind, url, secret, enabled, "  # noqa: S608  (constant columns)
-        f"consent_category) VALUES ($1, $2, $3, $4, $5, true, $6) RETURNING {_DESTINATION_COLUMNS}",
-        "dst_" + uuid.uuid4().hex,
-        destination.name,
-        destination.kind,
-        destination.url,
-        vault.seal(settings, secret),
-        destination.consent_category,
-    )
-    assert row is not None
-    return DestinationWithSecret(**dict(row), secret=secret)
-
-
-async def list_destinations(conn: asyncpg.Connection, *, full_urls: bool) -> list[Destination]:
-    """Destinations; their URLs in full only with full_urls (credentials, a Slack webhook's
-    path are secrets), else scheme, host and port."""
-    rows = await conn.fetch(f"SELECT {_DESTINATION_COLUMNS} FROM destinations ORDER BY created_at")  # noqa: S608  (constant columns)
-    return [
-        Destination(**{**dict(r), "url": r["url"] if full_urls else webhooks.masked_url(r["url"])})
-        for r in rows
-    ]
-
-
-async def update_destination(
-    conn: asyncpg.Connection,
-    destination_id: str,
-    *,
-    patch: DestinationPatch,
-    allow_private: bool,
-) -> Destination:
-    """Rename, move or (re-)enable a destination, or change the consent it requires; the
-    fields left out keep their value."""
-    if patch.url is not None:
-        await webhooks.check_url(patch.url, allow_private=allow_private)
-    row = await conn.fetchrow(
-        "UPDATE destinations SET name = coalesce($2, name), url = coalesce($3, url), "  # noqa: S608  (constant columns)
-        "enabled = coalesce($4, enabled), disabled_reason = CASE WHEN $4 THEN NULL "
-        "ELSE disabled_reason END, "
-        "consent_category = CASE WHEN $5 THEN $6 ELSE consent_category END "
-        f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
-        destination_id,
-        patch.name,
-        patch.url,
-        patch.enabled,
-        "consent_category" in patch.model_fields_set,
-        patch.consent_category,
-    )
-    if row is None:
-        raise errors.NotFound(f"No destination {destination_id!r}.")
-    return Destination(**dict(row))
-
-
-async def rotate_secret(
-    conn: asyncpg.Connection, settings: Settings, destination_id: str, *, grace_hours: float
-) -> DestinationWithSecret:
-    """A new signing secret, returned this once; both sign for `grace_hours`."""
-    secret = webhooks.new_secret()
-    row = await conn.fetchrow(
-        "UPDATE destinations SET previous_secret = secret, secret = $2, "  # noqa: S608  (constant columns)
-        "previous_secret_until = now() + make_interval(secs => $3) "
-        f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
-        destination_id,
-        vault.seal(settings, secret),
-        grace_hours * 3600,
-    )
-    if row is None:
-        raise errors.NotFound(f"No destination {destination_id!r}.")
-    return DestinationWithSecret(**dict(row), secret=secret)
-
-
-async def list_deliveries(
-    conn: asyncpg.Connection, *, insight_id: str | None, status: str | None, limit: int
-) -> list[Delivery]:
-    """Newest first, each with its tries."""
-    rows = await conn.fetch(
-        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE ($1::text IS NULL OR insight_id = $1) "  # noqa: S608  (constant columns)
-        "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, delivery_id LIMIT $3",
-        insight_id,
-        status,
-        limit,
-    )
-    tries = await conn.fetch(
-        "SELECT delivery_id, attempt, at, status_code, response, error, duration_ms "
-        "FROM delivery_attempts WHERE delivery_id = ANY($1::text[]) ORDER BY attempt",
-        [r["delivery_id"] for r in rows],
-    )
-    by_delivery: dict[str, list[dict[str, Any]]] = {}
-    for t in tries:
-        by_delivery.setdefault(t["delivery_id"], []).append(dict(t))
-    return [Delivery(**dict(r), tries=by_delivery.get(r["delivery_id"], [])) for r in rows]
-
-
-async def replay_delivery(conn: asyncpg.Connection, delivery_id: str) -> Delivery:
-    """Send a dead delivery again, from the first try of the schedule (same webhook-id)."""
-    row = await conn.fetchrow(
-        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now() "  # noqa: S608  (constant columns)
-        f"WHERE delivery_id = $1 AND status = 'dead' RETURNING {_DELIVERY_COLUMNS}",
-        delivery_id,
-    )
-    if row is None:
-        status = await conn.fetchval(
-            "SELECT status FROM deliveries WHERE delivery_id = $1", delivery_id
-        )
-        if status is None:
-            raise errors.NotFound(f"No delivery {delivery_id!r}.")
-        raise errors.Conflict(f"Delivery {delivery_id} is {status}; only dead ones replay.")
-    return Delivery(**dict(row), tries=[])

@@ -648,7 +648,7 @@ class Destination(Base):
     """Where insights are delivered: a webhook signed per Standard Webhooks, or a Slack
     incoming webhook. The signing secret must be usable to sign, so it is sealed (app.vault),
     not hashed, and shown once, at creation or rotation. A destination may require a consent
-    category of the people an insight names (app.insights.route)."""
+    category of the people an insight names (app.routing.route)."""
 
     __tablename__ = "destinations"
     __table_args__ = (CheckConstraint("kind IN ('webhook', 'slack')", name="kind"),)

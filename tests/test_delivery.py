@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app import errors, webhooks
+from app import deliveries, errors
 from app.settings import Settings
 from tests.fixtures.delivery import Receiver, deliver_for
 from tests.fixtures.scores import T0, new_scores, score
@@ -119,7 +119,7 @@ async def test_a_destination_on_a_private_address_is_refused(client: httpx.Async
 
 
 def test_slack_destinations_get_a_message_with_the_reasons() -> None:
-    payload = webhooks.event(
+    payload = deliveries.event(
         {
             "kind": "band_entered",
             "target": "churn",
@@ -130,16 +130,16 @@ def test_slack_destinations_get_a_message_with_the_reasons() -> None:
             "next_step": "Call them.",
         }
     )
-    text = webhooks.slack_message(payload)["text"]
+    text = deliveries.slack_message(payload)["text"]
     assert text.startswith("*churn band entered*: acme (42%, high)")
     assert "Support tickets still open: 8" in text and "Next step: Call them." in text
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:
-    assert webhooks._retry_after("120") == 120.0
+    assert deliveries._retry_after("120") == 120.0
     later = (datetime.now(UTC) + timedelta(seconds=90)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert 80 <= (webhooks._retry_after(later) or 0) <= 91
-    assert webhooks._retry_after("soon") is None and webhooks._retry_after(None) is None
+    assert 80 <= (deliveries._retry_after(later) or 0) <= 91
+    assert deliveries._retry_after("soon") is None and deliveries._retry_after(None) is None
 
 
 async def test_a_reply_with_a_nul_byte_is_recorded_and_the_delivery_is_not_sent_again(
@@ -188,7 +188,7 @@ async def test_the_address_is_checked_again_when_sending(
 )
 async def test_multicast_and_ipv6_forms_of_private_addresses_are_refused(host: str) -> None:
     with pytest.raises(errors.InvalidPayload, match="private"):
-        await webhooks.check_url(f"http://{host}/hook", allow_private=False)
+        await deliveries.check_url(f"http://{host}/hook", allow_private=False)
 
 
 async def test_a_read_key_sees_destination_urls_without_their_secrets(
@@ -212,7 +212,7 @@ async def test_a_read_key_sees_destination_urls_without_their_secrets(
 
 
 def test_slack_messages_escape_what_clients_sent() -> None:
-    payload = webhooks.event(
+    payload = deliveries.event(
         {
             "kind": "band_entered",
             "target": "churn",
@@ -223,6 +223,6 @@ def test_slack_messages_escape_what_clients_sent() -> None:
             "next_step": "Call <@U123>.",
         }
     )
-    text = webhooks.slack_message(payload)["text"]
+    text = deliveries.slack_message(payload)["text"]
     assert "<" not in text and ">" not in text
     assert "&lt;!channel&gt;" in text and "&amp; more" in text

@@ -17,7 +17,7 @@ import standardwebhooks
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from app import vault, webhooks
+from app import deliveries, vault
 from app.settings import Settings
 
 
@@ -98,7 +98,7 @@ async def test_a_destination_secret_is_unreadable_in_postgres_and_still_signs(
     assert await _columns_holding(conn, secret) == []
     assert await _columns_holding(conn, secret.removeprefix("whsec_")) == []
     row = await conn.fetchrow("SELECT * FROM destinations")
-    headers = webhooks._signed("msg_1", b'{"a":1}', row, settings)
+    headers = deliveries._signed("msg_1", b'{"a":1}', row, settings)
     verified = standardwebhooks.Webhook(secret).verify(b'{"a":1}', headers)
     assert verified == {"a": 1}
 

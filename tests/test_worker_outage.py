@@ -10,7 +10,7 @@ import logging
 import asyncpg
 import pytest
 
-from app import jobs, schedules, webhooks
+from app import deliveries, jobs, schedules
 from app.settings import Settings
 from app.voc import enrich
 from tests.fixtures.live import free_port
@@ -32,7 +32,7 @@ async def test_an_outage_is_logged_once_with_backoff(
     runs = {
         "jobs": lambda: jobs.work(pool, {}, idle=0.05),
         "schedules": lambda: schedules.run(pool, quick),
-        "deliveries": lambda: webhooks.run(pool, quick),
+        "deliveries": lambda: deliveries.run(pool, quick),
         "enrichment": lambda: enrich.run(pool, quick),  # ticks every second
     }
     with caplog.at_level(logging.WARNING):

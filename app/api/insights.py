@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import routing, runtime
+from app import deliveries, insights, routing, runtime
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Admin, Insights, Read
 from app.schemas.common import Email, Id, Kind, Timestamp
@@ -44,7 +44,7 @@ async def list_insights(
 ) -> list[Insight]:
     """Newest first."""
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.list_insights(
+        return await insights.list_insights(
             conn,
             owner=owner,
             target=target,
@@ -63,7 +63,7 @@ async def update_insight(
 ) -> Insight:
     """Acknowledge or resolve an insight, with a note."""
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.update_insight(conn, insight_id, update=body)
+        return await insights.update_insight(conn, insight_id, update=body)
 
 
 @router.post(
@@ -120,7 +120,7 @@ async def create_destination(
     """A place to deliver insights to; its signing secret is shown once, here."""
     settings = runtime.of(request).settings
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.create_destination(
+        return await deliveries.create_destination(
             conn, settings, destination=body, allow_private=settings.allow_private_destinations
         )
 
@@ -130,7 +130,7 @@ async def list_destinations(request: Request, principal: Read) -> list[Destinati
     """Destinations; their URLs in full for admin keys only (credentials, a Slack webhook's
     path), else scheme, host and port."""
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.list_destinations(conn, full_urls=principal.allows("admin"))
+        return await deliveries.list_destinations(conn, full_urls=principal.allows("admin"))
 
 
 @router.patch("/destinations/{destination_id}", operation_id="update_destination", tags=["routing"])
@@ -140,7 +140,7 @@ async def update_destination(
     """Rename, move or (re-)enable a destination; the fields left out keep their value."""
     allow_private = runtime.of(request).settings.allow_private_destinations
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.update_destination(
+        return await deliveries.update_destination(
             conn, destination_id, patch=body, allow_private=allow_private
         )
 
@@ -157,7 +157,7 @@ async def rotate_destination_secret(
     CUSTINTEL_SECRET_ROTATION_GRACE_HOURS, so receivers can switch without a gap."""
     settings = runtime.of(request).settings
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.rotate_secret(
+        return await deliveries.rotate_secret(
             conn, settings, destination_id, grace_hours=settings.secret_rotation_grace_hours
         )
 
@@ -172,7 +172,7 @@ async def list_deliveries(
 ) -> list[Delivery]:
     """Newest first, each with its tries."""
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.list_deliveries(
+        return await deliveries.list_deliveries(
             conn, insight_id=insight_id, status=status, limit=limit
         )
 
@@ -181,7 +181,7 @@ async def list_deliveries(
 async def replay_delivery(delivery_id: Id, request: Request, _: Admin) -> Delivery:
     """Send a dead delivery again, from the first try of the schedule (same webhook-id)."""
     async with runtime.of(request).pool.acquire() as conn:
-        return await routing.replay_delivery(conn, delivery_id)
+        return await deliveries.replay_delivery(conn, delivery_id)
 
 
 @router.get(

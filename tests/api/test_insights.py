@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app import insights
+from app import insights, routing
 from app.settings import Settings
 from app.voc import enrich, sentiment
 from tests.fixtures.scores import T0, new_scores, score
@@ -86,10 +86,10 @@ async def test_entering_high_and_sharp_rises_raise_routed_insights_once(
 
 def test_holdout_assignment_is_stable_and_near_its_share() -> None:
     accounts = [f"acct-{n}" for n in range(20_000)]
-    held = [insights.in_holdout("rule-1", a, 0.1) for a in accounts]
-    assert held == [insights.in_holdout("rule-1", a, 0.1) for a in accounts]
+    held = [routing.in_holdout("rule-1", a, 0.1) for a in accounts]
+    assert held == [routing.in_holdout("rule-1", a, 0.1) for a in accounts]
     assert 0.09 <= sum(held) / len(held) <= 0.11
-    other = [insights.in_holdout("rule-2", a, 0.1) for a in accounts]
+    other = [routing.in_holdout("rule-2", a, 0.1) for a in accounts]
     assert held != other  # each rule draws its own holdout
 
 
@@ -126,7 +126,7 @@ async def test_uplift_compares_delivered_with_held_out_accounts(
     for account in accounts:
         await client.put(f"/v1/accounts/{account}", json={"segment": "smb"})
     await new_scores(conn, settings, [score(a, T0, 0.8, "high") for a in accounts])
-    held = {a for a in accounts if insights.in_holdout(rule["rule_id"], a, 0.5)}
+    held = {a for a in accounts if routing.in_holdout(rule["rule_id"], a, 0.5)}
     assert 8 <= len(held) <= 32
 
     # Delivered accounts churn less: every third of them, against every other held-out one.

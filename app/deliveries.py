@@ -1,4 +1,5 @@
-"""Delivery of insights to destinations: Standard Webhooks signatures, an outbox, retries.
+"""Delivery of insights to destinations: the destinations themselves (their sealed secrets),
+Standard Webhooks signatures, an outbox, retries, and the record of every try.
 
 Each delivery is written in the same transaction as its insight (the outbox), then sent by the
 workers: claimed with FOR UPDATE SKIP LOCKED and leased, so one worker sends it at a time.
@@ -30,10 +31,17 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from app import errors, vault
+from app.schemas.insights import (
+    Delivery,
+    Destination,
+    DestinationIn,
+    DestinationPatch,
+    DestinationWithSecret,
+)
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app import insights
+    from app import routing
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +155,7 @@ async def enqueue(
     *,
     insight_id: str,
     payload: dict[str, Any],
-    decision: insights.Decision,
+    decision: routing.Decision,
 ) -> int:
     """Outbox rows for every destination the routing decision chose (in the caller's
     transaction). Unknown or disabled destinations are skipped."""
@@ -356,3 +364,135 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
             waiting = 0.0
             if not sent:
                 await asyncio.sleep(settings.delivery_poll_seconds)
+
+
+_DESTINATION_COLUMNS = (
+    "destination_id, name, kind, url, enabled, disabled_reason, consent_category, created_at"
+)
+
+
+_DELIVERY_COLUMNS = (
+    "delivery_id, insight_id, destination_id, status, attempts, next_attempt_at, created_at, "
+    "delivered_at"
+)
+
+
+async def create_destination(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    destination: DestinationIn,
+    allow_private: bool,
+) -> DestinationWithSecret:
+    """A place to deliver insights to; its signing secret is returned this once and stored
+    sealed (app.vault)."""
+    await check_url(destination.url, allow_private=allow_private)
+    secret = new_secret()
+    row = await conn.fetchrow(
+        "INSERT INTO destinations (destination_id, name, kind, url, secret, enabled, "  # noqa: S608  (constant columns)
+        f"consent_category) VALUES ($1, $2, $3, $4, $5, true, $6) RETURNING {_DESTINATION_COLUMNS}",
+        "dst_" + uuid.uuid4().hex,
+        destination.name,
+        destination.kind,
+        destination.url,
+        vault.seal(settings, secret),
+        destination.consent_category,
+    )
+    assert row is not None
+    return DestinationWithSecret(**dict(row), secret=secret)
+
+
+async def list_destinations(conn: asyncpg.Connection, *, full_urls: bool) -> list[Destination]:
+    """Destinations; their URLs in full only with full_urls (credentials, a Slack webhook's
+    path are secrets), else scheme, host and port."""
+    rows = await conn.fetch(f"SELECT {_DESTINATION_COLUMNS} FROM destinations ORDER BY created_at")  # noqa: S608  (constant columns)
+    return [
+        Destination(**{**dict(r), "url": r["url"] if full_urls else masked_url(r["url"])})
+        for r in rows
+    ]
+
+
+async def update_destination(
+    conn: asyncpg.Connection,
+    destination_id: str,
+    *,
+    patch: DestinationPatch,
+    allow_private: bool,
+) -> Destination:
+    """Rename, move or (re-)enable a destination, or change the consent it requires; the
+    fields left out keep their value."""
+    if patch.url is not None:
+        await check_url(patch.url, allow_private=allow_private)
+    row = await conn.fetchrow(
+        "UPDATE destinations SET name = coalesce($2, name), url = coalesce($3, url), "  # noqa: S608  (constant columns)
+        "enabled = coalesce($4, enabled), disabled_reason = CASE WHEN $4 THEN NULL "
+        "ELSE disabled_reason END, "
+        "consent_category = CASE WHEN $5 THEN $6 ELSE consent_category END "
+        f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
+        destination_id,
+        patch.name,
+        patch.url,
+        patch.enabled,
+        "consent_category" in patch.model_fields_set,
+        patch.consent_category,
+    )
+    if row is None:
+        raise errors.NotFound(f"No destination {destination_id!r}.")
+    return Destination(**dict(row))
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection, settings: Settings, destination_id: str, *, grace_hours: float
+) -> DestinationWithSecret:
+    """A new signing secret, returned this once; both sign for `grace_hours`."""
+    secret = new_secret()
+    row = await conn.fetchrow(
+        "UPDATE destinations SET previous_secret = secret, secret = $2, "  # noqa: S608  (constant columns)
+        "previous_secret_until = now() + make_interval(secs => $3) "
+        f"WHERE destination_id = $1 RETURNING {_DESTINATION_COLUMNS}",
+        destination_id,
+        vault.seal(settings, secret),
+        grace_hours * 3600,
+    )
+    if row is None:
+        raise errors.NotFound(f"No destination {destination_id!r}.")
+    return DestinationWithSecret(**dict(row), secret=secret)
+
+
+async def list_deliveries(
+    conn: asyncpg.Connection, *, insight_id: str | None, status: str | None, limit: int
+) -> list[Delivery]:
+    """Newest first, each with its tries."""
+    rows = await conn.fetch(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE ($1::text IS NULL OR insight_id = $1) "  # noqa: S608  (constant columns)
+        "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, delivery_id LIMIT $3",
+        insight_id,
+        status,
+        limit,
+    )
+    tries = await conn.fetch(
+        "SELECT delivery_id, attempt, at, status_code, response, error, duration_ms "
+        "FROM delivery_attempts WHERE delivery_id = ANY($1::text[]) ORDER BY attempt",
+        [r["delivery_id"] for r in rows],
+    )
+    by_delivery: dict[str, list[dict[str, Any]]] = {}
+    for t in tries:
+        by_delivery.setdefault(t["delivery_id"], []).append(dict(t))
+    return [Delivery(**dict(r), tries=by_delivery.get(r["delivery_id"], [])) for r in rows]
+
+
+async def replay_delivery(conn: asyncpg.Connection, delivery_id: str) -> Delivery:
+    """Send a dead delivery again, from the first try of the schedule (same webhook-id)."""
+    row = await conn.fetchrow(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now() "  # noqa: S608  (constant columns)
+        f"WHERE delivery_id = $1 AND status = 'dead' RETURNING {_DELIVERY_COLUMNS}",
+        delivery_id,
+    )
+    if row is None:
+        status = await conn.fetchval(
+            "SELECT status FROM deliveries WHERE delivery_id = $1", delivery_id
+        )
+        if status is None:
+            raise errors.NotFound(f"No delivery {delivery_id!r}.")
+        raise errors.Conflict(f"Delivery {delivery_id} is {status}; only dead ones replay.")
+    return Delivery(**dict(row), tries=[])
