@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from app import profiles, segment, sources
+from app import ingest, profiles, segment, sources
 
 
 def known(kind: profiles.Kind, item: profiles.Item) -> set[str]:
@@ -26,7 +26,7 @@ def known(kind: profiles.Kind, item: profiles.Item) -> set[str]:
     return found
 
 
-async def attach(conn: asyncpg.Connection, keys: Iterable[str], *, ctx: segment.Context) -> int:
+async def attach(conn: asyncpg.Connection, keys: Iterable[str], *, ctx: ingest.Context) -> int:
     """Land what was held for these identifiers, inside one transaction; how many landed."""
     wanted = set(keys)
     if not wanted:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from app import identities, jsonbody, partitions, privacy, rollups
+from app import identities, jsonbody, partitions, privacy, profiles, rollups
 from app.schemas.common import EARLIEST, MAX_NESTING
 from app.schemas.signals import EventIn, OutcomeIn
 
@@ -592,3 +592,31 @@ async def ingest_outcomes(
         inserted = {r[0] for r in await conn.fetch(_INSERT_OUTCOMES, *columns)}
         await _classify_existing(conn, "outcomes", "outcome_id", rows, inserted)
     return stored
+
+
+@dataclass(frozen=True)
+class Context:
+    """What storing a door's signals needs besides the connection: every door (the REST API,
+    Segment, the senders' webhooks, a replay, the attaching of held signals) builds this one
+    (app.api.common.ingest_context)."""
+
+    now: datetime
+    tolerance: timedelta
+    limits: profiles.TraitLimits
+    known: KnownIds
+    partition_manager: partitions.PartitionManager
+    unresolved_days: int
+    screen: privacy.Screen | None = None
+
+    async def ingest_events(
+        self, conn: asyncpg.Connection, events: Sequence[tuple[int, EventIn]]
+    ) -> Stored:
+        return await ingest_events(
+            conn,
+            events,
+            now=self.now,
+            tolerance=self.tolerance,
+            known=self.known,
+            partition_manager=self.partition_manager,
+            screen=self.screen,
+        )

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app import cursors, identities, ingest, jsonbody, partitions, privacy, profiles
+from app import cursors, identities, ingest, jsonbody, privacy, profiles
 from app.schemas.common import MAX_NESTING
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn
@@ -72,32 +72,6 @@ class Tally:
     known: set[str] = field(default_factory=set)  # keys profile calls made resolvable
     accounts: set[str] = field(default_factory=set)
     contacts: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class Context:
-    """What storing needs besides the connection."""
-
-    now: datetime
-    tolerance: timedelta
-    limits: profiles.TraitLimits
-    known: ingest.KnownIds
-    partition_manager: partitions.PartitionManager
-    unresolved_days: int
-    screen: privacy.Screen | None = None
-
-    async def ingest_events(
-        self, conn: asyncpg.Connection, events: Sequence[tuple[int, EventIn]]
-    ) -> ingest.Stored:
-        return await ingest.ingest_events(
-            conn,
-            events,
-            now=self.now,
-            tolerance=self.tolerance,
-            known=self.known,
-            partition_manager=self.partition_manager,
-            screen=self.screen,
-        )
 
 
 def _moment(value: Any, name: str) -> datetime:
@@ -311,7 +285,7 @@ async def _upsert(
     profile_id: str,
     upsert: AccountUpsert | ContactUpsert,
     message: Message,
-    ctx: Context,
+    ctx: ingest.Context,
     tally: Tally | None = None,
 ) -> None:
     problem = ingest.check_moment(
@@ -335,7 +309,7 @@ async def _upsert(
 
 
 async def _profile_call(
-    conn: asyncpg.Connection, message: Message, ctx: Context, tally: Tally
+    conn: asyncpg.Connection, message: Message, ctx: ingest.Context, tally: Tally
 ) -> None:
     """Store an identify, group or alias; hold it when it names no account yet."""
     body = message.body
@@ -440,7 +414,7 @@ def _consent_of(body: dict[str, Any]) -> dict[str, bool]:
 
 
 async def _event_calls(
-    conn: asyncpg.Connection, messages: Sequence[Message], ctx: Context, tally: Tally
+    conn: asyncpg.Connection, messages: Sequence[Message], ctx: ingest.Context, tally: Tally
 ) -> None:
     """Store tracks, pages and screens that resolve to an account; hold the others."""
     users = {u for m in messages if (u := _safe_id(m.body, "userId"))}
@@ -517,7 +491,9 @@ async def _event_calls(
 
 
 async def _consent_said(
-    conn: asyncpg.Connection, said: dict[str, tuple[Message, str, dict[str, bool]]], ctx: Context
+    conn: asyncpg.Connection,
+    said: dict[str, tuple[Message, str, dict[str, bool]]],
+    ctx: ingest.Context,
 ) -> None:
     """Keep the consent the calls carried on their contacts' profiles, as Segment keeps the
     consent object of every event (its `Segment Consent Preference Updated` track included):
@@ -606,7 +582,9 @@ def _event(
     return event
 
 
-async def store(conn: asyncpg.Connection, messages: Sequence[Message], *, ctx: Context) -> Tally:
+async def store(
+    conn: asyncpg.Connection, messages: Sequence[Message], *, ctx: ingest.Context
+) -> Tally:
     """Store the calls of one request: profile calls first, in order (so a batch's identify
     resolves its own tracks), then the events; hold what names no account yet. `tally.known`
     says which identifiers the calls made known, for app.held.attach."""
@@ -641,7 +619,7 @@ def _names(body: dict[str, Any]) -> list[tuple[privacy.Kind, str]]:
 
 
 async def _screened(
-    conn: asyncpg.Connection, messages: Sequence[Message], ctx: Context, tally: Tally
+    conn: asyncpg.Connection, messages: Sequence[Message], ctx: ingest.Context, tally: Tally
 ) -> list[Message]:
     """The calls that name no erased person or account; the others are counted `suppressed`
     and go no further: not stored, and not held either."""
@@ -666,7 +644,9 @@ class _Suppressed(Exception):
     """An upsert the profile's own screen kept out (an identifier only it resolves)."""
 
 
-async def _store(conn: asyncpg.Connection, messages: Sequence[Message], ctx: Context) -> Tally:
+async def _store(
+    conn: asyncpg.Connection, messages: Sequence[Message], ctx: ingest.Context
+) -> Tally:
     tally = Tally()
     messages = await _screened(conn, messages, ctx, tally)
     for m in messages:
@@ -684,7 +664,7 @@ async def _store(conn: asyncpg.Connection, messages: Sequence[Message], ctx: Con
     return tally
 
 
-async def attach(conn: asyncpg.Connection, known: Iterable[str], *, ctx: Context) -> int:
+async def attach(conn: asyncpg.Connection, known: Iterable[str], *, ctx: ingest.Context) -> int:
     """Take the held calls these identifiers (`kind:value`) resolve, unless expired; the number
     attached. Calls attached here can make more identifiers known: followed a few rounds."""
     attached = 0

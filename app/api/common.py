@@ -6,7 +6,7 @@ import re
 import typing
 import urllib.parse
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
@@ -14,7 +14,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from app import auth, errors, jsonbody, runtime
+from app import auth, errors, ingest, jsonbody, profiles, runtime
 from app.errors import PROBLEM_JSON
 from app.schemas.admin import Problem
 from app.schemas.common import ID_PATTERN, ID_RULE, NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
@@ -325,3 +325,28 @@ def validate_items(
             errs = validation_errors(exc)
             invalid.append({"index": index, "detail": describe(errs), "errors": errs})
     return valid, invalid
+
+
+def ingest_context(request: Request, now: datetime, *, writer: str | None = None) -> ingest.Context:
+    """What storing a door's signals needs, the same for every door; `writer` (else the
+    request's key) is whose trait-key budget counts."""
+    state = runtime.of(request)
+    settings = state.settings
+    if writer is None:
+        principal: auth.Principal | None = request.scope.get(auth.PRINCIPAL)
+        writer = None if principal is None else f"key:{principal.key_id}"
+    return ingest.Context(
+        now=now,
+        tolerance=future_tolerance(request),
+        limits=profiles.TraitLimits(
+            per_profile=settings.max_traits_per_profile,
+            overall=settings.max_trait_keys,
+            per_writer=settings.max_trait_keys_per_writer,
+            writer=writer,
+            keep_rest=True,  # SDKs and senders never read an error: keep what can be kept
+        ),
+        known=state.known_ids,
+        partition_manager=state.partitions,
+        unresolved_days=settings.unresolved_days,
+        screen=state.screen,
+    )

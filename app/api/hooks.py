@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 
 from app import errors, runtime, sources
-from app.api import segment as segment_api
-from app.api.common import problem_responses
+from app.api.common import ingest_context, problem_responses
 from app.schemas.sources import HookAnswer
 from app.sources import common
 
@@ -46,5 +45,5 @@ async def receive_hook(request: Request, source_id: str) -> HookAnswer:
         settings=state.settings,
     )
     async with state.pool.acquire() as conn:
-        tally = await sources.receive(conn, delivery, ctx=segment_api.context(request, received_at))
+        tally = await sources.receive(conn, delivery, ctx=ingest_context(request, received_at))
     return HookAnswer.model_validate(tally)

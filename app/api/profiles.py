@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
 from app import auth, errors, held, identities, ingest, merges, profiles, runtime
-from app.api import segment as segment_api
+from app.api import common
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -124,7 +124,7 @@ async def _store(
             # identify, a Stripe customer, a domain, a Zendesk id, an email) land now.
             refused = {i for i, _ in outcome.errors + outcome.conflicts}
             made = {k for it in items if it.index not in refused for k in held.known(kind, it)}
-            await held.attach(conn, made, ctx=segment_api.context(request, now))
+            await held.attach(conn, made, ctx=common.ingest_context(request, now))
         return outcome
 
 

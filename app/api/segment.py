@@ -25,8 +25,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app import auth, errors, held, jsonbody, profiles, runtime, segment
-from app.api.common import future_tolerance, manual_body, problem_responses
+from app import auth, errors, held, jsonbody, runtime, segment
+from app.api import common
+from app.api.common import manual_body, problem_responses
 from app.schemas.segment import SegmentAnswer, SegmentBatch, SegmentCall
 
 router = APIRouter(tags=["segment"], responses=problem_responses(400, 401, 403, 413, 422, 429, 503))
@@ -102,30 +103,6 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def context(request: Request, now: datetime, *, writer: str | None = None) -> segment.Context:
-    """What storing needs; `writer` (else the request's key) is whose trait-key budget counts."""
-    state = runtime.of(request)
-    settings = state.settings
-    if writer is None:
-        principal: auth.Principal | None = request.scope.get(auth.PRINCIPAL)
-        writer = None if principal is None else f"key:{principal.key_id}"
-    return segment.Context(
-        now=now,
-        tolerance=future_tolerance(request),
-        limits=profiles.TraitLimits(
-            per_profile=settings.max_traits_per_profile,
-            overall=settings.max_trait_keys,
-            per_writer=settings.max_trait_keys_per_writer,
-            writer=writer,
-            keep_rest=True,  # SDKs and senders never read an error: keep what can be kept
-        ),
-        known=state.known_ids,
-        partition_manager=state.partitions,
-        unresolved_days=settings.unresolved_days,
-        screen=state.screen,
-    )
-
-
 async def _handle(request: Request, call: str | None) -> Response:
     received_at = datetime.now(UTC)
     header = request.headers.get("authorization")
@@ -153,7 +130,7 @@ async def _handle(request: Request, call: str | None) -> Response:
         raise errors.BadRequest(f"{call or 'batch'}: {invalid}") from None
     _check_operations(principal, messages)
     async with runtime.of(request).pool.acquire() as conn:
-        ctx = context(request, received_at)
+        ctx = common.ingest_context(request, received_at)
         tally = await segment.store(conn, messages, ctx=ctx)
         await held.attach(conn, tally.known, ctx=ctx)
     refused = sorted(problems + tally.errors)

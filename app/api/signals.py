@@ -14,6 +14,7 @@ from app.api.common import (
     StrictJSONRoute,
     batch_items,
     future_tolerance,
+    ingest_context,
     manual_body,
     problem_responses,
 )
@@ -70,15 +71,7 @@ def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) ->
 async def _events(request: Request, items: list[tuple[int, EventIn]]) -> list[ingest.ItemResult]:
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
-        stored = await ingest.ingest_events(
-            conn,
-            items,
-            now=datetime.now(UTC),
-            tolerance=future_tolerance(request),
-            known=state.known_ids,
-            partition_manager=state.partitions,
-            screen=state.screen,
-        )
+        stored = await ingest_context(request, datetime.now(UTC)).ingest_events(conn, items)
     state.known_ids.remember(accounts=stored.accounts, contacts=stored.contacts)
     return stored.results
 

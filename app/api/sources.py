@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app import errors, runtime, sources
-from app.api import segment as segment_api
+from app.api import common
 from app.api.common import StrictJSONRoute, problem_responses
 from app.auth import Sources
 from app.schemas.sources import Rejection, Replay, Source, SourceCreate, SourceUpdate
@@ -110,6 +110,6 @@ async def replay_rejection(
     now = datetime.now(UTC)
     async with runtime.of(request).pool.acquire() as conn, conn.transaction():
         replayed = await sources.replay(
-            conn, source_id, rejection_id, ctx=segment_api.context(request, now)
+            conn, source_id, rejection_id, ctx=common.ingest_context(request, now)
         )
     return Replay.model_validate(replayed)

@@ -28,7 +28,6 @@ from app import audit, errors, identities, ingest, jsonbody, merges, privacy, pr
 from app.schemas.common import Id
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn, OutcomeIn
-from app.segment import Context
 from app.settings import Settings
 from app.sources import common, hubspot, intercom, stripe, zendesk
 
@@ -229,7 +228,9 @@ def verify(row: asyncpg.Record, request: common.Request, *, settings: Settings) 
     return Delivery(row["source_id"], kind, request.received_at, found, meant)
 
 
-async def receive(conn: asyncpg.Connection, delivery: Delivery, *, ctx: Context) -> dict[str, int]:
+async def receive(
+    conn: asyncpg.Connection, delivery: Delivery, *, ctx: ingest.Context
+) -> dict[str, int]:
     """Store and land each event of a verified delivery that is new; what became of them,
     counted."""
     source_id, kind, found, meant = (
@@ -380,7 +381,7 @@ async def _apply(
     kind: str,
     item: common.Item,
     source_settings: dict[str, Any],
-    ctx: Context,
+    ctx: ingest.Context,
 ) -> tuple[str, str | None]:
     """Map one event and store what it means; its status and, unless accepted, why."""
     mapped = _map(kind, item, source_settings)
@@ -395,7 +396,7 @@ async def _land(
     kind: str,
     item: common.Item,
     mapped: common.Mapped,
-    ctx: Context,
+    ctx: ingest.Context,
 ) -> tuple[str, str | None]:
     """Find the account a mapped event is about and store it there, or hold it."""
     account_id, found_by, person = await _account(conn, mapped.party)
@@ -473,7 +474,7 @@ async def _store(
     mapped: common.Mapped,
     found_by: str,
     person: Person | None,
-    ctx: Context,
+    ctx: ingest.Context,
 ) -> None:
     """Store a mapped event at its account; `person`, when the account was found through it."""
     try:
@@ -593,7 +594,7 @@ async def rejections(
 
 
 async def replay(
-    conn: asyncpg.Connection, source_id: uuid.UUID, rejection_id: int, *, ctx: Context
+    conn: asyncpg.Connection, source_id: uuid.UUID, rejection_id: int, *, ctx: ingest.Context
 ) -> dict[str, Any]:
     """Map a rejected event again, with the source's settings as they are now."""
     row = await conn.fetchrow(
@@ -624,7 +625,7 @@ async def replay(
     return {"rejection_id": rejection_id, "status": status, "reason": reason}
 
 
-async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: Context) -> int:
+async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: ingest.Context) -> int:
     """Deliveries held for want of an account that one of these identities (`kind:value`) now
     finds: mapped again and stored. Returns how many were attached."""
     if not keys:
