@@ -12,7 +12,6 @@ lock): others skip the round.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -99,20 +98,14 @@ def _read(analyzer: Read, row: asyncpg.Record) -> sentiment.Sentiment:
         return sentiment.Sentiment(0.0, "neutral")
 
 
-@functools.cache
-def _analyzer(words: tuple[tuple[str, float], ...]) -> sentiment.Analyzer:
-    return sentiment.Analyzer(dict(words))
-
-
 def analyzer_of(settings: Settings) -> sentiment.Analyzer:
     """The process's analyzer for these settings' words (built once)."""
-    return _analyzer(tuple(sorted(settings.sentiment_words.items())))
+    return sentiment.analyzer_of(settings.sentiment_words)
 
 
 async def reader(conn: asyncpg.Connection, settings: Settings) -> learned.Reader:
     """The reader in use (app.voc.learned): the lexicon until survey comments chose another."""
-    lexicon = await asyncio.to_thread(analyzer_of, settings)
-    return learned.reader_of(await learned.current(conn), lexicon)
+    return await learned.in_use(conn, settings)
 
 
 async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:

@@ -401,15 +401,21 @@ async def reread(
     return done
 
 
+async def in_use(conn: asyncpg.Connection, settings: Settings) -> Reader:
+    """The reader in use: the lexicon (with these settings' words) until survey comments chose
+    another."""
+    lexicon = await asyncio.to_thread(sentiment.analyzer_of, settings.sentiment_words)
+    return reader_of(await current(conn), lexicon)
+
+
 def reread_handler(settings: Settings) -> jobs.Handler:
     """The `sentiment_reread` job: every enriched text that another reader read, read again by
     the reader in use."""
-    from app.voc import enrich
 
     async def run(
         conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
     ) -> dict[str, Any]:
-        reader = await enrich.reader(conn, settings)
+        reader = await in_use(conn, settings)
 
         async def told(done: int, total: int) -> None:
             await progress(done / total)

@@ -14,6 +14,7 @@ positive at 0.05 or above, neutral between (VADER's own thresholds).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -108,3 +109,13 @@ class Analyzer:
     def __call__(self, text: str) -> Sentiment:
         score = float(self._vader.polarity_scores(text[:MAX_CHARS])["compound"])
         return Sentiment(score, label_of(score))
+
+
+@functools.cache
+def _analyzer(words: tuple[tuple[str, float], ...]) -> Analyzer:
+    return Analyzer(dict(words))
+
+
+def analyzer_of(words: Mapping[str, float]) -> Analyzer:
+    """The process's analyzer with these extra words (built once per set of words)."""
+    return _analyzer(tuple(sorted(words.items())))
