@@ -301,8 +301,22 @@ def cmd_worker(_: argparse.Namespace) -> None:
                 task.cancel()
             await pool.close()
 
+    # A stopped worker ends within WORKER_GRACE_SECONDS: work in a thread (a themes refit, a
+    # reader learnt from the comments) cannot be cancelled, and Python's exit waits for it (under
+    # load, past the 30 s a test or `docker stop` allows). A job it held is retried elsewhere.
+    signal.signal(signal.SIGTERM, _exit_within_grace)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+WORKER_GRACE_SECONDS = 15.0
+
+
+def _exit_within_grace(signum: int, frame: object) -> None:
+    timer = threading.Timer(WORKER_GRACE_SECONDS, os._exit, args=(128 + signum,))
+    timer.daemon = True
+    timer.start()
+    _exit_on_sigterm(signum, frame)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
