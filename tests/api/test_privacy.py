@@ -19,10 +19,10 @@ from tests.fixtures.senders import deliver_stripe, invoice, make_source, stripe_
 
 # Unique strings that mark the subject: its ids, its email, its words. After an erasure none of
 # them may be anywhere in the database.
-ZEBRA = "c-zebra-4411"
-EMAIL = "Zebra.4411@Example.com"
-SENTENCE = "The zebra export 4411 keeps failing for me"
-COMMENT = "zebra comment 4411: support never answered"
+ZEBRA = "c-zebra-q4x11"
+EMAIL = "Zebra.q4x11@Example.com"
+SENTENCE = "The zebra export q4x11 keeps failing for me"
+COMMENT = "zebra comment q4x11: support never answered"
 
 
 async def scan(conn: asyncpg.Connection, needle: str) -> list[str]:
@@ -69,7 +69,7 @@ async def world(
         "account_id": "acct-zq",
         "email": EMAIL,
         "name": "Zebra Person",
-        "identities": [{"kind": "user_id", "value": "u-zebra-4411"}],
+        "identities": [{"kind": "user_id", "value": "u-zebra-q4x11"}],
     }
     assert (await client.put(f"/v1/contacts/{ZEBRA}", json=subject)).status_code == 200
     other = {"account_id": "acct-zq", "email": "other@example.org"}
@@ -163,7 +163,8 @@ async def test_erasing_a_person_leaves_nothing_of_them_and_keeps_them_out(
     assert removed["events"] == 3 and removed["contacts"] == 1 and removed["insights"] == 1
     assert removed["events_redacted"] == 1  # the other person's ticket quoting the email
     assert done["suppressed"] >= 3  # the contact id, the email, the user id
-    for needle in ("zebra", EMAIL, "4411"):
+    # "q4x11" holds letters no hexadecimal hash or id has: the subject's own hash must not match
+    for needle in ("zebra", EMAIL, "q4x11"):
         assert await scan(conn, needle) == [], needle
     # The audit names the subject by its hash alone.
     trail = [
@@ -239,7 +240,7 @@ async def test_erasing_an_account_removes_it_its_people_and_its_scores(
     removed = done["removed"]
     assert removed["accounts"] == 1 and removed["contacts"] == 2
     assert removed["outcomes"] == 1 and removed["scores"] == 1
-    for needle in ("acct-zq", "zebra", EMAIL, "other@example.org", "4411"):
+    for needle in ("acct-zq", "zebra", EMAIL, "other@example.org", "q4x11"):
         assert await scan(conn, needle) == [], needle
     assert (await client.get("/v1/accounts/acct-zq")).status_code == 404
     refused = await client.post("/v1/outcomes", json=outcome)
@@ -289,7 +290,7 @@ async def test_an_export_holds_everything_sent_about_a_person_or_an_account(
         "Zebra Person",
     )
     assert contact["history"] and contact["history"][0]["changes"]["name"] == "Zebra Person"
-    assert {"kind": "user_id", "value": "u-zebra-4411"} in contact["identities"]
+    assert {"kind": "user_id", "value": "u-zebra-q4x11"} in contact["identities"]
     assert contact["consent"] == {}
     by_id = {e["event_id"]: e for e in document["events"]}
     assert {"zebra-ticket-1", "zebra-login", "zebra-nps"} <= set(by_id)
@@ -612,7 +613,7 @@ async def test_an_erasure_follows_a_person_to_every_account_and_every_field(
         "userId": ZEBRA,
         "event": "Zebra Report Exported",
         "messageId": "zebra-seg-1",
-        "properties": {"note": "zebra 4411 from segment"},
+        "properties": {"note": "zebra q4x11 from segment"},
         "context": {"groupId": "acct-far"},
         "timestamp": (now - timedelta(hours=2)).isoformat(),
     }
@@ -631,7 +632,8 @@ async def test_an_erasure_follows_a_person_to_every_account_and_every_field(
     assert "far-quote" not in mine
 
     done = await erase(client, settings, contact_id=ZEBRA)
-    for needle in ("zebra", EMAIL, "4411"):
+    # "q4x11" holds letters no hexadecimal hash or id has: the subject's own hash must not match
+    for needle in ("zebra", EMAIL, "q4x11"):
         assert await scan(conn, needle) == [], needle
     kept = (await client.get("/v1/accounts/acct-far/events")).json()["items"]
     assert {e["event_id"] for e in kept} == {"far-quote"}
@@ -708,7 +710,7 @@ async def test_segment_calls_naming_an_erased_person_are_neither_stored_nor_held
             "identify",
             {"userId": "u-new-z", "traits": {"email": EMAIL}, "context": {"groupId": "acct-zq"}},
         ),
-        ("track", {"userId": "u-zebra-4411", "event": "Login"}),
+        ("track", {"userId": "u-zebra-q4x11", "event": "Login"}),
         ("track", {"userId": ZEBRA, "event": "Login", "context": {"groupId": "acct-zq"}}),
         ("group", {"userId": ZEBRA, "groupId": "acct-zq"}),
     ]
