@@ -159,6 +159,7 @@ async def test_cli_trains_with_progress_and_scores_every_live_account(
     assert count == len({a["account_id"] for a in world.accounts} - churned)
 
 
+@pytest.mark.slow
 async def test_rescore_job_scores_every_live_account_once_as_on_request(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Settings
 ) -> None:
