@@ -170,9 +170,6 @@ def _whole_days(span: timedelta) -> int | None:
 
 
 _YEAR = f"e.occurred_at > s.t{RECENCY_CAP_DAYS}"
-# Events read one by one come in three parts (_events_sql); part 2 lies in a month the rollups
-# count for the year.
-_YEARLY = f"e.part <> 2 AND {_YEAR}"
 
 
 def _events_sql() -> str:
@@ -183,7 +180,8 @@ def _events_sql() -> str:
     Each range again as parameters, over every pair at once: Postgres prunes month partitions
     by parameters when the statement starts, but by per-row values only when it runs, after it
     has opened every partition for every subquery (most of a single score's time)."""
-    yearly = _YEARLY.replace("s.t", "e.t")
+    # The year's events, less part 2: it lies in a month the rollups count for the year.
+    yearly = f"e.part <> 2 AND e.occurred_at > e.t{RECENCY_CAP_DAYS}"
     # The UTC days with an event of the type, each as its distance from t's day (the cadence
     # is the median gap between them). One sorted array per type: six 64-bit words of day
     # bits, each its own filtered aggregate, took half of a score's time in Postgres.

@@ -19,7 +19,7 @@ from app.ml.catalog import Catalog
 from app.ml.model import Trained
 from app.schemas.models import TrainRequest
 from app.settings import Settings
-from app.voc import enrich, learned, themes
+from app.voc import enrich, learned, sentiment, themes
 
 
 def options(settings: Settings, request: TrainRequest, catalog: Catalog) -> training.Options:
@@ -102,7 +102,7 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
     # than whenever the worker's round comes: otherwise the same data trains on one reader's
     # sentiment or another's depending on timing (seen: held-out AUC 0.717 and 0.763).
     refit_every = timedelta(hours=settings.themes_refit_hours)
-    lexicon = await asyncio.to_thread(enrich.analyzer_of, settings)
+    lexicon = await asyncio.to_thread(sentiment.analyzer_of, settings.sentiment_words)
     await learned.relearn_if_due(conn, lexicon, every=refit_every, wait=True)
     await enrich.catch_up(conn, settings)  # the texts' sentiment, by that reader
     stage("texts", PREPARE["texts"], 1, 1)

@@ -98,22 +98,12 @@ def _read(analyzer: Read, row: asyncpg.Record) -> sentiment.Sentiment:
         return sentiment.Sentiment(0.0, "neutral")
 
 
-def analyzer_of(settings: Settings) -> sentiment.Analyzer:
-    """The process's analyzer for these settings' words (built once)."""
-    return sentiment.analyzer_of(settings.sentiment_words)
-
-
-async def reader(conn: asyncpg.Connection, settings: Settings) -> learned.Reader:
-    """The reader in use (app.voc.learned): the lexicon until survey comments chose another."""
-    return await learned.in_use(conn, settings)
-
-
 async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
     """Every text stored so far read, and read by the reader in use, before a training set or a
     batch rescoring reads their sentiment: one reader for all of them, even while the
     `sentiment_reread` job is under way (unless another worker is enriching the newest);
     how many this call read."""
-    analyzer = await reader(conn, settings)
+    analyzer = await learned.in_use(conn, settings)
     done = 0
     while read := await enrich_pending(conn, analyzer, limit=settings.enrich_batch):
         done += read
@@ -123,7 +113,7 @@ async def catch_up(conn: asyncpg.Connection, settings: Settings) -> int:
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """Enrich new texts every TICK_SECONDS, batch after batch while there are more; refit the
     themes and choose the sentiment reader again when they are due."""
-    lexicon = await asyncio.to_thread(analyzer_of, settings)
+    lexicon = await asyncio.to_thread(sentiment.analyzer_of, settings.sentiment_words)
     refit_every = timedelta(hours=settings.themes_refit_hours)
     using: dict[str | None, learned.Reader] = {}  # the reader in use, by its id
     tried: list[float] = []  # when this worker last looked at the survey comments

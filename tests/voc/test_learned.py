@@ -119,7 +119,7 @@ async def test_comments_the_lexicon_misreads_teach_a_reader_that_then_reads_ever
     assert after == "negative"
     later = {**ticket, "event_id": "ticket-2", "text": "We plan on renewing for three years"}
     assert (await client.post("/v1/events", json=later)).status_code == 202
-    reader = await enrich.reader(conn, settings)
+    reader = await learned.in_use(conn, settings)
     assert await enrich.enrich_pending(conn, reader, limit=10) == 1
     label = await conn.fetchval("SELECT label FROM text_enrichments WHERE event_id = 'ticket-2'")
     assert label == "positive"
