@@ -15,7 +15,7 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 custintel
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv/custintel
-# The source tree as it is in the repository: app/migrate.py finds migrations/ beside app/.
+# The source tree as it is in the repository: app/platform/migrate.py finds migrations/ beside app/.
 COPY --chown=custintel:custintel alembic.ini ./
 COPY --chown=custintel:custintel app ./app
 COPY --chown=custintel:custintel migrations ./migrations

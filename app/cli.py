@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from app import audit, auth, db, errors, logs, migrate, vault
+from app.governance import audit, auth, vault
+from app.platform import db, errors, logs, migrate
+from app.platform.settings import Settings, get_settings
 from app.schemas import models as schemas
-from app.settings import Settings, get_settings
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.jso
 
 def _migrate(settings: Settings, *, wait_seconds: float = 60) -> str:
     """Apply pending migrations, waiting for the database to come up if it is not yet; then
-    make sure every stored secret is sealed and decrypts (app.vault.prepare), or stop."""
+    make sure every stored secret is sealed and decrypts (app.governance.vault.prepare), or stop."""
     url = db.database_url(settings)
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -162,7 +163,7 @@ class JobWorker:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
-    from app import server
+    from app.platform import server
 
     options: dict[str, Any] = {
         "factory": True,
@@ -260,7 +261,8 @@ def _serve_worker(config: Any, log_level: str) -> None:
 
 
 def cmd_worker(_: argparse.Namespace) -> None:
-    from app import deliveries, jobs, schedules
+    from app.activation import deliveries, schedules
+    from app.platform import jobs
     from app.voc import enrich
 
     settings = get_settings()
@@ -355,7 +357,7 @@ def _run_here(
 ) -> dict[str, Any]:
     """Run a job in the foreground with its progress on stderr (a bar redrawn in place on a
     terminal, whole lines elsewhere); exit with its error."""
-    from app import jobs
+    from app.platform import jobs
 
     shown = jobs.Shown(sys.stderr, label)
 
@@ -494,7 +496,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print what was found; then go on serving."""
     import uvicorn
 
-    from app import demo, server
+    from app.demo import tour
+    from app.platform import server
 
     # The demo's own output is the story; the service's logs would drown it. They stay
     # available with CUSTINTEL_LOG_LEVEL / CUSTINTEL_ACCESS_LOG set explicitly.
@@ -527,7 +530,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     async def main() -> None:
         serving = asyncio.create_task(service.serve())
         story = asyncio.create_task(
-            demo.run(base_url, key, accounts=args.accounts, seed=args.seed, out=sys.stdout)
+            tour.run(base_url, key, accounts=args.accounts, seed=args.seed, out=sys.stdout)
         )
         done, _ = await asyncio.wait({serving, story}, return_when=asyncio.FIRST_COMPLETED)
         if story in done and story.exception() is not None:
@@ -539,7 +542,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     try:
         asyncio.run(main())
-    except demo.DemoFailed as exc:
+    except tour.DemoFailed as exc:
         sys.exit(f"custintel demo: {exc}")
     except KeyboardInterrupt:  # Ctrl-C: the service has shut down; nothing went wrong
         print("custintel demo: stopped", file=sys.stderr)

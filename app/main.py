@@ -22,8 +22,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from app import auth, db, errors, ingest, migrate, notifications, partitions, runtime
-from app import privacy as privacy_domain
 from app.api import (
     admin,
     examples,
@@ -40,11 +38,15 @@ from app.api import (
     voc,
 )
 from app.api.common import MANUAL_BODIES, describe, field_errors, problem_responses
-from app.middleware import BodyLimit, Decompress, RequestContext
+from app.governance import auth
+from app.governance import privacy as privacy_domain
 from app.ml import history, serving
+from app.platform import db, errors, migrate, notifications, partitions, runtime
+from app.platform.middleware import BodyLimit, Decompress, RequestContext
+from app.platform.settings import Settings, get_settings
 from app.schemas.common import JSON_VALUE_SCHEMA
 from app.schemas.insights import InsightEvent
-from app.settings import Settings, get_settings
+from app.signals import ingest
 
 log = logging.getLogger(__name__)
 

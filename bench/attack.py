@@ -30,7 +30,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db  # noqa: E402
+from app.platform import db  # noqa: E402
 from bench.ingest import (  # noqa: E402
     ADMIN_KEY,
     create_database,

@@ -37,7 +37,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db, ingest, migrate, partitions  # noqa: E402
+from app.platform import db, migrate, partitions  # noqa: E402
+from app.signals import ingest  # noqa: E402
 
 ADMIN_KEY = "bench-admin-key-" + "k" * 24
 TYPES = ["login", "page_view", "feature_used", "ticket_opened", "invoice_paid", "nps_answered"]

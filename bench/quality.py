@@ -52,8 +52,9 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db, simulator  # noqa: E402
+from app.demo import simulator  # noqa: E402
 from app.ml import baselines, metrics  # noqa: E402
+from app.platform import db  # noqa: E402
 from bench.ingest import ADMIN_KEY, create_database, scratch_dir, verdict  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -38,10 +38,13 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db, features, ingest, partitions, profiles, simulator  # noqa: E402
-from app.ml import batch, pipeline, scoring  # noqa: E402
+from app.demo import simulator  # noqa: E402
+from app.ml import batch, features, pipeline, scoring  # noqa: E402
+from app.people import profiles  # noqa: E402
+from app.platform import db, partitions  # noqa: E402
+from app.platform.settings import Settings  # noqa: E402
 from app.schemas.models import TrainRequest  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.signals import ingest  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Connection,
     CpuMeter,

@@ -26,7 +26,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db  # noqa: E402
+from app.platform import db  # noqa: E402
 from app.voc import enrich, sentiment  # noqa: E402
 from bench.ingest import (  # noqa: E402
     bench_batches,

@@ -1,5 +1,5 @@
 """Alembic environment: runs migrations over asyncpg against CUSTINTEL_DATABASE_URL or the URL set
-by app.migrate."""
+by app.platform.migrate."""
 
 import asyncio
 
@@ -7,8 +7,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app import db, tables  # noqa: F401  (tables registers every table on the metadata)
-from app.settings import get_settings
+from app.platform import db, tables  # noqa: F401  (tables registers every table on the metadata)
+from app.platform.settings import get_settings
 
 config = context.config
 target_metadata = db.metadata
@@ -24,7 +24,7 @@ def _url() -> str:
 def _include(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # Monthly event partitions are created at run time (app.partitions), not by migrations.
+    # Monthly event partitions are created at run time (app.platform.partitions), not by migrations.
     return not (type_ == "table" and reflected and name is not None and name.startswith("events_"))
 
 

@@ -22,9 +22,9 @@ import httpx
 import orjson
 import pytest
 
-from app import db, migrate
 from app.main import create_app
-from app.settings import Settings
+from app.platform import db, migrate
+from app.platform.settings import Settings
 
 ADMIN_KEY = "test-admin-key-" + "x" * 24
 # One sealing key for every process a test starts (servers, workers, the demo), as an
@@ -202,7 +202,8 @@ async def another_process(
 async def run_queued_job(settings: Settings, kind: str) -> dict[str, object]:
     """Run the one queued job of `kind` as a worker does (with every handler a worker has);
     its result, once it succeeded."""
-    from app import jobs, schedules
+    from app.activation import schedules
+    from app.platform import jobs
 
     pool = await db.create_pool(str(settings.database_url), settings)
     try:

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from app.cli import OPENAPI_PATH
 from app.main import create_app
+from app.platform.settings import Settings
 from app.schemas import (
     admin,
     common,
@@ -22,7 +23,6 @@ from app.schemas import (
     sources,
     voc,
 )
-from app.settings import Settings
 
 
 def test_committed_spec_matches_the_app() -> None:

@@ -10,8 +10,9 @@ import asyncpg
 import httpx
 import pytest
 
-from app import deliveries, errors
-from app.settings import Settings
+from app.activation import deliveries
+from app.platform import errors
+from app.platform.settings import Settings
 from tests.fixtures.delivery import Receiver, deliver_for
 from tests.fixtures.scores import T0, new_scores, score
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.fixtures.live import free_port
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser

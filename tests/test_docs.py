@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.fixtures import browser
 from tests.fixtures.live import serve
 

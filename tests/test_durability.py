@@ -12,8 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app import db, migrate
-from app.settings import Settings
+from app.platform import db, migrate
+from app.platform.settings import Settings
 from tests.conftest import ADMIN_KEY, another_process
 from tests.fixtures.live import serve
 

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app import features, rollups
+from app.ml import features, rollups
 from app.ml.catalog import Catalog
 from app.voc import enrich, sentiment
 

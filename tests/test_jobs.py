@@ -20,9 +20,12 @@ import httpx
 import psutil
 import pytest
 
-from app import db, errors, jobs, privacy, schedules, simulator
+from app.activation import schedules
+from app.demo import simulator
+from app.governance import privacy
 from app.ml import training
-from app.settings import Settings
+from app.platform import db, errors, jobs
+from app.platform.settings import Settings
 from tests.fixtures import synthetic
 from tests.fixtures.http import load
 from tests.fixtures.live import free_port, serve_env, serving

@@ -1,4 +1,4 @@
-"""Migrations are reversible and describe exactly the tables in app/tables.py."""
+"""Migrations are reversible and describe exactly the tables in app/platform/tables.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app import db, migrate, tables
+from app.platform import db, migrate, tables
 
 
 async def _tables(url: str) -> set[str]:

@@ -23,8 +23,9 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from app import cli, logs, partitions
-from app.settings import Settings
+from app import cli
+from app.platform import logs, partitions
+from app.platform.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.fixtures.http import eventually
 from tests.fixtures.live import free_port, serve_env, serving, wait_ready

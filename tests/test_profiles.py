@@ -4,9 +4,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from app import db, profiles
+from app.people import profiles
+from app.platform import db
+from app.platform.settings import Settings
 from app.schemas.profiles import AccountUpsert
-from app.settings import Settings
 
 LIMITS = profiles.TraitLimits(per_profile=100, overall=1000)
 

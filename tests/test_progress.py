@@ -13,9 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
-from app import db, jobs, simulator
+from app.demo import simulator
 from app.ml import pipeline, search
-from app.settings import Settings
+from app.platform import db, jobs
+from app.platform.settings import Settings
 from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from app import simulator
+from app.demo import simulator
 from app.ml import batch
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.fixtures import browser
 from tests.fixtures.http import load

@@ -19,8 +19,8 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from app import errors, jsonbody
 from app.cli import OPENAPI_PATH
+from app.platform import errors, jsonbody
 from app.schemas.common import EARLIEST
 from tests.conftest import ADMIN_KEY, with_database
 from tests.fixtures.live import serve

@@ -10,7 +10,7 @@ import pytest
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.fixtures.live import serve
 

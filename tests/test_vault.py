@@ -17,8 +17,9 @@ import standardwebhooks
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from app import deliveries, vault
-from app.settings import Settings
+from app.activation import deliveries
+from app.governance import vault
+from app.platform.settings import Settings
 
 
 def test_a_key_file_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import logging
 import asyncpg
 import pytest
 
-from app import deliveries, jobs, schedules
-from app.settings import Settings
+from app.activation import deliveries, schedules
+from app.platform import jobs
+from app.platform.settings import Settings
 from app.voc import enrich
 from tests.fixtures.live import free_port
 

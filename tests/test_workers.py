@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app import simulator
-from app.settings import Settings
+from app.demo import simulator
+from app.platform.settings import Settings
 from tests.fixtures.http import load
 
 pytestmark = pytest.mark.slow  # starts a server, a subprocess or a browser

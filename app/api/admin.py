@@ -10,9 +10,10 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request
 
-from app import audit, auth, errors, runtime
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin
+from app.governance import audit, auth
+from app.governance.auth import Admin
+from app.platform import errors, runtime
 from app.schemas.admin import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, AuditEntry
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["admin"])

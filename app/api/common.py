@@ -14,10 +14,13 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from app import auth, errors, ingest, jsonbody, profiles, runtime
-from app.errors import PROBLEM_JSON
+from app.governance import auth
+from app.people import profiles
+from app.platform import errors, jsonbody, runtime
+from app.platform.errors import PROBLEM_JSON
 from app.schemas.admin import Problem
 from app.schemas.common import ID_PATTERN, ID_RULE, NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
+from app.signals import ingest
 
 T = TypeVar("T")
 
@@ -89,7 +92,7 @@ def _is_list(annotation: Any) -> bool:
 
 
 class StrictJSONRoute(APIRoute):
-    """Parses JSON bodies with app.jsonbody before FastAPI sees them, so bad bytes become a
+    """Parses JSON bodies with app.platform.jsonbody before FastAPI sees them, so bad bytes become a
     problem response that says what is wrong rather than a generic parse error."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app import db, jobs, migrate, runtime
 from app.api.common import StrictJSONRoute
+from app.platform import db, jobs, migrate, runtime
 from app.schemas.admin import Health, Readiness
 
 router = APIRouter(tags=["health"], route_class=StrictJSONRoute)

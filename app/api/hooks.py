@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 
-from app import errors, runtime, sources
 from app.api.common import ingest_context, problem_responses
+from app.platform import errors, runtime
 from app.schemas.sources import HookAnswer
-from app.sources import common
+from app.signals import sources
+from app.signals.sources import common
 
 router = APIRouter(responses=problem_responses(400, 401, 413), tags=["hooks"])
 

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import deliveries, insights, routing, runtime
+from app.activation import deliveries, insights, routing
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin, Insights, Read
+from app.governance.auth import Admin, Insights, Read
+from app.platform import runtime
 from app.schemas.common import Email, Id, Kind, Timestamp
 from app.schemas.insights import (
     Band,

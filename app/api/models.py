@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app import jobs, runtime
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin, Read
+from app.governance.auth import Admin, Read
 from app.ml import datasets, drift, performance, promotion, registry, report
+from app.platform import jobs, runtime
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     DriftReport,

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app import errors, jobs, privacy, retention, runtime
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Privacy
+from app.governance import privacy, retention
+from app.governance.auth import Privacy
+from app.platform import errors, jobs, runtime
 from app.schemas.common import Email, Id
 from app.schemas.privacy import (
     AccountById,

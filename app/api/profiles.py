@@ -10,7 +10,6 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
-from app import auth, errors, held, identities, ingest, merges, profiles, runtime
 from app.api import common
 from app.api.common import (
     StrictJSONRoute,
@@ -19,7 +18,10 @@ from app.api.common import (
     manual_body,
     problem_responses,
 )
-from app.auth import Ingest, Principal, Read
+from app.governance import auth
+from app.governance.auth import Ingest, Principal, Read
+from app.people import held, identities, merges, profiles
+from app.platform import errors, runtime
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.profiles import (
     MAX_PROFILE_BATCH,
@@ -42,6 +44,7 @@ from app.schemas.profiles import (
     ProfileBatchResult,
     SuppressedProfile,
 )
+from app.signals import ingest
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from app import errors, jobs, runtime
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin, Read
+from app.governance.auth import Admin, Read
 from app.ml import serving
+from app.platform import errors, jobs, runtime
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,

@@ -25,10 +25,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app import auth, errors, held, jsonbody, runtime, segment
 from app.api import common
 from app.api.common import manual_body, problem_responses
+from app.governance import auth
+from app.people import held
+from app.platform import errors, jsonbody, runtime
 from app.schemas.segment import SegmentAnswer, SegmentBatch, SegmentCall
+from app.signals import segment
 
 router = APIRouter(tags=["segment"], responses=problem_responses(400, 401, 403, 413, 422, 429, 503))
 

@@ -9,7 +9,6 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
-from app import errors, ingest, runtime, segment, timeline
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -18,7 +17,9 @@ from app.api.common import (
     manual_body,
     problem_responses,
 )
-from app.auth import Ingest, Read
+from app.governance.auth import Ingest, Read
+from app.people import timeline
+from app.platform import errors, runtime
 from app.schemas.common import BatchResult, Id, ItemError, Name, Timestamp
 from app.schemas.signals import (
     MAX_EVENT_BATCH,
@@ -35,6 +36,7 @@ from app.schemas.signals import (
     UnresolvedPage,
     UnresolvedSignal,
 )
+from app.signals import ingest, segment
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 

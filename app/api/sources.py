@@ -8,11 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from app import errors, runtime, sources
 from app.api import common
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Sources
+from app.governance.auth import Sources
+from app.platform import errors, runtime
 from app.schemas.sources import Rejection, Replay, Source, SourceCreate, SourceUpdate
+from app.signals import sources
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["sources"])
 

@@ -8,9 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from app import errors, runtime, voc
+from app import voc
 from app.api.common import StrictJSONRoute, problem_responses
-from app.auth import Admin, Read
+from app.governance.auth import Admin, Read
+from app.platform import errors, runtime
 from app.schemas.common import Id, Name, Timestamp
 from app.schemas.voc import (
     AccountVoc,

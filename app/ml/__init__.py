@@ -1,1 +1,3 @@
-"""Machine learning: training sets, training, scoring with reasons, the model registry."""
+"""Machine learning: features as of t from events and monthly rollups (features, rollups), the
+feature specs (catalog), training sets, search and training, the served model, scoring with
+reasons, the registry, promotion, evaluation and the model report."""

@@ -15,10 +15,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import errors, features, insights, jobs, rollups
-from app.ml import datasets, history, registry, scoring
+from app.activation import insights
+from app.ml import datasets, features, history, registry, rollups, scoring
+from app.platform import errors, jobs
+from app.platform.settings import Settings
 from app.schemas.models import RescoreRequest
-from app.settings import Settings
 from app.voc import enrich
 
 CHUNK = 2000
@@ -48,7 +49,7 @@ async def rescore(
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Score every live account with every active model (or those of `targets`); with
-    settings, raise the insights the new scores call for (app/insights.py)."""
+    settings, raise the insights the new scores call for (app/activation/insights.py)."""
     models = await active_models(conn, targets)
     await rollups.catch_up(conn, as_of=as_of)
     if settings is not None:

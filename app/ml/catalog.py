@@ -371,7 +371,7 @@ class Feature:
         if unit == "sentiment":
             return _feeling(value)
         if unit == "money":
-            from app.settings import get_settings  # the installation's, at display time
+            from app.platform.settings import get_settings  # the installation's, at display time
 
             return money(value, get_settings().currency)
         if unit in ("count", "days") or abs(value - round(value)) < 1e-9:

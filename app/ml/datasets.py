@@ -15,10 +15,12 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from app import errors, features, profiles
+from app.ml import features
 from app.ml.catalog import Catalog
+from app.people import profiles
+from app.platform import errors
+from app.platform.settings import Settings
 from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel, TrainRequest
-from app.settings import Settings
 
 __all__ = ["InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
 

@@ -19,10 +19,10 @@ from typing import TypedDict
 import asyncpg
 import numpy as np
 
-from app import errors, features
-from app.ml import registry
+from app.ml import features, registry
 from app.ml.psi import psi
-from app.settings import Settings
+from app.platform import errors
+from app.platform.settings import Settings
 
 
 @dataclass(frozen=True)

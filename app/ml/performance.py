@@ -20,9 +20,10 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from app import errors, insights, jobs
+from app.activation import insights
 from app.ml import datasets, drift, history, metrics, registry
 from app.ml.catalog import Catalog
+from app.platform import errors, jobs
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 

@@ -13,12 +13,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import features, jobs, rollups
-from app.ml import datasets, promotion, registry, stationarity, training
+from app.ml import datasets, features, promotion, registry, rollups, stationarity, training
 from app.ml.catalog import Catalog
 from app.ml.model import Trained
+from app.platform import jobs
+from app.platform.settings import Settings
 from app.schemas.models import TrainRequest
-from app.settings import Settings
 from app.voc import enrich, learned, sentiment, themes
 
 

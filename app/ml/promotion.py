@@ -18,8 +18,9 @@ import asyncpg
 import numpy as np
 import orjson
 
-from app import audit, errors, features
-from app.ml import baselines, datasets, metrics, registry, serving
+from app.governance import audit
+from app.ml import baselines, datasets, features, metrics, registry, serving
+from app.platform import errors
 
 
 @dataclass

@@ -30,14 +30,14 @@ import asyncpg
 import numpy as np
 import orjson
 
-from app import errors
 from app.ml import linear
 from app.ml.catalog import Catalog
 from app.ml.model import GLOBAL, Blend, SegmentModel, SegmentStats, Trained
+from app.platform import errors
 from app.schemas.models import ModelInfo
 
 if TYPE_CHECKING:
-    from app.features import Frame
+    from app.ml.features import Frame
 
 # Percentiles keep this many points of each segment's training distribution.
 REFERENCE_POINTS = 1001

@@ -20,9 +20,9 @@ import asyncpg
 import numpy as np
 import orjson
 
-from app import errors, features
-from app.ml import datasets, performance, registry, scoring
+from app.ml import datasets, features, performance, registry, scoring
 from app.ml.model import GLOBAL
+from app.platform import errors
 
 SAMPLE = 1000  # accounts in the SHAP summaries
 

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from app import features
-from app.ml import registry
+from app.ml import features, registry
 from app.ml.catalog import Feature
 from app.ml.model import SegmentModel
 

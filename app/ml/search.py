@@ -33,11 +33,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from app import errors
 from app.ml import linear
 from app.ml.datasets import TrainingSet
 from app.ml.metrics import auc_difference_error, auc_within
 from app.ml.model import Blend, SegmentModel
+from app.platform import errors
 
 SEED = 7
 
@@ -63,7 +63,7 @@ class Options:
     medium_share: float = 0.20
     # Checked after every boosting round: true once the job is cancelled or out of time.
     stop_requested: Callable[[], bool] = field(default=lambda: False, compare=False)
-    # Told where the training is: a stage's name, its steps done and in all (app.jobs).
+    # Told where the training is: a stage's name, its steps done and in all (app.platform.jobs).
     report: Callable[[str, int, int], None] = field(default=lambda *_: None, compare=False)
 
 

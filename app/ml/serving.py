@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import errors, features
-from app.ml import history, registry, scoring
+from app.ml import features, history, registry, scoring
+from app.platform import errors
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ class Models:
     serving when a newer file turns out to be damaged.
 
     Which model is active is cached per target while the process's change listener is up
-    (app.notifications, subscribed to MODELS_CHANNEL): any change to the models table, from any
-    process, empties the cache. Without that connection every request reads the models table."""
+    (app.platform.notifications, subscribed to MODELS_CHANNEL): any change to the models table,
+    from any process, empties the cache. Without that connection every request reads the models
+    table."""
 
     def __init__(self) -> None:
         self._loaded: dict[str, registry.Loaded] = {}
@@ -57,8 +58,8 @@ class Models:
         self._active.clear()
 
     def listening(self, up: bool) -> None:
-        """The change listener (app.notifications) came up or went down: the cache of active
-        models is used only while it is up."""
+        """The change listener (app.platform.notifications) came up or went down: the cache of
+        active models is used only while it is up."""
         self._listening = up
         self.forget_active()
 

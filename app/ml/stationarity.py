@@ -29,8 +29,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from app import features
-from app.ml import psi
+from app.ml import features, psi
 from app.ml.catalog import CAPPED, Catalog
 from app.ml.datasets import TrainingSet
 

@@ -38,7 +38,6 @@ from sklearn.metrics import (
     brier_score_loss,
 )
 
-from app import errors
 from app.ml import baselines, linear, psi, search
 from app.ml.datasets import TrainingSet
 from app.ml.metrics import (
@@ -51,6 +50,7 @@ from app.ml.metrics import (
 )
 from app.ml.model import GLOBAL, SegmentModel, SegmentStats, Trained
 from app.ml.search import Options as Options  # the options of a training
+from app.platform import errors
 
 # The stages of a training in order, each with about the share of a training's time it took
 # on the simulator's 20,000 accounts (search 54 s, estimate 9, refit 4, segments 15, bands 1,

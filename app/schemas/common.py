@@ -18,7 +18,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from app import jsonbody
+from app.platform import jsonbody
 
 # Unknown fields are rejected with a 422 naming them, never dropped: free-form data belongs in
 # traits (profiles) or properties (events, outcomes), which keep every key.
@@ -65,7 +65,7 @@ def integral(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(integral)]
 TIMESTAMP_RULE = "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:30:00Z"
 # The same rule checked by pydantic-core alone (no Python call per value), for the event hot path;
-# app.ingest.parse_timestamp turns it into a datetime.
+# app.signals.ingest.parse_timestamp turns it into a datetime.
 TimestampText = Annotated[
     str,
     StringConstraints(pattern=TIMESTAMP_PATTERN),
@@ -106,7 +106,8 @@ def _limit_nesting(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-# Postgres cannot store NUL; app.jsonbody refuses it in any string, and the contract says so.
+# Postgres cannot store NUL; app.platform.jsonbody refuses it in any string, and the contract says
+# so.
 NO_NUL = r"^[^\x00]*$"
 Key = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Said here rather than as a pattern on Key: pydantic turns a key pattern into patternProperties,
@@ -116,7 +117,7 @@ Text = Annotated[str, StringConstraints(max_length=65536, pattern=NO_NUL)]
 TraitValue = Text | bool | int | float | None
 
 # What pydantic's JsonValue means. Said in words only: generated clients handle a recursive
-# schema badly, and the NUL rule is enforced for every string by app.jsonbody.
+# schema badly, and the NUL rule is enforced for every string by app.platform.jsonbody.
 JSON_VALUE_SCHEMA = {
     "description": "Any JSON value. No string anywhere may contain NUL (U+0000), no object a "
     "key twice, no number exceed a double or underflow to zero, no integer exceed 64 bits "
@@ -150,8 +151,8 @@ Identities = Annotated[
         "belongs to one profile: one another holds is refused (409, or an error entry in a batch).",
     ),
 ]
-# Events check nesting in app.ingest (one pass with the rest of their work), so their properties
-# carry only what pydantic-core checks by itself.
+# Events check nesting in app.signals.ingest (one pass with the rest of their work), so their
+# properties carry only what pydantic-core checks by itself.
 EventProperties = Annotated[
     dict[Key, JsonValue],
     Field(

@@ -1,6 +1,6 @@
 """The Segment Tracking API's calls as the contract shows them. The SDKs send them unchanged;
 the README's table says how each field maps to custintel's vocabulary, and Segment's spec says
-the rest, so fields are described loosely here and checked by app.segment."""
+the rest, so fields are described loosely here and checked by app.signals.segment."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from datetime import timedelta
 
 import asyncpg
 
-from app import db
-from app.settings import Settings
+from app.platform import db
+from app.platform.settings import Settings
 from app.voc import learned, sentiment, themes
 
 log = logging.getLogger(__name__)

@@ -41,8 +41,9 @@ import asyncpg
 import numpy as np
 import orjson
 
-from app import jobs, voc
-from app.settings import Settings
+from app import voc
+from app.platform import jobs
+from app.platform.settings import Settings
 from app.voc import sentiment, surveys
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from app import identities, timeline
+from app.people import identities, timeline
 
 NPS, CSAT, CES = "nps_answered", "csat_answered", "ces_answered"
 # type: (lowest, highest, "high" from, "low" up to): promoters >= 9 and detractors <= 6;

@@ -32,7 +32,8 @@ import asyncpg
 import numpy as np
 import orjson
 
-from app import errors, jobs, voc
+from app import voc
+from app.platform import errors, jobs
 
 if TYPE_CHECKING:  # scikit-learn is imported where a fit or a text's terms need it: an API
     # process that never reads a text does not pay its second of import
@@ -212,7 +213,7 @@ def fit(texts: list[str], *, previous: list[Theme], seed: int = 0) -> Fitted | N
         else:
             theme_id = _new_id(terms)
         taken.add(theme_id)
-        # A theme about no one subject stays unnamed ("") and is no feature (app.features).
+        # A theme about no one subject stays unnamed ("") and is no feature (app.ml.features).
         name = _name(terms, together) if coherent else ""
         themes.append(Theme(theme_id, name, terms, coherence, coherent))
     return Fitted(vectorizer, nmf, themes)

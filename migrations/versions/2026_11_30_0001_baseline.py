@@ -558,7 +558,8 @@ def upgrade() -> None:
         "existed at t when this is at or before t.'"
     )
     for table, channel in (("models", "custintel_models"), ("api_keys", "custintel_keys")):
-        # Every API process empties its cache of this table when notified (app.notifications).
+        # Every API process empties its cache of this table when notified
+        # (app.platform.notifications).
         op.execute(
             f"""
             CREATE FUNCTION notify_{table}_changed() RETURNS trigger LANGUAGE plpgsql AS $$

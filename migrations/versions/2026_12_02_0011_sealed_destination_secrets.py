@@ -1,5 +1,5 @@
-"""Destinations' signing secrets as bytes, to be sealed (app.vault.prepare seals those still in
-the clear when the service starts, before it serves)
+"""Destinations' signing secrets as bytes, to be sealed (app.governance.vault.prepare seals those
+still in the clear when the service starts, before it serves)
 
 Revision ID: 0011
 Revises: 0010

@@ -6,8 +6,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import features
-from app.settings import Settings
+from app.ml import features
+from app.platform.settings import Settings
 from tests.conftest import another_process
 
 

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app import auth
-from app.settings import Settings
+from app.governance import auth
+from app.platform.settings import Settings
 from tests.conftest import ADMIN_KEY, another_process
 from tests.fixtures.http import eventually
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.conftest import ADMIN_KEY, another_process
 
 NOW = datetime.now(UTC).isoformat()

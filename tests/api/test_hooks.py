@@ -18,7 +18,7 @@ import orjson
 import stripe
 from hubspot.utils.signature import Signature
 
-from app import sources
+from app.signals import sources
 from tests.fixtures.senders import (
     STRIPE_SECRET,
     deliver_stripe,

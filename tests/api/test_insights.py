@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app import insights, routing
-from app.settings import Settings
+from app.activation import insights, routing
+from app.platform.settings import Settings
 from app.voc import enrich, sentiment
 from tests.fixtures.scores import T0, new_scores, score
 

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import orjson
 
-from app import rollups
+from app.ml import rollups
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -226,7 +226,9 @@ async def test_crossing_merges_at_once_end_in_answers_never_a_500(
 async def test_events_that_reached_the_merged_id_while_it_merged_are_caught_up(
     client: httpx.AsyncClient, conn: asyncpg.Connection, settings: Any
 ) -> None:
-    from app import db, jobs, merges, schedules
+    from app.activation import schedules
+    from app.people import merges
+    from app.platform import db, jobs
 
     now = datetime.now(UTC)
     for account in ("late-a", "late-b"):

@@ -15,9 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from app import db, jobs, simulator
+from app.demo import simulator
 from app.ml import batch, history, pipeline
-from app.settings import Settings
+from app.platform import db, jobs
+from app.platform.settings import Settings
 from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

@@ -9,8 +9,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import db, insights, jobs, partitions, privacy, retention, schedules
-from app.settings import Settings
+from app.activation import insights, schedules
+from app.governance import privacy, retention
+from app.platform import db, jobs, partitions
+from app.platform.settings import Settings
 from app.voc import enrich, sentiment
 from tests.conftest import ADMIN_KEY
 from tests.fixtures.http import basic

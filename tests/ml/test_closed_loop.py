@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app import simulator
+from app.demo import simulator
 from app.ml import batch, drift, performance, pipeline, training
+from app.platform.settings import Settings
 from app.schemas.models import TrainRequest
-from app.settings import Settings
 from tests.fixtures.http import load
 from tests.fixtures.training import train
 

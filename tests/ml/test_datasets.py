@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app import errors, features, rollups
-from app.ml import datasets
+from app.ml import datasets, features, rollups
+from app.platform import errors
 
 AS_OF = datetime(2025, 12, 31, tzinfo=UTC)
 H = timedelta(days=90)

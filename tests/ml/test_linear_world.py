@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.ml import batch, pipeline, registry
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.fixtures.delivery import Receiver, deliver_for
 from tests.fixtures.http import load
 from tests.fixtures.worlds import near_linear

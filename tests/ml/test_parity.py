@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from app import features, simulator
-from app.ml import datasets, pipeline, registry, scoring
-from app.settings import Settings
+from app.demo import simulator
+from app.ml import datasets, features, pipeline, registry, scoring
+from app.platform.settings import Settings
 from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import shap
 
-from app import features
-from app.ml import registry, scoring, training
+from app.ml import features, registry, scoring, training
 from app.ml.catalog import Catalog, money
 from app.ml.datasets import TrainingSet
 from app.ml.model import GLOBAL, Trained

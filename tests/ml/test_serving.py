@@ -14,7 +14,7 @@ import pytest
 
 from app.ml import registry, training
 from app.ml.model import Trained
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.fixtures.synthetic import CATALOG, world
 
 

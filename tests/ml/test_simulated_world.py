@@ -14,9 +14,9 @@ import asyncpg
 import httpx
 import pytest
 
-from app import simulator
+from app.demo import simulator
 from app.ml import datasets, pipeline, registry
-from app.settings import Settings
+from app.platform.settings import Settings
 from app.voc import enrich, themes
 from tests.fixtures.http import load
 

@@ -13,11 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from app import features, simulator
-from app.ml import batch, datasets, drift, pipeline, registry, stationarity
+from app.demo import simulator
+from app.ml import batch, datasets, drift, features, pipeline, registry, stationarity
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
-from app.settings import Settings
+from app.platform.settings import Settings
 from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

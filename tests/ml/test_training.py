@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from app import errors, features
-from app.ml import search, training
+from app.ml import features, search, training
 from app.ml.catalog import Catalog
 from app.ml.datasets import TrainingSet
 from app.ml.metrics import auc_difference_error, auc_within
 from app.ml.model import GLOBAL, Trained
+from app.platform import errors
 from tests.fixtures.synthetic import world
 
 

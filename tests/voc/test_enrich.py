@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app import db, partitions
-from app.settings import Settings
+from app.platform import db, partitions
+from app.platform.settings import Settings
 from app.voc import enrich, sentiment
 
 _TEXTS = """

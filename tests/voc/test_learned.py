@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app import jobs
-from app.settings import Settings
+from app.platform import jobs
+from app.platform.settings import Settings
 from app.voc import enrich, learned, sentiment
 from tests.conftest import run_queued_job
 

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import numpy as np
 
-from app.settings import Settings
+from app.platform.settings import Settings
 from app.voc import enrich, sentiment, themes
 from tests.conftest import run_queued_job
 
