@@ -22,8 +22,10 @@ import asyncpg
 
 from app.governance import audit, auth, vault
 from app.platform import db, errors, logs, migrate
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings, get_settings
 from app.schemas import models as schemas
+from app.schemas.admin import ApiKeyInfo
 
 T = TypeVar("T")
 
@@ -327,7 +329,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     url = _migrate(settings)
-    params: dict[str, Any] = {
+    params: JSONObject = {
         "target": args.target,
         "horizon_days": args.horizon_days,
         "snapshot_every_days": args.snapshot_every_days,
@@ -349,12 +351,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _run_here(
     kind: str,
-    params: dict[str, Any],
+    params: JSONObject,
     handler: Any,
     settings: Settings,
     url: str,
     label: str,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run a job in the foreground with its progress on stderr (a bar redrawn in place on a
     terminal, whole lines elsewhere); exit with its error."""
     from app.platform import jobs
@@ -364,7 +366,7 @@ def _run_here(
     async def progress(report: jobs.Report) -> None:
         shown.show(report)
 
-    async def run() -> dict[str, Any]:
+    async def run() -> JSONObject:
         pool = await db.create_pool(url, settings)
         try:
             result = await jobs.run_here(
@@ -398,7 +400,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         sys.exit("custintel score: say --all (scores of one account: GET /v1/accounts/{id}/scores)")
     settings = get_settings()
     url = _migrate(settings)
-    params: dict[str, Any] = {"targets": args.target or None, "top": args.top}
+    params: JSONObject = {"targets": args.target or None, "top": args.top}
     if args.as_of:
         params["as_of"] = args.as_of
     try:
@@ -452,16 +454,16 @@ def _with_connection(
     return asyncio.run(run())
 
 
-def _key_line(key: asyncpg.Record) -> str:
-    state = "revoked " + key["revoked_at"].isoformat() if key["revoked_at"] else "active"
+def _key_line(key: ApiKeyInfo) -> str:
+    state = "revoked " + key.revoked_at.isoformat() if key.revoked_at else "active"
     return "\t".join(
         [
-            str(key["key_id"]),
-            key["prefix"] + "…",
-            ",".join(key["scopes"]),
-            key["created_at"].isoformat(),
+            key.key_id,
+            key.prefix + "…",
+            ",".join(key.scopes),
+            key.created_at.isoformat(),
             state,
-            key["name"],
+            key.name,
         ]
     )
 
@@ -481,7 +483,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
         sys.exit(f"{args.key_id!r} is not a key id: `custintel keys list` shows them")
     settings = get_settings()
 
-    async def revoke(conn: asyncpg.Connection) -> asyncpg.Record:
+    async def revoke(conn: asyncpg.Connection) -> ApiKeyInfo:
         return await auth.revoke_key(conn, key_id, actor="cli")
 
     try:

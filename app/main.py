@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import orjson
@@ -42,6 +41,7 @@ from app.governance import auth
 from app.governance import privacy as privacy_domain
 from app.ml import history, serving
 from app.platform import db, errors, migrate, notifications, partitions, runtime
+from app.platform.jsonbody import JSONObject
 from app.platform.middleware import BodyLimit, Decompress, RequestContext
 from app.platform.settings import Settings, get_settings
 from app.schemas.common import JSON_VALUE_SCHEMA
@@ -305,7 +305,7 @@ def _reason(status: int) -> str:
         return "Error"
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI) -> JSONObject:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(

@@ -22,7 +22,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -32,6 +32,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.governance import vault
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.insights import (
     Delivery,
@@ -122,7 +123,7 @@ def masked_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
 
 
-def event(insight: dict[str, Any]) -> dict[str, Any]:
+def event(insight: JSONObject) -> JSONObject:
     """The webhook payload (openapi.json's webhooks section describes it)."""
     return {
         "type": f"insight.{insight['kind']}",
@@ -131,7 +132,7 @@ def event(insight: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
+def slack_message(payload: JSONObject) -> JSONObject:
     """The insight as a Slack message. Every value from the data (account ids, reasons, which
     quote names clients sent) is escaped for Slack's markup, so that none becomes a link, a
     mention or a channel-wide ping."""
@@ -155,7 +156,7 @@ async def enqueue(
     conn: asyncpg.Connection,
     *,
     insight_id: str,
-    payload: dict[str, Any],
+    payload: JSONObject,
     decision: routing.Decision,
 ) -> int:
     """Outbox rows for every destination the routing decision chose (in the caller's
@@ -291,9 +292,7 @@ async def _attempt(
         )
 
 
-async def _pinned(
-    url: str, settings: Settings, headers: dict[str, str]
-) -> tuple[str, dict[str, Any]]:
+async def _pinned(url: str, settings: Settings, headers: dict[str, str]) -> tuple[str, JSONObject]:
     """The URL to connect to: its host resolved and checked again now (it may point elsewhere
     than when the destination was saved: DNS rebinding), and the connection made to that very
     address, with the original host in the Host header and in TLS (SNI and the certificate)."""
@@ -476,7 +475,7 @@ async def list_deliveries(
         "FROM delivery_attempts WHERE delivery_id = ANY($1::text[]) ORDER BY attempt",
         [r["delivery_id"] for r in rows],
     )
-    by_delivery: dict[str, list[dict[str, Any]]] = {}
+    by_delivery: dict[str, list[JSONObject]] = {}
     for t in tries:
         by_delivery.setdefault(t["delivery_id"], []).append(dict(t))
     return [Delivery(**dict(r), tries=by_delivery.get(r["delivery_id"], [])) for r in rows]

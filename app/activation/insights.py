@@ -33,6 +33,7 @@ import orjson
 from app.activation import deliveries, routing
 from app.ml import scoring
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.insights import Insight, InsightUpdate
 
@@ -86,8 +87,8 @@ class Raised:
     band: str | None = None
     previous_probability: float | None = None
     previous_band: str | None = None
-    reasons: list[dict[str, Any]] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+    reasons: list[JSONObject] = field(default_factory=list)
+    details: JSONObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Profile:
     owner_email: str | None = None
     segment: str | None = None
     plan: str | None = None
-    traits: dict[str, Any] = field(default_factory=dict)
+    traits: JSONObject = field(default_factory=dict)
 
 
 def next_step(target: str | None, kind: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import asyncpg
@@ -17,7 +17,8 @@ import orjson
 
 from app.ml import datasets
 from app.platform import errors
-from app.schemas.insights import RoutingRule, RoutingRuleIn, RoutingRulePatch, Uplift
+from app.platform.jsonbody import JSONObject
+from app.schemas.insights import RoutingRule, RoutingRuleIn, RoutingRulePatch, Uplift, UpliftGroup
 
 if TYPE_CHECKING:
     from app.activation.insights import Profile, Raised
@@ -46,7 +47,7 @@ def in_holdout(rule_id: str, account_id: str | None, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def matches(match: dict[str, Any], insight: Raised, profile: Profile) -> bool:
+def matches(match: JSONObject, insight: Raised, profile: Profile) -> bool:
     """A rule's match: every given key must hold (lists mean any of)."""
 
     def one(wanted: Any, value: Any) -> bool:
@@ -108,8 +109,8 @@ async def route(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> 
 
 
 async def uplift(
-    conn: asyncpg.Connection, *, rule_id: str, horizon_days: int, now: Any
-) -> dict[str, Any]:
+    conn: asyncpg.Connection, *, rule_id: str, horizon_days: int, now: datetime
+) -> Uplift:
     """Outcome rates of the accounts a rule delivered to against those it held out: each
     account counted once, from its first insight by the rule, the outcome being the target's
     (churned for churn, expanded for expansion, else the target's name) within horizon_days
@@ -150,15 +151,15 @@ async def uplift(
         difference = p1 - p0
         se = (p1 * (1 - p1) / delivered[0] + p0 * (1 - p0) / held[0]) ** 0.5
         interval = [difference - 1.96 * se, difference + 1.96 * se]
-    return {
-        "rule_id": rule_id,
-        "horizon_days": horizon_days,
-        "delivered": {"accounts": delivered[0], "outcomes": delivered[1], "rate": p1},
-        "held_out": {"accounts": held[0], "outcomes": held[1], "rate": p0},
-        "difference": difference,
-        "interval_95": interval,
-        "window_closed": all(r["created_at"] + timedelta(days=horizon_days) <= now for r in rows),
-    }
+    return Uplift(
+        rule_id=rule_id,
+        horizon_days=horizon_days,
+        delivered=UpliftGroup(accounts=delivered[0], outcomes=delivered[1], rate=p1),
+        held_out=UpliftGroup(accounts=held[0], outcomes=held[1], rate=p0),
+        difference=difference,
+        interval_95=interval,
+        window_closed=all(r["created_at"] + timedelta(days=horizon_days) <= now for r in rows),
+    )
 
 
 _RULE_COLUMNS = (
@@ -207,7 +208,7 @@ async def update_rule(
     conn: asyncpg.Connection, rule_id: str, *, patch: RoutingRulePatch
 ) -> RoutingRule:
     """Change the fields given; the others keep their value."""
-    changes: dict[str, Any] = {}
+    changes: JSONObject = {}
     for key, value in patch.model_dump(exclude_unset=True).items():
         if key == "match":
             changes[key] = orjson.dumps(
@@ -244,5 +245,4 @@ async def rule_uplift(conn: asyncpg.Connection, rule_id: str, *, horizon_days: i
     if await conn.fetchval("SELECT 1 FROM routing_rules WHERE rule_id = $1", rule_id) is None:
         raise errors.NotFound(f"No routing rule {rule_id!r}.")
     now = await conn.fetchval("SELECT now()")
-    result = await uplift(conn, rule_id=rule_id, horizon_days=horizon_days, now=now)
-    return Uplift.model_validate(result)
+    return await uplift(conn, rule_id=rule_id, horizon_days=horizon_days, now=now)

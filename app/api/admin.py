@@ -6,8 +6,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-import asyncpg
-import orjson
 from fastapi import APIRouter, Query, Request
 
 from app.api.common import StrictJSONRoute, problem_responses
@@ -17,21 +15,6 @@ from app.platform import errors, runtime
 from app.schemas.admin import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, AuditEntry
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["admin"])
-
-
-def _info(key: asyncpg.Record) -> ApiKeyInfo:
-    return ApiKeyInfo(
-        key_id=str(key["key_id"]),
-        name=key["name"],
-        prefix=key["prefix"],
-        scopes=list(key["scopes"]),
-        created_at=key["created_at"],
-        revoked_at=key["revoked_at"],
-        expires_at=key["expires_at"],
-        operations=key["operations"],
-        sources=None if key["sources"] is None else [str(s) for s in key["sources"]],
-        last_used_at=key["last_used_at"],
-    )
 
 
 @router.post("/keys", status_code=201, operation_id="create_api_key")
@@ -69,14 +52,14 @@ async def create_api_key(request: Request, body: ApiKeyCreate, principal: Admin)
             operations=body.operations,
             sources=body.sources,
         )
-    return ApiKeyCreated(**_info(key).model_dump(), key=secret)
+    return ApiKeyCreated(**key.model_dump(), key=secret)
 
 
 @router.get("/keys", operation_id="list_api_keys")
 async def list_api_keys(request: Request, _: Admin) -> list[ApiKeyInfo]:
     """Every API key: id, name, prefix, scopes, created and revoked times; never the secret."""
     async with runtime.of(request).pool.acquire() as conn:
-        return [_info(k) for k in await auth.list_keys(conn)]
+        return await auth.list_keys(conn)
 
 
 @router.delete("/keys/{key_id}", operation_id="revoke_api_key")
@@ -85,7 +68,7 @@ async def revoke_api_key(key_id: uuid.UUID, request: Request, principal: Admin) 
     async with runtime.of(request).pool.acquire() as conn, conn.transaction():
         key = await auth.revoke_key(conn, key_id, actor=principal.name)
     runtime.of(request).key_cache.forget()
-    return _info(key)
+    return key
 
 
 @router.get("/audit-log", operation_id="list_audit_log")
@@ -98,4 +81,4 @@ async def list_audit_log(
     """Newest first; page with before_id."""
     async with runtime.of(request).pool.acquire() as conn:
         rows = await audit.entries(conn, limit=limit, before_id=before_id)
-    return [AuditEntry.model_validate({**r, "details": orjson.loads(r["details"])}) for r in rows]
+    return rows

@@ -7,7 +7,7 @@ import typing
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
@@ -18,11 +18,20 @@ from app.governance import auth
 from app.people import profiles
 from app.platform import errors, jsonbody, runtime
 from app.platform.errors import PROBLEM_JSON
+from app.platform.jsonbody import JSONObject
 from app.schemas.admin import Problem
 from app.schemas.common import ID_PATTERN, ID_RULE, NO_NUL, TIMESTAMP_PATTERN, TIMESTAMP_RULE
 from app.signals import ingest
 
 T = TypeVar("T")
+
+
+class InvalidItem(TypedDict):
+    """An item of a batch that was not taken: its index, why in words, and pydantic's errors."""
+
+    index: int
+    detail: str
+    errors: list[errors.FieldError] | None
 
 
 def future_tolerance(request: Request) -> timedelta:
@@ -144,7 +153,7 @@ _PROBLEM_STATUSES = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*statuses: int) -> dict[int | str, JSONObject]:
     chosen = statuses or tuple(_PROBLEM_STATUSES)
     return {
         status: {
@@ -160,7 +169,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 MANUAL_BODIES: list[type[Any]] = [Problem]
 
 
-def manual_body(model: type[Any]) -> dict[str, Any]:
+def manual_body(model: type[Any]) -> JSONObject:
     MANUAL_BODIES.append(model)
     return {
         "requestBody": {
@@ -180,9 +189,9 @@ _PATTERN_WORDS = {
 }
 
 
-def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
+def field_errors(raw: list[Any]) -> list[errors.FieldError]:
     """Pydantic's errors as the problem body's `errors`: location, words, type; never the input."""
-    out = []
+    out: list[errors.FieldError] = []
     for e in raw:
         msg = str(e.get("msg", ""))
         pattern = (e.get("ctx") or {}).get("pattern")
@@ -192,11 +201,11 @@ def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+def validation_errors(exc: ValidationError) -> list[errors.FieldError]:
     return field_errors(exc.errors(include_url=False, include_input=False))
 
 
-def describe(errs: list[dict[str, Any]]) -> str:
+def describe(errs: list[errors.FieldError]) -> str:
     parts = []
     for e in errs[:5]:
         where = ".".join(str(p) for p in e["loc"]) or "item"
@@ -239,7 +248,7 @@ async def batch_items(
     limit: int,
     item: TypeAdapter[T],
     batch: TypeAdapter[Any] | None = None,
-) -> tuple[list[tuple[int, T]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[int, T]], list[InvalidItem]]:
     """The items of a batch body `{key: [...]}` with their indexes, and an error per bad item.
 
     With an adapter for the whole `batch`, a clean body is validated in one pass; a body with any
@@ -312,21 +321,21 @@ def _nul_problem(node: Any, path: str) -> str | None:
 
 def validate_items(
     adapter: TypeAdapter[T], items: list[Any], *, nul: bool = True
-) -> tuple[list[tuple[int, T]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[int, T]], list[InvalidItem]]:
     """Valid items with their index, and an error entry for each invalid one (`nul`: whether
     the items may hold a NUL character, to be named)."""
     valid: list[tuple[int, T]] = []
-    invalid: list[dict[str, Any]] = []
+    invalid: list[InvalidItem] = []
     for index, item in enumerate(items):
         problem = _nul_problem(item, f"item {index}") if nul else None
         if problem is not None:
-            invalid.append({"index": index, "detail": problem, "errors": None})
+            invalid.append(InvalidItem(index=index, detail=problem, errors=None))
             continue
         try:
             valid.append((index, adapter.validate_python(item)))
         except ValidationError as exc:
             errs = validation_errors(exc)
-            invalid.append({"index": index, "detail": describe(errs), "errors": errs})
+            invalid.append(InvalidItem(index=index, detail=describe(errs), errors=errs))
     return valid, invalid
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from app.platform.jsonbody import JSONObject
 
 _EVENT = {
     "event_id": "zd-ticket-4521-opened",
@@ -48,7 +48,7 @@ _RULE = {
     "enabled": True,
 }
 
-EXAMPLES: dict[str, Any] = {
+EXAMPLES: JSONObject = {
     "ingest_event": _EVENT,
     "ingest_events_batch": {
         "events": [
@@ -125,7 +125,7 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
-def add_to(schema: dict[str, Any]) -> None:
+def add_to(schema: JSONObject) -> None:
     """Put each operation's example beside its request body's schema."""
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():

@@ -47,4 +47,4 @@ async def receive_hook(request: Request, source_id: str) -> HookAnswer:
     )
     async with state.pool.acquire() as conn:
         tally = await sources.receive(conn, delivery, ctx=ingest_context(request, received_at))
-    return HookAnswer.model_validate(tally)
+    return tally

@@ -103,7 +103,7 @@ async def list_suppressions(
         rows = await privacy.suppressions(
             conn, state.settings, names=named, limit=limit, after=after
         )
-    return [Suppression.model_validate(r) for r in rows]
+    return rows
 
 
 @router.delete("/privacy/suppressions/{hash}", status_code=204, operation_id="lift_suppression")
@@ -176,4 +176,4 @@ async def get_retention(request: Request, _: Privacy) -> Retention:
     their own), the oldest data of each kind, and when the daily job last applied them."""
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
-        return Retention.model_validate(await retention.overview(conn, state.settings))
+        return await retention.overview(conn, state.settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
@@ -36,7 +36,6 @@ from app.schemas.profiles import (
     ContactBatchItem,
     ContactUpsert,
     ContactUpserted,
-    IdentityMatch,
     IdentityMatches,
     Merge,
     MergeRequest,
@@ -47,6 +46,7 @@ from app.schemas.profiles import (
 from app.signals import ingest
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
+Upserted = TypeVar("Upserted", AccountUpserted, ContactUpserted)
 
 
 def _observed_problem(
@@ -72,7 +72,7 @@ def _trait_limits(request: Request) -> profiles.TraitLimits:
 async def _upsert_each(
     request: Request,
     valid: Sequence[tuple[int, AccountBatchItem | ContactBatchItem]],
-    invalid: list[dict[str, Any]],
+    invalid: list[common.InvalidItem],
     *,
     kind: profiles.Kind,
 ) -> ProfileBatchResult:
@@ -83,12 +83,15 @@ async def _upsert_each(
     for index, entry in valid:
         problem = _observed_problem(entry, now, tolerance)
         if problem is not None:
-            invalid.append({"index": index, "detail": problem})
+            invalid.append(common.InvalidItem(index=index, detail=problem, errors=None))
             continue
         profile_id = entry.account_id if isinstance(entry, AccountBatchItem) else entry.contact_id
         items.append(profiles.item(index, profile_id, entry, now=now))
     outcome = await _store(request, kind, items, now=now)
-    invalid += [{"index": i, "detail": d} for i, d in outcome.errors + outcome.conflicts]
+    invalid += [
+        common.InvalidItem(index=i, detail=d, errors=None)
+        for i, d in outcome.errors + outcome.conflicts
+    ]
     return ProfileBatchResult(
         upserted=outcome.upserted,
         suppressed=len(outcome.suppressed),
@@ -132,8 +135,12 @@ async def _store(
 
 
 async def _upsert_one(
-    request: Request, kind: profiles.Kind, profile_id: str, body: AccountUpsert | ContactUpsert
-) -> dict[str, Any] | None:
+    request: Request,
+    kind: profiles.Kind,
+    profile_id: str,
+    body: AccountUpsert | ContactUpsert,
+    answer: type[Upserted],
+) -> Upserted | None:
     """The profile as it is now; None when the upsert names an erased identifier."""
     now = datetime.now(UTC)
     _check_observed(request, body, now)
@@ -150,7 +157,7 @@ async def _upsert_one(
             detail, errors=[{"loc": ["body", "traits"], "msg": detail, "type": "too_long"}]
         )
     found = outcome.profiles[item.profile_id]  # a merged id's survivor
-    return {**found, "dropped": [d for _, d in outcome.dropped]}
+    return answer.model_validate({**found, "dropped": [d for _, d in outcome.dropped]})
 
 
 def _check_observed(request: Request, upsert: AccountUpsert | ContactUpsert, now: datetime) -> None:
@@ -187,8 +194,8 @@ async def upsert_account(
 ) -> AccountUpserted | Response:
     """Create or update an account. Fields left out keep their value; traits merge key by key.
     Trait keys new to the installation past its budget are left out and named in `dropped`."""
-    found = await _upsert_one(request, "account", account_id, body)
-    return _suppressed(account_id) if found is None else AccountUpserted.model_validate(found)
+    found = await _upsert_one(request, "account", account_id, body, AccountUpserted)
+    return _suppressed(account_id) if found is None else found
 
 
 @router.post(
@@ -217,7 +224,7 @@ async def get_account(
     """An account as it is now, or folded from its history as it was at `as_of` (404 when it did not
     exist then), with its identities."""
     async with runtime.of(request).pool.acquire() as conn:
-        return Account.model_validate(await profiles.get_account(conn, account_id, as_of=as_of))
+        return await profiles.get_account(conn, account_id, as_of=as_of)
 
 
 @router.get("/accounts", operation_id="list_accounts", tags=["accounts"])
@@ -234,10 +241,7 @@ async def list_accounts(
         rows, next_cursor = await profiles.list_accounts(
             conn, segment=segment, cursor=cursor, limit=limit
         )
-    return AccountPage(
-        items=[Account.model_validate(r) for r in rows],
-        next_cursor=next_cursor,
-    )
+    return AccountPage(items=rows, next_cursor=next_cursor)
 
 
 @router.put(
@@ -252,8 +256,8 @@ async def upsert_contact(
 ) -> ContactUpserted | Response:
     """Create or update a contact of an account (created if unknown). Trait keys new to the
     installation past its budget are left out and named in `dropped`."""
-    found = await _upsert_one(request, "contact", contact_id, body)
-    return _suppressed(contact_id) if found is None else ContactUpserted.model_validate(found)
+    found = await _upsert_one(request, "contact", contact_id, body, ContactUpserted)
+    return _suppressed(contact_id) if found is None else found
 
 
 @router.post(
@@ -283,7 +287,7 @@ async def get_contact(
     """A contact as it is now, or as its history says it was at `as_of` (404 when it had not
     been observed by then)."""
     async with runtime.of(request).pool.acquire() as conn:
-        return Contact.model_validate(await profiles.get_contact(conn, contact_id, as_of=as_of))
+        return await profiles.get_contact(conn, contact_id, as_of=as_of)
 
 
 async def _merge(
@@ -300,7 +304,7 @@ async def _merge(
                     actor=who.name,
                     now=datetime.now(UTC),
                 )
-            return Merge.model_validate(merged)
+            return merged
         except asyncpg.DeadlockDetectedError:
             # Two merges crossing over the same rows: Postgres ended one; it is tried once more
             # (the other has committed by then), then left to the caller.
@@ -358,4 +362,4 @@ async def resolve_identity(
         matches = await identities.resolve(conn, kind, value)
     if not matches:
         raise errors.NotFound(f"No contact or account holds {kind} {value!r}.")
-    return IdentityMatches(matches=[IdentityMatch.model_validate(m) for m in matches])
+    return IdentityMatches(matches=matches)

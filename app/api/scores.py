@@ -12,6 +12,7 @@ from app.api.common import StrictJSONRoute, problem_responses
 from app.governance.auth import Admin, Read
 from app.ml import serving
 from app.platform import errors, jobs, runtime
+from app.platform.jsonbody import JSONObject
 from app.schemas.common import Id, Kind, Timestamp
 from app.schemas.models import (
     AccountScores,
@@ -58,10 +59,7 @@ async def list_scores(
     """The latest stored score of each account by the target's active model (batch scoring
     and on-request scores both store theirs), highest probability first."""
     async with runtime.of(request).pool.acquire() as conn:
-        model_id, results = await serving.ranked(
-            conn, target=target, segment=segment, band=band, limit=limit
-        )
-    return RankedScores.model_validate({"target": target, "model_id": model_id, "results": results})
+        return await serving.ranked(conn, target=target, segment=segment, band=band, limit=limit)
 
 
 @router.post(
@@ -88,7 +86,7 @@ async def _score(
     targets: list[str],
     as_of: datetime | None,
     top: int,
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+) -> tuple[dict[str, list[JSONObject]], dict[str, str]]:
     state = runtime.of(request)
     results, problems = await serving.score(
         state.pool,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
+from app.api import common
 from app.api.common import (
     StrictJSONRoute,
     batch_items,
@@ -18,7 +19,7 @@ from app.api.common import (
     problem_responses,
 )
 from app.governance.auth import Ingest, Read
-from app.people import timeline
+from app.people import held, timeline
 from app.platform import errors, runtime
 from app.schemas.common import BatchResult, Id, ItemError, Name, Timestamp
 from app.schemas.signals import (
@@ -27,16 +28,14 @@ from app.schemas.signals import (
     EventAccepted,
     EventBatch,
     EventIn,
-    EventOut,
     EventPage,
     OutcomeAccepted,
     OutcomeBatch,
     OutcomeIn,
     OutcomeOut,
     UnresolvedPage,
-    UnresolvedSignal,
 )
-from app.signals import ingest, segment
+from app.signals import ingest
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses())
 
@@ -52,11 +51,18 @@ def _single(result: ingest.ItemResult) -> None:
             raise errors.Conflict(result.detail)
         raise errors.InvalidPayload(
             result.detail,
-            errors=[{"loc": ["body", result.field], "msg": result.detail, "type": "value_error"}],
+            errors=[
+                {
+                    # An event's problem names its field when there is one.
+                    "loc": ["body"] if result.field is None else ["body", result.field],
+                    "msg": result.detail,
+                    "type": "value_error",
+                }
+            ],
         )
 
 
-def _summary(results: list[ingest.ItemResult], invalid: list[dict[str, Any]]) -> BatchResult:
+def _summary(results: list[ingest.ItemResult], invalid: list[common.InvalidItem]) -> BatchResult:
     problems = [ItemError(**e) for e in invalid] + [
         ItemError(index=r.index, detail=r.detail or "rejected")
         for r in results
@@ -151,7 +157,7 @@ async def list_account_events(
         rows, next_cursor = await timeline.events(
             conn, account_id, since=since, until=until, types=types, cursor=cursor, limit=limit
         )
-    return EventPage(items=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    return EventPage(items=rows, next_cursor=next_cursor)
 
 
 @router.get(
@@ -171,7 +177,7 @@ async def list_account_outcomes(
     with what was sent about it (a Stripe cancellation's reason and comment)."""
     async with runtime.of(request).pool.acquire() as conn:
         rows = await timeline.outcomes(conn, account_id, kinds=kinds, limit=limit)
-    return [OutcomeOut.model_validate(r) for r in rows]
+    return rows
 
 
 @router.get("/unresolved", operation_id="list_unresolved", tags=["events"])
@@ -187,7 +193,7 @@ async def list_unresolved(
     resolves them; after CUSTINTEL_UNRESOLVED_DAYS they are expired, and still listed."""
     state = runtime.of(request)
     async with state.pool.acquire() as conn:
-        rows, next_cursor = await segment.held(
+        rows, next_cursor = await held.listing(
             conn,
             status=status,
             cursor=cursor,
@@ -195,9 +201,7 @@ async def list_unresolved(
             now=datetime.now(UTC),
             days=state.settings.unresolved_days,
         )
-    return UnresolvedPage(
-        items=[UnresolvedSignal.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    return UnresolvedPage(items=rows, next_cursor=next_cursor)
 
 
 @router.post("/outcomes", status_code=202, operation_id="record_outcome", tags=["outcomes"])

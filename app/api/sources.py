@@ -36,25 +36,21 @@ async def create_source(request: Request, body: SourceCreate, who: Sources) -> S
             settings=state.settings,
             actor=who.name,
         )
-    return Source.model_validate(created)
+    return created
 
 
 @router.get("/sources", operation_id="list_sources")
 async def list_sources(request: Request, who: Sources) -> list[Source]:
     """Every source with what it delivered (those the key is limited to, if it is)."""
     async with runtime.of(request).pool.acquire() as conn:
-        return [
-            Source.model_validate(s)
-            for s in await sources.list_all(conn)
-            if who.reaches(s["source_id"])
-        ]
+        return [s for s in await sources.list_all(conn) if who.reaches(s.source_id)]
 
 
 @router.get("/sources/{source_id}", operation_id="get_source")
 async def get_source(request: Request, source_id: uuid.UUID, _: Sources) -> Source:
     """A source with its counts: received, accepted, ignored, rejected, held, duplicates."""
     async with runtime.of(request).pool.acquire() as conn:
-        return Source.model_validate(await sources.get(conn, source_id))
+        return await sources.get(conn, source_id)
 
 
 @router.patch("/sources/{source_id}", operation_id="update_source")
@@ -71,7 +67,7 @@ async def update_source(
         updated = await sources.update(
             conn, source_id, changes=changes, settings=state.settings, actor=who.name
         )
-    return Source.model_validate(updated)
+    return updated
 
 
 @router.delete("/sources/{source_id}", status_code=204, operation_id="delete_source")
@@ -94,7 +90,7 @@ async def list_rejections(
     first, with the reason; page with `before` (the last rejection_id seen)."""
     async with runtime.of(request).pool.acquire() as conn:
         found = await sources.rejections(conn, source_id, before=before, limit=limit)
-    return [Rejection.model_validate(r) for r in found]
+    return found
 
 
 @router.post(
@@ -113,4 +109,4 @@ async def replay_rejection(
         replayed = await sources.replay(
             conn, source_id, rejection_id, ctx=common.ingest_context(request, now)
         )
-    return Replay.model_validate(replayed)
+    return replayed

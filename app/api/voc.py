@@ -62,16 +62,16 @@ async def voc_summary(
         )
         mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment)
         top = await themes.top(conn, since=since, until=until, segment=segment)
-    return VocSummary.model_validate(
-        {
-            "since": since,
-            "until": until,
-            "segment": segment,
-            "previous": before["overall"],
-            "sentiment": mix,
-            "themes": top,
-            **now,
-        }
+    return VocSummary(
+        since=since,
+        until=until,
+        segment=segment,
+        overall=now.overall,
+        previous=before.overall,
+        by_month=now.by_month,
+        by_segment=now.by_segment,
+        sentiment=mix,
+        themes=top,
     )
 
 
@@ -81,7 +81,7 @@ async def list_themes(request: Request, _: Read) -> list[ThemeOut]:
     every CUSTINTEL_THEMES_REFIT_HOURS (ids stay while a theme is found again), and the seed
     themes operators defined; with the texts about each in the last 30 days and the 30 before."""
     async with runtime.of(request).pool.acquire() as conn:
-        return [ThemeOut.model_validate(t) for t in await themes.listing(conn)]
+        return await themes.listing(conn)
 
 
 @router.patch("/voc/themes/{theme_id}", operation_id="update_theme")
@@ -100,7 +100,7 @@ async def update_theme(request: Request, theme_id: ThemeId, body: ThemePatch, _:
             merge_into=body.merge_into,
             unmerge=unmerge,
         )
-    return ThemeOut.model_validate(theme)
+    return theme
 
 
 @router.post("/voc/themes", status_code=201, operation_id="create_seed_theme")
@@ -110,7 +110,7 @@ async def create_seed_theme(request: Request, body: SeedTheme, _: Admin) -> Them
     recent ones by a `themes_rematch` job the worker runs within seconds."""
     async with runtime.of(request).pool.acquire() as conn:
         theme = await themes.create_seed(conn, name=body.name, keywords=body.keywords)
-    return ThemeOut.model_validate(theme)
+    return theme
 
 
 @router.get("/voc/sentiment", operation_id="sentiment_reader")
@@ -121,7 +121,7 @@ async def sentiment_reader(request: Request, _: Read) -> SentimentReaderOut:
     uses a learnt reader only where it beats the lexicon's accuracy by more than 2 points;
     every text is then read again."""
     async with runtime.of(request).pool.acquire() as conn:
-        return SentimentReaderOut.model_validate(await learned.described(conn))
+        return await learned.described(conn)
 
 
 @router.get("/accounts/{account_id}/voc", operation_id="account_voc")
@@ -141,4 +141,4 @@ async def account_voc(
         found = await surveys.account(
             conn, account_id, since=since, until=until, verbatims=verbatims
         )
-    return AccountVoc.model_validate(found)
+    return found

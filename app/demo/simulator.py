@@ -20,9 +20,9 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from app.ml.catalog import Feature
+from app.platform.jsonbody import JSONObject
 
 # Weekly hazards, felt once a course has lasted its weeks: churn after 3 weeks of trouble,
 # expansion after 5 weeks of growth (growth shows in more logins, reports and active users).
@@ -137,10 +137,10 @@ def topic_of(text: str) -> str | None:
 
 @dataclass
 class World:
-    accounts: list[dict[str, Any]] = field(default_factory=list)
-    contacts: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    accounts: list[JSONObject] = field(default_factory=list)
+    contacts: list[JSONObject] = field(default_factory=list)
+    events: list[JSONObject] = field(default_factory=list)
+    outcomes: list[JSONObject] = field(default_factory=list)
 
 
 def _segment(rng: random.Random) -> str:
@@ -584,10 +584,10 @@ def _event(
     source: str = "product",
     value: float | None = None,
     text: str | None = None,
-    properties: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    properties: JSONObject | None = None,
+) -> JSONObject:
     moment = start + timedelta(seconds=rng.uniform(0, max(1.0, (end - start).total_seconds())))
-    event: dict[str, Any] = {
+    event: JSONObject = {
         "type": kind,
         "source": source,
         "account_id": account_id,
@@ -604,6 +604,6 @@ def _event(
     return event
 
 
-def batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def batches(items: list[JSONObject], size: int) -> Iterator[list[JSONObject]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TextIO
 
 import httpx
 
 from app.demo import simulator
 from app.platform import jobs
+from app.platform.jsonbody import JSONObject
 
 TARGETS = ("churn", "expansion")
 
@@ -51,7 +52,7 @@ async def run(base_url: str, key: str, *, accounts: int, seed: int, out: TextIO)
 async def _voice(client: httpx.AsyncClient, out: TextIO) -> None:
     """NPS by segment over the last year, and the sentiment of what customers wrote (the
     worker reads every text within seconds of its arrival)."""
-    summary: dict[str, Any] = {}
+    summary: JSONObject = {}
     for _ in range(60):  # until the worker has read the texts
         summary = (await client.get("/v1/voc/summary")).json()
         if not summary["sentiment"]["pending"]:
@@ -76,7 +77,7 @@ async def _voice(client: httpx.AsyncClient, out: TextIO) -> None:
         + (f" ({mix['pending']:,} not read yet)" if mix["pending"] else ""),
         file=out,
     )
-    learnt: list[dict[str, Any]] = []
+    learnt: list[JSONObject] = []
     for _ in range(60):  # the worker learns the themes once it has read the texts
         learnt = (await client.get("/v1/voc/themes")).json()
         if learnt:
@@ -128,7 +129,7 @@ async def _send(
     client: httpx.AsyncClient,
     path: str,
     field: str,
-    chunks: list[list[dict[str, Any]]],
+    chunks: list[list[JSONObject]],
     lanes: int,
     out: TextIO,
 ) -> None:
@@ -178,13 +179,13 @@ async def _train(client: httpx.AsyncClient, target: str, *, out: TextIO) -> None
 
 async def _job(
     client: httpx.AsyncClient, queued: httpx.Response, label: str, out: TextIO
-) -> dict[str, Any]:
+) -> JSONObject:
     if queued.status_code != 202:
         raise DemoFailed(f"{label}: {queued.text[:500]}")
     job_id = queued.json()["job_id"]
     shown = jobs.Shown(out, f"{label:<10}")
     while True:
-        job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        job: JSONObject = (await client.get(f"/v1/jobs/{job_id}")).json()
         stage = None if job.get("stage") is None else jobs.Stage(**job["stage"])
         shown.show(jobs.Report(job["progress"], stage, job.get("eta_seconds")))
         if job["status"] == "succeeded":
@@ -204,7 +205,7 @@ async def _show(
     n: int,
     segment: str | None = None,
 ) -> None:
-    params: dict[str, Any] = {"target": target, "limit": n}
+    params: JSONObject = {"target": target, "limit": n}
     if segment:
         params["segment"] = segment
     listed = (await client.get("/v1/scores", params=params)).json()

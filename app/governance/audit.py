@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import orjson
+
+from app.platform.jsonbody import JSONObject
+from app.schemas.admin import AuditEntry
 
 
 async def record(
@@ -14,7 +15,7 @@ async def record(
     actor: str,
     action: str,
     target: str | None = None,
-    details: dict[str, Any] | None = None,
+    details: JSONObject | None = None,
 ) -> None:
     """Inside the caller's transaction, so the entry commits with the change it describes."""
     await conn.execute(
@@ -28,12 +29,12 @@ async def record(
 
 async def entries(
     conn: asyncpg.Connection, *, limit: int, before_id: int | None
-) -> list[asyncpg.Record]:
+) -> list[AuditEntry]:
     """Newest first."""
-    rows: list[asyncpg.Record] = await conn.fetch(
+    rows = await conn.fetch(
         "SELECT id, at, actor, action, target, details FROM audit_log "
         "WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
         before_id,
         limit,
     )
-    return rows
+    return [AuditEntry.model_validate({**r, "details": orjson.loads(r["details"])}) for r in rows]

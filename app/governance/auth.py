@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.governance import audit
 from app.platform import errors, runtime
 from app.platform.settings import Settings
+from app.schemas.admin import ApiKeyInfo
 
 # ingest: write profiles, events and outcomes; read: read profiles, scores and insights;
 # insights: acknowledge and resolve insights (an inbox in a CRM or support tool); privacy:
@@ -101,7 +102,7 @@ async def create_key(
     expires_at: datetime | None = None,
     operations: list[str] | None = None,
     sources: list[uuid.UUID] | None = None,
-) -> tuple[asyncpg.Record, str]:
+) -> tuple[ApiKeyInfo, str]:
     """A new key and its secret (shown once, stored as a hash), audited, in the caller's
     transaction; it may expire, and be limited to some operations (by operationId) and to some
     sources (which must exist)."""
@@ -143,14 +144,29 @@ async def create_key(
             "sources": None if key["sources"] is None else [str(s) for s in key["sources"]],
         },
     )
-    return key, secret
+    return info(key), secret
 
 
-async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+def info(key: asyncpg.Record) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        key_id=str(key["key_id"]),
+        name=key["name"],
+        prefix=key["prefix"],
+        scopes=list(key["scopes"]),
+        created_at=key["created_at"],
+        revoked_at=key["revoked_at"],
+        expires_at=key["expires_at"],
+        operations=key["operations"],
+        sources=None if key["sources"] is None else [str(s) for s in key["sources"]],
+        last_used_at=key["last_used_at"],
+    )
+
+
+async def list_keys(conn: asyncpg.Connection) -> list[ApiKeyInfo]:
+    rows = await conn.fetch(
         "SELECT " + KEY_COLUMNS + " FROM api_keys ORDER BY created_at"  # noqa: S608  (constant columns)
     )
-    return rows
+    return [info(r) for r in rows]
 
 
 USAGE_EVERY_SECONDS = 60.0  # how often one process records that a key is being used
@@ -183,7 +199,7 @@ class Usage:
                 )
 
 
-async def revoke_key(conn: asyncpg.Connection, key_id: uuid.UUID, *, actor: str) -> asyncpg.Record:
+async def revoke_key(conn: asyncpg.Connection, key_id: uuid.UUID, *, actor: str) -> ApiKeyInfo:
     """Revoke a key (once: revoking it again changes nothing), audited, in the caller's
     transaction."""
     key = await conn.fetchrow(
@@ -193,11 +209,11 @@ async def revoke_key(conn: asyncpg.Connection, key_id: uuid.UUID, *, actor: str)
     )
     if key is not None:
         await audit.record(conn, actor=actor, action="api_key.revoked", target=str(key_id))
-        return key
+        return info(key)
     key = await conn.fetchrow("SELECT " + KEY_COLUMNS + " FROM api_keys WHERE key_id = $1", key_id)  # noqa: S608  (constant columns)
     if key is None:
         raise errors.NotFound(f"No API key {key_id}.")
-    return key
+    return info(key)
 
 
 KEYS_CHANNEL = "custintel_keys"  # notified by a trigger on every change to `api_keys`

@@ -37,7 +37,9 @@ import orjson
 from app.governance import audit, vault
 from app.people import identities
 from app.platform import errors, jobs
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
+from app.schemas.privacy import Suppression
 
 ERASED = "[erased]"
 JOB = "privacy_erasure"
@@ -175,7 +177,7 @@ async def suppressions(
     names: Sequence[tuple[Kind, str]],
     limit: int,
     after: str | None,
-) -> list[dict[str, Any]]:
+) -> list[Suppression]:
     """The suppression list (hashes only), or the entries of these identifiers."""
     key = await pepper(conn, settings)
     wanted = [keyed(key, kind, value) for kind, value in names] if names else None
@@ -187,7 +189,7 @@ async def suppressions(
         after,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [Suppression.model_validate(dict(r)) for r in rows]
 
 
 # --- erasure -----------------------------------------------------------------------------------
@@ -530,8 +532,8 @@ def handler(settings: Settings) -> jobs.Handler:
     """The `privacy_erasure` job: erase, suppress, audit by hash, and forget the subject."""
 
     async def erase(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
+        conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+    ) -> JSONObject:
         kind, value, subject_hash = params.get("kind"), params.get("value"), params["hash"]
         if value is None:  # finished before, parameters forgotten
             raise errors.InvalidPayload("This erasure has run already.")

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
-from typing import Any
 
 import asyncpg
 
 from app.governance import audit
 from app.ml import rollups
 from app.platform import jobs, partitions
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
+from app.schemas.privacy import Retention
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ async def drop_old_events(conn: asyncpg.Connection, *, before: datetime) -> list
     return dropped
 
 
-async def apply(conn: asyncpg.Connection, settings: Settings) -> dict[str, Any]:
+async def apply(conn: asyncpg.Connection, settings: Settings) -> JSONObject:
     """Everything past its retention removed; what was, counted, audited."""
     now: datetime = await conn.fetchval("SELECT now()")
-    done: dict[str, Any] = {}
+    done: JSONObject = {}
     if settings.event_retention_days:
         done["event_partitions"] = await drop_old_events(
             conn, before=now - timedelta(days=settings.event_retention_days)
@@ -111,14 +112,14 @@ async def apply(conn: asyncpg.Connection, settings: Settings) -> dict[str, Any]:
 
 def handler(settings: Settings) -> jobs.Handler:
     async def retention_job(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
+        conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+    ) -> JSONObject:
         return await apply(conn, settings)
 
     return retention_job
 
 
-async def overview(conn: asyncpg.Connection, settings: Settings) -> dict[str, Any]:
+async def overview(conn: asyncpg.Connection, settings: Settings) -> Retention:
     """The retention settings and the oldest data of each kind."""
     months = await _months(conn)
     oldest_event = None
@@ -127,27 +128,29 @@ async def overview(conn: asyncpg.Connection, settings: Settings) -> dict[str, An
         oldest_event = await conn.fetchval(f"SELECT min(occurred_at) FROM {name}")  # noqa: S608  (a name made from a date)
         if oldest_event is not None:
             break
-    return {
-        "settings": {
-            "event_retention_days": settings.event_retention_days,
-            "score_retention_days": settings.score_retention_days,
-            "delivery_attempt_retention_days": settings.delivery_attempt_retention_days,
-            "job_retention_days": settings.job_retention_days,
-            "held_retention_days": settings.held_retention_days,
-            "source_payload_retention_days": settings.source_payload_retention_days,
-        },
-        "oldest": {
-            "event": oldest_event,
-            "event_partition": partitions.partition_name(months[0]) if months else None,
-            "score": await conn.fetchval("SELECT min(scored_at) FROM scores"),
-            "delivery_attempt": await conn.fetchval("SELECT min(at) FROM delivery_attempts"),
-            "job": await conn.fetchval("SELECT min(created_at) FROM jobs"),
-            "source_payload": await conn.fetchval(
-                "SELECT min(received_at) FROM source_deliveries WHERE payload IS NOT NULL"
+    return Retention.model_validate(
+        {
+            "settings": {
+                "event_retention_days": settings.event_retention_days,
+                "score_retention_days": settings.score_retention_days,
+                "delivery_attempt_retention_days": settings.delivery_attempt_retention_days,
+                "job_retention_days": settings.job_retention_days,
+                "held_retention_days": settings.held_retention_days,
+                "source_payload_retention_days": settings.source_payload_retention_days,
+            },
+            "oldest": {
+                "event": oldest_event,
+                "event_partition": partitions.partition_name(months[0]) if months else None,
+                "score": await conn.fetchval("SELECT min(scored_at) FROM scores"),
+                "delivery_attempt": await conn.fetchval("SELECT min(at) FROM delivery_attempts"),
+                "job": await conn.fetchval("SELECT min(created_at) FROM jobs"),
+                "source_payload": await conn.fetchval(
+                    "SELECT min(received_at) FROM source_deliveries WHERE payload IS NOT NULL"
+                ),
+                "audit_entry": await conn.fetchval("SELECT min(at) FROM audit_log"),
+            },
+            "last_applied": await conn.fetchval(
+                "SELECT max(at) FROM audit_log WHERE action = 'retention.applied'"
             ),
-            "audit_entry": await conn.fetchval("SELECT min(at) FROM audit_log"),
-        },
-        "last_applied": await conn.fetchval(
-            "SELECT max(at) FROM audit_log WHERE action = 'retention.applied'"
-        ),
-    }
+        }
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import orjson
@@ -18,6 +17,7 @@ import orjson
 from app.activation import insights
 from app.ml import datasets, features, history, registry, rollups, scoring
 from app.platform import errors, jobs
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.models import RescoreRequest
 from app.voc import enrich
@@ -47,7 +47,7 @@ async def rescore(
     progress: jobs.Progress,
     chunk: int = CHUNK,
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Score every live account with every active model (or those of `targets`); with
     settings, raise the insights the new scores call for (app/activation/insights.py)."""
     models = await active_models(conn, targets)
@@ -100,8 +100,8 @@ async def rescore(
 
 def handler(settings: Settings) -> jobs.Handler:
     async def score_job(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
+        conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+    ) -> JSONObject:
         request = RescoreRequest.model_validate_json(orjson.dumps(params))
         return await rescore(
             conn,

@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from app.platform.jsonbody import JSONObject
+
 WINDOWS = (7, 30, 90)  # every catalog counts events in these
 LONG_WINDOWS = (180, 365)  # ... and in these when the data reaches back that far
 RECENCY_CAP_DAYS = 365  # how far back an event counts (days since: at most this, also when none)
@@ -559,14 +561,14 @@ class Catalog:
         levels |= {f"trait_{t}": v for t, v in self.string_traits.items()}
         return {name: v for name, v in levels.items() if name in self.names}
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         data = asdict(self)
         data.pop("names")
         data.pop("features")
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Catalog:
+    def from_json(cls, data: JSONObject) -> Catalog:
         return cls(
             event_types=tuple(data["event_types"]),
             numeric_traits=tuple(data["numeric_traits"]),

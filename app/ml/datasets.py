@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -19,6 +18,7 @@ from app.ml import features
 from app.ml.catalog import Catalog
 from app.people import profiles
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel, TrainRequest
 
@@ -237,7 +237,7 @@ async def _mrr_increases(
         sorted({a for a, _ in keys}),
         max(ends),
     )
-    history: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
+    history: dict[str, list[tuple[datetime, JSONObject]]] = {}
     for r in rows:
         history.setdefault(r["account_id"], []).append(
             (r["observed_at"], features.json_object(r["changes"]))

@@ -45,9 +45,13 @@ from app.ml.catalog import (
 )
 from app.people import profiles
 from app.platform import partitions
+from app.platform.jsonbody import JSONObject
 from app.voc import surveys, themes
 
 TICKET_OPENED, TICKET_CLOSED = "ticket_opened", "ticket_closed"
+# Feature values of one (account, t) by feature name: numbers, or None for unknown.
+Values = dict[str, float | None]
+
 PAYMENT_FAILED = "payment_failed"
 # Where product use comes from: Segment's track, page and screen calls, and events a client
 # marks `"source": "product"`. Most of a type's events from these make it a usage type.
@@ -511,12 +515,12 @@ def assemble(
 _SQL = _sql()
 
 
-def _per_type(record: asyncpg.Record) -> dict[str, dict[str, Any]]:
+def _per_type(record: asyncpg.Record) -> dict[str, JSONObject]:
     """Per event type, the events read one by one and the rolled-up months of one (account, t)
     as one set of aggregates: counts over each window, the year's value, last instant and days
     with an event, and the lifetime's count, value and first instant."""
     rolled: dict[str, list[Any]] = orjson.loads(record["rolled"] or "{}")
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, JSONObject] = {}
     for p in orjson.loads(record["per_type"] or "[]"):
         p["lifetime"], p["value_lifetime"], p["first"] = (
             p["scanned"],
@@ -556,7 +560,7 @@ def _days(months: list[list[int]]) -> list[int]:
 
 
 # A type with rolled-up months but no event read one by one.
-_NO_EVENTS: dict[str, Any] = {
+_NO_EVENTS: JSONObject = {
     "c7": 0,
     "c30": 0,
     "c90": 0,
@@ -578,13 +582,13 @@ _NO_EVENTS: dict[str, Any] = {
 
 def _event_values(
     catalog: Catalog,
-    per_type: dict[str, dict[str, Any]],
+    per_type: dict[str, JSONObject],
     answers: dict[str, list[float]],
     t: float,
-) -> dict[str, Any]:
+) -> Values:
     """The event features from the per-type aggregates of one (account, t) (`_per_type`) and
     the year's latest survey answers; t in epoch seconds."""
-    values: dict[str, Any] = {}
+    values: Values = {}
     for kind in catalog.event_types:
         p = per_type.get(kind)
         for w in catalog.windows:
@@ -656,10 +660,10 @@ def _theme_values(catalog: Catalog, about: list[list[Any]]) -> dict[str, int]:
     return values
 
 
-def _text_values(texts: list[Any] | None, answers: dict[str, list[float]]) -> dict[str, Any]:
+def _text_values(texts: list[Any] | None, answers: dict[str, list[float]]) -> Values:
     """What the account's people wrote in the 90 days up to t (the sentiment the worker read,
     app.voc.enrich) and how their NPS and CSAT answers stand (the year's two latest of each)."""
-    values: dict[str, Any] = {}
+    values: Values = {}
     if texts:  # counts over none are 0, means null
         n30, negative30, n90, negative90, mean30, mean_before, mean90, _ = texts
         values |= {
@@ -681,15 +685,15 @@ def _text_values(texts: list[Any] | None, answers: dict[str, list[float]]) -> di
     return values
 
 
-def _profile_changes(history: list[list[Any]], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _profile_changes(history: list[list[Any]], t: float) -> tuple[JSONObject, Values]:
     """The profile at t (profiles.fold of the history), and how it moved: mrr and numeric traits
     against CHANGE_DAYS before t (unknown when the account was not known then), and mrr
     decreases and plan changes in the last year. `history` is [[epoch seconds, changes], ...]
     up to t, in order."""
     then, year = t - CHANGE_DAYS * 86400, t - RECENCY_CAP_DAYS * 86400
     # One pass: the state as it stood CHANGE_DAYS before t, and the year's mrr and plan moves.
-    before: dict[str, Any] | None = None
-    state: dict[str, Any] = {"traits": {}}
+    before: JSONObject | None = None
+    state: JSONObject = {"traits": {}}
     decreases = plan_changes = 0
     for at, changes in history:
         if at > then and before is None:
@@ -703,7 +707,7 @@ def _profile_changes(history: list[list[Any]], t: float) -> tuple[dict[str, Any]
                 decreases += 1
             if old_plan is not None and state.get("plan") != old_plan:
                 plan_changes += 1
-    values: dict[str, Any] = {}
+    values: Values = {}
     if before is None and history:
         before = state  # every change is older than CHANGE_DAYS
     profile = state
@@ -755,8 +759,8 @@ def _roles(history: Iterable[list[Any]]) -> dict[str, str | None]:
     return state
 
 
-def json_object(value: Any) -> dict[str, Any]:
+def json_object(value: Any) -> JSONObject:
     if isinstance(value, str):
-        loaded: dict[str, Any] = orjson.loads(value)
+        loaded: JSONObject = orjson.loads(value)
         return loaded
     return dict(value)

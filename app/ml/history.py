@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 import orjson
 
 from app.ml import scoring
+from app.platform.jsonbody import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
     )
 
 
-def split_reasons(stored: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def split_reasons(stored: list[JSONObject]) -> dict[str, list[JSONObject]]:
     """A stored score's reasons as the API lists them: reasons, counter_reasons and context
     (scores stored before the kinds existed have headline reasons only)."""
-    lists: dict[str, list[dict[str, Any]]] = {"reasons": [], "counter_reasons": [], "context": []}
+    lists: dict[str, list[JSONObject]] = {"reasons": [], "counter_reasons": [], "context": []}
     key = {scoring.HEADLINE: "reasons", scoring.COUNTER: "counter_reasons"}
     for reason in stored:
         lists[key.get(reason.get("kind", scoring.HEADLINE), "context")].append(reason)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from app.platform.jsonbody import JSONObject
 
 MISSING_CODE = -1  # a category's missing value, one-hot like any level
 
@@ -70,7 +71,7 @@ class Linear:
         result: np.ndarray = self.base + self.contributions(x).sum(axis=1)
         return result
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {
             "width": self.width,
             "base": self.base,
@@ -88,7 +89,7 @@ class Linear:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Linear:
+    def from_json(cls, data: JSONObject) -> Linear:
         def floats(key: str) -> np.ndarray:
             return np.array(data[key], dtype=np.float64)
 

@@ -5,9 +5,10 @@ Shared by training, the closed loop's realized performance and the promotion gat
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+
+from app.platform.jsonbody import JSONObject
 
 # scipy and scikit-learn are imported in the functions that use them: an API process imports
 # this module (the closed loop's measures) and would otherwise pay a second for them at start.
@@ -101,7 +102,7 @@ def metrics(
     }
 
 
-def curves(y: np.ndarray, p: np.ndarray, points: int = 101) -> dict[str, Any]:
+def curves(y: np.ndarray, p: np.ndarray, points: int = 101) -> JSONObject:
     """The ROC curve (thinned to about `points` points) and the lift of each decile, highest
     scores first: what the model report draws."""
     from sklearn.metrics import roc_curve

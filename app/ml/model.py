@@ -10,11 +10,12 @@ values)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.ml import linear
+from app.platform.jsonbody import JSONObject
 
 if TYPE_CHECKING:  # imported where a model is loaded (app.ml.registry) or trained
     import lightgbm as lgb
@@ -86,16 +87,16 @@ class Trained:
     categorical: list[str]
     models: dict[str, SegmentModel]  # "__global__" and segment names
     stats: dict[str, SegmentStats]  # per segment, and "__global__" for the rest
-    metrics: dict[str, Any]
-    segments: dict[str, Any]
+    metrics: JSONObject
+    segments: JSONObject
     importance: list[tuple[str, float]]
     reliability: list[dict[str, float]]
-    params: dict[str, Any]
+    params: JSONObject
     data_hash: str
     rows: dict[str, int] = field(default_factory=dict)
-    reference: dict[str, Any] = field(default_factory=dict)  # training distributions (drift)
-    curves: dict[str, Any] = field(default_factory=dict)  # held-out ROC and lift (report)
-    search: dict[str, Any] = field(default_factory=dict)  # candidates, scores, choice, time
+    reference: JSONObject = field(default_factory=dict)  # training distributions (drift)
+    curves: JSONObject = field(default_factory=dict)  # held-out ROC and lift (report)
+    search: JSONObject = field(default_factory=dict)  # candidates, scores, choice, time
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (the manifest's)
 
 

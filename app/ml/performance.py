@@ -13,7 +13,7 @@ import asyncio
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import asyncpg
 import numpy as np
@@ -24,6 +24,7 @@ from app.activation import insights
 from app.ml import datasets, drift, history, metrics, registry
 from app.ml.catalog import Catalog
 from app.platform import errors, jobs
+from app.platform.jsonbody import JSONObject
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 
@@ -54,7 +55,7 @@ class Realized(TypedDict):
     target: str
     matured_before: str
     overall: Measures
-    validation: dict[str, Any]
+    validation: JSONObject
     segments: dict[str, Measures]
     preceding_reasons: list[PrecedingReason]
 
@@ -179,13 +180,13 @@ def _preceding_reasons(
 
 async def evaluate_active(
     conn: asyncpg.Connection, *, now: datetime, rule: drift.Rule
-) -> dict[str, Any]:
+) -> JSONObject:
     """Realized performance and drift of every active model; drift by the rule is recorded as a
     finding."""
-    evaluations: dict[str, Any] = {}
+    evaluations: JSONObject = {}
     for active in await registry.all_active(conn):
         result = await realized(conn, model_id=active.model_id, now=now)
-        entry: dict[str, Any] = {
+        entry: JSONObject = {
             "model_id": active.model_id,
             "realized": {k: v for k, v in result["overall"].items() if k != "calibration"},
         }
@@ -224,8 +225,8 @@ async def evaluate_active(
 
 def handler(rule: drift.Rule) -> jobs.Handler:
     async def evaluate_job(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
+        conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+    ) -> JSONObject:
         now = await conn.fetchval("SELECT now()")
         return await evaluate_active(conn, now=now, rule=rule)
 

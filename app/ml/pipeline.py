@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import orjson
@@ -17,6 +16,7 @@ from app.ml import datasets, features, promotion, registry, rollups, stationarit
 from app.ml.catalog import Catalog
 from app.ml.model import Trained
 from app.platform import jobs
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.models import TrainRequest
 from app.voc import enrich, learned, sentiment, themes
@@ -175,8 +175,8 @@ async def prepare(conn: asyncpg.Connection, settings: Settings, request: TrainRe
 
 def handler(settings: Settings) -> jobs.Handler:
     async def train_job(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
+        conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+    ) -> JSONObject:
         request = TrainRequest.model_validate_json(orjson.dumps(params))
         await datasets.check_size(conn, settings, request, now=datetime.now(UTC))
         prepared = await prepare(conn, settings, request)  # its stages, then training's, told
@@ -195,7 +195,7 @@ def handler(settings: Settings) -> jobs.Handler:
 
 async def register(
     conn: asyncpg.Connection, settings: Settings, prepared: Prepared, trained: Trained
-) -> dict[str, Any]:
+) -> JSONObject:
     """Write the model to the registry, pass it through the promotion gate, record it."""
     request, as_of, label, catalog = (
         prepared.request,

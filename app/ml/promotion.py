@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 import asyncpg
 import numpy as np
@@ -21,6 +21,7 @@ import orjson
 from app.governance import audit
 from app.ml import baselines, datasets, features, metrics, registry, serving
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Window:
     keys: list[tuple[str, datetime]]
     labels: np.ndarray
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JSONObject:
         return {
             "at": self.at.isoformat(),
             "horizon_days": self.horizon.days,
@@ -88,7 +89,7 @@ class Comparison:
     active_id: str
     promoted: bool
     reason: str
-    window: dict[str, Any]
+    window: JSONObject
     candidate_metrics: Measured
     active_metrics: Measured
 

@@ -6,17 +6,16 @@ shift worth a look."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+
+from app.platform.jsonbody import JSONObject
 
 BINS = 10
 FLOOR = 1e-4  # empty bins would make the index infinite
 
 
-def reference(
-    x: np.ndarray, names: list[str], categorical: list[str], p: np.ndarray
-) -> dict[str, Any]:
+def reference(x: np.ndarray, names: list[str], categorical: list[str], p: np.ndarray) -> JSONObject:
     """The training distribution of every feature and of the score."""
     return {
         "features": {
@@ -27,7 +26,7 @@ def reference(
     }
 
 
-def distribution(values: np.ndarray, *, categorical: bool) -> dict[str, Any]:
+def distribution(values: np.ndarray, *, categorical: bool) -> JSONObject:
     present = values[~np.isnan(values)]
     missing = 1 - len(present) / len(values) if len(values) else 0.0
     if categorical:
@@ -47,7 +46,7 @@ def _shares(present: np.ndarray, edges: np.ndarray, total: int) -> list[float]:
     return [float(c) / total if total else 0.0 for c in counts]
 
 
-def psi(expected: dict[str, Any], values: np.ndarray) -> float:
+def psi(expected: JSONObject, values: np.ndarray) -> float:
     present = values[~np.isnan(values)]
     missing = 1 - len(present) / len(values) if len(values) else 0.0
     if "levels" in expected:

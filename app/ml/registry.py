@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import asyncpg
 import numpy as np
@@ -34,6 +34,7 @@ from app.ml import linear
 from app.ml.catalog import Catalog
 from app.ml.model import GLOBAL, Blend, SegmentModel, SegmentStats, Trained
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 from app.schemas.models import ModelInfo
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class ModelFile(TypedDict):
     file: str
     sha256: str
     calibration: list[float]
-    regression: dict[str, Any] | None  # the logistic regression blended in (app.ml.linear)
+    regression: JSONObject | None  # the logistic regression blended in (app.ml.linear)
     blend: list[float]  # weights of the trees' margin and the regression's
 
 
@@ -75,21 +76,21 @@ class Manifest(TypedDict):
     target: str
     features: list[str]
     categorical: list[str]
-    catalog: dict[str, Any]  # Catalog.to_json()
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    reliability: list[dict[str, Any]]
-    reference: dict[str, Any]
-    curves: dict[str, Any]
-    segments: dict[str, Any]
+    catalog: JSONObject  # Catalog.to_json()
+    params: JSONObject
+    metrics: JSONObject
+    reliability: list[JSONObject]
+    reference: JSONObject
+    curves: JSONObject
+    segments: JSONObject
     importance: list[Importance]
-    window: dict[str, Any]
+    window: JSONObject
     rows: dict[str, int]  # total, positives, by segment
     data_hash: str
     models: dict[str, ModelFile]  # by segment name, or the global model
     stats: dict[str, StatsEntry]
     libraries: dict[str, str]
-    search: dict[str, Any]  # the parameter search: candidates, their scores, the choice, time
+    search: JSONObject  # the parameter search: candidates, their scores, the choice, time
     timings: dict[str, float]  # seconds per stage: building the training set, search, refit...
 
 
@@ -183,7 +184,7 @@ def write(
     model_id: str,
     trained: Trained,
     catalog: Catalog,
-    window: dict[str, Any],
+    window: JSONObject,
 ) -> Path:
     """Write the model's folder atomically and return its path."""
     final = root / target / model_id
@@ -318,7 +319,7 @@ def catalog_at(path: Path) -> Catalog | None:
         return None
 
 
-def summary(trained: Trained) -> dict[str, Any]:
+def summary(trained: Trained) -> JSONObject:
     """What the models table keeps for listing without opening the folder."""
     return {
         "metrics": trained.metrics,
@@ -338,7 +339,7 @@ class Record:
     target: str
     path: Path
     horizon_days: int
-    label: dict[str, Any]  # the label it was trained on (schemas.models.Label, as JSON)
+    label: JSONObject  # the label it was trained on (schemas.models.Label, as JSON)
     activated_at: datetime | None
     replaced_model_id: str | None  # the model it replaced as active, which a rollback restores
 

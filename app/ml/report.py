@@ -23,6 +23,7 @@ import orjson
 from app.ml import datasets, features, performance, registry, scoring
 from app.ml.model import GLOBAL
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 
 SAMPLE = 1000  # accounts in the SHAP summaries
 
@@ -44,7 +45,7 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
     realized = await performance.realized(conn, model_id=model_id, now=now, catalog=loaded.catalog)
     images = await asyncio.to_thread(_plots, loaded, frame, realized)
     drivers = await asyncio.to_thread(_drivers, loaded, frame)
-    return _page(model_id, dict(row), loaded, realized, images, drivers)
+    return _page(model_id, row, loaded, realized, images, drivers)
 
 
 def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> list[str]:
@@ -71,7 +72,7 @@ def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> li
     return lines
 
 
-def _summary(row: dict[str, Any], manifest: registry.Manifest, drivers: list[str]) -> str:
+def _summary(row: asyncpg.Record, manifest: registry.Manifest, drivers: list[str]) -> str:
     """What a customer-success lead needs first, in words."""
     metrics = manifest["metrics"]
     target, horizon = row["target"], row["horizon_days"]
@@ -203,7 +204,7 @@ def _img(images: dict[str, str], key: str, alt: str) -> str:
 
 def _page(
     model_id: str,
-    row: dict[str, Any],
+    row: asyncpg.Record,
     loaded: registry.Loaded,
     realized: performance.Realized,
     images: dict[str, str],
@@ -291,7 +292,7 @@ then each segment with a model of its own.</p>
 """
 
 
-def _compared(metrics: dict[str, Any], overall: performance.Measures) -> str:
+def _compared(metrics: JSONObject, overall: performance.Measures) -> str:
     """Held-out and realized measures of the model, and the baselines' on the same rows."""
     return _table(
         ["", "AUC", "Brier", "lift in top 10%", "positive rate", "rows"],

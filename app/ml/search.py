@@ -38,6 +38,7 @@ from app.ml.datasets import TrainingSet
 from app.ml.metrics import auc_difference_error, auc_within
 from app.ml.model import Blend, SegmentModel
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 
 SEED = 7
 
@@ -75,7 +76,7 @@ SHAP_BUDGET_US = 400.0
 @dataclass(frozen=True)
 class Candidate:
     name: str
-    params: dict[str, Any]
+    params: JSONObject
 
     @property
     def max_trees(self) -> int:
@@ -167,7 +168,7 @@ REGRESSION_C = (0.01, 0.1, 1.0)  # inverse L2 strengths the regression is tried 
 MAX_ROUNDS_SCALE = 2.0  # the served model's rounds grow with its extra rows, at most this much
 
 
-def base_params(options: Options) -> dict[str, Any]:
+def base_params(options: Options) -> JSONObject:
     return {
         "objective": "binary",
         "bagging_freq": 1,
@@ -193,7 +194,7 @@ class Fold:
     evaluate: np.ndarray
     snapshots: tuple[int, ...]  # the snapshots evaluated
 
-    def describe(self, ts: TrainingSet, y: np.ndarray) -> dict[str, Any]:
+    def describe(self, ts: TrainingSet, y: np.ndarray) -> JSONObject:
         return {
             "evaluated_snapshots": [ts.snapshots[s].isoformat() for s in self.snapshots],
             "train_rows": int(self.train.sum()),
@@ -313,7 +314,7 @@ class Fitter:
         mine = scores if packed else scores[rows]
         return float(auc_within(self.y[rows], mine, self.snapshots[rows]) or 0.5)
 
-    def params(self, candidate: Candidate, cols: list[str]) -> dict[str, Any]:
+    def params(self, candidate: Candidate, cols: list[str]) -> JSONObject:
         result = base_params(self.options) | candidate.params
         directions = [self.options.monotone.get(c, 0) for c in cols]
         if any(directions):
@@ -382,7 +383,7 @@ class Trials:
     """Every candidate tried on some folds: what each scored, and its out-of-fold margins (NaN
     outside the folds' evaluation rows), in the order tried."""
 
-    tried: list[dict[str, Any]]
+    tried: list[JSONObject]
     margins: list[np.ndarray]
     skipped: list[str]
     seconds: float
@@ -401,7 +402,7 @@ class Choice:
     rounds: float
     train_rows: float
     oof: np.ndarray
-    record: dict[str, Any]
+    record: JSONObject
 
     def rounds_for(self, rows: float) -> int:
         """The rounds for a model learning from `rows` rows."""
@@ -420,7 +421,7 @@ def trials(
     after each (or each skipped)."""
     options, y = fitter.options, fitter.y
     started = time.monotonic()
-    tried: list[dict[str, Any]] = []
+    tried: list[JSONObject] = []
     skipped: list[str] = []
     margins: list[np.ndarray] = []
     for candidate, (columns_name, cols) in itertools.product(CANDIDATES, columns.items()):
@@ -531,7 +532,7 @@ def choose(
 
 def blend_with_regression(
     fitter: Fitter, folds: list[Fold], cols: list[str], trees: np.ndarray
-) -> tuple[Blend, dict[str, Any], np.ndarray]:
+) -> tuple[Blend, JSONObject, np.ndarray]:
     """How the chosen trees and a logistic regression on the same features are blended
     (stacking): the regression is fitted on each search fold's training rows as the trees were,
     and the two weights on both out-of-fold margins. The regression alone, the trees alone or

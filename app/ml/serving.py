@@ -8,13 +8,14 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import orjson
 
 from app.ml import features, history, registry, scoring
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
+from app.schemas.models import RankedScores
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ async def score(
     return results, problems
 
 
-def as_dict(score: scoring.Score) -> dict[str, Any]:
+def as_dict(score: scoring.Score) -> JSONObject:
     """The Score of the API (without account_id), shallow: reasons stay dataclasses, which
     orjson writes as objects."""
     return {
@@ -190,7 +191,7 @@ async def ranked(
     segment: str | None,
     band: str | None,
     limit: int,
-) -> tuple[str, list[dict[str, Any]]]:
+) -> RankedScores:
     """The latest stored score of each account by the target's active model, highest
     probability first: the list a customer-success team works down."""
     active = await registry.active(conn, target)
@@ -219,4 +220,4 @@ async def ranked(
         score = dict(row)
         score |= history.split_reasons(orjson.loads(score["reasons"]))
         results.append({"account_id": score.pop("account_id"), "score": score})
-    return model_id, results
+    return RankedScores.model_validate({"target": target, "model_id": model_id, "results": results})

@@ -31,7 +31,6 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -51,6 +50,7 @@ from app.ml.metrics import (
 from app.ml.model import GLOBAL, SegmentModel, SegmentStats, Trained
 from app.ml.search import Options as Options  # the options of a training
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 
 # The stages of a training in order, each with about the share of a training's time it took
 # on the simulator's 20,000 accounts (search 54 s, estimate 9, refit 4, segments 15, bands 1,
@@ -125,7 +125,7 @@ class _Searched:
     crossed: bool
     plans: list[tuple[list[search.Fold], search.Choice]]
     chosen: search.Choice
-    found: dict[str, Any]
+    found: JSONObject
 
 
 def train(ts: TrainingSet, options: Options) -> Trained:
@@ -377,20 +377,20 @@ def _segment_models(
     held: np.ndarray,
     est_p: np.ndarray,
     rounds: int,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Each named segment's record; a segment whose own model ranks its held-out rows better
     than the global one by more than the paired error gets it (into `models`, its estimate
     into `est_p`)."""
     y, snapshots, options = run.y, run.snapshots, run.options
     chosen = choice.chosen
-    report: dict[str, Any] = {}
+    report: JSONObject = {}
     named = sorted(str(s) for s in set(segments) - {""})
     run.stages.enter("segments", len(named))
     for segment in named:
         in_seg = segments == segment
         seg_held = in_seg & held
         rows, positives = int(in_seg.sum()), int(y[in_seg].sum())
-        entry: dict[str, Any] = {
+        entry: JSONObject = {
             "train_rows": rows,
             "train_positives": positives,
             "model": "global",
@@ -444,7 +444,7 @@ def _trained(
     xs: np.ndarray,
     models: dict[str, SegmentModel],
     stats: dict[str, SegmentStats],
-    report: dict[str, Any],
+    report: JSONObject,
     *,
     held: np.ndarray,
     est_p: np.ndarray,

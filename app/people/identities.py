@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 
 from app.platform import errors
+from app.schemas.profiles import IdentityMatch
 
 Subject = Literal["account", "contact"]
 Pair = tuple[str, str]  # (kind, value)
@@ -152,23 +153,23 @@ async def of(
     return held
 
 
-async def resolve(conn: asyncpg.Connection, kind: str, value: str) -> list[dict[str, Any]]:
+async def resolve(conn: asyncpg.Connection, kind: str, value: str) -> list[IdentityMatch]:
     """The contact and the account an identifier names (either, or both when a kind such as a
     CRM's id names a contact in one table and an account in the other)."""
     value = normalize(kind, value)
-    matches: list[dict[str, Any]] = []
+    matches: list[IdentityMatch] = []
     contact = await conn.fetchrow(
         "SELECT contact_id, account_id FROM identities WHERE kind = $1 AND value = $2",
         kind,
         value,
     )
     if contact is not None:
-        matches.append({"subject": "contact", **dict(contact)})
+        matches.append(IdentityMatch(subject="contact", **dict(contact)))
     account = await conn.fetchval(
         "SELECT account_id FROM account_identities WHERE kind = $1 AND value = $2", kind, value
     )
     if account is not None:
-        matches.append({"subject": "account", "contact_id": None, "account_id": account})
+        matches.append(IdentityMatch(subject="account", contact_id=None, account_id=account))
     return matches
 
 

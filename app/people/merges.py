@@ -17,13 +17,14 @@ the merged id before).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 
 from app.governance import audit
 from app.people import identities, profiles
 from app.platform import errors, jobs
+from app.platform.jsonbody import JSONObject
+from app.schemas.profiles import Merge
 
 CATCH_UP = "merge_catch_up"
 CATCH_UP_AFTER = (timedelta(seconds=45), timedelta(minutes=10))
@@ -105,7 +106,7 @@ async def merge(
     merged_id: str,
     actor: str,
     now: datetime,
-) -> dict[str, Any]:
+) -> Merge:
     """Merge one profile into another, inside the caller's transaction; what moved, by kind."""
     locked = {r[0] for r in await conn.fetch(_LOCK[kind], sorted({survivor_id, merged_id}))}
     pair = [survivor_id, merged_id]
@@ -153,18 +154,18 @@ async def merge(
         target=survivor,
         details={"from": merged_id, "again": earlier is not None, "moved": moved},
     )
-    return {
-        "survivor_id": survivor,
-        "merged_id": merged_id,
-        "again": earlier is not None,
-        "moved": moved,
-        "merged_at": now,
-    }
+    return Merge(
+        survivor_id=survivor,
+        merged_id=merged_id,
+        again=earlier is not None,
+        moved=moved,
+        merged_at=now,
+    )
 
 
 async def catch_up(
-    conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-) -> dict[str, Any]:
+    conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+) -> JSONObject:
     """The `merge_catch_up` job: the merge sent again, moving what reached the merged id
     while it ran; nothing when the pair is gone since (erased, or merged elsewhere)."""
     kind: profiles.Kind = "account" if params.get("kind") == "account" else "contact"
@@ -180,4 +181,4 @@ async def catch_up(
             )
     except (errors.NotFound, errors.Conflict) as gone:
         return {"moved": {}, "skipped": gone.detail}
-    return {"moved": done["moved"]}
+    return {"moved": done.moved}

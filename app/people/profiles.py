@@ -22,7 +22,8 @@ import orjson
 from app.governance import privacy
 from app.people import identities
 from app.platform import cursors, db, errors
-from app.schemas.profiles import AccountUpsert, ContactUpsert
+from app.platform.jsonbody import JSONObject
+from app.schemas.profiles import Account, AccountUpsert, Contact, ContactUpsert
 
 ACCOUNT_FIELDS = ("name", "segment", "plan", "mrr", "owner_email")
 CONTACT_FIELDS = ("account_id", "email", "name", "role")
@@ -54,7 +55,7 @@ class Item:
     index: int
     profile_id: str
     observed_at: datetime
-    changes: dict[str, Any]
+    changes: JSONObject
     identities: list[tuple[str, str]] = field(default_factory=list)  # (kind, value)
 
     def claims(self) -> list[tuple[str, str]]:
@@ -68,7 +69,7 @@ class Outcome:
     """What a batch did: the profiles as they are now (by id), an error per item refused by the
     limits, and one per item claiming an identifier another profile holds."""
 
-    profiles: dict[str, dict[str, Any]]
+    profiles: dict[str, JSONObject]
     upserted: int
     errors: list[tuple[int, str]]
     conflicts: list[tuple[int, str]]
@@ -76,7 +77,7 @@ class Outcome:
     dropped: list[tuple[int, str]] = field(default_factory=list)  # keys left out (keep_rest)
 
 
-def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
+def apply_changes(state: JSONObject, changes: JSONObject) -> None:
     for key, value in changes.items():
         if key == "consent":  # by category, merged
             state["consent"] = {**(state.get("consent") or {}), **value}
@@ -92,8 +93,8 @@ def apply_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
             state[key] = value
 
 
-def fold(history: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    state: dict[str, Any] = {"traits": {}}
+def fold(history: Iterable[JSONObject]) -> JSONObject:
+    state: JSONObject = {"traits": {}}
     for changes in history:
         apply_changes(state, changes)
     return state
@@ -206,9 +207,9 @@ _FOLLOW = """
       AND i.account_id <> c.account_id"""
 
 
-def _state(kind: Kind, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+def _state(kind: Kind, row: asyncpg.Record | JSONObject) -> JSONObject:
     fields = ACCOUNT_FIELDS if kind == "account" else CONTACT_FIELDS
-    state: dict[str, Any] = {f: row[f] for f in fields}
+    state: JSONObject = {f: row[f] for f in fields}
     if state.get("mrr") is not None:
         state["mrr"] = float(state["mrr"])
     traits = row["traits"]
@@ -221,7 +222,7 @@ def _state(kind: Kind, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _view(row: asyncpg.Record) -> dict[str, Any]:
+def _view(row: asyncpg.Record) -> JSONObject:
     view = dict(row)
     view["traits"] = orjson.loads(view["traits"]) if view["traits"] else {}
     if "consent" in view:
@@ -296,7 +297,7 @@ async def _trait_keys(
 class _Plan:
     """What a batch will write, decided in Python from the locked rows."""
 
-    states: dict[str, dict[str, Any]]  # each profile's fields after the batch
+    states: dict[str, JSONObject]  # each profile's fields after the batch
     observed: dict[str, datetime | None]  # the newest observation folded into each
     kept: list[Item] = field(default_factory=list)  # accepted items, replays included
     recorded: list[Item] = field(default_factory=list)  # accepted items new to history
@@ -516,7 +517,7 @@ async def _write(
     *,
     now: datetime,
     answer: bool,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, JSONObject]:
     """Insert the new history, fold it again where an older observation arrived, update the
     profiles; with `answer`, the profiles of the kept items as they are now."""
     if recorded := plan.recorded:
@@ -529,7 +530,7 @@ async def _write(
             args.append([i.changes["account_id"] for i in recorded])
         await conn.execute(_RECORD[kind], *args)
     if plan.refold:
-        folded: dict[str, list[dict[str, Any]]] = {}
+        folded: dict[str, list[JSONObject]] = {}
         for r in await conn.fetch(_HISTORY[kind], sorted(plan.refold)):
             folded.setdefault(r[0], []).append(orjson.loads(r[1]))
         for profile_id, history in folded.items():
@@ -545,18 +546,18 @@ async def _write(
     return current
 
 
-def _owners(states: dict[str, dict[str, Any]], kept: set[str]) -> set[str]:
+def _owners(states: dict[str, JSONObject], kept: set[str]) -> set[str]:
     return {states[c]["account_id"] for c in kept}
 
 
-def _canonical(changes: dict[str, Any]) -> bytes:
+def _canonical(changes: JSONObject) -> bytes:
     return orjson.dumps(changes, option=orjson.OPT_SORT_KEYS)
 
 
 def _update_args(
     kind: Kind,
     order: list[str],
-    states: dict[str, dict[str, Any]],
+    states: dict[str, JSONObject],
     observed: dict[str, datetime | None],
     now: datetime,
 ) -> list[Any]:
@@ -624,8 +625,8 @@ async def refold(conn: asyncpg.Connection, kind: Kind, profile_id: str, *, now: 
 
 
 async def with_identities(
-    conn: asyncpg.Connection, kind: Kind, views: Sequence[dict[str, Any]]
-) -> list[dict[str, Any]]:
+    conn: asyncpg.Connection, kind: Kind, views: Sequence[JSONObject]
+) -> list[JSONObject]:
     """The profiles, each with the identifiers it holds now."""
     key = "account_id" if kind == "account" else "contact_id"
     held = await identities.of(conn, kind, [v[key] for v in views])
@@ -634,7 +635,7 @@ async def with_identities(
 
 async def get_account(
     conn: asyncpg.Connection, account_id: str, *, as_of: datetime | None = None
-) -> dict[str, Any]:
+) -> Account:
     """An account now or as of a moment; a merged id reads as its survivor."""
     account_id = await identities.survivor(conn, "account", account_id)
     row = await conn.fetchrow(
@@ -647,7 +648,7 @@ async def get_account(
     [view] = await with_identities(conn, "account", [_view(row)])
     del view["first_seen"]
     if as_of is None:
-        return view
+        return Account.model_validate(view)
     if not existed(row["first_seen"], as_of):
         raise errors.NotFound(f"Account {account_id!r} did not exist at {as_of.isoformat()}.")
     history = await conn.fetch(
@@ -658,12 +659,12 @@ async def get_account(
     )
     state = fold(orjson.loads(r[0]) for r in history)
     view.update({f: state.get(f) for f in ACCOUNT_FIELDS}, traits=state.get("traits") or {})
-    return view
+    return Account.model_validate(view)
 
 
 async def list_accounts(
     conn: asyncpg.Connection, *, segment: str | None, cursor: str | None, limit: int
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Account], str | None]:
     rows = await conn.fetch(
         "SELECT * FROM accounts WHERE ($1::text IS NULL OR segment = $1) "
         "AND ($2::text IS NULL OR account_id > $2) ORDER BY account_id LIMIT $3",
@@ -672,12 +673,13 @@ async def list_accounts(
         limit + 1,
     )
     next_cursor = cursors.encode(rows[limit - 1]["account_id"]) if len(rows) > limit else None
-    return await with_identities(conn, "account", [_view(r) for r in rows[:limit]]), next_cursor
+    views = await with_identities(conn, "account", [_view(r) for r in rows[:limit]])
+    return [Account.model_validate(v) for v in views], next_cursor
 
 
 async def get_contact(
     conn: asyncpg.Connection, contact_id: str, *, as_of: datetime | None = None
-) -> dict[str, Any]:
+) -> Contact:
     """A contact now or as of a moment; a merged id reads as its survivor."""
     contact_id = await identities.survivor(conn, "contact", contact_id)
     row = await conn.fetchrow("SELECT * FROM contacts WHERE contact_id = $1", contact_id)
@@ -685,7 +687,7 @@ async def get_contact(
         raise errors.NotFound(f"No contact {contact_id!r}.")
     [view] = await with_identities(conn, "contact", [_view(row)])
     if as_of is None:
-        return view
+        return Contact.model_validate(view)
     history = await conn.fetch(
         "SELECT changes FROM contact_history WHERE contact_id = $1 AND observed_at <= $2 "
         "ORDER BY observed_at, id",
@@ -700,4 +702,4 @@ async def get_contact(
         traits=state.get("traits") or {},
         consent=state.get("consent") or {},
     )
-    return view
+    return Contact.model_validate(view)

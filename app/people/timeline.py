@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import orjson
 
 from app.people import identities
 from app.platform import cursors, errors
+from app.schemas.signals import EventOut, OutcomeOut, TextSentiment
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -31,12 +31,12 @@ _PAGE = """
     LIMIT $7"""
 
 
-def sentiment_of(row: asyncpg.Record) -> dict[str, Any] | None:
+def sentiment_of(row: asyncpg.Record) -> TextSentiment | None:
     """An event's enrichment as read back (columns sentiment and label), None until the worker
     has read its text."""
     if row["label"] is None:
         return None
-    return {"score": row["sentiment"], "label": row["label"]}
+    return TextSentiment(score=row["sentiment"], label=row["label"])
 
 
 def _micros(moment: datetime) -> int:
@@ -52,7 +52,7 @@ async def events(
     types: Sequence[str] | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[EventOut], str | None]:
     """One page of an account's events (since and until inclusive) and the cursor of the next,
     None on the last page. A merged account's id pages through its survivor's events."""
     after: tuple[datetime, str] | None = None
@@ -74,24 +74,26 @@ async def events(
         limit + 1,
     )
     page = [
-        dict(
-            r,
-            properties=orjson.loads(r["properties"]),
-            sentiment=sentiment_of(r),
-            themes=r["themes"] or [],
+        EventOut.model_validate(
+            dict(
+                r,
+                properties=orjson.loads(r["properties"]),
+                sentiment=sentiment_of(r),
+                themes=r["themes"] or [],
+            )
         )
         for r in rows[:limit]
     ]
     next_cursor = None
     if len(rows) > limit:
         last = page[-1]
-        next_cursor = cursors.encode(_micros(last["occurred_at"]), last["event_id"])
+        next_cursor = cursors.encode(_micros(last.occurred_at), last.event_id)
     return page, next_cursor
 
 
 async def outcomes(
     conn: asyncpg.Connection, account_id: str, *, kinds: Sequence[str] | None, limit: int
-) -> list[dict[str, Any]]:
+) -> list[OutcomeOut]:
     """What really happened to an account (churned, renewed, expanded, ...), newest first; a
     merged account's id reads its survivor's. An account has a few of them, so no pages."""
     account_id = await identities.existing_account(conn, account_id)
@@ -103,4 +105,6 @@ async def outcomes(
         None if kinds is None else list(kinds),
         limit,
     )
-    return [dict(r, properties=orjson.loads(r["properties"])) for r in rows]
+    return [
+        OutcomeOut.model_validate(dict(r, properties=orjson.loads(r["properties"]))) for r in rows
+    ]

@@ -17,9 +17,17 @@ Stopped                       not a client's error: work whose job was cancelled
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(TypedDict):
+    """One entry of a problem body's `errors`: where, in words, and the kind (pydantic's)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
 
 
 class CustintelError(Exception):
@@ -31,7 +39,7 @@ class CustintelError(Exception):
         self,
         detail: str,
         *,
-        errors: list[dict[str, Any]] | None = None,
+        errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
@@ -41,8 +49,9 @@ class CustintelError(Exception):
         self.headers = headers or {}
         self.extra = extra
 
-    def problem(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+    def problem(self) -> dict[str, object]:
+        """The problem+json body (RFC 9457)."""
+        body: dict[str, object] = {
             "type": problem_type(self.slug),
             "title": self.title,
             "status": self.status,

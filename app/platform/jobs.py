@@ -34,6 +34,7 @@ import asyncpg
 import orjson
 
 from app.platform import errors
+from app.platform.jsonbody import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 MAX_BACKOFF_SECONDS = 30.0
 
 Progress = Callable[[float], Awaitable[None]]
-Handler = Callable[[asyncpg.Connection, dict[str, Any], Progress], Awaitable[dict[str, Any]]]
+Handler = Callable[[asyncpg.Connection, JSONObject, Progress], Awaitable[JSONObject]]
 
 _COLUMNS = (
     "job_id, kind, status, params, progress, result, error, attempts, created_at, "
@@ -156,7 +157,7 @@ def _never() -> bool:
     return False
 
 
-async def enqueue(conn: asyncpg.Connection, *, kind: str, params: dict[str, Any]) -> Job:
+async def enqueue(conn: asyncpg.Connection, *, kind: str, params: JSONObject) -> Job:
     row = await conn.fetchrow(
         f"INSERT INTO jobs (job_id, kind, status, params) VALUES ($1, $2, 'queued', $3::jsonb) "  # noqa: S608  (constant columns)
         f"RETURNING {_COLUMNS}",
@@ -178,9 +179,9 @@ class Job:
     job_id: str
     kind: str
     status: JobStatus
-    params: dict[str, Any]
+    params: JSONObject
     progress: float
-    result: dict[str, Any] | None
+    result: JSONObject | None
     error: str | None
     attempts: int
     created_at: datetime
@@ -216,7 +217,7 @@ async def get(conn: asyncpg.Connection, job_id: str) -> Job:
 
 
 async def enqueue_once(
-    conn: asyncpg.Connection, *, kind: str, params: dict[str, Any], slot: str
+    conn: asyncpg.Connection, *, kind: str, params: JSONObject, slot: str
 ) -> bool:
     """Enqueue a scheduled job unless its slot already has one; True when this call did."""
     created = await conn.fetchval(
@@ -305,7 +306,7 @@ async def finish(
     conn: asyncpg.Connection,
     job_id: str,
     *,
-    result: dict[str, Any] | None = None,
+    result: JSONObject | None = None,
     error: str | None = None,
     cancelled: bool = False,
 ) -> None:
@@ -376,11 +377,11 @@ async def run_here(
     pool: asyncpg.Pool,
     *,
     kind: str,
-    params: dict[str, Any],
+    params: JSONObject,
     handler: Handler,
     progress: Watch | None = None,
     limit: float = TIMEOUT_SECONDS,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run a job in this process now (the CLI's foreground commands), recorded in the jobs table
     like any other and kept alive by heartbeats, so no worker takes it over. A CustintelError
     fails the job and is raised; so is errors.Stopped, when it is cancelled or out of time."""
@@ -410,7 +411,7 @@ async def _run(
     also: Watch | None = None,
     stale: float = STALE_SECONDS,
     limit: float = TIMEOUT_SECONDS,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run the handler while watching for a cancel and the time limit; raises errors.Stopped
     (after recording it) when either stops the job."""
     job_id = job.job_id
@@ -457,7 +458,7 @@ async def _run(
 
         loop.call_soon_threadsafe(note)
 
-    async def call() -> dict[str, Any]:
+    async def call() -> JSONObject:
         async with pool.acquire() as conn:
             return await handler(conn, job.params, progress)
 

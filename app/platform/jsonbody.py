@@ -24,6 +24,11 @@ import orjson
 
 from app.platform import errors
 
+# A JSON object whose shape its sender or its jsonb column decides: a payload as a client or a
+# sender sent it, a job's parameters and result, a stored model's record. The functions a router,
+# the CLI or the worker calls return typed values (STYLE.md); this type is for those edges only.
+JSONObject = dict[str, Any]
+
 WRITABLE_DEPTH = 254  # orjson writes no deeper
 _INT64 = (-(1 << 63), (1 << 64) - 1)  # orjson's range (signed and unsigned 64-bit)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -79,7 +84,7 @@ class _Refused(ValueError):
     pass
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _unique(pairs: list[tuple[str, Any]]) -> JSONObject:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
@@ -169,7 +174,7 @@ def find_nul(node: Any, path: str) -> str | None:
     return None
 
 
-def nested_deeper(value: dict[str, Any], limit: int) -> bool:
+def nested_deeper(value: JSONObject, limit: int) -> bool:
     """Whether a JSON object nests deeper than `limit`. Flat objects, the common case, cost one
     C-level pass over their value types and no walk."""
     if set(map(type, value.values())) <= _SCALARS:

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.platform.db import metadata
+from app.platform.jsonbody import JSONObject
 
 Timestamp = DateTime(timezone=True)
 
@@ -47,7 +48,7 @@ class Account(Base):
     plan: Mapped[str | None] = mapped_column(String(255))
     mrr: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
     owner_email: Mapped[str | None] = mapped_column(String(320))
-    traits: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    traits: Mapped[JSONObject] = mapped_column(JSONB, server_default="{}")
     # observed_at of the newest upsert folded into the current values; NULL when only events
     # have mentioned the account so far.
     observed_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -66,7 +67,7 @@ class AccountHistory(Base):
         String(255), ForeignKey("accounts.account_id", ondelete="CASCADE")
     )
     observed_at: Mapped[datetime] = mapped_column(Timestamp)
-    changes: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    changes: Mapped[JSONObject] = mapped_column(JSONB)
     recorded_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
@@ -81,7 +82,7 @@ class Contact(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(Text)
     role: Mapped[str | None] = mapped_column(String(64))
-    traits: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    traits: Mapped[JSONObject] = mapped_column(JSONB, server_default="{}")
     consent: Mapped[dict[str, bool]] = mapped_column(JSONB, server_default="{}")  # by category
     observed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
@@ -98,7 +99,7 @@ class ContactHistory(Base):
     )
     account_id: Mapped[str] = mapped_column(String(255))
     observed_at: Mapped[datetime] = mapped_column(Timestamp)
-    changes: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    changes: Mapped[JSONObject] = mapped_column(JSONB)
     recorded_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
@@ -164,7 +165,7 @@ class Source(Base):
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_secret_until: Mapped[datetime | None] = mapped_column(Timestamp)
-    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    settings: Mapped[JSONObject] = mapped_column(JSONB, server_default="{}")
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
@@ -191,7 +192,7 @@ class SourceDelivery(Base):
     event_type: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    payload: Mapped[JSONObject | None] = mapped_column(JSONB)
     redeliveries: Mapped[int] = mapped_column(Integer, server_default="0")
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     last_received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
@@ -209,7 +210,7 @@ class UnresolvedSignal(Base):
     source: Mapped[str] = mapped_column(String(64))
     call: Mapped[str] = mapped_column(String(32))
     keys: Mapped[list[str]] = mapped_column(ARRAY(Text))
-    message: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    message: Mapped[JSONObject] = mapped_column(JSONB)
     reason: Mapped[str] = mapped_column(Text)
     attached_at: Mapped[datetime | None] = mapped_column(Timestamp)
     account_id: Mapped[str | None] = mapped_column(String(255))
@@ -272,7 +273,7 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(255))
     source: Mapped[str | None] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Double)
-    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    properties: Mapped[JSONObject] = mapped_column(JSONB, server_default="{}")
     text: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
@@ -333,8 +334,8 @@ class SentimentReader(Base):
 
     reader_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    model: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    model: Mapped[JSONObject | None] = mapped_column(JSONB)
+    metrics: Mapped[JSONObject] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
@@ -400,7 +401,7 @@ class Outcome(Base):
     kind: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(Timestamp)
     amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
-    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    properties: Mapped[JSONObject] = mapped_column(JSONB, server_default="{}")
     digest: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
@@ -443,7 +444,7 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
-    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    details: Mapped[JSONObject] = mapped_column(JSONB, server_default="{}")
 
 
 class Model(Base):
@@ -468,8 +469,8 @@ class Model(Base):
     activated_at: Mapped[datetime | None] = mapped_column(Timestamp)
     as_of: Mapped[datetime] = mapped_column(Timestamp)
     horizon_days: Mapped[int] = mapped_column(Integer)
-    label: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    summary: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    label: Mapped[JSONObject] = mapped_column(JSONB)
+    summary: Mapped[JSONObject] = mapped_column(JSONB)
     path: Mapped[str] = mapped_column(Text)
     # Lineage: the model this one replaced when it became active, and why its status is what
     # it is (promoted by the gate, kept as a candidate, activated by hand, rolled back).
@@ -488,9 +489,9 @@ class ModelComparison(Base):
     active_id: Mapped[str] = mapped_column(String(64), index=True)
     promoted: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(Text)
-    window: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    candidate_metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    active_metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    window: Mapped[JSONObject] = mapped_column(JSONB)
+    candidate_metrics: Mapped[JSONObject] = mapped_column(JSONB)
+    active_metrics: Mapped[JSONObject] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
@@ -508,11 +509,11 @@ class Job(Base):
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
-    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    params: Mapped[JSONObject] = mapped_column(JSONB)
     progress: Mapped[float] = mapped_column(Double, server_default="0")
     # While it runs, the stage it is at: {"name", "done", "total"} (app.platform.jobs.Stage).
-    stage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    stage: Mapped[JSONObject | None] = mapped_column(JSONB)
+    result: Mapped[JSONObject | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
@@ -574,7 +575,7 @@ class Score(Base):
     band: Mapped[str] = mapped_column(String(16))
     percentile: Mapped[float] = mapped_column(Double)
     margin: Mapped[float] = mapped_column(Double)
-    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    reasons: Mapped[list[JSONObject]] = mapped_column(JSONB)
     base_value: Mapped[float] = mapped_column(Double)
     other_contribution: Mapped[float] = mapped_column(Double)
 
@@ -591,7 +592,7 @@ class Finding(Base):
     target: Mapped[str | None] = mapped_column(String(64))
     model_id: Mapped[str | None] = mapped_column(String(64))
     account_id: Mapped[str | None] = mapped_column(String(255))
-    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    details: Mapped[JSONObject] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
@@ -620,12 +621,12 @@ class Insight(Base):
     band: Mapped[str | None] = mapped_column(String(16))
     previous_probability: Mapped[float | None] = mapped_column(Double)
     previous_band: Mapped[str | None] = mapped_column(String(16))
-    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    reasons: Mapped[list[JSONObject]] = mapped_column(JSONB)
     next_step: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    details: Mapped[JSONObject] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
-    decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    decision: Mapped[JSONObject] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
@@ -638,7 +639,7 @@ class RoutingRule(Base):
 
     rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
-    match: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    match: Mapped[JSONObject] = mapped_column(JSONB)
     destination_ids: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     owner: Mapped[str | None] = mapped_column(String(320))
     holdout_share: Mapped[float] = mapped_column(Double)
@@ -684,7 +685,7 @@ class Delivery(Base):
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    payload: Mapped[JSONObject] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
 

@@ -24,7 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.governance import privacy
 from app.people import identities, profiles
-from app.platform import cursors, jsonbody
+from app.platform import jsonbody
+from app.platform.jsonbody import JSONObject
 from app.schemas.common import MAX_NESTING
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn
@@ -57,7 +58,7 @@ class Message:
 
     index: int
     call: str
-    body: dict[str, Any]
+    body: JSONObject
     at: datetime
 
 
@@ -121,7 +122,7 @@ def read(
 
 
 def _message(
-    index: int, item: dict[str, Any], shared: dict[str, Any], sent_at: Any, received_at: datetime
+    index: int, item: JSONObject, shared: JSONObject, sent_at: Any, received_at: datetime
 ) -> Message:
     call = item.get("type")
     if call not in CALLS:
@@ -156,7 +157,7 @@ def _message(
     return Message(index, call, body, at)
 
 
-def _id(body: dict[str, Any], name: str) -> str | None:
+def _id(body: JSONObject, name: str) -> str | None:
     value = body.get(name)
     if value is None or value == "":
         return None
@@ -165,7 +166,7 @@ def _id(body: dict[str, Any], name: str) -> str | None:
     return str(value)
 
 
-def keys(body: dict[str, Any]) -> list[str]:
+def keys(body: JSONObject) -> list[str]:
     """The identifiers that would resolve a held call, as `kind:value` (kinds have no colon)."""
     found = []
     for name, kind in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
@@ -175,7 +176,7 @@ def keys(body: dict[str, Any]) -> list[str]:
     return found
 
 
-def _traits_of(body: dict[str, Any]) -> Any:
+def _traits_of(body: JSONObject) -> Any:
     """A call's traits: at the root as Segment sends them, or in context.traits, where
     RudderStack's SDKs put an identify's."""
     if body.get("traits") is not None:
@@ -184,7 +185,7 @@ def _traits_of(body: dict[str, Any]) -> Any:
     return context.get("traits") if isinstance(context, dict) else None
 
 
-def _group_of(body: dict[str, Any]) -> str | None:
+def _group_of(body: JSONObject) -> str | None:
     context = body.get("context") or {}
     group = context.get("groupId") if isinstance(context, dict) else None
     if group is None:
@@ -198,7 +199,7 @@ def _group_of(body: dict[str, Any]) -> str | None:
     return str(group)
 
 
-def _traits(raw: Any, name: str = "traits") -> dict[str, Any]:
+def _traits(raw: Any, name: str = "traits") -> JSONObject:
     """Traits as custintel keeps them: nested objects flattened to dotted keys; a list (a trait
     holds one value) kept as its items joined by ", " when they are plain values
     (`["a", "b"]` is "a, b"), else as its JSON text."""
@@ -206,7 +207,7 @@ def _traits(raw: Any, name: str = "traits") -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise Invalid(f"{name} must be an object")
-    flat: dict[str, Any] = {}
+    flat: JSONObject = {}
     for key, value in raw.items():
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in _traits(value, f"{name}.{key}").items()})
@@ -253,7 +254,7 @@ def _role(value: Any) -> str | None:
 _NEEDED = frozenset({"account_id", "identities"})
 
 
-def _validated(model: type[Upsert], body: dict[str, Any], message: Message, tally: Tally) -> Upsert:
+def _validated(model: type[Upsert], body: JSONObject, message: Message, tally: Tally) -> Upsert:
     """The upsert a call makes. A field that cannot be kept (a trait or field of the wrong
     type, too long, ...) is left out and named in the answer (`dropped`); the rest is kept."""
     while True:
@@ -329,7 +330,7 @@ async def _profile_call(
         if account is None:
             tally.held.append((message, keys(body), "no group yet: send group, or context.groupId"))
             return
-        fields: dict[str, Any] = {"account_id": account, "traits": {}}
+        fields: JSONObject = {"account_id": account, "traits": {}}
         for name in ("email", "name"):
             if traits.get(name) is not None:
                 fields[name] = traits.pop(name)
@@ -405,7 +406,7 @@ async def _profile_call(
     tally.stored.add(message.index)
 
 
-def _consent_of(body: dict[str, Any]) -> dict[str, bool]:
+def _consent_of(body: JSONObject) -> dict[str, bool]:
     """Segment's consent: `context.consent.categoryPreferences` ({"analytics": true, ...}); the
     categories with a yes or no, others left out."""
     context = body.get("context")
@@ -522,7 +523,7 @@ async def _consent_said(
             continue  # a consent object the contract refuses changes nothing; the call stands
 
 
-def _safe_id(body: dict[str, Any], name: str) -> str | None:
+def _safe_id(body: JSONObject, name: str) -> str | None:
     try:
         return _id(body, name)
     except Invalid:
@@ -533,7 +534,7 @@ def _event(
     m: Message,
     contacts: dict[str, str],
     by_anonymous: dict[str, tuple[str, str]],
-) -> dict[str, Any] | None:
+) -> JSONObject | None:
     """The event a track, page or screen is, or None when no account is known for it yet."""
     body = m.body
     user, anonymous = _id(body, "userId"), _id(body, "anonymousId")
@@ -570,7 +571,7 @@ def _event(
         ),
         None,
     )
-    event: dict[str, Any] = {
+    event: JSONObject = {
         "event_id": _id(body, "messageId") or uuid.uuid4().hex,
         "type": name,
         "source": SOURCE,
@@ -605,7 +606,7 @@ async def store(
     return tally  # the caller lands what its calls made resolvable (app.people.held.attach)
 
 
-def _names(body: dict[str, Any]) -> list[tuple[privacy.Kind, str]]:
+def _names(body: JSONObject) -> list[tuple[privacy.Kind, str]]:
     """What a call names, as the suppression list knows it: its person (the contact and its
     identities), its account, and any email anywhere in it."""
     names: list[tuple[privacy.Kind, str]] = [("identity", k) for k in keys(body)]
@@ -708,49 +709,3 @@ async def attach(conn: asyncpg.Connection, known: Iterable[str], *, ctx: ingest.
         attached += len(tally.stored)
         wanted = sorted(tally.known - set(wanted))
     return attached
-
-
-async def held(
-    conn: asyncpg.Connection,
-    *,
-    status: str | None,
-    cursor: str | None,
-    limit: int,
-    now: datetime,
-    days: int,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Calls not attached, newest first: `held` while an identity may still resolve them,
-    `expired` after `days`."""
-    before = None if cursor is None else cursors.decode(cursor, int)[0]
-    cutoff = now - timedelta(days=days)
-    rows = await conn.fetch(
-        """
-        SELECT u.id, u.received_at, coalesce(s.kind, u.source) AS source, u.call, u.keys,
-               u.message, u.reason
-        FROM unresolved_signals u
-        LEFT JOIN sources s ON s.source_id = CASE WHEN u.source = 'hooks'
-            AND u.message ->> 'source_id' ~ '^[0-9a-f-]{36}$'
-            THEN (u.message ->> 'source_id')::uuid END
-        WHERE u.attached_at IS NULL AND ($1::bigint IS NULL OR u.id < $1)
-          AND ($2::text IS NULL OR ($2 = 'held') = (u.received_at > $3))
-        ORDER BY u.id DESC LIMIT $4""",
-        before,
-        status,
-        cutoff,
-        limit + 1,
-    )
-    page = [
-        {
-            "id": r["id"],
-            "received_at": r["received_at"],
-            "expires_at": r["received_at"] + timedelta(days=days),
-            "status": "held" if r["received_at"] > cutoff else "expired",
-            "source": r["source"],
-            "call": r["call"],
-            "keys": [dict(zip(("kind", "value"), k.split(":", 1), strict=True)) for k in r["keys"]],
-            "reason": r["reason"],
-            "message": orjson.loads(r["message"]),
-        }
-        for r in rows[:limit]
-    ]
-    return page, cursors.encode(page[-1]["id"]) if len(rows) > limit else None

@@ -35,7 +35,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -43,7 +42,9 @@ import orjson
 
 from app import voc
 from app.platform import jobs
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
+from app.schemas.voc import SentimentReaderOut
 from app.voc import sentiment, surveys
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Classifier:
         p /= p.sum()
         return float(p[2] - p[0])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {
             "terms": self.terms,
             "idf": self.idf.tolist(),
@@ -106,7 +107,7 @@ class Classifier:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Classifier:
+    def from_json(cls, data: JSONObject) -> Classifier:
         return cls(
             data["terms"],
             np.asarray(data["idf"]),
@@ -197,7 +198,7 @@ def choose(
     labels: list[sentiment.Label],
     lexicon: sentiment.Analyzer,
     others: list[str] | None = None,
-) -> tuple[Reader, dict[str, Any]]:
+) -> tuple[Reader, JSONObject]:
     """The best reader of these comments (oldest first), measured on the newest HOLDOUT after
     learning from the others, and plausible on `others` (a sample of the other texts it would
     read: tickets, notes); a learnt one is then learnt again from all of them."""
@@ -214,7 +215,7 @@ def choose(
         for kind, reader in candidates.items()
     }
     best = max(("learned", "blend"), key=lambda k: (accuracy[k], k == "blend"))
-    metrics: dict[str, Any] = {
+    metrics: JSONObject = {
         "comments": len(texts),
         "held_out": len(held),
         "accuracy": accuracy,
@@ -282,13 +283,15 @@ async def current(conn: asyncpg.Connection) -> asyncpg.Record | None:
     return row
 
 
-async def described(conn: asyncpg.Connection) -> dict[str, Any]:
+async def described(conn: asyncpg.Connection) -> SentimentReaderOut:
     """The reader in use and the measurements that chose it."""
     row = await current(conn)
     if row is None:
-        return {"kind": "lexicon", "chosen_at": None}
+        return SentimentReaderOut(kind="lexicon", chosen_at=None)
     metrics = orjson.loads(row["metrics"])
-    return {"kind": row["kind"], "chosen_at": row["created_at"], **metrics}
+    return SentimentReaderOut.model_validate(
+        {"kind": row["kind"], "chosen_at": row["created_at"], **metrics}
+    )
 
 
 def reader_of(row: asyncpg.Record | None, lexicon: sentiment.Analyzer) -> Reader:
@@ -308,7 +311,7 @@ async def relearn_if_due(
     *,
     every: timedelta,
     wait: bool = False,
-) -> dict[str, Any] | None:
+) -> JSONObject | None:
     """Choose the reader again when the last choice is older than `every`, or learnt from
     fewer than 1/GROWTH of the comments there are now (or there is none), and there are
     comments enough; when the reader changes, enqueue the re-reading of every text. With
@@ -414,8 +417,8 @@ def reread_handler(settings: Settings) -> jobs.Handler:
     the reader in use."""
 
     async def run(
-        conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-    ) -> dict[str, Any]:
+        conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+    ) -> JSONObject:
         reader = await in_use(conn, settings)
 
         async def told(done: int, total: int) -> None:

@@ -20,11 +20,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from app.people import identities, timeline
+from app.schemas.voc import (
+    AccountVoc,
+    Ces,
+    Csat,
+    MonthMetrics,
+    MonthSentiment,
+    Nps,
+    SegmentMetrics,
+    SentimentMix,
+    SurveyMetrics,
+    Verbatim,
+)
 
 NPS, CSAT, CES = "nps_answered", "csat_answered", "ces_answered"
 # type: (lowest, highest, "high" from, "low" up to): promoters >= 9 and detractors <= 6;
@@ -85,60 +96,71 @@ def wilson(successes: int, n: int) -> list[float] | None:
     return [100 * max(0.0, centre - half), 100 * min(1.0, centre + half)]
 
 
-def nps(c: Counts) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "responses": c.n,
-        "promoters": c.high,
-        "passives": c.n - c.high - c.low,
-        "detractors": c.low,
-        "nps": None,
-        "interval": None,
-        "ignored": c.ignored,
-    }
+def nps(c: Counts) -> Nps:
+    value, interval = None, None
     if c.n:
         promoters, detractors = c.high / c.n, c.low / c.n
         score = promoters - detractors
         half = Z * math.sqrt(max(0.0, promoters + detractors - score * score) / c.n)
-        result["nps"] = 100 * score
-        result["interval"] = [100 * max(-1.0, score - half), 100 * min(1.0, score + half)]
-    return result
+        value = 100 * score
+        interval = [100 * max(-1.0, score - half), 100 * min(1.0, score + half)]
+    return Nps(
+        responses=c.n,
+        promoters=c.high,
+        passives=c.n - c.high - c.low,
+        detractors=c.low,
+        nps=value,
+        interval=interval,
+        ignored=c.ignored,
+    )
 
 
-def csat(c: Counts) -> dict[str, Any]:
-    return {
-        "responses": c.n,
-        "satisfied": c.high,
-        "csat": 100 * c.high / c.n if c.n else None,
-        "interval": wilson(c.high, c.n),
-        "ignored": c.ignored,
-    }
+def csat(c: Counts) -> Csat:
+    return Csat(
+        responses=c.n,
+        satisfied=c.high,
+        csat=100 * c.high / c.n if c.n else None,
+        interval=wilson(c.high, c.n),
+        ignored=c.ignored,
+    )
 
 
-def ces(c: Counts) -> dict[str, Any]:
+def ces(c: Counts) -> Ces:
     mean = c.total / c.n if c.n else None
     interval = None
     if mean is not None and c.n > 1:
         variance = max(0.0, (c.squares - c.n * mean * mean) / (c.n - 1))
         half = Z * math.sqrt(variance / c.n)
         interval = [max(1.0, mean - half), min(7.0, mean + half)]
-    return {
-        "responses": c.n,
-        "mean": mean,
-        "mean_interval": interval,
-        "easy": c.high,
-        "easy_share": 100 * c.high / c.n if c.n else None,
-        "easy_interval": wilson(c.high, c.n),
-        "ignored": c.ignored,
-    }
+    return Ces(
+        responses=c.n,
+        mean=mean,
+        mean_interval=interval,
+        easy=c.high,
+        easy_share=100 * c.high / c.n if c.n else None,
+        easy_interval=wilson(c.high, c.n),
+        ignored=c.ignored,
+    )
 
 
-def metrics(counts: dict[str, Counts]) -> dict[str, Any]:
-    """NPS, CSAT and CES from the counts of each survey's answers."""
+def _measures(counts: dict[str, Counts]) -> dict[str, Nps | Csat | Ces]:
     return {
         "nps": nps(counts.get(NPS, Counts())),
         "csat": csat(counts.get(CSAT, Counts())),
         "ces": ces(counts.get(CES, Counts())),
     }
+
+
+def metrics(counts: dict[str, Counts]) -> SurveyMetrics:
+    """NPS, CSAT and CES from the counts of each survey's answers."""
+    return SurveyMetrics.model_validate(_measures(counts))
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    overall: SurveyMetrics
+    by_month: list[MonthMetrics]  # oldest first
+    by_segment: list[SegmentMetrics]
 
 
 async def summarise(
@@ -148,7 +170,7 @@ async def summarise(
     until: datetime,
     segment: str | None = None,
     account_id: str | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """The answers in [since, until): overall, by month (oldest first) and by segment."""
     types = list(SCALES)
     rows = await conn.fetch(
@@ -176,14 +198,17 @@ async def summarise(
             segments.setdefault(r["segment"], {})[r["type"]] = counts
         else:
             overall[r["type"]] = counts
-    return {
-        "overall": metrics(overall),
-        "by_month": [{"month": m, **metrics(months[m])} for m in sorted(months)],
-        "by_segment": [
-            {"segment": s, **metrics(segments[s])}
+    return Summary(
+        overall=metrics(overall),
+        by_month=[
+            MonthMetrics.model_validate({"month": m, **_measures(months[m])})
+            for m in sorted(months)
+        ],
+        by_segment=[
+            SegmentMetrics.model_validate({"segment": s, **_measures(segments[s])})
             for s in sorted(segments, key=lambda s: (s is None, s or ""))
         ],
-    }
+    )
 
 
 _VERBATIMS = """
@@ -222,18 +247,17 @@ async def sentiment_mix(
     until: datetime,
     segment: str | None = None,
     account_id: str | None = None,
-) -> dict[str, Any]:
+) -> SentimentMix:
     """How many texts written in [since, until) read negative, neutral and positive, their mean
     sentiment, and how many the worker has not read yet (`pending`)."""
-    mix: dict[str, Any] = {"texts": 0, "negative": 0, "neutral": 0, "positive": 0, "pending": 0}
+    mix = {"texts": 0, "negative": 0, "neutral": 0, "positive": 0, "pending": 0}
     total = 0.0
     for r in await conn.fetch(_MIX, since, until, segment, account_id):
         mix["texts"] += r["n"]
         mix[r["label"] or "pending"] += r["n"]
         total += float(r["total"])
     read = mix["texts"] - mix["pending"]
-    mix["mean"] = total / read if read else None
-    return mix
+    return SentimentMix(**mix, mean=total / read if read else None)
 
 
 async def account(
@@ -243,7 +267,7 @@ async def account(
     since: datetime,
     until: datetime,
     verbatims: int,
-) -> dict[str, Any]:
+) -> AccountVoc:
     """An account's survey metrics over time and its latest verbatims; a merged account's id
     reads its survivor's."""
     account_id = await identities.existing_account(conn, account_id)
@@ -251,13 +275,15 @@ async def account(
     mix = await sentiment_mix(conn, since=since, until=until, account_id=account_id)
     monthly = await conn.fetch(_MONTHLY, account_id, since, until)
     rows = await conn.fetch(_VERBATIMS, account_id, since, until, verbatims)
-    return {
-        "account_id": account_id,
-        "since": since,
-        "until": until,
-        "overall": summary["overall"],
-        "by_month": summary["by_month"],
-        "sentiment": mix,
-        "sentiment_by_month": [dict(r) for r in monthly],
-        "verbatims": [dict(r, sentiment=timeline.sentiment_of(r)) for r in rows],
-    }
+    return AccountVoc(
+        account_id=account_id,
+        since=since,
+        until=until,
+        overall=summary.overall,
+        by_month=summary.by_month,
+        sentiment=mix,
+        sentiment_by_month=[MonthSentiment.model_validate(dict(r)) for r in monthly],
+        verbatims=[
+            Verbatim.model_validate(dict(r, sentiment=timeline.sentiment_of(r))) for r in rows
+        ],
+    )

@@ -34,6 +34,8 @@ import orjson
 
 from app import voc
 from app.platform import errors, jobs
+from app.platform.jsonbody import JSONObject
+from app.schemas.voc import ThemeCount, ThemeOut
 
 if TYPE_CHECKING:  # scikit-learn is imported where a fit or a text's terms need it: an API
     # process that never reads a text does not pay its second of import
@@ -393,8 +395,8 @@ async def rematch_recent(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 async def rematch_handler(
-    conn: asyncpg.Connection, params: dict[str, Any], progress: jobs.Progress
-) -> dict[str, Any]:
+    conn: asyncpg.Connection, params: JSONObject, progress: jobs.Progress
+) -> JSONObject:
     """The `themes_rematch` job."""
     return await rematch_recent(conn)
 
@@ -447,7 +449,7 @@ async def top(
     until: datetime,
     segment: str | None,
     limit: int = 10,
-) -> list[dict[str, Any]]:
+) -> list[ThemeCount]:
     """The themes most written about in [since, until), with the period before's counts."""
     now = await counts(conn, since=since, until=until, segment=segment)
     before = await counts(
@@ -456,31 +458,31 @@ async def top(
     names = dict(await conn.fetch("SELECT theme_id, name FROM themes"))
     busiest = sorted(now, key=lambda t: (-now[t], t))[:limit]
     return [
-        {
-            "theme_id": t,
-            "name": names.get(t, t),
-            "texts": now[t],
-            "previous": before.get(t, 0),
-            "change": now[t] / before[t] - 1 if before.get(t) else None,
-        }
+        ThemeCount(
+            theme_id=t,
+            name=names.get(t, t),
+            texts=now[t],
+            previous=before.get(t, 0),
+            change=now[t] / before[t] - 1 if before.get(t) else None,
+        )
         for t in busiest
     ]
 
 
-def _view(r: asyncpg.Record, now: dict[str, int], before: dict[str, int]) -> dict[str, Any]:
+def _view(r: asyncpg.Record, now: dict[str, int], before: dict[str, int]) -> ThemeOut:
     terms = orjson.loads(r["terms"])
-    return {
-        "theme_id": r["theme_id"],
-        "name": r["name"],
-        "terms": [t[0] for t in terms],
-        "seed": r["seed"],
-        "pinned": r["pinned"],
-        "merged_into": r["merged_into"],
-        "coherence": r["coherence"],
-        "coherent": r["coherent"],
-        "texts_30d": now.get(r["theme_id"], 0),
-        "texts_previous_30d": before.get(r["theme_id"], 0),
-    }
+    return ThemeOut(
+        theme_id=r["theme_id"],
+        name=r["name"],
+        terms=[t[0] for t in terms],
+        seed=r["seed"],
+        pinned=r["pinned"],
+        merged_into=r["merged_into"],
+        coherence=r["coherence"],
+        coherent=r["coherent"],
+        texts_30d=now.get(r["theme_id"], 0),
+        texts_previous_30d=before.get(r["theme_id"], 0),
+    )
 
 
 _THEME = "SELECT theme_id, name, terms, seed, pinned, merged_into, coherence, coherent FROM themes"
@@ -497,15 +499,15 @@ async def _monthly(
     return now, before
 
 
-async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def listing(conn: asyncpg.Connection) -> list[ThemeOut]:
     """Every theme in use (learnt, seeded or merged), busiest in the last 30 days first."""
     now, before = await _monthly(conn)
     rows = await conn.fetch(f"{_THEME} WHERE retired_at IS NULL")
     views = [_view(r, now, before) for r in rows]
-    return sorted(views, key=lambda v: (-v["texts_30d"], v["name"], v["theme_id"]))
+    return sorted(views, key=lambda v: (-v.texts_30d, v.name, v.theme_id))
 
 
-async def _read_one(conn: asyncpg.Connection, theme_id: str) -> dict[str, Any]:
+async def _read_one(conn: asyncpg.Connection, theme_id: str) -> ThemeOut:
     now, before = await _monthly(conn, theme_id)
     return _view(await _one(conn, theme_id), now, before)
 
@@ -525,7 +527,7 @@ async def update(
     pinned: bool | None,
     merge_into: str | None,
     unmerge: bool = False,
-) -> dict[str, Any]:
+) -> ThemeOut:
     """Rename (kept across refits), pin (kept even when a refit does not find it again), merge
     into another theme (its texts count for that one once the `themes_rematch` job this
     enqueues has matched them again) or stand alone again (`unmerge`)."""
@@ -582,9 +584,7 @@ async def _rematch_soon(conn: asyncpg.Connection) -> None:
         await jobs.enqueue(conn, kind="themes_rematch", params={})
 
 
-async def create_seed(
-    conn: asyncpg.Connection, *, name: str, keywords: list[str]
-) -> dict[str, Any]:
+async def create_seed(conn: asyncpg.Connection, *, name: str, keywords: list[str]) -> ThemeOut:
     """A theme an operator defines by keywords (a text with any of them is about it), kept
     across refits; recent texts are matched against it by the `themes_rematch` job this
     enqueues, new ones as they are read."""
@@ -640,7 +640,7 @@ _EXAMPLES = """
     LIMIT $4"""
 
 
-async def jumps(conn: asyncpg.Connection, *, now: datetime) -> list[dict[str, Any]]:
+async def jumps(conn: asyncpg.Connection, *, now: datetime) -> list[JSONObject]:
     """Themes whose texts of the week up to `now` jumped across accounts (JUMP_*), with the
     week's count, the usual week, how many accounts wrote, the chance of so many by the usual
     rate, and example verbatims of the week (the most negative first)."""

@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import Any
 
 import asyncpg
 import orjson
@@ -27,10 +26,12 @@ from pydantic import TypeAdapter, ValidationError
 from app.governance import audit, privacy, vault
 from app.people import identities, merges, profiles
 from app.platform import errors, jsonbody
+from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.common import Id
 from app.schemas.profiles import AccountUpsert, ContactUpsert
 from app.schemas.signals import EventIn, OutcomeIn
+from app.schemas.sources import HookAnswer, Rejection, Replay, Source
 from app.signals import ingest
 from app.signals.sources import common, hubspot, intercom, stripe, zendesk
 
@@ -67,12 +68,12 @@ _VIEW = """
 """
 
 
-def _view(row: asyncpg.Record) -> dict[str, Any]:
+def _view(row: asyncpg.Record) -> Source:
     view = dict(row)
     view["settings"] = orjson.loads(view["settings"])
     view["url"] = f"/hooks/{view['source_id']}"
     view["secret_rotating_until"] = view.pop("previous_secret_until")
-    return view
+    return Source.model_validate(view)
 
 
 async def create(
@@ -81,10 +82,10 @@ async def create(
     kind: str,
     name: str,
     secret: str,
-    source_settings: dict[str, Any],
+    source_settings: JSONObject,
     settings: Settings,
     actor: str,
-) -> dict[str, Any]:
+) -> Source:
     source_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO sources (source_id, kind, name, secret, settings) VALUES ($1, $2, $3, $4, $5)",
@@ -100,14 +101,14 @@ async def create(
     return await get(conn, source_id)
 
 
-async def get(conn: asyncpg.Connection, source_id: uuid.UUID) -> dict[str, Any]:
+async def get(conn: asyncpg.Connection, source_id: uuid.UUID) -> Source:
     row = await conn.fetchrow(_VIEW + " WHERE s.source_id = $1", source_id)
     if row is None:
         raise errors.NotFound(f"No source {source_id}.")
     return _view(row)
 
 
-async def list_all(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_all(conn: asyncpg.Connection) -> list[Source]:
     return [_view(r) for r in await conn.fetch(_VIEW + " ORDER BY s.created_at, s.source_id")]
 
 
@@ -115,10 +116,10 @@ async def update(
     conn: asyncpg.Connection,
     source_id: uuid.UUID,
     *,
-    changes: dict[str, Any],
+    changes: JSONObject,
     settings: Settings,
     actor: str,
-) -> dict[str, Any]:
+) -> Source:
     """Rename, replace the settings, enable or disable, or take a new secret (the old one keeps
     verifying for `grace_hours`)."""
     row = await conn.fetchrow(
@@ -180,7 +181,7 @@ async def receiver(conn: asyncpg.Connection, source_id: uuid.UUID) -> asyncpg.Re
     return row
 
 
-def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) -> dict[str, Any]:
+def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) -> JSONObject:
     """Raise 401 unless the delivery is signed with the source's secret; the source's
     settings."""
     try:
@@ -194,7 +195,7 @@ def _verify(row: asyncpg.Record, request: common.Request, settings: Settings) ->
         log.error("a source's signing secret does not decrypt", extra={"source": str(row[0])})
         raise errors.Unauthorized(_REFUSED) from None
     sender = SENDERS[row["kind"]]
-    source_settings: dict[str, Any] = orjson.loads(row["settings"])
+    source_settings: JSONObject = orjson.loads(row["settings"])
     try:
         verified = sender.verify(
             request, secrets, window=settings.source_replay_seconds, settings=source_settings
@@ -214,7 +215,7 @@ class Delivery:
     kind: str
     received_at: datetime
     found: list[common.Item]
-    meant: dict[str, Any]
+    meant: JSONObject
 
 
 def verify(row: asyncpg.Record, request: common.Request, *, settings: Settings) -> Delivery:
@@ -233,7 +234,7 @@ def verify(row: asyncpg.Record, request: common.Request, *, settings: Settings) 
 
 async def receive(
     conn: asyncpg.Connection, delivery: Delivery, *, ctx: ingest.Context
-) -> dict[str, int]:
+) -> HookAnswer:
     """Store and land each event of a verified delivery that is new; what became of them,
     counted."""
     source_id, kind, found, meant = (
@@ -258,7 +259,7 @@ async def receive(
             if status != "accepted":
                 await _mark(conn, source_id, item.delivery_id, status, reason)
             tally[status] += 1
-    return tally
+    return HookAnswer(**tally)
 
 
 async def _mark(
@@ -333,8 +334,8 @@ async def _contact(conn: asyncpg.Connection, party: common.Party) -> Person | No
     """The contact (and its account) a party's person identifiers name."""
     for kind, value in party.contact_pairs():
         for match in await identities.resolve(conn, kind, value):
-            if match["subject"] == "contact":
-                return match["contact_id"], match["account_id"]
+            if match.contact_id is not None:
+                return match.contact_id, match.account_id
     return None
 
 
@@ -362,7 +363,7 @@ async def _account(
 
 
 def _map(
-    kind: str, item: common.Item, source_settings: dict[str, Any]
+    kind: str, item: common.Item, source_settings: JSONObject
 ) -> common.Mapped | tuple[str, str]:
     """An event in custintel's vocabulary, or the status it ends with and why."""
     try:
@@ -383,7 +384,7 @@ async def _apply(
     source_id: uuid.UUID,
     kind: str,
     item: common.Item,
-    source_settings: dict[str, Any],
+    source_settings: JSONObject,
     ctx: ingest.Context,
 ) -> tuple[str, str | None]:
     """Map one event and store what it means; its status and, unless accepted, why."""
@@ -581,7 +582,7 @@ def _first(invalid: ValidationError) -> str:
 
 async def rejections(
     conn: asyncpg.Connection, source_id: uuid.UUID, *, before: int | None, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Rejection]:
     """Events that verified but could not be mapped, newest first."""
     await get(conn, source_id)
     rows = await conn.fetch(
@@ -593,12 +594,12 @@ async def rejections(
         before,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [Rejection.model_validate(dict(r)) for r in rows]
 
 
 async def replay(
     conn: asyncpg.Connection, source_id: uuid.UUID, rejection_id: int, *, ctx: ingest.Context
-) -> dict[str, Any]:
+) -> Replay:
     """Map a rejected event again, with the source's settings as they are now."""
     row = await conn.fetchrow(
         "SELECT d.delivery_id, d.event_type, d.status, d.payload, s.kind, s.settings "
@@ -625,7 +626,7 @@ async def replay(
         status,
         reason,
     )
-    return {"rejection_id": rejection_id, "status": status, "reason": reason}
+    return Replay(rejection_id=rejection_id, status=status, reason=reason)
 
 
 async def attach(conn: asyncpg.Connection, keys: set[str], *, ctx: ingest.Context) -> int:

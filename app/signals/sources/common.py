@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.platform.jsonbody import JSONObject
+
 
 @dataclass(frozen=True)
 class Request:
@@ -27,7 +29,7 @@ class Item:
 
     delivery_id: str
     event_type: str
-    payload: dict[str, Any]
+    payload: JSONObject
 
 
 @dataclass
@@ -59,10 +61,10 @@ class Mapped:
     fills it once the party is resolved. `account` holds account upsert fields."""
 
     party: Party
-    events: list[dict[str, Any]] = field(default_factory=list)
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
-    account: dict[str, Any] | None = None
-    contacts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[JSONObject] = field(default_factory=list)
+    outcomes: list[JSONObject] = field(default_factory=list)
+    account: JSONObject | None = None
+    contacts: list[tuple[str, JSONObject]] = field(default_factory=list)
     create_account: str | None = None  # the id an account the sender just created gets
     # The contact the item names belongs to the item's account: created there with this id
     # when no contact holds its identities yet, moved there when one does (an association).

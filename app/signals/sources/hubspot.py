@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from app.platform.jsonbody import JSONObject
 from app.signals.sources.common import (
     Ignored,
     Item,
@@ -42,7 +43,7 @@ from app.signals.sources.common import (
 )
 
 
-def verify(request: Request, secrets: list[str], *, window: int, settings: dict[str, Any]) -> bool:
+def verify(request: Request, secrets: list[str], *, window: int, settings: JSONObject) -> bool:
     v3 = request.headers.get("x-hubspot-signature-v3")
     if v3:
         timestamp = request.headers.get("x-hubspot-request-timestamp", "")
@@ -81,12 +82,12 @@ def items(payload: Any, request: Request) -> list[Item]:
     return found
 
 
-def _field(settings: dict[str, Any], name: str, default: str | None = None) -> str | None:
+def _field(settings: JSONObject, name: str, default: str | None = None) -> str | None:
     value = settings.get(name, default)
     return value if isinstance(value, str) and value else None
 
 
-def _deal(item: Item, settings: dict[str, Any], at: str) -> Mapped:
+def _deal(item: Item, settings: JSONObject, at: str) -> Mapped:
     event = item.payload
     if item.event_type == "deal.associationChange":
         kind = str(event.get("associationType") or "")
@@ -111,7 +112,7 @@ def _deal(item: Item, settings: dict[str, Any], at: str) -> Mapped:
     return Mapped(Party(account_identities=[("hubspot_deal", str(deal))]), outcomes=[outcome])
 
 
-def _contact_company(item: Item, event: dict[str, Any]) -> Mapped:
+def _contact_company(item: Item, event: JSONObject) -> Mapped:
     """A contact associated with a company: the contact (holding the HubSpot contact id as a
     `hubspot` identity, else created as `hubspot-<id>`) belongs to the company's account."""
     kind = str(event.get("associationType") or "")
@@ -138,7 +139,7 @@ def _contact_company(item: Item, event: dict[str, Any]) -> Mapped:
     )
 
 
-def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
+def map_item(item: Item, settings: JSONObject) -> Mapped:
     event = item.payload
     subject, _, change = item.event_type.partition(".")
     if subject == "deal":
@@ -164,7 +165,7 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
     name, value = event.get("propertyName"), event.get("propertyValue")
     if change == "propertyChange" and (not isinstance(name, str) or not name):
         raise Rejected("a property change names no propertyName")
-    fields: dict[str, Any] = {"observed_at": at}
+    fields: JSONObject = {"observed_at": at}
     if subject == "contact":
         if change == "creation":
             raise Ignored(

@@ -22,6 +22,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from app.platform.jsonbody import JSONObject
 from app.signals.sources.common import (
     Ignored,
     Item,
@@ -43,7 +44,7 @@ _EVENTS = {
 }
 
 
-def verify(request: Request, secrets: list[str], *, window: int, settings: dict[str, Any]) -> bool:
+def verify(request: Request, secrets: list[str], *, window: int, settings: JSONObject) -> bool:
     scheme, _, given = request.headers.get("x-hub-signature", "").partition("=")
     if scheme != "sha1" or not given:
         return False
@@ -67,7 +68,7 @@ def _plain(body: Any) -> str | None:
     return " ".join(html.unescape(_TAGS.sub(" ", found)).split()) or None
 
 
-def _party(conversation: dict[str, Any]) -> Party:
+def _party(conversation: JSONObject) -> Party:
     party = Party()
     contacts = (conversation.get("contacts") or {}).get("contacts") or []
     first = contacts[0] if contacts and isinstance(contacts[0], dict) else {}
@@ -96,7 +97,7 @@ def _link(item: Item) -> Mapped:
         company = text(record.get("company_id"))
         if company is None:
             raise Rejected("missing data.item.company_id")
-        fields: dict[str, Any] = {"identities": [{"kind": "intercom", "value": intercom_id}]}
+        fields: JSONObject = {"identities": [{"kind": "intercom", "value": intercom_id}]}
         if text(record.get("name")):
             fields["name"] = text(record.get("name"))
         if observed:
@@ -107,13 +108,13 @@ def _link(item: Item) -> Mapped:
         party.contact_identities.append(("user_id", str(record["external_id"])))
     if not party.contact_pairs():
         raise Rejected("the contact has neither external_id nor email to find it by")
-    link: dict[str, Any] = {"identities": [{"kind": "intercom", "value": intercom_id}]}
+    link: JSONObject = {"identities": [{"kind": "intercom", "value": intercom_id}]}
     if observed:
         link["observed_at"] = observed
     return Mapped(party, contacts=[("", link)])
 
 
-def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
+def map_item(item: Item, settings: JSONObject) -> Mapped:
     topic = item.event_type
     if topic.startswith(("contact.user.", "contact.lead.", "company.")) and topic.endswith(
         (".created", ".updated")
@@ -128,7 +129,7 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
     party = _party(conversation)
     if not party.contact_pairs():
         raise Rejected("the conversation names no contact (id, external_id or email)")
-    event: dict[str, Any] = {
+    event: JSONObject = {
         "event_id": f"intercom-{item.delivery_id}",
         "type": _EVENTS[item.event_type],
         "source": "intercom",

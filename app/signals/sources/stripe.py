@@ -19,6 +19,7 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
+from app.platform.jsonbody import JSONObject
 from app.signals.sources.common import (
     Ignored,
     Item,
@@ -64,7 +65,7 @@ _EVENTS = {
 }
 
 
-def verify(request: Request, secrets: list[str], *, window: int, settings: dict[str, Any]) -> bool:
+def verify(request: Request, secrets: list[str], *, window: int, settings: JSONObject) -> bool:
     header = request.headers.get("stripe-signature", "")
     timestamp, signatures = None, []
     for part in header.split(","):
@@ -103,7 +104,7 @@ def major(amount: Any, currency: Any) -> float:
     return float(round(float(amount) / 10**digits, digits))
 
 
-def monthly(subscription: dict[str, Any], line_items: Any = None) -> float:
+def monthly(subscription: JSONObject, line_items: Any = None) -> float:
     """What a subscription bills a month, in major units: each licensed item's unit amount times
     its quantity, per month of its interval. Metered and tiered items (no unit amount) count 0."""
     data = line_items if line_items is not None else (subscription.get("items") or {})
@@ -140,7 +141,7 @@ def _id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _party(obj: dict[str, Any], settings: dict[str, Any]) -> Party:
+def _party(obj: JSONObject, settings: JSONObject) -> Party:
     key = str(settings.get("account_metadata_key") or "account_id")
     customer = obj.get("customer")
     places = [
@@ -163,7 +164,7 @@ def _party(obj: dict[str, Any], settings: dict[str, Any]) -> Party:
     )
 
 
-def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
+def map_item(item: Item, settings: JSONObject) -> Mapped:
     payload = item.payload
     obj = need(payload, "data", "object")
     created = need(payload, "created")

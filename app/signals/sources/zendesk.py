@@ -21,6 +21,7 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
+from app.platform.jsonbody import JSONObject
 from app.signals.sources.common import (
     Ignored,
     Item,
@@ -41,7 +42,7 @@ def _moment(value: str) -> datetime | None:
         return None
 
 
-def verify(request: Request, secrets: list[str], *, window: int, settings: dict[str, Any]) -> bool:
+def verify(request: Request, secrets: list[str], *, window: int, settings: JSONObject) -> bool:
     signature = request.headers.get("x-zendesk-webhook-signature", "")
     timestamp = request.headers.get("x-zendesk-webhook-signature-timestamp", "")
     sent = _moment(timestamp)
@@ -105,7 +106,7 @@ def _trigger(item: Item, at_fallback: datetime) -> Mapped:
         contact_email=email,
     )
     at = _moment(str(body.get("updated_at") or "")) or at_fallback
-    event: dict[str, Any] = {
+    event: JSONObject = {
         "event_id": f"zendesk-{item.delivery_id}",
         "type": kind,
         "source": "zendesk",
@@ -134,7 +135,7 @@ def _trigger(item: Item, at_fallback: datetime) -> Mapped:
     return Mapped(party, events=[event])
 
 
-def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
+def map_item(item: Item, settings: JSONObject) -> Mapped:
     payload = item.payload
     if item.event_type.startswith("trigger."):
         return _trigger(item, datetime.now(UTC))
@@ -152,7 +153,7 @@ def map_item(item: Item, settings: dict[str, Any]) -> Mapped:
         account_identities=[("zendesk", organization)] if organization else [],
         contact_identities=[("zendesk", requester)] if requester else [],
     )
-    event: dict[str, Any] = {
+    event: JSONObject = {
         "event_id": f"zendesk-{item.delivery_id}",
         "source": "zendesk",
         "occurred_at": at.isoformat(),
