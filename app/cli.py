@@ -430,6 +430,57 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     print(secret)
 
 
+def cmd_users_create(args: argparse.Namespace) -> None:
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    settings = get_settings()
+    made = _create_user(
+        settings,
+        _migrate(settings),
+        email=args.email,
+        name=args.name or args.email,
+        role=args.role,
+        team=args.team,
+        password=password,
+    )
+    print(f"created {args.role} {args.email!r} for the console (/app/)")
+    if password is None:
+        print("their password, shown once:")
+        print(made)
+
+
+def _create_user(
+    settings: Settings,
+    url: str,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    team: str | None,
+    password: str | None,
+) -> str:
+    """Make a console user; the password given, or a new one, which it returns."""
+    from app.web import users
+
+    chosen = password or users.new_password()
+
+    async def create(conn: asyncpg.Connection) -> str:
+        await users.create(
+            conn,
+            email=email,
+            name=name,
+            role=users.role_of(role),
+            team=team,
+            password=chosen,
+            actor="cli",
+        )
+        return chosen
+
+    try:
+        return _with_connection(settings, url, create)
+    except errors.CustintelError as exc:
+        sys.exit(f"custintel users create: {exc.detail}")
+
+
 def _create_key(settings: Settings, url: str, *, name: str, scopes: list[auth.Scope]) -> str:
     async def create(conn: asyncpg.Connection) -> str:
         _, secret = await auth.create_key(conn, name=name, scopes=scopes, actor="cli")
@@ -617,6 +668,18 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key at once (audited); idempotent")
     revoke.add_argument("key_id", help="as `custintel keys list` shows it")
     revoke.set_defaults(func=cmd_keys_revoke)
+    people = sub.add_parser("users", help="console users: create").add_subparsers(
+        dest="users", required=True
+    )
+    user = people.add_parser(
+        "create", help="a console user; prints a new password once, unless --password-stdin"
+    )
+    user.add_argument("--email", required=True)
+    user.add_argument("--name")
+    user.add_argument("--role", required=True, choices=["csm", "lead", "admin"])
+    user.add_argument("--team", help="a lead sees their team's accounts; no team: every account")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user.set_defaults(func=cmd_users_create)
 
     secrets = sub.add_parser("secrets", help="stored secrets: rotate the key").add_subparsers(
         dest="secrets", required=True

@@ -47,6 +47,7 @@ from app.platform.settings import Settings, get_settings
 from app.schemas.common import JSON_VALUE_SCHEMA
 from app.schemas.insights import InsightEvent
 from app.signals import ingest
+from app.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/v1")
     app.include_router(segment.router)
     app.include_router(hooks.router)
+    app.include_router(pages.router)
+    app.mount("/app/static", StaticFiles(directory=pages.STATIC), name="console-static")
 
     @app.webhooks.post("insight")
     def insight_webhook(body: InsightEvent) -> None:
@@ -232,15 +235,22 @@ def _problem(error: errors.CustintelError) -> Response:
     )
 
 
+def _console(request: Request) -> bool:
+    return request.url.path == "/app" or request.url.path.startswith("/app/")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    async def on_custintel_error(_: Request, error: Exception) -> Response:
+    async def on_custintel_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, errors.CustintelError)
+        if _console(request):
+            return pages.error_page(request, error)
         return _problem(error)
 
-    async def on_validation_error(_: Request, error: Exception) -> Response:
+    async def on_validation_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
         errs = field_errors(list(error.errors()))
-        return _problem(errors.InvalidPayload(describe(errs), errors=errs))
+        problem = errors.InvalidPayload(describe(errs), errors=errs)
+        return pages.error_page(request, problem) if _console(request) else _problem(problem)
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)

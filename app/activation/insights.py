@@ -29,13 +29,17 @@ from typing import Any
 
 import asyncpg
 import orjson
+from pydantic import TypeAdapter
 
 from app.activation import deliveries, routing
+from app.governance import audit
 from app.ml import scoring
 from app.platform import errors
 from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.insights import Insight, InsightUpdate
+from app.schemas.signals import EventIn
+from app.signals import ingest
 
 NEXT_STEPS = {
     ("churn", "band_entered"): "Reach out to the account within a week about its leading reason.",
@@ -336,8 +340,10 @@ async def list_insights(
     since: datetime | None,
     until: datetime | None,
     limit: int,
+    account_id: str | None = None,
+    open_only: bool = False,
 ) -> list[Insight]:
-    """Newest first."""
+    """Newest first (`open_only`: open or acknowledged, not resolved)."""
     rows = await conn.fetch(
         """
         SELECT * FROM insights
@@ -346,6 +352,8 @@ async def list_insights(
           AND ($5::text IS NULL OR status = $5)
           AND ($6::timestamptz IS NULL OR created_at >= $6)
           AND ($7::timestamptz IS NULL OR created_at <= $7)
+          AND ($9::text IS NULL OR account_id = $9)
+          AND (NOT $10 OR status <> 'resolved')
         ORDER BY created_at DESC, insight_id LIMIT $8
         """,
         owner,
@@ -356,6 +364,8 @@ async def list_insights(
         since,
         until,
         limit,
+        account_id,
+        open_only,
     )
     return [_insight(r) for r in rows]
 
@@ -373,3 +383,71 @@ async def update_insight(
     if row is None:
         raise errors.NotFound(f"No insight {insight_id!r}.")
     return _insight(row)
+
+
+# --- acting on an insight from the console ------------------------------------------------------
+
+_events_in = TypeAdapter(EventIn)
+ACTION_TAKEN = "action_taken"  # the signal vocabulary's event for something a person did
+ACTION_KINDS = ("call", "email", "meeting", "offer", "escalation")
+NOTE_CHARS = 2000
+
+
+async def act(
+    conn: asyncpg.Connection,
+    insight_id: str,
+    *,
+    owners: Sequence[str] | None,
+    actor: str,
+    by: str,
+    status: str | None,
+    action: str | None,
+    note: str | None,
+    ctx: ingest.Context,
+) -> Insight:
+    """Acknowledge or resolve an insight, or log what was done about it, in the caller's
+    transaction. A logged action is stored as an `action_taken` event of the account (its kind,
+    the insight it answered, who took it, the note), so that the closed loop and the holdouts
+    can measure whether acting helped. `owners`: the owners whose insights this person may act
+    on (None: all); anyone else's is a 404, as if it did not exist."""
+    row = await conn.fetchrow(
+        "SELECT insight_id, account_id, owner_email FROM insights WHERE insight_id = $1 FOR UPDATE",
+        insight_id,
+    )
+    if row is None or (owners is not None and row["owner_email"] not in owners):
+        raise errors.NotFound(f"No insight {insight_id!r}.")
+    if note is not None:
+        note = note.replace("\x00", "").strip()[:NOTE_CHARS] or None
+    if action is not None:
+        if action not in ACTION_KINDS:
+            raise errors.InvalidPayload(f"An action is one of {', '.join(ACTION_KINDS)}.")
+        if row["account_id"] is None:
+            raise errors.Conflict("This insight names no account to log an action against.")
+        event = _events_in.validate_python(
+            {
+                "event_id": f"action-{uuid.uuid4().hex}",
+                "type": ACTION_TAKEN,
+                "source": "console",
+                "occurred_at": ctx.now.isoformat(),
+                "account_id": row["account_id"],
+                "properties": {"kind": action, "insight_id": insight_id, "by": by, "note": note},
+            }
+        )
+        [result] = (await ctx.ingest_events(conn, [(0, event)])).results
+        if result.status == "error":
+            raise errors.Conflict(result.detail or "The action could not be stored.")
+    if status not in (None, "open", "acknowledged", "resolved"):
+        raise errors.InvalidPayload("status is open, acknowledged or resolved.")
+    updated = await update_insight(
+        conn,
+        insight_id,
+        update=InsightUpdate.model_validate({"status": status, "note": note if status else None}),
+    )
+    await audit.record(
+        conn,
+        actor=actor,
+        action=f"insight.{status}" if status else "insight.action_logged",
+        target=insight_id,
+        details={"action": action} if action else {},
+    )
+    return updated

@@ -504,6 +504,7 @@ async def _erase(conn: asyncpg.Connection, subject: Subject, token: str) -> dict
         for table in (
             "outcomes",
             "scores",
+            "latest_scores",
             "event_rollups",
             "account_history",
             "account_identities",

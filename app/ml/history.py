@@ -31,30 +31,63 @@ SCORE_COLUMNS = (
 )
 
 
+# Each account's latest score per target, and the one it replaced (the book's "since the last
+# score"); a score for the same moment as the latest replaces it without becoming "previous".
+_LATEST = """
+    INSERT INTO latest_scores AS l (account_id, target, model_id, as_of, probability, band, reasons)
+    SELECT DISTINCT ON (account_id, target) *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[],
+                $7::jsonb[]) AS s(account_id, target, model_id, as_of, probability, band, reasons)
+    ORDER BY account_id, target, as_of DESC
+    ON CONFLICT (account_id, target) DO UPDATE SET
+        previous_as_of = CASE WHEN excluded.as_of > l.as_of THEN l.as_of
+                              ELSE l.previous_as_of END,
+        previous_probability = CASE WHEN excluded.as_of > l.as_of THEN l.probability
+                                    ELSE l.previous_probability END,
+        previous_band = CASE WHEN excluded.as_of > l.as_of THEN l.band ELSE l.previous_band END,
+        model_id = excluded.model_id, as_of = excluded.as_of,
+        probability = excluded.probability, band = excluded.band, reasons = excluded.reasons
+    WHERE excluded.as_of >= l.as_of"""
+
+
 async def store(conn: asyncpg.Connection, scores: list[scoring.Score]) -> None:
-    """Append scores to the history."""
-    await conn.copy_records_to_table(
-        "scores",
-        columns=SCORE_COLUMNS,
-        records=[
-            (
-                s.account_id,
-                s.target,
-                s.model_id,
-                s.segment,
-                s.as_of,
-                s.probability,
-                s.band,
-                s.percentile,
-                s.margin,
-                # orjson writes dataclasses as objects; each says its kind
-                orjson.dumps(s.reasons + s.counter_reasons + s.context).decode(),
-                s.base_value,
-                s.other_contribution,
-            )
-            for s in scores
-        ],
-    )
+    """Append scores to the history, and keep each account's latest per target."""
+    if not scores:
+        return
+    # orjson writes dataclasses as objects; each says its kind
+    reasons = [orjson.dumps(s.reasons + s.counter_reasons + s.context).decode() for s in scores]
+    async with conn.transaction():
+        await conn.copy_records_to_table(
+            "scores",
+            columns=SCORE_COLUMNS,
+            records=[
+                (
+                    s.account_id,
+                    s.target,
+                    s.model_id,
+                    s.segment,
+                    s.as_of,
+                    s.probability,
+                    s.band,
+                    s.percentile,
+                    s.margin,
+                    kept,
+                    s.base_value,
+                    s.other_contribution,
+                )
+                for s, kept in zip(scores, reasons, strict=True)
+            ],
+        )
+        await conn.execute(
+            _LATEST,
+            [s.account_id for s in scores],
+            [s.target for s in scores],
+            [s.model_id for s in scores],
+            [s.as_of for s in scores],
+            [s.probability for s in scores],
+            [s.band for s in scores],
+            reasons,
+        )
 
 
 def split_reasons(stored: list[JSONObject]) -> dict[str, list[JSONObject]]:

@@ -291,3 +291,52 @@ def describe(
     way = "raises" if contribution > 0 else "lowers"
     outcome = OUTCOME_WORDS.get(target, f"the {target} score")
     return f"{feature.stated(value)} ({where}: {feature.show(typical)}); {way} {outcome}"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """How one feature's contribution to the score moved between two moments, in log-odds."""
+
+    feature: str
+    before: float | str | None
+    now: float | str | None
+    contribution_before: float
+    contribution_now: float
+    text: str
+
+    @property
+    def moved(self) -> float:
+        return self.contribution_now - self.contribution_before
+
+
+def changes(loaded: registry.Loaded, frame: features.Frame, *, top: int) -> list[Change]:
+    """The features whose contributions moved most between the frame's two rows (an account at
+    an earlier moment, then at a later one), both by the model that serves the later row, so
+    that the moves add up to the change of its margin. Each says its values at both moments:
+    "Support tickets still open rose from 2 to 15: +1.30"."""
+    x = loaded.matrix(frame)
+    _, model = loaded.serving(frame.segments[1])
+    parts = contributions(model, x)[:, :-1]
+    moved = parts[1] - parts[0]
+    levels = loaded.levels
+    out = []
+    for j in np.argsort(-np.abs(moved), kind="stable")[:top].tolist():
+        if moved[j] == 0:
+            break
+        name = loaded.features[j]
+        feature = loaded.catalog.feature(name)
+        before, now = _value(name, x[0, j], levels), _value(name, x[1, j], levels)
+        said = f"{_moved_words(feature, before, now)}: {moved[j]:+.2f}"
+        out.append(Change(name, before, now, float(parts[0, j]), float(parts[1, j]), said))
+    return out
+
+
+def _moved_words(feature: Feature, before: float | str | None, now: float | str | None) -> str:
+    if isinstance(before, float | int) and isinstance(now, float | int):
+        if math.isclose(before, now):
+            return f"{feature.words}: {feature.show(now)}, unchanged"
+        way = "rose" if now > before else "fell"
+        return f"{feature.words} {way} from {feature.show(before)} to {feature.show(now)}"
+    if before == now:
+        return f"{feature.words}: {feature.show(now)}, unchanged"
+    return f"{feature.words} changed from {feature.show(before)} to {feature.show(now)}"

@@ -82,6 +82,8 @@ _MOVES: dict[profiles.Kind, tuple[tuple[str | None, str], ...]] = {
         (None, "DELETE FROM event_rollups WHERE account_id = $2 AND account_id <> $1"),
         ("outcomes", "UPDATE outcomes SET account_id = $1 WHERE account_id = $2"),
         ("scores", "UPDATE scores SET account_id = $1 WHERE account_id = $2"),
+        # The survivor's latest score stays its own; the merged account's goes with its id.
+        (None, "DELETE FROM latest_scores WHERE account_id = $2 AND account_id <> $1"),
         ("insights", "UPDATE insights SET account_id = $1 WHERE account_id = $2"),
         ("findings", "UPDATE findings SET account_id = $1 WHERE account_id = $2"),
         ("held_signals", "UPDATE unresolved_signals SET account_id = $1 WHERE account_id = $2"),

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         ge=0,
         description="A statement of an API request not answered within this is 503 (0: none).",
     )
+    session_hours: float = Field(
+        12, gt=0, le=24 * 30, description="How long a console sign-in lasts."
+    )
+    login_failures_per_email: int = Field(
+        5, ge=1, description="Failed console sign-ins per email in 15 minutes before refusing."
+    )
+    login_failures_per_address: int = Field(
+        20, ge=1, description="Failed console sign-ins per address in 15 minutes before refusing."
+    )
     api_key_cache_seconds: float = Field(
         10, ge=0, description="How long a verified API key is trusted without a lookup."
     )

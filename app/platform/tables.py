@@ -23,6 +23,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -701,3 +702,90 @@ class DeliveryAttempt(Base):
     response: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Double)
+
+
+# --- the console ------------------------------------------------------------------------------
+
+
+class User(Base):
+    """A person who uses the console: a csm sees the accounts they own, a lead their team's (or
+    every account, without a team), an admin every account and the users. The password is kept
+    as an argon2 hash only."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('csm', 'lead', 'admin')", name="role"),
+        UniqueConstraint("email"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    disabled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie's token as a SHA-256 hash, and the session's CSRF token."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("users.user_id", ondelete="CASCADE"), index=True
+    )
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LoginAttempt(Base):
+    """Each sign-in attempt, for the limit on failures per email and per address."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_email", "email", "at"),
+        Index("ix_login_attempts_address", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class SavedView(Base):
+    """A user's named filters of their book."""
+
+    __tablename__ = "saved_views"
+
+    view_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("users.user_id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    filters: Mapped[JSONObject] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class LatestScore(Base):
+    """Each account's latest stored score per target and the one before it (app.ml.history
+    keeps it with every score it stores): what the book ranks and compares."""
+
+    __tablename__ = "latest_scores"
+    __table_args__ = (Index("ix_latest_scores_target", "target", "probability"),)
+
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64))
+    as_of: Mapped[datetime] = mapped_column(Timestamp)
+    probability: Mapped[float] = mapped_column(Double)
+    band: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[JSONObject]] = mapped_column(JSONB)
+    previous_as_of: Mapped[datetime | None] = mapped_column(Timestamp)
+    previous_probability: Mapped[float | None] = mapped_column(Double)
+    previous_band: Mapped[str | None] = mapped_column(String(16))

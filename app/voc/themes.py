@@ -679,3 +679,44 @@ async def jumps(conn: asyncpg.Connection, *, now: datetime) -> list[JSONObject]:
             }
         )
     return sorted(found, key=lambda j: (j["chance"], j["theme_id"]))
+
+
+_LATEST_TEXTS = """
+    SELECT t.theme_id, e.event_id, e.account_id, e.occurred_at, left(e.text, $2) AS text,
+           x.sentiment, x.label
+    FROM unnest($1::text[]) AS t(theme_id)
+    CROSS JOIN LATERAL (
+        SELECT x.event_id, x.sentiment, x.label FROM text_enrichments x
+        WHERE t.theme_id = ANY(x.themes) ORDER BY x.received_at DESC LIMIT $3
+    ) x
+    JOIN events e ON e.event_id = x.event_id
+    ORDER BY t.theme_id, e.occurred_at DESC"""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    event_id: str
+    account_id: str
+    occurred_at: datetime
+    text: str
+    sentiment: float | None
+    label: str | None
+
+
+async def examples(
+    conn: asyncpg.Connection, theme_ids: list[str], *, per_theme: int = 2
+) -> dict[str, list[Example]]:
+    """A few recent verbatims about each theme, for people to see what a theme means."""
+    found: dict[str, list[Example]] = {t: [] for t in theme_ids}
+    for r in await conn.fetch(_LATEST_TEXTS, theme_ids, EXAMPLE_CHARS, per_theme):
+        found[r["theme_id"]].append(
+            Example(
+                r["event_id"],
+                r["account_id"],
+                r["occurred_at"],
+                r["text"],
+                r["sentiment"],
+                r["label"],
+            )
+        )
+    return found

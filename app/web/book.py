@@ -1,0 +1,234 @@
+"""The book: the accounts a user sees, ranked by value at risk (MRR x churn probability, from
+each account's latest churn score), a page at a time, with filters and saved views.
+
+Ranking reads `latest_scores` (kept by app.ml.history with every stored score) beside
+`accounts`; the page's last activity is read for its rows only. Ties and accounts with no MRR or
+no score come last, by account id, so the order is total and a cursor resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+import orjson
+
+from app.governance import audit
+from app.platform import cursors, errors
+from app.platform.jsonbody import JSONObject
+from app.web.users import User
+
+PAGE = 50
+BANDS = ("high", "medium", "low")
+# Account traits read as the renewal date, first found first (an ISO date or timestamp).
+RENEWAL_TRAITS = ("renewal_date", "renews_at", "contract_end")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    segment: str | None = None
+    band: str | None = None
+    owner: str | None = None
+
+    def as_json(self) -> JSONObject:
+        return {
+            k: v
+            for k, v in (("segment", self.segment), ("band", self.band), ("owner", self.owner))
+            if v
+        }
+
+    @classmethod
+    def of(cls, data: JSONObject) -> Filters:
+        band = data.get("band")
+        return cls(
+            segment=_text(data.get("segment")),
+            band=band if band in BANDS else None,
+            owner=_text(data.get("owner")),
+        )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    probability: float
+    band: str
+    previous: float | None
+
+    @property
+    def change(self) -> float | None:
+        return None if self.previous is None else self.probability - self.previous
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    account_id: str
+    name: str | None
+    segment: str | None
+    mrr: float | None
+    owner_email: str | None
+    churn: Score | None
+    expansion: Score | None
+    at_risk: float
+    top_reason: str | None
+    renewal: str | None
+    last_activity: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[Row]
+    next_cursor: str | None
+    segments: list[str] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+
+
+_BOOK = """
+    SELECT a.account_id, a.name, a.segment, a.mrr, a.owner_email, a.traits,
+           c.probability AS churn, c.band AS churn_band, c.previous_probability AS churn_before,
+           c.reasons AS churn_reasons,
+           x.probability AS expansion, x.band AS expansion_band,
+           x.previous_probability AS expansion_before,
+           coalesce(a.mrr, 0) * coalesce(c.probability, 0) AS at_risk
+    FROM accounts a
+    LEFT JOIN latest_scores c ON c.account_id = a.account_id AND c.target = 'churn'
+    LEFT JOIN latest_scores x ON x.account_id = a.account_id AND x.target = 'expansion'
+    WHERE ($1::text[] IS NULL OR a.owner_email = ANY($1::text[]))
+      AND ($2::text IS NULL OR a.segment = $2)
+      AND ($3::text IS NULL OR c.band = $3)
+      AND ($4::text IS NULL OR a.owner_email = $4)
+      AND ($5::float8 IS NULL
+           OR (coalesce(a.mrr, 0) * coalesce(c.probability, 0), a.account_id) < ($5, $6::text))
+    ORDER BY at_risk DESC, a.account_id DESC
+    LIMIT $7"""
+
+_LAST_ACTIVITY = """
+    SELECT a, (SELECT max(occurred_at) FROM events WHERE account_id = a)
+    FROM unnest($1::text[]) AS a"""
+
+
+async def page(
+    conn: asyncpg.Connection,
+    *,
+    visible: Sequence[str] | None,
+    filters: Filters,
+    cursor: str | None,
+    size: int = PAGE,
+) -> Page:
+    after: tuple[float, str] | None = None
+    if cursor is not None:
+        risk, account_id = cursors.decode(cursor, str, str)
+        try:
+            after = (float(risk), account_id)  # written as repr(float): read back exactly
+        except ValueError:
+            raise errors.BadRequest("cursor is not one this service issued") from None
+    rows = await conn.fetch(
+        _BOOK,
+        None if visible is None else list(visible),
+        filters.segment,
+        filters.band,
+        filters.owner,
+        None if after is None else after[0],
+        None if after is None else after[1],
+        size + 1,
+    )
+    shown = [_row(r) for r in rows[:size]]
+    activity = dict(
+        await conn.fetch(_LAST_ACTIVITY, [r.account_id for r in shown]) if shown else []
+    )
+    shown = [dataclasses.replace(r, last_activity=activity.get(r.account_id)) for r in shown]
+    next_cursor = None
+    if len(rows) > size:
+        last = shown[-1]
+        next_cursor = cursors.encode(repr(last.at_risk), last.account_id)
+    return Page(shown, next_cursor)
+
+
+def _row(r: asyncpg.Record) -> Row:
+    traits = orjson.loads(r["traits"]) if r["traits"] else {}
+    reasons = orjson.loads(r["churn_reasons"]) if r["churn_reasons"] else []
+    headline = next((x for x in reasons if x.get("kind", "headline") == "headline"), None)
+    renewal = next((str(traits[k]) for k in RENEWAL_TRAITS if traits.get(k)), None)
+    return Row(
+        account_id=r["account_id"],
+        name=r["name"],
+        segment=r["segment"],
+        mrr=None if r["mrr"] is None else float(r["mrr"]),
+        owner_email=r["owner_email"],
+        churn=_score(r["churn"], r["churn_band"], r["churn_before"]),
+        expansion=_score(r["expansion"], r["expansion_band"], r["expansion_before"]),
+        at_risk=float(r["at_risk"]),
+        top_reason=None if headline is None else headline.get("text"),
+        renewal=renewal[:10] if renewal else None,
+    )
+
+
+def _score(probability: float | None, band: str | None, before: float | None) -> Score | None:
+    if probability is None or band is None:
+        return None
+    return Score(probability, band, before)
+
+
+async def choices(
+    conn: asyncpg.Connection, visible: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The segments and the owners there are among the accounts a user sees, for the filters."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT segment, owner_email FROM accounts "
+        "WHERE $1::text[] IS NULL OR owner_email = ANY($1::text[])",
+        None if visible is None else list(visible),
+    )
+    segments = sorted({r[0] for r in rows if r[0]})
+    owners = sorted({r[1] for r in rows if r[1]})
+    return segments, owners
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    view_id: uuid.UUID
+    name: str
+    filters: Filters
+
+
+async def views(conn: asyncpg.Connection, user: User) -> list[View]:
+    rows = await conn.fetch(
+        "SELECT view_id, name, filters FROM saved_views WHERE user_id = $1 ORDER BY name, view_id",
+        user.user_id,
+    )
+    return [View(r["view_id"], r["name"], Filters.of(orjson.loads(r["filters"]))) for r in rows]
+
+
+async def save_view(conn: asyncpg.Connection, user: User, *, name: str, filters: Filters) -> View:
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise errors.InvalidPayload("A view's name has 1 to 255 characters.")
+    view = View(uuid.uuid4(), name, filters)
+    await conn.execute(
+        "INSERT INTO saved_views (view_id, user_id, name, filters) VALUES ($1, $2, $3, $4)",
+        view.view_id,
+        user.user_id,
+        name,
+        orjson.dumps(filters.as_json()).decode(),
+    )
+    await audit.record(
+        conn,
+        actor=user.actor,
+        action="view.saved",
+        target=str(view.view_id),
+        details={"name": name},
+    )
+    return view
+
+
+async def view(conn: asyncpg.Connection, user: User, view_id: uuid.UUID) -> View:
+    """One of the user's own views (404 for anyone else's)."""
+    for v in await views(conn, user):
+        if v.view_id == view_id:
+            return v
+    raise errors.NotFound("No such view.")
