@@ -438,10 +438,10 @@ async def act(
             raise errors.Conflict(result.detail or "The action could not be stored.")
     if status not in (None, "open", "acknowledged", "resolved"):
         raise errors.InvalidPayload("status is open, acknowledged or resolved.")
+    # The insight keeps the latest note, saying what was done when an action was logged.
+    kept = f"{action}: {note}" if action and note else action or note
     updated = await update_insight(
-        conn,
-        insight_id,
-        update=InsightUpdate.model_validate({"status": status, "note": note if status else None}),
+        conn, insight_id, update=InsightUpdate.model_validate({"status": status, "note": kept})
     )
     await audit.record(
         conn,
