@@ -481,6 +481,27 @@ def _create_user(
         sys.exit(f"custintel users create: {exc.detail}")
 
 
+def _demo_people(settings: Settings, url: str) -> list[tuple[str, str, str]]:
+    """A lead who sees every account and one of the simulated CSMs, each with a new password
+    (set again when the demo runs again on the same data)."""
+    from app.web import users
+
+    wanted: list[tuple[users.Role, str]] = [
+        ("lead", "lead@vendor.example"),
+        ("csm", "csm1@vendor.example"),
+    ]
+    made: list[tuple[str, str, str]] = [
+        (role, email, users.new_password()) for role, email in wanted
+    ]
+
+    async def create(conn: asyncpg.Connection) -> None:
+        for role, email, password in made:
+            await users.ensure(conn, email=email, role=users.role_of(role), password=password)
+
+    _with_connection(settings, url, create)
+    return made
+
+
 def _create_key(settings: Settings, url: str, *, name: str, scopes: list[auth.Scope]) -> str:
     async def create(conn: asyncpg.Connection) -> str:
         _, secret = await auth.create_key(conn, name=name, scopes=scopes, actor="cli")
@@ -566,6 +587,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     os.environ["CUSTINTEL_DATABASE_URL"] = url  # the worker and the app share this database
     get_settings.cache_clear()
     key = _create_key(settings, url, name="demo", scopes=["admin"])
+    people = _demo_people(settings, url)
     host, port = args.host or settings.host, args.port or settings.port
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104  (not binding: where to call it)
     base_url = f"http://{'127.0.0.1' if wildcard else host}:{port}"
@@ -583,7 +605,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     async def main() -> None:
         serving = asyncio.create_task(service.serve())
         story = asyncio.create_task(
-            tour.run(base_url, key, accounts=args.accounts, seed=args.seed, out=sys.stdout)
+            tour.run(
+                base_url,
+                key,
+                accounts=args.accounts,
+                seed=args.seed,
+                out=sys.stdout,
+                people=people,
+            )
         )
         done, _ = await asyncio.wait({serving, story}, return_when=asyncio.FIRST_COMPLETED)
         if story in done and story.exception() is not None:

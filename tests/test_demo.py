@@ -74,6 +74,19 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
             assert response.status_code == 200, response.text
             targets = {s["target"] for s in response.json()["scores"]}
             assert targets == {"churn", "expansion"}
+
+            # The printed console user signs in and sees the book.
+            console = re.search(r"The console for the people who act: (http://\S+/app/)", out)
+            lead = re.search(r"\n  (lead@\S+)  password (\S+)  \(lead", out)
+            assert console and lead, out[-2000:]
+            with httpx.Client(base_url=console.group(1)) as browser:
+                signed = browser.post(
+                    "login", data={"email": lead.group(1), "password": lead.group(2)}
+                )
+                assert signed.status_code == 303, signed.text[:500]
+                book = browser.get("")
+                assert book.status_code == 200 and 'table class="book"' in book.text
+                assert book.text.count('href="/app/accounts/') >= 10
         finally:
             demo.send_signal(signal.SIGINT)
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
@@ -22,7 +23,16 @@ class DemoFailed(Exception):
     pass
 
 
-async def run(base_url: str, key: str, *, accounts: int, seed: int, out: TextIO) -> None:
+async def run(
+    base_url: str,
+    key: str,
+    *,
+    accounts: int,
+    seed: int,
+    out: TextIO,
+    people: Sequence[tuple[str, str, str]] = (),
+) -> None:
+    """`people`: console users made for the demo, as (role, email, password)."""
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=300) as client:
         await _ready(client)
@@ -46,7 +56,7 @@ async def run(base_url: str, key: str, *, accounts: int, seed: int, out: TextIO)
             )
         await _show(client, "expansion", "Most likely to expand (90 days)", out, n=3)
         await _voice(client, out)
-        _tour(base_url, key, await _example(client), out)
+        _tour(base_url, key, await _example(client), out, people)
 
 
 async def _voice(client: httpx.AsyncClient, out: TextIO) -> None:
@@ -227,7 +237,15 @@ async def _example(client: httpx.AsyncClient) -> str:
     return str(listed["results"][0]["account_id"]) if listed["results"] else "acct-00000"
 
 
-def _tour(base_url: str, key: str, account_id: str, out: TextIO) -> None:
+def _tour(
+    base_url: str, key: str, account_id: str, out: TextIO, people: Sequence[tuple[str, str, str]]
+) -> None:
+    if people:
+        print(f"The console for the people who act: {base_url}/app/ . Sign in as", file=out)
+        for role, email, password in people:
+            sees = "every account" if role != "csm" else "the accounts they own"
+            print(f"  {email}  password {password}  ({role}: sees {sees})", file=out)
+        print("The passwords are shown once; `custintel users create` makes more.\n", file=out)
     earlier = (datetime.now(UTC) - timedelta(days=90)).strftime("%Y-%m-%dT00:00:00Z")
     print(
         f"""Go on from here (the key below has the admin scope; it is shown once):

@@ -116,6 +116,22 @@ async def create(
     return user
 
 
+async def ensure(conn: asyncpg.Connection, *, email: str, role: Role, password: str) -> None:
+    """The user with this email and role, made or given this password (the demo's users)."""
+    digest = await asyncio.to_thread(_HASHER.hash, password)
+    await conn.execute(
+        "INSERT INTO users (user_id, email, name, role, password_hash) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (email) DO UPDATE SET role = excluded.role, "
+        "password_hash = excluded.password_hash, disabled_at = NULL",
+        uuid.uuid4(),
+        normal_email(email),
+        normal_email(email).split("@")[0],
+        role,
+        digest,
+    )
+    await audit.record(conn, actor="demo", action="user.ensured", target=normal_email(email))
+
+
 async def listing(conn: asyncpg.Connection) -> list[tuple[User, datetime | None]]:
     """Every user with when they were disabled (None: active), by email."""
     rows = await conn.fetch(
