@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from app import voc
 from app.activation import insights
 from app.api.common import ingest_context
-from app.governance import audit
+from app.governance import audit, auth
 from app.ml import drift, performance, promotion, registry
 from app.platform import errors, jobs, runtime
 from app.platform.jsonbody import JSONObject
@@ -341,9 +341,22 @@ async def models_page(request: Request) -> HTMLResponse:
                 )
             except errors.Conflict:
                 drifted = None
-            points = [(b["predicted"], b["observed"]) for b in realized["overall"]["calibration"]]
+            overall = realized["overall"]
+            points = [(b["predicted"], b["observed"]) for b in overall["calibration"]]
+            rate = overall["positive_rate"]
+            lift = (
+                [(f"{10 - i}", observed / rate) for i, (_, observed) in enumerate(reversed(points))]
+                if rate
+                else []
+            )
             shown.append(
-                {"info": info, "realized": realized, "drift": drifted, "calibration": points}
+                {
+                    "info": info,
+                    "realized": realized,
+                    "drift": drifted,
+                    "calibration": points,
+                    "lift": lift,
+                }
             )
         candidates = [m for m in await registry.infos(conn, target=None) if m.status != "active"][
             :20
@@ -492,17 +505,61 @@ async def replay(request: Request, source_id: uuid.UUID, rejection_id: int) -> R
     return _back("/app/sources")
 
 
+async def _people(
+    request: Request,
+    session: users.Session,
+    *,
+    made: tuple[users.User, str] | None = None,
+    key: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """The users and API keys page; a password or a key just made is shown this once."""
+    async with runtime.of(request).pool.acquire() as conn:
+        listed = await users.listing(conn)
+        keys = await auth.list_keys(conn)
+    context = {
+        "session": session,
+        "users": listed,
+        "roles": users.ROLES,
+        "made": made,
+        "keys": keys,
+        "scopes": auth.SCOPES,
+        "key": key,
+    }
+    return _page(request, "users.html", context, status=status)
+
+
 @router.get("/users")
 async def users_page(request: Request) -> HTMLResponse:
     session = await _session(request)
     _need(session, "admin")
-    async with runtime.of(request).pool.acquire() as conn:
-        listed = await users.listing(conn)
-    return _page(
-        request,
-        "users.html",
-        {"session": session, "users": listed, "roles": users.ROLES, "made": None},
-    )
+    return await _people(request, session)
+
+
+@router.post("/keys")
+async def create_key(request: Request) -> Response:
+    session = await _session(request)
+    _need(session, "admin")
+    form = await request.form()
+    fields = await _form(request, session)
+    scopes = [s for s in auth.SCOPES if s in form.getlist("scopes")]
+    name = fields.get("name", "").strip()[:255]
+    if not scopes or not name:
+        raise errors.InvalidPayload("A key needs a name and at least one scope.")
+    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
+        _, secret = await auth.create_key(conn, name=name, scopes=scopes, actor=session.user.actor)
+    return await _people(request, session, key=secret, status=201)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: uuid.UUID) -> Response:
+    session = await _session(request)
+    _need(session, "admin")
+    await _form(request, session)
+    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
+        await auth.revoke_key(conn, key_id, actor=session.user.actor)
+    runtime.of(request).key_cache.forget()
+    return _back("/app/users")
 
 
 @router.post("/users")
@@ -522,10 +579,8 @@ async def create_user(request: Request) -> Response:
             password=password,
             actor=session.user.actor,
         )
-        listed = await users.listing(conn)
     # The password is shown once, to the admin who made the user, and never again.
-    context = {"session": session, "users": listed, "roles": users.ROLES, "made": (made, password)}
-    return _page(request, "users.html", context, status=201)
+    return await _people(request, session, made=(made, password), status=201)
 
 
 @router.post("/users/{user_id}/disable")

@@ -142,6 +142,15 @@ async def test_a_csm_works_their_book_and_inbox_in_the_browser_with_no_network(
         )
         assert refused == 403
 
+        # The other pages a CSM may open render from this server alone.
+        for path, heading in (
+            ("/app/models", "Is the score right?"),
+            ("/app/voc", "Voice of the customer"),
+        ):
+            opened = await page.goto(f"{base}{path}")
+            assert opened is not None and opened.status == 200
+            assert await page.get_by_role("heading", name=heading, exact=True).count() == 1
+
         # With JavaScript off the same pages and forms work.
         plain, plain_requested = await _page(chromium, base, javascript=False)
         await _sign_in(plain, base, "ana@example.com")

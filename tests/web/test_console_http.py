@@ -207,6 +207,7 @@ async def test_each_page_answers_each_role(
         ("/app/models/churn/rollback", "admin"),
         ("/app/voc/themes/t1", "lead"),
         ("/app/users", "admin"),
+        ("/app/keys", "admin"),
     ],
 )
 async def test_each_change_needs_its_role(
@@ -341,3 +342,27 @@ async def test_an_admin_makes_a_user_whose_password_is_shown_once(
         "SELECT actor FROM audit_log WHERE action = 'user.created' AND target = 'new@example.com'"
     )
     assert made_by == "user:admin@example.com"
+
+
+async def test_an_admin_makes_an_api_key_shown_once_and_revokes_it(
+    conn: asyncpg.Connection, signed_in: SignedIn, browser: httpx.AsyncClient
+) -> None:
+    await make_user(conn, "admin@example.com", "admin")
+    async with signed_in("admin@example.com") as admin:
+        token = csrf_of((await admin.get("/app/users")).text)
+        made = await admin.post(
+            "/app/keys", data={"csrf": token, "name": "crm sync", "scopes": ["read", "ingest"]}
+        )
+        assert made.status_code == 201
+        key = re.search(
+            r"shown this once \(it is stored as a hash only\): <code>([^<]+)</code>", made.text
+        )
+        assert key
+        listed = await admin.get("/app/users")
+        assert key.group(1) not in listed.text and "crm sync" in listed.text
+        headers = {"Authorization": f"Bearer {key.group(1)}"}
+        assert (await browser.get("/v1/accounts", headers=headers)).status_code == 200
+        key_id = await conn.fetchval("SELECT key_id FROM api_keys WHERE name = 'crm sync'")
+        revoked = await admin.post(f"/app/keys/{key_id}/revoke", data={"csrf": token})
+        assert revoked.status_code == 303
+    assert (await browser.get("/v1/accounts", headers=headers)).status_code == 401
