@@ -128,7 +128,7 @@ async def test_the_book_lists_only_my_accounts_by_value_at_risk_with_the_change(
         page = await ana.get("/app/")
     assert _rows(page.text) == ["a-big", "a-small", "a-none"]
     assert "b-1" not in page.text
-    assert "↑ 40%" in page.text  # a-small rose from 50% to 90% since its last score
+    assert "↑ 40 pts" in page.text  # a-small rose from 50% to 90% since its last score
     assert "Support tickets still open: 3" in page.text
 
 
