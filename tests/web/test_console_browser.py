@@ -15,13 +15,13 @@ import orjson
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from app.activation import insights
 from app.demo import simulator
-from app.ml import batch, history, scoring
+from app.ml import batch
 from app.platform.settings import Settings
 from tests.fixtures.console import PASSWORD, make_user
 from tests.fixtures.http import load
 from tests.fixtures.live import serve
+from tests.fixtures.scores import new_scores, score
 from tests.fixtures.training import train
 
 pytestmark = pytest.mark.slow  # starts a server and a browser
@@ -68,26 +68,6 @@ async def _sign_in(page: Page, base: str, email: str) -> None:
     await page.wait_for_url(f"{base}/app/")
 
 
-def _score(account: str, p: float, when: datetime) -> scoring.Score:
-    reason = scoring.Reason("tickets_open", 3.0, 0.8, "Support tickets still open: 3")
-    return scoring.Score(
-        account_id=account,
-        target="churn",
-        model_id="m1",
-        segment="smb",
-        as_of=when,
-        probability=p,
-        band="high" if p >= 0.5 else "low",
-        percentile=50.0,
-        margin=0.0,
-        base_value=-0.8,
-        other_contribution=0.0,
-        reasons=[reason],
-        counter_reasons=[],
-        context=[],
-    )
-
-
 async def test_a_csm_works_their_book_and_inbox_in_the_browser_with_no_network(
     client: httpx.AsyncClient,
     conn: asyncpg.Connection,
@@ -105,10 +85,8 @@ async def test_a_csm_works_their_book_and_inbox_in_the_browser_with_no_network(
             json={"name": account_id.title(), "mrr": mrr, "owner_email": owner},
         )
         assert answer.status_code in (200, 201)
-    scores = [_score("small", 0.9, NOW), _score("big", 0.3, NOW), _score("theirs", 0.9, NOW)]
-    async with conn.transaction():
-        await history.store(conn, scores)
-        await insights.from_scores(conn, settings, scores)
+    scores = [score("small", NOW, 0.9), score("big", NOW, 0.3), score("theirs", NOW, 0.9)]
+    await new_scores(conn, settings, scores)
     insight_id = await conn.fetchval("SELECT insight_id FROM insights WHERE account_id = 'small'")
 
     with serve(str(settings.database_url), models_dir=str(settings.models_dir)) as base:

@@ -10,10 +10,10 @@ import httpx
 import orjson
 import pytest
 
-from app.activation import insights
-from app.ml import history, scoring
+from app.ml import history
 from app.platform.settings import Settings
 from tests.fixtures.console import PASSWORD, SignedIn, csrf_of, make_user, signer
+from tests.fixtures.scores import new_scores, score
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -27,28 +27,6 @@ def signed_in(app: object) -> SignedIn:
 def browser(app: object) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://custintel.test")
-
-
-def _score(
-    account: str, p: float, when: datetime, text: str = "Support tickets still open: 3"
-) -> scoring.Score:
-    reason = scoring.Reason("tickets_open", 3.0, 0.8, text)
-    return scoring.Score(
-        account_id=account,
-        target="churn",
-        model_id="m1",
-        segment="smb",
-        as_of=when,
-        probability=p,
-        band="high" if p >= 0.5 else "medium" if p >= 0.2 else "low",
-        percentile=50.0,
-        margin=0.0,
-        base_value=-0.8,
-        other_contribution=0.0,
-        reasons=[reason],
-        counter_reasons=[],
-        context=[],
-    )
 
 
 async def _accounts(client: httpx.AsyncClient, owners: dict[str, tuple[str, float]]) -> None:
@@ -119,10 +97,10 @@ async def test_the_book_lists_only_my_accounts_by_value_at_risk_with_the_change(
         },
     )
     before = NOW - timedelta(days=7)
-    await history.store(conn, [_score("a-small", 0.5, before), _score("a-big", 0.3, before)])
+    await history.store(conn, [score("a-small", before, 0.5), score("a-big", before, 0.3)])
     await history.store(
         conn,
-        [_score("a-small", 0.9, NOW), _score("a-big", 0.3, NOW), _score("b-1", 0.9, NOW)],
+        [score("a-small", NOW, 0.9), score("a-big", NOW, 0.3), score("b-1", NOW, 0.9)],
     )
     async with signed_in("ana@example.com") as ana:
         page = await ana.get("/app/")
@@ -138,7 +116,7 @@ async def test_the_book_pages_by_cursor_in_the_same_order(
     await make_user(conn, "lead@example.com", "lead")
     owners = {f"acc-{i:03d}": ("x@example.com", float(i)) for i in range(60)}
     await _accounts(client, owners)
-    await history.store(conn, [_score(a, 0.5, NOW) for a in owners])
+    await history.store(conn, [score(a, NOW, 0.5) for a in owners])
     async with signed_in("lead@example.com") as lead:
         first = await lead.get("/app/")
         more = re.search(r'href="/app/\?([^"]+)">Next page', first.text)
@@ -231,9 +209,7 @@ async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
 ) -> None:
     await make_user(conn, "ana@example.com", "csm")
     await _accounts(client, {"mine": ("ana@example.com", 10.0)})
-    async with conn.transaction():
-        await history.store(conn, [_score("mine", 0.9, NOW)])
-        await insights.from_scores(conn, settings, [_score("mine", 0.9, NOW)])
+    await new_scores(conn, settings, [score("mine", NOW, 0.9)])
     insight_id = await conn.fetchval("SELECT insight_id FROM insights")
     async with signed_in("ana@example.com") as ana:
         bare = await ana.post(f"/app/inbox/{insight_id}", data={"status": "resolved"})
@@ -253,9 +229,7 @@ async def test_acting_from_the_inbox_stores_an_action_event_and_is_audited(
     await make_user(conn, "ana@example.com", "csm")
     await make_user(conn, "bo@example.com", "csm")
     await _accounts(client, {"mine": ("ana@example.com", 10.0)})
-    async with conn.transaction():
-        await history.store(conn, [_score("mine", 0.9, NOW)])
-        await insights.from_scores(conn, settings, [_score("mine", 0.9, NOW)])
+    await new_scores(conn, settings, [score("mine", NOW, 0.9)])
     insight_id = await conn.fetchval("SELECT insight_id FROM insights")
     async with signed_in("bo@example.com") as bo:
         token = csrf_of((await bo.get("/app/")).text)
@@ -309,7 +283,7 @@ async def test_a_saved_view_applies_its_filters_for_its_owner_only(
     await make_user(conn, "lead@example.com", "lead")
     await make_user(conn, "other@example.com", "lead")
     await _accounts(client, {"h": ("x@example.com", 10.0), "l": ("x@example.com", 10.0)})
-    await history.store(conn, [_score("h", 0.9, NOW), _score("l", 0.01, NOW)])
+    await history.store(conn, [score("h", NOW, 0.9), score("l", NOW, 0.01)])
     async with signed_in("lead@example.com") as lead:
         token = csrf_of((await lead.get("/app/")).text)
         saved = await lead.post("/app/views", data={"csrf": token, "name": "Red", "band": "high"})
