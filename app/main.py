@@ -27,6 +27,7 @@ from app.api import (
     health,
     hooks,
     insights,
+    metrics,
     models,
     privacy,
     profiles,
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sources.router,
         voc.router,
         privacy.router,
+        metrics.router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(segment.router)

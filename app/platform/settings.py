@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         ge=0,
         description="A statement of an API request not answered within this is 503 (0: none).",
     )
+    purchase_event_types: list[str] = Field(
+        ["purchase", "order_completed"],
+        description="Event types that are purchases (the repeat-purchase rate).",
+    )
     session_hours: float = Field(
         12, gt=0, le=24 * 30, description="How long a console sign-in lasts."
     )

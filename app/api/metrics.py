@@ -1,0 +1,46 @@
+"""What the business counts: retention and revenue by month and by signup cohort."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from app import voc
+from app.api.common import StrictJSONRoute, problem_responses
+from app.governance.auth import Read
+from app.platform import errors, runtime
+from app.schemas.common import Name, Timestamp
+from app.schemas.metrics import RetentionReport
+from app.value import revenue
+
+router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["metrics"])
+
+
+@router.get("/metrics/retention", operation_id="retention_metrics")
+async def retention_metrics(
+    request: Request,
+    _: Read,
+    period: Annotated[Literal["month"], Query(description="Months (UTC).")] = "month",
+    segment: Annotated[Name | None, Query(description="Accounts in this segment.")] = None,
+    since: Annotated[
+        Timestamp | None, Query(description="From the month holding this. Default: a year back.")
+    ] = None,
+    until: Annotated[
+        Timestamp | None, Query(description="Up to this moment. Default: now.")
+    ] = None,
+) -> RetentionReport:
+    """Gross and net revenue retention, new, expansion, contraction, churned and reactivation MRR,
+    logo churn and the repeat-purchase rate, month by month, and the retention curves of the
+    period's signup cohorts; each definition is in the README (Retention and revenue). At most
+    60 months."""
+    until = until or datetime.now(UTC)
+    since = since or voc.earlier(until, timedelta(days=365))
+    if since >= until:
+        raise errors.BadRequest("since must be before until")
+    types = runtime.of(request).settings.purchase_event_types
+    async with runtime.of(request).pool.acquire() as conn:
+        return await revenue.retention(
+            conn, since=since, until=until, segment=segment, purchase_types=types
+        )
