@@ -35,7 +35,7 @@ from decimal import Decimal
 import asyncpg
 
 from app.ml import datasets
-from app.schemas.metrics import CohortRetention, RevenueMonth, RetentionReport
+from app.schemas.metrics import CohortRetention, RetentionReport, RevenueMonth
 
 ZERO = Decimal(0)
 REACTIVATED = "reactivated"
