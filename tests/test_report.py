@@ -70,6 +70,8 @@ async def test_model_report_renders_with_every_plot_in_chromium(
     assert "churned within 90 days, against " in opening
     assert "on the same rows a logistic regression on the same features reaches" in opening
     assert "What drives it most: " in opening and "churn risk" in opening
+    assert "<h2>Which actions work</h2>" in page
+    assert "No routing rule has held out accounts and no action is logged." in page
     assert "http://" not in page and "https://" not in page  # self-contained
     path = tmp_path / "report.html"
     path.write_text(page)

@@ -1,4 +1,5 @@
-"""What the business counts: retention and revenue by month and by signup cohort."""
+"""What the business counts: retention and revenue by month and by signup cohort, and which
+actions work."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from app import voc
 from app.api.common import StrictJSONRoute, problem_responses
 from app.governance.auth import Read
 from app.platform import errors, runtime
-from app.schemas.common import Name, Timestamp
-from app.schemas.metrics import RetentionReport
-from app.value import revenue
+from app.schemas.common import Kind, Name, Timestamp
+from app.schemas.metrics import ActionEffects, RetentionReport
+from app.value import effects, revenue
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["metrics"])
 
@@ -43,4 +44,21 @@ async def retention_metrics(
     async with runtime.of(request).pool.acquire() as conn:
         return await revenue.retention(
             conn, since=since, until=until, segment=segment, purchase_types=types
+        )
+
+
+@router.get("/actions/effects", operation_id="action_effects")
+async def action_effects(
+    request: Request,
+    _: Read,
+    target: Annotated[Kind, Query(description="The outcome's target, e.g. churn.")] = "churn",
+    horizon_days: Annotated[int, Query(ge=1, le=730)] = 90,
+) -> ActionEffects:
+    """Which actions work: per routing rule, the target's outcome rate among the accounts it
+    delivered to against those it held out; per kind of action logged (`action_taken`), among
+    the accounts acted on against every held-out account. With 95% intervals, and below the
+    sample size needed, "not enough evidence yet" and how many more accounts it takes."""
+    async with runtime.of(request).pool.acquire() as conn:
+        return await effects.effects(
+            conn, target=target, horizon_days=horizon_days, now=datetime.now(UTC)
         )

@@ -24,6 +24,8 @@ from app.ml import datasets, features, performance, registry, scoring
 from app.ml.model import GLOBAL
 from app.platform import errors
 from app.platform.jsonbody import JSONObject
+from app.schemas.metrics import ActionEffects
+from app.value import effects
 
 SAMPLE = 1000  # accounts in the SHAP summaries
 
@@ -45,7 +47,10 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
     realized = await performance.realized(conn, model_id=model_id, now=now, catalog=loaded.catalog)
     images = await asyncio.to_thread(_plots, loaded, frame, realized)
     drivers = await asyncio.to_thread(_drivers, loaded, frame)
-    return _page(model_id, row, loaded, realized, images, drivers)
+    acted = await effects.effects(
+        conn, target=row["target"], horizon_days=row["horizon_days"], now=now
+    )
+    return _page(model_id, row, loaded, realized, images, drivers, acted)
 
 
 def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> list[str]:
@@ -196,6 +201,26 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _effects(acted: ActionEffects) -> str:
+    found = acted.rules + acted.actions
+    if not found:
+        return "<p class=note>No routing rule has held out accounts and no action is logged.</p>"
+    return _table(
+        ["rule or action", "acted on", "rate", "held out", "rate", "in words"],
+        [
+            [
+                e.name,
+                e.treated.accounts,
+                e.treated.rate,
+                e.held_out.accounts,
+                e.held_out.rate,
+                e.verdict,
+            ]
+            for e in found
+        ],
+    )
+
+
 def _img(images: dict[str, str], key: str, alt: str) -> str:
     if key not in images:
         return f"<p class=note>{html.escape(alt)}: not available for this model.</p>"
@@ -209,6 +234,7 @@ def _page(
     realized: performance.Realized,
     images: dict[str, str],
     drivers: list[str],
+    acted: ActionEffects,
 ) -> str:
     manifest = loaded.manifest
     overall = realized["overall"]
@@ -286,6 +312,11 @@ then each segment with a model of its own.</p>
 {shap_segments}
 <h2>Reasons that preceded the outcome</h2>
 {reasons if realized["preceding_reasons"] else "<p class=note>None matured yet.</p>"}
+<h2>Which actions work</h2>
+<p>Per routing rule, the accounts it delivered to against those it held out (drawn at random);
+per kind of action logged, the accounts acted on against every held-out account (who acts is not
+random: a comparison to watch, not proof). Outcomes within {row["horizon_days"]} days.</p>
+{_effects(acted)}
 <h2>Features</h2>
 {importance}
 </body></html>

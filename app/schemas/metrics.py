@@ -52,3 +52,35 @@ class RetentionReport(BaseModel):
     cohorts: list[CohortRetention] = Field(
         description="Signup cohorts of the period, oldest first."
     )
+
+
+class EffectArm(BaseModel):
+    accounts: int = Field(description="Accounts whose horizon has passed.")
+    outcomes: int = Field(description="Of them, where the target's outcome happened.")
+    rate: float | None
+    pending: int = Field(description="Accounts whose horizon has not passed yet: not counted.")
+
+
+class ActionEffect(BaseModel):
+    name: str = Field(description="The rule (name and id) or the kind of action.")
+    kind: str = Field(
+        description="rule: delivered against held out (randomised); action: "
+        "accounts acted on with this kind against those held out (not randomised)."
+    )
+    treated: EffectArm
+    held_out: EffectArm
+    difference: float | None = Field(description="Treated rate minus held-out rate.")
+    interval_95: list[float] | None
+    needed_per_arm: int | None = Field(
+        description="Accounts per group needed to tell a 30% relative change of the held-out "
+        "rate (10% to 7%: 1,355), at 5% two-sided and 80% power."
+    )
+    enough_evidence: bool
+    verdict: str = Field(description="In words: the effect, or how many more accounts it needs.")
+
+
+class ActionEffects(BaseModel):
+    target: str
+    horizon_days: int
+    rules: list[ActionEffect]
+    actions: list[ActionEffect]
