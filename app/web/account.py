@@ -62,6 +62,7 @@ class AccountView:
     voc: AccountVoc
     outcomes: list[OutcomeOut]
     insights: list[Insight]
+    theme_names: dict[str, str]
 
 
 async def visible(
@@ -117,6 +118,7 @@ async def view(
             limit=20,
             open_only=True,
         ),
+        theme_names=dict(await conn.fetch("SELECT theme_id, name FROM themes")),
     )
 
 
