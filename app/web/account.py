@@ -106,17 +106,7 @@ async def view(
         voc=await surveys.account(conn, account_id, since=year, until=now, verbatims=10),
         outcomes=await timeline.outcomes(conn, account_id, kinds=None, limit=20),
         insights=await insights.list_insights(
-            conn,
-            owner=None,
-            account_id=account_id,
-            target=None,
-            band=None,
-            kind=None,
-            status=None,
-            since=None,
-            until=None,
-            limit=20,
-            open_only=True,
+            conn, account_id=account_id, limit=20, open_only=True
         ),
         theme_names=dict(await conn.fetch("SELECT theme_id, name FROM themes")),
     )

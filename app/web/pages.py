@@ -277,12 +277,6 @@ async def inbox(
         found = await insights.list_insights(
             conn,
             owner=session.user.email if mine else None,
-            target=None,
-            band=None,
-            kind=None,
-            status=None,
-            since=None,
-            until=None,
             limit=200,
             open_only=show == "open",
         )
