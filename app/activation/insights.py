@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +35,6 @@ from app.activation import deliveries, routing
 from app.governance import audit
 from app.ml import scoring
 from app.platform import errors
-from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.insights import Insight, InsightUpdate
 from app.schemas.signals import EventIn
@@ -78,33 +77,6 @@ _DETRACTORS = """
 DRIFT_STEP = "Review the model: its population has shifted; retrain or check the data feeds."
 
 
-@dataclass(frozen=True)
-class Raised:
-    """An insight as raised, before it is routed and stored."""
-
-    kind: str  # band_entered, score_rise, drift
-    target: str | None = None
-    account_id: str | None = None
-    model_id: str | None = None
-    segment: str | None = None
-    probability: float | None = None
-    band: str | None = None
-    previous_probability: float | None = None
-    previous_band: str | None = None
-    reasons: list[JSONObject] = field(default_factory=list)
-    details: JSONObject = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What routing reads of the account an insight is about."""
-
-    owner_email: str | None = None
-    segment: str | None = None
-    plan: str | None = None
-    traits: JSONObject = field(default_factory=dict)
-
-
 def next_step(target: str | None, kind: str) -> str:
     if kind == "drift":
         return DRIFT_STEP
@@ -113,7 +85,9 @@ def next_step(target: str | None, kind: str) -> str:
     return NEXT_STEPS.get((target or "", kind), "Review the account's score and its reasons.")
 
 
-async def record(conn: asyncpg.Connection, insight: Raised, profile: Profile) -> str:
+async def record(
+    conn: asyncpg.Connection, insight: routing.Raised, profile: routing.Profile
+) -> str:
     insight_id = uuid.uuid4().hex
     decision = await routing.route(conn, insight, profile)
     await conn.execute(
@@ -189,7 +163,7 @@ async def from_scores(
             )
         }
         profiles = {
-            r["account_id"]: Profile(
+            r["account_id"]: routing.Profile(
                 r["owner_email"], r["segment"], r["plan"], orjson.loads(r["traits"] or "{}")
             )
             for r in await conn.fetch(
@@ -212,7 +186,7 @@ async def from_scores(
                     continue
                 await record(
                     conn,
-                    Raised(
+                    routing.Raised(
                         kind=kind,
                         target=target,
                         account_id=s.account_id,
@@ -228,7 +202,7 @@ async def from_scores(
                         ],
                         details={"as_of": s.as_of.isoformat(), "percentile": s.percentile},
                     ),
-                    profiles.get(s.account_id, Profile()),
+                    profiles.get(s.account_id, routing.Profile()),
                 )
                 recent.add((s.account_id, kind))
                 raised += 1
@@ -261,7 +235,7 @@ async def from_detractors(conn: asyncpg.Connection, settings: Settings) -> int:
             stored = orjson.loads(r["reasons"])
             await record(
                 conn,
-                Raised(
+                routing.Raised(
                     kind="detractor",
                     target="churn",
                     account_id=r["account_id"],
@@ -283,7 +257,7 @@ async def from_detractors(conn: asyncpg.Connection, settings: Settings) -> int:
                         "scored_as_of": r["as_of"].isoformat(),
                     },
                 ),
-                Profile(
+                routing.Profile(
                     r["owner_email"],
                     r["account_segment"],
                     r["plan"],
@@ -314,7 +288,7 @@ async def from_theme_jumps(conn: asyncpg.Connection, settings: Settings, *, now:
         for jump in await themes.jumps(conn, now=now):
             if jump["theme_id"] in recent:
                 continue
-            await record(conn, Raised(kind="theme_jump", details=jump), Profile())
+            await record(conn, routing.Raised(kind="theme_jump", details=jump), routing.Profile())
             raised += 1
     return raised
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 import asyncpg
 import orjson
@@ -19,9 +20,6 @@ from app.ml import datasets
 from app.platform import errors
 from app.platform.jsonbody import JSONObject
 from app.schemas.insights import RoutingRule, RoutingRuleIn, RoutingRulePatch, Uplift, UpliftGroup
-
-if TYPE_CHECKING:
-    from app.activation.insights import Profile, Raised
 
 
 class Choice(TypedDict):
@@ -45,6 +43,33 @@ def in_holdout(rule_id: str, account_id: str | None, share: float) -> bool:
         return False
     digest = hashlib.sha256(f"{rule_id}\x00{account_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An insight as raised, before it is routed and stored."""
+
+    kind: str  # band_entered, score_rise, drift
+    target: str | None = None
+    account_id: str | None = None
+    model_id: str | None = None
+    segment: str | None = None
+    probability: float | None = None
+    band: str | None = None
+    previous_probability: float | None = None
+    previous_band: str | None = None
+    reasons: list[JSONObject] = field(default_factory=list)
+    details: JSONObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What routing reads of the account an insight is about."""
+
+    owner_email: str | None = None
+    segment: str | None = None
+    plan: str | None = None
+    traits: JSONObject = field(default_factory=dict)
 
 
 def matches(match: JSONObject, insight: Raised, profile: Profile) -> bool:

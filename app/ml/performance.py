@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from app.activation import insights
+from app.activation import insights, routing
 from app.ml import datasets, drift, history, metrics, registry
 from app.ml.catalog import Catalog
 from app.platform import errors, jobs
@@ -211,13 +211,13 @@ async def evaluate_active(
                 )
                 await insights.record(
                     conn,
-                    insights.Raised(
+                    routing.Raised(
                         kind="drift",
                         target=active.target,
                         model_id=active.model_id,
                         details=entry["drift"] | thresholds,
                     ),
-                    insights.Profile(),
+                    routing.Profile(),
                 )
         evaluations[active.target] = entry
     return {"evaluations": evaluations}
