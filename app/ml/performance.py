@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypedDict
@@ -186,10 +187,7 @@ async def evaluate_active(
     evaluations: JSONObject = {}
     for active in await registry.all_active(conn):
         result = await realized(conn, model_id=active.model_id, now=now)
-        entry: JSONObject = {
-            "model_id": active.model_id,
-            "realized": {k: v for k, v in result["overall"].items() if k != "calibration"},
-        }
+        entry: JSONObject = {"model_id": active.model_id, "realized": dict(result["overall"])}
         try:
             measured = await drift.measure(conn, model_id=active.model_id, rule=rule)
         except errors.Conflict as exc:
@@ -199,6 +197,8 @@ async def evaluate_active(
                 "score_psi": measured["score_psi"],
                 "drifted": measured["drifted"],
                 "batch_as_of": measured["batch_as_of"],
+                "accounts": measured["accounts"],
+                "drift": measured["drift"],
             }
             if measured["drift"]:
                 thresholds = {"threshold": rule.threshold, "min_importance": rule.min_importance}
@@ -221,6 +221,29 @@ async def evaluate_active(
                 )
         evaluations[active.target] = entry
     return {"evaluations": evaluations}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The worker's latest evaluation of the active models: when, and per target what it found
+    (the model, its realized performance with calibration, its drift or why it was skipped)."""
+
+    at: datetime
+    targets: dict[str, JSONObject]
+
+
+async def latest_evaluation(conn: asyncpg.Connection) -> Evaluation | None:
+    """The latest evaluation the worker finished (the `evaluate` job, every
+    CUSTINTEL_EVALUATE_EVERY_HOURS): what pages show, since measuring drift computes the
+    features of every account of the latest batch scoring."""
+    row = await conn.fetchrow(
+        "SELECT finished_at, result FROM jobs WHERE kind = 'evaluate' AND status = 'succeeded' "
+        "ORDER BY finished_at DESC LIMIT 1"
+    )
+    if row is None:
+        return None
+    result = orjson.loads(row["result"]) if isinstance(row["result"], str) else row["result"]
+    return Evaluation(row["finished_at"], dict(result.get("evaluations") or {}))
 
 
 def handler(rule: drift.Rule) -> jobs.Handler:

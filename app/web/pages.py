@@ -21,7 +21,7 @@ from app import voc
 from app.activation import insights
 from app.api.common import ingest_context
 from app.governance import audit, auth
-from app.ml import drift, performance, promotion, registry
+from app.ml import performance, promotion, registry
 from app.platform import errors, jobs, runtime
 from app.platform.jsonbody import JSONObject
 from app.signals import sources
@@ -321,25 +321,23 @@ async def act_on_insight(request: Request, insight_id: str) -> Response:
 
 @router.get("/models")
 async def models_page(request: Request) -> HTMLResponse:
+    """What the worker's latest evaluation found of each active model, read back rather than
+    measured here: measuring drift computes the features of every scored account."""
     session = await _session(request)
-    state = runtime.of(request)
-    now = datetime.now(UTC)
     shown = []
-    async with state.pool.acquire() as conn:
+    async with runtime.of(request).pool.acquire() as conn:
+        evaluation = await performance.latest_evaluation(conn)
         for record in await registry.all_active(conn):
             info = await registry.info(conn, record.model_id)
-            realized = await performance.realized(conn, model_id=record.model_id, now=now)
-            try:
-                drifted: drift.Report | None = await drift.measure(
-                    conn, model_id=record.model_id, rule=drift.Rule.of(state.settings)
-                )
-            except errors.Conflict:
-                drifted = None
-            overall = realized["overall"]
-            points = [(b["predicted"], b["observed"]) for b in overall["calibration"]]
-            rate = overall["positive_rate"]
+            entry = (evaluation.targets.get(record.target) if evaluation else None) or {}
+            if entry.get("model_id") != record.model_id:
+                entry = {}  # evaluated before this model became active
+            realized = entry.get("realized") or {}
+            bins = realized.get("calibration") or []
+            points = [(b["predicted"], b["observed"]) for b in bins]
+            rate = realized.get("positive_rate")
             lift = (
-                [(f"{10 - i}", observed / rate) for i, (_, observed) in enumerate(reversed(points))]
+                [(f"{10 - i}", o / rate) for i, (_, o) in enumerate(reversed(points))]
                 if rate
                 else []
             )
@@ -347,17 +345,31 @@ async def models_page(request: Request) -> HTMLResponse:
                 {
                     "info": info,
                     "realized": realized,
-                    "drift": drifted,
+                    "drift": entry.get("drift"),
                     "calibration": points,
                     "lift": lift,
                 }
             )
-        candidates = [m for m in await registry.infos(conn, target=None) if m.status != "active"][
-            :20
-        ]
-    return _page(
-        request, "models.html", {"session": session, "models": shown, "others": candidates}
-    )
+        candidates = [m for m in await registry.infos(conn, target=None) if m.status != "active"]
+    context = {
+        "session": session,
+        "models": shown,
+        "others": candidates[:20],
+        "evaluated_at": evaluation.at if evaluation else None,
+        "every_hours": runtime.of(request).settings.evaluate_every_hours,
+    }
+    return _page(request, "models.html", context)
+
+
+@router.post("/models/evaluate")
+async def evaluate(request: Request) -> Response:
+    session = await _session(request)
+    _need(session, "admin")
+    await _form(request, session)
+    async with runtime.of(request).pool.acquire() as conn, conn.transaction():
+        job = await jobs.enqueue(conn, kind="evaluate", params={})
+        await _audit(conn, session, "models.evaluation_requested", job.job_id, {})
+    return _back("/app/models")
 
 
 @router.get("/models/{model_id}/report")

@@ -16,7 +16,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from app.demo import simulator
-from app.ml import batch
+from app.ml import batch, drift, performance
+from app.platform import jobs
 from app.platform.settings import Settings
 from tests.fixtures.console import PASSWORD, make_user
 from tests.fixtures.http import load
@@ -177,6 +178,17 @@ async def test_the_account_says_what_changed_after_a_rescore_and_a_lead_opens_th
     )
     assert moved["previous_probability"] is not None
     await make_user(conn, "lead@example.com", "lead")
+    # The worker's evaluation, which the models page reads back (run here as the worker runs it).
+    pool = await asyncpg.create_pool(str(settings.database_url), min_size=1, max_size=2)
+    try:
+        await jobs.run_here(
+            pool,
+            kind="evaluate",
+            params={},
+            handler=performance.handler(drift.Rule.of(settings)),
+        )
+    finally:
+        await pool.close()
 
     with serve(str(settings.database_url), models_dir=str(settings.models_dir)) as base:
         page, requested = await _page(chromium, base)
@@ -192,6 +204,8 @@ async def test_the_account_says_what_changed_after_a_rescore_and_a_lead_opens_th
         assert await section.locator("svg.chart polyline").count() == 1  # the score's history
 
         await page.goto(f"{base}/app/models")
+        assert await page.locator("text=As the worker last evaluated the active models").count()
+        assert await page.locator("section.model svg.chart").count() == 2  # calibration, lift
         await page.get_by_role("link", name="Open the report, in words first").click()
         await page.wait_for_url(f"{base}/app/models/{model_id}/report")
         assert await page.get_by_role("heading", name="In short").count() == 1

@@ -183,6 +183,7 @@ async def test_each_page_answers_each_role(
     [
         ("/app/models/churn/retrain", "admin"),
         ("/app/models/churn/rollback", "admin"),
+        ("/app/models/evaluate", "admin"),
         ("/app/voc/themes/t1", "lead"),
         ("/app/users", "admin"),
         ("/app/keys", "admin"),
