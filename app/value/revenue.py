@@ -35,6 +35,7 @@ from decimal import Decimal
 import asyncpg
 
 from app.ml import datasets
+from app.platform import errors
 from app.schemas.metrics import CohortRetention, RetentionReport, RevenueMonth
 
 ZERO = Decimal(0)
@@ -46,15 +47,27 @@ def month_start(moment: datetime) -> datetime:
     return datetime(moment.year, moment.month, 1, tzinfo=UTC)
 
 
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
 def next_month(moment: datetime) -> datetime:
+    if moment.year == END_OF_TIME.year and moment.month == 12:
+        return END_OF_TIME  # the last month there is ends at the end of time
     return datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
 
 
+class TooLong(errors.BadRequest):
+    pass
+
+
 def months(since: datetime, until: datetime) -> list[datetime]:
-    """The first instants of the months from since's to the one holding until (exclusive end)."""
+    """The first instants of the months from since's to the one holding until (exclusive end);
+    TooLong past MAX_MONTHS."""
     out: list[datetime] = []
     at = month_start(since)
-    while at < until and len(out) < MAX_MONTHS:
+    while at < until:
+        if len(out) == MAX_MONTHS:
+            raise TooLong(f"A report covers at most {MAX_MONTHS} months: narrow since and until.")
         out.append(at)
         at = next_month(at)
     return out
@@ -250,13 +263,13 @@ def cohorts(
         logos: list[float] = []
         revenue: list[float | None] = []
         base = sum((a.mrr_before(end_first) for a in members), ZERO)
-        at = first
-        while at < until:
+        for at in firsts:
+            if at < first:
+                continue
             end = next_month(at)
             logos.append(sum(not a.churned_before(end) for a in members) / len(members))
             mrr = sum((a.mrr_before(end) for a in members), ZERO)
             revenue.append(float(mrr / base) if base else None)
-            at = end
         out.append(Cohort(first.strftime("%Y-%m"), len(members), logos, revenue))
     return out
 

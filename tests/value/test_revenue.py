@@ -116,3 +116,20 @@ async def test_a_period_that_ends_before_it_starts_is_a_400(client: httpx.AsyncC
         params={"since": "2026-03-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"},
     )
     assert answer.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "status"),
+    [
+        ("2020-01-01T00:00:00Z", "2026-01-01T00:00:00Z", 400),  # 72 months: too long
+        ("9999-11-01T00:00:00Z", "9999-12-31T23:59:59Z", 200),  # the last months there are
+        ("1969-01-01T00:00:00Z", "1970-02-01T00:00:00Z", 422),  # the timestamps' own floor
+    ],
+)
+async def test_periods_at_the_edges_of_time_answer_or_say_why(
+    client: httpx.AsyncClient, since: str, until: str, status: int
+) -> None:
+    answer = await client.get("/v1/metrics/retention", params={"since": since, "until": until})
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        assert "at most 60 months" in answer.json()["detail"]
