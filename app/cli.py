@@ -1,4 +1,5 @@
-"""The `custintel` command: serve, demo, migrate, worker, train, score, keys, secrets, openapi."""
+"""The `custintel` command: serve, demo, migrate, worker, train, score, keys, users, secrets,
+openapi."""
 
 from __future__ import annotations
 

@@ -143,6 +143,7 @@ def test_help_names_every_command() -> None:
         "train",
         "score",
         "keys",
+        "users",
         "secrets",
         "openapi",
     }
