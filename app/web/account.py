@@ -131,21 +131,23 @@ async def scores(
     conn: asyncpg.Connection, models: serving.Models, account_id: str, *, now: datetime
 ) -> list[TargetScore]:
     latest = {r["target"]: r for r in await conn.fetch(_LATEST, account_id)}
+    # Targets scored by one batch share their moments: their features are fetched once.
+    fetched_for: dict[tuple[datetime, ...], list[asyncpg.Record]] = {}
     out = []
     for record in await registry.all_active(conn):
         loaded = await models.active(conn, record.target)
         stored = latest.get(record.target)
         at = stored["as_of"] if stored else now
         before_at = stored["previous_as_of"] if stored else None
-        keys = [(account_id, t) for t in (before_at, at) if t is not None]
-        fetched = await features.fetch(conn, keys)
+        moments = tuple(t for t in (before_at, at) if t is not None)
+        keys = [(account_id, t) for t in moments]
+        if moments not in fetched_for:
+            fetched_for[moments] = await features.fetch(conn, keys)
+        fetched = fetched_for[moments]
         if not all(features.known(r) for r in fetched):
             continue
-        frame = features.assemble(loaded.catalog, keys, fetched)
-        given = await asyncio.to_thread(scoring.score_frame, loaded, frame, top=EVERY_REASON)
-        moved = []
-        if len(keys) == 2:
-            moved = await asyncio.to_thread(scoring.changes, loaded, frame, top=MOVERS)
+        # Assembling and scoring are CPU work: off the event loop, in one hop.
+        given, moved = await asyncio.to_thread(_score_and_compare, loaded, keys, fetched)
         history = [
             (r["as_of"], float(r["probability"]))
             for r in await conn.fetch(_HISTORY, account_id, record.target, HISTORY_POINTS)
@@ -160,3 +162,12 @@ async def scores(
             )
         )
     return out
+
+
+def _score_and_compare(
+    loaded: registry.Loaded, keys: list[tuple[str, datetime]], fetched: list[asyncpg.Record]
+) -> tuple[list[scoring.Score], list[scoring.Change]]:
+    frame = features.assemble(loaded.catalog, keys, fetched)
+    given = scoring.score_frame(loaded, frame, top=EVERY_REASON)
+    moved = scoring.changes(loaded, frame, top=MOVERS) if len(keys) == 2 else []
+    return given, moved
