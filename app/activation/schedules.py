@@ -1,5 +1,6 @@
-"""Recurring jobs: batch rescoring, retraining of every target with an active model, and the
-evaluation of the active models (realized performance and drift).
+"""Recurring jobs: batch rescoring, retraining of every target with an active model, the
+evaluation of the active models (realized performance and drift), retention, and the recount of
+the voice of the customer that the console reads.
 
 Every worker runs the scheduler. A due job is enqueued once however many workers there are,
 because its slot (kind, target, and the number of the period since the epoch) is unique in the
@@ -21,6 +22,7 @@ from app.people import merges
 from app.platform import db, jobs
 from app.platform.settings import Settings
 from app.signals import sources
+from app.voc import monthly
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ THEME_JUMP_EVERY = timedelta(hours=1)  # a week's texts per theme are counted th
 
 # Jobs of a few seconds that people wait on (an erasure owed within a deadline, a theme merge
 # shown at once): a worker's second lane runs them while a training takes minutes.
-SHORT_JOBS = (privacy.JOB, "themes_rematch", merges.CATCH_UP)
+SHORT_JOBS = (privacy.JOB, "themes_rematch", merges.CATCH_UP, monthly.JOB)
 
 
 def handlers(settings: Settings) -> dict[str, jobs.Handler]:
@@ -46,6 +48,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
         "sentiment_reread": learned.reread_handler(settings),
         privacy.JOB: privacy.handler(settings),
         merges.CATCH_UP: merges.catch_up,
+        monthly.JOB: monthly.refresh_job,
         retention.JOB: retention.handler(settings),
     }
 
@@ -70,6 +73,10 @@ async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: date
         slot = _slot(retention.JOB, now, timedelta(hours=settings.retention_every_hours))
         if await jobs.enqueue_once(conn, kind=retention.JOB, params={}, slot=slot):
             created.append(slot)
+    if settings.voc_refresh_minutes > 0:
+        slot = _slot(monthly.JOB, now, timedelta(minutes=settings.voc_refresh_minutes))
+        if await jobs.enqueue_once(conn, kind=monthly.JOB, params={}, slot=slot):
+            created.append(slot)
     if settings.retrain_every_days > 0:
         every = timedelta(days=settings.retrain_every_days)
         for model in active:
@@ -93,6 +100,7 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         settings.evaluate_every_hours * 3600,
         settings.retrain_every_days * 86400,
         settings.retention_every_hours * 3600,
+        settings.voc_refresh_minutes * 60,
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
 

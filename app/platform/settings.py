@@ -227,6 +227,12 @@ class Settings(BaseSettings):
     evaluate_every_hours: float = Field(
         24, ge=0, description="Realized performance and drift of the active models (0: never)."
     )
+    voc_refresh_minutes: float = Field(
+        15,
+        ge=0,
+        description="How often the worker recounts the voice of the customer's last 12 months "
+        "for the console (0: never; the page then counts live).",
+    )
     retention_every_hours: float = Field(
         24, ge=0, description="How often data past its retention is removed (0: never)."
     )

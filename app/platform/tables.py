@@ -789,3 +789,44 @@ class LatestScore(Base):
     previous_as_of: Mapped[datetime | None] = mapped_column(Timestamp)
     previous_probability: Mapped[float | None] = mapped_column(Double)
     previous_band: Mapped[str | None] = mapped_column(String(16))
+
+
+class VocAnswerMonth(Base):
+    """Survey answers counted by survey, UTC month ('YYYY-MM') and segment over the last 12
+    months and this one (app.voc.monthly recounts them all at each refresh)."""
+
+    __tablename__ = "voc_answer_months"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))
+    segment: Mapped[str | None] = mapped_column(String(255))
+    n: Mapped[int] = mapped_column(BigInteger)
+    ignored: Mapped[int] = mapped_column(BigInteger)
+    high: Mapped[int] = mapped_column(BigInteger)
+    low: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Double)
+    squares: Mapped[float] = mapped_column(Double)
+
+
+class VocTextMonth(Base):
+    """Texts counted by UTC month, segment and sentiment label (NULL: not read yet), with their
+    sentiments' sum, as VocAnswerMonth."""
+
+    __tablename__ = "voc_text_months"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7))
+    segment: Mapped[str | None] = mapped_column(String(255))
+    label: Mapped[str | None] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Double)
+
+
+class VocRefresh(Base):
+    """When the kept VoC counts were counted, and the first moment they cover (one row)."""
+
+    __tablename__ = "voc_refreshes"
+
+    counted_at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    since: Mapped[datetime] = mapped_column(Timestamp)

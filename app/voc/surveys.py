@@ -18,6 +18,7 @@ segment) and per account.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,7 +48,9 @@ SCALES: dict[str, tuple[int, int, int, int | None]] = {
 }
 Z = 1.959963984540054  # the 97.5% quantile of the standard normal
 
-_COUNTS = """
+# One row per survey, UTC month and segment: the finest grain every summary adds up from, live
+# here and kept by app.voc.monthly for the console.
+_ANSWER_CELLS = """
     WITH scales (type, lo, hi, high, low) AS (
         SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[]))
     , answers AS (
@@ -64,15 +67,14 @@ _COUNTS = """
           AND ($8::text IS NULL OR a.segment = $8)
           AND ($9::text IS NULL OR e.account_id = $9))
     SELECT type, month, segment,
-           GROUPING(month) = 0 AS by_month, GROUPING(segment) = 0 AS by_segment,
            count(*) FILTER (WHERE valid) AS n,
            count(*) FILTER (WHERE NOT valid) AS ignored,
            count(*) FILTER (WHERE valid AND value >= high) AS high,
            count(*) FILTER (WHERE valid AND value <= low) AS low,
-           coalesce(sum(value) FILTER (WHERE valid), 0) AS total,
-           coalesce(sum(value * value) FILTER (WHERE valid), 0) AS squares
+           coalesce(sum(value) FILTER (WHERE valid), 0)::float8 AS total,
+           coalesce(sum(value * value) FILTER (WHERE valid), 0)::float8 AS squares
     FROM answers
-    GROUP BY GROUPING SETS ((type), (type, month), (type, segment))
+    GROUP BY type, month, segment
 """
 
 
@@ -84,6 +86,14 @@ class Counts:
     low: int = 0
     total: float = 0.0
     squares: float = 0.0
+
+    def add(self, other: Counts) -> None:
+        self.n += other.n
+        self.ignored += other.ignored
+        self.high += other.high
+        self.low += other.low
+        self.total += other.total
+        self.squares += other.squares
 
 
 def wilson(successes: int, n: int) -> list[float] | None:
@@ -172,9 +182,32 @@ async def summarise(
     account_id: str | None = None,
 ) -> Summary:
     """The answers in [since, until): overall, by month (oldest first) and by segment."""
+    return fold(
+        await answer_cells(conn, since=since, until=until, segment=segment, account_id=account_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerCell:
+    """The answers to one survey in one UTC month ('YYYY-MM') from one segment's accounts."""
+
+    type: str
+    month: str
+    segment: str | None
+    counts: Counts
+
+
+async def answer_cells(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None = None,
+    account_id: str | None = None,
+) -> list[AnswerCell]:
     types = list(SCALES)
     rows = await conn.fetch(
-        _COUNTS,
+        _ANSWER_CELLS,
         types,
         [SCALES[t][0] for t in types],
         [SCALES[t][1] for t in types],
@@ -185,19 +218,25 @@ async def summarise(
         segment,
         account_id,
     )
+    return [
+        AnswerCell(
+            r["type"],
+            r["month"],
+            r["segment"],
+            Counts(r["n"], r["ignored"], r["high"], r["low"], r["total"], r["squares"]),
+        )
+        for r in rows
+    ]
+
+
+def fold(cells: Sequence[AnswerCell]) -> Summary:
+    """Overall, by month (oldest first) and by segment, from the cells (counts add up)."""
     overall: dict[str, Counts] = {}
     months: dict[str, dict[str, Counts]] = {}
     segments: dict[str | None, dict[str, Counts]] = {}
-    for r in rows:
-        counts = Counts(
-            r["n"], r["ignored"], r["high"], r["low"], float(r["total"]), float(r["squares"])
-        )
-        if r["by_month"]:
-            months.setdefault(r["month"], {})[r["type"]] = counts
-        elif r["by_segment"]:
-            segments.setdefault(r["segment"], {})[r["type"]] = counts
-        else:
-            overall[r["type"]] = counts
+    for c in cells:
+        for into in (overall, months.setdefault(c.month, {}), segments.setdefault(c.segment, {})):
+            into.setdefault(c.type, Counts()).add(c.counts)
     return Summary(
         overall=metrics(overall),
         by_month=[
@@ -228,8 +267,10 @@ _MONTHLY = """
       AND e.occurred_at >= $2 AND e.occurred_at < $3
     GROUP BY 1 ORDER BY 1"""
 
-_MIX = """
-    SELECT t.label, count(*) AS n, coalesce(sum(t.sentiment), 0) AS total
+# One row per UTC month, segment and label (NULL: not read yet), as _ANSWER_CELLS.
+_TEXT_CELLS = """
+    SELECT to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, a.segment, t.label,
+           count(*) AS n, coalesce(sum(t.sentiment), 0)::float8 AS total
     FROM events e
     JOIN accounts a ON a.account_id = e.account_id
     LEFT JOIN text_enrichments t ON t.event_id = e.event_id
@@ -237,7 +278,7 @@ _MIX = """
       AND e.occurred_at >= $1 AND e.occurred_at < $2
       AND ($3::text IS NULL OR a.segment = $3)
       AND ($4::text IS NULL OR e.account_id = $4)
-    GROUP BY t.label"""
+    GROUP BY 1, 2, 3"""
 
 
 async def sentiment_mix(
@@ -250,12 +291,42 @@ async def sentiment_mix(
 ) -> SentimentMix:
     """How many texts written in [since, until) read negative, neutral and positive, their mean
     sentiment, and how many the worker has not read yet (`pending`)."""
+    return mix_of(
+        await text_cells(conn, since=since, until=until, segment=segment, account_id=account_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TextCell:
+    """The texts written in one UTC month by one segment's accounts that read `label` (None:
+    not read yet): how many, and their sentiments' sum."""
+
+    month: str
+    segment: str | None
+    label: str | None
+    n: int
+    total: float
+
+
+async def text_cells(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    segment: str | None = None,
+    account_id: str | None = None,
+) -> list[TextCell]:
+    rows = await conn.fetch(_TEXT_CELLS, since, until, segment, account_id)
+    return [TextCell(r["month"], r["segment"], r["label"], r["n"], r["total"]) for r in rows]
+
+
+def mix_of(cells: Sequence[TextCell]) -> SentimentMix:
     mix = {"texts": 0, "negative": 0, "neutral": 0, "positive": 0, "pending": 0}
     total = 0.0
-    for r in await conn.fetch(_MIX, since, until, segment, account_id):
-        mix["texts"] += r["n"]
-        mix[r["label"] or "pending"] += r["n"]
-        total += float(r["total"])
+    for c in cells:
+        mix["texts"] += c.n
+        mix[c.label or "pending"] += c.n
+        total += c.total
     read = mix["texts"] - mix["pending"]
     return SentimentMix(**mix, mean=total / read if read else None)
 

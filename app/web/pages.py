@@ -7,7 +7,7 @@ redirect, so that every page works with JavaScript off."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -17,7 +17,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app import voc
 from app.activation import insights
 from app.api.common import ingest_context
 from app.governance import audit, auth
@@ -25,7 +24,7 @@ from app.ml import performance, promotion, registry
 from app.platform import errors, jobs, runtime
 from app.platform.jsonbody import JSONObject
 from app.signals import sources
-from app.voc import learned, surveys, themes
+from app.voc import learned, monthly, surveys, themes
 from app.web import account, book, charts, users
 
 HERE = Path(__file__).resolve().parent
@@ -419,11 +418,17 @@ async def voc_page(
     request: Request, segment: Annotated[str | None, Query(max_length=255)] = None
 ) -> HTMLResponse:
     session = await _session(request)
-    until = datetime.now(UTC)
-    since = voc.earlier(until, timedelta(days=365))
+    segment = segment or None
     async with runtime.of(request).pool.acquire() as conn:
-        summary = await surveys.summarise(conn, since=since, until=until, segment=segment or None)
-        mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment or None)
+        kept = await monthly.read(conn, segment=segment)
+        if kept is None:  # before the worker's first count (or with counting off): count here
+            until = datetime.now(UTC)
+            since = monthly.window_start(until)
+            summary = await surveys.summarise(conn, since=since, until=until, segment=segment)
+            mix = await surveys.sentiment_mix(conn, since=since, until=until, segment=segment)
+            counted_at = None
+        else:
+            summary, mix, since, counted_at = kept.summary, kept.mix, kept.since, kept.counted_at
         listed = await themes.listing(conn)
         examples = await themes.examples(conn, [t.theme_id for t in listed[:12]])
         reader = await learned.described(conn)
@@ -441,6 +446,7 @@ async def voc_page(
         ],
         "segment": segment,
         "since": since,
+        "counted_at": counted_at,
     }
     return _page(request, "voc.html", context)
 
