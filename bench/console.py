@@ -66,14 +66,15 @@ async def _users(url: str) -> None:
         await conn.close()
 
 
-async def _evaluate(url: str) -> float:
-    """Queue the worker's evaluation of the active models (which the models page reads back)
-    and wait for it; its seconds."""
+async def _worker_job(url: str, kind: str) -> float:
+    """Queue a job of the worker's (the evaluation of the active models, which the models page
+    reads back; the count of the voice of the customer, which its page reads) and wait for it;
+    its seconds."""
     from app.platform import jobs
 
     conn = await asyncpg.connect(url)
     try:
-        job = await jobs.enqueue(conn, kind="evaluate", params={})
+        job = await jobs.enqueue(conn, kind=kind, params={})
         start = time.perf_counter()
         while True:
             status = await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", job.job_id)
@@ -81,7 +82,7 @@ async def _evaluate(url: str) -> float:
                 break
             await asyncio.sleep(1)
         if status != "succeeded":
-            raise RuntimeError(f"evaluation {status}")
+            raise RuntimeError(f"{kind} {status}")
         return time.perf_counter() - start
     finally:
         await conn.close()
@@ -97,7 +98,7 @@ async def _build(port: int, url: str) -> None:
     for as_of in (END - timedelta(days=30), END):
         await run_job(port, "/v1/scores/rescore", {"as_of": as_of.isoformat(), "top": 3})
     print("  evaluating the models as the worker does ...", flush=True)
-    evaluated = await _evaluate(url)
+    evaluated = await _worker_job(url, "evaluate")
     print(f"  evaluated in {evaluated:.0f} s (the worker's, off every page)", flush=True)
 
 
@@ -170,6 +171,8 @@ async def main() -> None:
             await _build(port, url)
             if args.state is not None:
                 built.write_text(str(events))
+        counted = await _worker_job(url, "voc_refresh")
+        print(f"  the voice of the customer counted in {counted:.1f} s (the worker's)", flush=True)
         worker.terminate()
         await asyncio.to_thread(worker.wait, 60)
         await _users(url)
