@@ -1,6 +1,7 @@
 """Recurring jobs: batch rescoring, retraining of every target with an active model, the
-evaluation of the active models (realized performance and drift), retention, and the recount of
-the voice of the customer that the console reads.
+evaluation of the active models (realized performance and drift), retention, the fit of the
+purchase-log lifetime-value models, and the recount of the voice of the customer that the
+console reads.
 
 Every worker runs the scheduler. A due job is enqueued once however many workers there are,
 because its slot (kind, target, and the number of the period since the epoch) is unique in the
@@ -22,6 +23,7 @@ from app.people import merges
 from app.platform import db, jobs
 from app.platform.settings import Settings
 from app.signals import sources
+from app.value import clv
 from app.voc import monthly
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
         privacy.JOB: privacy.handler(settings),
         merges.CATCH_UP: merges.catch_up,
         monthly.JOB: monthly.refresh_job,
+        clv.JOB: clv.handler(settings),
         retention.JOB: retention.handler(settings),
     }
 
@@ -72,6 +75,10 @@ async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: date
     if settings.retention_every_hours > 0:
         slot = _slot(retention.JOB, now, timedelta(hours=settings.retention_every_hours))
         if await jobs.enqueue_once(conn, kind=retention.JOB, params={}, slot=slot):
+            created.append(slot)
+    if settings.clv_fit_every_hours > 0:
+        slot = _slot(clv.JOB, now, timedelta(hours=settings.clv_fit_every_hours))
+        if await jobs.enqueue_once(conn, kind=clv.JOB, params={}, slot=slot):
             created.append(slot)
     if settings.voc_refresh_minutes > 0:
         slot = _slot(monthly.JOB, now, timedelta(minutes=settings.voc_refresh_minutes))
@@ -101,6 +108,7 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         settings.retrain_every_days * 86400,
         settings.retention_every_hours * 3600,
         settings.voc_refresh_minutes * 60,
+        settings.clv_fit_every_hours * 3600,
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
 

@@ -1,5 +1,5 @@
-"""What the business counts: retention and revenue by month and by signup cohort, and which
-actions work."""
+"""What the business counts: retention and revenue by month and by signup cohort, each account's
+lifetime value, and which actions work."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from fastapi import APIRouter, Query, Request
 from app import voc
 from app.api.common import StrictJSONRoute, problem_responses
 from app.governance.auth import Read
+from app.people import identities
 from app.platform import errors, runtime
-from app.schemas.common import Kind, Name, Timestamp
-from app.schemas.metrics import ActionEffects, RetentionReport
-from app.value import effects, revenue
+from app.schemas.common import Id, Kind, Name, Timestamp
+from app.schemas.metrics import ActionEffects, Clv, RetentionReport
+from app.value import clv, effects, revenue
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["metrics"])
 
@@ -62,3 +63,25 @@ async def action_effects(
         return await effects.effects(
             conn, target=target, horizon_days=horizon_days, now=datetime.now(UTC)
         )
+
+
+@router.get("/accounts/{account_id}/clv", operation_id="account_clv")
+async def account_clv(
+    request: Request,
+    account_id: Id,
+    _: Read,
+    as_of: Annotated[
+        Timestamp | None,
+        Query(
+            description="Value the account as of this moment (its history up to it). Default: now."
+        ),
+    ] = None,
+) -> Clv:
+    """The account's customer lifetime value: the margin it is expected to bring over the next
+    CUSTINTEL_CLV_HORIZON_MONTHS, discounted, with a 95% interval, the method (subscription:
+    MRR and the churn model's hazard; purchases: BG/NBD and Gamma-Gamma) and every input it came
+    from. The README (Lifetime value) states the formulas."""
+    settings = runtime.of(request).settings
+    async with runtime.of(request).pool.acquire() as conn:
+        resolved = await identities.existing_account(conn, account_id)
+        return await clv.of_account(conn, settings, resolved, as_of=as_of or datetime.now(UTC))

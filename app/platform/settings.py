@@ -66,7 +66,20 @@ class Settings(BaseSettings):
     )
     purchase_event_types: list[str] = Field(
         ["purchase", "order_completed"],
-        description="Event types that are purchases (the repeat-purchase rate).",
+        description="Event types that are purchases (the repeat-purchase rate, lifetime value; "
+        "`value` is the spend).",
+    )
+    clv_margin: float = Field(
+        1.0, gt=0, le=1, description="Share of revenue kept (gross margin) in lifetime value."
+    )
+    clv_discount_rate: float = Field(
+        0.10, ge=0, le=1, description="Annual rate future revenue is discounted at (CLV)."
+    )
+    clv_horizon_months: int = Field(
+        36, ge=1, le=240, description="Months of future a lifetime value counts."
+    )
+    clv_fit_every_hours: float = Field(
+        24, ge=0, description="How often the purchase-log CLV models are fitted (0: never)."
     )
     session_hours: float = Field(
         12, gt=0, le=24 * 30, description="How long a console sign-in lasts."

@@ -830,3 +830,18 @@ class VocRefresh(Base):
 
     counted_at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
     since: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ClvFit(Base):
+    """The purchase-log lifetime-value models (app.value.clv): BG/NBD and Gamma-Gamma fitted on
+    every account's purchases up to as_of, with their bootstrap refits. The newest is read."""
+
+    __tablename__ = "clv_fits"
+
+    fit_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    fitted_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    as_of: Mapped[datetime] = mapped_column(Timestamp)
+    customers: Mapped[int] = mapped_column(Integer)
+    bgnbd: Mapped[JSONObject] = mapped_column(JSONB)
+    gamma_gamma: Mapped[JSONObject] = mapped_column(JSONB)
+    draws: Mapped[list[Any]] = mapped_column(JSONB)

@@ -84,3 +84,59 @@ class ActionEffects(BaseModel):
     horizon_days: int
     rules: list[ActionEffect]
     actions: list[ActionEffect]
+
+
+class ClvInputs(BaseModel):
+    """What an account's lifetime value came from; the fields of its method are set."""
+
+    margin: float = Field(description="CUSTINTEL_CLV_MARGIN: the share of revenue kept.")
+    annual_discount_rate: float = Field(description="CUSTINTEL_CLV_DISCOUNT_RATE.")
+    horizon_months: int = Field(description="Months of future counted.")
+    # subscription
+    mrr: float | None = None
+    churn_probability: float | None = Field(
+        None, description="The latest stored churn score at or before as_of."
+    )
+    churn_probability_interval: list[float] | None = Field(
+        None,
+        description="The 95% (Wilson) interval of the churn rate that the model's held-out "
+        "accounts scored like this one showed.",
+    )
+    churn_horizon_days: int | None = None
+    monthly_survival: float | None = Field(
+        None, description="(1 - churn probability) ^ (30.4375 / horizon days): constant hazard."
+    )
+    expected_paying_months: float | None = Field(None, description="Of the horizon, undiscounted.")
+    model_id: str | None = None
+    scored_as_of: datetime | None = None
+    # purchases
+    purchases: int | None = Field(None, description="Distinct days with a purchase.")
+    days_since_first_purchase: float | None = None
+    days_since_last_purchase: float | None = None
+    mean_repeat_spend: float | None = Field(
+        None, description="The mean spend of a purchase day after the first."
+    )
+    probability_alive: float | None = Field(None, description="BG/NBD: still buying.")
+    expected_purchases: float | None = Field(None, description="BG/NBD, over the horizon.")
+    expected_spend_per_purchase: float | None = Field(None, description="Gamma-Gamma.")
+    fitted_at: datetime | None = None
+    fit_customers: int | None = Field(None, description="Customers the models were fitted on.")
+
+
+class Clv(BaseModel):
+    account_id: str
+    as_of: datetime
+    method: str | None = Field(
+        description="`subscription` (MRR and the churn model's hazard), `purchases` (BG/NBD "
+        "and Gamma-Gamma on the purchase log), or null when neither applies (see `why`)."
+    )
+    clv: float | None = Field(
+        description="Expected margin over the horizon, discounted to as_of, in MRR's currency."
+    )
+    interval: list[float] | None = Field(
+        description="95% interval: of the churn rate (subscription), or of the fitted "
+        "parameters by bootstrap (purchases). It bounds the expectation, not one account's "
+        "realised value."
+    )
+    why: str = Field(description="In words: how it was computed, or why there is none.")
+    inputs: ClvInputs

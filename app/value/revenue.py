@@ -126,16 +126,18 @@ _HISTORY = """
            changes ->> 'segment' AS segment, changes ? 'segment' AS has_segment
     FROM account_history
     WHERE changes ?| array['mrr', 'segment'] AND observed_at < $1
+      AND ($2::text IS NULL OR account_id = $2)
     ORDER BY account_id, observed_at, id"""
 _OUTCOMES = """
     SELECT account_id, kind, occurred_at FROM outcomes
-    WHERE kind = ANY($1::text[]) AND occurred_at < $2 ORDER BY account_id, occurred_at"""
+    WHERE kind = ANY($1::text[]) AND occurred_at < $2 AND ($3::text IS NULL OR account_id = $3)
+    ORDER BY account_id, occurred_at"""
 _FIRST_SEEN = """
     SELECT a.account_id,
            coalesce((SELECT min(observed_at) FROM account_history h
                      WHERE h.account_id = a.account_id),
                     account_first_seen(a.account_id)) AS first_seen
-    FROM accounts a"""
+    FROM accounts a WHERE $1::text IS NULL OR a.account_id = $1"""
 _PURCHASES = """
     SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, count(*) AS n
     FROM events
@@ -143,19 +145,21 @@ _PURCHASES = """
     GROUP BY 1, 2"""
 
 
-async def timelines(conn: asyncpg.Connection, *, until: datetime) -> dict[str, Account]:
-    """Every account's timeline up to `until`."""
+async def timelines(
+    conn: asyncpg.Connection, *, until: datetime, account_id: str | None = None
+) -> dict[str, Account]:
+    """Every account's timeline up to `until` (or this account's)."""
     accounts: dict[str, Account] = {}
-    for r in await conn.fetch(_FIRST_SEEN):
+    for r in await conn.fetch(_FIRST_SEEN, account_id):
         accounts[r["account_id"]] = Account(first_seen=r["first_seen"])
-    for r in await conn.fetch(_HISTORY, until):
+    for r in await conn.fetch(_HISTORY, until, account_id):
         a = accounts.setdefault(r["account_id"], Account())
         if r["has_mrr"]:
             a.mrr.append((r["observed_at"], _money(r["mrr"])))
         if r["has_segment"]:
             a.segments.append((r["observed_at"], r["segment"]))
     kinds = [datasets.CHURNED, REACTIVATED]
-    for r in await conn.fetch(_OUTCOMES, kinds, until):
+    for r in await conn.fetch(_OUTCOMES, kinds, until, account_id):
         a = accounts.setdefault(r["account_id"], Account())
         (a.churns if r["kind"] == datasets.CHURNED else a.returns).append(r["occurred_at"])
     return accounts
