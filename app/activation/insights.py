@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 from app.activation import deliveries, routing
 from app.governance import audit
 from app.ml import scoring
-from app.platform import errors
+from app.platform import db, errors
 from app.platform.settings import Settings
 from app.schemas.insights import Insight, InsightUpdate
 from app.schemas.signals import EventIn
@@ -303,6 +303,19 @@ def _insight(row: asyncpg.Record) -> Insight:
     return Insight.model_validate(data)
 
 
+_LISTED = """
+    SELECT * FROM insights
+    WHERE ($1::text IS NULL OR owner_email = $1) AND ($2::text IS NULL OR target = $2)
+      AND ($3::text IS NULL OR band = $3) AND ($4::text IS NULL OR kind = $4)
+      AND ($5::text IS NULL OR status = $5)
+      AND ($6::timestamptz IS NULL OR created_at >= $6)
+      AND ($7::timestamptz IS NULL OR created_at <= $7)
+      AND ($9::text IS NULL OR account_id = $9)
+      AND (NOT $10 OR status <> 'resolved')
+    ORDER BY created_at DESC, insight_id LIMIT $8"""
+_ACCOUNT_LISTED = db.for_one(_LISTED, 9, "account_id")
+
+
 async def list_insights(
     conn: asyncpg.Connection,
     *,
@@ -319,17 +332,7 @@ async def list_insights(
 ) -> list[Insight]:
     """Newest first (`open_only`: open or acknowledged, not resolved)."""
     rows = await conn.fetch(
-        """
-        SELECT * FROM insights
-        WHERE ($1::text IS NULL OR owner_email = $1) AND ($2::text IS NULL OR target = $2)
-          AND ($3::text IS NULL OR band = $3) AND ($4::text IS NULL OR kind = $4)
-          AND ($5::text IS NULL OR status = $5)
-          AND ($6::timestamptz IS NULL OR created_at >= $6)
-          AND ($7::timestamptz IS NULL OR created_at <= $7)
-          AND ($9::text IS NULL OR account_id = $9)
-          AND (NOT $10 OR status <> 'resolved')
-        ORDER BY created_at DESC, insight_id LIMIT $8
-        """,
+        _LISTED if account_id is None else _ACCOUNT_LISTED,
         owner,
         target,
         band,

@@ -41,6 +41,18 @@ def asyncpg_url(url: str) -> str:
     return f"postgresql+asyncpg://{rest}"
 
 
+def for_one(sql: str, n: int, column: str) -> str:
+    """The statement for one value of an optional filter: `($n::text IS NULL OR column = $n)`
+    made `column = $n`. Statements are prepared once per connection, and Postgres plans a
+    prepared statement generically after five runs: a generic plan of the OR cannot use the
+    column's index and reads every row of the period instead of one account's (an account
+    page's survey counts took 42 ms at 2,000 accounts that way, growing with the data)."""
+    general = f"(${n}::text IS NULL OR {column} = ${n})"
+    if general not in sql:
+        raise ValueError(f"no {general} in the statement")
+    return sql.replace(general, f"{column} = ${n}")
+
+
 def plain_url(url: str) -> str:
     """The libpq form of a URL, for asyncpg.connect and tools."""
     return "postgresql://" + url.partition("://")[2]

@@ -30,7 +30,7 @@ import asyncpg
 import numpy as np
 import orjson
 
-from app.platform import jobs
+from app.platform import db, jobs
 from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.metrics import Clv, ClvInputs
@@ -91,9 +91,9 @@ _HISTORIES = """
     WITH days AS (
         SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date AS day,
                sum(coalesce(value, 0))::float8 AS spend
-        FROM events
+        FROM events e
         WHERE type = ANY($1::text[]) AND occurred_at <= $2
-          AND ($3::text IS NULL OR account_id = $3)
+          AND ($3::text IS NULL OR e.account_id = $3)
         GROUP BY 1, 2
     ), ranked AS (
         SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY day) AS k FROM days
@@ -101,12 +101,14 @@ _HISTORIES = """
     SELECT account_id, count(*) - 1 AS x, max(day) - min(day) AS t_x, $4::date - min(day) AS t,
            coalesce(avg(spend) FILTER (WHERE k > 1), 0)::float8 AS mean_spend
     FROM ranked GROUP BY account_id"""
+_ACCOUNT_HISTORIES = db.for_one(_HISTORIES, 3, "e.account_id")
 
 
 async def histories(
     conn: asyncpg.Connection, types: list[str], *, as_of: datetime, account_id: str | None = None
 ) -> dict[str, History]:
-    rows = await conn.fetch(_HISTORIES, types, as_of, account_id, _day(as_of))
+    sql = _HISTORIES if account_id is None else _ACCOUNT_HISTORIES
+    rows = await conn.fetch(sql, types, as_of, account_id, _day(as_of))
     return {
         r["account_id"]: History(float(r["x"]), float(r["t_x"]), float(r["t"]), r["mean_spend"])
         for r in rows

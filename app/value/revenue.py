@@ -35,7 +35,7 @@ from decimal import Decimal
 import asyncpg
 
 from app.ml import datasets
-from app.platform import errors
+from app.platform import db, errors
 from app.schemas.metrics import CohortRetention, RetentionReport, RevenueMonth
 
 ZERO = Decimal(0)
@@ -137,7 +137,10 @@ _FIRST_SEEN = """
            coalesce((SELECT min(observed_at) FROM account_history h
                      WHERE h.account_id = a.account_id),
                     account_first_seen(a.account_id)) AS first_seen
-    FROM accounts a WHERE $1::text IS NULL OR a.account_id = $1"""
+    FROM accounts a WHERE ($1::text IS NULL OR a.account_id = $1)"""
+_ACCOUNT_HISTORY = db.for_one(_HISTORY, 2, "account_id")
+_ACCOUNT_OUTCOMES = db.for_one(_OUTCOMES, 3, "account_id")
+_ACCOUNT_FIRST_SEEN = db.for_one(_FIRST_SEEN, 1, "a.account_id")
 _PURCHASES = """
     SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, count(*) AS n
     FROM events
@@ -150,16 +153,17 @@ async def timelines(
 ) -> dict[str, Account]:
     """Every account's timeline up to `until` (or this account's)."""
     accounts: dict[str, Account] = {}
-    for r in await conn.fetch(_FIRST_SEEN, account_id):
+    one = account_id is not None
+    for r in await conn.fetch(_ACCOUNT_FIRST_SEEN if one else _FIRST_SEEN, account_id):
         accounts[r["account_id"]] = Account(first_seen=r["first_seen"])
-    for r in await conn.fetch(_HISTORY, until, account_id):
+    for r in await conn.fetch(_ACCOUNT_HISTORY if one else _HISTORY, until, account_id):
         a = accounts.setdefault(r["account_id"], Account())
         if r["has_mrr"]:
             a.mrr.append((r["observed_at"], _money(r["mrr"])))
         if r["has_segment"]:
             a.segments.append((r["observed_at"], r["segment"]))
     kinds = [datasets.CHURNED, REACTIVATED]
-    for r in await conn.fetch(_OUTCOMES, kinds, until, account_id):
+    for r in await conn.fetch(_ACCOUNT_OUTCOMES if one else _OUTCOMES, kinds, until, account_id):
         a = accounts.setdefault(r["account_id"], Account())
         (a.churns if r["kind"] == datasets.CHURNED else a.returns).append(r["occurred_at"])
     return accounts

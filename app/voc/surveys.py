@@ -25,6 +25,7 @@ from datetime import datetime
 import asyncpg
 
 from app.people import identities, timeline
+from app.platform import db
 from app.schemas.voc import (
     AccountVoc,
     Ces,
@@ -76,6 +77,9 @@ _ANSWER_CELLS = """
     FROM answers
     GROUP BY type, month, segment
 """
+
+
+_ACCOUNT_ANSWER_CELLS = db.for_one(_ANSWER_CELLS, 9, "e.account_id")
 
 
 @dataclass
@@ -207,7 +211,7 @@ async def answer_cells(
 ) -> list[AnswerCell]:
     types = list(SCALES)
     rows = await conn.fetch(
-        _ANSWER_CELLS,
+        _ANSWER_CELLS if account_id is None else _ACCOUNT_ANSWER_CELLS,
         types,
         [SCALES[t][0] for t in types],
         [SCALES[t][1] for t in types],
@@ -279,6 +283,7 @@ _TEXT_CELLS = """
       AND ($3::text IS NULL OR a.segment = $3)
       AND ($4::text IS NULL OR e.account_id = $4)
     GROUP BY 1, 2, 3"""
+_ACCOUNT_TEXT_CELLS = db.for_one(_TEXT_CELLS, 4, "e.account_id")
 
 
 async def sentiment_mix(
@@ -316,7 +321,8 @@ async def text_cells(
     segment: str | None = None,
     account_id: str | None = None,
 ) -> list[TextCell]:
-    rows = await conn.fetch(_TEXT_CELLS, since, until, segment, account_id)
+    sql = _TEXT_CELLS if account_id is None else _ACCOUNT_TEXT_CELLS
+    rows = await conn.fetch(sql, since, until, segment, account_id)
     return [TextCell(r["month"], r["segment"], r["label"], r["n"], r["total"]) for r in rows]
 
 
