@@ -33,12 +33,17 @@ SCORE_COLUMNS = (
 
 # Each account's latest score per target, and the one it replaced (the book's "since the last
 # score"); a score for the same moment as the latest replaces it without becoming "previous".
+# A churn score's value at risk (MRR x probability) is what the book ranks by.
 _LATEST = """
-    INSERT INTO latest_scores AS l (account_id, target, model_id, as_of, probability, band, reasons)
-    SELECT DISTINCT ON (account_id, target) *
+    INSERT INTO latest_scores AS l
+        (account_id, target, model_id, as_of, probability, band, reasons, at_risk)
+    SELECT DISTINCT ON (s.account_id, s.target) s.*,
+           CASE WHEN s.target = 'churn'
+                THEN coalesce(a.mrr, 0)::float8 * s.probability ELSE 0 END
     FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[],
                 $7::jsonb[]) AS s(account_id, target, model_id, as_of, probability, band, reasons)
-    ORDER BY account_id, target, as_of DESC
+    LEFT JOIN accounts a ON a.account_id = s.account_id
+    ORDER BY s.account_id, s.target, s.as_of DESC
     ON CONFLICT (account_id, target) DO UPDATE SET
         previous_as_of = CASE WHEN excluded.as_of > l.as_of THEN l.as_of
                               ELSE l.previous_as_of END,
@@ -46,7 +51,8 @@ _LATEST = """
                                     ELSE l.previous_probability END,
         previous_band = CASE WHEN excluded.as_of > l.as_of THEN l.band ELSE l.previous_band END,
         model_id = excluded.model_id, as_of = excluded.as_of,
-        probability = excluded.probability, band = excluded.band, reasons = excluded.reasons
+        probability = excluded.probability, band = excluded.band, reasons = excluded.reasons,
+        at_risk = excluded.at_risk
     WHERE excluded.as_of >= l.as_of"""
 
 

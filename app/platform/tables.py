@@ -42,6 +42,8 @@ class Base(DeclarativeBase):
 
 class Account(Base):
     __tablename__ = "accounts"
+    # A CSM's book and its filters read the accounts of their owners (app.web.book).
+    __table_args__ = (Index(None, "owner_email", "segment"),)
 
     account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
@@ -777,7 +779,10 @@ class LatestScore(Base):
     keeps it with every score it stores): what the book ranks and compares."""
 
     __tablename__ = "latest_scores"
-    __table_args__ = (Index("ix_latest_scores_target", "target", "probability"),)
+    __table_args__ = (
+        Index("ix_latest_scores_target", "target", "probability"),
+        Index("ix_latest_scores_at_risk", "target", "at_risk", "account_id"),
+    )
 
     account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     target: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -789,6 +794,9 @@ class LatestScore(Base):
     previous_as_of: Mapped[datetime | None] = mapped_column(Timestamp)
     previous_probability: Mapped[float | None] = mapped_column(Double)
     previous_band: Mapped[str | None] = mapped_column(String(16))
+    # Of a churn score: the account's MRR times its probability, what the book ranks by (kept
+    # with the score here, and by a trigger when the account's MRR changes); 0 otherwise.
+    at_risk: Mapped[float] = mapped_column(Double, server_default=text("0"))
 
 
 class VocAnswerMonth(Base):

@@ -115,15 +115,37 @@ async def test_the_book_pages_by_cursor_in_the_same_order(
 ) -> None:
     await make_user(conn, "lead@example.com", "lead")
     owners = {f"acc-{i:03d}": ("x@example.com", float(i)) for i in range(60)}
-    await _accounts(client, owners)
+    unscored = {f"new-{i:03d}": ("x@example.com", 1000.0) for i in range(45)}
+    await _accounts(client, owners | unscored)
     await history.store(conn, [score(a, NOW, 0.5) for a in owners])
+    seen: list[str] = []
     async with signed_in("lead@example.com") as lead:
-        first = await lead.get("/app/")
-        more = re.search(r'href="/app/\?([^"]+)">Next page', first.text)
-        assert more
-        second = await lead.get("/app/?" + more.group(1).replace("&amp;", "&"))
-    seen = _rows(first.text) + _rows(second.text)
-    assert seen == [f"acc-{i:03d}" for i in reversed(range(60))]
+        path = "/app/"
+        for _ in range(3):  # 50 scored; 10 scored and 40 not; the last 5
+            page = await lead.get(path)
+            seen += _rows(page.text)
+            more = re.search(r'href="/app/\?([^"]+)">Next page', page.text)
+            if more is None:
+                break
+            path = "/app/?" + more.group(1).replace("&amp;", "&")
+    # Scored by value at risk, then the accounts with no churn score (whatever their MRR).
+    expected = [f"acc-{i:03d}" for i in reversed(range(60))]
+    expected += [f"new-{i:03d}" for i in reversed(range(45))]
+    assert seen == expected and more is None
+
+
+async def test_an_mrr_change_moves_an_account_in_the_book_before_its_next_score(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, signed_in: SignedIn
+) -> None:
+    await make_user(conn, "lead@example.com", "lead")
+    await _accounts(client, {"a": ("x@example.com", 100.0), "b": ("x@example.com", 200.0)})
+    await history.store(conn, [score("a", NOW, 0.5), score("b", NOW, 0.5)])
+    async with signed_in("lead@example.com") as lead:
+        assert _rows((await lead.get("/app/")).text) == ["b", "a"]
+        upgraded = await client.put("/v1/accounts/a", json={"mrr": 300})
+        assert upgraded.status_code in (200, 201)
+        assert _rows((await lead.get("/app/")).text) == ["a", "b"]
+    assert await conn.fetchval("SELECT at_risk FROM latest_scores WHERE account_id = 'a'") == 150
 
 
 async def test_a_csm_gets_a_404_for_an_account_someone_else_owns(
