@@ -176,6 +176,13 @@ async def load(url: str, pieces: list[dict[str, list[tuple[Any, ...]]]]) -> tupl
         events += len(rows["e"])
         print(f"\r  loaded {events:,} events", end="", flush=True)
     print()
+    # What ingest keeps beside every event it accepts (its key: idempotency forever, and where
+    # an event is found by its id), as ingest would have written it.
+    await conn.execute(
+        "INSERT INTO event_keys (event_id, account_id, occurred_at, digest) "
+        "SELECT event_id, account_id, occurred_at, sha256(convert_to(event_id, 'UTF8')) "
+        "FROM events"
+    )
     await conn.execute("ANALYZE")
     await conn.close()
     return events, time.perf_counter() - started

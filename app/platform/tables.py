@@ -289,6 +289,8 @@ class TextEnrichment(Base):
     __table_args__ = (
         CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
         Index(None, "received_at"),
+        # A theme's texts (app.voc.themes.examples, for a rare theme).
+        Index(None, "themes", postgresql_using="gin"),
     )
 
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -356,7 +356,9 @@ _REREAD_LOCK = 0x7E47_0006
 
 _STALE = """
     SELECT x.event_id, e.text FROM text_enrichments x
-    JOIN events e ON e.event_id = x.event_id
+    JOIN event_keys k ON k.event_id = x.event_id  -- events has no index on event_id alone
+    JOIN events e ON e.account_id = k.account_id AND e.occurred_at = k.occurred_at
+                 AND e.event_id = x.event_id
     WHERE x.event_id > $1 AND x.reader_id IS DISTINCT FROM $2 AND e.text IS NOT NULL
     ORDER BY x.event_id LIMIT $3"""
 

@@ -298,3 +298,44 @@ async def test_matching_themes_waits_for_a_writer_of_the_same_texts_without_a_de
         assert await asyncio.wait_for(matching, 30) >= 0
     finally:
         await other.close()
+
+
+async def test_examples_are_each_themes_newest_texts_common_or_rare(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(themes, "RECENT", 3)  # the newest texts hold only the common theme
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    events, tagged = [], []
+    for n in range(8):
+        theme = "rare" if n < 3 else "common"
+        event_id = f"t-{n}"
+        at = start + timedelta(days=n)
+        events.append(
+            {
+                "event_id": event_id,
+                "type": "ticket_opened",
+                "occurred_at": at.isoformat(),
+                "account_id": f"acct-{n % 3}",
+                "text": f"{theme} words number {n}",
+            }
+        )
+        tagged.append((event_id, at, [theme]))
+    answer = await client.post("/v1/events/batch", json={"events": events})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 8, answer.text
+    for event_id, at, listed in tagged:
+        await conn.execute(
+            "INSERT INTO text_enrichments (event_id, received_at, sentiment, label, themes) "
+            "VALUES ($1, $2, 0, 'neutral', $3) ON CONFLICT (event_id) DO UPDATE "
+            "SET received_at = $2, themes = $3",
+            event_id,
+            at,
+            listed,
+        )
+
+    found = await themes.examples(conn, ["common", "rare", "none"])
+
+    assert [e.event_id for e in found["common"]] == ["t-7", "t-6"]
+    assert [e.event_id for e in found["rare"]] == ["t-2", "t-1"]  # older than the newest 3
+    assert found["none"] == []
+    assert found["rare"][0].text == "rare words number 2"
+    assert found["rare"][0].account_id == "acct-2"
