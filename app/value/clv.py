@@ -22,6 +22,7 @@ inputs it came from.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -289,9 +290,22 @@ async def of_account(
     value, expected, each = purchase_value(
         fit.model, fit.spend, history, margin=margin, annual=annual, months=months
     )
+    if not all(math.isfinite(v) for v in (value, expected, each)):
+        return Clv(
+            account_id=account_id,
+            as_of=as_of,
+            method=None,
+            clv=None,
+            interval=None,
+            why="the purchase models give no finite value for this history",
+            inputs=inputs,
+        )
     spread = [
-        purchase_value(m, s, history, margin=margin, annual=annual, months=months)[0]
+        v
         for m, s in fit.draws
+        if math.isfinite(
+            v := purchase_value(m, s, history, margin=margin, annual=annual, months=months)[0]
+        )
     ]
     interval = (
         [float(np.percentile(spread, 2.5)), float(np.percentile(spread, 97.5))]

@@ -24,6 +24,7 @@ from app.ml import performance, promotion, registry
 from app.platform import errors, jobs, runtime
 from app.platform.jsonbody import JSONObject
 from app.signals import sources
+from app.value import clv
 from app.voc import learned, monthly, surveys, themes
 from app.web import account, book, charts, users
 
@@ -240,6 +241,7 @@ async def account_page(
 ) -> HTMLResponse:
     session = await _session(request)
     state = runtime.of(request)
+    now = datetime.now(UTC)
     async with state.pool.acquire() as conn:
         visible = await users.owners(conn, session.user)
         found = await account.visible(conn, visible, account_id)
@@ -249,14 +251,23 @@ async def account_page(
             found,
             types=[t for t in types or [] if t] or None,
             cursor=cursor,
-            now=datetime.now(UTC),
+            now=now,
         )
+        value = None
+        if not _htmx(request):  # a page of the timeline needs no value
+            value = await clv.of_account(conn, state.settings, found.account_id, as_of=now)
     query = (
         urlencode([("types", t) for t in types or []] + [("cursor", shown.next_events)])
         if shown.next_events
         else None
     )
-    context = {"session": session, "view": shown, "types": types or [], "next_events": query}
+    context = {
+        "session": session,
+        "view": shown,
+        "types": types or [],
+        "next_events": query,
+        "clv": value,
+    }
     return _page(request, "_timeline.html" if _htmx(request) else "account.html", context)
 
 

@@ -155,7 +155,11 @@ async def test_a_csm_gets_a_404_for_an_account_someone_else_owns(
     await make_user(conn, "admin@example.com", "admin")
     await _accounts(client, {"mine": ("ana@example.com", 10.0), "theirs": ("bo@example.com", 10.0)})
     async with signed_in("ana@example.com") as ana:
-        assert (await ana.get("/app/accounts/mine")).status_code == 200
+        mine = await ana.get("/app/accounts/mine")
+        assert mine.status_code == 200
+        # Its lifetime value, or why there is none: it pays, but no churn score says for how long.
+        assert "Lifetime value:</strong> none." in mine.text
+        assert "Pays MRR but has no churn score yet" in mine.text
         other = await ana.get("/app/accounts/theirs")
         missing = await ana.get("/app/accounts/nobody")
     assert other.status_code == missing.status_code == 404
