@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -120,8 +121,14 @@ async def test_a_revoked_key_stops_working_in_every_process_at_once(
 
 
 async def test_unknown_keys_are_remembered_until_keys_change(
-    client: httpx.AsyncClient, conn: asyncpg.Connection
+    app: Any, client: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
+    # An unknown key is remembered only while the change listener is up (it would not hear of
+    # the key's creation otherwise): wait for it, as a busy machine brings it up late.
+    deadline = time.monotonic() + 10
+    while not app.state.runtime.listener.listening:
+        assert time.monotonic() < deadline, "the change listener did not come up"
+        await asyncio.sleep(0.02)
     secret = "ci_" + "k" * 43
     headers = {"Authorization": f"Bearer {secret}"}
     assert (await client.get("/v1/accounts", headers=headers)).status_code == 401

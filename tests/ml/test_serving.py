@@ -7,6 +7,7 @@ import asyncio
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -105,7 +106,7 @@ async def test_a_model_activated_by_another_process_serves_the_next_requests(
 
 
 async def test_a_lost_listener_reconnects_and_changes_still_arrive(
-    client: httpx.AsyncClient, conn: asyncpg.Connection, two_models: None
+    app: Any, client: httpx.AsyncClient, conn: asyncpg.Connection, two_models: None
 ) -> None:
     await client.put("/v1/accounts/a1", json={"segment": "smb", "mrr": 100})
     first = await listener_pid(conn)
@@ -114,6 +115,11 @@ async def test_a_lost_listener_reconnects_and_changes_still_arrive(
     deadline = time.monotonic() + 10
     while await listener_pid(conn) == first:
         assert time.monotonic() < deadline, "the listener did not reconnect"
+        await asyncio.sleep(0.05)
+    # Connected is not yet listening: the cache comes back on once LISTEN has run (on a busy
+    # machine, a while after the connection shows).
+    while not app.state.runtime.listener.listening:
+        assert time.monotonic() < deadline, "the listener did not listen again"
         await asyncio.sleep(0.05)
     assert await served_by(client) == "m1"
     await answered_from_the_cache(client, conn)  # the cache is back on with the listener
