@@ -33,30 +33,20 @@ sys.path.insert(0, str(ROOT))
 
 from app.platform import db, jobs  # noqa: E402
 from bench.ingest import create_database, scratch_dir  # noqa: E402
-from bench.quality import HEADERS, post_all, serve  # noqa: E402
+from bench.quality import HEADERS, Purchases, cdnow_log, post_purchases, serve  # noqa: E402
 
 CUT = datetime(1997, 10, 1, tzinfo=UTC)  # calibration: purchases before it
 MONTHS = 6
 HOLDOUT_END = datetime(1998, 4, 1, tzinfo=UTC)
 
 
-def log() -> dict[str, list[tuple[datetime, float]]]:
-    with warnings.catch_warnings():
+def log() -> Purchases:
+    with warnings.catch_warnings():  # lifetimes (2020) sets a pandas option pandas 3 deprecates
         warnings.simplefilter("ignore")
-        import lifetimes
-
-    path = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_master.txt"
-    events: dict[str, list[tuple[datetime, float]]] = {}
-    for line in path.read_text().splitlines():
-        customer, day, _, dollars = line.split()
-        if not day.isdigit():  # the header
-            continue
-        when = datetime.strptime(day, "%Y%m%d").replace(hour=12, tzinfo=UTC)
-        events.setdefault(f"cd-{int(customer):05d}", []).append((when, float(dollars)))
-    return events
+        return cdnow_log()
 
 
-def peer(events: dict[str, list[tuple[datetime, float]]], ids: list[str]) -> np.ndarray:
+def peer(events: Purchases, ids: list[str]) -> np.ndarray:
     """lifetimes' BG/NBD and Gamma-Gamma on the calibration log (purchases by day, as its
     summary_data_from_transaction_data makes them): each customer's expected spend."""
     with warnings.catch_warnings():
@@ -123,25 +113,10 @@ async def main() -> None:
                     pass
                 await asyncio.sleep(0.2)
             t0 = time.perf_counter()
-            accounts = [
-                {"account_id": a, "observed_at": min(t for t, _ in seen).isoformat()}
-                for a, seen in events.items()
-            ]
-            await post_all(client, "/v1/accounts/batch", "accounts", accounts, 1000)
-            items = [
-                {
-                    "event_id": f"{a}-{n}",
-                    "type": "purchase",
-                    "account_id": a,
-                    "occurred_at": t.isoformat(),
-                    "value": v,
-                }
-                for a, seen in events.items()
-                for n, (t, v) in enumerate(seen)
-            ]
-            await post_all(client, "/v1/events/batch", "events", items, 5000)
+            await post_purchases(client, events)
+            purchases = sum(len(seen) for seen in events.values())
             print(
-                f"{len(events):,} customers, {len(items):,} purchases loaded in "
+                f"{len(events):,} customers, {purchases:,} purchases loaded in "
                 f"{time.perf_counter() - t0:.0f} s",
                 flush=True,
             )

@@ -330,39 +330,54 @@ def bg_nbd(
     return -np.asarray(expected, dtype=float)
 
 
-def cdnow() -> Case:
+Purchases = dict[str, list[tuple[datetime, float]]]  # by customer: (moment, dollars)
+
+
+def cdnow_log() -> Purchases:
+    """The CDNOW purchase log that `lifetimes` ships (bench/clv.py reads it too)."""
     import lifetimes
 
     path = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_master.txt"
-    events: dict[str, list[tuple[datetime, float]]] = {}
+    events: Purchases = {}
     for line in path.read_text().splitlines():
         customer, day, _, dollars = line.split()
         if not day.isdigit():  # the header
             continue
         when = datetime.strptime(day, "%Y%m%d").replace(hour=12, tzinfo=UTC)
         events.setdefault(f"cd-{int(customer):05d}", []).append((when, float(dollars)))
+    return events
+
+
+async def post_purchases(client: httpx.AsyncClient, events: Purchases) -> None:
+    """Each customer as an account first seen at its first purchase, and its purchases as
+    `purchase` events worth their dollars, over the API."""
+    accounts = [
+        {"account_id": a, "observed_at": min(t for t, _ in seen).isoformat()}
+        for a, seen in events.items()
+    ]
+    await post_all(client, "/v1/accounts/batch", "accounts", accounts, 1000)
+    items = [
+        {
+            "event_id": f"{a}-{n}",
+            "type": "purchase",
+            "account_id": a,
+            "occurred_at": t.isoformat(),
+            "value": v,
+        }
+        for a, seen in events.items()
+        for n, (t, v) in enumerate(seen)
+    ]
+    await post_all(client, "/v1/events/batch", "events", items, 5000)
+
+
+def cdnow() -> Case:
+    events = cdnow_log()
     cut, horizon = datetime(1997, 10, 1, tzinfo=UTC), timedelta(days=90)
     peers, _, test_ids, y_test = log_peers(events, cut, horizon)
     peers.extra["BG/NBD"] = bg_nbd(events, test_ids, cut, horizon)
 
     async def load(client: httpx.AsyncClient) -> None:
-        accounts = [
-            {"account_id": a, "observed_at": min(t for t, _ in seen).isoformat()}
-            for a, seen in events.items()
-        ]
-        await post_all(client, "/v1/accounts/batch", "accounts", accounts, 1000)
-        items = [
-            {
-                "event_id": f"{a}-{n}",
-                "type": "purchase",
-                "account_id": a,
-                "occurred_at": t.isoformat(),
-                "value": v,
-            }
-            for a, seen in events.items()
-            for n, (t, v) in enumerate(seen)
-        ]
-        await post_all(client, "/v1/events/batch", "events", items, 5000)
+        await post_purchases(client, events)
 
     total = sum(len(v) for v in events.values())
     return Case(

@@ -236,6 +236,19 @@ def handler(settings: Settings) -> jobs.Handler:
     return clv_fit
 
 
+def _none(account_id: str, as_of: datetime, why: str, inputs: ClvInputs) -> Clv:
+    """No value, and why."""
+    return Clv(
+        account_id=account_id,
+        as_of=as_of,
+        method=None,
+        clv=None,
+        interval=None,
+        why=why,
+        inputs=inputs,
+    )
+
+
 _CHURN_SCORE = """
     SELECT s.probability, s.as_of, s.model_id, m.horizon_days, m.path
     FROM scores s JOIN models m ON m.model_id = s.model_id
@@ -268,37 +281,20 @@ async def of_account(
             if timeline.churned_before(as_of)
             else "no MRR and no purchases to value"
         )
-        return Clv(
-            account_id=account_id,
-            as_of=as_of,
-            method=None,
-            clv=None,
-            interval=None,
-            why=why,
-            inputs=inputs,
-        )
+        return _none(account_id, as_of, why, inputs)
     if fit is None:
-        return Clv(
-            account_id=account_id,
-            as_of=as_of,
-            method=None,
-            clv=None,
-            interval=None,
-            why="the purchase models are not fitted yet (the worker's clv_fit)",
-            inputs=inputs,
+        return _none(
+            account_id,
+            as_of,
+            "the purchase models are not fitted yet (the worker's clv_fit)",
+            inputs,
         )
     value, expected, each = purchase_value(
         fit.model, fit.spend, history, margin=margin, annual=annual, months=months
     )
     if not all(math.isfinite(v) for v in (value, expected, each)):
-        return Clv(
-            account_id=account_id,
-            as_of=as_of,
-            method=None,
-            clv=None,
-            interval=None,
-            why="the purchase models give no finite value for this history",
-            inputs=inputs,
+        return _none(
+            account_id, as_of, "the purchase models give no finite value for this history", inputs
         )
     spread = [
         v
@@ -353,14 +349,11 @@ async def _subscription(
     row = await conn.fetchrow(_CHURN_SCORE, account_id, as_of)
     inputs = inputs.model_copy(update={"mrr": mrr})
     if row is None:
-        return Clv(
-            account_id=account_id,
-            as_of=as_of,
-            method=None,
-            clv=None,
-            interval=None,
-            why="pays MRR but has no churn score yet to say how long it will stay",
-            inputs=inputs,
+        return _none(
+            account_id,
+            as_of,
+            "pays MRR but has no churn score yet to say how long it will stay",
+            inputs,
         )
     p, horizon = float(row["probability"]), int(row["horizon_days"])
     value, survival, paying = subscription_value(
