@@ -60,6 +60,12 @@ def test_demo_loads_trains_explains_and_keeps_serving(settings: Settings, tmp_pa
                 r"\n      .+: .+ \(typical for \w.*\); (raises|lowers) churn risk", out
             )
             assert "held-out AUC" in out and "Scored " in out
+            # The likeliest advocates, each with its reasons in words.
+            assert re.search(
+                r"Likeliest advocates[^\n]*\n  acct-\d+ .+\n      .+; (raises|lowers) the chance "
+                r"of advocacy",
+                out,
+            ), out[-3000:]
             assert re.search(
                 r"NPS enterprise: [+-]\d+ \(95% [+-]\d+ to [+-]\d+; [\d,]+ answers", out
             )

@@ -33,7 +33,7 @@ from pydantic import TypeAdapter
 
 from app.activation import deliveries, routing
 from app.governance import audit
-from app.ml import scoring
+from app.ml import datasets, scoring
 from app.platform import db, errors
 from app.platform.settings import Settings
 from app.schemas.insights import Insight, InsightUpdate
@@ -47,6 +47,10 @@ NEXT_STEPS = {
     ("expansion", "score_rise"): "Watch for an expansion opportunity: propensity rose sharply.",
     ("churn", "detractor"): "Call the account about its NPS comment: it is a detractor while its "
     "churn risk is up.",
+    ("advocacy", "band_entered"): "Ask for a referral, review or reference: the account is among "
+    "the likeliest to act as an advocate. Log the ask as an advocacy_asked event.",
+    ("advocacy", "score_rise"): "Consider asking for a referral or review: advocacy propensity "
+    "rose sharply. Log the ask as an advocacy_asked event.",
 }
 THEME_JUMP_STEP = (
     "Read the example texts: customers across accounts are suddenly writing about this theme; "
@@ -162,6 +166,20 @@ async def from_scores(
                 cooldown,
             )
         }
+        # Asks are limited: an account whose people were asked to advocate lately is not asked
+        # again (CUSTINTEL_ADVOCACY_ASK_MIN_DAYS).
+        asked = set()
+        if target == datasets.ADVOCACY:
+            asked = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT account_id FROM events WHERE type = $1 "
+                    "AND account_id = ANY($2::text[]) AND occurred_at > $3",
+                    datasets.ADVOCACY_ASKED,
+                    ids,
+                    max(s.as_of for s in batch) - timedelta(days=settings.advocacy_ask_min_days),
+                )
+            }
         profiles = {
             r["account_id"]: routing.Profile(
                 r["owner_email"], r["segment"], r["plan"], orjson.loads(r["traits"] or "{}")
@@ -173,6 +191,8 @@ async def from_scores(
             )
         }
         for s in batch:
+            if s.account_id in asked:
+                continue
             before = previous.get(s.account_id)
             kinds = []
             if s.band in settings.insight_bands and (before is None or before["band"] != s.band):

@@ -7,6 +7,12 @@ the truth: enterprise churns when its executive sponsor goes quiet; SMB churns o
 and failed payments; mid-market churns when support tickets pile up, turn angry about one topic
 and NPS falls. Accounts whose usage grows for weeks (and who answer NPS warmly) expand.
 
+Some accounts act as advocates: a referral, a review, a reference call or a case study (the
+signal vocabulary's advocacy acts). Acts follow their own drivers (ADVOCACY_WEEKLY): an engaged
+executive sponsor, usage that has been growing, a year or more as a customer, and an act before;
+a warm NPS answer alone predicts little (most promoters never act), and trouble stops them. They
+are drawn from a stream of their own, so the rest of a seed's world is what it was before.
+
 What people write is about planted topics (TOPICS: each a handful of phrasings, so that themes
 can be learnt from them and checked against the truth, topic_of): a healthy account's tickets
 are mostly neutral questions about any topic; a troubled mid-market account's tickets and
@@ -30,6 +36,20 @@ CHURN_HAZARD, CHURN_AFTER_WEEKS = 0.12, 3
 EXPAND_HAZARD, EXPAND_AFTER_WEEKS = 0.15, 5
 GROWTH_PER_WEEK, GROWTH_CAP = 1.07, 2.5
 LEAD_DAYS = 150
+# Weekly chance of an advocacy act: a base, plus each driver that holds (see the docstring).
+ADVOCACY_WEEKLY = {
+    "base": 0.002,
+    "sponsor": 0.010,
+    "growing": 0.012,
+    "tenure": 0.008,
+    "acted": 0.025,
+}
+ADVOCACY_KINDS = (
+    ("referral_made", 0.4),
+    ("review_posted", 0.35),
+    ("reference_given", 0.2),
+    ("case_study_published", 0.05),
+)
 SEGMENTS = (("enterprise", 0.2), ("mid-market", 0.3), ("smb", 0.5))
 # Concept drift: after a switch, trouble shows in none of the old ways, whatever the segment,
 # only as a burst of report exports (customers taking their data out before they leave): a model
@@ -81,6 +101,22 @@ DRIVERS: dict[str, dict[str, Drivers]] = {
         Drivers(
             ("login", "report_exported", "nps_answered"),
             (*_ACTIVITY, "executive_sponsor_active_30d", *_NPS),
+        ),
+    ),
+    "advocacy": dict.fromkeys(
+        ("enterprise", "smb", "mid-market"),
+        Drivers(
+            (
+                "login",
+                "report_exported",
+                "meeting",
+                "executive_sponsor",
+                "referral_made",
+                "review_posted",
+                "reference_given",
+                "case_study_published",
+            ),
+            (*_ACTIVITY, "executive_sponsor_active_30d", "tenure_days"),
         ),
     ),
 }
@@ -169,6 +205,7 @@ def generate(
     # What people write is drawn apart, so that the accounts, events and outcomes of a seed do
     # not change with the wording (they are what the models' tests were written against).
     wording = random.Random(f"{seed}:wording")
+    acts = random.Random(f"{seed}:advocacy")
     world = World()
     start = end - timedelta(days=days)
     for n in range(first, first + accounts):
@@ -176,6 +213,7 @@ def generate(
             world,
             rng,
             wording,
+            acts,
             f"acct-{n:05d}",
             start=start,
             end=end,
@@ -189,6 +227,7 @@ def _account(
     world: World,
     rng: random.Random,
     wording: random.Random,
+    acts: random.Random,
     account_id: str,
     *,
     start: datetime,
@@ -215,6 +254,7 @@ def _account(
     cause = wording.choice(TROUBLE_TOPICS)
     expanded_at: datetime | None = None
     ticket_n = 0
+    acted = 0
     churned_at: datetime | None = None
     # Whole weeks that end at `end`: a week's events squeezed into a last partial one (a
     # year is 52 weeks and a day) made every account look busier at the end than at any
@@ -266,6 +306,20 @@ def _account(
         )
         if rng.random() < 1 / 13:  # about quarterly
             _survey(world, rng, wording, account_id, users, day, week_end, growing, piling, cause)
+        engaged = segment != "smb" and not (sponsor_quiet and troubled)
+        acted += _advocacy(
+            world,
+            acts,
+            account_id,
+            users,
+            day,
+            week_end,
+            engaged=engaged,
+            growing=growing and weeks_grown > 2,
+            tenured=(day - joined).days > 365,
+            acted=acted > 0,
+            troubled=troubled,
+        )
         # Billed every four weeks from the day it joined (a subscription's anniversary): on one
         # calendar shared by every account, revenue in the last 90 days held three invoices at
         # some moments and four at others for everyone, a shift drift checks rightly flagged.
@@ -321,6 +375,38 @@ def _use(
         world.events.append(
             _event(rng, account_id, f"{account_id}-sponsor", "login", day, week_end)
         )
+
+
+def _advocacy(
+    world: World,
+    acts: random.Random,
+    account_id: str,
+    users: list[str],
+    day: datetime,
+    week_end: datetime,
+    *,
+    engaged: bool,
+    growing: bool,
+    tenured: bool,
+    acted: bool,
+    troubled: bool,
+) -> int:
+    """A week's advocacy act, or none; how many (0 or 1)."""
+    w = ADVOCACY_WEEKLY
+    chance = w["base"] + (
+        w["sponsor"] * engaged + w["growing"] * growing + w["tenure"] * tenured + w["acted"] * acted
+    )
+    if troubled or acts.random() >= chance:
+        return 0
+    roll, total, kind = acts.random(), 0.0, ADVOCACY_KINDS[-1][0]
+    for name, share in ADVOCACY_KINDS:
+        total += share
+        if roll < total:
+            kind = name
+            break
+    who = f"{account_id}-sponsor" if engaged and acts.random() < 0.5 else acts.choice(users)
+    world.events.append(_event(acts, account_id, who, kind, day, week_end, source="crm"))
+    return 1
 
 
 def _survey(

@@ -1,6 +1,7 @@
-"""`custintel demo`: a simulated B2B SaaS sent through the HTTP API (the real path), churn and
-expansion models trained on it by the worker, every account scored, the riskiest printed with
-their reasons, and curl commands to go on with. The service keeps running afterwards."""
+"""`custintel demo`: a simulated B2B SaaS sent through the HTTP API (the real path), churn,
+expansion and advocacy models trained on it by the worker, every account scored, the riskiest
+and the likeliest advocates printed with their reasons, and curl commands to go on with. The
+service keeps running afterwards."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from app.demo import simulator
 from app.platform import jobs
 from app.platform.jsonbody import JSONObject
 
-TARGETS = ("churn", "expansion")
+TARGETS = ("churn", "expansion", "advocacy")
 
 
 class DemoFailed(Exception):
@@ -55,6 +56,13 @@ async def run(
                 n=2,
             )
         await _show(client, "expansion", "Most likely to expand (90 days)", out, n=3)
+        await _show(
+            client,
+            "advocacy",
+            "Likeliest advocates (a referral, review, reference or case study in 90 days)",
+            out,
+            n=3,
+        )
         await _voice(client, out)
         _tour(base_url, key, await _example(client), out, people)
 

@@ -20,9 +20,17 @@ from app.people import profiles
 from app.platform import errors
 from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
-from app.schemas.models import InactivityLabel, Label, MrrIncreaseLabel, OutcomeLabel, TrainRequest
+from app.schemas.models import (
+    EventLabel,
+    InactivityLabel,
+    Label,
+    MrrIncreaseLabel,
+    OutcomeLabel,
+    TrainRequest,
+)
 
-__all__ = ["InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
+__all__ = ["EventLabel", "InactivityLabel", "Label", "MrrIncreaseLabel", "OutcomeLabel"]
+AnyLabel = OutcomeLabel | InactivityLabel | EventLabel | MrrIncreaseLabel
 
 
 # The outcome each built-in target predicts; any other target predicts the outcome of its name.
@@ -34,7 +42,23 @@ def outcome_of(target: str) -> str:
     return OUTCOME_OF.get(target, target)
 
 
-def default_label(target: str) -> OutcomeLabel:
+# The acts of an advocate (the signal vocabulary's advocacy acts): what the advocacy target
+# predicts, acts rather than intentions (most who say they would refer do not).
+ADVOCACY = "advocacy"
+ADVOCACY_ACTS = ["referral_made", "review_posted", "reference_given", "case_study_published"]
+ADVOCACY_ASKED = "advocacy_asked"
+
+
+def happened(target: str) -> str:
+    """What a positive of the target did, in words ("churned")."""
+    if target == ADVOCACY:
+        return "acted as an advocate (a referral, review, reference or case study)"
+    return OUTCOME_OF.get(target, f"had {target}")
+
+
+def default_label(target: str) -> OutcomeLabel | EventLabel:
+    if target == ADVOCACY:
+        return EventLabel(type="event", event_types=ADVOCACY_ACTS)
     return OutcomeLabel(type="outcome", kinds=[outcome_of(target)])
 
 
@@ -193,7 +217,7 @@ async def population(
 
 async def labels(
     conn: asyncpg.Connection,
-    label: OutcomeLabel | InactivityLabel | MrrIncreaseLabel,
+    label: AnyLabel,
     *,
     keys: list[tuple[str, datetime]],
     horizon: timedelta,
@@ -217,6 +241,15 @@ async def labels(
         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.account_id = s.account_id
                           AND e.type = ANY($4::text[]) AND e.occurred_at > s.t
                           AND e.occurred_at <= s.u)
+        """
+        hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.event_types)}
+    elif isinstance(label, EventLabel):
+        sql = """
+        SELECT s.i FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+            WITH ORDINALITY AS s(account_id, t, u, i)
+        WHERE EXISTS (SELECT 1 FROM events e WHERE e.account_id = s.account_id
+                      AND e.type = ANY($4::text[]) AND e.occurred_at > s.t
+                      AND e.occurred_at <= s.u)
         """
         hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.event_types)}
     else:
@@ -260,7 +293,7 @@ async def build(
     conn: asyncpg.Connection,
     *,
     target: str,
-    label: OutcomeLabel | InactivityLabel | MrrIncreaseLabel,
+    label: AnyLabel,
     as_of: datetime,
     horizon: timedelta,
     every: timedelta,

@@ -71,7 +71,7 @@ def _training_reporter() -> Callable[[str, int, int], None]:
 class Prepared:
     request: TrainRequest
     as_of: datetime
-    label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel
+    label: datasets.AnyLabel
     catalog: Catalog
     training_set: datasets.TrainingSet
     stationarity: stationarity.Described | None = None  # what app.ml.stationarity did

@@ -44,7 +44,7 @@ async def recent_window(
     conn: asyncpg.Connection,
     *,
     target: str,
-    label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel,
+    label: datasets.AnyLabel,
     as_of: datetime,
     horizon: timedelta,
 ) -> Window:
@@ -150,7 +150,7 @@ async def gate(
     *,
     candidate: registry.Loaded,
     target: str,
-    label: datasets.OutcomeLabel | datasets.InactivityLabel | datasets.MrrIncreaseLabel,
+    label: datasets.AnyLabel,
     as_of: datetime,
     horizon: timedelta,
     auc_tolerance: float,

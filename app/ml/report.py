@@ -81,7 +81,7 @@ def _summary(row: asyncpg.Record, manifest: registry.Manifest, drivers: list[str
     """What a customer-success lead needs first, in words."""
     metrics = manifest["metrics"]
     target, horizon = row["target"], row["horizon_days"]
-    happened = datasets.OUTCOME_OF.get(target, f"had {target}")
+    happened = datasets.happened(target)
     parts = []
     lift, rate = (manifest.get("curves") or {}).get("lift"), metrics.get("positive_rate")
     if lift and rate:

@@ -272,7 +272,11 @@ def _value(name: str, raw: float, levels: dict[str, tuple[str, ...]]) -> float |
     return float(raw)
 
 
-OUTCOME_WORDS = {"churn": "churn risk", "expansion": "the chance of expansion"}
+OUTCOME_WORDS = {
+    "churn": "churn risk",
+    "expansion": "the chance of expansion",
+    "advocacy": "the chance of advocacy",
+}
 
 
 def describe(

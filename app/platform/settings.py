@@ -267,6 +267,12 @@ class Settings(BaseSettings):
     insight_cooldown_hours: float = Field(
         168, ge=0, description="The same insight for the same account is not raised again sooner."
     )
+    advocacy_ask_min_days: float = Field(
+        90,
+        ge=0,
+        description="No advocacy insight for an account whose people were asked to advocate "
+        "(an `advocacy_asked` event) this few days before.",
+    )
     delivery_backoff_seconds: list[float] = Field(
         [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
         min_length=1,

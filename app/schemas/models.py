@@ -306,6 +306,16 @@ class InactivityLabel(BaseModel):
     )
 
 
+class EventLabel(BaseModel):
+    """1 when one of these events happens in the horizon: acts, such as the advocacy acts
+    (referral_made, review_posted, reference_given, case_study_published)."""
+
+    type: Literal["event"]
+    event_types: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        min_length=1, max_length=50
+    )
+
+
 class MrrIncreaseLabel(BaseModel):
     """1 when the account's mrr at the end of the horizon is at least min_pct above its mrr at
     the snapshot."""
@@ -314,7 +324,9 @@ class MrrIncreaseLabel(BaseModel):
     min_pct: float = Field(10, gt=0, le=10_000)
 
 
-Label = Annotated[OutcomeLabel | InactivityLabel | MrrIncreaseLabel, Field(discriminator="type")]
+Label = Annotated[
+    OutcomeLabel | InactivityLabel | EventLabel | MrrIncreaseLabel, Field(discriminator="type")
+]
 
 
 class TrainRequest(BaseModel):
@@ -323,8 +335,8 @@ class TrainRequest(BaseModel):
     target: Kind = Field(description="What to predict, e.g. churn or expansion.")
     label: Label | None = Field(
         None,
-        description="Default: churn → churned outcomes, expansion → expanded, else the "
-        "outcome named like the target.",
+        description="Default: churn → churned outcomes, expansion → expanded, advocacy → an "
+        "advocacy act (event), else the outcome named like the target.",
     )
     horizon_days: Int = Field(90, ge=1, le=730)
     as_of: Timestamp | None = Field(None, description="Train on data up to here. Default: now.")
