@@ -32,6 +32,8 @@ def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
         "CUSTINTEL_RETRAIN_EVERY_DAYS": "0",
         "CUSTINTEL_EVALUATE_EVERY_HOURS": "0",
         "CUSTINTEL_RETENTION_EVERY_HOURS": "0",
+        "CUSTINTEL_VOC_REFRESH_MINUTES": "0",
+        "CUSTINTEL_CLV_FIT_EVERY_HOURS": "0",
         **{f"CUSTINTEL_{k.upper()}": v for k, v in extra.items()},
     }
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
