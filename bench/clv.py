@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.platform import db, jobs  # noqa: E402
 from bench.ingest import create_database, scratch_dir  # noqa: E402
-from bench.quality import HEADERS, Purchases, cdnow_log, post_purchases, serve  # noqa: E402
+from bench.quality import HEADERS, Purchases, cdnow_log, post_purchases, ready, serve  # noqa: E402
 
 CUT = datetime(1997, 10, 1, tzinfo=UTC)  # calibration: purchases before it
 MONTHS = 6
@@ -105,13 +105,7 @@ async def main() -> None:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=600
         ) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
+            await ready(client)
             t0 = time.perf_counter()
             await post_purchases(client, events)
             purchases = sum(len(seen) for seen in events.values())

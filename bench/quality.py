@@ -348,6 +348,17 @@ def cdnow_log() -> Purchases:
     return events
 
 
+async def ready(client: httpx.AsyncClient, *, tries: int = 300) -> None:
+    """Wait for the server behind `client` to answer /readyz (about a minute at most)."""
+    for _ in range(tries):
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+
+
 async def post_purchases(client: httpx.AsyncClient, events: Purchases) -> None:
     """Each customer as an account first seen at its first purchase, and its purchases as
     `purchase` events worth their dollars, over the API."""
@@ -640,13 +651,7 @@ async def run(case: Case, server_url: str, scratch: Path, port: int) -> dict[str
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=3600
         ) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
+            await ready(client)
             t0 = time.perf_counter()
             await case.load(client)
             loaded = time.perf_counter() - t0

@@ -17,8 +17,9 @@ first), the day of the last purchase and the customer's age, both counted from t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +46,22 @@ class GammaGamma:
 
     def as_json(self) -> dict[str, float]:
         return asdict(self)
+
+
+def stacked(
+    fits: Sequence[tuple[BgNbd, GammaGamma]],
+) -> tuple[BgNbd, GammaGamma]:
+    """Several fits as one, each parameter a column (one row per fit): the formulas below are
+    elementwise, so they broadcast over the fits at once (an account's value under 40
+    bootstrap refits in one pass, not 40)."""
+
+    def column(values: list[float]) -> float:
+        return cast(float, np.array(values, dtype=np.float64)[:, None])
+
+    return (
+        BgNbd(*(column([getattr(m, f) for m, _ in fits]) for f in ("r", "alpha", "a", "b"))),
+        GammaGamma(*(column([getattr(s, f) for _, s in fits]) for f in ("p", "q", "v"))),
+    )
 
 
 def _bgnbd_loglik(params: Array, x: Array, t_x: Array, big_t: Array) -> Array:

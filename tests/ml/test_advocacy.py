@@ -14,8 +14,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from app.demo import simulator
-from app.ml import datasets, pipeline, scoring
+from app.ml import datasets, scoring
 from app.platform.settings import Settings
+from tests.fixtures import training
 from tests.fixtures.http import load
 from tests.fixtures.scores import T0, new_scores, score
 
@@ -30,13 +31,8 @@ async def test_an_advocacy_model_beats_nps_alone_on_the_same_rows(
     world = await asyncio.to_thread(simulator.generate, accounts=1000, end=END, seed=4)
     await load(client, world)
 
-    async def progress(_: float) -> None:
-        return None
-
     # The default label of the advocacy target: one of the advocacy acts within the horizon.
-    done = await pipeline.handler(settings)(
-        conn, {"target": "advocacy", "as_of": CUT.isoformat()}, progress
-    )
+    done = await training.train(conn, settings, as_of=CUT, target="advocacy")
     model = (await client.get(f"/v1/models/{done['model_id']}")).json()
     assert model["label"] == {"type": "event", "event_types": datasets.ADVOCACY_ACTS}
 

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from app.demo import simulator
-from app.ml import datasets, pipeline, registry
+from app.ml import datasets, registry
 from app.platform.settings import Settings
 from app.voc import enrich, themes
+from tests.fixtures import training
 from tests.fixtures.http import load
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -25,12 +26,7 @@ AS_OF = datetime(2026, 2, 1, tzinfo=UTC)
 
 
 async def train(conn: asyncpg.Connection, settings: Settings, target: str) -> str:
-    async def progress(_: float) -> None:
-        return None
-
-    params = {"target": target, "as_of": END.isoformat()}
-    result = await pipeline.handler(settings)(conn, params, progress)
-    return str(result["model_id"])
+    return str((await training.train(conn, settings, as_of=END, target=target))["model_id"])
 
 
 async def high_risk(
@@ -139,17 +135,10 @@ async def test_five_months_of_history_train_on_every_weekly_snapshot_and_beat_th
     world = await asyncio.to_thread(simulator.generate, accounts=600, end=END, days=150, seed=8)
     await load(client, world)
 
-    async def progress(_: float) -> None:
-        return None
-
     horizon, every = timedelta(days=30), timedelta(days=7)
-    params = {
-        "target": "churn",
-        "as_of": END.isoformat(),
-        "horizon_days": horizon.days,
-        "snapshot_every_days": every.days,
-    }
-    result = await pipeline.handler(settings)(conn, params, progress)
+    result = await training.train(
+        conn, settings, as_of=END, horizon_days=horizon.days, snapshot_every_days=every.days
+    )
 
     # Every weekly snapshot from the default 30-day warm-up on, not from 90 days.
     start = await datasets.first_data(conn, as_of=END)
