@@ -34,6 +34,7 @@ def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
         "CUSTINTEL_RETENTION_EVERY_HOURS": "0",
         "CUSTINTEL_VOC_REFRESH_MINUTES": "0",
         "CUSTINTEL_CLV_FIT_EVERY_HOURS": "0",
+        "CUSTINTEL_UPLIFT_FIT_EVERY_HOURS": "0",
         **{f"CUSTINTEL_{k.upper()}": v for k, v in extra.items()},
     }
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)

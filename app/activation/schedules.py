@@ -23,7 +23,7 @@ from app.people import merges
 from app.platform import db, jobs
 from app.platform.settings import Settings
 from app.signals import sources
-from app.value import clv
+from app.value import clv, uplift
 from app.voc import monthly
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def handlers(settings: Settings) -> dict[str, jobs.Handler]:
         merges.CATCH_UP: merges.catch_up,
         monthly.JOB: monthly.refresh_job,
         clv.JOB: clv.handler(settings),
+        uplift.JOB: uplift.handler(settings),
         retention.JOB: retention.handler(settings),
     }
 
@@ -80,6 +81,12 @@ async def enqueue_due(conn: asyncpg.Connection, settings: Settings, *, now: date
         slot = _slot(clv.JOB, now, timedelta(hours=settings.clv_fit_every_hours))
         if await jobs.enqueue_once(conn, kind=clv.JOB, params={}, slot=slot):
             created.append(slot)
+    if settings.uplift_fit_every_hours > 0:
+        every = timedelta(hours=settings.uplift_fit_every_hours)
+        for target in sorted({m.target for m in active}):
+            slot = _slot(f"{uplift.JOB}:{target}", now, every)
+            if await jobs.enqueue_once(conn, kind=uplift.JOB, params={"target": target}, slot=slot):
+                created.append(slot)
     if settings.voc_refresh_minutes > 0:
         slot = _slot(monthly.JOB, now, timedelta(minutes=settings.voc_refresh_minutes))
         if await jobs.enqueue_once(conn, kind=monthly.JOB, params={}, slot=slot):
@@ -109,6 +116,7 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         settings.retention_every_hours * 3600,
         settings.voc_refresh_minutes * 60,
         settings.clv_fit_every_hours * 3600,
+        settings.uplift_fit_every_hours * 3600,
     ]
     tick = min([TICK_SECONDS] + [p / 2 for p in periods if p > 0])
 

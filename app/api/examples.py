@@ -72,6 +72,7 @@ EXAMPLES: JSONObject = {
     "merge_contacts": {"from": "c-17-duplicate"},
     "merge_accounts": {"from": "acme-inc"},
     "train_model": {"target": "churn", "horizon_days": 90},
+    "fit_uplift": {"target": "churn"},
     "rollback_model": {"target": "churn"},
     "update_insight": {"status": "acknowledged", "note": "Called Bo; renewal meeting booked."},
     "create_routing_rule": _RULE,

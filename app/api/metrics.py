@@ -10,12 +10,19 @@ from fastapi import APIRouter, Query, Request
 
 from app import voc
 from app.api.common import StrictJSONRoute, problem_responses
-from app.governance.auth import Read
+from app.governance.auth import Admin, Read
 from app.people import identities
-from app.platform import errors, runtime
+from app.platform import errors, jobs, runtime
 from app.schemas.common import Id, Kind, Name, Timestamp
-from app.schemas.metrics import ActionEffects, Clv, RetentionReport
-from app.value import clv, effects, revenue
+from app.schemas.metrics import (
+    ActionEffects,
+    Clv,
+    RetentionReport,
+    UpliftFitRequest,
+    UpliftRanking,
+)
+from app.schemas.models import Job
+from app.value import clv, effects, revenue, uplift
 
 router = APIRouter(route_class=StrictJSONRoute, responses=problem_responses(), tags=["metrics"])
 
@@ -63,6 +70,35 @@ async def action_effects(
         return await effects.effects(
             conn, target=target, horizon_days=horizon_days, now=datetime.now(UTC)
         )
+
+
+@router.get("/actions/uplift", operation_id="uplift_ranking")
+async def uplift_ranking(
+    request: Request,
+    _: Read,
+    target: Annotated[Kind, Query(description="The outcome's target, e.g. churn.")] = "churn",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> UpliftRanking:
+    """Whom acting helps most: live accounts by expected uplift (how much delivering the
+    target's insight changes the probability of its outcome within the horizon, in the
+    direction that helps), beside their raw risk, from the newest fit of an X-learner on the
+    routing holdouts; with how that ranking did against ranking by risk on accounts it never
+    saw. Below the sample size, "not enough evidence yet" and how many more accounts it takes.
+    Uplift is only as trustworthy as the holdouts are random (README: Which actions work)."""
+    async with runtime.of(request).pool.acquire() as conn:
+        return await uplift.ranking(conn, target=target, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/actions/uplift/fit", status_code=202, operation_id="fit_uplift", tags=["metrics", "jobs"]
+)
+async def fit_uplift(body: UpliftFitRequest, request: Request, _: Admin) -> Job:
+    """Queue a fit of the target's uplift learner now (the worker also fits each target with an
+    active model every CUSTINTEL_UPLIFT_FIT_EVERY_HOURS). Poll GET /v1/jobs/{job_id}."""
+    async with runtime.of(request).pool.acquire() as conn:
+        job = await jobs.enqueue(conn, kind=uplift.JOB, params=body.model_dump(mode="json"))
+    return Job.model_validate(job, from_attributes=True)
 
 
 @router.get("/accounts/{account_id}/clv", operation_id="account_clv")

@@ -505,6 +505,7 @@ async def _erase(conn: asyncpg.Connection, subject: Subject, token: str) -> dict
             "outcomes",
             "scores",
             "latest_scores",
+            "uplift_scores",
             "event_rollups",
             "account_history",
             "account_identities",

@@ -47,6 +47,9 @@ def outcome_of(target: str) -> str:
 ADVOCACY = "advocacy"
 ADVOCACY_ACTS = ["referral_made", "review_posted", "reference_given", "case_study_published"]
 ADVOCACY_ASKED = "advocacy_asked"
+# Targets whose outcome a team wants more of (acting should raise it); any other target's
+# outcome is one to prevent.
+WANTED = frozenset({"expansion", ADVOCACY})
 
 
 def happened(target: str) -> str:

@@ -84,6 +84,8 @@ _MOVES: dict[profiles.Kind, tuple[tuple[str | None, str], ...]] = {
         ("scores", "UPDATE scores SET account_id = $1 WHERE account_id = $2"),
         # The survivor's latest score stays its own; the merged account's goes with its id.
         (None, "DELETE FROM latest_scores WHERE account_id = $2 AND account_id <> $1"),
+        # Likewise its expected uplift, until the next fit ranks the survivor.
+        (None, "DELETE FROM uplift_scores WHERE account_id = $2 AND account_id <> $1"),
         ("insights", "UPDATE insights SET account_id = $1 WHERE account_id = $2"),
         ("findings", "UPDATE findings SET account_id = $1 WHERE account_id = $2"),
         ("held_signals", "UPDATE unresolved_signals SET account_id = $1 WHERE account_id = $2"),

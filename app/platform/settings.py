@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     clv_fit_every_hours: float = Field(
         24, ge=0, description="How often the purchase-log CLV models are fitted (0: never)."
     )
+    uplift_fit_every_hours: float = Field(
+        24,
+        ge=0,
+        description="How often each target's uplift learner is fitted on the routing holdouts "
+        "and every live account ranked by it (0: never).",
+    )
     session_hours: float = Field(
         12, gt=0, le=24 * 30, description="How long a console sign-in lasts."
     )

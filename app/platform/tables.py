@@ -855,3 +855,43 @@ class ClvFit(Base):
     bgnbd: Mapped[JSONObject] = mapped_column(JSONB)
     gamma_gamma: Mapped[JSONObject] = mapped_column(JSONB)
     draws: Mapped[list[Any]] = mapped_column(JSONB)
+
+
+class UpliftFit(Base):
+    """A target's uplift learner as last fitted (app.value.uplift): the holdout arms it read, how
+    it did on accounts it never saw, and in words; or why it fitted nothing. The newest per
+    target is kept."""
+
+    __tablename__ = "uplift_fits"
+
+    fit_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), index=True)
+    fitted_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    as_of: Mapped[datetime] = mapped_column(Timestamp)
+    horizon_days: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    verdict: Mapped[str] = mapped_column(Text)
+    delivered: Mapped[int] = mapped_column(Integer)
+    delivered_outcomes: Mapped[int] = mapped_column(Integer)
+    delivered_pending: Mapped[int] = mapped_column(Integer)
+    held_out: Mapped[int] = mapped_column(Integer)
+    held_out_outcomes: Mapped[int] = mapped_column(Integer)
+    held_out_pending: Mapped[int] = mapped_column(Integer)
+    needed_per_arm: Mapped[int | None] = mapped_column(Integer)
+    evaluation: Mapped[JSONObject | None] = mapped_column(JSONB)
+
+
+class UpliftScore(Base):
+    """Each live account's expected uplift as of its fit, read by benefit, highest first."""
+
+    __tablename__ = "uplift_scores"
+    __table_args__ = (Index("ix_uplift_scores_benefit", "fit_id", "benefit", "account_id"),)
+
+    fit_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("uplift_fits.fit_id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uplift: Mapped[float] = mapped_column(Double)
+    benefit: Mapped[float] = mapped_column(Double)
+    untreated: Mapped[float] = mapped_column(Double)

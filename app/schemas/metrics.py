@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import Kind
 
 
 class RevenueMonth(BaseModel):
@@ -140,3 +143,73 @@ class Clv(BaseModel):
     )
     why: str = Field(description="In words: how it was computed, or why there is none.")
     inputs: ClvInputs
+
+
+class UpliftShare(BaseModel):
+    ranked_by: str = Field(
+        description="all: every account; uplift or risk: the share ranked first by it."
+    )
+    delivered: EffectArm
+    held_out: EffectArm
+    gain: float | None = Field(
+        description="The difference of outcome rates (delivered minus held out) in the "
+        "direction that helps: lower churn, higher expansion or advocacy."
+    )
+    interval_95: list[float] | None
+
+
+class UpliftEvaluation(BaseModel):
+    """Cross-fitted: every account ranked by a learner fitted without it."""
+
+    folds: int
+    top_share: float = Field(description="The share of accounts the rankings are compared on.")
+    overall: UpliftShare
+    top_by_uplift: UpliftShare
+    top_by_risk: UpliftShare
+
+
+class UpliftAccount(BaseModel):
+    account_id: str
+    name: str | None
+    segment: str | None
+    owner_email: str | None
+    uplift: float = Field(
+        description="Expected change of the outcome's probability within the horizon if the "
+        "insight is delivered (negative: less likely)."
+    )
+    benefit: float = Field(
+        description="The uplift in the direction that helps (churn: how much less likely); the "
+        "ranking's order."
+    )
+    probability_if_not_acted: float = Field(
+        description="The outcome's probability without the insight, by the held-out arm's model."
+    )
+    risk: float | None = Field(description="The target's latest served score (raw risk).")
+    risk_band: str | None
+
+
+class UpliftRanking(BaseModel):
+    target: str
+    status: Literal["ranked", "not_enough_evidence", "not_fitted"]
+    verdict: str = Field(description="In words: how the ranking did, or what it still needs.")
+    fitted_at: datetime | None
+    as_of: datetime | None = Field(description="The moment the accounts were ranked as of.")
+    horizon_days: int | None
+    model_id: str | None = Field(
+        description="The target's model whose features and label the learner used (null: the "
+        "features the data supports, and the target's default label)."
+    )
+    delivered: EffectArm | None = Field(
+        description="Accounts whose first routed insight of the target was delivered."
+    )
+    held_out: EffectArm | None = Field(description="Those every matching rule held out.")
+    needed_per_arm: int | None
+    evaluation: UpliftEvaluation | None
+    accounts: list[UpliftAccount] = Field(description="By benefit, highest first.")
+    next_cursor: str | None
+
+
+class UpliftFitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    target: Kind = Field(description="The target whose holdouts the learner reads, e.g. churn.")

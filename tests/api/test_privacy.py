@@ -238,10 +238,22 @@ async def test_erasing_an_account_removes_it_its_people_and_its_scores(
         "occurred_at": datetime.now(UTC).isoformat(),
     }
     assert (await client.post("/v1/outcomes", json=outcome)).status_code == 202
+    # Its expected uplift, as an uplift fit ranked it (app.value.uplift).
+    fit_id = await conn.fetchval(
+        "INSERT INTO uplift_fits (target, as_of, horizon_days, status, verdict, delivered, "
+        "delivered_outcomes, delivered_pending, held_out, held_out_outcomes, held_out_pending) "
+        "VALUES ('churn', now(), 90, 'ranked', '', 0, 0, 0, 0, 0, 0) RETURNING fit_id"
+    )
+    await conn.execute(
+        "INSERT INTO uplift_scores (fit_id, account_id, uplift, benefit, untreated) "
+        "VALUES ($1, 'acct-zq', -0.1, 0.1, 0.3)",
+        fit_id,
+    )
     done = await erase(client, settings, account_id="acct-zq")
     removed = done["removed"]
     assert removed["accounts"] == 1 and removed["contacts"] == 2
     assert removed["outcomes"] == 1 and removed["scores"] == 1
+    assert removed["uplift_scores"] == 1
     for needle in ("acct-zq", "zebra", EMAIL, "other@example.org", "q4x11"):
         assert await scan(conn, needle) == [], needle
     assert (await client.get("/v1/accounts/acct-zq")).status_code == 404
