@@ -82,6 +82,9 @@ class Row:
     top_reason: str | None
     renewal: str | None
     last_activity: datetime | None = None
+    # How much less likely churn is if its insight is delivered, by the newest uplift fit
+    # (app.value.uplift); None where no fit ranked the account.
+    churn_benefit: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Page:
     next_cursor: str | None
     segments: list[str] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
+    uplift_ranked: bool = False  # a churn uplift fit ranked accounts: the column is shown
 
 
 _COLUMNS = """
@@ -135,6 +139,13 @@ _UNSCORED = f"""
 _LAST_ACTIVITY = """
     SELECT a, (SELECT max(occurred_at) FROM events WHERE account_id = a)
     FROM unnest($1::text[]) AS a"""
+# The newest churn uplift fit's benefit of each shown account (a ranked fit, else none).
+_BENEFIT = """
+    SELECT s.account_id, s.benefit FROM uplift_scores s
+    WHERE s.account_id = ANY($1::text[]) AND s.fit_id = (
+        SELECT fit_id FROM uplift_fits WHERE target = 'churn' AND status = 'ranked'
+        ORDER BY fitted_at DESC, fit_id DESC LIMIT 1)"""
+_RANKED = "SELECT EXISTS (SELECT 1 FROM uplift_fits WHERE target = 'churn' AND status = 'ranked')"
 SCORED, UNSCORED = "s", "u"
 
 
@@ -179,13 +190,20 @@ async def page(
     activity = dict(
         await conn.fetch(_LAST_ACTIVITY, [r.account_id for r in shown]) if shown else []
     )
-    shown = [dataclasses.replace(r, last_activity=activity.get(r.account_id)) for r in shown]
+    ids = [r.account_id for r in shown]
+    benefit = dict(await conn.fetch(_BENEFIT, ids) if shown else [])
+    shown = [
+        dataclasses.replace(
+            r, last_activity=activity.get(r.account_id), churn_benefit=benefit.get(r.account_id)
+        )
+        for r in shown
+    ]
     next_cursor = None
     if len(rows) > size:
         last = shown[-1]
         kind = SCORED if last.churn is not None else UNSCORED
         next_cursor = cursors.encode(kind, repr(last.at_risk), last.account_id)
-    return Page(shown, next_cursor)
+    return Page(shown, next_cursor, uplift_ranked=bool(await conn.fetchval(_RANKED)))
 
 
 def _row(r: asyncpg.Record) -> Row:

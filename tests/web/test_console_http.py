@@ -148,6 +148,32 @@ async def test_an_mrr_change_moves_an_account_in_the_book_before_its_next_score(
     assert await conn.fetchval("SELECT at_risk FROM latest_scores WHERE account_id = 'a'") == 150
 
 
+async def test_the_book_shows_how_much_acting_helps_once_uplift_ranked_the_accounts(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, signed_in: SignedIn
+) -> None:
+    await make_user(conn, "lead@example.com", "lead")
+    await _accounts(client, {"a": ("x@example.com", 100.0), "b": ("x@example.com", 200.0)})
+    await history.store(conn, [score("a", NOW, 0.5), score("b", NOW, 0.5)])
+    async with signed_in("lead@example.com") as lead:
+        assert "Acting helps" not in (await lead.get("/app/")).text  # no uplift fit yet
+        fit_id = await conn.fetchval(
+            "INSERT INTO uplift_fits (target, as_of, horizon_days, status, verdict, delivered, "
+            "delivered_outcomes, delivered_pending, held_out, held_out_outcomes, "
+            "held_out_pending) VALUES ('churn', now(), 90, 'ranked', '', 0, 0, 0, 0, 0, 0) "
+            "RETURNING fit_id"
+        )
+        await conn.execute(
+            "INSERT INTO uplift_scores (fit_id, account_id, uplift, benefit, untreated) "
+            "VALUES ($1, 'a', -0.12, 0.12, 0.4)",
+            fit_id,
+        )
+        page = (await lead.get("/app/")).text
+    assert "Acting helps" in page
+    row_a = page[page.index('href="/app/accounts/a"') :].split("</tr>", 1)[0]
+    row_b = page[page.index('href="/app/accounts/b"') :].split("</tr>", 1)[0]
+    assert "churn -12 pts" in row_a and "churn " not in row_b  # b: not ranked, a dash
+
+
 async def test_a_csm_gets_a_404_for_an_account_someone_else_owns(
     client: httpx.AsyncClient, conn: asyncpg.Connection, signed_in: SignedIn
 ) -> None:
