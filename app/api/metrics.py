@@ -82,10 +82,11 @@ async def uplift_ranking(
 ) -> UpliftRanking:
     """Whom acting helps most: live accounts by expected uplift (how much delivering the
     target's insight changes the probability of its outcome within the horizon, in the
-    direction that helps), beside their raw risk, from the newest fit of an X-learner on the
-    routing holdouts; with how that ranking did against ranking by risk on accounts it never
-    saw. Below the sample size, "not enough evidence yet" and how many more accounts it takes.
-    Uplift is only as trustworthy as the holdouts are random (README: Which actions work)."""
+    direction that helps), beside their raw risk, from the newest fit of the better of two
+    learners on the routing holdouts; with how that ranking did against ranking by risk on
+    accounts it never saw. Below the sample size, "not enough evidence yet" and how many more
+    accounts it takes. Uplift is only as trustworthy as the holdouts are random (README: Which
+    actions work)."""
     async with runtime.of(request).pool.acquire() as conn:
         return await uplift.ranking(conn, target=target, limit=limit, cursor=cursor)
 

@@ -163,6 +163,17 @@ class UpliftEvaluation(BaseModel):
 
     folds: int
     top_share: float = Field(description="The share of accounts the rankings are compared on.")
+    learner: str | None = Field(
+        None,
+        description="The learner that ranks the accounts: the X-learner of gradient-boosted "
+        "trees or the T-learner of logistic regressions, whichever ranked better on the "
+        "accounts (the regressions win ties).",
+    )
+    selection: dict[str, float] | None = Field(
+        None,
+        description="Each learner's Qini coefficient when fitted on one random half of the "
+        "accounts and ranking the other, both ways (0: chance).",
+    )
     overall: UpliftShare
     top_by_uplift: UpliftShare
     top_by_risk: UpliftShare

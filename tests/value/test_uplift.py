@@ -135,6 +135,10 @@ async def test_uplift_ranks_the_accounts_acting_helps_above_the_riskiest(
     average = PLANTED * sum(responsive.values()) / len(responsive)
     assert overall["interval_95"][0] < average < overall["interval_95"][1], overall
     assert "Uplift ranked better than risk" in body["verdict"], body["verdict"]
+    # The learner that ranks is the one that ranked better on the accounts, and says so.
+    selection = evaluation["selection"]
+    assert set(selection) == {uplift.TREES, uplift.REGRESSIONS}
+    assert evaluation["learner"] == max(selection, key=lambda k: (selection[k], k == uplift.TREES))
 
     # Every live account as of now is ranked, highest benefit first, across pages; the ones
     # acting helps come first, and risk is beside it (no churn model here: none).
