@@ -166,13 +166,13 @@ class UpliftEvaluation(BaseModel):
     learner: str | None = Field(
         None,
         description="The learner that ranks the accounts: the X-learner of gradient-boosted "
-        "trees or the T-learner of logistic regressions, whichever ranked better on the "
-        "accounts (the regressions win ties).",
+        "trees where it ranked better than the T-learner of logistic regressions by more than "
+        "a standard error, else the regressions.",
     )
     selection: dict[str, float] | None = Field(
         None,
-        description="Each learner's Qini coefficient when fitted on one random half of the "
-        "accounts and ranking the other, both ways (0: chance).",
+        description="Each learner's mean Qini coefficient when fitted on a random half of the "
+        "accounts and ranking the other (three draws, both ways; 0: chance).",
     )
     overall: UpliftShare
     top_by_uplift: UpliftShare

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -61,6 +62,7 @@ CHUNK = 2000  # accounts whose features are read at once when ranking
 MIN_ROUNDS, MAX_ROUNDS = 20, 300
 TREES, REGRESSIONS = "X-learner of gradient-boosted trees", "T-learner of logistic regressions"
 SELECT_SEED = 11
+SELECT_SPLITS = 3  # random halves the learners are compared on, each both ways
 
 _LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 
@@ -253,6 +255,8 @@ def _regressions(
     names = [f"f{j}" for j in range(x.shape[1])]
 
     def arm(rows: np.ndarray) -> linear.Linear | float:
+        if not rows.any():
+            return float(y.mean())
         if y[rows].min() == y[rows].max():
             return float(y[rows].mean())
         return linear.fit(
@@ -283,21 +287,24 @@ def selection(
     threads: int,
     *,
     sign: float,
-) -> dict[str, float]:
-    """Each learner's Qini coefficient on these accounts: fitted on one random half (by arm),
-    ranking the other, both ways, averaged."""
+) -> dict[str, list[float]]:
+    """Each learner's Qini coefficients on these accounts: fitted on a random half (drawn within
+    each arm) and ranking the other, both ways, for SELECT_SPLITS draws."""
     rng = np.random.default_rng(SELECT_SEED)
-    half = np.zeros(len(y), dtype=bool)
-    for arm in (delivered, ~delivered):
-        where = np.flatnonzero(arm)
-        half[rng.choice(where, size=len(where) // 2, replace=False)] = True
-    scores = {TREES: 0.0, REGRESSIONS: 0.0}
-    for part in (half, ~half):
-        rest = ~part
-        for kind in scores:
-            fitted = _fitted(kind, x[part], y[part], delivered[part], categorical, threads)
-            benefit = sign * fitted.effect(x[rest])
-            scores[kind] += qini(benefit, sign * y[rest], delivered[rest]) / 2
+    scores: dict[str, list[float]] = {TREES: [], REGRESSIONS: []}
+    for _ in range(SELECT_SPLITS):
+        half = np.zeros(len(y), dtype=bool)
+        for arm in (delivered, ~delivered):
+            where = np.flatnonzero(arm)
+            half[rng.choice(where, size=len(where) // 2, replace=False)] = True
+        for part in (half, ~half):
+            rest = ~part
+            if min(delivered[part].sum(), (~delivered[part]).sum()) < 2:
+                return {TREES: [], REGRESSIONS: []}  # too few to tell: the simpler
+            for kind, found in scores.items():
+                fitted = _fitted(kind, x[part], y[part], delivered[part], categorical, threads)
+                benefit = sign * fitted.effect(x[rest])
+                found.append(qini(benefit, sign * y[rest], delivered[rest]))
     return scores
 
 
@@ -314,9 +321,14 @@ def _fitted(
     return _regressions(x, y, delivered, categorical)
 
 
-def chosen(scores: dict[str, float]) -> str:
-    """The better learner; the regressions, the simpler, win ties."""
-    return TREES if scores[TREES] > scores[REGRESSIONS] else REGRESSIONS
+def chosen(scores: dict[str, list[float]]) -> str:
+    """The trees where they ranked better than the regressions by more than one standard error
+    of the paired differences; else the regressions, the simpler."""
+    differences = [t - r for t, r in zip(scores[TREES], scores[REGRESSIONS], strict=True)]
+    if len(differences) < 2:
+        return REGRESSIONS
+    error = statistics.stdev(differences) / math.sqrt(len(differences))
+    return TREES if statistics.fmean(differences) > error else REGRESSIONS
 
 
 def learn(
@@ -532,7 +544,12 @@ async def fit(
         )
         kind = chosen(scores)
         learner = await asyncio.to_thread(_fitted, kind, x, y, delivered, categorical, threads)
-        evaluation = evaluation.model_copy(update={"learner": kind, "selection": scores})
+        evaluation = evaluation.model_copy(
+            update={
+                "learner": kind,
+                "selection": {k: statistics.fmean(v) if v else 0.0 for k, v in scores.items()},
+            }
+        )
         status, verdict = "ranked", _verdict(target, evaluation)
         alive = await datasets.population(
             conn, at=now, exclude_kinds=datasets.excluded_outcomes(target), with_signals=True
