@@ -130,11 +130,7 @@ def run(name: str, data: tuple[np.ndarray, np.ndarray, np.ndarray], repeats: int
     x, y, t = data
     found: dict[str, list[float]] = {m: [] for m in METHODS}
     for r in range(repeats):
-        rng = np.random.default_rng(r)
-        half = np.zeros(len(y), dtype=bool)
-        for arm in (t, ~t):  # half of each arm
-            where = np.flatnonzero(arm)
-            half[rng.choice(where, size=len(where) // 2, replace=False)] = True
+        half = uplift.random_half(np.random.default_rng(r), t)
         for method, rank in METHODS.items():
             score = rank(x[half], y[half], t[half], x[~half])
             found[method].append(uplift.qini(score, y[~half], t[~half]))

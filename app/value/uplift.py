@@ -279,6 +279,15 @@ def qini(score: np.ndarray, y: np.ndarray, delivered: np.ndarray) -> float:
     return float((np.trapezoid(curve) - np.trapezoid(line)) / len(score) ** 2)
 
 
+def random_half(rng: np.random.Generator, delivered: np.ndarray) -> np.ndarray:
+    """A random half of the accounts, drawn within each arm (so both halves hold both)."""
+    half = np.zeros(len(delivered), dtype=bool)
+    for arm in (delivered, ~delivered):
+        where = np.flatnonzero(arm)
+        half[rng.choice(where, size=len(where) // 2, replace=False)] = True
+    return half
+
+
 def selection(
     x: np.ndarray,
     y: np.ndarray,
@@ -293,10 +302,7 @@ def selection(
     rng = np.random.default_rng(SELECT_SEED)
     scores: dict[str, list[float]] = {TREES: [], REGRESSIONS: []}
     for _ in range(SELECT_SPLITS):
-        half = np.zeros(len(y), dtype=bool)
-        for arm in (delivered, ~delivered):
-            where = np.flatnonzero(arm)
-            half[rng.choice(where, size=len(where) // 2, replace=False)] = True
+        half = random_half(rng, delivered)
         for part in (half, ~half):
             rest = ~part
             if min(delivered[part].sum(), (~delivered[part]).sum()) < 2:
