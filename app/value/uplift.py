@@ -491,6 +491,8 @@ def _verdict(target: str, ev: UpliftEvaluation) -> str:
         )
 
     share = f"{TOP_SHARE:.0%}"
+    # The ranking a team has without uplift: by its served score, the riskiest or likeliest.
+    highest = "at highest risk" if wanted_sign(target) < 0 else "with the highest score"
     judged = "uplift ranked better than risk"
     if up.gain is None or risk.gain is None or up.interval_95 is None:
         judged = "the rankings cannot be compared yet"
@@ -503,7 +505,7 @@ def _verdict(target: str, ev: UpliftEvaluation) -> str:
         judged = "uplift ranked no better than risk"
     return (
         f"On accounts no learner saw: acting on the {share} ranked first by uplift: "
-        f"{said(up)}; on the {share} at highest risk: {said(risk)}; on all: "
+        f"{said(up)}; on the {share} {highest}: {said(risk)}; on all: "
         f"{said(ev.overall)}. {judged[0].upper()}{judged[1:]}."
     )
 
