@@ -72,6 +72,7 @@ async def test_model_report_renders_with_every_plot_in_chromium(
     assert "What drives it most: " in opening and "churn risk" in opening
     assert "<h2>Which actions work</h2>" in page
     assert "No routing rule has held out accounts and no action is logged." in page
+    assert "<h2>Whom acting helps most</h2>" in page and "No uplift fit for churn yet" in page
     assert "http://" not in page and "https://" not in page  # self-contained
     path = tmp_path / "report.html"
     path.write_text(page)

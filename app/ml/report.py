@@ -25,7 +25,7 @@ from app.ml.model import GLOBAL
 from app.platform import errors
 from app.platform.jsonbody import JSONObject
 from app.schemas.metrics import ActionEffects
-from app.value import effects
+from app.value import effects, uplift
 
 SAMPLE = 1000  # accounts in the SHAP summaries
 
@@ -50,7 +50,8 @@ async def render(conn: asyncpg.Connection, *, model_id: str, now: datetime) -> s
     acted = await effects.effects(
         conn, target=row["target"], horizon_days=row["horizon_days"], now=now
     )
-    return _page(model_id, row, loaded, realized, images, drivers, acted)
+    helped = await uplift.verdict_of(conn, row["target"])
+    return _page(model_id, row, loaded, realized, images, drivers, acted, helped)
 
 
 def _drivers(loaded: registry.Loaded, frame: features.Frame, top: int = 3) -> list[str]:
@@ -235,6 +236,7 @@ def _page(
     images: dict[str, str],
     drivers: list[str],
     acted: ActionEffects,
+    helped: str,
 ) -> str:
     manifest = loaded.manifest
     overall = realized["overall"]
@@ -317,6 +319,10 @@ then each segment with a model of its own.</p>
 per kind of action logged, the accounts acted on against every held-out account (who acts is not
 random: a comparison to watch, not proof). Outcomes within {row["horizon_days"]} days.</p>
 {_effects(acted)}
+<h2>Whom acting helps most</h2>
+<p class=note>Uplift learnt from the routing holdouts (GET /v1/actions/uplift ranks the
+accounts).</p>
+<p>{html.escape(helped)}</p>
 <h2>Features</h2>
 {importance}
 </body></html>

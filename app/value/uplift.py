@@ -631,6 +631,27 @@ _PAGE = """
     LIMIT {limit}"""
 
 
+async def _latest(conn: asyncpg.Connection, target: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM uplift_fits WHERE target = $1 ORDER BY fitted_at DESC, fit_id DESC LIMIT 1",
+        target,
+    )
+    return row
+
+
+def _not_fitted(target: str) -> str:
+    return (
+        f"No uplift fit for {target} yet: the worker fits one every "
+        "CUSTINTEL_UPLIFT_FIT_EVERY_HOURS, or POST /v1/actions/uplift/fit asks now."
+    )
+
+
+async def verdict_of(conn: asyncpg.Connection, target: str) -> str:
+    """The newest fit's verdict in words (the model report's)."""
+    row = await _latest(conn, target)
+    return _not_fitted(target) if row is None else str(row["verdict"])
+
+
 async def ranking(
     conn: asyncpg.Connection, *, target: str, limit: int, cursor: str | None
 ) -> UpliftRanking:
@@ -642,18 +663,12 @@ async def ranking(
             after = [float(benefit), account]
         except ValueError as exc:
             raise errors.BadRequest("cursor is not one this service issued") from exc
-    fit_row = await conn.fetchrow(
-        "SELECT * FROM uplift_fits WHERE target = $1 ORDER BY fitted_at DESC, fit_id DESC LIMIT 1",
-        target,
-    )
+    fit_row = await _latest(conn, target)
     if fit_row is None:
         return UpliftRanking(
             target=target,
             status="not_fitted",
-            verdict=(
-                f"No uplift fit for {target} yet: the worker fits one every "
-                "CUSTINTEL_UPLIFT_FIT_EVERY_HOURS, or POST /v1/actions/uplift/fit asks now."
-            ),
+            verdict=_not_fitted(target),
             fitted_at=None,
             as_of=None,
             horizon_days=None,
