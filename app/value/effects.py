@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+from pydantic import TypeAdapter
 
-from app.ml import datasets
+from app.ml import datasets, registry
 from app.schemas.metrics import ActionEffect, ActionEffects, EffectArm
 
+_LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 Z = 1.959964  # two-sided 95%
 Z_POWER = 0.841621  # 80% power
 DETECT = 0.3  # the relative change to be able to tell: 10% to 7%
@@ -123,29 +125,30 @@ _ACTIONS = """
     FROM events e JOIN insights i ON i.insight_id = e.properties ->> 'insight_id'
     WHERE e.type = 'action_taken' AND i.target = $1
     ORDER BY e.properties ->> 'kind', e.account_id, e.occurred_at"""
-_HAPPENED = """
-    SELECT a.i FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS a(account_id, at, i)
-    WHERE EXISTS (
-        SELECT 1 FROM outcomes o
-        WHERE o.account_id = a.account_id AND o.kind = $3
-          AND o.occurred_at > a.at AND o.occurred_at <= a.at + $4)"""
+
+
+async def label_of(conn: asyncpg.Connection, target: str) -> datasets.AnyLabel:
+    """What counts as the target's outcome: its active model's label (advocacy's acts are
+    events, not outcomes), else the target's default."""
+    model = await registry.active(conn, target)
+    if model is None:
+        return datasets.default_label(target)
+    return _LABEL.validate_python(model.label)
 
 
 async def _arm(
     conn: asyncpg.Connection,
     entries: list[tuple[str, datetime]],
     *,
-    outcome: str,
+    label: datasets.AnyLabel,
     horizon: timedelta,
     now: datetime,
 ) -> Arm:
     matured = [(a, t) for a, t in entries if t + horizon <= now]
     if not matured:
         return Arm(0, 0, len(entries))
-    happened = await conn.fetch(
-        _HAPPENED, [a for a, _ in matured], [t for _, t in matured], outcome, horizon
-    )
-    return Arm(len(matured), len(happened), len(entries) - len(matured))
+    happened = await datasets.labels(conn, label, keys=matured, horizon=horizon)
+    return Arm(len(matured), int(happened.sum()), len(entries) - len(matured))
 
 
 async def effects(
@@ -153,7 +156,7 @@ async def effects(
 ) -> ActionEffects:
     """Every rule's and every action kind's effect on the target's outcome within the horizon."""
     horizon = timedelta(days=horizon_days)
-    outcome = datasets.outcome_of(target)
+    label = await label_of(conn, target)
     rules: dict[str, tuple[str, dict[bool, list[tuple[str, datetime]]]]] = {}
     held_first: dict[str, datetime] = {}
     for r in await conn.fetch(_RULES, target):
@@ -163,11 +166,11 @@ async def effects(
             seen = held_first.get(r["account_id"])
             held_first[r["account_id"]] = r["at"] if seen is None else min(seen, r["at"])
     held_out = list(held_first.items())
-    held_arm = await _arm(conn, held_out, outcome=outcome, horizon=horizon, now=now)
+    held_arm = await _arm(conn, held_out, label=label, horizon=horizon, now=now)
     out_rules = []
     for rule_id, (name, arms) in sorted(rules.items()):
-        treated = await _arm(conn, arms[False], outcome=outcome, horizon=horizon, now=now)
-        held = await _arm(conn, arms[True], outcome=outcome, horizon=horizon, now=now)
+        treated = await _arm(conn, arms[False], label=label, horizon=horizon, now=now)
+        held = await _arm(conn, arms[True], label=label, horizon=horizon, now=now)
         out_rules.append(compare(f"{name} ({rule_id})", "rule", target, treated, held))
     kinds: dict[str, list[tuple[str, datetime]]] = {}
     for r in await conn.fetch(_ACTIONS, target):
@@ -177,7 +180,7 @@ async def effects(
             kind,
             "action",
             target,
-            await _arm(conn, entries, outcome=outcome, horizon=horizon, now=now),
+            await _arm(conn, entries, label=label, horizon=horizon, now=now),
             held_arm,
         )
         for kind, entries in sorted(kinds.items())

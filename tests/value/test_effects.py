@@ -117,3 +117,46 @@ async def test_too_few_accounts_are_not_enough_evidence_yet(
     needed = rule["needed_per_arm"]
     assert needed == effects.needed_per_arm(rule["held_out"]["rate"])
     assert f"about {needed - 60:,} more" in rule["verdict"]
+
+
+async def test_advocacy_counts_its_acts_which_are_events_not_outcomes(
+    conn: asyncpg.Connection, client: httpx.AsyncClient
+) -> None:
+    at = NOW - timedelta(days=120)
+    accounts = [f"adv-{n}" for n in range(6)]
+    rows = [(a,) for a in accounts]
+    await conn.executemany("INSERT INTO accounts (account_id) VALUES ($1)", rows)
+    insights = [
+        (
+            uuid.uuid4().hex,
+            a,
+            orjson.dumps({"rules": [{**RULE, "holdout": n % 2 == 1}]}).decode(),
+            at,
+        )
+        for n, a in enumerate(accounts)
+    ]
+    await conn.executemany(
+        "INSERT INTO insights (insight_id, kind, target, account_id, reasons, next_step, details, "
+        "status, decision, created_at, updated_at) "
+        "VALUES ($1, 'score', 'advocacy', $2, '[]', 'Ask', '{}', 'open', $3::jsonb, $4, $4)",
+        insights,
+    )
+    # Two of the three delivered accounts refer someone within 90 days, one held out does; a
+    # review after the horizon does not count.
+    acts = [("adv-0", 10, "referral_made"), ("adv-2", 30, "review_posted")]
+    acts += [("adv-1", 60, "reference_given"), ("adv-3", 100, "review_posted")]
+    events = [
+        {
+            "event_id": f"act-{a}",
+            "type": kind,
+            "account_id": a,
+            "occurred_at": (at + timedelta(days=days)).isoformat(),
+        }
+        for a, days, kind in acts
+    ]
+    answer = await client.post("/v1/events/batch", json={"events": events})
+    assert answer.status_code == 200 and answer.json()["errors"] == [], answer.text
+    found = await effects.effects(conn, target="advocacy", horizon_days=90, now=NOW)
+    [rule] = found.rules
+    assert (rule.treated.accounts, rule.treated.outcomes) == (3, 2)
+    assert (rule.held_out.accounts, rule.held_out.outcomes) == (3, 1)
