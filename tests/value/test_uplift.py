@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -14,9 +15,11 @@ import numpy as np
 import orjson
 import pytest
 
+from app.activation import schedules
 from app.ml import batch
 from app.platform.settings import Settings
 from app.value import effects, uplift
+from tests.conftest import run_queued_job
 from tests.fixtures import training
 
 NOW = datetime(2026, 9, 1, tzinfo=UTC)
@@ -195,15 +198,18 @@ async def test_too_few_holdouts_rank_nothing_and_say_how_many_more(
     assert f"takes {needed:,} per group, about {needed - fewest:,} more" in body["verdict"]
 
 
-async def test_a_fit_is_queued_as_a_job_and_a_bad_cursor_is_a_400(
-    conn: asyncpg.Connection, client: httpx.AsyncClient
+async def test_a_fit_asked_for_runs_as_a_worker_job_and_a_bad_cursor_is_a_400(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, settings: Settings
 ) -> None:
     answer = await client.post("/v1/actions/uplift/fit", json={"target": "churn"})
     assert answer.status_code == 202, answer.text
     job = answer.json()
     assert job["kind"] == uplift.JOB and job["status"] == "queued"
-    params = await conn.fetchval("SELECT params FROM jobs WHERE job_id = $1", job["job_id"])
-    assert orjson.loads(params) == {"target": "churn"}
+    done = await run_queued_job(settings, uplift.JOB)
+    assert done["status"] == "not_enough_evidence"  # nothing routed yet
+    body = (await client.get("/v1/actions/uplift", params={"target": "churn"})).json()
+    assert body["status"] == "not_enough_evidence"
+    assert body["delivered"]["accounts"] == body["held_out"]["accounts"] == 0
     refused = await client.post("/v1/actions/uplift/fit", json={"target": "churn", "x": 1})
     assert refused.status_code == 422
     bad = await client.get("/v1/actions/uplift", params={"cursor": "not-a-cursor"})
@@ -237,3 +243,19 @@ async def test_uplift_reads_the_active_models_features_and_label_and_shows_its_r
             r["account_id"],
         )
         assert (r["risk"], r["risk_band"]) == (latest["probability"], latest["band"])
+
+
+async def test_the_worker_schedules_a_fit_for_each_target_with_an_active_model(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    insert_model: Callable[..., Awaitable[None]],
+) -> None:
+    now = datetime.now(UTC)
+    assert not [s for s in await schedules.enqueue_due(conn, settings, now=now) if "uplift" in s]
+    await insert_model(as_of=now, activated=True)  # an active churn model
+    created = await schedules.enqueue_due(conn, settings, now=now)
+    assert [s for s in created if s.startswith(f"{uplift.JOB}:churn:")], created
+    again = await schedules.enqueue_due(conn, settings, now=now)
+    assert not [s for s in again if "uplift" in s]  # once per period, however often asked
+    rows = await conn.fetch("SELECT params FROM jobs WHERE kind = $1", uplift.JOB)
+    assert [orjson.loads(r["params"]) for r in rows] == [{"target": "churn"}]
