@@ -11,7 +11,8 @@ from app.schemas.common import Id, Int, Kind, Timestamp, integral
 
 
 class JobResult(BaseModel):
-    """What a finished job made: a model (train), or scores (score)."""
+    """What a finished job made: a model (train), scores (score), an uplift ranking
+    (uplift_fit; its status is the fit's)."""
 
     model_id: str | None = Field(None, description="train: the new model.")
     status: str | None = Field(None, description="train: the new model's status.")
@@ -27,6 +28,11 @@ class JobResult(BaseModel):
     insights: int | None = Field(None, description="score: insights the new scores raised.")
     evaluations: dict[str, Any] | None = Field(
         None, description="evaluate: per target, realized performance and drift."
+    )
+    target: str | None = Field(None, description="uplift_fit: the target fitted.")
+    ranked: int | None = Field(None, description="uplift_fit: live accounts ranked by uplift.")
+    verdict: str | None = Field(
+        None, description="uplift_fit: how the ranking did, or what it still needs (in words)."
     )
 
 

@@ -207,6 +207,9 @@ async def test_a_fit_asked_for_runs_as_a_worker_job_and_a_bad_cursor_is_a_400(
     assert job["kind"] == uplift.JOB and job["status"] == "queued"
     done = await run_queued_job(settings, uplift.JOB)
     assert done["status"] == "not_enough_evidence"  # nothing routed yet
+    shown = (await client.get(f"/v1/jobs/{job['job_id']}")).json()["result"]
+    assert shown["target"] == "churn" and shown["ranked"] == 0
+    assert shown["verdict"].startswith("Not enough evidence yet")
     body = (await client.get("/v1/actions/uplift", params={"target": "churn"})).json()
     assert body["status"] == "not_enough_evidence"
     assert body["delivered"]["accounts"] == body["held_out"]["accounts"] == 0
