@@ -6,7 +6,9 @@ a trigger keeps it when the account's MRR changes), indexed, so a page costs its
 100,000 accounts; the page's last activity is read for its rows only. Ties come by account id
 (descending), and the accounts with no churn score after every scored one, by account id, so
 the order is total and a cursor (which of the two, value at risk, account id) resumes it
-exactly.
+exactly. Once an uplift fit has ranked the accounts (app.value.uplift), the book can instead be
+ordered by how much acting helps: the accounts the newest churn fit ranked, walking its benefit
+index backwards, with their risk beside.
 """
 
 from __future__ import annotations
@@ -31,16 +33,25 @@ BANDS = ("high", "medium", "low")
 RENEWAL_TRAITS = ("renewal_date", "renews_at", "contract_end")
 
 
+RISK, UPLIFT = "risk", "uplift"  # the book's orders: value at risk, or where acting helps most
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     segment: str | None = None
     band: str | None = None
     owner: str | None = None
+    order: str = RISK
 
     def as_json(self) -> JSONObject:
         return {
             k: v
-            for k, v in (("segment", self.segment), ("band", self.band), ("owner", self.owner))
+            for k, v in (
+                ("segment", self.segment),
+                ("band", self.band),
+                ("owner", self.owner),
+                ("order", self.order if self.order != RISK else None),
+            )
             if v
         }
 
@@ -51,6 +62,7 @@ class Filters:
             segment=_text(data.get("segment")),
             band=band if band in BANDS else None,
             owner=_text(data.get("owner")),
+            order=UPLIFT if data.get("order") == UPLIFT else RISK,
         )
 
 
@@ -94,6 +106,7 @@ class Page:
     segments: list[str] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
     uplift_ranked: bool = False  # a churn uplift fit ranked accounts: the column is shown
+    by_uplift: datetime | None = None  # ordered by the uplift fit that ranked as of this
 
 
 _COLUMNS = """
@@ -139,14 +152,33 @@ _UNSCORED = f"""
 _LAST_ACTIVITY = """
     SELECT a, (SELECT max(occurred_at) FROM events WHERE account_id = a)
     FROM unnest($1::text[]) AS a"""
-# The newest churn uplift fit's benefit of each shown account (a ranked fit, else none).
+# The newest churn uplift fit that ranked accounts, and each shown account's benefit in it.
+_RANKED = """
+    SELECT fit_id, as_of FROM uplift_fits WHERE target = 'churn' AND status = 'ranked'
+    ORDER BY fitted_at DESC, fit_id DESC LIMIT 1"""
 _BENEFIT = """
-    SELECT s.account_id, s.benefit FROM uplift_scores s
-    WHERE s.account_id = ANY($1::text[]) AND s.fit_id = (
-        SELECT fit_id FROM uplift_fits WHERE target = 'churn' AND status = 'ranked'
-        ORDER BY fitted_at DESC, fit_id DESC LIMIT 1)"""
-_RANKED = "SELECT EXISTS (SELECT 1 FROM uplift_fits WHERE target = 'churn' AND status = 'ranked')"
-SCORED, UNSCORED = "s", "u"
+    SELECT account_id, benefit FROM uplift_scores
+    WHERE fit_id = $2 AND account_id = ANY($1::text[])"""
+# The accounts that fit ranked, by how much acting helps (ix_uplift_scores_benefit backwards).
+_HELPED = f"""
+    SELECT {_COLUMNS},
+           c.probability AS churn, c.band AS churn_band, c.previous_probability AS churn_before,
+           c.reasons AS churn_reasons, coalesce(c.at_risk, 0) AS at_risk, u.benefit
+    FROM uplift_scores u
+    JOIN accounts a ON a.account_id = u.account_id
+    LEFT JOIN latest_scores c ON c.account_id = u.account_id AND c.target = 'churn'
+    LEFT JOIN latest_scores x ON x.account_id = u.account_id AND x.target = 'expansion'
+    WHERE u.fit_id = $8
+      AND ($1::text[] IS NULL OR a.owner_email = ANY($1::text[]))
+      AND ($2::text IS NULL OR a.segment = $2)
+      AND ($3::text IS NULL OR c.band = $3)
+      AND ($4::text IS NULL OR a.owner_email = $4)
+      {{after}}
+    ORDER BY u.benefit DESC, u.account_id DESC
+    LIMIT $7"""  # noqa: S608  (constant columns)
+_HELPED_FIRST = _HELPED.format(after="AND $5::float8 IS NULL AND $6::text IS NULL")
+_HELPED_AFTER = _HELPED.format(after="AND (u.benefit, u.account_id) < ($5::float8, $6::text)")
+SCORED, UNSCORED, HELPED = "s", "u", "h"
 
 
 async def page(
@@ -158,19 +190,36 @@ async def page(
     size: int = PAGE,
 ) -> Page:
     """A page of the book: the accounts with a churn score by value at risk, highest first
-    (ties by id, descending), then those without one, by id."""
-    stream, after = SCORED, None
+    (ties by id, descending), then those without one, by id; or, ordered by uplift once a fit
+    ranked accounts, the accounts it ranked by how much acting helps (ties by id)."""
+    ranked = await conn.fetchrow(_RANKED)
+    stream, after = (HELPED if filters.order == UPLIFT and ranked else SCORED), None
     if cursor is not None:
         stream, risk, account_id = cursors.decode(cursor, str, str, str)
         try:
             after = (float(risk), account_id)  # written as repr(float): read back exactly
         except ValueError:
             raise errors.BadRequest("cursor is not one this service issued") from None
-        if stream not in (SCORED, UNSCORED):
+        if stream not in (SCORED, UNSCORED, HELPED) or (stream == HELPED and not ranked):
             raise errors.BadRequest("cursor is not one this service issued")
     owners = None if visible is None else list(visible)
     given = (owners, filters.segment, filters.band, filters.owner)
     rows: list[asyncpg.Record] = []
+    if stream == HELPED:
+        assert ranked is not None
+        rows = await conn.fetch(
+            _HELPED_FIRST if after is None else _HELPED_AFTER,
+            *given,
+            None if after is None else after[0],
+            None if after is None else after[1],
+            size + 1,
+            ranked["fit_id"],
+        )
+        shown = await _with_activity(conn, [_row(r) for r in rows[:size]], ranked)
+        more = None
+        if len(rows) > size:
+            more = cursors.encode(HELPED, repr(rows[size - 1]["benefit"]), shown[-1].account_id)
+        return Page(shown, more, uplift_ranked=True, by_uplift=ranked["as_of"])
     if stream == SCORED:
         rows = await conn.fetch(
             _SCORED_FIRST if after is None else _SCORED_AFTER,
@@ -186,24 +235,30 @@ async def page(
             after[1] if stream == UNSCORED and after is not None else None,
             size + 1 - len(rows),
         )
-    shown = [_row(r) for r in rows[:size]]
-    activity = dict(
-        await conn.fetch(_LAST_ACTIVITY, [r.account_id for r in shown]) if shown else []
-    )
-    ids = [r.account_id for r in shown]
-    benefit = dict(await conn.fetch(_BENEFIT, ids) if shown else [])
-    shown = [
-        dataclasses.replace(
-            r, last_activity=activity.get(r.account_id), churn_benefit=benefit.get(r.account_id)
-        )
-        for r in shown
-    ]
+    shown = await _with_activity(conn, [_row(r) for r in rows[:size]], ranked)
     next_cursor = None
     if len(rows) > size:
         last = shown[-1]
         kind = SCORED if last.churn is not None else UNSCORED
         next_cursor = cursors.encode(kind, repr(last.at_risk), last.account_id)
-    return Page(shown, next_cursor, uplift_ranked=bool(await conn.fetchval(_RANKED)))
+    return Page(shown, next_cursor, uplift_ranked=ranked is not None)
+
+
+async def _with_activity(
+    conn: asyncpg.Connection, shown: list[Row], ranked: asyncpg.Record | None
+) -> list[Row]:
+    """The rows with their last activity and, when an uplift fit ranked them, their benefit."""
+    if not shown:
+        return shown
+    ids = [r.account_id for r in shown]
+    activity = dict(await conn.fetch(_LAST_ACTIVITY, ids))
+    benefit = dict(await conn.fetch(_BENEFIT, ids, ranked["fit_id"])) if ranked else {}
+    return [
+        dataclasses.replace(
+            r, last_activity=activity.get(r.account_id), churn_benefit=benefit.get(r.account_id)
+        )
+        for r in shown
+    ]
 
 
 def _row(r: asyncpg.Record) -> Row:

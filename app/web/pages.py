@@ -191,6 +191,7 @@ async def my_book(
     segment: Annotated[str | None, Query(max_length=255)] = None,
     band: Annotated[str | None, Query(max_length=16)] = None,
     owner: Annotated[str | None, Query(max_length=320)] = None,
+    order: Annotated[str | None, Query(max_length=16)] = None,
     view: uuid.UUID | None = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> HTMLResponse:
@@ -200,7 +201,9 @@ async def my_book(
         if view is not None:
             filters = (await book.view(conn, session.user, view)).filters
         else:
-            filters = book.Filters.of({"segment": segment, "band": band, "owner": owner})
+            filters = book.Filters.of(
+                {"segment": segment, "band": band, "owner": owner, "order": order}
+            )
         found = await book.page(conn, visible=visible, filters=filters, cursor=cursor)
         segments, owners = await book.choices(conn, visible)
         saved = await book.views(conn, session.user)

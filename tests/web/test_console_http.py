@@ -174,6 +174,44 @@ async def test_the_book_shows_how_much_acting_helps_once_uplift_ranked_the_accou
     assert "churn -12 pts" in row_a and "churn " not in row_b  # b: not ranked, a dash
 
 
+async def test_the_book_orders_by_where_acting_helps_most_across_pages(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, signed_in: SignedIn
+) -> None:
+    await make_user(conn, "lead@example.com", "lead")
+    ranked = {f"acc-{i:03d}": ("x@example.com", float(1000 - i)) for i in range(60)}
+    await _accounts(client, ranked | {"new-1": ("x@example.com", 5000.0)})
+    await history.store(conn, [score(a, NOW, 0.5) for a in [*ranked, "new-1"]])
+    async with signed_in("lead@example.com") as lead:
+        page = (await lead.get("/app/", params={"order": "uplift"})).text
+        assert 'id="order"' not in page  # no fit has ranked: value at risk, no choice
+        assert _rows(page)[0] == "new-1"
+        fit_id = await conn.fetchval(
+            "INSERT INTO uplift_fits (target, as_of, horizon_days, status, verdict, delivered, "
+            "delivered_outcomes, delivered_pending, held_out, held_out_outcomes, "
+            "held_out_pending) VALUES ('churn', now(), 90, 'ranked', '', 0, 0, 0, 0, 0, 0) "
+            "RETURNING fit_id"
+        )
+        # Acting helps the low-MRR accounts most: the reverse of value at risk.
+        await conn.executemany(
+            "INSERT INTO uplift_scores (fit_id, account_id, uplift, benefit, untreated) "
+            "VALUES ($1, $2, $3, $4, 0.5)",
+            [(fit_id, a, -i / 1000, i / 1000) for i, a in enumerate(ranked)],
+        )
+        seen: list[str] = []
+        path = "/app/?order=uplift"
+        for _ in range(3):
+            page = (await lead.get(path)).text
+            seen += _rows(page)
+            more = re.search(r'href="/app/\?([^"]+)">Next page', page)
+            if more is None:
+                break
+            path = "/app/?" + more.group(1).replace("&amp;", "&")
+        assert "Accounts ranked by how much acting helps" in page
+        by_risk = _rows((await lead.get("/app/")).text)
+    assert seen == [f"acc-{i:03d}" for i in reversed(range(60))] and more is None
+    assert by_risk[:2] == ["new-1", "acc-000"]  # value at risk is still the default
+
+
 async def test_a_csm_gets_a_404_for_an_account_someone_else_owns(
     client: httpx.AsyncClient, conn: asyncpg.Connection, signed_in: SignedIn
 ) -> None:
