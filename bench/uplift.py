@@ -3,6 +3,7 @@ a planted world, against simple peers computed on the same splits in the same ru
 
     .venv/bin/pip install -q -r bench/requirements-quality.txt
     .venv/bin/python bench/uplift.py [--repeats 20]
+    .venv/bin/python bench/uplift.py --scale 20000   # the worker's fit, timed, at this size
 
 Data sets:
 - thornton: Thornton (2008), "The Demand for, and Impact of, Learning HIV Status" (causaldata's
@@ -31,14 +32,21 @@ halves overlap across repeats, so it is optimistic). Target: custintel at or abo
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import math
+import os
 import random
 import statistics
 import sys
+import time
+import uuid
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,11 +159,79 @@ def run(name: str, data: tuple[np.ndarray, np.ndarray, np.ndarray], repeats: int
     ]
 
 
+async def scale(accounts: int) -> None:
+    """The worker's fit, timed, on bench/score.py's simulated world of `accounts` (loaded with
+    COPY) with a churn insight 150 days before its end for every live account, half held out at
+    random. The simulator plants no effect of acting: this measures time, not quality."""
+    from app.platform import db
+    from app.platform.settings import Settings
+    from bench import score
+    from bench.ingest import create_database, scratch_dir
+
+    scratch = scratch_dir()
+    external = os.environ.get("CUSTINTEL_DATABASE_URL")
+    server = external or await asyncio.to_thread(db.start_embedded, scratch / "pg")
+    assert server is not None
+    url = await create_database(server, "bench_uplift")
+    pieces = await score.world(accounts, 0.05)
+    events, seconds = await score.load(url, pieces)
+    print(f"{accounts:,} accounts, {events:,} events loaded in {seconds:.0f} s")
+    at = score.END - timedelta(days=150)
+    conn = await asyncpg.connect(url)
+    try:
+        alive = await conn.fetch(
+            "SELECT account_id FROM accounts a WHERE account_first_seen(a.account_id) <= $1 "
+            "AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.account_id = a.account_id "
+            "AND o.kind = 'churned' AND o.occurred_at <= $1)",
+            at,
+        )
+        rng = random.Random(5)
+        rule: dict[str, object] = {
+            "rule_id": "r1",
+            "name": "Red accounts",
+            "owner": None,
+            "destination_ids": [],
+        }
+        await conn.executemany(
+            "INSERT INTO insights (insight_id, kind, target, account_id, reasons, next_step, "
+            "details, status, decision, created_at, updated_at) VALUES ($1, 'score', 'churn', "
+            "$2, '[]', 'Call', '{}', 'open', $3::jsonb, $4, $4)",
+            [
+                (
+                    uuid.uuid4().hex,
+                    r["account_id"],
+                    json.dumps({"rules": [{**rule, "holdout": rng.random() < 0.5}]}),
+                    at + timedelta(minutes=rng.random() * 60),
+                )
+                for r in alive
+            ],
+        )
+        settings = Settings(database_url=url, models_dir=scratch / "models")
+        started = time.perf_counter()
+        done = await uplift.fit(conn, settings, target="churn", now=score.END)
+        took = time.perf_counter() - started
+    finally:
+        await conn.close()
+    print(
+        f"uplift fit at {accounts:,} accounts: {took:.1f} s for {len(alive):,} routed insights "
+        f"and {done['ranked']:,} live accounts ranked ({done['status']}); {done['verdict']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="also time the worker's fit on a simulated world of this many accounts",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
+    if args.scale:
+        asyncio.run(scale(args.scale))
+        return
     lines = []
     for name, data in (("thornton", thornton()), ("planted", planted())):
         lines += run(name, data, args.repeats)

@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from app.ml import datasets, features, linear, registry
+from app.ml import datasets, features, linear, registry, rollups
 from app.ml.catalog import Catalog
 from app.platform import cursors, errors, jobs
 from app.platform.jsonbody import JSONObject
@@ -479,16 +479,13 @@ def _verdict_short(target: str, n1: int, n0: int, needed: int | None, base: floa
 
 def _verdict(target: str, ev: UpliftEvaluation) -> str:
     up, risk = ev.top_by_uplift, ev.top_by_risk
-    direction = "raised" if wanted_sign(target) > 0 else "lowered"
-    outcome = datasets.outcome_of(target)
+    unit = f"points of {target} {'gained' if wanted_sign(target) > 0 else 'avoided'}"
 
     def said(s: UpliftShare) -> str:
         if s.gain is None or s.interval_95 is None:
             return "no comparison (one group is empty)"
-        return (
-            f"{s.gain * 100:+.1f} points of {outcome} {direction} (95% "
-            f"{s.interval_95[0] * 100:+.1f} to {s.interval_95[1] * 100:+.1f})"
-        )
+        low, high = s.interval_95
+        return f"{s.gain * 100:+.1f} (95% {low * 100:+.1f} to {high * 100:+.1f})"
 
     share = f"{TOP_SHARE:.0%}"
     # The ranking a team has without uplift: by its served score, the riskiest or likeliest.
@@ -504,8 +501,8 @@ def _verdict(target: str, ev: UpliftEvaluation) -> str:
     elif up.gain <= risk.gain:
         judged = "uplift ranked no better than risk"
     return (
-        f"On accounts no learner saw: acting on the {share} ranked first by uplift: "
-        f"{said(up)}; on the {share} {highest}: {said(risk)}; on all: "
+        f"On accounts no learner saw, delivering the insight gave, in {unit}: the {share} "
+        f"ranked first by uplift {said(up)}; the {share} {highest} {said(risk)}; all "
         f"{said(ev.overall)}. {judged[0].upper()}{judged[1:]}."
     )
 
@@ -520,6 +517,7 @@ async def fit(
 ) -> JSONObject:
     """Fit the target's uplift learner on its matured holdouts and rank every live account as
     of `now`; or, below the sample size, keep why not. The newest fit per target is kept."""
+    await rollups.catch_up(conn, as_of=now)  # the months features read, as training does
     found = await basis(conn, settings, target=target, now=now)
     got = await entries(conn, target=target, label=found.label, horizon=found.horizon, now=now)
     y, delivered = got.outcome, got.delivered
