@@ -18,6 +18,7 @@ from tests.conftest import ADMIN_KEY
 from tests.fixtures.http import basic
 from tests.fixtures.scores import new_scores, score
 from tests.fixtures.senders import deliver_stripe, invoice, make_source, stripe_event
+from tests.fixtures.uplift import ranked_fit
 
 # Unique strings that mark the subject: its ids, its email, its words. After an erasure none of
 # them may be anywhere in the database.
@@ -238,17 +239,7 @@ async def test_erasing_an_account_removes_it_its_people_and_its_scores(
         "occurred_at": datetime.now(UTC).isoformat(),
     }
     assert (await client.post("/v1/outcomes", json=outcome)).status_code == 202
-    # Its expected uplift, as an uplift fit ranked it (app.value.uplift).
-    fit_id = await conn.fetchval(
-        "INSERT INTO uplift_fits (target, as_of, horizon_days, status, verdict, delivered, "
-        "delivered_outcomes, delivered_pending, held_out, held_out_outcomes, held_out_pending) "
-        "VALUES ('churn', now(), 90, 'ranked', '', 0, 0, 0, 0, 0, 0) RETURNING fit_id"
-    )
-    await conn.execute(
-        "INSERT INTO uplift_scores (fit_id, account_id, uplift, benefit, untreated) "
-        "VALUES ($1, 'acct-zq', -0.1, 0.1, 0.3)",
-        fit_id,
-    )
+    await ranked_fit(conn, {"acct-zq": 0.1})  # its expected uplift, as a fit ranked it
     done = await erase(client, settings, account_id="acct-zq")
     removed = done["removed"]
     assert removed["accounts"] == 1 and removed["contacts"] == 2

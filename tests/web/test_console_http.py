@@ -14,6 +14,7 @@ from app.ml import history
 from app.platform.settings import Settings
 from tests.fixtures.console import PASSWORD, SignedIn, csrf_of, make_user, signer
 from tests.fixtures.scores import new_scores, score
+from tests.fixtures.uplift import ranked_fit
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -156,17 +157,7 @@ async def test_the_book_shows_how_much_acting_helps_once_uplift_ranked_the_accou
     await history.store(conn, [score("a", NOW, 0.5), score("b", NOW, 0.5)])
     async with signed_in("lead@example.com") as lead:
         assert "Acting helps" not in (await lead.get("/app/")).text  # no uplift fit yet
-        fit_id = await conn.fetchval(
-            "INSERT INTO uplift_fits (target, as_of, horizon_days, status, verdict, delivered, "
-            "delivered_outcomes, delivered_pending, held_out, held_out_outcomes, "
-            "held_out_pending) VALUES ('churn', now(), 90, 'ranked', '', 0, 0, 0, 0, 0, 0) "
-            "RETURNING fit_id"
-        )
-        await conn.execute(
-            "INSERT INTO uplift_scores (fit_id, account_id, uplift, benefit, untreated) "
-            "VALUES ($1, 'a', -0.12, 0.12, 0.4)",
-            fit_id,
-        )
+        await ranked_fit(conn, {"a": 0.12})
         page = (await lead.get("/app/")).text
     assert "Acting helps" in page
     row_a = page[page.index('href="/app/accounts/a"') :].split("</tr>", 1)[0]
@@ -185,18 +176,8 @@ async def test_the_book_orders_by_where_acting_helps_most_across_pages(
         page = (await lead.get("/app/", params={"order": "uplift"})).text
         assert 'id="order"' not in page  # no fit has ranked: value at risk, no choice
         assert _rows(page)[0] == "new-1"
-        fit_id = await conn.fetchval(
-            "INSERT INTO uplift_fits (target, as_of, horizon_days, status, verdict, delivered, "
-            "delivered_outcomes, delivered_pending, held_out, held_out_outcomes, "
-            "held_out_pending) VALUES ('churn', now(), 90, 'ranked', '', 0, 0, 0, 0, 0, 0) "
-            "RETURNING fit_id"
-        )
         # Acting helps the low-MRR accounts most: the reverse of value at risk.
-        await conn.executemany(
-            "INSERT INTO uplift_scores (fit_id, account_id, uplift, benefit, untreated) "
-            "VALUES ($1, $2, $3, $4, 0.5)",
-            [(fit_id, a, -i / 1000, i / 1000) for i, a in enumerate(ranked)],
-        )
+        await ranked_fit(conn, {a: i / 1000 for i, a in enumerate(ranked)})
         seen: list[str] = []
         path = "/app/?order=uplift"
         for _ in range(3):
