@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import numpy as np
+from pydantic import TypeAdapter
 
 from app.ml import features
 from app.ml.catalog import Catalog
@@ -57,6 +58,16 @@ def happened(target: str) -> str:
     if target == ADVOCACY:
         return "acted as an advocate (a referral, review, reference or case study)"
     return OUTCOME_OF.get(target, f"had {target}")
+
+
+_LABEL: TypeAdapter[Label] = TypeAdapter(Label)
+
+
+def label_of(stored: JSONObject | str) -> AnyLabel:
+    """A label as a model keeps it (its JSON, or the object parsed from it)."""
+    if isinstance(stored, str):
+        return _LABEL.validate_json(stored)
+    return _LABEL.validate_python(stored)
 
 
 def default_label(target: str) -> OutcomeLabel | EventLabel:
@@ -237,23 +248,17 @@ async def labels(
                       AND o.kind = ANY($4::text[]) AND o.occurred_at > s.t AND o.occurred_at <= s.u)
         """
         hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.kinds)}
-    elif isinstance(label, InactivityLabel):
-        sql = """
+    elif isinstance(label, InactivityLabel | EventLabel):
+        # An event label came true where such an event happened in the window; inactivity
+        # where none did.
+        negated = "NOT " if isinstance(label, InactivityLabel) else ""
+        sql = f"""
         SELECT s.i FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
             WITH ORDINALITY AS s(account_id, t, u, i)
-        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.account_id = s.account_id
+        WHERE {negated}EXISTS (SELECT 1 FROM events e WHERE e.account_id = s.account_id
                           AND e.type = ANY($4::text[]) AND e.occurred_at > s.t
                           AND e.occurred_at <= s.u)
-        """
-        hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.event_types)}
-    elif isinstance(label, EventLabel):
-        sql = """
-        SELECT s.i FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
-            WITH ORDINALITY AS s(account_id, t, u, i)
-        WHERE EXISTS (SELECT 1 FROM events e WHERE e.account_id = s.account_id
-                      AND e.type = ANY($4::text[]) AND e.occurred_at > s.t
-                      AND e.occurred_at <= s.u)
-        """
+        """  # noqa: S608  (a constant keyword)
         hits = {r[0] for r in await conn.fetch(sql, accounts, starts, ends, label.event_types)}
     else:
         hits = await _mrr_increases(conn, keys, ends, min_pct=label.min_pct)

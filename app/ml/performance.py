@@ -19,15 +19,12 @@ from typing import TypedDict
 import asyncpg
 import numpy as np
 import orjson
-from pydantic import TypeAdapter
 
 from app.activation import insights, routing
 from app.ml import datasets, drift, history, metrics, registry
 from app.ml.catalog import Catalog
 from app.platform import errors, jobs
 from app.platform.jsonbody import JSONObject
-
-_LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 
 
 class Measures(TypedDict):
@@ -78,7 +75,7 @@ async def realized(
     if model is None:
         raise errors.NotFound(f"No model {model_id!r}.")
     horizon = timedelta(days=model["horizon_days"])
-    label = _LABEL.validate_json(model["label"])
+    label = datasets.label_of(model["label"])
     rows = await conn.fetch(
         """
         SELECT DISTINCT ON (account_id, date_trunc('day', as_of))

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-from pydantic import TypeAdapter
 
 from app.ml import datasets, registry
 from app.schemas.metrics import ActionEffect, ActionEffects, EffectArm
 
-_LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 Z = 1.959964  # two-sided 95%
 Z_POWER = 0.841621  # 80% power
 DETECT = 0.3  # the relative change to be able to tell: 10% to 7%
@@ -53,15 +51,27 @@ class Arm:
     def rate(self) -> float | None:
         return self.outcomes / self.accounts if self.accounts else None
 
+    def out(self) -> EffectArm:
+        return EffectArm(
+            accounts=self.accounts, outcomes=self.outcomes, rate=self.rate, pending=self.pending
+        )
+
+
+def difference(treated: Arm, held: Arm) -> tuple[float, list[float]] | None:
+    """The treated rate minus the held-out rate, with its 95% interval (normal approximation);
+    None while either group is empty."""
+    p1, p0 = treated.rate, held.rate
+    if p1 is None or p0 is None:
+        return None
+    se = math.sqrt(p1 * (1 - p1) / treated.accounts + p0 * (1 - p0) / held.accounts)
+    return p1 - p0, [p1 - p0 - Z * se, p1 - p0 + Z * se]
+
 
 def compare(name: str, kind: str, target: str, treated: Arm, held: Arm) -> ActionEffect:
     """The effect of one rule or action kind, in words too."""
-    difference = interval = None
     p1, p0 = treated.rate, held.rate
-    if p1 is not None and p0 is not None:
-        difference = p1 - p0
-        se = math.sqrt(p1 * (1 - p1) / treated.accounts + p0 * (1 - p0) / held.accounts)
-        interval = [difference - Z * se, difference + Z * se]
+    found = difference(treated, held)
+    diff, interval = found if found is not None else (None, None)
     pooled = (treated.outcomes + held.outcomes) / max(treated.accounts + held.accounts, 1)
     base = p0 if p0 else pooled
     needed = needed_per_arm(base) if base else None
@@ -81,7 +91,7 @@ def compare(name: str, kind: str, target: str, treated: Arm, held: Arm) -> Actio
             f"{needed - fewest:,} more."
         )
     else:
-        assert difference is not None and interval is not None
+        assert diff is not None and interval is not None
         if interval[1] < 0:
             judged = f"acting went with fewer {outcome} outcomes"
         elif interval[0] > 0:
@@ -90,19 +100,15 @@ def compare(name: str, kind: str, target: str, treated: Arm, held: Arm) -> Actio
             judged = "no measurable difference"
         verdict = (
             f"{outcome.capitalize()} within the horizon: {p1:.1%} of the accounts acted on, "
-            f"{p0:.1%} of those held out, {difference * 100:+.1f} points (95% "
+            f"{p0:.1%} of those held out, {diff * 100:+.1f} points (95% "
             f"{interval[0] * 100:+.1f} to {interval[1] * 100:+.1f}): {judged}."
         )
     return ActionEffect(
         name=name,
         kind=kind,
-        treated=EffectArm(
-            accounts=treated.accounts, outcomes=treated.outcomes, rate=p1, pending=treated.pending
-        ),
-        held_out=EffectArm(
-            accounts=held.accounts, outcomes=held.outcomes, rate=p0, pending=held.pending
-        ),
-        difference=difference,
+        treated=treated.out(),
+        held_out=held.out(),
+        difference=diff,
         interval_95=interval,
         needed_per_arm=needed,
         enough_evidence=enough,
@@ -133,7 +139,7 @@ async def label_of(conn: asyncpg.Connection, target: str) -> datasets.AnyLabel:
     model = await registry.active(conn, target)
     if model is None:
         return datasets.default_label(target)
-    return _LABEL.validate_python(model.label)
+    return datasets.label_of(model.label)
 
 
 async def _arm(

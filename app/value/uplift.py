@@ -38,7 +38,6 @@ from typing import Any, Protocol, cast
 import asyncpg
 import numpy as np
 import orjson
-from pydantic import TypeAdapter
 
 from app.ml import datasets, features, linear, registry, rollups
 from app.ml.catalog import Catalog
@@ -46,7 +45,6 @@ from app.platform import cursors, errors, jobs
 from app.platform.jsonbody import JSONObject
 from app.platform.settings import Settings
 from app.schemas.metrics import (
-    EffectArm,
     UpliftAccount,
     UpliftEvaluation,
     UpliftRanking,
@@ -64,7 +62,6 @@ TREES, REGRESSIONS = "X-learner of gradient-boosted trees", "T-learner of logist
 SELECT_SEED = 11
 SELECT_SPLITS = 3  # random halves the learners are compared on, each both ways
 
-_LABEL: TypeAdapter[datasets.Label] = TypeAdapter(datasets.Label)
 
 # Each account's first insight of the target that matched a routing rule, and whether any rule
 # delivered it.
@@ -362,23 +359,15 @@ def _share_effect(
     treated = effects.Arm(len(t), int(y[t].sum()), 0)
     held = effects.Arm(len(h), int(y[h].sum()), 0)
     gain = interval = None
-    if treated.rate is not None and held.rate is not None:
-        p1, p0 = treated.rate, held.rate
-        gain = sign * (p1 - p0)
-        se = math.sqrt(p1 * (1 - p1) / treated.accounts + p0 * (1 - p0) / held.accounts)
-        interval = [gain - effects.Z * se, gain + effects.Z * se]
+    found = effects.difference(treated, held)
+    if found is not None:  # turned to the direction that helps
+        gain, interval = sign * found[0], sorted(sign * v for v in found[1])
     return UpliftShare(
         ranked_by=ranked_by,
-        delivered=_arm(treated),
-        held_out=_arm(held),
+        delivered=treated.out(),
+        held_out=held.out(),
         gain=gain,
         interval_95=interval,
-    )
-
-
-def _arm(arm: effects.Arm) -> EffectArm:
-    return EffectArm(
-        accounts=arm.accounts, outcomes=arm.outcomes, rate=arm.rate, pending=arm.pending
     )
 
 
@@ -417,14 +406,21 @@ def evaluate(
 
 @dataclass(frozen=True)
 class Basis:
-    """What the learner reads: the target's model's catalog, features and label when it has
-    one, else the catalog the data supports now and the target's default label."""
+    """What the learner reads: the target's model (its catalog, features and label) when it
+    has one, else the catalog the data supports now (every feature) and the target's default
+    label."""
 
     catalog: Catalog
-    names: list[str]
     label: datasets.AnyLabel
     horizon: timedelta
-    model_id: str | None
+    model: registry.Loaded | None
+
+    def matrix(self, frame: features.Frame) -> np.ndarray:
+        return frame.matrix if self.model is None else self.model.matrix(frame)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.catalog.names) if self.model is None else self.model.features
 
 
 async def basis(
@@ -435,10 +431,9 @@ async def basis(
         loaded = await asyncio.to_thread(registry.load, model.path)
         return Basis(
             loaded.catalog,
-            loaded.features,
-            _LABEL.validate_python(model.label),
+            datasets.label_of(model.label),
             timedelta(days=model.horizon_days),
-            model.model_id,
+            loaded,
         )
     catalog = await features.build_catalog(
         conn,
@@ -450,17 +445,8 @@ async def basis(
         exclude=settings.feature_exclude,
     )
     return Basis(
-        catalog,
-        list(catalog.names),
-        datasets.default_label(target),
-        timedelta(days=DEFAULT_HORIZON_DAYS),
-        None,
+        catalog, datasets.default_label(target), timedelta(days=DEFAULT_HORIZON_DAYS), None
     )
-
-
-def _matrix(frame: features.Frame, names: list[str]) -> np.ndarray:
-    position = {n: j for j, n in enumerate(frame.names)}
-    return frame.matrix[:, [position[n] for n in names]]
 
 
 def _verdict_short(target: str, n1: int, n0: int, needed: int | None, base: float | None) -> str:
@@ -535,7 +521,7 @@ async def fit(
         )
     else:
         frame = await features.compute(conn, found.catalog, got.keys)
-        x = _matrix(frame, found.names)
+        x = found.matrix(frame)
         levels = found.catalog.levels()
         categorical = [j for j, n in enumerate(found.names) if n in levels]
         from app.ml import search
@@ -563,9 +549,10 @@ async def fit(
         for i in range(0, len(alive), CHUNK):
             ids = alive[i : i + CHUNK]
             now_frame = await features.compute(conn, found.catalog, [(a, now) for a in ids])
-            xs = _matrix(now_frame, found.names)
-            effect = await asyncio.to_thread(learner.effect, xs)
-            untreated = await asyncio.to_thread(learner.untreated, xs)
+            xs = found.matrix(now_frame)
+            effect, untreated = await asyncio.to_thread(
+                lambda x: (learner.effect(x), learner.untreated(x)), xs
+            )
             ranked += [
                 (a, float(e), float(sign * e), float(u))
                 for a, e, u in zip(ids, effect, untreated, strict=True)
@@ -580,7 +567,7 @@ async def fit(
             target,
             now,
             found.horizon.days,
-            found.model_id,
+            None if found.model is None else found.model.model_id,
             status,
             verdict,
             n1,
@@ -691,18 +678,12 @@ async def ranking(
         as_of=fit_row["as_of"],
         horizon_days=fit_row["horizon_days"],
         model_id=fit_row["model_id"],
-        delivered=EffectArm(
-            accounts=fit_row["delivered"],
-            outcomes=fit_row["delivered_outcomes"],
-            rate=_rate(fit_row["delivered_outcomes"], fit_row["delivered"]),
-            pending=fit_row["delivered_pending"],
-        ),
-        held_out=EffectArm(
-            accounts=fit_row["held_out"],
-            outcomes=fit_row["held_out_outcomes"],
-            rate=_rate(fit_row["held_out_outcomes"], fit_row["held_out"]),
-            pending=fit_row["held_out_pending"],
-        ),
+        delivered=effects.Arm(
+            fit_row["delivered"], fit_row["delivered_outcomes"], fit_row["delivered_pending"]
+        ).out(),
+        held_out=effects.Arm(
+            fit_row["held_out"], fit_row["held_out_outcomes"], fit_row["held_out_pending"]
+        ).out(),
         needed_per_arm=fit_row["needed_per_arm"],
         evaluation=evaluation,
         accounts=[
@@ -723,7 +704,3 @@ async def ranking(
             cursors.encode(repr(rows[-1]["benefit"]), rows[-1]["account_id"]) if more else None
         ),
     )
-
-
-def _rate(outcomes: int, accounts: int) -> float | None:
-    return outcomes / accounts if accounts else None

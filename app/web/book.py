@@ -215,7 +215,7 @@ async def page(
             size + 1,
             ranked["fit_id"],
         )
-        shown = await _with_activity(conn, [_row(r) for r in rows[:size]], ranked)
+        shown = await _with_activity(conn, [_row(r) for r in rows[:size]], None)
         more = None
         if len(rows) > size:
             more = cursors.encode(HELPED, repr(rows[size - 1]["benefit"]), shown[-1].account_id)
@@ -247,7 +247,8 @@ async def page(
 async def _with_activity(
     conn: asyncpg.Connection, shown: list[Row], ranked: asyncpg.Record | None
 ) -> list[Row]:
-    """The rows with their last activity and, when an uplift fit ranked them, their benefit."""
+    """The rows with their last activity and, from the uplift fit `ranked` (None: the rows
+    read it already, or there is none), their benefit."""
     if not shown:
         return shown
     ids = [r.account_id for r in shown]
@@ -255,7 +256,9 @@ async def _with_activity(
     benefit = dict(await conn.fetch(_BENEFIT, ids, ranked["fit_id"])) if ranked else {}
     return [
         dataclasses.replace(
-            r, last_activity=activity.get(r.account_id), churn_benefit=benefit.get(r.account_id)
+            r,
+            last_activity=activity.get(r.account_id),
+            churn_benefit=benefit.get(r.account_id, r.churn_benefit),
         )
         for r in shown
     ]
@@ -277,6 +280,7 @@ def _row(r: asyncpg.Record) -> Row:
         at_risk=float(r["at_risk"]),
         top_reason=None if headline is None else headline.get("text"),
         renewal=renewal[:10] if renewal else None,
+        churn_benefit=r.get("benefit"),  # the rows ordered by uplift read it
     )
 
 
